@@ -1,0 +1,8 @@
+"""The ``worldrt.v1`` contract: generated protobuf messages and gRPC stubs (see world_runtime.proto)."""
+
+from worldrt.v1 import world_runtime_pb2 as pb
+from worldrt.v1 import world_runtime_pb2_grpc as rpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorldRuntime"].full_name
+
+__all__ = ["pb", "rpc", "SERVICE_NAME"]

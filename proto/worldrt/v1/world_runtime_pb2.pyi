@@ -1,0 +1,412 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InstanceStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INSTANCE_STATUS_UNSPECIFIED: _ClassVar[InstanceStatus]
+    RUNNING: _ClassVar[InstanceStatus]
+    STOPPED: _ClassVar[InstanceStatus]
+
+class SnapshotKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SNAPSHOT_KIND_UNSPECIFIED: _ClassVar[SnapshotKind]
+    MEMORY_AND_DISK: _ClassVar[SnapshotKind]
+    DISK_ONLY: _ClassVar[SnapshotKind]
+
+class VerifyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERIFY_MODE_UNSPECIFIED: _ClassVar[VerifyMode]
+    REFEREE: _ClassVar[VerifyMode]
+    SPOT_CHECK: _ClassVar[VerifyMode]
+    ATTESTATION: _ClassVar[VerifyMode]
+INSTANCE_STATUS_UNSPECIFIED: InstanceStatus
+RUNNING: InstanceStatus
+STOPPED: InstanceStatus
+SNAPSHOT_KIND_UNSPECIFIED: SnapshotKind
+MEMORY_AND_DISK: SnapshotKind
+DISK_ONLY: SnapshotKind
+VERIFY_MODE_UNSPECIFIED: VerifyMode
+REFEREE: VerifyMode
+SPOT_CHECK: VerifyMode
+ATTESTATION: VerifyMode
+
+class ProviderConfig(_message.Message):
+    __slots__ = ("provider_id", "values", "json")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    values: _containers.ScalarMap[str, str]
+    json: str
+    def __init__(self, provider_id: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class InitReply(_message.Message):
+    __slots__ = ("provider_id", "trit")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIT_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    trit: int
+    def __init__(self, provider_id: _Optional[str] = ..., trit: _Optional[int] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ("host_id",)
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    def __init__(self, host_id: _Optional[str] = ...) -> None: ...
+
+class ShutdownReply(_message.Message):
+    __slots__ = ("instances_stopped", "snapshots_dropped")
+    INSTANCES_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    instances_stopped: int
+    snapshots_dropped: int
+    def __init__(self, instances_stopped: _Optional[int] = ..., snapshots_dropped: _Optional[int] = ...) -> None: ...
+
+class LinkConfig(_message.Message):
+    __slots__ = ("link_id", "source_component", "target_provider", "name", "interfaces", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LINK_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    link_id: str
+    source_component: str
+    target_provider: str
+    name: str
+    interfaces: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.ScalarMap[str, str]
+    def __init__(self, link_id: _Optional[str] = ..., source_component: _Optional[str] = ..., target_provider: _Optional[str] = ..., name: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LinkReply(_message.Message):
+    __slots__ = ("link_id", "existed", "links")
+    LINK_ID_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    link_id: str
+    existed: bool
+    links: int
+    def __init__(self, link_id: _Optional[str] = ..., existed: _Optional[bool] = ..., links: _Optional[int] = ...) -> None: ...
+
+class CapabilitiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Capability(_message.Message):
+    __slots__ = ("name", "value_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value_json: str
+    def __init__(self, name: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
+
+class CapabilitiesReply(_message.Message):
+    __slots__ = ("provider_id", "name", "trit", "capabilities", "languages", "operations")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRIT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    name: str
+    trit: int
+    capabilities: _containers.RepeatedCompositeFieldContainer[Capability]
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    operations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., trit: _Optional[int] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ..., languages: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("memory_mb", "cpu_s", "processes", "file_size_mb")
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_MB_FIELD_NUMBER: _ClassVar[int]
+    memory_mb: int
+    cpu_s: int
+    processes: int
+    file_size_mb: int
+    def __init__(self, memory_mb: _Optional[int] = ..., cpu_s: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_mb: _Optional[int] = ...) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ("image", "snapshot_id", "language", "ttl_s", "limits", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    snapshot_id: str
+    language: str
+    ttl_s: int
+    limits: Limits
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., language: _Optional[str] = ..., ttl_s: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Instance(_message.Message):
+    __slots__ = ("instance_id", "provider_id", "snapshot_id", "status", "created_at", "limits", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    provider_id: str
+    snapshot_id: str
+    status: InstanceStatus
+    created_at: _timestamp_pb2.Timestamp
+    limits: Limits
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, instance_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., status: _Optional[_Union[InstanceStatus, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InstanceRef(_message.Message):
+    __slots__ = ("instance_id",)
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    def __init__(self, instance_id: _Optional[str] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("instance_id", "ttl_s")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    ttl_s: int
+    def __init__(self, instance_id: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+
+class SnapshotRef(_message.Message):
+    __slots__ = ("snapshot_id", "instance_id", "kind", "size_bytes", "created_at")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    instance_id: str
+    kind: SnapshotKind
+    size_bytes: int
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, snapshot_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BranchRequest(_message.Message):
+    __slots__ = ("snapshot_id", "count", "ttl_s")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    count: int
+    ttl_s: int
+    def __init__(self, snapshot_id: _Optional[str] = ..., count: _Optional[int] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+
+class BranchError(_message.Message):
+    __slots__ = ("index", "code", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    code: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BranchReply(_message.Message):
+    __slots__ = ("instances", "errors", "snapshot_id")
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[Instance]
+    errors: _containers.RepeatedCompositeFieldContainer[BranchError]
+    snapshot_id: str
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    code: str
+    language: str
+    timeout_ms: int
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ExecutionResult(_message.Message):
+    __slots__ = ("stdout", "stderr", "exit_code", "value_json", "duration_ms", "cpu_ms", "cost_units", "state_digest", "attestation_json", "instance_id", "error")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_UNITS_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stdout: str
+    stderr: str
+    exit_code: int
+    value_json: str
+    duration_ms: float
+    cpu_ms: float
+    cost_units: float
+    state_digest: str
+    attestation_json: str
+    instance_id: str
+    error: str
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., exit_code: _Optional[int] = ..., value_json: _Optional[str] = ..., duration_ms: _Optional[float] = ..., cpu_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., state_digest: _Optional[str] = ..., attestation_json: _Optional[str] = ..., instance_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ExecutionEvent(_message.Message):
+    __slots__ = ("stdout", "stderr", "result")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    stdout: str
+    stderr: str
+    result: ExecutionResult
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ...) -> None: ...
+
+class OracleResult(_message.Message):
+    __slots__ = ("rule", "scores", "winner_id")
+    class ScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    WINNER_ID_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    scores: _containers.ScalarMap[str, float]
+    winner_id: str
+    def __init__(self, rule: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., winner_id: _Optional[str] = ...) -> None: ...
+
+class MergeRequest(_message.Message):
+    __slots__ = ("instance_ids", "oracle")
+    INSTANCE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ORACLE_FIELD_NUMBER: _ClassVar[int]
+    instance_ids: _containers.RepeatedScalarFieldContainer[str]
+    oracle: OracleResult
+    def __init__(self, instance_ids: _Optional[_Iterable[str]] = ..., oracle: _Optional[_Union[OracleResult, _Mapping]] = ...) -> None: ...
+
+class OptimizeRequest(_message.Message):
+    __slots__ = ("objective_code", "space_json", "budget", "seed", "group_size", "max_async_level")
+    OBJECTIVE_CODE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ASYNC_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    objective_code: str
+    space_json: str
+    budget: int
+    seed: int
+    group_size: int
+    max_async_level: int
+    def __init__(self, objective_code: _Optional[str] = ..., space_json: _Optional[str] = ..., budget: _Optional[int] = ..., seed: _Optional[int] = ..., group_size: _Optional[int] = ..., max_async_level: _Optional[int] = ...) -> None: ...
+
+class OptimizeReply(_message.Message):
+    __slots__ = ("best_json", "best_value", "curve", "step_digests")
+    BEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    STEP_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    best_json: str
+    best_value: float
+    curve: _containers.RepeatedScalarFieldContainer[float]
+    step_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, best_json: _Optional[str] = ..., best_value: _Optional[float] = ..., curve: _Optional[_Iterable[float]] = ..., step_digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Claim(_message.Message):
+    __slots__ = ("claimant", "step_digests")
+    CLAIMANT_FIELD_NUMBER: _ClassVar[int]
+    STEP_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    claimant: str
+    step_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, claimant: _Optional[str] = ..., step_digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("program_code", "start_state_json", "steps", "claims", "mode", "sample", "forged_fraction", "attestation_json")
+    PROGRAM_CODE_FIELD_NUMBER: _ClassVar[int]
+    START_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    FORGED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    program_code: str
+    start_state_json: str
+    steps: int
+    claims: _containers.RepeatedCompositeFieldContainer[Claim]
+    mode: VerifyMode
+    sample: int
+    forged_fraction: float
+    attestation_json: str
+    def __init__(self, program_code: _Optional[str] = ..., start_state_json: _Optional[str] = ..., steps: _Optional[int] = ..., claims: _Optional[_Iterable[_Union[Claim, _Mapping]]] = ..., mode: _Optional[_Union[VerifyMode, str]] = ..., sample: _Optional[int] = ..., forged_fraction: _Optional[float] = ..., attestation_json: _Optional[str] = ...) -> None: ...
+
+class VerifyReply(_message.Message):
+    __slots__ = ("verdict", "honest", "first_divergent_step", "reexecuted_steps", "detection_probability", "proof")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    HONEST_FIELD_NUMBER: _ClassVar[int]
+    FIRST_DIVERGENT_STEP_FIELD_NUMBER: _ClassVar[int]
+    REEXECUTED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    verdict: bool
+    honest: _containers.RepeatedScalarFieldContainer[str]
+    first_divergent_step: int
+    reexecuted_steps: int
+    detection_probability: float
+    proof: str
+    def __init__(self, verdict: _Optional[bool] = ..., honest: _Optional[_Iterable[str]] = ..., first_divergent_step: _Optional[int] = ..., reexecuted_steps: _Optional[int] = ..., detection_probability: _Optional[float] = ..., proof: _Optional[str] = ...) -> None: ...
