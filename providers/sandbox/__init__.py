@@ -1,0 +1,7 @@
+"""Bubblewrap sandboxes with a forking zygote: the isolation shared by morph and modal."""
+
+from ._cgroup import PidsCgroups
+from ._process import ChannelClosed, SandboxError, SandboxProcess
+from ._sandbox import Limits, Sandbox
+
+__all__ = ["Sandbox", "SandboxProcess", "Limits", "PidsCgroups", "SandboxError", "ChannelClosed"]
