@@ -1,0 +1,1 @@
+"""The world-runtime host and the ``worldrt`` command line."""

@@ -1,0 +1,43 @@
+"""``worldrt provider serve NAME``: load a provider of the catalog and serve it until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from pathlib import Path
+
+from ._catalog import CATALOG
+from ._provider import Provider, ProviderOptions
+from ._server import serve
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("WORLDRT_STATE_DIR", ".worldrt")) / "providers"
+
+
+def default_listen(name: str, state_dir: Path) -> str:
+    return f"unix:{(state_dir / f'{name}.sock').resolve()}"
+
+
+def load_provider(name: str, options: ProviderOptions) -> Provider:
+    info = CATALOG.get(name)
+    if info is None:
+        raise LookupError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
+    try:
+        module = importlib.import_module(info.module)
+    except ModuleNotFoundError as exc:
+        if exc.name == info.module:
+            raise LookupError(f"provider {name!r} has no local engine in this version yet") from exc
+        raise
+    return module.PROVIDER(options)
+
+
+def run(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str]) -> None:
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    provider_dir = state_dir / name
+    provider_dir.mkdir(parents=True, exist_ok=True)
+    provider = load_provider(name, ProviderOptions(state_dir=provider_dir.resolve(), values=values))
+    asyncio.run(serve(provider, listen or default_listen(name, state_dir), token))

@@ -1,0 +1,43 @@
+"""The link table a provider keeps (wasmCloud's link definitions; a re-put replaces)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Link:
+    link_id: str
+    source_component: str
+    target_provider: str
+    name: str
+    interfaces: tuple[str, ...]
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class LinkTable:
+    def __init__(self) -> None:
+        self._links: dict[str, Link] = {}
+        self._lock = threading.Lock()
+
+    def put(self, link: Link) -> bool:
+        """Store ``link``, replacing one with the same id; True when it replaced one."""
+        with self._lock:
+            existed = link.link_id in self._links
+            self._links[link.link_id] = link
+            return existed
+
+    def delete(self, link_id: str) -> bool:
+        with self._lock:
+            return self._links.pop(link_id, None) is not None
+
+    def get(self, link_id: str) -> Link | None:
+        return self._links.get(link_id)
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def all(self) -> list[Link]:
+        with self._lock:
+            return list(self._links.values())

@@ -1,0 +1,133 @@
+"""The provider base class: the seed trait's methods, one per RPC of ``worldrt.v1.WorldRuntime``.
+
+A provider overrides the operations it serves. Every other operation answers UNIMPLEMENTED with the
+names of the providers that serve it. Methods take and return the contract's protobuf messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from worldrt.v1 import pb
+
+from ._catalog import CATALOG, providers_for
+from ._errors import InvalidArgument, Unimplemented
+from ._links import Link, LinkTable
+from ._metering import Meter, PriceTable
+
+
+@dataclass
+class Call:
+    """What a provider method knows about the call it serves."""
+
+    operation: str
+    meter: Meter
+    verse_id: str = ""
+    source: str = ""
+
+
+@dataclass
+class ProviderOptions:
+    state_dir: Path
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Provider:
+    provider_id: ClassVar[str]
+    prices: ClassVar[PriceTable] = PriceTable()
+
+    def __init__(self, options: ProviderOptions) -> None:
+        self.options = options
+        self.links = LinkTable()
+        self.config: dict[str, str] = {}
+
+    @property
+    def trit(self) -> int:
+        return CATALOG[self.provider_id].trit
+
+    async def open(self) -> None:
+        """Prepare the engine; the daemon reports SERVING only after this returns."""
+
+    async def close(self) -> int:
+        """Stop every instance the provider holds; return how many were stopped."""
+        return 0
+
+    def capability_items(self) -> dict[str, object]:
+        return {}
+
+    def languages(self) -> list[str]:
+        return []
+
+    def _unimplemented(self, operation: str) -> Unimplemented:
+        others = [p for p in providers_for(operation) if p != self.provider_id]
+        where = f"; use {' or '.join(others)}" if others else ""
+        return Unimplemented(f"{self.provider_id} does not implement {operation}{where}")
+
+    # Lifecycle and links (served by every provider)
+    async def init(self, request: pb.ProviderConfig, call: Call) -> pb.InitReply:
+        self.config = dict(request.values)
+        if request.json:
+            try:
+                extra = json.loads(request.json)
+            except json.JSONDecodeError as exc:
+                raise InvalidArgument(f"ProviderConfig.json is not JSON: {exc}") from exc
+            if isinstance(extra, dict):
+                self.config.update({k: str(v) for k, v in extra.items()})
+        return pb.InitReply(provider_id=self.provider_id, trit=self.trit)
+
+    async def receive_link_config(self, request: pb.LinkConfig, call: Call) -> pb.LinkReply:
+        if not request.link_id:
+            raise InvalidArgument("LinkConfig.link_id is required")
+        if request.target_provider and request.target_provider != self.provider_id:
+            raise InvalidArgument(
+                f"link {request.link_id} targets {request.target_provider!r}, but this daemon is {self.provider_id!r}"
+            )
+        existed = self.links.put(Link(request.link_id, request.source_component, request.target_provider or
+                                      self.provider_id, request.name or "default", tuple(request.interfaces),
+                                      dict(request.values)))
+        return pb.LinkReply(link_id=request.link_id, existed=existed, links=len(self.links))
+
+    async def delete_link(self, request: pb.LinkConfig, call: Call) -> pb.LinkReply:
+        existed = self.links.delete(request.link_id)
+        return pb.LinkReply(link_id=request.link_id, existed=existed, links=len(self.links))
+
+    async def capabilities(self, request: pb.CapabilitiesRequest, call: Call) -> pb.CapabilitiesReply:
+        info = CATALOG[self.provider_id]
+        return pb.CapabilitiesReply(
+            provider_id=self.provider_id, name=info.name, trit=info.trit,
+            capabilities=[pb.Capability(name=k, value_json=json.dumps(v, sort_keys=True))
+                          for k, v in self.capability_items().items()],
+            languages=self.languages(), operations=list(info.operations),
+        )
+
+    # Operations (each provider overrides the ones it serves)
+    async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
+        raise self._unimplemented("start")
+
+    async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
+        raise self._unimplemented("stop")
+
+    async def snapshot(self, request: pb.SnapshotRequest, call: Call) -> pb.SnapshotRef:
+        raise self._unimplemented("snapshot")
+
+    async def branch(self, request: pb.BranchRequest, call: Call) -> pb.BranchReply:
+        raise self._unimplemented("branch")
+
+    async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
+        raise self._unimplemented("execute")
+
+    def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
+        raise self._unimplemented("execute_stream")
+
+    async def merge(self, request: pb.MergeRequest, call: Call) -> pb.Instance:
+        raise self._unimplemented("merge")
+
+    async def optimize(self, request: pb.OptimizeRequest, call: Call) -> pb.OptimizeReply:
+        raise self._unimplemented("optimize")
+
+    async def verify(self, request: pb.VerifyRequest, call: Call) -> pb.VerifyReply:
+        raise self._unimplemented("verify")

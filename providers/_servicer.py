@@ -1,0 +1,96 @@
+"""The gRPC face of a provider: each RPC calls the provider's method, meters it and maps its errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from worldrt.v1 import pb, rpc
+
+from ._errors import ProviderError
+from ._metering import Meter
+from ._provider import Call, Provider
+
+log = logging.getLogger("worldrt.provider")
+
+_UNARY = {
+    "Init": "init", "ReceiveLinkConfig": "receive_link_config", "DeleteLink": "delete_link",
+    "Capabilities": "capabilities", "Start": "start", "Stop": "stop", "Snapshot": "snapshot",
+    "Branch": "branch", "Execute": "execute", "Merge": "merge", "Optimize": "optimize", "Verify": "verify",
+}
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _trailers(call: Call, provider: Provider) -> tuple[tuple[str, str], ...]:
+    wall_ms, cpu_ms, cost = call.meter.finish(provider.prices)
+    return (("x-worldrt-duration-ms", f"{wall_ms:.3f}"), ("x-worldrt-cpu-ms", f"{cpu_ms:.3f}"),
+            ("x-worldrt-cost-units", f"{cost:.6f}"))
+
+
+def _stamp(reply: Any, call: Call, provider: Provider) -> None:
+    """Put the call's metering into an ExecutionResult (the reply that has fields for it)."""
+    if isinstance(reply, pb.ExecutionResult):
+        wall_ms, cpu_ms, cost = call.meter.finish(provider.prices)
+        reply.duration_ms = reply.duration_ms or wall_ms
+        reply.cpu_ms = cpu_ms
+        reply.cost_units = cost
+
+
+class ProviderServicer(rpc.WorldRuntimeServicer):
+    def __init__(self, provider: Provider, on_shutdown: Callable[[], None]) -> None:
+        self.provider = provider
+        self._on_shutdown = on_shutdown
+        for rpc_name, method in _UNARY.items():
+            setattr(self, rpc_name, self._unary_handler(method))
+
+    def _call(self, operation: str, context: grpc.aio.ServicerContext) -> Call:
+        md = _metadata(context)
+        return Call(operation, Meter(operation), md.get("x-worldrt-verse-id", ""), md.get("x-worldrt-source", ""))
+
+    async def _fail(self, exc: BaseException, call: Call, context: grpc.aio.ServicerContext) -> None:
+        trailers = _trailers(call, self.provider)
+        if isinstance(exc, ProviderError):
+            context.set_trailing_metadata(trailers + exc.trailers)
+            await context.abort(exc.code, exc.message)
+        log.exception("%s failed", call.operation)
+        context.set_trailing_metadata(trailers)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{self.provider.provider_id} {call.operation} failed: {exc!r}")
+
+    def _unary_handler(self, method: str) -> Callable[..., Any]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = self._call(method, context)
+            try:
+                reply = await getattr(self.provider, method)(request, call)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a dead daemon
+                await self._fail(exc, call, context)
+                raise  # unreachable: abort raises
+            _stamp(reply, call, self.provider)
+            context.set_trailing_metadata(_trailers(call, self.provider))
+            return reply
+
+        handle.__name__ = method
+        return handle
+
+    async def Shutdown(self, request: pb.ShutdownRequest, context: grpc.aio.ServicerContext) -> pb.ShutdownReply:
+        log.info("shutdown requested by host %r", request.host_id or "?")
+        stopped = await self.provider.close()
+        self._on_shutdown()
+        return pb.ShutdownReply(instances_stopped=stopped)
+
+    async def ExecuteStream(self, request: pb.ExecuteRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecutionEvent]:
+        call = self._call("execute_stream", context)
+        try:
+            async for event in self.provider.execute_stream(request, call):
+                if event.HasField("result"):
+                    _stamp(event.result, call, self.provider)
+                yield event
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(exc, call, context)
+        context.set_trailing_metadata(_trailers(call, self.provider))
