@@ -118,7 +118,7 @@ class Infinibranch:
         self._refilling: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._cgroups: PidsCgroups | None = None
-        self._names = 0
+        self._settling: set[asyncio.Task[None]] = set()
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -336,10 +336,15 @@ class Infinibranch:
             finally:
                 if getter is not None:
                     getter.cancel()
-                if not running.done():
+                if running.done():
+                    if not running.cancelled():
+                        running.exception()  # handled above, or moot once the instance was stopped
+                else:
                     # The caller went away mid-run: interrupt the code, and stop the instance if it ignores that.
                     inst.proc.signal(signal.SIGINT)
-                    asyncio.get_running_loop().create_task(self._settle(iid, running))
+                    settling = asyncio.get_running_loop().create_task(self._settle(iid, running))
+                    self._settling.add(settling)
+                    settling.add_done_callback(self._settling.discard)
 
     async def _finish(self, inst: LiveInstance, running: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
         try:

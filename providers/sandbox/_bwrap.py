@@ -14,8 +14,10 @@ WORKSPACE_MOUNT = "/workspace"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = (
     "/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
-    "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs",
+    "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 )
+# /tmp is private to the sandbox and lives in memory, so it is capped.
+TMP_BYTES = 256 * 1024 * 1024
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -32,13 +34,23 @@ def python_roots() -> list[str]:
     return sorted(r for r in roots if r and not any(r != o and r.startswith(o + "/") for o in roots))
 
 
+def _parents(path: str) -> list[str]:
+    """Create the ancestors of a bind target traversable (bwrap would make them 0700 as root)."""
+    out: list[str] = []
+    parts = Path(path).parts[1:-1]
+    for depth in range(1, len(parts) + 1):
+        out += ["--perms", "0755", "--dir", "/" + "/".join(parts[:depth])]
+    return out
+
+
 def command(workspace_root: Path, channel_fd: int, uid: int, gid: int, nproc: int) -> list[str]:
     """argv that starts the agent as the zygote of a new sandbox whose workspace root is ``workspace_root``."""
     argv = [bwrap_path(), "--die-with-parent", "--new-session",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", "sandbox", "--clearenv",
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-            "--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/opt"]
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+            "--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl",
+            "--perms", "0755", "--dir", "/opt"]
     if os.geteuid() != 0:
         # Unprivileged daemons get a user namespace; as root the agent drops to ``uid`` itself.
         argv += ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
@@ -52,7 +64,7 @@ def command(workspace_root: Path, channel_fd: int, uid: int, gid: int, nproc: in
             argv += ["--ro-bind", path, path]
     for root in python_roots():
         if not root.startswith("/usr/"):
-            argv += ["--ro-bind", root, root]
+            argv += _parents(root) + ["--ro-bind", root, root]
     argv += ["--ro-bind", str(AGENT_DIR), AGENT_MOUNT,
              "--bind", str(workspace_root), WORKSPACE_MOUNT,
              "--chdir", WORKSPACE_MOUNT,

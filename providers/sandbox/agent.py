@@ -29,16 +29,17 @@ import time
 import traceback
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _wire  # noqa: E402
+import _wire  # the agent runs as a script, so its directory is on sys.path
 
-MAX_OUTPUT = 16 * 1024 * 1024
+# Output kept per run: under gRPC's default 4 MiB message limit, so every client can read the result.
+MAX_OUTPUT = 2 * 1024 * 1024
 FLUSH_AT = 8192
 
 
 class _State:
     chan: socket.socket
     iid = ""
+    pid = 0
     in_user_code = False
     out_bytes = 0
     namespace: dict[str, Any] = {}
@@ -79,11 +80,15 @@ class _FrameStream(io.TextIOBase):
 
 
 def _emit(event: str, text: str) -> None:
+    if os.getpid() != STATE.pid:
+        # A process user code forked: the channel belongs to the instance, so write to the captured fds.
+        os.write(1 if event == "stdout" else 2, text.encode("utf-8", "replace"))
+        return
     room = MAX_OUTPUT - STATE.out_bytes
     if room <= 0:
         return
     if len(text) > room:
-        text = text[:room] + "\n[worldrt: output truncated at 16 MiB]\n"
+        text = text[:room] + "\n[worldrt: output truncated at 2 MiB]\n"
     STATE.out_bytes += len(text)
     _wire.send(STATE.chan, {"ev": event, "d": text})
 
@@ -139,6 +144,7 @@ def _become_live(chan: socket.socket, iid: str, workspace: str, copy_from: str |
     os.environ["WORLDRT_INSTANCE_ID"] = iid
     STATE.chan = chan
     STATE.iid = iid
+    STATE.pid = os.getpid()
     _redirect_fd_output(iid)
     sys.stdout = _FrameStream("stdout")
     sys.stderr = _FrameStream("stderr")
@@ -295,6 +301,8 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
         result = {"exit_code": 2, "error": str(exc)}
     finally:
         STATE.in_user_code = False
+        if os.getpid() != STATE.pid:
+            os._exit(1)  # a fork of user code that fell out of it must not speak for the instance
         for key, old in saved_env.items():
             if old is None:
                 os.environ.pop(key, None)

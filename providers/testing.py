@@ -1,0 +1,105 @@
+"""Run a provider daemon as a real child process, for tests and tools: ``with ProviderDaemon("morph") as d``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from worldrt.v1 import rpc
+
+
+def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the health service at ``address`` says SERVING (or the process exits)."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {proc.returncode} before serving")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no SERVING health status from {address} within {timeout_s} s")
+            time.sleep(0.05)
+
+
+class ProviderDaemon:
+    """A ``worldrt provider serve NAME`` process on a unix socket, stopped with SIGTERM on exit."""
+
+    def __init__(self, name: str, *, state_dir: Path | None = None, token: str | None = None,
+                 options: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        self.name = name
+        self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix=f"worldrt-{name}-")
+        self.state_dir = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.address = f"unix:{self.state_dir / (name + '.sock')}"
+        self.token = token
+        self.options = options or {}
+        self.log_path = log_path or self.state_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.channel: grpc.Channel | None = None
+
+    def start(self) -> "ProviderDaemon":
+        argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", self.name,
+                "--listen", self.address, "--state-dir", str(self.state_dir)]
+        for key, value in self.options.items():
+            argv += ["--set", f"{key}={value}"]
+        env = {k: v for k, v in os.environ.items() if k != "WORLDRT_TOKEN"}
+        if self.token:
+            argv += ["--token", self.token]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        try:
+            wait_serving(self.address, proc=self.proc)
+        except BaseException:
+            self.stop()
+            raise
+        self.channel = grpc.insecure_channel(self.address)
+        return self
+
+    @property
+    def stub(self) -> rpc.WorldRuntimeStub:
+        assert self.channel is not None, "start() the daemon first"
+        return rpc.WorldRuntimeStub(self.channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM the daemon and wait; SIGKILL it if it does not stop in time. Returns its exit code."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        return code
+
+    def __enter__(self) -> "ProviderDaemon":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
