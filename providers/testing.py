@@ -52,6 +52,7 @@ class ProviderDaemon:
         self.channel: grpc.Channel | None = None
 
     def start(self) -> "ProviderDaemon":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", self.name,
                 "--listen", self.address, "--state-dir", str(self.state_dir)]
         for key, value in self.options.items():

@@ -214,3 +214,12 @@ def test_health_and_reflection(morph: ProviderDaemon) -> None:
     replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for s in next(iter(replies)).list_services_response.service}
     assert {"worldrt.v1.WorldRuntime", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_stop_releases_a_snapshot(stub, instance: str) -> None:
+    snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance))
+    released = stub.Stop(pb.InstanceRef(instance_id=snap.snapshot_id))
+    assert released.status == pb.STOPPED and released.snapshot_id == snap.snapshot_id
+    assert status_of(lambda: stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=1))) == \
+        grpc.StatusCode.NOT_FOUND
+    assert run(stub, instance, "'source intact'").value_json == '"source intact"'

@@ -214,9 +214,14 @@ class Infinibranch:
         self.instances[iid] = inst
         return inst
 
-    async def stop(self, iid: str, reason: str = "stopped by Stop") -> LiveInstance:
-        inst = self.instance(iid)
-        await self._drop_instance(iid, reason)
+    async def stop(self, member_id: str, reason: str = "stopped by Stop") -> Member:
+        """Stop an instance, or release a snapshot (its frozen process and workspace copy)."""
+        if member_id in self.snapshots:
+            snap = self.snapshots[member_id]
+            await self._drop_snapshot(member_id, "released by Stop")
+            return snap
+        inst = self.instance(member_id)
+        await self._drop_instance(member_id, reason)
         return inst
 
     async def snapshot(self, iid: str, ttl_s: int) -> FrozenSnapshot:

@@ -119,8 +119,13 @@ class MorphProvider(Provider):
         return self._instance(inst)
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
-        inst = await self.engine.stop(request.instance_id)
-        return self._instance(inst, pb.STOPPED)
+        """Stop an instance; given a snapshot id, release that snapshot."""
+        member = await self.engine.stop(request.instance_id)
+        if isinstance(member, FrozenSnapshot):
+            return pb.Instance(instance_id=member.id, provider_id=self.provider_id, snapshot_id=member.id,
+                               status=pb.STOPPED, created_at=_timestamp(member.created_at))
+        assert isinstance(member, LiveInstance)
+        return self._instance(member, pb.STOPPED)
 
     async def snapshot(self, request: pb.SnapshotRequest, call: Call) -> pb.SnapshotRef:
         if request.ttl_s < 0:

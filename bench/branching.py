@@ -1,0 +1,237 @@
+"""Branching benchmark: morph's daemon over gRPC beside a bare fork and a bare grpcio echo, in one run.
+
+    python bench/branching.py [--reps 50] [--json bench/results/branching.json]
+
+Prints a table (p50/p99 in ms) with each issue target and the ratio to Morph Cloud's published
+< 250 ms claim for snapshot and branch, and writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from worldrt.providers.testing import ProviderDaemon, wait_serving
+from worldrt.v1 import pb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import percentiles, print_table, write_json  # noqa: E402
+
+MORPH_CLAIM_MS = 250.0
+
+ECHO_SERVER = r"""
+import asyncio, sys, grpc
+async def main(address):
+    server = grpc.aio.server()
+    async def echo(request, context):
+        return request
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+    server.add_generic_rpc_handlers((handler,))
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    hs = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    server.add_insecure_port(address)
+    await server.start()
+    await hs.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.wait_for_termination()
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def timed(fn: Callable[[], object], reps: int, after: Callable[[object], None] | None = None) -> list[float]:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+        if after is not None:
+            after(out)
+    return samples
+
+
+def bare_fork(reps: int, rss_mb: int, children: int) -> list[float]:
+    """Fork ``children`` ready-signalling copies of a Python process of ``rss_mb`` resident memory."""
+    ballast = bytearray(rss_mb * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    samples = []
+    for _ in range(reps):
+        pids = []
+        t0 = time.perf_counter()
+        for _ in range(children):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                os.write(w, b"1")
+                signal.pause()
+                os._exit(0)
+            os.close(w)
+            os.read(r, 1)
+            os.close(r)
+            pids.append(pid)
+        samples.append((time.perf_counter() - t0) * 1000)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    del ballast
+    return samples
+
+
+def echo_baseline(reps: int, workdir: Path) -> list[float]:
+    address = f"unix:{workdir / 'echo.sock'}"
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, address])
+    try:
+        wait_serving(address, proc=server)
+        with grpc.insecure_channel(address) as channel:
+            echo = channel.unary_unary("/bench.Echo/Echo")
+            payload = pb.ExecuteRequest(instance_id="i-000000000000", code="1").SerializeToString()
+            timed(lambda: echo(payload), 20)
+            return timed(lambda: echo(payload), reps)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def smaps_private_kib(pid: int) -> tuple[int, int]:
+    """(USS, PSS) of a process in KiB from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0), fields.get("Pss", 0)
+
+
+def pids_of_uid(uid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    out.add(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "branching.json"))
+    args = ap.parse_args()
+    reps = max(args.reps, 50)
+    rows: dict[str, list[float]] = {}
+    extra: dict[str, object] = {}
+
+    with tempfile.TemporaryDirectory(prefix="worldrt-bench-") as tmp:
+        rows["bare grpcio unary echo"] = echo_baseline(reps * 4, Path(tmp))
+        with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"}) as daemon:
+            stub = daemon.stub
+            stop = lambda iid: stub.Stop(pb.InstanceRef(instance_id=iid))  # noqa: E731
+
+            def start_warm() -> pb.Instance:
+                time.sleep(0.15)  # let the pool of pre-started sandboxes refill, as between real requests
+                t0 = time.perf_counter()
+                inst = stub.Start(pb.StartRequest())
+                start_samples.append((time.perf_counter() - t0) * 1000)
+                return inst
+
+            start_samples: list[float] = []
+            for _ in range(reps):
+                stop(start_warm().instance_id)
+            rows["Start (warm pool)"] = start_samples
+
+            iid = stub.Start(pb.StartRequest()).instance_id
+            stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import json, random\nstate = list(range(1000))"))
+            one = pb.ExecuteRequest(instance_id=iid, code="1")
+            timed(lambda: stub.Execute(one), 20)
+            rows["Execute trivial"] = timed(lambda: stub.Execute(one), reps * 4)
+            instance_pid_rss = stub.Execute(pb.ExecuteRequest(
+                instance_id=iid, code="int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"))
+            rss_mb = max(1, int(instance_pid_rss.value_json) // 1024)
+            extra["instance_rss_mib"] = rss_mb
+
+            rows["Snapshot"] = timed(lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=iid)), reps,
+                                     after=lambda s: stop(s.snapshot_id))
+            snap = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+
+            def branch(count: int) -> Callable[[], pb.BranchReply]:
+                return lambda: stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=count))
+
+            merge_samples: list[float] = []
+
+            def merge_all(reply: pb.BranchReply) -> None:
+                ids = [i.instance_id for i in reply.instances]
+                t0 = time.perf_counter()
+                winner = stub.Merge(pb.MergeRequest(instance_ids=ids, oracle=pb.OracleResult(
+                    rule="max", scores={x: float(k) for k, x in enumerate(ids)})))
+                merge_samples.append((time.perf_counter() - t0) * 1000)
+                stop(winner.instance_id)
+
+            rows["Branch(3)"] = timed(branch(3), reps, after=merge_all)
+            rows["Merge(3)"] = merge_samples
+
+            def stop_all(reply: pb.BranchReply) -> None:
+                for inst in reply.instances:
+                    stop(inst.instance_id)
+
+            rows["Branch(64)"] = timed(branch(64), reps, after=stop_all)
+
+            uid = int(stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.getuid()")).value_json)
+            before = pids_of_uid(uid)
+            wide = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=256))
+            time.sleep(0.5)
+            branch_pids = pids_of_uid(uid) - before
+            uss = pss = 0
+            for pid in branch_pids:
+                u, p = smaps_private_kib(pid)
+                uss += u
+                pss += p
+            n = max(len(branch_pids), 1)
+            extra["branches_measured"] = len(branch_pids)
+            extra["uss_per_branch_mib"] = uss / n / 1024
+            extra["pss_per_branch_mib"] = pss / n / 1024
+            stop_all(wide)
+        rows["bare fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1)
+        rows["bare fork+ready x3"] = bare_fork(reps, rss_mb, 3)
+        rows["bare fork+ready x64"] = bare_fork(reps, rss_mb, 64)
+
+    stats = {name: percentiles(samples) for name, samples in rows.items()}
+    echo_p50 = stats["bare grpcio unary echo"]["p50"]
+    targets = {
+        "Snapshot": ("<= 10 ms", stats["Snapshot"]["p50"] <= 10),
+        "Branch(3)": ("<= 15 ms", stats["Branch(3)"]["p50"] <= 15),
+        "Branch(64)": ("<= 150 ms", stats["Branch(64)"]["p50"] <= 150),
+        "Execute trivial": (f"<= 2x echo ({2 * echo_p50:.2f} ms)", stats["Execute trivial"]["p50"] <= 2 * echo_p50),
+    }
+    table = []
+    for name, s in stats.items():
+        target, ok = targets.get(name, ("", None))
+        claim = f"{s['p50'] / MORPH_CLAIM_MS:.3f}x" if name in ("Snapshot", "Branch(3)", "Branch(64)") else ""
+        table.append([name, f"{s['p50']:.3f}", f"{s['p99']:.3f}", str(s["n"]), target,
+                      "" if ok is None else ("PASS" if ok else "MISS"), claim])
+    print_table("morph branching (ms)", ["operation", "p50", "p99", "n", "target (p50)", "", "vs Morph 250 ms"], table)
+    mem_ok = extra["uss_per_branch_mib"] <= 3  # type: ignore[operator]
+    print(f"idle branch memory over {extra['branches_measured']} branches of one snapshot: "
+          f"USS {extra['uss_per_branch_mib']:.2f} MiB, PSS {extra['pss_per_branch_mib']:.2f} MiB per branch "
+          f"(target <= 3 MiB private: {'PASS' if mem_ok else 'MISS'}); instance RSS {extra['instance_rss_mib']} MiB")
+    write_json(args.json, {"stats_ms": stats, "memory": extra, "targets": {k: v[1] for k, v in targets.items()},
+                           "memory_target_met": mem_ok, "morph_claim_ms": MORPH_CLAIM_MS})
+
+
+if __name__ == "__main__":
+    main()
