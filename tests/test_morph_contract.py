@@ -223,3 +223,10 @@ def test_stop_releases_a_snapshot(stub, instance: str) -> None:
     assert status_of(lambda: stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=1))) == \
         grpc.StatusCode.NOT_FOUND
     assert run(stub, instance, "'source intact'").value_json == '"source intact"'
+
+
+def test_output_of_subprocesses_and_c_level_writes_is_captured(stub, instance: str) -> None:
+    result = run(stub, instance, "import os, subprocess\nos.write(1, b'raw\\n')\nsubprocess.run(['echo', 'child'])\n"
+                                 "os.write(2, b'raw-err\\n')")
+    assert result.stdout == "raw\nchild\n" and result.stderr == "raw-err\n"
+    assert run(stub, instance, "os.write(1, b'again\\n')").stdout == "again\n"

@@ -118,7 +118,6 @@ class Infinibranch:
         self._refilling: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._cgroups: PidsCgroups | None = None
-        self._settling: set[asyncio.Task[None]] = set()
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -139,7 +138,7 @@ class Infinibranch:
             await self._drop_snapshot(sid, "the provider shut down")
         pool, self._pool = self._pool, []
         for sandbox in pool:
-            await asyncio.to_thread(sandbox.close)
+            await sandbox.close()
         if self._cgroups:
             self._cgroups.close()
         return stopped
@@ -168,7 +167,7 @@ class Infinibranch:
             if sandbox.alive:
                 self._schedule_refill()
                 return sandbox
-            await asyncio.to_thread(sandbox.close)
+            await sandbox.close()
         self._schedule_refill()
         return await asyncio.to_thread(Sandbox.start, self._name("sb"), self.state_dir, self._cgroups)
 
@@ -206,9 +205,9 @@ class Infinibranch:
         sandbox = await self._take_sandbox()
         iid = self._name("i")
         try:
-            proc = await asyncio.to_thread(sandbox.spawn, iid, limits)
+            proc = await sandbox.spawn(iid, limits)
         except (SandboxError, ChannelClosed, OSError) as exc:
-            await asyncio.to_thread(sandbox.close)
+            await sandbox.close()
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         inst = LiveInstance(iid, sandbox, proc, limits, ttl_s or self.default_ttl_s, metadata=metadata)
         self.instances[iid] = inst
@@ -232,15 +231,11 @@ class Infinibranch:
             sid = self._name("s")
             sandbox = inst.sandbox
 
-            def fork_frozen_copy() -> SandboxProcess:
-                _reply, fds = inst.proc.request(
-                    {"op": "snapshot", "snapshot_id": sid, "workspace": sandbox.inner_path(sid)})
-                proc = SandboxProcess.from_hello(fds[0], sid)
-                sandbox.adopt(proc, None)
-                return proc
-
             try:
-                proc = await asyncio.to_thread(fork_frozen_copy)
+                _reply, fds = await inst.proc.request(
+                    {"op": "snapshot", "snapshot_id": sid, "workspace": sandbox.inner_path(sid)})
+                proc = await SandboxProcess.from_hello(fds[0], sid)
+                sandbox.adopt(proc, None)
             except (SandboxError, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         snap = FrozenSnapshot(sid, sandbox, proc, inst.limits, ttl_s or self.snapshot_ttl_s, instance_id=iid)
@@ -262,23 +257,21 @@ class Infinibranch:
         for child in children:
             child["workspace"] = sandbox.inner_path(child["iid"])
 
-        def fork_branches() -> tuple[list[SandboxProcess], list[dict[str, Any]]]:
-            procs, errors = [], []
-            for reply, fds in snap.proc.request_many({"op": "branch", "children": children}):
+        procs: list[SandboxProcess] = []
+        errors: list[dict[str, Any]] = []
+        try:
+            async for reply, fds in snap.proc.replies({"op": "branch", "children": children}):
                 errors.extend(reply.get("errors", []))
                 for iid, fd in zip(reply.get("iids", []), fds):
                     try:
-                        proc = SandboxProcess.from_hello(fd, iid)
-                        sandbox.adopt(proc, snap.limits.processes)
-                        procs.append(proc)
+                        procs.append(await SandboxProcess.from_hello(fd, iid))
                     except (SandboxError, ChannelClosed, OSError) as exc:
                         errors.append({"iid": iid, "message": f"branch did not come up: {exc}"})
-            return procs, errors
-
-        try:
-            procs, errors = await asyncio.to_thread(fork_branches)
         except (SandboxError, ChannelClosed, OSError) as exc:
+            for proc in procs:
+                await sandbox.kill(proc)
             raise err.Aborted(f"branching snapshot {sid} failed: {exc}") from exc
+        await asyncio.to_thread(lambda: [sandbox.adopt(proc, snap.limits.processes) for proc in procs])
         index = {c["iid"]: i for i, c in enumerate(children)}
         for error in errors:
             error["index"] = index.get(error.get("iid", ""), error.get("index", 0))
@@ -298,72 +291,57 @@ class Infinibranch:
             self.instance(iid)
             inst.touch()
             loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[Output] = asyncio.Queue()
-
-            def on_output(stream: str, text: str) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, Output(stream, text))
-
-            request = {"op": "exec", "code": code, "language": language or "python", "env": env}
-            running = loop.run_in_executor(None, inst.proc.stream, request, on_output)
             timeout_s = (timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
             deadline = loop.time() + timeout_s
             interrupted = False
-            getter: asyncio.Future[Output] | None = None
+            finished = False
             try:
+                await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env})
                 while True:
-                    if getter is None:
-                        getter = asyncio.ensure_future(queue.get())
-                    done, _ = await asyncio.wait({getter, running}, timeout=max(0.0, deadline - loop.time()),
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if getter in done:
-                        yield getter.result()
-                        getter = None
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            frame, _fds = await inst.proc.recv()
+                    except TimeoutError:
+                        if not interrupted:
+                            interrupted = True
+                            inst.proc.signal(signal.SIGINT)
+                            deadline = loop.time() + INTERRUPT_GRACE_S
+                            continue
+                        finished = True
+                        await self._drop_instance(iid, "its code ignored the interrupt at its timeout")
+                        raise err.DeadlineExceeded(
+                            f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
+                            f"instance {iid} was stopped") from None
+                    event = frame.get("ev")
+                    if event in ("stdout", "stderr"):
+                        yield Output(event, frame["d"])
                         continue
-                    if running in done:
-                        while not queue.empty():
-                            yield queue.get_nowait()
-                        frame = await self._finish(inst, running)
-                        if frame.get("interrupted"):
-                            raise err.DeadlineExceeded(
-                                f"code ran past its timeout of {timeout_s * 1000:.0f} ms and was interrupted; "
-                                f"instance {iid} is still running with its state")
-                        yield Done(frame)
-                        return
-                    if not interrupted:
-                        interrupted = True
-                        inst.proc.signal(signal.SIGINT)
-                        deadline = loop.time() + INTERRUPT_GRACE_S
-                        continue
-                    await self._drop_instance(iid, "its code ignored the interrupt at its timeout")
-                    raise err.DeadlineExceeded(
-                        f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
-                        f"instance {iid} was stopped")
+                    finished = True
+                    if event != "done":
+                        raise err.Aborted(f"instance {iid} answered {frame!r} instead of a result")
+                    if frame.get("interrupted"):
+                        raise err.DeadlineExceeded(
+                            f"code ran past its timeout of {timeout_s * 1000:.0f} ms and was interrupted; "
+                            f"instance {iid} is still running with its state")
+                    yield Done(frame)
+                    return
+            except (ChannelClosed, OSError, SandboxError) as exc:
+                finished = True
+                await self._drop_instance(iid, "its process exited while running code")
+                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped") from exc
             finally:
-                if getter is not None:
-                    getter.cancel()
-                if running.done():
-                    if not running.cancelled():
-                        running.exception()  # handled above, or moot once the instance was stopped
-                else:
-                    # The caller went away mid-run: interrupt the code, and stop the instance if it ignores that.
-                    inst.proc.signal(signal.SIGINT)
-                    settling = asyncio.get_running_loop().create_task(self._settle(iid, running))
-                    self._settling.add(settling)
-                    settling.add_done_callback(self._settling.discard)
+                if not finished and iid in self.instances:
+                    await self._abandon_run(inst)
 
-    async def _finish(self, inst: LiveInstance, running: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+    async def _abandon_run(self, inst: LiveInstance) -> None:
+        """The caller went away mid-run: interrupt the code and read to its end, or stop the instance."""
+        inst.proc.signal(signal.SIGINT)
         try:
-            return await running
-        except (ChannelClosed, OSError, SandboxError) as exc:
-            await self._drop_instance(inst.id, "its process exited while running code")
-            raise err.Aborted(f"instance {inst.id} exited while running the code ({exc}); it is stopped") from exc
-
-    async def _settle(self, iid: str, running: asyncio.Future[dict[str, Any]]) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(running), INTERRUPT_GRACE_S)
-        except Exception:  # noqa: BLE001 - any failure here means the instance is not usable
-            if iid in self.instances:
-                await self._drop_instance(iid, "its code ignored the interrupt after the caller left")
+            async with asyncio.timeout(INTERRUPT_GRACE_S):
+                while (await inst.proc.recv())[0].get("ev") != "done":
+                    pass
+        except (TimeoutError, ChannelClosed, OSError, SandboxError):
+            await self._drop_instance(inst.id, "its code ran on after its caller went away")
 
     async def merge(self, ids: list[str], rule: str, scores: dict[str, float], winner_id: str) -> LiveInstance:
         if not ids:
@@ -410,9 +388,9 @@ class Infinibranch:
 
     async def _release(self, member: Member) -> None:
         sandbox = member.sandbox
-        await asyncio.to_thread(sandbox.kill, member.proc)
+        await sandbox.kill(member.proc)
         if not sandbox.members:
-            await asyncio.to_thread(sandbox.close)
+            await sandbox.close()
 
     async def _reap_forever(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
@@ -97,13 +98,11 @@ class Sandbox:
     def host_path(self, member: str) -> Path:
         return self.root / member
 
-    def spawn(self, iid: str, limits: Limits) -> SandboxProcess:
+    async def spawn(self, iid: str, limits: Limits) -> SandboxProcess:
         """Fork a new instance from the zygote, with its own workspace and limits."""
-        reply, fds = self._zygote.request({
-            "op": "spawn", "iid": iid, "workspace": self.inner_path(iid),
-            "limits": limits.as_agent(),
-        })
-        proc = SandboxProcess.from_hello(fds[0], iid)
+        _reply, fds = await self._zygote.request(
+            {"op": "spawn", "iid": iid, "workspace": self.inner_path(iid), "limits": limits.as_agent()})
+        proc = await SandboxProcess.from_hello(fds[0], iid)
         self.adopt(proc, limits.processes)
         return proc
 
@@ -114,18 +113,25 @@ class Sandbox:
             self.cgroups.create(proc.key, max_pids)
             self.cgroups.add(proc.key, proc.pid)
 
-    def kill(self, proc: SandboxProcess) -> None:
+    async def kill(self, proc: SandboxProcess) -> None:
         """Stop one process of this sandbox with everything it started, and delete its workspace."""
         proc.close()
+        self.members.discard(proc.key)
+        await asyncio.to_thread(self._kill_tree, proc)
+
+    def _kill_tree(self, proc: SandboxProcess) -> None:
         if self.cgroups is not None:
             self.cgroups.kill(proc.key)
         proc.kill_group()
-        self.members.discard(proc.key)
         shutil.rmtree(self.host_path(proc.key), ignore_errors=True)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """End the sandbox: its pid namespace dies with every process in it; its files are removed."""
         self._zygote.close()
+        members, self.members = set(self.members), set()
+        await asyncio.to_thread(self._end, members)
+
+    def _end(self, members: set[str]) -> None:
         if self._popen.poll() is None:
             try:
                 os.killpg(self._popen.pid, signal.SIGKILL)
@@ -133,9 +139,8 @@ class Sandbox:
                 pass
             self._popen.wait()
         if self.cgroups is not None:
-            for key in list(self.members):
+            for key in members:
                 self.cgroups.kill(key)
-        self.members.clear()
         deadline = time.monotonic() + 2
         while self.root.exists() and time.monotonic() < deadline:
             shutil.rmtree(self.root, ignore_errors=True)

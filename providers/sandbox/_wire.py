@@ -24,9 +24,13 @@ class ChannelClosed(EOFError):
     """The process at the other end of a channel has gone."""
 
 
-def send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+def encode(obj: dict[str, Any]) -> bytes:
     body = json.dumps(obj, separators=(",", ":")).encode()
-    data = _HEADER.pack(len(body)) + body
+    return _HEADER.pack(len(body)) + body
+
+
+def send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = encode(obj)
     if fds:
         sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         data = data[sent:]
@@ -36,9 +40,8 @@ def send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None)
 
 def send_hello(sock: socket.socket, obj: dict[str, Any]) -> None:
     """Send a frame carrying this process's credentials, so the reader learns its pid in its own namespace."""
-    body = json.dumps(obj, separators=(",", ":")).encode()
     creds = struct.pack("3i", os.getpid(), os.getuid(), os.getgid())
-    data = _HEADER.pack(len(body)) + body
+    data = encode(obj)
     sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
     if sent < len(data):
         sock.sendall(data[sent:])

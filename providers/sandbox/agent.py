@@ -112,7 +112,7 @@ def _apply_limits(limits: dict[str, int]) -> None:
 def _redirect_fd_output(iid: str) -> None:
     """C-level and subprocess output of Python code lands in per-instance files, read after each cell."""
     for fd, suffix in ((1, "out"), (2, "err")):
-        target = os.open(f"/tmp/{iid}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        target = os.open(f"/tmp/{iid}.{suffix}", os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(target, fd)
         os.close(target)
         STATE.out_offsets[fd] = 0
@@ -261,11 +261,10 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 def _drain_fd_output() -> None:
     for fd, event in ((1, "stdout"), (2, "stderr")):
-        path = f"/tmp/{STATE.iid}.{'out' if fd == 1 else 'err'}"
         try:
-            with open(path, "rb") as f:
-                f.seek(STATE.out_offsets[fd])
-                data = f.read(MAX_OUTPUT)
+            if os.fstat(fd).st_size <= STATE.out_offsets[fd]:
+                continue
+            data = os.pread(fd, MAX_OUTPUT, STATE.out_offsets[fd])
         except OSError:
             continue
         if data:

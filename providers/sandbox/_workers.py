@@ -1,0 +1,334 @@
+"""Sandboxed function workers: fresh interpreters that run one program's functions, each call with a timeout.
+
+A ``WorkerPool`` owns one bubblewrap sandbox. When it opens, it starts an instance, imports what
+programs commonly need (numpy) and freezes that instance as a snapshot (the fork-based snapshot of
+the sandbox agent). ``pool.lease(size, program)`` forks ``size`` fresh workers from the snapshot for
+one request, loads (compiles) the program into each, and kills them when the request ends: nothing a
+program does outlives its request. ``lease.call(function, args, timeout_s)`` runs ``function(*args)``
+in a fresh namespace of the program (its top level runs again, so module state does not carry over
+between calls), with JSON arguments and a JSON result. A call past its timeout is interrupted and its
+worker is replaced; so is a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._cgroup import PidsCgroups
+from ._process import ChannelClosed, SandboxError, SandboxProcess
+from ._sandbox import Limits, Sandbox
+
+INTERRUPT_GRACE_S = 0.5
+_STDERR_TAIL = 2000
+
+# Runs once in the template instance; every worker is a fork of it.
+_BOOTSTRAP = r'''
+import json as _json
+import importlib as _importlib
+
+for _name in _WORLDRT_PRELOAD:
+    try:
+        _importlib.import_module(_name)
+    except ImportError:
+        pass
+
+
+class _WorldrtWorker:
+    def __init__(self):
+        self.programs = {}
+
+    def load(self, key, source):
+        self.programs[key] = compile(source, "<program>", "exec")
+
+    def call(self, key, function, args_json):
+        namespace = {"__name__": "__worldrt_program__"}
+        exec(self.programs[key], namespace)
+        fn = namespace.get(function)
+        if not callable(fn):
+            raise NameError(f"the program does not define a function {function}()")
+        result = fn(*_json.loads(args_json))
+        try:
+            return _json.dumps(result, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{function}() returned a value that is not JSON: {exc}") from None
+
+
+__worldrt__ = _WorldrtWorker()
+'''
+
+
+class WorkerError(Exception):
+    """A call on a sandboxed worker did not produce a result; the message says why."""
+
+
+class ProgramError(WorkerError):
+    """The program does not compile."""
+
+
+class CallError(WorkerError):
+    """The function (or the program's top level) raised; ``error`` is ``Type: message``."""
+
+    def __init__(self, error: str, stderr: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.stderr = stderr
+
+
+class CallTimeout(WorkerError):
+    """The call ran past its timeout; its worker was stopped and replaced."""
+
+
+class WorkerLost(WorkerError):
+    """The worker process died during the call (a limit, or the program ended its own process)."""
+
+
+class _Tail:
+    """The last characters a call wrote to stderr, for error messages."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def add(self, stream: str, text: str) -> None:
+        if stream == "stderr":
+            self.text = (self.text + text)[-_STDERR_TAIL:]
+
+
+async def _exec(proc: SandboxProcess, code: str, tail: _Tail) -> dict[str, Any]:
+    """Run ``code`` in a worker; its ``done`` frame. Output events go to ``tail``."""
+    await proc.send({"op": "exec", "code": code, "language": "python", "env": {}})
+    while True:
+        frame, fds = await proc.recv()
+        for fd in fds:
+            os.close(fd)
+        event = frame.get("ev")
+        if event == "done":
+            return frame
+        if event in ("stdout", "stderr"):
+            tail.add(event, frame["d"])
+        elif "error" in frame:
+            raise SandboxError(frame["error"])
+
+
+class WorkerPool:
+    """One sandbox whose frozen template process is forked into fresh workers, a lease at a time."""
+
+    def __init__(self, state_dir: Path, *, name: str = "workers", limits: Limits | None = None,
+                 preload: tuple[str, ...] = ("numpy",)) -> None:
+        self.state_dir = state_dir
+        self.name = name
+        self.limits = limits or Limits()
+        self.preload = preload
+        self._sandbox: Sandbox | None = None
+        self._template: SandboxProcess | None = None
+        self._cgroups: PidsCgroups | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def open(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._cgroups = PidsCgroups.open(f"worldrt-{os.getpid()}-{self.name}")
+        async with self._lock:
+            await self._start()
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._lock:
+            sandbox, self._sandbox, self._template = self._sandbox, None, None
+            if sandbox is not None:
+                await sandbox.close()
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.close)
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return {"sandbox": "bubblewrap", "network": "none", "system_dirs": "read-only", "pid_namespace": True,
+                "rlimits": {"memory_mb": self.limits.memory_mb, "cpu_s": self.limits.cpu_s},
+                "fresh_processes_per_request": True}
+
+    async def _start(self) -> None:
+        sandbox = await asyncio.to_thread(Sandbox.start, f"{self.name}-{secrets.token_hex(4)}", self.state_dir,
+                                          self._cgroups)
+        try:
+            template = await sandbox.spawn(f"template-{secrets.token_hex(4)}", self.limits)
+            code = f"_WORLDRT_PRELOAD = {list(self.preload)!r}\n{_BOOTSTRAP}"
+            frame = await _exec(template, code, _Tail())
+            if frame.get("error"):
+                raise SandboxError(f"worker bootstrap failed: {frame['error']}")
+            sid = f"frozen-{secrets.token_hex(4)}"
+            _reply, fds = await template.request(
+                {"op": "snapshot", "snapshot_id": sid, "workspace": sandbox.inner_path(sid)})
+            frozen = await SandboxProcess.from_hello(fds[0], sid)
+            sandbox.adopt(frozen, None)
+            await sandbox.kill(template)
+        except BaseException:
+            await sandbox.close()
+            raise
+        self._sandbox, self._template = sandbox, frozen
+
+    async def fork(self, count: int) -> list[SandboxProcess]:
+        """``count`` fresh workers, forked from the frozen template (restarted first if its sandbox died)."""
+        async with self._lock:
+            if self._closed:
+                raise WorkerLost("the worker pool is closed")
+            if self._sandbox is None or not self._sandbox.alive:
+                if self._sandbox is not None:
+                    await self._sandbox.close()
+                    self._sandbox = None
+                await self._start()
+            sandbox, template = self._sandbox, self._template
+            assert sandbox is not None and template is not None
+            children = [{"iid": f"w-{secrets.token_hex(5)}", "workspace": ""} for _ in range(count)]
+            for child in children:
+                child["workspace"] = sandbox.inner_path(child["iid"])
+            procs: list[SandboxProcess] = []
+            errors: list[str] = []
+            try:
+                async for reply, fds in template.replies({"op": "branch", "children": children}):
+                    errors.extend(e.get("message", str(e)) for e in reply.get("errors", []))
+                    for iid, fd in zip(reply.get("iids", []), fds):
+                        proc = await SandboxProcess.from_hello(fd, iid)
+                        sandbox.adopt(proc, self.limits.processes)
+                        procs.append(proc)
+                if errors:
+                    raise SandboxError("; ".join(errors))
+            except (SandboxError, ChannelClosed, OSError) as exc:
+                for proc in procs:
+                    await sandbox.kill(proc)
+                raise WorkerLost(f"could not start sandboxed workers: {exc}") from exc
+            return procs
+
+    async def kill(self, proc: SandboxProcess) -> None:
+        sandbox = self._sandbox
+        if sandbox is not None:
+            await sandbox.kill(proc)
+        else:
+            proc.close()
+            proc.kill_group()
+
+    def lease(self, size: int, program: str) -> "WorkerLease":
+        return WorkerLease(self, size, program)
+
+
+class WorkerLease:
+    """Fresh workers for one request, all loaded with one program. Use as ``async with``."""
+
+    def __init__(self, pool: WorkerPool, size: int, program: str) -> None:
+        if size < 1:
+            raise ValueError("a lease needs at least one worker")
+        self.pool = pool
+        self.size = size
+        self.program = program
+        self.key = secrets.token_hex(8)
+        self.cpu_ms = 0.0
+        self.calls = 0
+        self._idle: asyncio.Queue[SandboxProcess] = asyncio.Queue()
+        self._live: set[SandboxProcess] = set()
+        self._broken: WorkerError | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> "WorkerLease":
+        try:
+            for proc in await self._start(self.size):
+                self._idle.put_nowait(proc)
+        except BaseException:
+            await self._kill_all()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._kill_all()
+
+    async def _start(self, count: int) -> list[SandboxProcess]:
+        procs = await self.pool.fork(count)
+        self._live.update(procs)
+        code = f"__worldrt__.load({self.key!r}, {self.program!r})"
+
+        async def load(proc: SandboxProcess) -> None:
+            frame = await _exec(proc, code, _Tail())
+            if frame.get("error"):
+                raise ProgramError(f"the program does not compile: {frame['error']}")
+
+        try:
+            await asyncio.gather(*(load(p) for p in procs))
+        except (ChannelClosed, OSError, SandboxError) as exc:
+            raise WorkerLost(f"a worker died while loading the program: {exc}") from exc
+        return procs
+
+    async def _kill_all(self) -> None:
+        self._closed = True
+        procs, self._live = list(self._live), set()
+        await asyncio.gather(*(self.pool.kill(p) for p in procs), return_exceptions=True)
+
+    async def call(self, function: str, args: list[Any], timeout_s: float) -> Any:
+        """``function(*args)`` in a fresh namespace of the program; its JSON result, decoded."""
+        if self._closed:
+            raise WorkerLost("the lease has ended")
+        if self._broken is not None:
+            raise self._broken
+        proc = await self._idle.get()
+        try:
+            result = await self._run(proc, function, args, timeout_s)
+        except CallError:
+            self._idle.put_nowait(proc)
+            raise
+        except asyncio.CancelledError:
+            # The request went away: stop the worker without waiting for it.
+            self._live.discard(proc)
+            proc.close()
+            proc.kill_group()
+            raise
+        except BaseException:
+            await self._replace(proc)
+            raise
+        self._idle.put_nowait(proc)
+        return result
+
+    async def _replace(self, proc: SandboxProcess) -> None:
+        self._live.discard(proc)
+        await self.pool.kill(proc)
+        if self._closed:
+            return
+        try:
+            (fresh,) = await self._start(1)
+        except WorkerError as exc:
+            self._broken = WorkerLost(f"a worker could not be replaced: {exc}")
+            return
+        self._idle.put_nowait(fresh)
+
+    async def _run(self, proc: SandboxProcess, function: str, args: list[Any], timeout_s: float) -> Any:
+        tail = _Tail()
+        code = f"__worldrt__.call({self.key!r}, {function!r}, {json.dumps(args, ensure_ascii=False)!r})"
+        running = asyncio.ensure_future(_exec(proc, code, tail))
+        try:
+            frame = await asyncio.wait_for(asyncio.shield(running), timeout_s)
+        except asyncio.TimeoutError:
+            proc.signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(running, INTERRUPT_GRACE_S)
+            except (asyncio.TimeoutError, ChannelClosed, OSError, SandboxError):
+                pass
+            raise CallTimeout(f"{function}() ran past its timeout of {timeout_s * 1000:.0f} ms") from None
+        except (ChannelClosed, OSError, SandboxError) as exc:
+            raise WorkerLost(f"the worker died during {function}() ({exc}); "
+                             f"a memory or cpu limit, or the program ended its process") from exc
+        except asyncio.CancelledError:
+            running.cancel()
+            raise
+        self.calls += 1
+        self.cpu_ms += float(frame.get("cpu_ms", 0.0))
+        if frame.get("interrupted"):
+            raise CallTimeout(f"{function}() was interrupted")
+        if frame.get("error"):
+            raise CallError(frame["error"], tail.text)
+        if not frame.get("value_json"):
+            raise CallError(f"{function}() ended without returning a value (exit code {frame.get('exit_code')})",
+                            tail.text)
+        return json.loads(json.loads(frame["value_json"]))
