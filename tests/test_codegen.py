@@ -7,7 +7,8 @@ from worldrt import _codegen
 
 def test_regenerating_changes_nothing(tmp_path: Path) -> None:
     written = _codegen.generate(tmp_path)
-    assert {p.name for p in written} == {"world_runtime_pb2.py", "world_runtime_pb2.pyi", "world_runtime_pb2_grpc.py"}
+    assert {p.name for p in written} == {f"{stem}_pb2{suffix}" for stem in ("world_runtime", "host")
+                                         for suffix in (".py", ".pyi", "_grpc.py")}
     committed = _codegen.PROTO_ROOT / "worldrt" / "v1"
     for fresh in written:
         assert fresh.read_bytes() == (committed / fresh.name).read_bytes(), f"{fresh.name} is stale: run python -m worldrt._codegen"
@@ -15,5 +16,5 @@ def test_regenerating_changes_nothing(tmp_path: Path) -> None:
 
 def test_generated_files_are_marked() -> None:
     committed = _codegen.PROTO_ROOT / "worldrt" / "v1"
-    for name in ("world_runtime_pb2.py", "world_runtime_pb2_grpc.py"):
+    for name in ("world_runtime_pb2.py", "world_runtime_pb2_grpc.py", "host_pb2.py", "host_pb2_grpc.py"):
         assert "DO NOT EDIT" in (committed / name).read_text().splitlines()[1] + (committed / name).read_text()[:200]

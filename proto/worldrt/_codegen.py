@@ -8,7 +8,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ["worldrt/v1/world_runtime.proto"]
+PROTOS = ["worldrt/v1/world_runtime.proto", "worldrt/v1/host.proto"]
 
 
 def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:

@@ -258,7 +258,7 @@ class BranchReply(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env")
+    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -271,12 +271,16 @@ class ExecuteRequest(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     code: str
     language: str
     timeout_ms: int
     env: _containers.ScalarMap[str, str]
-    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    input_json: str
+    seed: int
+    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., input_json: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ExecutionResult(_message.Message):
     __slots__ = ("stdout", "stderr", "exit_code", "value_json", "duration_ms", "cpu_ms", "cost_units", "state_digest", "attestation_json", "instance_id", "error")
@@ -340,43 +344,67 @@ class MergeRequest(_message.Message):
     def __init__(self, instance_ids: _Optional[_Iterable[str]] = ..., oracle: _Optional[_Union[OracleResult, _Mapping]] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
-    __slots__ = ("objective_code", "space_json", "budget", "seed", "group_size", "max_async_level")
+    __slots__ = ("objective_code", "space_json", "budget", "seed", "group_size", "max_async_level", "checkpoint_every")
     OBJECTIVE_CODE_FIELD_NUMBER: _ClassVar[int]
     SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_ASYNC_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_FIELD_NUMBER: _ClassVar[int]
     objective_code: str
     space_json: str
     budget: int
     seed: int
     group_size: int
     max_async_level: int
-    def __init__(self, objective_code: _Optional[str] = ..., space_json: _Optional[str] = ..., budget: _Optional[int] = ..., seed: _Optional[int] = ..., group_size: _Optional[int] = ..., max_async_level: _Optional[int] = ...) -> None: ...
+    checkpoint_every: int
+    def __init__(self, objective_code: _Optional[str] = ..., space_json: _Optional[str] = ..., budget: _Optional[int] = ..., seed: _Optional[int] = ..., group_size: _Optional[int] = ..., max_async_level: _Optional[int] = ..., checkpoint_every: _Optional[int] = ...) -> None: ...
 
 class OptimizeReply(_message.Message):
-    __slots__ = ("best_json", "best_value", "curve", "step_digests")
+    __slots__ = ("best_json", "best_value", "curve", "step_digests", "start_state_json", "program_code", "states_json")
+    class StatesJsonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     BEST_JSON_FIELD_NUMBER: _ClassVar[int]
     BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
     CURVE_FIELD_NUMBER: _ClassVar[int]
     STEP_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    START_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATES_JSON_FIELD_NUMBER: _ClassVar[int]
     best_json: str
     best_value: float
     curve: _containers.RepeatedScalarFieldContainer[float]
     step_digests: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, best_json: _Optional[str] = ..., best_value: _Optional[float] = ..., curve: _Optional[_Iterable[float]] = ..., step_digests: _Optional[_Iterable[str]] = ...) -> None: ...
+    start_state_json: str
+    program_code: str
+    states_json: _containers.ScalarMap[int, str]
+    def __init__(self, best_json: _Optional[str] = ..., best_value: _Optional[float] = ..., curve: _Optional[_Iterable[float]] = ..., step_digests: _Optional[_Iterable[str]] = ..., start_state_json: _Optional[str] = ..., program_code: _Optional[str] = ..., states_json: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class Claim(_message.Message):
-    __slots__ = ("claimant", "step_digests")
+    __slots__ = ("claimant", "step_digests", "states_json")
+    class StatesJsonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     CLAIMANT_FIELD_NUMBER: _ClassVar[int]
     STEP_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    STATES_JSON_FIELD_NUMBER: _ClassVar[int]
     claimant: str
     step_digests: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, claimant: _Optional[str] = ..., step_digests: _Optional[_Iterable[str]] = ...) -> None: ...
+    states_json: _containers.ScalarMap[int, str]
+    def __init__(self, claimant: _Optional[str] = ..., step_digests: _Optional[_Iterable[str]] = ..., states_json: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("program_code", "start_state_json", "steps", "claims", "mode", "sample", "forged_fraction", "attestation_json")
+    __slots__ = ("program_code", "start_state_json", "steps", "claims", "mode", "sample", "forged_fraction", "attestation_json", "lazy")
     PROGRAM_CODE_FIELD_NUMBER: _ClassVar[int]
     START_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -385,6 +413,7 @@ class VerifyRequest(_message.Message):
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     FORGED_FRACTION_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    LAZY_FIELD_NUMBER: _ClassVar[int]
     program_code: str
     start_state_json: str
     steps: int
@@ -393,7 +422,8 @@ class VerifyRequest(_message.Message):
     sample: int
     forged_fraction: float
     attestation_json: str
-    def __init__(self, program_code: _Optional[str] = ..., start_state_json: _Optional[str] = ..., steps: _Optional[int] = ..., claims: _Optional[_Iterable[_Union[Claim, _Mapping]]] = ..., mode: _Optional[_Union[VerifyMode, str]] = ..., sample: _Optional[int] = ..., forged_fraction: _Optional[float] = ..., attestation_json: _Optional[str] = ...) -> None: ...
+    lazy: bool
+    def __init__(self, program_code: _Optional[str] = ..., start_state_json: _Optional[str] = ..., steps: _Optional[int] = ..., claims: _Optional[_Iterable[_Union[Claim, _Mapping]]] = ..., mode: _Optional[_Union[VerifyMode, str]] = ..., sample: _Optional[int] = ..., forged_fraction: _Optional[float] = ..., attestation_json: _Optional[str] = ..., lazy: _Optional[bool] = ...) -> None: ...
 
 class VerifyReply(_message.Message):
     __slots__ = ("verdict", "honest", "first_divergent_step", "reexecuted_steps", "detection_probability", "proof")

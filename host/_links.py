@@ -1,0 +1,108 @@
+"""The host's link table: which provider serves each interface a component imports (wasmCloud links).
+
+A link names a source component (``*`` for any), the interfaces it covers, a link name (``default``),
+the target provider and free-form values (for example ``token``). Links are persisted in the
+registry's ``provider_links`` table and resolved on every call, so a change applies to the next call.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from worldrt.v1 import pb
+
+from ._registry import Registry
+
+INTERFACES = ("generator", "coordinator", "validator")
+ANY_SOURCE = "*"
+
+
+@dataclass(frozen=True)
+class HostLink:
+    link_id: str
+    source_component: str
+    interfaces: tuple[str, ...]
+    target_provider: str
+    name: str = "default"
+    values: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def default_id(source_component: str, interface: str, name: str) -> str:
+        return f"{source_component}/{interface}/{name}"
+
+    def to_pb(self) -> pb.LinkConfig:
+        return pb.LinkConfig(link_id=self.link_id, source_component=self.source_component,
+                             target_provider=self.target_provider, name=self.name,
+                             interfaces=list(self.interfaces), values=self.values)
+
+    @classmethod
+    def from_pb(cls, link: pb.LinkConfig) -> "HostLink":
+        source = link.source_component or ANY_SOURCE
+        name = link.name or "default"
+        interfaces = tuple(link.interfaces)
+        link_id = link.link_id or (cls.default_id(source, interfaces[0], name) if len(interfaces) == 1 else "")
+        return cls(link_id, source, interfaces, link.target_provider, name, dict(link.values))
+
+    def config(self) -> dict[str, Any]:
+        # Values may hold secrets (a token): the registry keeps only their names.
+        return {"interfaces": list(self.interfaces), "name": self.name, "value_keys": sorted(self.values)}
+
+
+class LinkError(ValueError):
+    """A link that cannot be put (its message says what to change)."""
+
+
+class LinkTable:
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._links: dict[str, HostLink] = {}
+        self._lock = threading.Lock()
+        for row in registry.links():
+            cfg = row["link_config"]
+            self._links[row["link_id"]] = HostLink(row["link_id"], row["source_component"],
+                                                   tuple(cfg.get("interfaces", ())), row["target_provider"],
+                                                   cfg.get("name", "default"))
+
+    def validate(self, link: HostLink, known_providers: set[str]) -> None:
+        if not link.interfaces:
+            raise LinkError("a link needs at least one interface: generator, coordinator or validator")
+        unknown = [i for i in link.interfaces if i not in INTERFACES]
+        if unknown:
+            raise LinkError(f"unknown interface {unknown[0]!r}; interfaces are {', '.join(INTERFACES)}")
+        if link.target_provider not in known_providers:
+            raise LinkError(f"unknown provider {link.target_provider!r}; known: {', '.join(sorted(known_providers))}")
+        if not link.link_id:
+            raise LinkError("a link covering several interfaces needs an explicit link_id")
+
+    def put(self, link: HostLink) -> HostLink | None:
+        """Store ``link`` (replacing one with the same id); return the link it replaced."""
+        with self._lock:
+            previous = self._links.get(link.link_id)
+            self._links[link.link_id] = link
+            self._registry.put_link(link.link_id, link.source_component, link.target_provider, link.config())
+        return previous
+
+    def delete(self, link_id: str) -> HostLink | None:
+        with self._lock:
+            previous = self._links.pop(link_id, None)
+            self._registry.delete_link(link_id)
+        return previous
+
+    def all(self) -> list[HostLink]:
+        with self._lock:
+            return sorted(self._links.values(), key=lambda link: link.link_id)
+
+    def resolve(self, source_component: str, interface: str, name: str = "default") -> HostLink | None:
+        """The link for this component's interface: one naming the component wins over a ``*`` link."""
+        best: HostLink | None = None
+        with self._lock:
+            for link in self._links.values():
+                if interface not in link.interfaces or link.name != name:
+                    continue
+                if link.source_component == source_component:
+                    return link
+                if link.source_component == ANY_SOURCE:
+                    best = link
+        return best

@@ -1,0 +1,209 @@
+"""The host's provider daemons: started as children on unix sockets, health-checked, restarted, stopped.
+
+Children get the host's provider token in their environment (never on the command line) and a
+parent-death signal, so a host that is killed outright still takes its providers with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from worldrt.providers import CATALOG
+
+from ._registry import Registry
+
+log = logging.getLogger("worldrt.host")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class SupervisorError(RuntimeError):
+    """A provider daemon could not be started."""
+
+
+@dataclass
+class Child:
+    name: str
+    address: str
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_try: float = 0.0
+    backoff_s: float = 0.2
+    healthy: bool = False
+    last_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Supervisor:
+    def __init__(self, state_dir: Path, registry: Registry, *, token: str | None = None,
+                 health_interval_s: float = 1.0, on_restart: Callable[[str], None] | None = None) -> None:
+        self.state_dir = state_dir
+        self.registry = registry
+        self.token = token or secrets.token_urlsafe(24)
+        self.health_interval_s = health_interval_s
+        self.on_restart = on_restart
+        self._children: dict[str, Child] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="provider-supervisor", daemon=True)
+        self._watcher.start()
+
+    def address(self, name: str) -> str:
+        return self.ensure(name).address
+
+    def running(self) -> list[str]:
+        return [name for name, child in self._children.items() if child.healthy]
+
+    def child(self, name: str) -> Child | None:
+        return self._children.get(name)
+
+    def ensure(self, name: str) -> Child:
+        """The child serving ``name``, started (and waited for) if it is not running."""
+        if name not in CATALOG:
+            raise SupervisorError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
+        child = self._children.get(name)
+        if child is not None and child.proc is not None and child.proc.poll() is None:
+            return child
+        with self._lock:
+            child = self._children.get(name)
+            if child is None:
+                sock = self.state_dir / "providers" / f"{name}.sock"
+                child = self._children[name] = Child(name, f"unix:{sock}")
+        with child.lock:
+            if child.proc is None or child.proc.poll() is not None:
+                self._spawn(child)
+        return child
+
+    def _spawn(self, child: Child) -> None:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", child.name,
+                "--listen", child.address, "--state-dir", str(self.state_dir / "providers")]
+        env = {**os.environ, "WORLDRT_TOKEN": self.token}
+        self.registry.set_status(child.name, "starting", address=child.address)
+        with open(logs / f"{child.name}.log", "ab") as out:
+            child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                          preexec_fn=_die_with_parent)
+        try:
+            self._wait_serving(child, timeout_s=60)
+        except SupervisorError as exc:
+            child.last_error = str(exc)
+            self.registry.set_status(child.name, "unavailable", last_error=child.last_error)
+            raise
+        child.healthy = True
+        child.backoff_s = 0.2
+        self.registry.set_status(child.name, "available", address=child.address, pid=child.proc.pid,
+                                 restarts=child.restarts, last_error=None)
+        log.info("provider %s serving at %s (pid %d)", child.name, child.address, child.proc.pid)
+
+    def _check(self, address: str, timeout_s: float) -> bool:
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _wait_serving(self, child: Child, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert child.proc is not None
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise SupervisorError(f"provider {child.name} exited with {child.proc.returncode} while starting; "
+                                      f"see {self.state_dir / 'logs' / (child.name + '.log')}")
+            if self._check(child.address, 1.0):
+                return
+            time.sleep(0.05)
+        raise SupervisorError(f"provider {child.name} did not report SERVING within {timeout_s:.0f} s")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.health_interval_s):
+            for child in list(self._children.values()):
+                if self._stop.is_set():
+                    return
+                self._tend(child)
+
+    def _tend(self, child: Child) -> None:
+        with child.lock:
+            if child.proc is None:
+                return
+            dead = child.proc.poll() is not None
+            if not dead and self._check(child.address, 2.0):
+                if not child.healthy:
+                    child.healthy = True
+                    self.registry.set_status(child.name, "available", restarts=child.restarts)
+                return
+            if not dead:
+                # Alive but not answering: count it unhealthy; a hung daemon is replaced after a few misses.
+                child.healthy = False
+                self.registry.set_status(child.name, "unavailable", last_error="health check failed")
+                return
+            child.healthy = False
+            if time.monotonic() < child.next_try:
+                return
+            child.restarts += 1
+            child.last_error = f"exited with {child.proc.returncode}"
+            log.warning("provider %s %s; restarting (restart %d)", child.name, child.last_error, child.restarts)
+            self.registry.set_status(child.name, "restarting", restarts=child.restarts, last_error=child.last_error)
+            try:
+                self._spawn(child)
+            except SupervisorError as exc:
+                child.next_try = time.monotonic() + child.backoff_s
+                child.backoff_s = min(child.backoff_s * 2, 10.0)
+                log.error("%s", exc)
+                return
+        if self.on_restart is not None:
+            self.on_restart(child.name)
+
+    def stop(self, name: str, timeout_s: float = 15.0) -> None:
+        child = self._children.get(name)
+        if child is None or child.proc is None:
+            return
+        with child.lock:
+            _terminate(child.proc, timeout_s)
+            child.healthy = False
+            self.registry.set_status(name, "stopped")
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after ``timeout_s``) and the watcher."""
+        self._stop.set()
+        self._watcher.join()
+        procs = [c.proc for c in self._children.values() if c.proc is not None and c.proc.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            _terminate(proc, max(0.1, deadline - time.monotonic()))
+        for name, child in self._children.items():
+            child.healthy = False
+            try:
+                self.registry.set_status(name, "stopped")
+            except Exception:  # noqa: BLE001 - the registry may already be closing; the processes are gone
+                pass
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,174 @@
+from worldrt.v1 import world_runtime_pb2 as _world_runtime_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListLinksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLinksReply(_message.Message):
+    __slots__ = ("links",)
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    links: _containers.RepeatedCompositeFieldContainer[_world_runtime_pb2.LinkConfig]
+    def __init__(self, links: _Optional[_Iterable[_Union[_world_runtime_pb2.LinkConfig, _Mapping]]] = ...) -> None: ...
+
+class ListProvidersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProviderState(_message.Message):
+    __slots__ = ("provider_id", "name", "trit", "status", "address", "pid", "restarts", "last_error", "api_endpoint", "capabilities")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRIT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    API_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    name: str
+    trit: int
+    status: str
+    address: str
+    pid: int
+    restarts: int
+    last_error: str
+    api_endpoint: str
+    capabilities: _world_runtime_pb2.CapabilitiesReply
+    def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., trit: _Optional[int] = ..., status: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., api_endpoint: _Optional[str] = ..., capabilities: _Optional[_Union[_world_runtime_pb2.CapabilitiesReply, _Mapping]] = ...) -> None: ...
+
+class ListProvidersReply(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderState]
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderState, _Mapping]]] = ...) -> None: ...
+
+class ProviderStatusRequest(_message.Message):
+    __slots__ = ("provider_id",)
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    def __init__(self, provider_id: _Optional[str] = ...) -> None: ...
+
+class LoadComponentRequest(_message.Message):
+    __slots__ = ("path", "wasm", "name")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WASM_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    wasm: bytes
+    name: str
+    def __init__(self, path: _Optional[str] = ..., wasm: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ComponentInfo(_message.Message):
+    __slots__ = ("component_id", "name", "sha256", "size_bytes", "imports", "exports", "from_cache", "load_ms")
+    COMPONENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMPORTS_FIELD_NUMBER: _ClassVar[int]
+    EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    component_id: str
+    name: str
+    sha256: str
+    size_bytes: int
+    imports: _containers.RepeatedScalarFieldContainer[str]
+    exports: _containers.RepeatedScalarFieldContainer[str]
+    from_cache: bool
+    load_ms: float
+    def __init__(self, component_id: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., imports: _Optional[_Iterable[str]] = ..., exports: _Optional[_Iterable[str]] = ..., from_cache: _Optional[bool] = ..., load_ms: _Optional[float] = ...) -> None: ...
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("component_id", "path", "export", "verse_id", "args")
+    COMPONENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    component_id: str
+    path: str
+    export: str
+    verse_id: int
+    args: str
+    def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
+
+class InvokeEvent(_message.Message):
+    __slots__ = ("call", "log", "outcome")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    call: ProviderCall
+    log: str
+    outcome: InvokeOutcome
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ...) -> None: ...
+
+class ProviderCall(_message.Message):
+    __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error")
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    interface: str
+    operation: str
+    provider_id: str
+    latency_ms: float
+    error: str
+    def __init__(self, interface: _Optional[str] = ..., operation: _Optional[str] = ..., provider_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class InvokeOutcome(_message.Message):
+    __slots__ = ("ok", "value", "duration_ms", "provider_calls")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_CALLS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    value: str
+    duration_ms: float
+    provider_calls: int
+    def __init__(self, ok: _Optional[bool] = ..., value: _Optional[str] = ..., duration_ms: _Optional[float] = ..., provider_calls: _Optional[int] = ...) -> None: ...
+
+class RecentInvocationsRequest(_message.Message):
+    __slots__ = ("limit", "verse_id")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    verse_id: str
+    def __init__(self, limit: _Optional[int] = ..., verse_id: _Optional[str] = ...) -> None: ...
+
+class InvocationRow(_message.Message):
+    __slots__ = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result", "latency_ms", "cost_units", "invoked_at")
+    INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_RESULT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_UNITS_FIELD_NUMBER: _ClassVar[int]
+    INVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    invocation_id: str
+    provider_id: str
+    operation: str
+    verse_id: str
+    input_params: str
+    output_result: str
+    latency_ms: float
+    cost_units: float
+    invoked_at: str
+    def __init__(self, invocation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., operation: _Optional[str] = ..., verse_id: _Optional[str] = ..., input_params: _Optional[str] = ..., output_result: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., invoked_at: _Optional[str] = ...) -> None: ...
+
+class RecentInvocationsReply(_message.Message):
+    __slots__ = ("invocations",)
+    INVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    invocations: _containers.RepeatedCompositeFieldContainer[InvocationRow]
+    def __init__(self, invocations: _Optional[_Iterable[_Union[InvocationRow, _Mapping]]] = ...) -> None: ...
