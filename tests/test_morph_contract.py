@@ -230,3 +230,10 @@ def test_output_of_subprocesses_and_c_level_writes_is_captured(stub, instance: s
                                  "os.write(2, b'raw-err\\n')")
     assert result.stdout == "raw\nchild\n" and result.stderr == "raw-err\n"
     assert run(stub, instance, "os.write(1, b'again\\n')").stdout == "again\n"
+
+
+def test_exit_codes_of_python_code(stub, instance: str) -> None:
+    assert run(stub, instance, "import sys; sys.exit(3)").exit_code == 3
+    assert run(stub, instance, "exit(5)").exit_code == 5
+    assert run(stub, instance, "raise SystemExit").exit_code == 0
+    assert run(stub, instance, "'still here'").value_json == '"still here"'

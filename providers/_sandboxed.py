@@ -1,0 +1,130 @@
+"""The gRPC side shared by providers whose instances live in sandboxes (morph, modal)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from worldrt.v1 import pb
+
+from . import _errors as err
+from ._provider import Call, Provider
+from .sandbox import Limits
+from .sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+
+MAX_LIMITS = Limits(memory_mb=64 * 1024, cpu_s=24 * 3600, processes=4096, file_size_mb=64 * 1024)
+_TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
+
+
+def available_languages() -> list[str]:
+    """python and shell always; others only where their toolchain is installed under /usr (visible inside)."""
+    found = ["python", "shell"]
+    for language, tools in _TOOLCHAINS.items():
+        paths = [shutil.which(t, path="/usr/local/bin:/usr/bin:/bin") for t in tools]
+        if all(p and os.path.realpath(p).startswith("/usr/") for p in paths):
+            found.append(language)
+    return found
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def limits_from(request: pb.Limits | None) -> Limits:
+    """Limits from a request: 0 means the default; negative or above the maximum is an error."""
+    default = Limits()
+    if request is None:
+        return default
+    values = {}
+    for name in ("memory_mb", "cpu_s", "processes", "file_size_mb"):
+        given = getattr(request, name)
+        cap = getattr(MAX_LIMITS, name)
+        if given < 0 or given > cap:
+            raise err.InvalidArgument(f"limits.{name} must be between 0 (default) and {cap}, got {given}")
+        values[name] = given or getattr(default, name)
+    if values["memory_mb"] < 64:
+        raise err.InvalidArgument("limits.memory_mb must be at least 64 (a Python interpreter needs it)")
+    return Limits(**values)
+
+
+class SandboxedProvider(Provider):
+    engine: InstanceEngine
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._languages = available_languages()
+
+    async def open(self) -> None:
+        await self.engine.open()
+
+    async def close(self) -> int:
+        return await self.engine.close()
+
+    def languages(self) -> list[str]:
+        return list(self._languages)
+
+    def instance_pb(self, inst: LiveInstance, status: int = pb.RUNNING) -> pb.Instance:
+        return pb.Instance(
+            instance_id=inst.id, provider_id=self.provider_id, snapshot_id=inst.snapshot_id, status=status,
+            created_at=timestamp(inst.created_at), metadata=inst.metadata,
+            limits=pb.Limits(memory_mb=inst.limits.memory_mb, cpu_s=inst.limits.cpu_s,
+                             processes=inst.limits.processes, file_size_mb=inst.limits.file_size_mb),
+        )
+
+    def check_language(self, language: str) -> str:
+        language = language or "python"
+        if language not in self._languages:
+            raise err.InvalidArgument(f"language {language!r} is not available on {self.provider_id} here; "
+                                      f"available: {', '.join(self._languages)}")
+        return language
+
+    @staticmethod
+    def check_start(request: pb.StartRequest) -> Limits:
+        if request.ttl_s < 0:
+            raise err.InvalidArgument("ttl_s must not be negative")
+        return limits_from(request.limits if request.HasField("limits") else None)
+
+    async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
+        inst = await self.engine.stop(request.instance_id)
+        assert isinstance(inst, LiveInstance)
+        return self.instance_pb(inst, pb.STOPPED)
+
+    async def events(self, request: pb.ExecuteRequest, call: Call, instance_id: str,
+                     language: str) -> AsyncIterator[pb.ExecutionEvent]:
+        """Run the request's code in ``instance_id`` as a stream of contract events."""
+        async for item in self.engine.execute(instance_id, request.code, language, request.timeout_ms,
+                                              dict(request.env)):
+            if isinstance(item, Output):
+                yield pb.ExecutionEvent(**{item.stream: item.text})
+            elif isinstance(item, Done):
+                call.meter.sandbox_cpu_ms = item.frame.get("cpu_ms", 0.0)
+                yield pb.ExecutionEvent(result=pb.ExecutionResult(
+                    instance_id=instance_id, exit_code=item.frame.get("exit_code", 0),
+                    value_json=item.frame.get("value_json", ""), error=item.frame.get("error", ""),
+                    duration_ms=item.frame.get("duration_ms", 0.0),
+                ))
+
+    def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
+        return self.events(request, call, request.instance_id, self.check_language(request.language))
+
+    async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
+        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        try:
+            async for event in self.execute_stream(request, call):
+                kind = event.WhichOneof("event")
+                if kind == "result":
+                    result = event.result
+                    result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
+                    return result
+                out[kind].append(getattr(event, kind))
+        except err.ProviderError as exc:
+            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout="".join(out["stdout"]),
+                                         stderr="".join(out["stderr"]), error=exc.message)
+            exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
+            raise
+        raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
