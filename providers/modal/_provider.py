@@ -1,0 +1,82 @@
+"""modal: the contract's generator for one-shot and longer-lived sandboxes, served by a local pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from worldrt.v1 import pb
+
+from .. import _errors as err
+from .._metering import PriceTable
+from .._provider import Call, ProviderOptions
+from .._sandboxed import SandboxedProvider, timestamp
+from ..sandbox import Limits
+from ..sandbox._instances import Done, Output
+from ._engine import SandboxPool
+
+
+class ModalProvider(SandboxedProvider):
+    provider_id = "modal"
+    prices = PriceTable(base={"start": 0.005, "snapshot": 0.002, "execute": 0.0005},
+                        per_cpu_ms=0.00012, per_wall_ms=0.00001)
+
+    def __init__(self, options: ProviderOptions) -> None:
+        super().__init__(options)
+        v = options.values
+        self.engine: SandboxPool = SandboxPool(
+            options.state_dir, pool_size=int(v.get("pool_size", 4)), default_ttl_s=int(v.get("idle_timeout_s", 300)),
+            max_lifetime_s=int(v.get("lifetime_s", 3600)), snapshot_ttl_s=int(v.get("snapshot_ttl_s", 3600)),
+        )
+
+    def capability_items(self) -> dict[str, object]:
+        e = self.engine
+        return {
+            "engine": "local sandbox pool: pre-warmed bubblewrap sandboxes (runs on this machine; not Modal's cloud)",
+            "snapshot_kind": "DISK_ONLY",
+            "one_shot_execute": "Execute without instance_id runs in a fresh warm sandbox that ends with the run",
+            "pool_size": e.pool_size, "idle_timeout_s": e.default_ttl_s, "lifetime_s": e.max_lifetime_s,
+            "isolation": e.isolation, "default_limits": Limits().__dict__,
+        }
+
+    async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
+        limits = self.check_start(request)
+        if request.language:
+            self.check_language(request.language)
+        if request.snapshot_id:
+            inst = await self.engine.start_from(request.snapshot_id, limits, request.ttl_s, dict(request.metadata))
+        else:
+            inst = await self.engine.start(limits, request.ttl_s, dict(request.metadata))
+        return self.instance_pb(inst)
+
+    async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
+        """Stop a sandbox; given a snapshot id, delete that snapshot."""
+        snap = await self.engine.drop_snapshot(request.instance_id, "released by Stop")
+        if snap is not None:
+            return pb.Instance(instance_id=snap.id, provider_id=self.provider_id, snapshot_id=snap.id,
+                               status=pb.STOPPED, created_at=timestamp(snap.created_at))
+        return await super().stop(request, call)
+
+    async def snapshot(self, request: pb.SnapshotRequest, call: Call) -> pb.SnapshotRef:
+        if request.ttl_s < 0:
+            raise err.InvalidArgument("ttl_s must not be negative")
+        snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
+        return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.DISK_ONLY,
+                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at))
+
+    async def _one_shot(self, request: pb.ExecuteRequest, call: Call,
+                        language: str) -> AsyncIterator[pb.ExecutionEvent]:
+        async for item in self.engine.run_once(request.code, language, request.timeout_ms, dict(request.env),
+                                               Limits()):
+            if isinstance(item, Output):
+                yield pb.ExecutionEvent(**{item.stream: item.text})
+            elif isinstance(item, Done):
+                call.meter.sandbox_cpu_ms = item.frame.get("cpu_ms", 0.0)
+                yield pb.ExecutionEvent(result=pb.ExecutionResult(
+                    exit_code=item.frame.get("exit_code", 0), value_json=item.frame.get("value_json", ""),
+                    error=item.frame.get("error", ""), duration_ms=item.frame.get("duration_ms", 0.0)))
+
+    def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
+        language = self.check_language(request.language)
+        if not request.instance_id:
+            return self._one_shot(request, call, language)
+        return self.events(request, call, request.instance_id, language)
