@@ -1,5 +1,6 @@
 """The provider SDK: write a provider as a class of the seed trait's methods, serve it as a daemon."""
 
+from ._canonical import canonical_json, digest, is_digest
 from ._catalog import CATALOG, ProviderInfo, providers_for
 from ._errors import (
     Aborted,
@@ -27,4 +28,6 @@ __all__ = [
     "serve", "listen_address",
     # the design's providers
     "CATALOG", "ProviderInfo", "providers_for",
+    # the contract's shared formats
+    "canonical_json", "digest", "is_digest",
 ]

@@ -38,6 +38,13 @@ for _name in _WORLDRT_PRELOAD:
         _importlib.import_module(_name)
     except ImportError:
         pass
+if "numpy" in _WORLDRT_PRELOAD:
+    try:
+        import numpy as _np
+
+        _np.random.seed(0)  # its first seeding costs ~10 ms; pay it here, not in every fork (which reseeds)
+    except ImportError:
+        pass
 
 
 class _WorldrtWorker:
@@ -61,6 +68,11 @@ class _WorldrtWorker:
 
 
 __worldrt__ = _WorldrtWorker()
+
+import gc as _gc
+
+_gc.collect()
+_gc.freeze()  # forks of this process then leave its objects' pages shared
 '''
 
 
@@ -130,6 +142,7 @@ class WorkerPool:
         self._cgroups: PidsCgroups | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +152,7 @@ class WorkerPool:
 
     async def close(self) -> None:
         self._closed = True
+        await self.settle()
         async with self._lock:
             sandbox, self._sandbox, self._template = self._sandbox, None, None
             if sandbox is not None:
@@ -212,6 +226,23 @@ class WorkerPool:
             proc.close()
             proc.kill_group()
 
+    async def settle(self) -> None:
+        """Wait until every retired worker is gone."""
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def retire(self, procs: list[SandboxProcess]) -> None:
+        """Close the workers' channels now (a worker exits when its channel closes) and make sure of
+        their end, and remove their files, in the background."""
+        for proc in procs:
+            proc.close()
+
+        async def kill_all() -> None:
+            await asyncio.gather(*(self.kill(p) for p in procs), return_exceptions=True)
+
+        task = asyncio.create_task(kill_all())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def lease(self, size: int, program: str) -> "WorkerLease":
         return WorkerLease(self, size, program)
 
@@ -265,7 +296,7 @@ class WorkerLease:
     async def _kill_all(self) -> None:
         self._closed = True
         procs, self._live = list(self._live), set()
-        await asyncio.gather(*(self.pool.kill(p) for p in procs), return_exceptions=True)
+        self.pool.retire(procs)
 
     async def call(self, function: str, args: list[Any], timeout_s: float) -> Any:
         """``function(*args)`` in a fresh namespace of the program; its JSON result, decoded."""
@@ -282,8 +313,7 @@ class WorkerLease:
         except asyncio.CancelledError:
             # The request went away: stop the worker without waiting for it.
             self._live.discard(proc)
-            proc.close()
-            proc.kill_group()
+            self.pool.retire([proc])
             raise
         except BaseException:
             await self._replace(proc)
@@ -293,7 +323,7 @@ class WorkerLease:
 
     async def _replace(self, proc: SandboxProcess) -> None:
         self._live.discard(proc)
-        await self.pool.kill(proc)
+        self.pool.retire([proc])
         if self._closed:
             return
         try:
