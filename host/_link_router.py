@@ -1,8 +1,8 @@
-"""The router: turns a component's imported call into the gRPC call on the provider its link names.
+"""The host's router: a component's imported call becomes the gRPC call on the provider its link names.
 
-Every call is resolved through the link table at call time, carries the verse id, the source component
-and a bearer token as metadata, has a deadline, and is recorded (latency measured here, cost as the
-provider reported it) on the registry's batch queue.
+Links are resolved at every call, so a link changed while a component runs applies to its next call.
+Each call carries the verse id, the source component and a bearer token as metadata, has a deadline,
+and is recorded (latency measured here, cost as the provider reported it) on the registry's queue.
 """
 
 from __future__ import annotations
@@ -20,31 +20,35 @@ from worldrt.v1 import rpc
 
 from ._links import LinkTable
 from ._registry import Invocation, Registry
+from ._router import OPERATIONS, CallContext, ProviderCallError, Router
 
-RPC_NAMES = {
-    "start": "Start", "stop": "Stop", "snapshot": "Snapshot", "branch": "Branch", "execute": "Execute",
-    "merge": "Merge", "optimize": "Optimize", "verify": "Verify",
-}
 DEFAULT_DEADLINE_S = 120.0
-
-
-class RouterError(Exception):
-    """A routed call failed: ``code`` is the gRPC status name (NOT_FOUND, UNAVAILABLE, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+LONG_DEADLINE_S = 330.0
 
 
 def _deadline_s(operation: str, request: Message) -> float:
     timeout_ms = getattr(request, "timeout_ms", 0)
     if operation == "execute" and timeout_ms:
         return timeout_ms / 1000 + 5.0
-    return 330.0 if operation in ("execute", "optimize", "verify") else DEFAULT_DEADLINE_S
+    return LONG_DEADLINE_S if operation in ("execute", "optimize", "verify") else DEFAULT_DEADLINE_S
 
 
-class Router:
+def _cost(call: Any) -> float:
+    try:
+        for key, value in call.trailing_metadata() or ():
+            if key == "x-worldrt-cost-units":
+                return float(value)
+    except (AttributeError, ValueError, TypeError):
+        pass
+    return 0.0
+
+
+CallObserver = Callable[[str, str, str, float, str], None]
+
+
+class LinkRouter(Router):
+    """Routes through the link table; ``address_of`` gives (starting it if needed) a provider's address."""
+
     def __init__(self, links: LinkTable, registry: Registry, address_of: Callable[[str], str],
                  default_token: str | None = None) -> None:
         self.links = links
@@ -53,6 +57,15 @@ class Router:
         self._default_token = default_token or os.environ.get("WORLDRT_TOKEN")
         self._stubs: dict[str, tuple[grpc.Channel, rpc.WorldRuntimeStub]] = {}
         self._lock = threading.Lock()
+        self._observers: dict[int, CallObserver] = {}
+
+    def observe(self, observer: CallObserver | None) -> None:
+        """Report every call made on this thread (interface, operation, provider, latency_ms, error):
+        a component's imports run on the thread that invokes it."""
+        if observer is None:
+            self._observers.pop(threading.get_ident(), None)
+        else:
+            self._observers[threading.get_ident()] = observer
 
     def stub(self, address: str) -> rpc.WorldRuntimeStub:
         entry = self._stubs.get(address)
@@ -65,55 +78,59 @@ class Router:
                     entry = self._stubs[address] = (channel, rpc.WorldRuntimeStub(channel))
         return entry[1]
 
-    def call(self, source: str, interface: str, operation: str, request: Message, verse_id: str = "",
-             link_name: str = "default") -> Any:
-        link = self.links.resolve(source, interface, link_name)
+    def forget(self, address: str) -> None:
+        """Drop the channel to ``address`` (its daemon was restarted): the next call connects afresh."""
+        with self._lock:
+            entry = self._stubs.pop(address, None)
+        if entry is not None:
+            entry[0].close()
+
+    def call(self, interface: str, operation: str, request: Message, context: CallContext) -> Message:
+        op = OPERATIONS.get((interface, operation))
+        if op is None:
+            raise ProviderCallError("UNIMPLEMENTED", f"the world has no operation {interface}.{operation}")
+        link = self.links.resolve(context.source, interface)
         if link is None:
-            raise RouterError("FAILED_PRECONDITION", (
-                f"component {source!r} has no link for interface {interface!r}; "
+            raise ProviderCallError("FAILED_PRECONDITION", (
+                f"component {context.source!r} has no link for interface {interface!r}; "
                 f"link it with: worldrt link put {interface}=PROVIDER"))
-        rpc_name = RPC_NAMES.get(operation)
-        if rpc_name is None:
-            raise RouterError("UNIMPLEMENTED", f"no provider operation {operation!r}")
+        provider = link.target_provider
         try:
-            address = self._address_of(link.target_provider)
+            address = self._address_of(provider)
         except Exception as exc:  # noqa: BLE001 - a provider that cannot start is UNAVAILABLE to the guest
-            raise RouterError("UNAVAILABLE", f"provider {link.target_provider} is not available: {exc}") from exc
+            raise ProviderCallError("UNAVAILABLE", f"provider {provider} is not available: {exc}") from exc
         token = link.values.get("token") or self._default_token
-        metadata = [("x-worldrt-verse-id", verse_id), ("x-worldrt-source", source),
+        verse_id = str(context.verse_id)
+        metadata = [("x-worldrt-verse-id", verse_id), ("x-worldrt-source", context.source),
                     ("x-worldrt-link-name", link.name)]
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
-        method = getattr(self.stub(address), rpc_name)
+        method = getattr(self.stub(address), op.rpc)
         started = time.perf_counter()
         try:
-            reply, call = method.with_call(request, timeout=_deadline_s(operation, request), metadata=metadata)
+            reply, call = method.with_call(request, timeout=context.remaining_s(_deadline_s(operation, request)),
+                                            metadata=metadata)
         except grpc.RpcError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
-            code = exc.code().name if exc.code() else "UNKNOWN"
-            self._record(link.target_provider, operation, verse_id, request,
-                         {"error": code, "message": exc.details()}, latency_ms, _cost(exc))
-            raise RouterError(code, exc.details() or code) from None
+            code = exc.code().name if exc.code() else "UNKNOWN"  # type: ignore[attr-defined]
+            details = exc.details() or code  # type: ignore[attr-defined]
+            self._finish(context, interface, operation, provider, request,
+                         {"error": code, "message": details}, latency_ms, _cost(exc), code)
+            raise ProviderCallError(code, details) from None
         latency_ms = (time.perf_counter() - started) * 1000
-        self._record(link.target_provider, operation, verse_id, request, reply, latency_ms, _cost(call))
+        self._finish(context, interface, operation, provider, request, reply, latency_ms, _cost(call), "")
         return reply
 
-    def _record(self, provider: str, operation: str, verse_id: str, request: Any, result: Any,
-                latency_ms: float, cost: float) -> None:
-        self.registry.record(Invocation(provider, operation, verse_id, request, result, latency_ms, cost, time.time()))
+    def _finish(self, context: CallContext, interface: str, operation: str, provider: str, request: Message,
+                result: Any, latency_ms: float, cost: float, error: str) -> None:
+        self.registry.record(Invocation(provider, operation, str(context.verse_id), request, result, latency_ms,
+                                        cost, time.time()))
+        observer = self._observers.get(threading.get_ident())
+        if observer is not None:
+            observer(interface, operation, provider, latency_ms, error)
 
     def close(self) -> None:
         with self._lock:
             for channel, _ in self._stubs.values():
                 channel.close()
             self._stubs.clear()
-
-
-def _cost(call: Any) -> float:
-    try:
-        for key, value in call.trailing_metadata() or ():
-            if key == "x-worldrt-cost-units":
-                return float(value)
-    except (AttributeError, ValueError, TypeError):
-        pass
-    return 0.0

@@ -1,12 +1,11 @@
 """The host's provider daemons: started as children on unix sockets, health-checked, restarted, stopped.
 
-Children get the host's provider token in their environment (never on the command line) and a
-parent-death signal, so a host that is killed outright still takes its providers with it.
+Children get the host's provider token in their environment (never on the command line) and the
+host's pid, for which they ask a parent-death signal: a host killed outright takes its providers along.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import secrets
@@ -16,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +27,6 @@ from worldrt.providers import CATALOG
 from ._registry import Registry
 
 log = logging.getLogger("worldrt.host")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class SupervisorError(RuntimeError):
@@ -62,6 +57,7 @@ class Supervisor:
         self._children: dict[str, Child] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-spawner")
         self._watcher = threading.Thread(target=self._watch, name="provider-supervisor", daemon=True)
         self._watcher.start()
 
@@ -86,21 +82,38 @@ class Supervisor:
             if child is None:
                 sock = self.state_dir / "providers" / f"{name}.sock"
                 child = self._children[name] = Child(name, f"unix:{sock}")
+        restarted = False
         with child.lock:
-            if child.proc is None or child.proc.poll() is not None:
+            if child.proc is None:
                 self._spawn(child)
+            elif child.proc.poll() is not None:
+                self._restart(child)
+                restarted = True
+        if restarted and self.on_restart is not None:
+            self.on_restart(name)
         return child
+
+    def _restart(self, child: Child) -> None:
+        assert child.proc is not None
+        child.healthy = False
+        child.restarts += 1
+        child.last_error = f"exited with {child.proc.returncode}"
+        log.warning("provider %s %s; restarting (restart %d)", child.name, child.last_error, child.restarts)
+        self.registry.set_status(child.name, "restarting", restarts=child.restarts, last_error=child.last_error)
+        self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", child.name,
                 "--listen", child.address, "--state-dir", str(self.state_dir / "providers")]
-        env = {**os.environ, "WORLDRT_TOKEN": self.token}
+        # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
+        env = {**os.environ, "WORLDRT_TOKEN": self.token, "WORLDRT_PARENT_PID": str(os.getpid())}
         self.registry.set_status(child.name, "starting", address=child.address)
         with open(logs / f"{child.name}.log", "ab") as out:
-            child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                          preexec_fn=_die_with_parent)
+            # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
+            child.proc = self._spawner.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=out,
+                                              stderr=out, env=env).result()
         try:
             self._wait_serving(child, timeout_s=60)
         except SupervisorError as exc:
@@ -158,12 +171,8 @@ class Supervisor:
             child.healthy = False
             if time.monotonic() < child.next_try:
                 return
-            child.restarts += 1
-            child.last_error = f"exited with {child.proc.returncode}"
-            log.warning("provider %s %s; restarting (restart %d)", child.name, child.last_error, child.restarts)
-            self.registry.set_status(child.name, "restarting", restarts=child.restarts, last_error=child.last_error)
             try:
-                self._spawn(child)
+                self._restart(child)
             except SupervisorError as exc:
                 child.next_try = time.monotonic() + child.backoff_s
                 child.backoff_s = min(child.backoff_s * 2, 10.0)
@@ -191,6 +200,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         for proc in procs:
             _terminate(proc, max(0.1, deadline - time.monotonic()))
+        self._spawner.shutdown()
         for name, child in self._children.items():
             child.healthy = False
             try:

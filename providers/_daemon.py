@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import logging
 import os
+import signal
 from pathlib import Path
 
 from ._catalog import CATALOG
 from ._provider import Provider, ProviderOptions
 from ._server import serve
+
+_PR_SET_PDEATHSIG = 1
 
 
 def default_state_dir() -> Path:
@@ -34,9 +38,20 @@ def load_provider(name: str, options: ProviderOptions) -> Provider:
     return module.PROVIDER(options)
 
 
+def die_with_parent() -> None:
+    """When started by a host (WORLDRT_PARENT_PID), get SIGTERM as soon as that host dies."""
+    parent = os.environ.get("WORLDRT_PARENT_PID")
+    if not parent:
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(f"the host (pid {parent}) that started this provider is gone")
+
+
 def run(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str]) -> None:
     logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
                         format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    die_with_parent()
     provider_dir = state_dir / name
     provider_dir.mkdir(parents=True, exist_ok=True)
     provider = load_provider(name, ProviderOptions(state_dir=provider_dir.resolve(), values=values))

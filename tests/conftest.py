@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,26 @@ import pytest
 
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "components" / "examples"
+BUILDS = ROOT / ".worldrt" / "cache" / "test-builds"
+
+
+def built_example(name: str) -> Path:
+    """An example component, built once per change of its sources, the WIT or componentize-py (~10 s a build)."""
+    from worldrt.host import build_component
+    from worldrt.wit import WIT_DIR
+
+    source_dir = EXAMPLES / name
+    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
+    for source in sorted(source_dir.glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
+        digest.update(source.name.encode() + source.read_bytes())
+    out = BUILDS / digest.hexdigest()[:16] / f"{name}.wasm"
+    if not out.exists():
+        result = build_component(source_dir, out)
+        assert result.path == out and result.size_bytes == out.stat().st_size
+    return out
 
 
 def processes_under(marker: str) -> set[int]:

@@ -1,0 +1,126 @@
+"""Host benchmark: what the host adds to a provider call, and how fast it records calls.
+
+    python bench/host.py [--reps 300] [--json bench/results/host.json]
+
+One run, side by side on the same morph daemon and instance:
+* a direct gRPC Execute (the bare baseline);
+* the same Execute through the host's router (link lookup, metadata, recording on the registry queue);
+* the same, from a WebAssembly component through the host (wasmtime import call + router), per call;
+* the router with the registry's recording switched off, to show what logging adds;
+* invocation rows written per second by the registry's batch writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import percentiles, print_table, write_json  # noqa: E402
+
+from worldrt.host import Host  # noqa: E402
+from worldrt.host._registry import Invocation  # noqa: E402
+from worldrt.host._router import CallContext  # noqa: E402
+from worldrt.v1 import host_pb, pb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
+
+
+def timed(fn, reps: int) -> list[float]:  # noqa: ANN001
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def rows_per_second(host: Host, n: int = 50_000) -> float:
+    request = pb.ExecuteRequest(instance_id="i-bench", code="1")
+    reply = pb.ExecutionResult(value_json="1")
+    host.registry.flush()
+    t0 = time.perf_counter()
+    for i in range(n):
+        host.registry.record(Invocation("morph", "execute", "bench", request, reply, 0.5, 0.001, time.time()))
+    host.registry.flush()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "host.json"))
+    args = ap.parse_args()
+    rows: dict[str, list[float]] = {}
+    extra: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="worldrt-bench-host-") as tmp:
+        with Host(Path(tmp) / "world.duckdb", Path(tmp)) as host:
+            host.put_link(pb.LinkConfig(interfaces=["generator"], target_provider="morph"))
+            address = host.supervisor.address("morph")
+            stub = host.router.stub(address)
+            md = (("authorization", f"Bearer {host.supervisor.token}"),)
+            iid = stub.Start(pb.StartRequest(), metadata=md).instance_id
+            request = pb.ExecuteRequest(instance_id=iid, code="1")
+            context = CallContext(verse_id=1, source="bench")
+
+            def direct() -> None:
+                stub.Execute(request, metadata=md, timeout=30)
+
+            def routed() -> None:
+                host.router.call("generator", "execute", request, context)
+
+            for fn in (direct, routed):
+                timed(fn, 30)
+            # Interleave the two so machine noise falls on both alike.
+            for _ in range(5):
+                rows.setdefault("direct gRPC Execute", []).extend(timed(direct, args.reps // 5))
+                rows.setdefault("Execute via host router", []).extend(timed(routed, args.reps // 5))
+
+            record = host.registry.record
+            host.registry.record = lambda _inv: None  # type: ignore[method-assign]
+            rows["router, recording off"] = timed(routed, args.reps)
+            host.registry.record = record  # type: ignore[method-assign]
+
+            wasm = LOOP_COMPONENT / "app.py"
+            if wasm.exists():
+                from worldrt.host import build_component
+
+                out = Path(tmp) / "caller.wasm"
+                build_component(LOOP_COMPONENT, out)
+                info = host.load_component(host_pb.LoadComponentRequest(path=str(out)))
+                calls = 200
+                for _ in range(3):
+                    host.invoke(host_pb.InvokeRequest(component_id=info.component_id, verse_id=1,
+                                                      args=f'{{"instance_id": "{iid}", "calls": 10}}'))
+                per_call = []
+                for _ in range(10):
+                    t0 = time.perf_counter()
+                    outcome = host.invoke(host_pb.InvokeRequest(component_id=info.component_id, verse_id=1,
+                                                                args=f'{{"instance_id": "{iid}", "calls": {calls}}}'))
+                    assert outcome.ok, outcome.value
+                    per_call.append((time.perf_counter() - t0) * 1e6 / calls)
+                rows["Execute from a component via host (per call)"] = per_call
+            extra["rows_per_second"] = rows_per_second(host)
+
+    stats = {name: percentiles(samples) for name, samples in rows.items()}
+    direct_p50 = stats["direct gRPC Execute"]["p50"]
+    table = [[name, f"{s['p50']:.1f}", f"{s['p99']:.1f}", str(s["n"]), f"{s['p50'] - direct_p50:+.1f}"]
+             for name, s in stats.items()]
+    print_table("host overhead on a trivial Execute (µs)", ["path", "p50", "p99", "n", "added vs direct p50"],
+                table)
+    routed_p50 = stats["Execute via host router"]["p50"]
+    logging_share = (routed_p50 - stats["router, recording off"]["p50"]) / routed_p50 * 100
+    comp = stats.get("Execute from a component via host (per call)")
+    added = (comp["p50"] if comp else routed_p50) - direct_p50
+    print(f"added by the host: {added:.1f} µs p50 (target <= 150 µs); "
+          f"recording's share of a routed call: {logging_share:.1f}% (target < 5%); "
+          f"rows written: {extra['rows_per_second']:,.0f}/s (target >= 20,000/s)")
+    write_json(args.json, {"stats_us": stats, "added_us_p50": added, "logging_share_pct": logging_share, **extra})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The host: registry, supervised provider daemons, links, router and component runtime in one object.
+
+Its methods speak the ``worldrt.v1.Host`` messages, so the gRPC service and the embedded CLI path share
+one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from worldrt.providers import CATALOG
+from worldrt.v1 import host_pb, pb
+
+from ._components import LoadedComponent
+from ._errors import ComponentError, GuestError
+from ._link_router import LinkRouter
+from ._links import HostLink, LinkError, LinkTable
+from ._registry import Registry
+from ._supervisor import Supervisor
+from ._wasm_runtime import ComponentRuntime
+
+log = logging.getLogger("worldrt.host")
+
+InvokeSink = Callable[[host_pb.InvokeEvent], None]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("WORLDRT_STATE_DIR", ".worldrt"))
+
+
+def default_db() -> Path:
+    return Path(os.environ.get("WORLDRT_DB") or default_home() / "world.duckdb")
+
+
+class HostError(ValueError):
+    """A request the host refuses; the message says what to change."""
+
+
+class Host:
+    def __init__(self, db_path: Path | None = None, home: Path | None = None) -> None:
+        self.home = (home or default_home()).resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry.open(db_path or default_db())
+        try:
+            self.links = LinkTable(self.registry)
+            self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
+            self.router = LinkRouter(self.links, self.registry, self.supervisor.address,
+                                     default_token=self.supervisor.token)
+            self.runtime = ComponentRuntime(self.router, cache_dir=self.home / "cache" / "components")
+        except BaseException:
+            self.registry.close()
+            raise
+        self._components: dict[str, LoadedComponent] = {}
+        self._lock = threading.Lock()
+
+    # links ---------------------------------------------------------------------------------------
+    def _provider_stub(self, name: str) -> tuple[object, tuple[tuple[str, str], ...]]:
+        address = self.supervisor.address(name)
+        return self.router.stub(address), (("authorization", f"Bearer {self.supervisor.token}"),)
+
+    def put_link(self, request: pb.LinkConfig) -> pb.LinkReply:
+        link = HostLink.from_pb(request)
+        try:
+            self.links.validate(link, set(CATALOG))
+        except LinkError as exc:
+            raise HostError(str(exc)) from None
+        previous = self.links.put(link)
+        if previous is not None and previous.target_provider != link.target_provider:
+            self._forward_delete(previous)
+        stub, metadata = self._provider_stub(link.target_provider)
+        stub.ReceiveLinkConfig(link.to_pb(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        return pb.LinkReply(link_id=link.link_id, existed=previous is not None, links=len(self.links.all()))
+
+    def delete_link(self, request: pb.LinkConfig) -> pb.LinkReply:
+        previous = self.links.delete(request.link_id)
+        if previous is not None:
+            self._forward_delete(previous)
+        return pb.LinkReply(link_id=request.link_id, existed=previous is not None, links=len(self.links.all()))
+
+    def _forward_delete(self, link: HostLink) -> None:
+        if link.target_provider not in self.supervisor.running():
+            return
+        try:
+            stub, metadata = self._provider_stub(link.target_provider)
+            stub.DeleteLink(pb.LinkConfig(link_id=link.link_id), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        except grpc.RpcError as exc:
+            log.warning("could not tell %s to drop link %s: %s", link.target_provider, link.link_id, exc.details())
+
+    def _relink(self, provider: str) -> None:
+        """A restarted provider gets a fresh channel and its links again (it lost them with its process)."""
+        child = self.supervisor.child(provider)
+        if child is not None:
+            self.router.forget(child.address)
+        for link in self.links.all():
+            if link.target_provider == provider:
+                try:
+                    stub, metadata = self._provider_stub(provider)
+                    stub.ReceiveLinkConfig(link.to_pb(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+                except grpc.RpcError as exc:
+                    log.warning("could not relink %s to %s: %s", link.link_id, provider, exc.details())
+
+    def list_links(self) -> host_pb.ListLinksReply:
+        return host_pb.ListLinksReply(links=[link.to_pb() for link in self.links.all()])
+
+    def ensure_link(self, source: str, interface: str, provider: str) -> None:
+        """Link ``interface`` of ``source`` to ``provider`` unless a link (its own or ``*``) already resolves."""
+        if self.links.resolve(source, interface) is None:
+            self.put_link(pb.LinkConfig(source_component=source, interfaces=[interface], target_provider=provider))
+
+    # providers -----------------------------------------------------------------------------------
+    def _state(self, row: dict[str, object]) -> host_pb.ProviderState:
+        return host_pb.ProviderState(
+            provider_id=str(row["provider_id"]), name=str(row["name"]), trit=int(row["trit"] or 0),
+            status=str(row["status"] or ""), address=str(row["address"] or ""), pid=int(row["pid"] or 0),
+            restarts=int(row["restarts"] or 0), last_error=str(row["last_error"] or ""),
+            api_endpoint=str(row["api_endpoint"] or ""))
+
+    def list_providers(self) -> host_pb.ListProvidersReply:
+        return host_pb.ListProvidersReply(providers=[self._state(r) for r in self.registry.providers()])
+
+    def provider_status(self, name: str) -> host_pb.ProviderState:
+        """Start the provider if needed, ask its health and capabilities, and record what it said."""
+        if name not in CATALOG:
+            raise HostError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
+        stub, metadata = self._provider_stub(name)
+        caps = stub.Capabilities(pb.CapabilitiesRequest(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        self.registry.set_status(name, "available", capabilities={
+            "languages": list(caps.languages), "operations": list(caps.operations),
+            **{c.name: json.loads(c.value_json) for c in caps.capabilities}})
+        row = next(r for r in self.registry.providers() if r["provider_id"] == name)
+        state = self._state(row)
+        state.capabilities.CopyFrom(caps)
+        return state
+
+    def health(self, name: str) -> bool:
+        child = self.supervisor.child(name)
+        if child is None:
+            return False
+        with grpc.insecure_channel(child.address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    # components ----------------------------------------------------------------------------------
+    def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo:
+        try:
+            if request.path:
+                component = self.runtime.load(request.path)
+            elif request.wasm:
+                component = self.runtime.load_bytes(request.wasm, request.name or "component")
+            else:
+                raise HostError("LoadComponent needs a path or the component's bytes")
+        except FileNotFoundError as exc:
+            raise HostError(f"no such file: {exc.filename}") from None
+        with self._lock:
+            self._components[component.digest] = component
+        return host_pb.ComponentInfo(
+            component_id=component.digest, name=component.name, sha256=component.digest,
+            size_bytes=component.size_bytes, imports=list(component.imports), exports=list(component.exports),
+            from_cache=component.cached, load_ms=component.load_ms)
+
+    def invoke(self, request: host_pb.InvokeRequest, on_event: InvokeSink | None = None) -> host_pb.InvokeOutcome:
+        component = self._components.get(request.component_id)
+        if component is None:
+            if not request.path:
+                raise HostError(f"no loaded component {request.component_id!r}: LoadComponent it or give a path")
+            component = self._components[self.load_component(
+                host_pb.LoadComponentRequest(path=request.path)).component_id]
+        self.ensure_link(component.name, "generator", "morph")
+
+        def on_call(interface: str, operation: str, provider: str, latency_ms: float, error: str) -> None:
+            if on_event is not None:
+                on_event(host_pb.InvokeEvent(call=host_pb.ProviderCall(
+                    interface=interface, operation=operation, provider_id=provider, latency_ms=latency_ms,
+                    error=error)))
+
+        def on_log(level: str, message: str) -> None:
+            if on_event is not None:
+                on_event(host_pb.InvokeEvent(log=f"[{level}] {message}"))
+
+        self.router.observe(on_call)
+        try:
+            result = self.runtime.invoke_detailed(component, request.verse_id, request.args,
+                                                  export=request.export or "run", on_log=on_log)
+        except GuestError as exc:
+            run = exc.invocation
+            return host_pb.InvokeOutcome(ok=False, value=exc.message,
+                                         duration_ms=getattr(run, "call_ms", 0.0),
+                                         provider_calls=getattr(run, "provider_calls", 0))
+        except ComponentError as exc:
+            raise HostError(str(exc)) from None
+        finally:
+            self.router.observe(None)
+        return host_pb.InvokeOutcome(ok=True, value=result.value, duration_ms=result.call_ms,
+                                     provider_calls=result.provider_calls)
+
+    # registry ------------------------------------------------------------------------------------
+    def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply:
+        self.registry.flush()
+        rows = self.registry.recent_invocations(request.limit or 20, request.verse_id or None)
+        return host_pb.RecentInvocationsReply(invocations=[host_pb.InvocationRow(
+            invocation_id=r["invocation_id"], provider_id=r["provider_id"] or "", operation=r["operation"] or "",
+            verse_id=r["verse_id"] or "", input_params=r["input_params"] or "", output_result=r["output_result"] or "",
+            latency_ms=r["latency_ms"] or 0.0, cost_units=r["cost_units"] or 0.0, invoked_at=str(r["invoked_at"]))
+            for r in rows])
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the providers it started and write every queued row."""
+        self.runtime.close()
+        self.router.close()
+        self.supervisor.close()
+        self.registry.close()
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,173 @@
+"""The host's side of the world's imports: linker definitions that hand each call to the Router of the
+invocation running on this thread, with records converted to protobuf and failures turned into
+``err(provider-error)``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from wasmtime.component import Linker, Record, Variant
+
+from worldrt.v1 import pb
+
+from ._convert import from_wit, to_wit
+from ._router import OPERATIONS, PROVIDER_INTERFACES, CallContext, Operation, ProviderCallError, Router, wit_interface
+
+log = logging.getLogger("worldrt.component")
+
+LogSink = Callable[[str, str], None]
+_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+_current = threading.local()
+REAP_GRACE_S = 10.0
+_GRPC_EARLY_S = 0.01
+
+
+class DeadlinePassed(Exception):
+    """Raised in a host call to trap the component whose invocation ran out of time."""
+
+
+def _err(code: str, message: str) -> Variant:
+    error = Record()
+    error.code, error.message = code, message
+    return Variant("err", error)
+
+
+class InvocationScope:
+    """What the imports of one invocation need: its router and caller, and what it has done so far.
+
+    Entered on the thread that runs the component (host calls arrive on that thread)."""
+
+    def __init__(self, router: Router, context: CallContext, on_log: LogSink | None = None) -> None:
+        self.router = router
+        self.context = context
+        self.on_log = on_log
+        self.provider_calls = 0
+        self.provider_s = 0.0
+        # Instances this invocation made and has not stopped or merged away, in the order they appeared.
+        self.live: dict[str, None] = {}
+        self.timed_out = False
+        self._outer: InvocationScope | None = None
+
+    def __enter__(self) -> InvocationScope:
+        self._outer = getattr(_current, "scope", None)
+        _current.scope = self
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _current.scope = self._outer
+
+    def provider_call(self, op: Operation, record: Record) -> Variant:
+        request = from_wit(record, op.request)
+        self._check_deadline(op)
+        started = time.perf_counter()
+        self.provider_calls += 1
+        try:
+            reply = self._route(op, request)
+        finally:
+            self.provider_s += time.perf_counter() - started
+        if isinstance(reply, Variant):
+            # The router's gRPC deadline is the invocation's: its DEADLINE_EXCEEDED may come a moment early.
+            if reply.payload.code == "DEADLINE_EXCEEDED":
+                self._check_deadline(op, slack_s=_GRPC_EARLY_S)
+            return reply
+        self._check_deadline(op)
+        if op.interface == "generator":
+            self._track(op.name, request, reply)
+        return Variant("ok", to_wit(reply))
+
+    def _route(self, op: Operation, request: Message) -> Message | Variant:
+        """The router's reply, or ``err(provider-error)`` for any way it can fail."""
+        try:
+            reply = self.router.call(op.interface, op.name, request, self.context)
+        except ProviderCallError as exc:
+            return _err(exc.code, exc.message)
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None  # type: ignore[attr-defined]
+            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)  # type: ignore[attr-defined]
+            return _err(code.name if code is not None else "UNKNOWN", details or "")
+        except Exception as exc:  # noqa: BLE001 - a broken router must not trap the component
+            log.exception("router failed on %s.%s", op.interface, op.name)
+            return _err("INTERNAL",
+                        f"the host's router failed on {op.interface}.{op.name}: {type(exc).__name__}: {exc}")
+        if not isinstance(reply, op.reply):
+            return _err("INTERNAL", f"the host's router answered {op.interface}.{op.name} with "
+                                    f"{type(reply).__name__}, expected {op.reply.DESCRIPTOR.name}")
+        return reply
+
+    def _check_deadline(self, op: Operation, slack_s: float = 0.0) -> None:
+        """End the invocation (a trap) when its time is up: no call starts or returns past the deadline."""
+        deadline = self.context.deadline
+        if deadline is not None and time.monotonic() + slack_s >= deadline:
+            self.timed_out = True
+            raise DeadlinePassed(f"the deadline passed during {op.interface}.{op.name}")
+
+    def _track(self, operation: str, request: Any, reply: Any) -> None:
+        if operation == "start":
+            self.live[reply.instance_id] = None
+        elif operation == "branch":
+            self.live.update((inst.instance_id, None) for inst in reply.instances)
+        elif operation == "stop":
+            self.live.pop(request.instance_id, None)
+        elif operation == "merge":
+            for instance_id in request.instance_ids:
+                if instance_id != reply.instance_id:
+                    self.live.pop(instance_id, None)
+
+    def reap(self) -> list[str]:
+        """Stop the instances this invocation left running (after it trapped); return those stopped."""
+        stopped = []
+        # The invocation's own deadline may be what ended it: the clean-up gets time of its own.
+        context = replace(self.context, deadline=time.monotonic() + REAP_GRACE_S)
+        for instance_id in list(self.live):
+            try:
+                self.router.call("generator", "stop", pb.InstanceRef(instance_id=instance_id), context)
+                stopped.append(instance_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: the provider's ttl reaps the rest
+                log.warning("could not stop %s after %s trapped: %s", instance_id, self.context.source, exc)
+            self.live.pop(instance_id, None)
+        return stopped
+
+    def log(self, level: str, message: str) -> None:
+        log.log(_LEVELS.get(level, logging.INFO), "%s: %s", self.context.source, message)
+        if self.on_log is not None:
+            self.on_log(level, message)
+
+
+def _scope() -> InvocationScope:
+    scope = getattr(_current, "scope", None)
+    if scope is None:
+        raise RuntimeError("a component called an import outside an invocation")
+    return scope
+
+
+def _provider_func(op: Operation) -> Callable[[Any, Record], Variant]:
+    def call(_store: Any, request: Record) -> Variant:
+        return _scope().provider_call(op, request)
+    return call
+
+
+def _log_func(_store: Any, level: str, message: str) -> None:
+    _scope().log(level, message)
+
+
+def define_imports(linker: Linker) -> None:
+    """Define the world's imports (generator, coordinator, validator, log, types) in ``linker``."""
+    with linker.root() as root:
+        for interface in PROVIDER_INTERFACES:
+            with root.add_instance(wit_interface(interface)) as instance:
+                for (owner, name), op in OPERATIONS.items():
+                    if owner == interface:
+                        instance.add_func(name, _provider_func(op))
+        with root.add_instance(wit_interface("log")) as instance:
+            instance.add_func("log", _log_func)
+        with root.add_instance(wit_interface("types")):
+            pass

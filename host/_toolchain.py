@@ -1,0 +1,115 @@
+"""Build a Python verse component with componentize-py, and tell what a component file imports and
+exports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wasmtime.component import ComponentInstanceType, EnumType, FuncType, RecordType
+
+from worldrt.wit import WIT_DIR
+
+from ._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, new_engine
+from ._errors import ComponentError
+from ._signature import check_component, render_func
+
+# componentize-py's console script, run from the installed package by this interpreter.
+_COMPONENTIZE_PY = "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    size_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """What ``inspect_component`` finds. ``imports`` maps each imported interface to its functions and
+    their signatures; ``exports`` maps each exported function to its signature. ``problem`` says why
+    this host would refuse to run it (None when it fits the world)."""
+
+    path: Path
+    size_bytes: int
+    digest: str
+    imports: dict[str, dict[str, str]] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def _failure(stderr: str) -> str:
+    """componentize-py's reason: the innermost cause of its error, else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        return lines[-1]
+    return lines[-1] if lines else "no output"
+
+
+def build_component(src_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], *, module: str = "app",
+                    world: str = "verse", wit_dir: Path = WIT_DIR, timeout_s: float = 600.0) -> BuildResult:
+    """Build the Python component in ``src_dir`` (entry module ``app.py`` with ``class WitWorld``) into
+    ``out_path`` with componentize-py, offline. ComponentError with componentize-py's reason on failure."""
+    src, out = Path(src_dir), Path(out_path)
+    if not (src / f"{module}.py").is_file():
+        raise ComponentError(f"{src} has no {module}.py: a Python verse component's entry module defines "
+                             "class WitWorld(wit_world.WitWorld) with run(self, verse_id, args)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    argv = [sys.executable, "-c", _COMPONENTIZE_PY, "-q", "-d", str(wit_dir), "-w", world,
+            "componentize", "-p", str(src), module, "-o", tmp]
+    started = time.perf_counter()
+    try:
+        env = {**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+                              env=env)
+        if proc.returncode != 0:
+            if "No module named 'componentize_py'" in proc.stderr:
+                raise ComponentError("componentize-py is not installed here: pip install componentize-py")
+            raise ComponentError(f"componentize-py could not build {src}: {_failure(proc.stderr)}")
+        os.replace(tmp, out)
+    except subprocess.TimeoutExpired:
+        raise ComponentError(f"componentize-py did not finish building {src} within {timeout_s:g} s") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return BuildResult(path=out, size_bytes=out.stat().st_size, seconds=time.perf_counter() - started)
+
+
+def inspect_component(path: str | os.PathLike[str], *,
+                      cache_dir: Path | None = DEFAULT_CACHE_DIR) -> ComponentInfo:
+    """Compile (or take from the cache) the component at ``path`` and list its imports and exports.
+
+    ComponentError when it is not a component at all; a component that does not fit the world is
+    described, with ``problem`` set."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ComponentError(f"cannot read {path}: {exc.strerror or exc}") from None
+    engine, engine_key = new_engine()
+    compiled = ComponentLoader(engine, ComponentCache(engine, cache_dir, engine_key)).compile(data, str(path))
+    ctype = compiled.component.type
+    imports: dict[str, dict[str, str]] = {}
+    for name, extern in ctype.imports(engine).items():
+        item = extern.ty
+        if isinstance(item, ComponentInstanceType):
+            members = {n: e.ty for n, e in item.exports(engine).items()}
+            names = tuple((t, n) for n, t in members.items() if isinstance(t, (RecordType, EnumType)))
+            imports[name] = {n: render_func(t, names) for n, t in members.items() if isinstance(t, FuncType)}
+        else:
+            imports[name] = {}
+    exports = {name: render_func(e.ty) for name, e in ctype.exports(engine).items() if isinstance(e.ty, FuncType)}
+    problem = None
+    try:
+        check_component(compiled.component, engine, path.name)
+    except ComponentError as exc:
+        problem = str(exc)
+    return ComponentInfo(path=path, size_bytes=len(compiled.binary), digest=compiled.digest, imports=imports,
+                         exports=exports, problem=problem)

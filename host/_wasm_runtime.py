@@ -1,0 +1,195 @@
+"""Run loaded components: one engine and linker (WASI p2 plus the world's imports), a fresh store per
+invocation with a wall-clock deadline (epoch interruption) and a memory cap."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
+from wasmtime.component import Linker, Variant
+
+from ._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, LoadedComponent, new_engine
+from ._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
+from ._imports import InvocationScope, LogSink, define_imports
+from ._router import CallContext, Router
+
+OutputSink = Callable[[str, bytes], None]
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per invocation. ``timeout_s`` is wall-clock time for the whole call, provider calls included;
+    ``memory_mb`` caps the component's linear memories together."""
+
+    timeout_s: float = 120.0
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The outcome of one invocation (``value`` is its ok string, or its err string on a GuestError),
+    with where its time went."""
+
+    value: str
+    instantiate_us: float
+    call_ms: float
+    provider_calls: int
+    provider_ms: float
+
+
+def _trap_reason(error: WasmtimeError) -> str:
+    """The cause of a wasmtime error (the line after 'Caused by:'), without the backtrace."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        after = lines[lines.index("Caused by:") + 1:]
+        if after:
+            return after[-1].removeprefix("0: ").strip()
+    return lines[0] if lines else "unknown error"
+
+
+class _EpochTicker(threading.Thread):
+    def __init__(self, engine: Engine, tick_s: float) -> None:
+        super().__init__(name="worldrt-epoch", daemon=True)
+        self.engine = engine
+        self.tick_s = tick_s
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.tick_s):
+            self.engine.increment_epoch()
+
+
+class ComponentRuntime:
+    """Loads components and invokes their exports; every imported provider call goes to ``router``.
+
+    Thread-safe: invocations on different threads run side by side, each in its own store.
+    """
+
+    def __init__(self, router: Router, *, cache_dir: Path | None = DEFAULT_CACHE_DIR, limits: Limits = Limits(),
+                 epoch_tick_s: float = 0.01) -> None:
+        self.router = router
+        self.limits = limits
+        self.epoch_tick_s = epoch_tick_s
+        self.engine, engine_key = new_engine()
+        self.linker = Linker(self.engine)
+        self.linker.add_wasip2()
+        define_imports(self.linker)
+        self.loader = ComponentLoader(self.engine, ComponentCache(self.engine, cache_dir, engine_key))
+        self._ticker = _EpochTicker(self.engine, epoch_tick_s)
+        self._ticker.start()
+
+    # loading -------------------------------------------------------------------------------------
+    def load(self, path: str | os.PathLike[str]) -> LoadedComponent:
+        """Compile (or take from the cache) and check a component file; ComponentError if it does not fit."""
+        return self.loader.load(path)
+
+    def load_bytes(self, data: bytes, name: str) -> LoadedComponent:
+        return self.loader.load_bytes(data, name)
+
+    # invoking ------------------------------------------------------------------------------------
+    def invoke(self, component: LoadedComponent, verse_id: int, args: str = "", *, export: str = "run",
+               limits: Limits | None = None, on_log: LogSink | None = None,
+               on_output: OutputSink | None = None) -> str:
+        """Call ``export(verse_id, args)``: its ok string, or GuestError with its err string.
+
+        ComponentTrap when it traps, ComponentTimeout when it runs past ``limits.timeout_s`` (provider
+        calls included: none gets a gRPC deadline beyond it); the host is unaffected. After an err or a
+        trap, the generator instances the invocation started and left running are stopped."""
+        return self.invoke_detailed(component, verse_id, args, export=export, limits=limits, on_log=on_log,
+                                    on_output=on_output).value
+
+    def invoke_detailed(self, component: LoadedComponent, verse_id: int, args: str = "", *, export: str = "run",
+                        limits: Limits | None = None, on_log: LogSink | None = None,
+                        on_output: OutputSink | None = None) -> Invocation:
+        """``invoke``, returning the value with its timings (a GuestError carries them as ``invocation``).
+
+        ``on_log(level, message)`` receives the component's log calls; ``on_output(stream, data)`` its
+        stdout and stderr, which are otherwise this process's."""
+        limits = limits or self.limits
+        store = self._store(limits, on_output)
+        context = CallContext(verse_id=verse_id, source=component.name, invocation_id=uuid.uuid4().hex,
+                              deadline=time.monotonic() + limits.timeout_s)
+        with InvocationScope(self.router, context, on_log) as scope:
+            started = time.perf_counter()
+            try:
+                instance = self.linker.instantiate(store, component.component)
+            except WasmtimeError as exc:
+                raise ComponentError(f"{component.name} could not be instantiated: {_trap_reason(exc)} "
+                                     f"(memory limit {limits.memory_mb} MiB)") from None
+            instantiated = time.perf_counter()
+            func = instance.get_func(store, export)
+            if func is None:
+                raise ComponentError(f"{component.name} has no export `{export}`")
+            try:
+                result = func(store, verse_id, args)
+                func.post_return(store)
+            except Exception as exc:  # noqa: BLE001 - every way the call can end is reported below
+                error = self._failure(component, limits, scope, exc, time.perf_counter() - started)
+                host_bug = not isinstance(exc, WasmtimeError) and not scope.timed_out
+                raise error from (exc if host_bug else None)
+            done = time.perf_counter()
+        if not isinstance(result, Variant):
+            raise ComponentError(f"{component.name}'s `{export}` returned {type(result).__name__}, "
+                                 "expected result<string, string>")
+        invocation = Invocation(value=str(result.payload), instantiate_us=(instantiated - started) * 1e6,
+                                call_ms=(done - instantiated) * 1000, provider_calls=scope.provider_calls,
+                                provider_ms=scope.provider_s * 1000)
+        if result.tag == "err":
+            scope.reap()
+            raise GuestError(invocation.value, invocation)
+        return invocation
+
+    @staticmethod
+    def _failure(component: LoadedComponent, limits: Limits, scope: InvocationScope, exc: Exception,
+                 elapsed_s: float) -> InvocationError:
+        """The error for a call that did not return: its instances are stopped first."""
+        reaped = scope.reap()
+        note = f"; stopped the {len(reaped)} instance(s) it left running" if reaped else ""
+        reason = _trap_reason(exc) if isinstance(exc, WasmtimeError) else ""
+        if scope.timed_out or "interrupt" in reason or elapsed_s >= limits.timeout_s:
+            return ComponentTimeout(f"{component.name} ran past its deadline of {limits.timeout_s:g} s "
+                                    f"and was stopped{note}")
+        if isinstance(exc, ExitTrap):
+            return ComponentTrap(f"{component.name} exited with code {exc.code} instead of returning{note}")
+        if isinstance(exc, WasmtimeError):
+            if "unreachable" in reason:
+                # How allocators (and CPython's MemoryError when uncaught) end a component.
+                note = f" (it may have run out of its {limits.memory_mb} MiB of memory){note}"
+            return ComponentTrap(f"{component.name} trapped: {reason}{note}")
+        return ComponentTrap(f"{component.name} stopped: the host failed during its call: "
+                             f"{type(exc).__name__}: {exc}{note}")
+
+    def _store(self, limits: Limits, on_output: OutputSink | None) -> Store:
+        store = Store(self.engine)
+        wasi = WasiConfig()
+        if on_output is None:
+            wasi.inherit_stdout()
+            wasi.inherit_stderr()
+        else:
+            wasi.stdout_custom = lambda data: on_output("stdout", data)
+            wasi.stderr_custom = lambda data: on_output("stderr", data)
+        store.set_wasi(wasi)
+        store.set_limits(memory_size=limits.memory_mb * _MIB)
+        store.set_epoch_deadline(max(1, math.ceil(limits.timeout_s / self.epoch_tick_s)))
+        return store
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._ticker.stopping.set()
+        self._ticker.join()
+
+    def __enter__(self) -> ComponentRuntime:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
