@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,6 +27,9 @@ class HostAPI(Protocol):
     def invoke(self, request: host_pb.InvokeRequest,
                on_event: Callable[[host_pb.InvokeEvent], None] | None = None) -> host_pb.InvokeOutcome: ...
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
+    def run_verse(self, request: host_pb.VerseRequest,
+                  on_event: Callable[[host_pb.InvokeEvent], None] | None = None) -> dict[str, Any]: ...
+    def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
     def close(self) -> None: ...
 
 
@@ -92,6 +96,23 @@ class RemoteHost:
 
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply:
         return self._call(self._stub.RecentInvocations, request)  # type: ignore[return-value]
+
+    def run_verse(self, request: host_pb.VerseRequest,
+                  on_event: Callable[[host_pb.InvokeEvent], None] | None = None) -> dict[str, Any]:
+        if request.component_path:
+            request.component_path = str(Path(request.component_path).resolve())
+        try:
+            for event in self._stub.RunVerse(request, metadata=self._md):
+                if event.HasField("result_json"):
+                    return json.loads(event.result_json)  # type: ignore[no-any-return]
+                if on_event is not None:
+                    on_event(event)
+        except grpc.RpcError as exc:
+            raise HostError(f"host at {self.address}: {exc.details()}") from None
+        raise HostError(f"host at {self.address} ended the verse run without a result")
+
+    def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply:
+        return self._call(self._stub.Analytics, request)  # type: ignore[return-value]
 
     def close(self) -> None:
         self._channel.close()

@@ -21,9 +21,14 @@ from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
 
 from ._components import LoadedComponent
+from ._benchmark import run_benchmark
+from ._analytics import efficiency, wev_over_time, wev_per_cost
 from ._errors import ComponentError, GuestError
+from ._gf3 import Gf3Error, audit, runs
 from ._link_router import LinkRouter
 from ._links import HostLink, LinkError, LinkTable
+from ._multiverse import MultiverseError
+from ._pipeline import PipelineError, VerseRunner
 from ._registry import Registry
 from ._supervisor import Supervisor
 from ._wasm_runtime import ComponentRuntime
@@ -179,11 +184,12 @@ class Host:
                 host_pb.LoadComponentRequest(path=request.path)).component_id]
         self.ensure_link(component.name, "generator", "morph")
 
-        def on_call(interface: str, operation: str, provider: str, latency_ms: float, error: str) -> None:
+        def on_call(interface: str, operation: str, provider: str, latency_ms: float, cost: float,
+                    error: str) -> None:
             if on_event is not None:
                 on_event(host_pb.InvokeEvent(call=host_pb.ProviderCall(
                     interface=interface, operation=operation, provider_id=provider, latency_ms=latency_ms,
-                    error=error)))
+                    cost_units=cost, error=error)))
 
         def on_log(level: str, message: str) -> None:
             if on_event is not None:
@@ -204,6 +210,41 @@ class Host:
             self.router.observe(None)
         return host_pb.InvokeOutcome(ok=True, value=result.value, duration_ms=result.call_ms,
                                      provider_calls=result.provider_calls)
+
+    # verses --------------------------------------------------------------------------------------
+    def run_verse(self, request: host_pb.VerseRequest, on_event: InvokeSink | None = None) -> dict[str, object]:
+        runner = VerseRunner(self)
+        kind = request.kind or "pipeline"
+        try:
+            if kind == "pipeline":
+                return runner.pipeline(request.verse_id, request.preset or "full", request.branches or 3,
+                                       request.component_path, request.allow_unbalanced, on_event)
+            if kind == "solo":
+                return runner.solo(request.verse_id, request.provider, request.component_path, on_event)
+            if kind == "select":
+                return runner.selection(request.preset or "full")
+            if kind == "orchestrate":
+                return runner.orchestrate(request.verse_id, request.mode or "optimal", request.preset or "full",
+                                          request.branches or 3, request.stake or 100.0,
+                                          component=request.component_path,
+                                          allow_unbalanced=request.allow_unbalanced, on_event=on_event)
+        except (PipelineError, MultiverseError, Gf3Error, ComponentError) as exc:
+            raise HostError(str(exc)) from None
+        raise HostError(f"unknown verse run kind {kind!r}: pipeline, solo, orchestrate or select")
+
+    def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply:
+        self.registry.flush()
+        reports = {
+            "wev": lambda: wev_over_time(self.registry),
+            "efficiency": lambda: efficiency(self.registry),
+            "wev_per_cost": lambda: wev_per_cost(self.registry),
+            "audit": lambda: audit(self.registry, all_runs=request.all_runs),
+            "runs": lambda: runs(self.registry),
+            "benchmark": lambda: run_benchmark(self, request.reps or 10),
+        }
+        if request.report not in reports:
+            raise HostError(f"unknown report {request.report!r}; reports: {', '.join(reports)}")
+        return host_pb.AnalyticsReply(rows_json=json.dumps(reports[request.report](), default=str))
 
     # registry ------------------------------------------------------------------------------------
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply:

@@ -51,8 +51,8 @@ class InvocationScope:
         self.on_log = on_log
         self.provider_calls = 0
         self.provider_s = 0.0
-        # Instances this invocation made and has not stopped or merged away, in the order they appeared.
-        self.live: dict[str, None] = {}
+        # Instances this invocation made and has not stopped or merged away, with the link they came over.
+        self.live: dict[str, str] = {}
         self.timed_out = False
         self._outer: InvocationScope | None = None
 
@@ -111,10 +111,11 @@ class InvocationScope:
             raise DeadlinePassed(f"the deadline passed during {op.interface}.{op.name}")
 
     def _track(self, operation: str, request: Any, reply: Any) -> None:
+        link = self.context.link_name("generator")
         if operation == "start":
-            self.live[reply.instance_id] = None
+            self.live[reply.instance_id] = link
         elif operation == "branch":
-            self.live.update((inst.instance_id, None) for inst in reply.instances)
+            self.live.update((inst.instance_id, link) for inst in reply.instances)
         elif operation == "stop":
             self.live.pop(request.instance_id, None)
         elif operation == "merge":
@@ -126,8 +127,10 @@ class InvocationScope:
         """Stop the instances this invocation left running (after it trapped); return those stopped."""
         stopped = []
         # The invocation's own deadline may be what ended it: the clean-up gets time of its own.
-        context = replace(self.context, deadline=time.monotonic() + REAP_GRACE_S)
-        for instance_id in list(self.live):
+        deadline = time.monotonic() + REAP_GRACE_S
+        for instance_id, link in list(self.live.items()):
+            context = replace(self.context, deadline=deadline,
+                              link_names={**self.context.link_names, "generator": link})
             try:
                 self.router.call("generator", "stop", pb.InstanceRef(instance_id=instance_id), context)
                 stopped.append(instance_id)
@@ -159,14 +162,23 @@ def _log_func(_store: Any, level: str, message: str) -> None:
     _scope().log(level, message)
 
 
+def _set_link_name(_store: Any, name: str, interfaces: list[str]) -> None:
+    scope = _scope()
+    for interface in interfaces:
+        if interface in PROVIDER_INTERFACES:
+            scope.context.link_names[interface] = name or "default"
+
+
 def define_imports(linker: Linker) -> None:
-    """Define the world's imports (generator, coordinator, validator, log, types) in ``linker``."""
+    """Define the world's imports (generator, coordinator, validator, lattice, log, types) in ``linker``."""
     with linker.root() as root:
         for interface in PROVIDER_INTERFACES:
             with root.add_instance(wit_interface(interface)) as instance:
                 for (owner, name), op in OPERATIONS.items():
                     if owner == interface:
                         instance.add_func(name, _provider_func(op))
+        with root.add_instance(wit_interface("lattice")) as instance:
+            instance.add_func("set-link-name", _set_link_name)
         with root.add_instance(wit_interface("log")) as instance:
             instance.add_func("log", _log_func)
         with root.add_instance(wit_interface("types")):

@@ -33,7 +33,8 @@ def _deadline_s(operation: str, request: Message) -> float:
     return LONG_DEADLINE_S if operation in ("execute", "optimize", "verify") else DEFAULT_DEADLINE_S
 
 
-def _cost(call: Any) -> float:
+def cost_of(call: Any) -> float:
+    """The cost units a provider reported in a call's trailing metadata (0 when it reported none)."""
     try:
         for key, value in call.trailing_metadata() or ():
             if key == "x-worldrt-cost-units":
@@ -43,7 +44,8 @@ def _cost(call: Any) -> float:
     return 0.0
 
 
-CallObserver = Callable[[str, str, str, float, str], None]
+# (interface, operation, provider, latency_ms, cost_units, error)
+CallObserver = Callable[[str, str, str, float, float, str], None]
 
 
 class LinkRouter(Router):
@@ -60,7 +62,7 @@ class LinkRouter(Router):
         self._observers: dict[int, CallObserver] = {}
 
     def observe(self, observer: CallObserver | None) -> None:
-        """Report every call made on this thread (interface, operation, provider, latency_ms, error):
+        """Report every call made on this thread (interface, operation, provider, latency_ms, cost, error):
         a component's imports run on the thread that invokes it."""
         if observer is None:
             self._observers.pop(threading.get_ident(), None)
@@ -89,11 +91,14 @@ class LinkRouter(Router):
         op = OPERATIONS.get((interface, operation))
         if op is None:
             raise ProviderCallError("UNIMPLEMENTED", f"the world has no operation {interface}.{operation}")
-        link = self.links.resolve(context.source, interface)
+        name = context.link_name(interface)
+        link = self.links.resolve(context.source, interface, name)
         if link is None:
+            named = "" if name == "default" else f" named {name!r}"
+            option = "" if name == "default" else f" --name {name}"
             raise ProviderCallError("FAILED_PRECONDITION", (
-                f"component {context.source!r} has no link for interface {interface!r}; "
-                f"link it with: worldrt link put {interface}=PROVIDER"))
+                f"component {context.source!r} has no link{named} for interface {interface!r}; "
+                f"link it with: worldrt link put {interface}=PROVIDER{option}"))
         provider = link.target_provider
         try:
             address = self._address_of(provider)
@@ -115,10 +120,10 @@ class LinkRouter(Router):
             code = exc.code().name if exc.code() else "UNKNOWN"  # type: ignore[attr-defined]
             details = exc.details() or code  # type: ignore[attr-defined]
             self._finish(context, interface, operation, provider, request,
-                         {"error": code, "message": details}, latency_ms, _cost(exc), code)
+                         {"error": code, "message": details}, latency_ms, cost_of(exc), code)
             raise ProviderCallError(code, details) from None
         latency_ms = (time.perf_counter() - started) * 1000
-        self._finish(context, interface, operation, provider, request, reply, latency_ms, _cost(call), "")
+        self._finish(context, interface, operation, provider, request, reply, latency_ms, cost_of(call), "")
         return reply
 
     def _finish(self, context: CallContext, interface: str, operation: str, provider: str, request: Message,
@@ -127,7 +132,7 @@ class LinkRouter(Router):
                                         cost, time.time()))
         observer = self._observers.get(threading.get_ident())
         if observer is not None:
-            observer(interface, operation, provider, latency_ms, error)
+            observer(interface, operation, provider, latency_ms, cost, error)
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
@@ -18,7 +18,7 @@ from worldrt.v1 import pb
 WIT_PACKAGE = "worldrt:verse"
 WIT_VERSION = "0.1.0"
 PROVIDER_INTERFACES: tuple[str, ...] = ("generator", "coordinator", "validator")
-HOST_INTERFACES: tuple[str, ...] = ("log", "types")
+HOST_INTERFACES: tuple[str, ...] = ("lattice", "log", "types")
 LOG_LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error")
 
 
@@ -62,6 +62,11 @@ class CallContext:
     source: str
     invocation_id: str = ""
     deadline: float | None = None
+    # The link each interface's calls use (set by the component through lattice.set-link-name).
+    link_names: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def link_name(self, interface: str) -> str:
+        return self.link_names.get(interface, "default")
 
     def remaining_s(self, limit_s: float) -> float:
         """The gRPC timeout for a call: ``limit_s``, or less when the invocation ends sooner (0 when over)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import signal
@@ -88,13 +89,14 @@ class HostServicer(host_rpc.HostServicer):
                       context: grpc.ServicerContext) -> host_pb.ComponentInfo:
         return self._do(context, lambda: self.host.load_component(request))
 
-    def Invoke(self, request: host_pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[host_pb.InvokeEvent]:
+    def _stream(self, context: grpc.ServicerContext,
+                work: Callable[[Callable[[host_pb.InvokeEvent], None]], host_pb.InvokeEvent]) -> Iterator[Any]:
+        """Run ``work`` on its own thread, streaming the events it reports and then its last event."""
         events: queue.SimpleQueue[host_pb.InvokeEvent | BaseException | None] = queue.SimpleQueue()
 
         def run() -> None:
             try:
-                outcome = self.host.invoke(request, events.put)
-                events.put(host_pb.InvokeEvent(outcome=outcome))
+                events.put(work(events.put))
             except BaseException as exc:  # noqa: BLE001 - handed to the stream below
                 events.put(exc)
             events.put(None)
@@ -105,6 +107,16 @@ class HostServicer(host_rpc.HostServicer):
                 code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(item, HostError) else grpc.StatusCode.INTERNAL
                 context.abort(code, str(item))
             yield item
+
+    def Invoke(self, request: host_pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[host_pb.InvokeEvent]:
+        return self._stream(context, lambda sink: host_pb.InvokeEvent(outcome=self.host.invoke(request, sink)))
+
+    def RunVerse(self, request: host_pb.VerseRequest, context: grpc.ServicerContext) -> Iterator[host_pb.InvokeEvent]:
+        return self._stream(context, lambda sink: host_pb.InvokeEvent(
+            result_json=json.dumps(self.host.run_verse(request, sink), default=str)))
+
+    def Analytics(self, request: host_pb.AnalyticsRequest, context: grpc.ServicerContext) -> host_pb.AnalyticsReply:
+        return self._do(context, lambda: self.host.analytics(request))
 
     def RecentInvocations(self, request: host_pb.RecentInvocationsRequest,
                           context: grpc.ServicerContext) -> host_pb.RecentInvocationsReply:

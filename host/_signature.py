@@ -156,6 +156,14 @@ def _check_provider_error(ty: ValType | None) -> None:
 
 
 def _check_import_func(interface: str, name: str, ty: FuncType) -> None:
+    if interface == "lattice":
+        params = ty.params
+        if name != "set-link-name":
+            raise _Mismatch("the host's lattice interface has only `set-link-name`")
+        if (len(params) != 2 or not isinstance(params[0][1], String) or not isinstance(params[1][1], ListType)
+                or not isinstance(params[1][1].element, String) or ty.result is not None):
+            raise _Mismatch(f"it is {render_func(ty)}, expected func(name: string, interfaces: list<string>)")
+        return
     if interface == "log":
         params = ty.params
         if name != "log":

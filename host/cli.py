@@ -238,6 +238,202 @@ def _host_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# verses ------------------------------------------------------------------------------------------
+def _progress(args: argparse.Namespace) -> Callable[[Any], None]:
+    """Print each provider call of a running verse as it happens (to stderr, so --json stays clean)."""
+    def on_event(event: Any) -> None:
+        if args.json:
+            return
+        if event.HasField("call"):
+            c = event.call
+            mark = f" [red]{c.error}[/red]" if c.error else ""
+            err_console.print(f"  [dim]{c.interface}.{c.operation}[/dim] → {c.provider_id} {c.latency_ms:7.1f} ms"
+                              f"{mark}")
+        elif event.HasField("log"):
+            err_console.print(f"  [dim]{event.log}[/dim]")
+    return on_event
+
+
+def _verse_request(args: argparse.Namespace, kind: str, **fields: Any):  # noqa: ANN202
+    from worldrt.v1 import host_pb
+
+    return host_pb.VerseRequest(verse_id=getattr(args, "verse_id", 0), kind=kind,
+                                component_path=getattr(args, "component", None) or "", **fields)
+
+
+def _verse_pipeline(args: argparse.Namespace) -> int:
+    request = _verse_request(args, "pipeline", preset=args.preset, branches=args.branches,
+                             allow_unbalanced=args.allow_unbalanced)
+    with _session(args) as host:
+        if not args.json:
+            err_console.print(f"verse {args.verse_id}: pipeline {args.preset}, {args.branches} branches")
+        run = host.run_verse(request, _progress(args))
+
+    def render() -> None:
+        result = run["result"]
+        rows = []
+        if result.get("baseline"):
+            b = result["baseline"]
+            rows.append(["baseline", b["rule"], json.dumps(b["params"]), f"{b['value']:.2f}", "", "", ""])
+        winner = result.get("winner") or {}
+        for c in result.get("candidates", []):
+            v = c.get("verification") or {}
+            opt = c.get("optimized") or {}
+            rows.append(["branch" if result.get("snapshot") else "candidate", c["rule"], json.dumps(c["params"]),
+                         f"{c['value']:.2f}", f"{opt['best_value']:.2f}" if opt else "-",
+                         ("yes" if c["verified"] else "[red]no[/red]") + (f" ({v['reexecuted_steps']} steps)" if v else ""),
+                         "[bold green]winner[/bold green]" if c["rule"] == winner.get("rule")
+                         and c["params"] == winner.get("params") else ""])
+        console.print(_table(f"verse {run['verse_id']} · preset {run['preset']}", ["", "rule", "params", "value",
+                                                                                   "optimized", "verified", ""], rows))
+        att = result.get("attestation")
+        if att:
+            console.print(f"attested by ritual: verdict {att['verdict']}, commitment {att['commitment'][:16]}…, "
+                          f"matches winner {att['matches_winner']}")
+        trits = " ".join(f"{t:+d}" for t in run["trits"])
+        console.print(f"providers {' → '.join(run['providers'])} · trits {trits} · GF(3) sum {run['gf3_sum']}"
+                      f" ({'balanced' if run['balanced'] else 'UNBALANCED'})")
+        wev = run["wev"]
+        console.print(f"[bold]WEV {wev:+.2f}[/bold] (winner {run['winner_value']:.2f} − baseline "
+                      f"{run['baseline_value']:.2f}) · cost {run['cost_units']:.4f} units · "
+                      f"{run['duration_ms']:.0f} ms · run {run['run_id'][:12]}" if wev is not None else
+                      f"no WEV (no baseline or winner) · run {run['run_id'][:12]}")
+
+    _emit(args, run, render)
+    return 0
+
+
+def _verse_run(args: argparse.Namespace) -> int:
+    request = _verse_request(args, "solo", provider=args.on)
+    with _session(args) as host:
+        run = host.run_verse(request, _progress(args))
+
+    def render() -> None:
+        result = run["result"]
+        console.print(f"verse {run['verse_id']} on {run['provider']} (role {run['role']}, trit {run['trit']:+d}), "
+                      f"{run['duration_ms']:.0f} ms, cost {run['cost_units']:.4f} units")
+        if result.get("baseline"):
+            b = result["baseline"]
+            console.print(f"  baseline {b['rule']} {json.dumps(b['params'])}: {b['value']:.2f}")
+        for c in result.get("candidates", []):
+            extra = ""
+            if c.get("optimized"):
+                extra += f" optimized over {c['optimized']['steps']} steps"
+            if c.get("verification"):
+                v = c["verification"]
+                extra += f" verified={v['verdict']} ({v['reexecuted_steps']} steps re-executed)"
+            console.print(f"  {c['rule']} {json.dumps(c['params'])}: {c['value']:.2f}{extra}")
+        if result.get("winner"):
+            console.print(f"  winner {result['winner']['rule']}: {result['winner']['value']:.2f}")
+        if result.get("attestation"):
+            a = result["attestation"]
+            console.print(f"  attestation verdict {a['verdict']}, commitment {a['commitment'][:16]}…")
+
+    _emit(args, run, render)
+    return 0
+
+
+def _verse_orchestrate(args: argparse.Namespace) -> int:
+    request = _verse_request(args, "orchestrate", mode=args.mode, preset=args.preset, branches=args.branches,
+                             stake=args.stake, allow_unbalanced=args.allow_unbalanced)
+    with _session(args) as host:
+        run = host.run_verse(request, _progress(args))
+
+    def render() -> None:
+        rows = [[o, f"{v:.2f}", f"{run['payoff_before'][o]:.2f}", f"{run['payoff_after_push_down'][o]:.2f}",
+                 "observed" if o == run["observed"] else "dies"] for o, v in run["branch_values"].items()]
+        console.print(_table(f"verse {run['verse_id']} · {run['mode']}: {run['mode_rule']}",
+                             ["child verse", "value", "payoff before", "after push_down", ""], rows))
+        console.print(f"{run['owner']} pulled up {run['pulled_up']:.2f} from {run['observed']}; payoff "
+                      f"{run['payoff_after_pull_up']:.2f} (invariant held: {run['invariant_held']}) · "
+                      f"WEV {run['wev']:+.2f} · ledger {run['multiverse']}")
+
+    _emit(args, run, render)
+    return 0 if run["invariant_held"] else 1
+
+
+def _verse_select(args: argparse.Namespace) -> int:
+    with _session(args) as host:
+        chosen = host.run_verse(_verse_request(args, "select", preset=args.preset))
+
+    def render() -> None:
+        console.print(f"select-provider {json.dumps(chosen['requirements'])} → {json.dumps(chosen['select_provider'])}")
+        console.print(_table(f"preset {chosen['preset']}", ["role", "provider", "trit", "substituted"],
+                             [[r["role"], r["provider"], f"{r['trit']:+d}", "yes" if r["substituted"] else ""]
+                              for r in chosen["roles"]]))
+        console.print(f"GF(3) sum {chosen['gf3_sum']} ({'balanced' if chosen['balanced'] else 'UNBALANCED'})")
+
+    _emit(args, chosen, render)
+    return 0
+
+
+def _report(args: argparse.Namespace, report: str, **fields: Any) -> list[dict[str, Any]]:
+    from worldrt.v1 import host_pb
+
+    with _session(args) as host:
+        return json.loads(host.analytics(host_pb.AnalyticsRequest(report=report, **fields)).rows_json)
+
+
+def _audit_gf3(args: argparse.Namespace) -> int:
+    rows = _report(args, "audit", all_runs=True)
+    bad = [r for r in rows if not r["balanced"]]
+
+    def render() -> None:
+        console.print(f"{len(rows)} recorded run(s), {len(bad)} unbalanced")
+        if bad:
+            console.print(_table("unbalanced runs", ["run", "verse", "preset", "problem"],
+                                 [[r["run_id"][:12], r["verse_id"], r["preset"], r["problem"]] for r in bad]))
+
+    _emit(args, {"runs": len(rows), "unbalanced": bad}, render)
+    return 0 if not bad else 1
+
+
+def _analytics_wev(args: argparse.Namespace) -> int:
+    from ._analytics import plot_wev
+
+    rows = _report(args, "wev")
+    if args.plot:
+        plot_wev(rows, args.plot)
+    _emit(args, {"rows": rows, "plot": args.plot}, lambda: console.print(_table(
+        "WEV over time", ["at", "verse", "preset", "baseline", "winner", "WEV", "cumulative"],
+        [[r["started_at"], r["verse_id"], r["preset"], f"{r['baseline_value']:.2f}", f"{r['winner_value']:.2f}",
+          f"{r['wev']:+.2f}", f"{r['cumulative_wev']:+.2f}"] for r in rows if r["wev"] is not None])))
+    return 0
+
+
+def _analytics_efficiency(args: argparse.Namespace) -> int:
+    from ._analytics import plot_efficiency
+
+    rows = _report(args, "efficiency")
+    per_cost = _report(args, "wev_per_cost")
+    if args.plot:
+        plot_efficiency(rows, args.plot, per_cost)
+
+    def render() -> None:
+        console.print(_table("cost and latency per provider and operation",
+                             ["provider", "operation", "calls", "cost total", "cost/call", "p50 ms", "p99 ms"],
+                             [[r["provider_id"], r["operation"], r["calls"], f"{r['cost_total']:.4f}",
+                               f"{r['cost_per_call']:.5f}", f"{r['latency_p50_ms']:.2f}", f"{r['latency_p99_ms']:.2f}"]
+                              for r in rows]))
+        console.print(_table("WEV per cost unit", ["preset", "runs", "WEV total", "cost total", "WEV / cost unit"],
+                             [[r["preset"], r["runs"], f"{r['wev_total']:+.2f}", f"{r['cost_total']:.4f}",
+                               f"{r['wev_per_cost_unit']:.1f}" if r["wev_per_cost_unit"] is not None else "-"]
+                              for r in per_cost]))
+
+    _emit(args, {"rows": rows, "wev_per_cost": per_cost, "plot": args.plot}, render)
+    return 0
+
+
+def _analytics_benchmark(args: argparse.Namespace) -> int:
+    rows = _report(args, "benchmark", reps=args.reps)
+    _emit(args, {"rows": rows}, lambda: console.print(_table(
+        f"provider operations now ({args.reps} calls each, ms)",
+        ["provider", "operation", "p50", "p99", "Morph claim", "p50 / claim", "note"],
+        [[r["provider"], r["operation"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['morph_claim_ms']:.0f}",
+          f"{r['vs_claim']:.3f}", r["note"]] for r in rows])))
+    return 0
+
+
 def _invocations(args: argparse.Namespace) -> int:
     from worldrt.v1 import host_pb
 
@@ -318,6 +514,47 @@ def parser() -> argparse.ArgumentParser:
     host_serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:HOME/host.sock)")
     host_serve.add_argument("--token", help="require a bearer token (default $WORLDRT_TOKEN)")
     host_serve.set_defaults(func=_host_serve)
+
+    verse = commands.add_parser("verse", help="run verses").add_subparsers(dest="action", required=True)
+    pipeline = verse.add_parser("pipeline", parents=[common], help="branch → optimize → verify → merge → WEV")
+    pipeline.add_argument("verse_id", type=int)
+    pipeline.add_argument("--preset", default="full", help="full, branch or inference")
+    pipeline.add_argument("--branches", type=int, default=3)
+    pipeline.add_argument("--component", help="your verse component (default: the explorer example)")
+    pipeline.add_argument("--allow-unbalanced", action="store_true", help="run even if GF(3) does not balance")
+    pipeline.set_defaults(func=_verse_pipeline)
+    solo = verse.add_parser("run", parents=[common], help="one provider's role alone on a verse")
+    solo.add_argument("verse_id", type=int)
+    solo.add_argument("--on", required=True, metavar="PROVIDER")
+    solo.add_argument("--component")
+    solo.set_defaults(func=_verse_run)
+    orchestrate = verse.add_parser("orchestrate", parents=[common], help="push_down → pipeline → pull_up")
+    orchestrate.add_argument("verse_id", type=int)
+    orchestrate.add_argument("mode", help="optimal (max value), robust (median) or pessimistic (min)")
+    orchestrate.add_argument("--preset", default="full")
+    orchestrate.add_argument("--branches", type=int, default=3)
+    orchestrate.add_argument("--stake", type=float, default=100.0)
+    orchestrate.add_argument("--component")
+    orchestrate.add_argument("--allow-unbalanced", action="store_true")
+    orchestrate.set_defaults(func=_verse_orchestrate)
+    select = verse.add_parser("select", parents=[common], help="the providers a preset selects now")
+    select.add_argument("preset", help="full, branch or inference")
+    select.set_defaults(func=_verse_select)
+
+    audit = commands.add_parser("audit", help="audits").add_subparsers(dest="action", required=True)
+    audit.add_parser("gf3", parents=[common], help="check every recorded run's GF(3) balance").set_defaults(
+        func=_audit_gf3)
+
+    analytics = commands.add_parser("analytics", help="from the registry").add_subparsers(dest="action",
+                                                                                         required=True)
+    for name, func, text in (("wev", _analytics_wev, "WEV over time per verse and preset"),
+                             ("efficiency", _analytics_efficiency, "cost and latency per provider and operation")):
+        report = analytics.add_parser(name, parents=[common], help=text)
+        report.add_argument("--plot", metavar="FILE.png", help="also draw it with matplotlib")
+        report.set_defaults(func=func)
+    bench = analytics.add_parser("benchmark", parents=[common], help="time each provider's main operations now")
+    bench.add_argument("--reps", type=int, default=10)
+    bench.set_defaults(func=_analytics_benchmark)
 
     calls = commands.add_parser("invocations", parents=[common], help="recent provider invocations")
     calls.add_argument("--limit", type=int, default=20)

@@ -108,10 +108,13 @@ def test_a_provider_killed_mid_call_is_unavailable_to_the_guest_and_restarted(ho
     outcome = _invoke(host, caller_wasm, 9, instance_id=iid, code="import time; time.sleep(5)", calls=1)
     assert not outcome.ok and outcome.value.startswith("UNAVAILABLE"), outcome.value
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not host.health("morph"):
+    state = None
+    while time.monotonic() < deadline:
+        state = next(p for p in host.list_providers().providers if p.provider_id == "morph")
+        if state.status == "available" and state.pid != pid:
+            break
         time.sleep(0.1)
-    assert host.health("morph")
-    state = next(p for p in host.list_providers().providers if p.provider_id == "morph")
+    assert state is not None and host.health("morph")
     assert state.restarts == restarts + 1 and state.pid != pid and state.status == "available"
     again = _invoke(host, caller_wasm, 9, instance_id=_morph_instance(host), calls=2)
     assert again.ok, again.value

@@ -6,6 +6,7 @@ in its memory, scores the ``hold`` baseline, snapshots, branches once per strate
 strategy in each branch, merges by the best profit and returns a JSON summary. ``args`` (JSON, all
 optional): ``strategies`` ([{"rule", "params"}], rules: ma_cross, mean_revert, breakout, hold), ``steps``,
 ``fee_bps``, ``timeout_ms``, ``instance_id``, ``keep`` (leave the surviving instance running).
+With ``args["pipeline"]`` it runs the whole pipeline instead (see pipeline.py).
 
 Build: ``worldrt component build components/examples/explorer -o explorer.wasm``.
 """
@@ -27,6 +28,7 @@ from wit_world.imports.types import (
 )
 
 from market import SOURCE
+from pipeline import Pipeline, PipelineFailed
 
 DEFAULT_STRATEGIES = [
     {"rule": "ma_cross", "params": {"fast": 5, "slow": 20}},
@@ -160,6 +162,14 @@ class WitWorld(wit_world.WitWorld):
             raise Err(f"args is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise Err("args must be a JSON object")
+        if isinstance(parsed.get("pipeline"), dict):
+            pipeline = Pipeline(verse_id, parsed["pipeline"])
+            try:
+                return json.dumps(pipeline.run(), sort_keys=True)
+            except PipelineFailed as exc:
+                log.log(log.Level.ERROR, str(exc))
+                pipeline.clean_up()
+                raise Err(str(exc)) from None
         explorer = Explorer(verse_id, parsed)
         try:
             return json.dumps(explorer.run(), sort_keys=True)

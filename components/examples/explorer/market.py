@@ -3,7 +3,8 @@
 It runs there (plain Python 3, standard library only), so it is kept as text. ``make_market(seed)`` is a
 seeded price path: regimes that trend or revert to an anchor switch at random, so which trading rule wins
 depends on the verse. ``backtest(prices, rule, params)`` trades one rule over that path (long or flat,
-deciding each step from the prices seen so far, paying a fee per trade) and returns its profit.
+deciding each step from the prices seen so far, paying a fee per trade) and returns its profit; it is
+``trade_step`` applied once per step, which is also the step program a validator re-executes.
 """
 
 SOURCE = r'''
@@ -34,7 +35,7 @@ def hold(prices, t):
     return 1
 
 def ma_cross(prices, t, fast=5, slow=20):
-    if t + 1 < slow:
+    if t + 1 < max(fast, slow):
         return 0
     return 1 if _mean(prices[t + 1 - fast:t + 1]) > _mean(prices[t + 1 - slow:t + 1]) else 0
 
@@ -59,22 +60,78 @@ def breakout(prices, t, window=20):
 
 RULES = {"hold": hold, "ma_cross": ma_cross, "mean_revert": mean_revert, "breakout": breakout}
 
+def start_state(cash=1000.0):
+    return {"cash": cash, "units": 0.0, "position": 0, "trades": 0, "equity": cash}
+
+def trade_step(prices, rule, params, fee_bps, state, t):
+    """Decide at step t from the prices seen so far, trade at prices[t], mark to prices[t + 1]."""
+    state = dict(state)
+    wanted = RULES[rule](prices, t, **params)
+    fee = fee_bps / 10_000
+    if wanted is not None and wanted != state["position"]:
+        if wanted == 1:
+            state["units"], state["cash"] = state["cash"] * (1 - fee) / prices[t], 0.0
+        else:
+            state["cash"], state["units"] = state["units"] * prices[t] * (1 - fee), 0.0
+        state["position"], state["trades"] = wanted, state["trades"] + 1
+    state["equity"] = state["cash"] + state["units"] * prices[t + 1]
+    return state
+
 def backtest(prices, rule, params=None, cash=1000.0, fee_bps=5.0):
     """Trade ``rule`` over ``prices``: a signal of 1 is long, 0 flat, None keeps the position."""
-    decide = RULES[rule]
     params = params or {}
-    fee = fee_bps / 10_000
-    initial = cash
-    units, position, trades, equity = 0.0, 0, 0, cash
+    state = start_state(cash)
     for t in range(len(prices) - 1):
-        wanted = decide(prices, t, **params)
-        if wanted is not None and wanted != position:
-            if wanted == 1:
-                units, cash = cash * (1 - fee) / prices[t], 0.0
-            else:
-                cash, units = units * prices[t] * (1 - fee), 0.0
-            position, trades = wanted, trades + 1
-        equity = cash + units * prices[t + 1]
-    return {"rule": rule, "params": params, "profit": round(equity - initial, 6), "trades": trades,
-            "final_equity": round(equity, 6)}
+        state = trade_step(prices, rule, params, fee_bps, state, t)
+    return {"rule": rule, "params": params, "profit": round(state["equity"] - cash, 6),
+            "trades": state["trades"], "final_equity": round(state["equity"], 6)}
+
+def _digest(obj):
+    import hashlib, json
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+def trajectory_claim(prices, rule, params, fee_bps=5.0, every=16, cash=1000.0):
+    """What this process claims about its backtest: the digest of the state before and after each
+    step, and every ``every``-th state, so a validator can re-execute any step from a nearby one."""
+    import json
+    state = start_state(cash)
+    digests, states = [_digest(state)], {"0": json.dumps(state)}
+    for t in range(len(prices) - 1):
+        state = trade_step(prices, rule, params, fee_bps, state, t)
+        digests.append(_digest(state))
+        if (t + 1) % every == 0:
+            states[str(t + 1)] = json.dumps(state)
+    return {"start_state": start_state(cash), "digests": digests, "states": states,
+            "profit": round(state["equity"] - cash, 6)}
 '''
+
+
+# Each rule's parameter space, in the coordinator's space_json form.
+SPACES = {
+    "ma_cross": {"fast": [2, 3, 5, 8, 13], "slow": [10, 20, 30, 50]},
+    "mean_revert": {"window": [5, 10, 20, 40], "z": {"low": 0.2, "high": 2.5}},
+    "breakout": {"window": [5, 10, 20, 40, 60]},
+    "hold": {},
+}
+
+
+def step_program(verse_id: int, steps: int, rule: str, params: dict, fee_bps: float) -> str:
+    """A validator's ``step(state, t)`` for one backtest on the verse's market (t counts from 1)."""
+    return SOURCE + (f"\nPRICES = make_market({verse_id}, steps={steps})\n"
+                     f"def step(state, t):\n"
+                     f"    return trade_step(PRICES, {rule!r}, {params!r}, {fee_bps!r}, state, t - 1)\n")
+
+
+def objective_program(verse_id: int, steps: int, rule: str, fee_bps: float) -> str:
+    """A coordinator's ``objective(params, seed)``: the profit of ``rule`` with ``params`` on the verse."""
+    return SOURCE + (f"\nPRICES = make_market({verse_id}, steps={steps})\n"
+                     f"def objective(params, seed):\n"
+                     f"    return backtest(PRICES, {rule!r}, params, fee_bps={fee_bps!r})['profit']\n")
+
+
+def inference_program(steps: int, fee_bps: float) -> str:
+    """An attested inference ``infer(input, seed)``: the backtest of input's rule on input's verse."""
+    return SOURCE + (f"\ndef infer(input, seed):\n"
+                     f"    prices = make_market(input['verse_id'], steps={steps})\n"
+                     f"    return backtest(prices, input['rule'], input['params'], fee_bps={fee_bps!r})\n")

@@ -25,43 +25,49 @@ _sym_db = _symbol_database.Default()
 from worldrt.v1 import world_runtime_pb2 as worldrt_dot_v1_dot_world__runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15worldrt/v1/host.proto\x12\nworldrt.v1\x1a\x1eworldrt/v1/world_runtime.proto\"\x12\n\x10ListLinksRequest\"7\n\x0eListLinksReply\x12%\n\x05links\x18\x01 \x03(\x0b\x32\x16.worldrt.v1.LinkConfig\"\x16\n\x14ListProvidersRequest\"\xdf\x01\n\rProviderState\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04trit\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\t \x01(\t\x12\x33\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32\x1d.worldrt.v1.CapabilitiesReply\"B\n\x12ListProvidersReply\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.worldrt.v1.ProviderState\",\n\x15ProviderStatusRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\"@\n\x14LoadComponentRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04wasm\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x9e\x01\n\rComponentInfo\x12\x14\n\x0c\x63omponent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07imports\x18\x05 \x03(\t\x12\x0f\n\x07\x65xports\x18\x06 \x03(\t\x12\x12\n\nfrom_cache\x18\x07 \x01(\x08\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\"c\n\rInvokeRequest\x12\x14\n\x0c\x63omponent_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x65xport\x18\x03 \x01(\t\x12\x10\n\x08verse_id\x18\x04 \x01(\x04\x12\x0c\n\x04\x61rgs\x18\x05 \x01(\t\"}\n\x0bInvokeEvent\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x18.worldrt.v1.ProviderCallH\x00\x12\r\n\x03log\x18\x02 \x01(\tH\x00\x12,\n\x07outcome\x18\x03 \x01(\x0b\x32\x19.worldrt.v1.InvokeOutcomeH\x00\x42\x07\n\x05\x65vent\"l\n\x0cProviderCall\x12\x11\n\tinterface\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0bprovider_id\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"W\n\rInvokeOutcome\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x12\x16\n\x0eprovider_calls\x18\x04 \x01(\x05\";\n\x18RecentInvocationsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x10\n\x08verse_id\x18\x02 \x01(\t\"\xc9\x01\n\rInvocationRow\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x10\n\x08verse_id\x18\x04 \x01(\t\x12\x14\n\x0cinput_params\x18\x05 \x01(\t\x12\x15\n\routput_result\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\ncost_units\x18\x08 \x01(\x01\x12\x12\n\ninvoked_at\x18\t \x01(\t\"H\n\x16RecentInvocationsReply\x12.\n\x0binvocations\x18\x01 \x03(\x0b\x32\x19.worldrt.v1.InvocationRow2\xd4\x04\n\x04Host\x12\x38\n\x07PutLink\x12\x16.worldrt.v1.LinkConfig\x1a\x15.worldrt.v1.LinkReply\x12;\n\nDeleteLink\x12\x16.worldrt.v1.LinkConfig\x1a\x15.worldrt.v1.LinkReply\x12\x45\n\tListLinks\x12\x1c.worldrt.v1.ListLinksRequest\x1a\x1a.worldrt.v1.ListLinksReply\x12Q\n\rListProviders\x12 .worldrt.v1.ListProvidersRequest\x1a\x1e.worldrt.v1.ListProvidersReply\x12N\n\x0eProviderStatus\x12!.worldrt.v1.ProviderStatusRequest\x1a\x19.worldrt.v1.ProviderState\x12L\n\rLoadComponent\x12 .worldrt.v1.LoadComponentRequest\x1a\x19.worldrt.v1.ComponentInfo\x12>\n\x06Invoke\x12\x19.worldrt.v1.InvokeRequest\x1a\x17.worldrt.v1.InvokeEvent0\x01\x12]\n\x11RecentInvocations\x12$.worldrt.v1.RecentInvocationsRequest\x1a\".worldrt.v1.RecentInvocationsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15worldrt/v1/host.proto\x12\nworldrt.v1\x1a\x1eworldrt/v1/world_runtime.proto\"\xb1\x01\n\x0cVerseRequest\x12\x10\n\x08verse_id\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x10\n\x08\x62ranches\x18\x04 \x01(\r\x12\x16\n\x0e\x63omponent_path\x18\x05 \x01(\t\x12\x18\n\x10\x61llow_unbalanced\x18\x06 \x01(\x08\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\r\n\x05stake\x18\t \x01(\x01\"B\n\x10\x41nalyticsRequest\x12\x0e\n\x06report\x18\x01 \x01(\t\x12\x10\n\x08\x61ll_runs\x18\x02 \x01(\x08\x12\x0c\n\x04reps\x18\x03 \x01(\r\"#\n\x0e\x41nalyticsReply\x12\x11\n\trows_json\x18\x01 \x01(\t\"\x12\n\x10ListLinksRequest\"7\n\x0eListLinksReply\x12%\n\x05links\x18\x01 \x03(\x0b\x32\x16.worldrt.v1.LinkConfig\"\x16\n\x14ListProvidersRequest\"\xdf\x01\n\rProviderState\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04trit\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\t \x01(\t\x12\x33\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32\x1d.worldrt.v1.CapabilitiesReply\"B\n\x12ListProvidersReply\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.worldrt.v1.ProviderState\",\n\x15ProviderStatusRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\"@\n\x14LoadComponentRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04wasm\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x9e\x01\n\rComponentInfo\x12\x14\n\x0c\x63omponent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07imports\x18\x05 \x03(\t\x12\x0f\n\x07\x65xports\x18\x06 \x03(\t\x12\x12\n\nfrom_cache\x18\x07 \x01(\x08\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\"c\n\rInvokeRequest\x12\x14\n\x0c\x63omponent_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x65xport\x18\x03 \x01(\t\x12\x10\n\x08verse_id\x18\x04 \x01(\x04\x12\x0c\n\x04\x61rgs\x18\x05 \x01(\t\"\x94\x01\n\x0bInvokeEvent\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x18.worldrt.v1.ProviderCallH\x00\x12\r\n\x03log\x18\x02 \x01(\tH\x00\x12,\n\x07outcome\x18\x03 \x01(\x0b\x32\x19.worldrt.v1.InvokeOutcomeH\x00\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x80\x01\n\x0cProviderCall\x12\x11\n\tinterface\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0bprovider_id\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\ncost_units\x18\x06 \x01(\x01\"W\n\rInvokeOutcome\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\x12\x16\n\x0eprovider_calls\x18\x04 \x01(\x05\";\n\x18RecentInvocationsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x10\n\x08verse_id\x18\x02 \x01(\t\"\xc9\x01\n\rInvocationRow\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x10\n\x08verse_id\x18\x04 \x01(\t\x12\x14\n\x0cinput_params\x18\x05 \x01(\t\x12\x15\n\routput_result\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\ncost_units\x18\x08 \x01(\x01\x12\x12\n\ninvoked_at\x18\t \x01(\t\"H\n\x16RecentInvocationsReply\x12.\n\x0binvocations\x18\x01 \x03(\x0b\x32\x19.worldrt.v1.InvocationRow2\xdc\x05\n\x04Host\x12\x38\n\x07PutLink\x12\x16.worldrt.v1.LinkConfig\x1a\x15.worldrt.v1.LinkReply\x12;\n\nDeleteLink\x12\x16.worldrt.v1.LinkConfig\x1a\x15.worldrt.v1.LinkReply\x12\x45\n\tListLinks\x12\x1c.worldrt.v1.ListLinksRequest\x1a\x1a.worldrt.v1.ListLinksReply\x12Q\n\rListProviders\x12 .worldrt.v1.ListProvidersRequest\x1a\x1e.worldrt.v1.ListProvidersReply\x12N\n\x0eProviderStatus\x12!.worldrt.v1.ProviderStatusRequest\x1a\x19.worldrt.v1.ProviderState\x12L\n\rLoadComponent\x12 .worldrt.v1.LoadComponentRequest\x1a\x19.worldrt.v1.ComponentInfo\x12>\n\x06Invoke\x12\x19.worldrt.v1.InvokeRequest\x1a\x17.worldrt.v1.InvokeEvent0\x01\x12]\n\x11RecentInvocations\x12$.worldrt.v1.RecentInvocationsRequest\x1a\".worldrt.v1.RecentInvocationsReply\x12?\n\x08RunVerse\x12\x18.worldrt.v1.VerseRequest\x1a\x17.worldrt.v1.InvokeEvent0\x01\x12\x45\n\tAnalytics\x12\x1c.worldrt.v1.AnalyticsRequest\x1a\x1a.worldrt.v1.AnalyticsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'worldrt.v1.host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTLINKSREQUEST']._serialized_start=69
-  _globals['_LISTLINKSREQUEST']._serialized_end=87
-  _globals['_LISTLINKSREPLY']._serialized_start=89
-  _globals['_LISTLINKSREPLY']._serialized_end=144
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=146
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=168
-  _globals['_PROVIDERSTATE']._serialized_start=171
-  _globals['_PROVIDERSTATE']._serialized_end=394
-  _globals['_LISTPROVIDERSREPLY']._serialized_start=396
-  _globals['_LISTPROVIDERSREPLY']._serialized_end=462
-  _globals['_PROVIDERSTATUSREQUEST']._serialized_start=464
-  _globals['_PROVIDERSTATUSREQUEST']._serialized_end=508
-  _globals['_LOADCOMPONENTREQUEST']._serialized_start=510
-  _globals['_LOADCOMPONENTREQUEST']._serialized_end=574
-  _globals['_COMPONENTINFO']._serialized_start=577
-  _globals['_COMPONENTINFO']._serialized_end=735
-  _globals['_INVOKEREQUEST']._serialized_start=737
-  _globals['_INVOKEREQUEST']._serialized_end=836
-  _globals['_INVOKEEVENT']._serialized_start=838
-  _globals['_INVOKEEVENT']._serialized_end=963
-  _globals['_PROVIDERCALL']._serialized_start=965
-  _globals['_PROVIDERCALL']._serialized_end=1073
-  _globals['_INVOKEOUTCOME']._serialized_start=1075
-  _globals['_INVOKEOUTCOME']._serialized_end=1162
-  _globals['_RECENTINVOCATIONSREQUEST']._serialized_start=1164
-  _globals['_RECENTINVOCATIONSREQUEST']._serialized_end=1223
-  _globals['_INVOCATIONROW']._serialized_start=1226
-  _globals['_INVOCATIONROW']._serialized_end=1427
-  _globals['_RECENTINVOCATIONSREPLY']._serialized_start=1429
-  _globals['_RECENTINVOCATIONSREPLY']._serialized_end=1501
-  _globals['_HOST']._serialized_start=1504
-  _globals['_HOST']._serialized_end=2100
+  _globals['_VERSEREQUEST']._serialized_start=70
+  _globals['_VERSEREQUEST']._serialized_end=247
+  _globals['_ANALYTICSREQUEST']._serialized_start=249
+  _globals['_ANALYTICSREQUEST']._serialized_end=315
+  _globals['_ANALYTICSREPLY']._serialized_start=317
+  _globals['_ANALYTICSREPLY']._serialized_end=352
+  _globals['_LISTLINKSREQUEST']._serialized_start=354
+  _globals['_LISTLINKSREQUEST']._serialized_end=372
+  _globals['_LISTLINKSREPLY']._serialized_start=374
+  _globals['_LISTLINKSREPLY']._serialized_end=429
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=431
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=453
+  _globals['_PROVIDERSTATE']._serialized_start=456
+  _globals['_PROVIDERSTATE']._serialized_end=679
+  _globals['_LISTPROVIDERSREPLY']._serialized_start=681
+  _globals['_LISTPROVIDERSREPLY']._serialized_end=747
+  _globals['_PROVIDERSTATUSREQUEST']._serialized_start=749
+  _globals['_PROVIDERSTATUSREQUEST']._serialized_end=793
+  _globals['_LOADCOMPONENTREQUEST']._serialized_start=795
+  _globals['_LOADCOMPONENTREQUEST']._serialized_end=859
+  _globals['_COMPONENTINFO']._serialized_start=862
+  _globals['_COMPONENTINFO']._serialized_end=1020
+  _globals['_INVOKEREQUEST']._serialized_start=1022
+  _globals['_INVOKEREQUEST']._serialized_end=1121
+  _globals['_INVOKEEVENT']._serialized_start=1124
+  _globals['_INVOKEEVENT']._serialized_end=1272
+  _globals['_PROVIDERCALL']._serialized_start=1275
+  _globals['_PROVIDERCALL']._serialized_end=1403
+  _globals['_INVOKEOUTCOME']._serialized_start=1405
+  _globals['_INVOKEOUTCOME']._serialized_end=1492
+  _globals['_RECENTINVOCATIONSREQUEST']._serialized_start=1494
+  _globals['_RECENTINVOCATIONSREQUEST']._serialized_end=1553
+  _globals['_INVOCATIONROW']._serialized_start=1556
+  _globals['_INVOCATIONROW']._serialized_end=1757
+  _globals['_RECENTINVOCATIONSREPLY']._serialized_start=1759
+  _globals['_RECENTINVOCATIONSREPLY']._serialized_end=1831
+  _globals['_HOST']._serialized_start=1834
+  _globals['_HOST']._serialized_end=2566
 # @@protoc_insertion_point(module_scope)

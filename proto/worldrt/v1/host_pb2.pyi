@@ -7,6 +7,44 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class VerseRequest(_message.Message):
+    __slots__ = ("verse_id", "kind", "preset", "branches", "component_path", "allow_unbalanced", "provider", "mode", "stake")
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_PATH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNBALANCED_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    STAKE_FIELD_NUMBER: _ClassVar[int]
+    verse_id: int
+    kind: str
+    preset: str
+    branches: int
+    component_path: str
+    allow_unbalanced: bool
+    provider: str
+    mode: str
+    stake: float
+    def __init__(self, verse_id: _Optional[int] = ..., kind: _Optional[str] = ..., preset: _Optional[str] = ..., branches: _Optional[int] = ..., component_path: _Optional[str] = ..., allow_unbalanced: _Optional[bool] = ..., provider: _Optional[str] = ..., mode: _Optional[str] = ..., stake: _Optional[float] = ...) -> None: ...
+
+class AnalyticsRequest(_message.Message):
+    __slots__ = ("report", "all_runs", "reps")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    ALL_RUNS_FIELD_NUMBER: _ClassVar[int]
+    REPS_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    all_runs: bool
+    reps: int
+    def __init__(self, report: _Optional[str] = ..., all_runs: _Optional[bool] = ..., reps: _Optional[int] = ...) -> None: ...
+
+class AnalyticsReply(_message.Message):
+    __slots__ = ("rows_json",)
+    ROWS_JSON_FIELD_NUMBER: _ClassVar[int]
+    rows_json: str
+    def __init__(self, rows_json: _Optional[str] = ...) -> None: ...
+
 class ListLinksRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -102,28 +140,32 @@ class InvokeRequest(_message.Message):
     def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
-    __slots__ = ("call", "log", "outcome")
+    __slots__ = ("call", "log", "outcome", "result_json")
     CALL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     call: ProviderCall
     log: str
     outcome: InvokeOutcome
-    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ...) -> None: ...
+    result_json: str
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class ProviderCall(_message.Message):
-    __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error")
+    __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error", "cost_units")
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    COST_UNITS_FIELD_NUMBER: _ClassVar[int]
     interface: str
     operation: str
     provider_id: str
     latency_ms: float
     error: str
-    def __init__(self, interface: _Optional[str] = ..., operation: _Optional[str] = ..., provider_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    cost_units: float
+    def __init__(self, interface: _Optional[str] = ..., operation: _Optional[str] = ..., provider_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., cost_units: _Optional[float] = ...) -> None: ...
 
 class InvokeOutcome(_message.Message):
     __slots__ = ("ok", "value", "duration_ms", "provider_calls")

@@ -75,6 +75,16 @@ class HostStub:
                 request_serializer=worldrt_dot_v1_dot_host__pb2.RecentInvocationsRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_host__pb2.RecentInvocationsReply.FromString,
                 _registered_method=True)
+        self.RunVerse = channel.unary_stream(
+                '/worldrt.v1.Host/RunVerse',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.VerseRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+                _registered_method=True)
+        self.Analytics = channel.unary_unary(
+                '/worldrt.v1.Host/Analytics',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -129,6 +139,21 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunVerse(self, request, context):
+        """A verse: the pipeline of a preset, one provider's role alone, or a multiverse orchestration.
+        Provider calls and log lines stream while it runs; the last event carries the result as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Analytics(self, request, context):
+        """Pipeline runs as the GF(3) audit, WEV and efficiency analytics see them (JSON rows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +196,16 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.RecentInvocations,
                     request_deserializer=worldrt_dot_v1_dot_host__pb2.RecentInvocationsRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_host__pb2.RecentInvocationsReply.SerializeToString,
+            ),
+            'RunVerse': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunVerse,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.VerseRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.SerializeToString,
+            ),
+            'Analytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.Analytics,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +424,60 @@ class Host:
             '/worldrt.v1.Host/RecentInvocations',
             worldrt_dot_v1_dot_host__pb2.RecentInvocationsRequest.SerializeToString,
             worldrt_dot_v1_dot_host__pb2.RecentInvocationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunVerse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/RunVerse',
+            worldrt_dot_v1_dot_host__pb2.VerseRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Analytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/Analytics',
+            worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,213 @@
+"""``worldrt verse``: the pipeline (a preset's providers driving a verse component), one provider's role
+alone, and the multiverse orchestration around a pipeline.
+
+The host chooses providers by role (an unhealthy one is replaced or the run is refused), checks their
+GF(3) balance, links the component's interfaces to them (a named link per extra generator or validator,
+switched by the component through ``lattice.set-link-name``), invokes it, and records the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from worldrt.providers import CATALOG
+from worldrt.v1 import host_pb, pb
+from worldrt.wit import WIT_DIR
+
+from ._gf3 import record_run
+from ._multiverse import ORCHESTRATE_MODES, Multiverse, pick
+from ._selection import PRESETS, Selection, SelectionError, choose, select_provider
+from ._toolchain import build_component
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "components" / "examples"
+RULES = ("ma_cross", "mean_revert", "breakout")
+# Which (interface, link name) each role is reached over.
+ROLE_LINKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "brancher": (("generator", "default"),),
+    "executor": (("generator", "default"), ("generator", "baseline")),
+    "baseline": (("generator", "baseline"),),
+    "optimizer": (("coordinator", "default"),),
+    "verifier": (("validator", "default"),),
+    "attester": (("generator", "attest"), ("validator", "attest")),
+}
+# verse run --on PROVIDER: the role it plays alone.
+SOLO_ROLE = {"morph": "brancher", "modal": "executor", "primeintellect": "optimizer", "gensyn": "verifier",
+             "ritual": "attester"}
+MAX_BRANCHES = 64
+# What each preset needs, in the seed's select-provider terms.
+PRESET_NEEDS = {"full": {"parallel": True, "optimize": True, "verify": True},
+                "branch": {"parallel": True, "optimize": False, "verify": True},
+                "inference": {"parallel": False, "optimize": True, "verify": True}}
+
+EventSink = Callable[[host_pb.InvokeEvent], None]
+
+
+class PipelineError(ValueError):
+    """A pipeline the host refuses or that failed; the message says why."""
+
+
+def example_component(name: str, cache: Path) -> Path:
+    """The example component ``name``, built once per change of its sources, the WIT or componentize-py."""
+    source = EXAMPLES / name
+    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
+    for path in sorted(source.glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
+        digest.update(path.name.encode() + path.read_bytes())
+    out = cache / digest.hexdigest()[:16] / f"{name}.wasm"
+    if not out.exists():
+        build_component(source, out)
+    return out
+
+
+def pipeline_config(roles: set[str], branches: int, *, baseline: bool = True,
+                    strategies: int | None = None) -> dict[str, Any]:
+    """What the explorer's pipeline mode runs for these roles (see components/examples/explorer)."""
+    count = branches if strategies is None else strategies
+    return {
+        "baseline": ({"link": "baseline" if {"baseline", "executor"} & roles else "default"}
+                     if baseline else False),
+        "branch": "brancher" in roles,
+        "generator": bool({"brancher", "executor"} & roles),
+        "strategies": [{"rule": RULES[i % len(RULES)]} for i in range(count)],
+        "optimize": {"budget": 48, "group_size": 8, "max_async_level": 1} if "optimizer" in roles else None,
+        "verify": {"sample": 4, "forged_fraction": 0.25} if "verifier" in roles else None,
+        "attest": {"link": "attest"} if "attester" in roles else None,
+        "steps": 252, "fee_bps": 5.0,
+    }
+
+
+class VerseRunner:
+    """Runs verses on a host (its registry, supervisor, links and component runtime)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def healthy(self, provider: str) -> bool:
+        try:
+            self.host.supervisor.ensure(provider)
+        except Exception:  # noqa: BLE001 - a provider that cannot start is not healthy
+            return False
+        return self.host.health(provider)
+
+    def select(self, preset: str) -> Selection:
+        if preset not in PRESETS:
+            raise PipelineError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        try:
+            return choose(preset, self.healthy)
+        except SelectionError as exc:
+            raise PipelineError(str(exc)) from None
+
+    def selection(self, preset: str) -> dict[str, Any]:
+        """The seed's select-provider for the preset's needs, and the providers the preset would use now."""
+        needs = PRESET_NEEDS.get(preset)
+        if needs is None:
+            raise PipelineError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        return {"preset": preset, "requirements": needs, "select_provider": select_provider(needs),
+                **self.select(preset).as_dict()}
+
+    def _component(self, path: str) -> host_pb.ComponentInfo:
+        wasm = path or str(example_component("explorer", self.host.home / "cache" / "examples"))
+        return self.host.load_component(host_pb.LoadComponentRequest(path=wasm))
+
+    def _link(self, component: str, role_providers: dict[str, str]) -> None:
+        for role, provider in role_providers.items():
+            for interface, name in ROLE_LINKS[role]:
+                self.host.put_link(pb.LinkConfig(
+                    link_id=f"{component}/{interface}/{name}", source_component=component, name=name,
+                    interfaces=[interface], target_provider=provider))
+
+    def _invoke(self, info: host_pb.ComponentInfo, verse_id: int, config: dict[str, Any],
+                on_event: EventSink | None) -> tuple[dict[str, Any], float, float]:
+        cost = 0.0
+
+        def on_call(event: host_pb.InvokeEvent) -> None:
+            nonlocal cost
+            if event.HasField("call"):
+                cost += event.call.cost_units
+            if on_event is not None:
+                on_event(event)
+
+        started = time.perf_counter()
+        outcome = self.host.invoke(host_pb.InvokeRequest(component_id=info.component_id, verse_id=verse_id,
+                                                         args=json.dumps({"pipeline": config})), on_call)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if not outcome.ok:
+            raise PipelineError(f"verse {verse_id}: {outcome.value}")
+        return json.loads(outcome.value), cost, duration_ms
+
+    def pipeline(self, verse_id: int, preset: str = "full", branches: int = 3, component: str = "",
+                 allow_unbalanced: bool = False, on_event: EventSink | None = None) -> dict[str, Any]:
+        if not 1 <= branches <= MAX_BRANCHES:
+            raise PipelineError(f"--branches must be between 1 and {MAX_BRANCHES}, got {branches}")
+        started = time.perf_counter()
+        selection = self.select(preset)
+        if not selection.balanced and not allow_unbalanced:
+            raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose trits sum to "
+                                f"{selection.gf3_sum} (mod 3), not 0: refused (pass --allow-unbalanced to run it)")
+        info = self._component(component)
+        self._link(info.name, selection.by_role)
+        config = pipeline_config(set(selection.by_role), branches)
+        result, cost, invoke_ms = self._invoke(info, verse_id, config, on_event)
+        baseline = (result.get("baseline") or {}).get("value")
+        winner = (result.get("winner") or {}).get("value")
+        duration_ms = (time.perf_counter() - started) * 1000
+        run_id = record_run(self.host.registry, verse_id=str(verse_id), preset=preset,
+                            providers=selection.providers, baseline_value=baseline, winner_value=winner,
+                            cost_units=cost, duration_ms=duration_ms, allow_unbalanced=allow_unbalanced,
+                            result=result)
+        return {"run_id": run_id, "verse_id": verse_id, "preset": preset, "component": info.name,
+                "selection": selection.as_dict(), "providers": selection.providers, "trits": selection.trits,
+                "gf3_sum": selection.gf3_sum, "balanced": selection.balanced, "baseline_value": baseline,
+                "winner_value": winner, "wev": result.get("wev"), "cost_units": round(cost, 6),
+                "duration_ms": round(duration_ms, 1), "invoke_ms": round(invoke_ms, 1), "result": result}
+
+    def solo(self, verse_id: int, provider: str, component: str = "",
+             on_event: EventSink | None = None) -> dict[str, Any]:
+        """One provider's role alone on the verse (the seed's verse-on-*)."""
+        role = SOLO_ROLE.get(provider)
+        if role is None:
+            raise PipelineError(f"unknown provider {provider!r}; known: {', '.join(CATALOG)}")
+        if not self.healthy(provider):
+            raise PipelineError(f"provider {provider} is not healthy: see worldrt provider status {provider}")
+        info = self._component(component)
+        self._link(info.name, {role: provider})
+        config = pipeline_config({role}, 3, baseline=role == "executor",
+                                 strategies={"brancher": 3, "executor": 0}.get(role, 1))
+        result, cost, invoke_ms = self._invoke(info, verse_id, config, on_event)
+        return {"verse_id": verse_id, "provider": provider, "role": role, "trit": CATALOG[provider].trit,
+                "cost_units": round(cost, 6), "duration_ms": round(invoke_ms, 1), "result": result}
+
+    def orchestrate(self, verse_id: int, mode: str, preset: str = "full", branches: int = 3,
+                    stake: float = 100.0, owner: str = "treasury", component: str = "",
+                    allow_unbalanced: bool = False, on_event: EventSink | None = None) -> dict[str, Any]:
+        """push_down the owner's stake into one child verse per branch, run the pipeline, resolve to the
+        branch MODE picks from the oracle's values, and pull the survivor's balance back up."""
+        if mode not in ORCHESTRATE_MODES:
+            raise PipelineError(f"unknown mode {mode!r}; modes: {', '.join(ORCHESTRATE_MODES)}")
+        run = self.pipeline(verse_id, preset, branches, component, allow_unbalanced, on_event)
+        candidates = run["result"].get("candidates") or []
+        values = {f"b{i}-{c['rule']}": float(c["value"]) for i, c in enumerate(candidates) if c.get("verified")}
+        if not values:
+            raise PipelineError("the pipeline produced no verified branch to orchestrate over")
+        ledger = Multiverse.create(self.host.registry, f"verse-{verse_id}-{run['run_id'][:12]}",
+                                   list(values), {owner: stake})
+        before = {o: ledger.payoff(owner, o) for o in values}
+        split = ledger.partition(ledger.root, [{outcome} for outcome in values])
+        ledger.push_down(owner, ledger.root, split, stake)
+        pushed = {o: ledger.payoff(owner, o) for o in values}
+        observed = pick(mode, values)
+        ledger.resolve(observed)
+        pulled = ledger.pull_up_all(owner, split)
+        after = ledger.payoff(owner, observed)
+        return {"verse_id": verse_id, "mode": mode, "mode_rule": ORCHESTRATE_MODES[mode], "run_id": run["run_id"],
+                "multiverse": ledger.name, "owner": owner, "stake": stake, "branch_values": values,
+                "observed": observed, "payoff_before": before, "payoff_after_push_down": pushed,
+                "pulled_up": pulled, "payoff_after_pull_up": after,
+                "invariant_held": all(abs(before[o] - pushed[o]) < 1e-9 for o in values)
+                and abs(before[observed] - after) < 1e-9,
+                "wev": run["wev"], "pipeline": {k: run[k] for k in ("preset", "providers", "gf3_sum", "wev")}}
