@@ -59,7 +59,7 @@ def run_benchmark(host: Any, reps: int = 10) -> list[dict[str, Any]]:
     measure("morph", "execute", lambda: call("morph", "execute",
                                             pb.ExecuteRequest(instance_id=root.instance_id, code="x")))
     measure("morph", "snapshot", lambda: snapshots.append(call(
-        "morph", "generator", "snapshot", pb.SnapshotRequest(instance_id=root.instance_id)).snapshot_id))
+        "morph", "snapshot", pb.SnapshotRequest(instance_id=root.instance_id)).snapshot_id))
     snap = snapshots[-1]
 
     def branch_and_merge() -> None:

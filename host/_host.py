@@ -42,6 +42,11 @@ def default_home() -> Path:
     return Path(os.environ.get("WORLDRT_STATE_DIR", ".worldrt"))
 
 
+def default_cache(home: Path) -> Path:
+    """Compiled components and built examples; WORLDRT_CACHE shares one cache between homes."""
+    return Path(os.environ.get("WORLDRT_CACHE") or home / "cache")
+
+
 def default_db() -> Path:
     return Path(os.environ.get("WORLDRT_DB") or default_home() / "world.duckdb")
 
@@ -60,7 +65,8 @@ class Host:
             self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
             self.router = LinkRouter(self.links, self.registry, self.supervisor.address,
                                      default_token=self.supervisor.token)
-            self.runtime = ComponentRuntime(self.router, cache_dir=self.home / "cache" / "components")
+            self.cache = default_cache(self.home)
+            self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
         except BaseException:
             self.registry.close()
             raise

@@ -20,9 +20,9 @@ from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
 from worldrt.wit import WIT_DIR
 
-from ._gf3 import record_run
+from ._gf3 import record_run, registry_trits
 from ._multiverse import ORCHESTRATE_MODES, Multiverse, pick
-from ._selection import PRESETS, Selection, SelectionError, choose, select_provider
+from ._selection import PRESETS, Selection, SelectionError, choose, gf3_sum, select_provider
 from ._toolchain import build_component
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "components" / "examples"
@@ -111,7 +111,7 @@ class VerseRunner:
                 **self.select(preset).as_dict()}
 
     def _component(self, path: str) -> host_pb.ComponentInfo:
-        wasm = path or str(example_component("explorer", self.host.home / "cache" / "examples"))
+        wasm = path or str(example_component("explorer", self.host.cache / "examples"))
         return self.host.load_component(host_pb.LoadComponentRequest(path=wasm))
 
     def _link(self, component: str, role_providers: dict[str, str]) -> None:
@@ -146,9 +146,13 @@ class VerseRunner:
             raise PipelineError(f"--branches must be between 1 and {MAX_BRANCHES}, got {branches}")
         started = time.perf_counter()
         selection = self.select(preset)
-        if not selection.balanced and not allow_unbalanced:
-            raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose trits sum to "
-                                f"{selection.gf3_sum} (mod 3), not 0: refused (pass --allow-unbalanced to run it)")
+        registered = registry_trits(self.host.registry)
+        trits = [registered[p] for p in selection.providers]
+        total = gf3_sum(selection.providers, registered)
+        if total != 0 and not allow_unbalanced:
+            raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose registered trits "
+                                f"{' '.join(f'{t:+d}' for t in trits)} sum to {total:+d} in GF(3), not 0: refused "
+                                f"(pass --allow-unbalanced to run it anyway)")
         info = self._component(component)
         self._link(info.name, selection.by_role)
         config = pipeline_config(set(selection.by_role), branches)
@@ -161,8 +165,8 @@ class VerseRunner:
                             cost_units=cost, duration_ms=duration_ms, allow_unbalanced=allow_unbalanced,
                             result=result)
         return {"run_id": run_id, "verse_id": verse_id, "preset": preset, "component": info.name,
-                "selection": selection.as_dict(), "providers": selection.providers, "trits": selection.trits,
-                "gf3_sum": selection.gf3_sum, "balanced": selection.balanced, "baseline_value": baseline,
+                "selection": selection.as_dict(), "providers": selection.providers, "trits": trits,
+                "gf3_sum": total, "balanced": total == 0, "baseline_value": baseline,
                 "winner_value": winner, "wev": result.get("wev"), "cost_units": round(cost, 6),
                 "duration_ms": round(duration_ms, 1), "invoke_ms": round(invoke_ms, 1), "result": result}
 

@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from worldrt.providers.testing import ProviderDaemon
-from worldrt.v1 import pb
+from worldrt.providers.testing import ProviderDaemon, wait_serving
+from worldrt.v1 import host_rpc, pb
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "components" / "examples"
-BUILDS = ROOT / ".worldrt" / "cache" / "test-builds"
+# One cache of built and compiled components for the whole test run (hosts in tests share it).
+CACHE = ROOT / ".worldrt" / "cache"
+os.environ.setdefault("WORLDRT_CACHE", str(CACHE))
 
 
 def built_example(name: str) -> Path:
     """An example component, built once per change of its sources, the WIT or componentize-py (~10 s a build)."""
-    from worldrt.host import build_component
-    from worldrt.wit import WIT_DIR
+    from worldrt.host._pipeline import example_component
 
-    source_dir = EXAMPLES / name
-    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
-    for source in sorted(source_dir.glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
-        digest.update(source.name.encode() + source.read_bytes())
-    out = BUILDS / digest.hexdigest()[:16] / f"{name}.wasm"
-    if not out.exists():
-        result = build_component(source_dir, out)
-        assert result.path == out and result.size_bytes == out.stat().st_size
-    return out
+    return example_component(name, CACHE / "examples")
 
 
 def processes_under(marker: str) -> set[int]:
@@ -106,3 +100,33 @@ def status_of(call) -> grpc.StatusCode:  # noqa: ANN001
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code()
+
+
+def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WORLDRT_STATE_DIR": str(home)}
+    env.pop("WORLDRT_TOKEN", None)
+    env.pop("WORLDRT_DB", None)
+    return subprocess.run([sys.executable, "-m", "worldrt.host.cli", *args], cwd=home, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+class RunningHost:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.address = f"unix:{home / 'host.sock'}"
+        env = {**os.environ, "WORLDRT_STATE_DIR": str(home)}
+        env.pop("WORLDRT_TOKEN", None)
+        self.log = open(home / "host.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve"], cwd=home, env=env,
+                                     stdout=self.log, stderr=self.log)
+        wait_serving(self.address, proc=self.proc)
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = host_rpc.HostStub(self.channel)
+
+    def stop(self) -> int:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.log.close()
+        return code

@@ -17,37 +17,7 @@ import pytest
 from worldrt.providers.testing import wait_serving
 from worldrt.v1 import host_pb, host_rpc, pb, rpc
 
-from .conftest import alive, processes_under
-
-
-def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WORLDRT_STATE_DIR": str(home)}
-    env.pop("WORLDRT_TOKEN", None)
-    env.pop("WORLDRT_DB", None)
-    return subprocess.run([sys.executable, "-m", "worldrt.host.cli", *args], cwd=home, env=env, text=True,
-                          capture_output=True, timeout=timeout)
-
-
-class RunningHost:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.address = f"unix:{home / 'host.sock'}"
-        env = {**os.environ, "WORLDRT_STATE_DIR": str(home)}
-        env.pop("WORLDRT_TOKEN", None)
-        self.log = open(home / "host.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve"], cwd=home, env=env,
-                                     stdout=self.log, stderr=self.log)
-        wait_serving(self.address, proc=self.proc)
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = host_rpc.HostStub(self.channel)
-
-    def stop(self) -> int:
-        self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self.log.close()
-        return code
+from .conftest import RunningHost, alive, cli, processes_under
 
 
 @pytest.fixture()
