@@ -52,15 +52,19 @@ class PipelineError(ValueError):
     """A pipeline the host refuses or that failed; the message says why."""
 
 
+def example_path(name: str, cache: Path) -> Path:
+    """Where the build of example ``name`` lives: keyed by its sources, the WIT and componentize-py."""
+    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
+    for path in sorted((EXAMPLES / name).glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return cache / digest.hexdigest()[:16] / f"{name}.wasm"
+
+
 def example_component(name: str, cache: Path) -> Path:
     """The example component ``name``, built once per change of its sources, the WIT or componentize-py."""
-    source = EXAMPLES / name
-    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
-    for path in sorted(source.glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
-        digest.update(path.name.encode() + path.read_bytes())
-    out = cache / digest.hexdigest()[:16] / f"{name}.wasm"
+    out = example_path(name, cache)
     if not out.exists():
-        build_component(source, out)
+        build_component(EXAMPLES / name, out)
     return out
 
 
@@ -110,9 +114,19 @@ class VerseRunner:
         return {"preset": preset, "requirements": needs, "select_provider": select_provider(needs),
                 **self.select(preset).as_dict()}
 
-    def _component(self, path: str) -> host_pb.ComponentInfo:
-        wasm = path or str(example_component("explorer", self.host.cache / "examples"))
-        return self.host.load_component(host_pb.LoadComponentRequest(path=wasm))
+    def _component(self, path: str, on_event: EventSink | None = None) -> host_pb.ComponentInfo:
+        def say(text: str) -> None:
+            if on_event is not None:
+                on_event(host_pb.InvokeEvent(log=text))
+
+        if not path:
+            if not example_path("explorer", self.host.cache / "examples").exists():
+                say("building the explorer example with componentize-py (once, about 10 s)")
+            path = str(example_component("explorer", self.host.cache / "examples"))
+        info = self.host.load_component(host_pb.LoadComponentRequest(path=path))
+        say(f"component {info.name}: {'from the compile cache' if info.from_cache else 'compiled'} "
+            f"in {info.load_ms:.0f} ms")
+        return info
 
     def _link(self, component: str, role_providers: dict[str, str]) -> None:
         for role, provider in role_providers.items():
@@ -153,7 +167,7 @@ class VerseRunner:
             raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose registered trits "
                                 f"{' '.join(f'{t:+d}' for t in trits)} sum to {total:+d} in GF(3), not 0: refused "
                                 f"(pass --allow-unbalanced to run it anyway)")
-        info = self._component(component)
+        info = self._component(component, on_event)
         self._link(info.name, selection.by_role)
         config = pipeline_config(set(selection.by_role), branches)
         result, cost, invoke_ms = self._invoke(info, verse_id, config, on_event)
@@ -178,7 +192,7 @@ class VerseRunner:
             raise PipelineError(f"unknown provider {provider!r}; known: {', '.join(CATALOG)}")
         if not self.healthy(provider):
             raise PipelineError(f"provider {provider} is not healthy: see worldrt provider status {provider}")
-        info = self._component(component)
+        info = self._component(component, on_event)
         self._link(info.name, {role: provider})
         config = pipeline_config({role}, 3, baseline=role == "executor",
                                  strategies={"brancher": 3, "executor": 0}.get(role, 1))

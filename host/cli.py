@@ -250,8 +250,12 @@ def _progress(args: argparse.Namespace) -> Callable[[Any], None]:
             err_console.print(f"  [dim]{c.interface}.{c.operation}[/dim] → {c.provider_id} {c.latency_ms:7.1f} ms"
                               f"{mark}")
         elif event.HasField("log"):
-            err_console.print(f"  [dim]{event.log}[/dim]")
+            err_console.print(f"  {event.log}", markup=False, highlight=False, style="dim")
     return on_event
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in params.items())
 
 
 def _verse_request(args: argparse.Namespace, kind: str, **fields: Any):  # noqa: ANN202
@@ -274,12 +278,12 @@ def _verse_pipeline(args: argparse.Namespace) -> int:
         rows = []
         if result.get("baseline"):
             b = result["baseline"]
-            rows.append(["baseline", b["rule"], json.dumps(b["params"]), f"{b['value']:.2f}", "", "", ""])
+            rows.append(["baseline", b["rule"], _params(b["params"]), f"{b['value']:.2f}", "", "", ""])
         winner = result.get("winner") or {}
         for c in result.get("candidates", []):
             v = c.get("verification") or {}
             opt = c.get("optimized") or {}
-            rows.append(["branch" if result.get("snapshot") else "candidate", c["rule"], json.dumps(c["params"]),
+            rows.append(["branch" if result.get("snapshot") else "candidate", c["rule"], _params(c["params"]),
                          f"{c['value']:.2f}", f"{opt['best_value']:.2f}" if opt else "-",
                          ("yes" if c["verified"] else "[red]no[/red]") + (f" ({v['reexecuted_steps']} steps)" if v else ""),
                          "[bold green]winner[/bold green]" if c["rule"] == winner.get("rule")
@@ -314,7 +318,7 @@ def _verse_run(args: argparse.Namespace) -> int:
                       f"{run['duration_ms']:.0f} ms, cost {run['cost_units']:.4f} units")
         if result.get("baseline"):
             b = result["baseline"]
-            console.print(f"  baseline {b['rule']} {json.dumps(b['params'])}: {b['value']:.2f}")
+            console.print(f"  baseline {b['rule']} {_params(b['params'])}: {b['value']:.2f}")
         for c in result.get("candidates", []):
             extra = ""
             if c.get("optimized"):
@@ -322,7 +326,7 @@ def _verse_run(args: argparse.Namespace) -> int:
             if c.get("verification"):
                 v = c["verification"]
                 extra += f" verified={v['verdict']} ({v['reexecuted_steps']} steps re-executed)"
-            console.print(f"  {c['rule']} {json.dumps(c['params'])}: {c['value']:.2f}{extra}")
+            console.print(f"  {c['rule']} {_params(c['params'])}: {c['value']:.2f}{extra}")
         if result.get("winner"):
             console.print(f"  winner {result['winner']['rule']}: {result['winner']['value']:.2f}")
         if result.get("attestation"):
