@@ -9,10 +9,8 @@ Prints a table (p50/p99 in ms) with each issue target and the ratio to Morph Clo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from worldrt.providers.testing import ProviderDaemon, wait_serving
+from worldrt.providers.testing import ProviderDaemon, pids_of_uid, wait_serving
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,18 +112,6 @@ def smaps_private_kib(pid: int) -> tuple[int, int]:
             if len(parts) >= 2 and parts[1].isdigit():
                 fields[parts[0].rstrip(":")] = int(parts[1])
     return fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0), fields.get("Pss", 0)
-
-
-def pids_of_uid(uid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    out.add(int(entry))
-            except OSError:
-                pass
-    return out
 
 
 def main() -> None:

@@ -17,6 +17,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from worldrt.v1 import rpc
 
 
+def pids_of_uid(uid: int) -> set[int]:
+    """Pids of the processes running as ``uid`` (a sandbox's processes run as a uid of their own)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    out.add(int(entry))
+            except OSError:
+                pass
+    return out
+
+
 def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until the health service at ``address`` says SERVING (or the process exits)."""
     deadline = time.monotonic() + timeout_s

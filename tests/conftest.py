@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -130,3 +132,31 @@ class RunningHost:
         code = self.proc.wait(30)
         self.log.close()
         return code
+
+
+def sigterm_mid_call_leaves_nothing(daemon: ProviderDaemon, state_dir: Path, call: Callable[[], object],
+                                    reply_type: type) -> None:
+    """SIGTERM the daemon while ``call`` runs in it: the call fails, the daemon exits 0, nothing is left."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except grpc.RpcError as exc:
+            outcome.append(exc.code())
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    time.sleep(1.0)
+    tree = processes_under(str(state_dir))
+    assert len(tree) >= 4, tree
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    caller.join(10)
+    daemon.stop()
+    assert outcome and not isinstance(outcome[0], reply_type)
+    deadline = time.monotonic() + 10
+    while alive(tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(processes_under(str(state_dir)))

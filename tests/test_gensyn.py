@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from worldrt.providers.gensyn import bisect_divergence
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
-from .conftest import alive, processes_under, status_of
+from .conftest import sigterm_mid_call_leaves_nothing, status_of
 
 PROGRAM = """
 def step(state, t):
@@ -291,26 +288,4 @@ def test_sigterm_mid_verify_leaves_no_process(tmp_path: Path) -> None:
     states = [{"t": t} for t in range(101)]
     request = pb.VerifyRequest(program_code=slow, start_state_json=json.dumps(states[0]), steps=100,
                                mode=pb.SPOT_CHECK, sample=100, claims=[claim("a", states)])
-    outcome: list[object] = []
-
-    def verify() -> None:
-        try:
-            outcome.append(daemon.stub.Verify(request))
-        except grpc.RpcError as exc:
-            outcome.append(exc.code())
-
-    caller = threading.Thread(target=verify)
-    caller.start()
-    time.sleep(1.0)
-    tree = processes_under(str(tmp_path))
-    assert len(tree) >= 4, tree
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.proc.wait(15) == 0
-    caller.join(10)
-    daemon.stop()
-    assert outcome and not isinstance(outcome[0], pb.VerifyReply)
-    deadline = time.monotonic() + 10
-    while alive(tree) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(processes_under(str(tmp_path)))
+    sigterm_mid_call_leaves_nothing(daemon, tmp_path, lambda: daemon.stub.Verify(request), pb.VerifyReply)

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from worldrt.providers.testing import ProviderDaemon
+from worldrt.providers.testing import ProviderDaemon, pids_of_uid
 from worldrt.v1 import pb
 
 from .conftest import alive, run, status_of
@@ -98,17 +98,7 @@ def test_a_fork_bomb_is_bounded_and_dies_with_its_instance(stub) -> None:
 
 
 def _pids_of_uid(uid: int) -> set[int]:
-    import os
-
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    out.add(int(entry))
-            except OSError:
-                pass
-    return alive(out)
+    return alive(pids_of_uid(uid))
 
 
 def test_secrets_and_the_host_filesystem_are_out_of_reach(stub, instance: str, morph: ProviderDaemon) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
-from .conftest import alive, processes_under, status_of
+from .conftest import sigterm_mid_call_leaves_nothing, status_of
 
 CODE = """
 import numpy as np
@@ -273,26 +271,6 @@ def test_key_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
 
 def test_sigterm_mid_execute_leaves_no_process(tmp_path: Path) -> None:
     daemon = ProviderDaemon("ritual", state_dir=tmp_path).start()
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(execute(daemon, code="import time\ndef infer(i, s):\n    time.sleep(30)"))
-        except grpc.RpcError as exc:
-            outcome.append(exc.code())
-
-    caller = threading.Thread(target=run)
-    caller.start()
-    time.sleep(1.0)
-    tree = processes_under(str(tmp_path))
-    assert len(tree) >= 4, tree
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.proc.wait(15) == 0
-    caller.join(10)
-    daemon.stop()
-    assert outcome and not isinstance(outcome[0], pb.ExecutionResult)
-    deadline = time.monotonic() + 10
-    while alive(tree) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(processes_under(str(tmp_path)))
+    sigterm_mid_call_leaves_nothing(
+        daemon, tmp_path, lambda: execute(daemon, code="import time\ndef infer(i, s):\n    time.sleep(30)"),
+        pb.ExecutionResult)
