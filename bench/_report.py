@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+
+def timed(fn: Callable[[], object], reps: int, after: Callable[[object], None] | None = None,
+          unit: float = 1000.0) -> list[float]:
+    """``reps`` timings of ``fn()`` (ms by default; ``unit=1e6`` for µs); ``after(result)`` runs untimed."""
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        samples.append((time.perf_counter() - t0) * unit)
+        if after is not None:
+            after(out)
+    return samples
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from worldrt.providers.testing import ProviderDaemon, pids_of_uid, wait_serving
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, write_json  # noqa: E402
+from _report import percentiles, print_table, timed, write_json  # noqa: E402
 
 MORPH_CLAIM_MS = 250.0
 
@@ -47,16 +47,6 @@ async def main(address):
 asyncio.run(main(sys.argv[1]))
 """
 
-
-def timed(fn: Callable[[], object], reps: int, after: Callable[[object], None] | None = None) -> list[float]:
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-        if after is not None:
-            after(out)
-    return samples
 
 
 def bare_fork(reps: int, rss_mb: int, children: int) -> list[float]:

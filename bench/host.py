@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, write_json  # noqa: E402
+from _report import percentiles, print_table, timed, write_json  # noqa: E402
 
 from worldrt.host import Host  # noqa: E402
 from worldrt.host._registry import Invocation  # noqa: E402
@@ -29,14 +29,6 @@ from worldrt.v1 import host_pb, pb  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
 
-
-def timed(fn, reps: int) -> list[float]:  # noqa: ANN001
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return samples
 
 
 def rows_per_second(host: Host, n: int = 50_000) -> float:
@@ -74,15 +66,15 @@ def main() -> None:
                 host.router.call("generator", "execute", request, context)
 
             for fn in (direct, routed):
-                timed(fn, 30)
+                timed(fn, 30, unit=1e6)
             # Interleave the two so machine noise falls on both alike.
             for _ in range(5):
-                rows.setdefault("direct gRPC Execute", []).extend(timed(direct, args.reps // 5))
-                rows.setdefault("Execute via host router", []).extend(timed(routed, args.reps // 5))
+                rows.setdefault("direct gRPC Execute", []).extend(timed(direct, args.reps // 5, unit=1e6))
+                rows.setdefault("Execute via host router", []).extend(timed(routed, args.reps // 5, unit=1e6))
 
             record = host.registry.record
             host.registry.record = lambda _inv: None  # type: ignore[method-assign]
-            rows["router, recording off"] = timed(routed, args.reps)
+            rows["router, recording off"] = timed(routed, args.reps, unit=1e6)
             host.registry.record = record  # type: ignore[method-assign]
 
             wasm = LOOP_COMPONENT / "app.py"

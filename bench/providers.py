@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,8 @@ from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, write_json  # noqa: E402
+from _report import percentiles, print_table, timed, write_json  # noqa: E402
 
-
-def timed(fn: Callable[[], object], reps: int) -> list[float]:
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return samples
 
 
 # --- modal (+1): warm and cold Execute -------------------------------------------------------------

@@ -71,6 +71,7 @@ class Host:
             self.registry.close()
             raise
         self._components: dict[str, LoadedComponent] = {}
+        self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
 
     # links ---------------------------------------------------------------------------------------
@@ -84,7 +85,10 @@ class Host:
             self.links.validate(link, set(CATALOG))
         except LinkError as exc:
             raise HostError(str(exc)) from None
-        previous = self.links.put(link)
+        previous = self.links.get(link.link_id)
+        if previous == link and link.target_provider in self.supervisor.running():
+            return pb.LinkReply(link_id=link.link_id, existed=True, links=len(self.links.all()))
+        self.links.put(link)
         if previous is not None and previous.target_provider != link.target_provider:
             self._forward_delete(previous)
         stub, metadata = self._provider_stub(link.target_provider)
@@ -167,7 +171,7 @@ class Host:
     def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo:
         try:
             if request.path:
-                component = self.runtime.load(request.path)
+                component = self._loaded_file(request.path)
             elif request.wasm:
                 component = self.runtime.load_bytes(request.wasm, request.name or "component")
             else:
@@ -180,6 +184,17 @@ class Host:
             component_id=component.digest, name=component.name, sha256=component.digest,
             size_bytes=component.size_bytes, imports=list(component.imports), exports=list(component.exports),
             from_cache=component.cached, load_ms=component.load_ms)
+
+    def _loaded_file(self, path: str) -> LoadedComponent:
+        """Load a file once: while its size and mtime stay the same, the compiled component is reused."""
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        known = self._by_file.get(key)
+        if known is not None and known in self._components:
+            return self._components[known]
+        component = self.runtime.load(path)
+        self._by_file[key] = component.digest
+        return component
 
     def invoke(self, request: host_pb.InvokeRequest, on_event: InvokeSink | None = None) -> host_pb.InvokeOutcome:
         component = self._components.get(request.component_id)

@@ -90,6 +90,9 @@ class LinkTable:
             self._registry.delete_link(link_id)
         return previous
 
+    def get(self, link_id: str) -> HostLink | None:
+        return self._links.get(link_id)
+
     def all(self) -> list[HostLink]:
         with self._lock:
             return sorted(self._links.values(), key=lambda link: link.link_id)
