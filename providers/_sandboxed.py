@@ -114,17 +114,22 @@ class SandboxedProvider(Provider):
 
     async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        result: pb.ExecutionResult | None = None
         try:
+            # Read the stream to its end (not just to the result): an abandoned async generator is
+            # closed later by a task of the event loop, which costs more than the run itself.
             async for event in self.execute_stream(request, call):
                 kind = event.WhichOneof("event")
                 if kind == "result":
                     result = event.result
-                    result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
-                    return result
-                out[kind].append(getattr(event, kind))
+                else:
+                    out[kind].append(getattr(event, kind))
         except err.ProviderError as exc:
             partial = pb.ExecutionResult(instance_id=request.instance_id, stdout="".join(out["stdout"]),
                                          stderr="".join(out["stderr"]), error=exc.message)
             exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
             raise
-        raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
+        if result is None:
+            raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
+        result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
+        return result

@@ -197,33 +197,36 @@ class InstanceEngine:
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str]) -> AsyncIterator[Output | Done]:
-        """Run code in the instance, yielding its output as it is produced and then its result."""
+        """Run code in the instance, yielding its output as it is produced and then its result.
+
+        At the timeout the code gets SIGINT; if no result comes within the grace period the channel is
+        closed and the instance stopped. One timer per run, so reading frames costs no timeout context."""
         inst = self.instance(iid)
         async with inst.lock:
             self.instance(iid)
             inst.touch()
             loop = asyncio.get_running_loop()
             timeout_s = (timeout_ms or DEFAULT_TIMEOUT_MS) / 1000
-            deadline = loop.time() + timeout_s
-            interrupted = False
+            phase = "running"
+            grace: asyncio.TimerHandle | None = None
+
+            def on_grace_over() -> None:
+                nonlocal phase
+                phase = "unresponsive"
+                inst.proc.close()  # wakes the read below with ChannelClosed
+
+            def on_deadline() -> None:
+                nonlocal phase, grace
+                phase = "interrupted"
+                inst.proc.signal(signal.SIGINT)
+                grace = loop.call_later(INTERRUPT_GRACE_S, on_grace_over)
+
+            timer = loop.call_later(timeout_s, on_deadline)
             finished = False
             try:
                 await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env})
                 while True:
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            frame, _fds = await inst.proc.recv()
-                    except TimeoutError:
-                        if not interrupted:
-                            interrupted = True
-                            inst.proc.signal(signal.SIGINT)
-                            deadline = loop.time() + INTERRUPT_GRACE_S
-                            continue
-                        finished = True
-                        await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
-                        raise err.DeadlineExceeded(
-                            f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
-                            f"instance {iid} was stopped") from None
+                    frame, _fds = await inst.proc.recv()
                     event = frame.get("ev")
                     if event in ("stdout", "stderr"):
                         yield Output(event, frame["d"])
@@ -240,9 +243,17 @@ class InstanceEngine:
                     return
             except (ChannelClosed, OSError, SandboxError) as exc:
                 finished = True
+                if phase == "unresponsive":
+                    await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
+                    raise err.DeadlineExceeded(
+                        f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
+                        f"instance {iid} was stopped") from None
                 await self.drop_instance(iid, "its process exited while running code")
                 raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped") from exc
             finally:
+                timer.cancel()
+                if grace is not None:
+                    grace.cancel()
                 if not finished and iid in self.instances:
                     await self._abandon_run(inst)
 
