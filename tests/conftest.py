@@ -121,7 +121,13 @@ class RunningHost:
         self.log = open(home / "host.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve"], cwd=home, env=env,
                                      stdout=self.log, stderr=self.log)
-        wait_serving(self.address, proc=self.proc)
+        try:
+            wait_serving(self.address, proc=self.proc)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self.log.close()
+            raise
         self.channel = grpc.insecure_channel(self.address)
         self.stub = host_rpc.HostStub(self.channel)
 
