@@ -27,6 +27,8 @@ from worldrt.providers import CATALOG
 from ._registry import Registry
 
 log = logging.getLogger("worldrt.host")
+# Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
+HUNG_AFTER_MISSES = 3
 
 
 class SupervisorError(RuntimeError):
@@ -42,6 +44,7 @@ class Child:
     next_try: float = 0.0
     backoff_s: float = 0.2
     healthy: bool = False
+    misses: int = 0
     last_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -159,15 +162,23 @@ class Supervisor:
                 return
             dead = child.proc.poll() is not None
             if not dead and self._check(child.address, 2.0):
+                child.misses = 0
                 if not child.healthy:
                     child.healthy = True
                     self.registry.set_status(child.name, "available", restarts=child.restarts)
                 return
             if not dead:
-                # Alive but not answering: count it unhealthy; a hung daemon is replaced after a few misses.
                 child.healthy = False
-                self.registry.set_status(child.name, "unavailable", last_error="health check failed")
-                return
+                child.misses += 1
+                self.registry.set_status(child.name, "unavailable",
+                                         last_error=f"health check failed {child.misses} time(s)")
+                if child.misses < HUNG_AFTER_MISSES:
+                    return
+                log.warning("provider %s is alive but has not answered %d health checks: replacing it",
+                            child.name, child.misses)
+                child.proc.kill()
+                child.proc.wait()
+                child.misses = 0
             child.healthy = False
             if time.monotonic() < child.next_try:
                 return

@@ -157,3 +157,23 @@ def test_a_provider_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
         pid = embedded.supervisor.child("morph").proc.pid  # type: ignore[union-attr]
         time.sleep(1.0)
         assert alive({pid}) and embedded.health("morph")
+
+
+def test_a_hung_provider_is_replaced(tmp_path: Path) -> None:
+    from worldrt.host import Host
+
+    with Host(tmp_path / "w.duckdb", tmp_path) as embedded:
+        embedded.supervisor.health_interval_s = 0.2
+        child = embedded.supervisor.ensure("gensyn")
+        hung = child.proc.pid  # type: ignore[union-attr]
+        os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (child.proc.pid == hung or not embedded.health("gensyn")):
+                time.sleep(0.2)
+            assert child.proc.pid != hung and embedded.health("gensyn") and child.restarts == 1
+        finally:
+            try:
+                os.kill(hung, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
