@@ -82,3 +82,18 @@ def test_sigkill_of_the_daemon_takes_its_sandboxes_with_it(tmp_path: Path) -> No
     daemon.proc.wait()
     assert not _wait_gone(tree)
     daemon.stop()
+
+
+def test_the_next_daemon_removes_cgroups_a_killed_one_left(tmp_path: Path) -> None:
+    killed = ProviderDaemon("morph", state_dir=tmp_path / "a").start()
+    killed.stub.Start(pb.StartRequest())
+    assert killed.proc is not None
+    left = [p for p in Path("/sys/fs/cgroup").rglob(f"worldrt-morph-{killed.proc.pid}") if p.is_dir()]
+    if not left:
+        pytest.skip("no writable pids cgroup hierarchy here: instances are bounded by RLIMIT_NPROC instead")
+    killed.proc.kill()
+    killed.proc.wait()
+    killed.stop()
+    assert all(p.exists() for p in left), "a SIGKILLed daemon cannot clean up after itself"
+    with ProviderDaemon("morph", state_dir=tmp_path / "b"):
+        assert not any(p.exists() for p in left)

@@ -8,6 +8,7 @@ to RLIMIT_NPROC and process-group kills.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -22,6 +23,25 @@ def _usable(root: Path) -> bool:
     return controllers.exists() and "pids" in controllers.read_text().split() and os.access(root, os.W_OK)
 
 
+_OWNER = re.compile(r"^worldrt-(?:[a-z]+-)?(\d+)(?:-[a-z0-9]+)?$")
+
+
+def _remove_orphans(root: Path) -> None:
+    for entry in root.iterdir():
+        match = _OWNER.match(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        owner = int(match.group(1))
+        try:
+            os.kill(owner, 0)
+            continue  # its daemon is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        PidsCgroups(entry).close()
+
+
 class PidsCgroups:
     """A directory of cgroups owned by one daemon: one child cgroup per sandboxed process tree."""
 
@@ -30,10 +50,13 @@ class PidsCgroups:
 
     @classmethod
     def open(cls, name: str) -> "PidsCgroups | None":
+        """A cgroup directory ``name`` (which names the owning daemon's pid) under a usable pids hierarchy.
+        Directories left by daemons that died without cleaning up (SIGKILL) are removed first."""
         for root in _CANDIDATES:
             try:
                 if not root.is_dir() or not _usable(root):
                     continue
+                _remove_orphans(root)
                 base = root / name
                 base.mkdir(exist_ok=True)
                 if (root / "cgroup.controllers").exists():
