@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import _wire  # the agent runs as a script, so its directory is on sys.path
@@ -376,7 +377,8 @@ def _become_snapshot(chan: socket.socket, snapshot_id: str, workspace: str) -> N
         os._exit(0)
 
 
-def _serve_snapshot(chan: socket.socket, workspace: str) -> None:
+def _requests(chan: socket.socket, op: str, role: str) -> Iterator[dict[str, Any]]:
+    """The ``op`` requests arriving on ``chan`` until it closes; any other op is answered with an error."""
     while True:
         try:
             msg, fds, _ = _wire.recv(chan)
@@ -384,9 +386,14 @@ def _serve_snapshot(chan: socket.socket, workspace: str) -> None:
             return
         for fd in fds:
             os.close(fd)
-        if msg.get("op") != "branch":
-            _wire.send(chan, {"error": f"a snapshot only branches, not {msg.get('op')!r}"})
+        if msg.get("op") != op:
+            _wire.send(chan, {"error": f"{role} only answers {op}, not {msg.get('op')!r}"})
             continue
+        yield msg
+
+
+def _serve_snapshot(chan: socket.socket, workspace: str) -> None:
+    for msg in _requests(chan, "branch", "a snapshot"):
         _branch(chan, msg["children"], workspace)
 
 
@@ -429,16 +436,7 @@ def _branch(chan: socket.socket, children: list[dict[str, str]], workspace: str)
 
 
 def _serve_zygote(chan: socket.socket) -> None:
-    while True:
-        try:
-            msg, fds, _ = _wire.recv(chan)
-        except (_wire.ChannelClosed, OSError):
-            return
-        for fd in fds:
-            os.close(fd)
-        if msg.get("op") != "spawn":
-            _wire.send(chan, {"error": f"the zygote only spawns, not {msg.get('op')!r}"})
-            continue
+    for msg in _requests(chan, "spawn", "the zygote"):
         ours, theirs = socket.socketpair()
         try:
             pid = os.fork()
