@@ -79,8 +79,15 @@ class ShutdownReply(_message.Message):
     def __init__(self, instances_stopped: _Optional[int] = ..., snapshots_dropped: _Optional[int] = ...) -> None: ...
 
 class LinkConfig(_message.Message):
-    __slots__ = ("link_id", "source_component", "target_provider", "name", "interfaces", "values")
+    __slots__ = ("link_id", "source_component", "target_provider", "name", "interfaces", "values", "secrets")
     class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -93,13 +100,15 @@ class LinkConfig(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     link_id: str
     source_component: str
     target_provider: str
     name: str
     interfaces: _containers.RepeatedScalarFieldContainer[str]
     values: _containers.ScalarMap[str, str]
-    def __init__(self, link_id: _Optional[str] = ..., source_component: _Optional[str] = ..., target_provider: _Optional[str] = ..., name: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    secrets: _containers.ScalarMap[str, str]
+    def __init__(self, link_id: _Optional[str] = ..., source_component: _Optional[str] = ..., target_provider: _Optional[str] = ..., name: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., values: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LinkReply(_message.Message):
     __slots__ = ("link_id", "existed", "links")
@@ -140,16 +149,18 @@ class CapabilitiesReply(_message.Message):
     def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., trit: _Optional[int] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ..., languages: _Optional[_Iterable[str]] = ..., operations: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("memory_mb", "cpu_s", "processes", "file_size_mb")
+    __slots__ = ("memory_mb", "cpu_s", "processes", "file_size_mb", "disk_mb")
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CPU_S_FIELD_NUMBER: _ClassVar[int]
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_MB_FIELD_NUMBER: _ClassVar[int]
+    DISK_MB_FIELD_NUMBER: _ClassVar[int]
     memory_mb: int
     cpu_s: int
     processes: int
     file_size_mb: int
-    def __init__(self, memory_mb: _Optional[int] = ..., cpu_s: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_mb: _Optional[int] = ...) -> None: ...
+    disk_mb: int
+    def __init__(self, memory_mb: _Optional[int] = ..., cpu_s: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_mb: _Optional[int] = ..., disk_mb: _Optional[int] = ...) -> None: ...
 
 class StartRequest(_message.Message):
     __slots__ = ("image", "snapshot_id", "language", "ttl_s", "limits", "metadata")
