@@ -12,11 +12,28 @@ from worldrt.v1 import pb
 
 from . import _errors as err
 from ._provider import Call, Provider
-from .sandbox import Limits
-from .sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+from .sandbox import Done, InstanceEngine, Limits, LiveInstance, Output
 
-MAX_LIMITS = Limits(memory_mb=64 * 1024, cpu_s=24 * 3600, processes=4096, file_size_mb=64 * 1024)
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
+# What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.
+PARTIAL_OUTPUT_CHARS = 1536
+
+
+def machine_memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def max_limits(options: dict[str, str]) -> Limits:
+    """The largest limits a request may ask for: memory and disk (which lives in memory) within this
+    machine's, processes and cpu seconds within the operator's (``--set max_processes=...``)."""
+    memory = machine_memory_mb()
+    return Limits(memory_mb=memory, cpu_s=int(options.get("max_cpu_s", 3600)),
+                  processes=int(options.get("max_processes", 1024)), file_size_mb=memory,
+                  disk_mb=int(options.get("max_disk_mb", memory // 2)))
 
 
 def available_languages() -> list[str]:
@@ -35,21 +52,31 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def limits_from(request: pb.Limits | None) -> Limits:
+def limits_from(request: pb.Limits | None, maximum: Limits) -> Limits:
     """Limits from a request: 0 means the default; negative or above the maximum is an error."""
     default = Limits()
     if request is None:
         return default
     values = {}
-    for name in ("memory_mb", "cpu_s", "processes", "file_size_mb"):
+    for name in ("memory_mb", "cpu_s", "processes", "file_size_mb", "disk_mb"):
         given = getattr(request, name)
-        cap = getattr(MAX_LIMITS, name)
+        cap = getattr(maximum, name)
         if given < 0 or given > cap:
-            raise err.InvalidArgument(f"limits.{name} must be between 0 (default) and {cap}, got {given}")
+            raise err.InvalidArgument(f"limits.{name} must be between 0 (default) and {cap} on this machine, "
+                                      f"got {given}")
         values[name] = given or getattr(default, name)
     if values["memory_mb"] < 64:
         raise err.InvalidArgument("limits.memory_mb must be at least 64 (a Python interpreter needs it)")
+    if values["memory_mb"] + values["disk_mb"] > maximum.memory_mb:
+        raise err.InvalidArgument(f"limits.memory_mb + limits.disk_mb (the disk lives in memory) must fit this "
+                                  f"machine's {maximum.memory_mb} MiB, got {values['memory_mb'] + values['disk_mb']}")
     return Limits(**values)
+
+
+def _head(text: str) -> str:
+    if len(text) <= PARTIAL_OUTPUT_CHARS:
+        return text
+    return text[:PARTIAL_OUTPUT_CHARS] + f"\n[worldrt: {len(text) - PARTIAL_OUTPUT_CHARS} more characters not shown]\n"
 
 
 class SandboxedProvider(Provider):
@@ -58,6 +85,7 @@ class SandboxedProvider(Provider):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._languages = available_languages()
+        self.max_limits = max_limits(self.options.values)
 
     async def open(self) -> None:
         await self.engine.open()
@@ -73,7 +101,8 @@ class SandboxedProvider(Provider):
             instance_id=inst.id, provider_id=self.provider_id, snapshot_id=inst.snapshot_id, status=status,
             created_at=timestamp(inst.created_at), metadata=inst.metadata,
             limits=pb.Limits(memory_mb=inst.limits.memory_mb, cpu_s=inst.limits.cpu_s,
-                             processes=inst.limits.processes, file_size_mb=inst.limits.file_size_mb),
+                             processes=inst.limits.processes, file_size_mb=inst.limits.file_size_mb,
+                             disk_mb=inst.limits.disk_mb),
         )
 
     def check_language(self, language: str) -> str:
@@ -83,11 +112,10 @@ class SandboxedProvider(Provider):
                                       f"available: {', '.join(self._languages)}")
         return language
 
-    @staticmethod
-    def check_start(request: pb.StartRequest) -> Limits:
+    def check_start(self, request: pb.StartRequest) -> Limits:
         if request.ttl_s < 0:
             raise err.InvalidArgument("ttl_s must not be negative")
-        return limits_from(request.limits if request.HasField("limits") else None)
+        return limits_from(request.limits if request.HasField("limits") else None, self.max_limits)
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
         inst = await self.engine.stop(request.instance_id)
@@ -125,8 +153,8 @@ class SandboxedProvider(Provider):
                 else:
                     out[kind].append(getattr(event, kind))
         except err.ProviderError as exc:
-            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout="".join(out["stdout"]),
-                                         stderr="".join(out["stderr"]), error=exc.message)
+            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head("".join(out["stdout"])),
+                                         stderr=_head("".join(out["stderr"])), error=exc.message[:512])
             exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
             raise
         if result is None:

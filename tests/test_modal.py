@@ -14,6 +14,7 @@ from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
 from .conftest import alive, processes_under, run, status_of
+from .sandbox_probes import live_sandboxes
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +30,22 @@ def mstub(modal: ProviderDaemon):  # noqa: ANN201
 
 
 def _sandboxes(modal: ProviderDaemon) -> int:
-    root = modal.state_dir / "modal" / "sandboxes"
-    return sum(1 for p in root.iterdir() if p.is_dir()) if root.exists() else 0
+    return live_sandboxes(modal.state_dir / "modal")
 
 
 def test_one_shot_runs_leave_nothing_behind(mstub, modal: ProviderDaemon) -> None:
-    first = mstub.Execute(pb.ExecuteRequest(code="open('left.txt', 'w').write('x')\nimport os\nos.getcwd()"))
-    second = mstub.Execute(pb.ExecuteRequest(code="import os\nos.listdir('.'), os.getcwd()"))
-    listing, cwd = json.loads(second.value_json)
-    assert listing == [] and cwd != json.loads(first.value_json)
+    first = mstub.Execute(pb.ExecuteRequest(
+        code="open('left.txt', 'w').write('x')\nimport os\nos.environ['WORLDRT_INSTANCE_ID'], os.getuid()"))
+    second = mstub.Execute(pb.ExecuteRequest(
+        code="import os\nos.listdir('.'), os.environ['WORLDRT_INSTANCE_ID'], os.getuid()"))
+    listing, *who = json.loads(second.value_json)
+    assert listing == [] and who[0] != json.loads(first.value_json)[0] and who[1] != json.loads(first.value_json)[1]
     shell = mstub.Execute(pb.ExecuteRequest(code="echo hi; exit 4", language="shell"))
     assert (shell.stdout, shell.exit_code) == ("hi\n", 4)
     for _ in range(6):
         mstub.Execute(pb.ExecuteRequest(code="1"))
-    deadline = time.monotonic() + 5
-    while _sandboxes(modal) > 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while _sandboxes(modal) != 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _sandboxes(modal) == 2, "only the warm pool should remain"
 

@@ -44,7 +44,7 @@ def test_shell_runs_in_the_workspace(stub, instance: str) -> None:
     run(stub, instance, "open('note.txt', 'w').write('from python')")
     result = run(stub, instance, "cat note.txt; echo; pwd; echo bad >&2; exit 3", language="shell")
     lines = result.stdout.splitlines()
-    assert lines[0] == "from python" and lines[1].startswith("/workspace/")
+    assert lines[0] == "from python" and lines[1] == "/workspace"
     assert result.stderr == "bad\n" and result.exit_code == 3
 
 

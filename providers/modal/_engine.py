@@ -1,15 +1,15 @@
 """The sandbox pool, modal's local engine: pre-warmed sandboxes for one-shot runs and longer-lived ones.
 
 A one-shot Execute takes a warm sandbox, runs the code and ends the sandbox: nothing it did survives.
-Started sandboxes live until Stop, their idle timeout or their lifetime. Snapshots are of the
-workspace only (DISK_ONLY): a copy on the host that a later Start unpacks into a fresh sandbox.
+Started sandboxes live until Stop, their idle timeout or their lifetime. Snapshots are of the disk only
+(DISK_ONLY): the instance archives its own workspace and /tmp; a later Start unpacks the archive inside
+a fresh sandbox, as that sandbox's member.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,35 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import _errors as err
-from ..sandbox import Limits, Sandbox
-from ..sandbox._instances import Done, InstanceEngine, LiveInstance, Output, log, new_id
+from ..sandbox import (ArchiveTooLarge, ChannelClosed, Done, InstanceEngine, Limits, LiveInstance, Output,
+                       SandboxError, SandboxProcess, new_id)
+
+log = logging.getLogger("worldrt.modal")
 
 
 @dataclass
 class DiskSnapshot:
     id: str
     instance_id: str
-    path: Path
     size_bytes: int
+    files: int
     ttl_s: int
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
-
-
-def _copy_tree(source: Path, target: Path, uid: int | None = None, gid: int | None = None) -> int:
-    """Copy a workspace (symlinks kept as links), owned by ``uid`` when given; return the bytes copied."""
-    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-    total = 0
-    for root, dirs, files in os.walk(target):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            if uid is not None:
-                os.lchown(path, uid, gid if gid is not None else uid)
-            if name in files:
-                total += os.lstat(path).st_size
-    if uid is not None:
-        os.lchown(target, uid, gid if gid is not None else uid)
-    return total
 
 
 class SandboxPool(InstanceEngine):
@@ -55,7 +41,6 @@ class SandboxPool(InstanceEngine):
         super().__init__(state_dir, **options)
         self.snapshot_ttl_s = snapshot_ttl_s
         self.snapshots: dict[str, DiskSnapshot] = {}
-        self.snapshot_dir = state_dir / "snapshots"
 
     async def run_once(self, code: str, language: str, timeout_ms: int, env: dict[str, str],
                        limits: Limits) -> AsyncIterator[Output | Done]:
@@ -72,8 +57,13 @@ class SandboxPool(InstanceEngine):
         snap = self.snapshot_of(snapshot_id)
         snap.last_used = time.monotonic()
 
-        async def unpack(sandbox: Sandbox, iid: str) -> None:
-            await asyncio.to_thread(_copy_tree, snap.path, sandbox.host_path(iid), sandbox.uid, sandbox.uid)
+        async def unpack(proc: SandboxProcess) -> None:
+            if snap.files:
+                archive = self.archives.open(snap.id)
+                try:
+                    await proc.request({"op": "restore"}, [archive])
+                finally:
+                    os.close(archive)
 
         inst = await self.start(limits, ttl_s, metadata, prepare=unpack)
         inst.snapshot_id = snapshot_id
@@ -92,10 +82,14 @@ class SandboxPool(InstanceEngine):
             self.instance(iid)
             inst.touch()
             sid = new_id("s")
-            target = self.snapshot_dir / sid
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            size = await asyncio.to_thread(_copy_tree, inst.sandbox.host_path(iid), target)
-        snap = DiskSnapshot(sid, iid, target, size, ttl_s or self.snapshot_ttl_s)
+            try:
+                reply, _fds, _size = await self.archive(inst, sid, {"op": "archive"})
+            except ArchiveTooLarge as exc:
+                raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
+            except (SandboxError, ChannelClosed, OSError) as exc:
+                raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
+        files, size = self.disk_counts(reply, iid)
+        snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s)
         self.snapshots[sid] = snap
         return snap
 
@@ -103,7 +97,7 @@ class SandboxPool(InstanceEngine):
         snap = self.snapshots.pop(sid, None)
         if snap is not None:
             self.bury(sid, reason)
-            await asyncio.to_thread(shutil.rmtree, snap.path, True)
+            self.archives.drop(sid)
         return snap
 
     async def _close_more(self) -> None:

@@ -10,8 +10,7 @@ from .. import _errors as err
 from .._metering import PriceTable
 from .._provider import Call, ProviderOptions
 from .._sandboxed import SandboxedProvider, timestamp
-from ..sandbox import Limits
-from ..sandbox._instances import Done, Output
+from ..sandbox import Done, Limits, Output
 from ._engine import SandboxPool
 
 

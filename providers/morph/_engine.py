@@ -1,41 +1,38 @@
 """Infinibranch, morph's local engine: snapshots as frozen forks of live sandboxed interpreters.
 
-* Snapshot forks a frozen copy of the instance (memory is copy-on-write) and copies its workspace.
-* Branch forks ``count`` live instances from a snapshot, each with its own copy of the workspace and
-  freshly seeded random generators. Branches live in the sandbox of the instance they came from.
+* Snapshot forks a frozen copy of the instance (memory is copy-on-write); the copy archives the
+  instance's disk (workspace and /tmp) for its branches, and the sandbox prepares namespaces for them.
+* Branch forks ``count`` live instances from a snapshot. Each enters namespaces of its own under a
+  fresh uid, unpacks the disk, and is reseeded: branches share nothing with each other or the parent.
 * Merge keeps the oracle's winner and stops the rest. Unused snapshots are reaped like idle instances.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import _errors as err
-from ..sandbox import ChannelClosed, SandboxError, SandboxProcess
-from ..sandbox._instances import InstanceEngine, LiveInstance, Member, log, new_id
+from ..sandbox import (ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
+                       ReadyBudget, SandboxError, SandboxProcess, new_id)
+
+log = logging.getLogger("worldrt.morph")
+# Ready children of a snapshot nobody has branched for this long are let go.
+READY_IDLE_S = 60.0
+
 
 
 @dataclass
 class FrozenSnapshot(Member):
     instance_id: str = ""
     size_bytes: int = 0
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
+    files: int = 0
+    children: ReadyBranches | None = field(default=None, repr=False)
 
 
 def _rss_bytes(pid: int) -> int:
@@ -58,13 +55,16 @@ class Infinibranch(InstanceEngine):
         self.max_branches = max_branches
         self.snapshot_ttl_s = snapshot_ttl_s
         self.snapshots: dict[str, FrozenSnapshot] = {}
+        self.ready_budget = ReadyBudget()
+        # A snapshot moves into its own cgroup after Snapshot returns; its instance is not stopped before.
+        self._placing: dict[str, asyncio.Task[None]] = {}
 
     async def _close_more(self) -> None:
         for sid in list(self.snapshots):
             await self._drop_snapshot(sid, "the provider shut down")
 
     async def stop(self, member_id: str, reason: str = "stopped by Stop") -> Member:  # type: ignore[override]
-        """Stop an instance, or release a snapshot (its frozen process and workspace copy)."""
+        """Stop an instance, or release a snapshot (its frozen process and its disk archive)."""
         if member_id in self.snapshots:
             snap = self.snapshots[member_id]
             await self._drop_snapshot(member_id, "released by Stop")
@@ -86,17 +86,29 @@ class Infinibranch(InstanceEngine):
             self.instance(iid)
             inst.touch()
             sid = new_id("s")
-            sandbox = inst.sandbox
-
             try:
-                _reply, fds = await inst.proc.request(
-                    {"op": "snapshot", "snapshot_id": sid, "workspace": sandbox.inner_path(sid)})
+                _reply, fds, size = await self.archive(inst, sid, {"op": "snapshot", "snapshot_id": sid})
+                if len(fds) != 1:
+                    raise SandboxError("the instance answered snapshot without the snapshot's channel")
                 proc = await SandboxProcess.from_hello(fds[0], sid)
-                sandbox.adopt(proc, None)
+            except ArchiveTooLarge as exc:
+                raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
             except (SandboxError, ChannelClosed, OSError) as exc:
+                self.archives.drop(sid)
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
-        snap = FrozenSnapshot(sid, sandbox, proc, inst.limits, ttl_s or self.snapshot_ttl_s, instance_id=iid)
-        snap.size_bytes = _dir_bytes(sandbox.host_path(sid)) + _rss_bytes(proc.pid)
+            if "error" in proc.hello:
+                proc.close()
+                self.archives.drop(sid)
+                raise err.Aborted(f"snapshot of {iid} failed: {str(proc.hello['error'])[:300]}")
+            inst.sandbox.members.add(proc.key)
+            self._placing[iid] = asyncio.create_task(self._place(inst, proc, self._placing.get(iid)))
+        self.uids.hold(inst.lineage.uid)
+        snap = FrozenSnapshot(sid, inst.sandbox, proc, inst.limits, ttl_s or self.snapshot_ttl_s, inst.lineage,
+                              instance_id=iid, files=self.disk_counts(proc.hello, sid)[0])
+        snap.size_bytes = size + _rss_bytes(proc.pid)
+        snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
+                                      lambda: self.archives.open(sid) if snap.files else None, self.ready_budget)
+        snap.children.fill_soon()
         self.snapshots[sid] = snap
         return snap
 
@@ -109,35 +121,26 @@ class Infinibranch(InstanceEngine):
         snap = self.snapshot_of(sid)
         self.check_room(count)
         snap.touch()
-        sandbox = snap.sandbox
-        children = [{"iid": new_id("i"), "workspace": ""} for _ in range(count)]
-        for child in children:
-            child["workspace"] = sandbox.inner_path(child["iid"])
-
-        procs: list[SandboxProcess] = []
-        errors: list[dict[str, Any]] = []
+        assert snap.children is not None
         try:
-            async for reply, fds in snap.proc.replies({"op": "branch", "children": children}):
-                errors.extend(reply.get("errors", []))
-                for iid, fd in zip(reply.get("iids", []), fds):
-                    try:
-                        procs.append(await SandboxProcess.from_hello(fd, iid))
-                    except (SandboxError, ChannelClosed, OSError) as exc:
-                        errors.append({"iid": iid, "message": f"branch did not come up: {exc}"})
-        except (SandboxError, ChannelClosed, OSError) as exc:
-            for proc in procs:
-                await sandbox.kill(proc)
-            raise err.Aborted(f"branching snapshot {sid} failed: {exc}") from exc
-        await asyncio.to_thread(lambda: [sandbox.adopt(proc, snap.limits.processes) for proc in procs])
-        index = {c["iid"]: i for i, c in enumerate(children)}
-        for error in errors:
-            error["index"] = index.get(error.get("iid", ""), error.get("index", 0))
+            ready, failures = await snap.children.take(count)
+        except SandboxError as exc:
+            raise err.FailedPrecondition(f"cannot branch snapshot {sid}: {exc}") from exc
+        if sid not in self.snapshots:  # released while its children were being made
+            for branch in ready:
+                await snap.sandbox.kill(branch.proc)
+            raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}")
         made = []
-        for proc in procs:
-            inst = LiveInstance(proc.key, sandbox, proc, snap.limits, ttl_s or self.default_ttl_s, snapshot_id=sid,
-                                metadata=dict(metadata or {}))
-            self.instances[proc.key] = inst
+        for branch in ready:
+            self.uids.hold(branch.lineage.uid)
+            inst = LiveInstance(branch.proc.key, snap.sandbox, branch.proc, snap.limits, ttl_s or self.default_ttl_s,
+                                branch.lineage, snapshot_id=sid, metadata=dict(metadata or {}))
+            self.instances[inst.id] = inst
             made.append(inst)
+        missing = count - len(made)
+        messages = failures[:missing] + ["the branch did not come up (see the provider's log)"] * (missing - len(failures))
+        errors = [{"index": len(made) + i, "message": message} for i, message in enumerate(messages)]
+        snap.children.fill_soon()
         return made, errors
 
     async def merge(self, ids: list[str], rule: str, scores: dict[str, float], winner_id: str) -> LiveInstance:
@@ -173,12 +176,28 @@ class Infinibranch(InstanceEngine):
         if snap is None:
             return
         self.bury(sid, reason)
+        if snap.children is not None:
+            await snap.children.close()
+        self.archives.drop(sid)
         await self.release(snap)
 
+    @staticmethod
+    async def _place(inst: LiveInstance, proc: SandboxProcess, after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        await asyncio.to_thread(inst.sandbox.place, proc, inst.limits.processes, inst.limits.cgroup_memory_bytes)
+
+    async def release(self, member: Member) -> None:
+        placing = self._placing.pop(member.id, None)
+        if placing is not None:
+            await asyncio.gather(placing, return_exceptions=True)
+        await super().release(member)
 
     async def reap(self, now: float) -> None:
         await super().reap(now)
         for snap in list(self.snapshots.values()):
+            if snap.children is not None and snap.children.ready and now - snap.last_used > READY_IDLE_S:
+                await snap.children.trim()
             if snap.expired(now):
                 log.info("reaping unused snapshot %s", snap.id)
                 await self._drop_snapshot(snap.id, f"unused for more than its ttl of {snap.ttl_s} s")

@@ -1,4 +1,9 @@
-"""The bubblewrap command line that builds one sandbox."""
+"""The bubblewrap command line that builds one sandbox.
+
+Only system directories and the interpreter are bound in (read-only); the agent's files and its seccomp
+filters are copied in from memory, so no path of the daemon's state appears inside. A member's
+/workspace, /tmp and /dev/shm are a tmpfs the zygote mounts when it spawns the member.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import _seccomp
+
 AGENT_DIR = Path(__file__).resolve().parent
 AGENT_MOUNT = "/opt/worldrt"
-WORKSPACE_MOUNT = "/workspace"
+AGENT_FILES = ("agent.py", "_wire.py", "_linux.py")
 # Only what programs need to run: no /home, /root, /etc/shadow or host sockets are visible inside.
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = (
-    "/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
-    "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
+    "/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+    "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 )
-# /tmp is private to the sandbox and lives in memory, so it is capped.
-TMP_BYTES = 256 * 1024 * 1024
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -43,17 +48,35 @@ def _parents(path: str) -> list[str]:
     return out
 
 
-def command(workspace_root: Path, channel_fd: int, uid: int, gid: int, nproc: int) -> list[str]:
-    """argv that starts the agent as the zygote of a new sandbox whose workspace root is ``workspace_root``."""
-    argv = [bwrap_path(), "--die-with-parent", "--new-session",
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def agent_fds() -> dict[str, int]:
+    """Fresh descriptors holding what is copied into the sandbox: each is read once by bwrap."""
+    fds = {f"{AGENT_MOUNT}/{name}": _memfd(name, (AGENT_DIR / name).read_bytes()) for name in AGENT_FILES}
+    fds[f"{AGENT_MOUNT}/member.bpf"] = _memfd("member.bpf", _seccomp.member_filter())
+    fds["seccomp"] = _memfd("sandbox.bpf", _seccomp.sandbox_filter())
+    return fds
+
+
+def command(label: str, channel_fd: int, nproc: int, files: dict[str, int]) -> list[str]:
+    """argv that starts the agent as the zygote of a new sandbox. ``label`` is bwrap's argv[0], so a
+    sandbox can be told apart in the host's process list; it does not reach inside."""
+    argv = [label, "--die-with-parent", "--new-session",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", "sandbox", "--clearenv",
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev",
             "--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl",
-            "--perms", "0755", "--dir", "/opt"]
+            "--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", AGENT_MOUNT,
+            "--perms", "0755", "--dir", "/.disk", "--perms", "0755", "--dir", "/workspace",
+            "--perms", "1777", "--dir", "/tmp"]
     if os.geteuid() != 0:
-        # Unprivileged daemons get a user namespace; as root the agent drops to ``uid`` itself.
-        argv += ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
+        raise PermissionError("the sandbox engine runs as root: it gives each member a uid, cgroups and namespaces "
+                              "of its own (run the provider daemon as root)")
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -65,12 +88,14 @@ def command(workspace_root: Path, channel_fd: int, uid: int, gid: int, nproc: in
     for root in python_roots():
         if not root.startswith("/usr/"):
             argv += _parents(root) + ["--ro-bind", root, root]
-    argv += ["--ro-bind", str(AGENT_DIR), AGENT_MOUNT,
-             "--bind", str(workspace_root), WORKSPACE_MOUNT,
-             "--chdir", WORKSPACE_MOUNT,
-             "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", WORKSPACE_MOUNT,
+    for dest, fd in files.items():
+        if dest != "seccomp":
+            argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
+    argv += ["--seccomp", str(files["seccomp"]),
+             "--chdir", "/",
+             "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/workspace",
              "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
              "--setenv", "PYTHONUNBUFFERED", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
              "--", os.path.realpath(sys.executable) if sys.prefix == sys.base_prefix else sys.executable,
-             f"{AGENT_MOUNT}/agent.py", str(channel_fd), str(uid), str(gid), str(nproc)]
+             f"{AGENT_MOUNT}/agent.py", str(channel_fd), str(nproc)]
     return argv

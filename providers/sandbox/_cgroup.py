@@ -1,8 +1,9 @@
-"""Per-process pids cgroups: an exact process bound per instance and a kill that reaches every descendant.
+"""Per-member cgroups: an exact bound on processes and memory, a fair share of cpu, and a kill that
+reaches every descendant.
 
-Uses the cgroup v2 ``pids`` controller where it is enabled, else the v1 ``pids`` hierarchy. Without a
-writable hierarchy (an unprivileged daemon) ``PidsCgroups.open`` returns None and the sandbox falls back
-to RLIMIT_NPROC and process-group kills.
+Uses the cgroup v2 controllers where they are enabled, else the v1 ``pids``, ``memory`` and ``cpu``
+hierarchies, each where it is writable. Every daemon owns one directory per hierarchy, named for its
+pid; directories of daemons that died without cleaning up (SIGKILL) are removed when the next opens.
 """
 
 from __future__ import annotations
@@ -11,105 +12,193 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-_CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/pids"))
-
-
-def _usable(root: Path) -> bool:
-    if (root / "pids.max").exists() or (root / "cgroup.procs").exists() and root.name == "pids":
-        return os.access(root, os.W_OK)
-    controllers = root / "cgroup.controllers"
-    return controllers.exists() and "pids" in controllers.read_text().split() and os.access(root, os.W_OK)
-
-
 _OWNER = re.compile(r"^worldrt-(?:[a-z]+-)?(\d+)(?:-[a-z0-9]+)?$")
+CONTROLLERS = ("pids", "memory", "cpu")
+
+
+@dataclass(frozen=True)
+class _Hierarchy:
+    root: Path
+    controllers: tuple[str, ...]
+    unified: bool
+
+
+def _mounts() -> list[tuple[Path, str, set[str]]]:
+    """(mount point, fs type, options) of every cgroup file system mounted here."""
+    found = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 3 and parts[2] in ("cgroup", "cgroup2"):
+                    found.append((Path(parts[1]), parts[2], set(parts[3].split(","))))
+    except OSError:
+        pass
+    return found
+
+
+def _find() -> list[_Hierarchy]:
+    """Where each controller can be used: a unified (v2) hierarchy that has it, else its v1 hierarchy."""
+    found: list[_Hierarchy] = []
+    missing = set(CONTROLLERS)
+    mounts = _mounts()
+    for root, fstype, _options in mounts:
+        if fstype != "cgroup2" or not os.access(root, os.W_OK):
+            continue
+        try:
+            enabled = set((root / "cgroup.controllers").read_text().split())
+        except OSError:
+            continue
+        have = tuple(c for c in CONTROLLERS if c in enabled and c in missing)
+        if have:
+            found.append(_Hierarchy(root, have, True))
+            missing -= set(have)
+    for root, fstype, options in mounts:
+        have = tuple(c for c in CONTROLLERS if c in options and c in missing)
+        if fstype == "cgroup" and have and os.access(root, os.W_OK):
+            found.append(_Hierarchy(root, have, False))
+            missing -= set(have)
+    return found
 
 
 def _remove_orphans(root: Path) -> None:
-    for entry in root.iterdir():
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
         match = _OWNER.match(entry.name)
         if match is None or not entry.is_dir():
             continue
-        owner = int(match.group(1))
         try:
-            os.kill(owner, 0)
+            os.kill(int(match.group(1)), 0)
             continue  # its daemon is alive
         except ProcessLookupError:
             pass
         except PermissionError:
             continue
-        PidsCgroups(entry).close()
+        _remove_tree(entry)
 
 
-class PidsCgroups:
-    """A directory of cgroups owned by one daemon: one child cgroup per sandboxed process tree."""
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
+
+def _kill_and_remove(path: Path, unified: bool) -> None:
+    if not path.exists():
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if unified and (path / "cgroup.kill").exists():
+            try:
+                (path / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+        pids = _pids(path)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.002)
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_tree(base: Path) -> None:
+    for child in base.iterdir() if base.is_dir() else ():
+        if child.is_dir():
+            _kill_and_remove(child, True)
+    try:
+        base.rmdir()
+    except OSError:
+        pass
+
+
+class Cgroups:
+    """The cgroup directories of one daemon: one child cgroup per sandboxed member in each hierarchy."""
+
+    def __init__(self, name: str, hierarchies: list[_Hierarchy]) -> None:
+        self.name = name
+        self._hierarchies = hierarchies
 
     @classmethod
-    def open(cls, name: str) -> "PidsCgroups | None":
-        """A cgroup directory ``name`` (which names the owning daemon's pid) under a usable pids hierarchy.
-        Directories left by daemons that died without cleaning up (SIGKILL) are removed first."""
-        for root in _CANDIDATES:
+    def open(cls, name: str) -> "Cgroups":
+        """This daemon's cgroups (``name`` names its pid); an object with no hierarchy where none is writable."""
+        usable = []
+        for hierarchy in _find():
             try:
-                if not root.is_dir() or not _usable(root):
-                    continue
-                _remove_orphans(root)
-                base = root / name
+                _remove_orphans(hierarchy.root)
+                base = hierarchy.root / name
                 base.mkdir(exist_ok=True)
-                if (root / "cgroup.controllers").exists():
-                    (base / "cgroup.subtree_control").write_text("+pids")
-                return cls(base)
+                if hierarchy.unified:
+                    (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in hierarchy.controllers))
+                usable.append(hierarchy)
             except OSError:
                 continue
-        return None
+        return cls(name, usable)
 
-    def create(self, key: str, max_pids: int | None) -> Path:
-        path = self.base / key
-        path.mkdir(exist_ok=True)
-        (path / "pids.max").write_text("max" if max_pids is None else str(max_pids))
-        return path
+    @property
+    def controllers(self) -> list[str]:
+        return sorted(c for h in self._hierarchies for c in h.controllers)
+
+    def create(self, key: str, max_pids: int | None, memory_bytes: int | None) -> None:
+        """A cgroup for ``key`` with its limits, in every hierarchy (before any process joins it)."""
+        for h in self._hierarchies:
+            path = h.root / self.name / key
+            path.mkdir(exist_ok=True)
+            if "pids" in h.controllers:
+                (path / "pids.max").write_text("max" if max_pids is None else str(max_pids))
+            if "memory" in h.controllers and memory_bytes is not None:
+                if h.unified:
+                    (path / "memory.max").write_text(str(memory_bytes))
+                    if (path / "memory.swap.max").exists():
+                        (path / "memory.swap.max").write_text("0")
+                else:
+                    (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                    swap = path / "memory.memsw.limit_in_bytes"
+                    if swap.exists():
+                        swap.write_text(str(memory_bytes))
 
     def add(self, key: str, pid: int) -> None:
-        (self.base / key / "cgroup.procs").write_text(str(pid))
+        for h in self._hierarchies:
+            (h.root / self.name / key / "cgroup.procs").write_text(str(pid))
+
+    def memory_peak(self, key: str) -> int | None:
+        """Most memory the member's processes used at once (bytes), where the kernel reports it."""
+        for h in self._hierarchies:
+            if "memory" in h.controllers:
+                name = "memory.peak" if h.unified else "memory.max_usage_in_bytes"
+                try:
+                    return int((h.root / self.name / key / name).read_text())
+                except (OSError, ValueError):
+                    return None
+        return None
 
     def kill(self, key: str) -> None:
-        """SIGKILL every process in the cgroup (forks are frozen out first) and remove it."""
-        path = self.base / key
-        if not path.exists():
-            return
-        try:
-            (path / "pids.max").write_text("0")
-        except OSError:
-            pass
-        kill_file = path / "cgroup.kill"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if kill_file.exists():
-                kill_file.write_text("1")
-            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-            if not pids:
-                break
-            for pid in pids:
+        """SIGKILL every process of ``key`` (forks are stopped first where pids allows) and remove it."""
+        for h in self._hierarchies:
+            path = h.root / self.name / key
+            if "pids" in h.controllers and path.exists():
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    (path / "pids.max").write_text("0")
+                except OSError:
                     pass
-            time.sleep(0.002)
-        try:
-            path.rmdir()
-        except OSError:
-            pass
+        for h in self._hierarchies:
+            _kill_and_remove(h.root / self.name / key, h.unified)
 
     def close(self) -> None:
-        if not self.base.exists():
-            return
-        for child in self.base.iterdir():
-            if child.is_dir():
-                self.kill(child.name)
-        try:
-            self.base.rmdir()
-        except OSError:
-            pass
+        for h in self._hierarchies:
+            base = h.root / self.name
+            if base.exists():
+                _remove_tree(base)

@@ -1,9 +1,11 @@
 """Live instances in sandboxes: the part morph and modal share.
 
 A pool of pre-started sandboxes (bubblewrap + a zygote that already loaded Python) makes Start fast;
-each Start takes a sandbox of its own and forks an instance from its zygote. Execute streams output
-and honours its timeout (interrupt, then stop the instance if the code ignores the interrupt). Idle
-members are reaped; a sandbox ends when its last member is gone. Calls on stopped ids say why.
+each Start takes a sandbox of its own and spawns its member under a fresh uid. Execute streams output
+and honours its timeout (interrupt, then stop the instance if the code ignores the interrupt). The
+daemon trusts nothing the instance sends: frames are checked, output is capped here as well as inside,
+and an instance that breaks the protocol is stopped. Idle members are reaped; a sandbox ends when its
+last member is gone. Calls on stopped ids say why.
 """
 
 from __future__ import annotations
@@ -14,33 +16,41 @@ import os
 import secrets
 import signal
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import _errors as err
-from ._cgroup import PidsCgroups
-from ._process import ChannelClosed, SandboxError, SandboxProcess
+from . import _frames
+from ._archive import OVERHEAD_BYTES, ArchiveStore, ArchiveTooLarge
+from ._branches import Lineage
+from ._cgroup import Cgroups
+from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
 from ._sandbox import Limits, Sandbox
+from ._uids import ALLOCATOR
 
 log = logging.getLogger("worldrt.sandbox")
 
 DEFAULT_TIMEOUT_MS = 300_000
 INTERRUPT_GRACE_S = 1.0
 _TOMBSTONES = 100_000
+# Output the daemon takes from one run: what the agent keeps (2 MiB) and its truncation note, with room.
+MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
+SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
 
 
 @dataclass
 class Member:
-    """Something that lives in a sandbox: a live instance or a frozen snapshot."""
+    """Something that lives in a sandbox: a live instance, a frozen snapshot or a worker."""
 
     id: str
     sandbox: Sandbox
     proc: SandboxProcess
     limits: Limits
     ttl_s: int
+    lineage: Lineage
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
@@ -60,6 +70,15 @@ class LiveInstance(Member):
 
 
 @dataclass(frozen=True)
+class Warm:
+    """A pre-started sandbox with its member spawned (default limits), waiting for a Start."""
+
+    sandbox: Sandbox
+    proc: SandboxProcess
+    uid: int
+
+
+@dataclass(frozen=True)
 class Output:
     stream: str  # "stdout" or "stderr"
     text: str
@@ -74,13 +93,35 @@ def new_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(6)}"
 
 
+class OutputFlood(ProtocolError):
+    """An instance sent more output in one run than any honest run can."""
+
+
+class UidRefs:
+    """A uid is free again when the last member running as it is gone (an instance shares its uid with
+    its snapshots)."""
+
+    def __init__(self) -> None:
+        self._refs: Counter[int] = Counter()
+
+    def hold(self, uid: int) -> None:
+        self._refs[uid] += 1
+
+    def drop(self, uid: int) -> None:
+        self._refs[uid] -= 1
+        if self._refs[uid] <= 0:
+            del self._refs[uid]
+            ALLOCATOR.release(uid)
+
+
 class InstanceEngine:
     """Instances in sandboxes. Subclasses add what their provider does beyond start/execute/stop."""
 
     provider_id = "sandbox"
 
     def __init__(self, state_dir: Path, *, pool_size: int = 2, max_instances: int = 2048,
-                 default_ttl_s: int = 3600, max_lifetime_s: int = 0, reap_interval_s: float = 1.0) -> None:
+                 default_ttl_s: int = 3600, max_lifetime_s: int = 0, reap_interval_s: float = 1.0,
+                 snapshot_budget_bytes: int = SNAPSHOT_BUDGET_BYTES) -> None:
         self.state_dir = state_dir
         self.pool_size = pool_size
         self.max_instances = max_instances
@@ -88,16 +129,19 @@ class InstanceEngine:
         self.max_lifetime_s = max_lifetime_s
         self.reap_interval_s = reap_interval_s
         self.instances: dict[str, LiveInstance] = {}
+        self.archives = ArchiveStore(state_dir / "snapshots", snapshot_budget_bytes)
+        self.uids = UidRefs()
         self._gone: OrderedDict[str, str] = OrderedDict()
-        self._pool: list[Sandbox] = []
+        self._pool: list[Warm] = []
         self._refilling: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self.cgroups: PidsCgroups | None = None
+        self.cgroups = Cgroups("unopened", [])
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.cgroups = PidsCgroups.open(f"worldrt-{self.provider_id}-{os.getpid()}")
+        self.state_dir.chmod(0o700)
+        self.cgroups = Cgroups.open(f"worldrt-{self.provider_id}-{os.getpid()}")
         await self._refill()
         self._reaper = asyncio.create_task(self._reap_forever())
 
@@ -112,10 +156,9 @@ class InstanceEngine:
             await self.drop_instance(iid, "the provider shut down")
         await self._close_more()
         pool, self._pool = self._pool, []
-        for sandbox in pool:
-            await sandbox.close()
-        if self.cgroups:
-            await asyncio.to_thread(self.cgroups.close)
+        for warm in pool:
+            await self._discard(warm)
+        await asyncio.to_thread(self.cgroups.close)
         return stopped
 
     async def _close_more(self) -> None:
@@ -123,32 +166,82 @@ class InstanceEngine:
 
     @property
     def isolation(self) -> dict[str, Any]:
-        return {"sandbox": "bubblewrap", "network": "none", "system_dirs": "read-only",
-                "pid_namespace": True, "rlimits": ["memory", "cpu", "file_size"],
-                "process_limit": "pids cgroup per instance" if self.cgroups else "RLIMIT_NPROC per sandbox"}
+        return {"sandbox": "bubblewrap", "network": "none (a loopback of its own)", "system_dirs": "read-only",
+                "uid": "one per instance and per branch, unique among live sandboxes on the machine",
+                "namespaces": "pid, mount, network, ipc and uts per sandbox; user, mount, network and ipc "
+                              "per branch",
+                "disk": "workspace, /tmp and /dev/shm on a tmpfs of the instance's disk quota, in memory",
+                "seccomp": "no keyrings, io_uring, bpf, ptrace, modules, perf, userfaultfd or new namespaces",
+                "cgroups": self.cgroups.controllers, "rlimits": ["memory", "cpu", "file_size"]}
 
     # pool --------------------------------------------------------------------------------------
     async def _new_sandbox(self) -> Sandbox:
         return await asyncio.to_thread(Sandbox.start, new_id("sb"), self.state_dir, self.cgroups)
 
+    async def _warm(self) -> Warm:
+        """A started sandbox whose member (with the default limits) is already spawned and placed."""
+        sandbox = await self._new_sandbox()
+        uid = ALLOCATOR.take()
+        try:
+            proc = await self._spawn(sandbox, new_id("i"), uid, Limits())
+        except BaseException:
+            ALLOCATOR.release(uid)
+            await sandbox.close()
+            raise
+        return Warm(sandbox, proc, uid)
+
+    async def _spawn(self, sandbox: Sandbox, iid: str, uid: int, limits: Limits) -> SandboxProcess:
+        proc = await sandbox.spawn(iid, uid, limits)
+        sandbox.members.add(proc.key)
+        try:
+            await asyncio.to_thread(sandbox.place, proc, limits.processes, limits.cgroup_memory_bytes)
+        except BaseException:
+            await sandbox.kill(proc)
+            raise
+        return proc
+
     async def _refill(self) -> None:
         while len(self._pool) < self.pool_size:
-            self._pool.append(await self._new_sandbox())
+            try:
+                self._pool.append(await self._warm())
+            except (SandboxError, ChannelClosed, OSError) as exc:
+                log.error("could not pre-start a sandbox: %s", exc)
+                return
 
     def _schedule_refill(self) -> None:
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.create_task(self._refill())
 
-    async def take_sandbox(self) -> tuple[Sandbox, bool]:
-        """A sandbox of its own for a new instance: (sandbox, came warm from the pool)."""
+    async def take_member(self, limits: Limits) -> tuple[Sandbox, SandboxProcess, int]:
+        """A sandbox of its own for a new instance, with its member spawned under a fresh uid: from the warm
+        pool when the limits are the default ones, else spawned now."""
         while self._pool:
-            sandbox = self._pool.pop()
-            if sandbox.alive:
-                self._schedule_refill()
-                return sandbox, True
+            warm = self._pool.pop()
+            self._schedule_refill()
+            if not warm.sandbox.alive:
+                await self._discard(warm)
+                continue
+            if limits == Limits():
+                return warm.sandbox, warm.proc, warm.uid
+            # Other limits: the same sandbox, its member spawned again with them.
+            await warm.sandbox.kill(warm.proc)
+            ALLOCATOR.release(warm.uid)
+            sandbox = warm.sandbox
+            break
+        else:
+            self._schedule_refill()
+            sandbox = await self._new_sandbox()
+        uid = ALLOCATOR.take()
+        try:
+            return sandbox, await self._spawn(sandbox, new_id("i"), uid, limits), uid
+        except BaseException:
+            ALLOCATOR.release(uid)
             await sandbox.close()
-        self._schedule_refill()
-        return await self._new_sandbox(), False
+            raise
+
+    async def _discard(self, warm: Warm) -> None:
+        await warm.sandbox.close()
+        ALLOCATOR.release(warm.uid)
 
     # lookups -----------------------------------------------------------------------------------
     def bury(self, member_id: str, reason: str) -> None:
@@ -174,20 +267,26 @@ class InstanceEngine:
 
     # operations --------------------------------------------------------------------------------
     async def start(self, limits: Limits, ttl_s: int, metadata: dict[str, str],
-                    prepare: Any = None) -> LiveInstance:
-        """Start an instance in a sandbox of its own; ``prepare(sandbox, iid)`` may fill its workspace first."""
+                    prepare: Callable[[SandboxProcess], Awaitable[None]] | None = None) -> LiveInstance:
+        """Start an instance in a sandbox of its own; ``prepare(proc)`` may fill its disk before it is used."""
         self.check_room(1)
-        sandbox, _warm = await self.take_sandbox()
-        iid = new_id("i")
+        try:
+            sandbox, proc, uid = await self.take_member(limits)
+        except (SandboxError, ChannelClosed, OSError) as exc:
+            raise err.Unavailable(f"could not start an instance: {exc}") from exc
         try:
             if prepare is not None:
-                await prepare(sandbox, iid)
-            proc = await sandbox.spawn(iid, limits)
+                await prepare(proc)
         except (SandboxError, ChannelClosed, OSError) as exc:
             await sandbox.close()
+            ALLOCATOR.release(uid)
+            if isinstance(exc, ArchiveTooLarge):
+                raise err.ResourceExhausted(str(exc)) from exc
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
-        inst = LiveInstance(iid, sandbox, proc, limits, ttl_s or self.default_ttl_s, metadata=metadata)
-        self.instances[iid] = inst
+        self.uids.hold(uid)
+        inst = LiveInstance(proc.key, sandbox, proc, limits, ttl_s or self.default_ttl_s, Lineage(uid, uid),
+                            metadata=metadata)
+        self.instances[inst.id] = inst
         return inst
 
     async def stop(self, iid: str, reason: str = "stopped by Stop") -> LiveInstance:
@@ -223,24 +322,33 @@ class InstanceEngine:
 
             timer = loop.call_later(timeout_s, on_deadline)
             finished = False
+            written = 0
             try:
                 await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env})
                 while True:
-                    frame, _fds = await inst.proc.recv()
-                    event = frame.get("ev")
-                    if event in ("stdout", "stderr"):
-                        yield Output(event, frame["d"])
+                    frame, _ = await inst.proc.recv()
+                    event, payload = _frames.output_or_done(frame, f"instance {iid}")
+                    if event != "done":
+                        written += len(payload)
+                        if written > MAX_RUN_OUTPUT:
+                            raise OutputFlood(f"instance {iid} wrote more than {MAX_RUN_OUTPUT} characters of "
+                                                f"output in one run, past the 2 MiB every run is cut at")
+                        yield Output(event, payload)
                         continue
                     finished = True
-                    if event != "done":
-                        raise err.Aborted(f"instance {iid} answered {frame!r} instead of a result")
-                    if frame.get("interrupted"):
+                    if payload["interrupted"]:
                         raise err.DeadlineExceeded(
                             f"code ran past its timeout of {timeout_s * 1000:.0f} ms and was interrupted; "
                             f"instance {iid} is still running with its state")
                     inst.touch()
-                    yield Done(frame)
+                    yield Done(payload)
                     return
+            except ProtocolError as exc:
+                finished = True
+                await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
+                if isinstance(exc, OutputFlood):
+                    raise err.ResourceExhausted(f"{exc}; the instance is stopped") from None
+                raise err.Aborted(f"{exc}; the instance is stopped") from None
             except (ChannelClosed, OSError, SandboxError) as exc:
                 finished = True
                 if phase == "unresponsive":
@@ -262,10 +370,42 @@ class InstanceEngine:
         inst.proc.signal(signal.SIGINT)
         try:
             async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while (await inst.proc.recv())[0].get("ev") != "done":
-                    pass
+                while True:
+                    event, _ = _frames.output_or_done((await inst.proc.recv())[0], f"instance {inst.id}")
+                    if event == "done":
+                        return
         except (TimeoutError, ChannelClosed, OSError, SandboxError):
             await self.drop_instance(inst.id, "its code ran on after its caller went away")
+
+    async def archive(self, member: Member, name: str, op: dict[str, Any]) -> tuple[dict[str, Any], list[int], int]:
+        """Have ``member`` archive its disk (``op`` is its request) into the store under ``name``: (its
+        reply, the descriptor that came with it (a snapshot's channel), the archive's size)."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        receiving = asyncio.create_task(
+            self.archives.receive(name, read_end, member.limits.disk_bytes + OVERHEAD_BYTES))
+        try:
+            try:
+                await member.proc.send(op, [write_end])
+            finally:
+                os.close(write_end)
+            reply, fds = await member.proc.recv(max_fds=1)
+            _frames.ok(reply, member.id, op["op"])
+            try:
+                async with asyncio.timeout(60):
+                    size = await asyncio.shield(receiving)
+            except TimeoutError:
+                raise SandboxError("the archive of the disk did not end within 60 s") from None
+        except BaseException:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+            self.archives.drop(name)
+            raise
+        return reply, fds, size
+
+    @staticmethod
+    def disk_counts(frame: dict[str, Any], who: str) -> tuple[int, int]:
+        """(entries, file bytes) an archive reply claims, checked (they only describe the member's own disk)."""
+        return _frames.count(frame, "files", who), _frames.count(frame, "bytes", who)
 
     # teardown ----------------------------------------------------------------------------------
     async def drop_instance(self, iid: str, reason: str) -> None:
@@ -278,6 +418,7 @@ class InstanceEngine:
     async def release(self, member: Member) -> None:
         sandbox = member.sandbox
         await sandbox.kill(member.proc)
+        self.uids.drop(member.lineage.uid)
         if not sandbox.members:
             await sandbox.close()
 
@@ -299,3 +440,4 @@ class InstanceEngine:
             elif self.max_lifetime_s and now - inst.born > self.max_lifetime_s:
                 log.info("ending instance %s at its lifetime", inst.id)
                 await self.drop_instance(inst.id, f"reached its maximum lifetime of {self.max_lifetime_s} s")
+

@@ -1,7 +1,9 @@
 """Daemon-side handle of one process inside a sandbox: its channel, read and written on the event loop.
 
-The channel is a non-blocking unix socket. Frames (and the descriptors that ride on them) are read
-with ``recvmsg`` when the loop says the socket is readable, so a call costs no thread hop.
+The channel is a non-blocking unix socket. Nothing the process sends is trusted: a frame is at most
+``MAX_FRAME`` bytes and must decode to a JSON object (else ProtocolError); descriptors are accepted
+only by a read that expects them, and only as many as it expects (the kernel discards the rest before
+they reach this process); credentials are read once, from the hello.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from typing import Any
 from . import _wire
 
 ChannelClosed = _wire.ChannelClosed
-_ANC_SPACE = socket.CMSG_SPACE(4 * 253)
+# The largest frame a sandboxed process may send: an output chunk or a result of at most 1 MiB of JSON.
+MAX_FRAME = 4 * 1024 * 1024
+_READ = 262144
+_CREDS_SPACE = socket.CMSG_SPACE(12)
+_MSG_CMSG_CLOEXEC = 0x40000000
 
 
 class SandboxError(RuntimeError):
     """A process in a sandbox could not do what it was asked (its message says why)."""
+
+
+class ProtocolError(SandboxError):
+    """A process in a sandbox sent something the protocol does not allow; it is not trusted further."""
 
 
 class SandboxProcess:
@@ -34,9 +44,11 @@ class SandboxProcess:
         self.sock = sock
         self.pid = pid
         self.key = key
+        self.hello: dict[str, Any] = {}
         self._buf = bytearray()
         self._fds: list[int] = []
         self._creds: list[int] = []
+        self._passcred = False
         self._waiter: asyncio.Future[None] | None = None
 
     @classmethod
@@ -45,17 +57,18 @@ class SandboxProcess:
         sock = socket.socket(fileno=fd)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         proc = cls(sock, 0, key)
+        proc._passcred = True
         try:
-            msg, fds = await proc.recv()
+            msg, _fds = await proc.recv()
+            if not proc._creds or msg.get("hello") != key:
+                raise ProtocolError(f"process for {key} sent no valid hello: {str(msg)[:200]}")
         except BaseException:
             proc.close()
             raise
-        for extra in fds:
-            os.close(extra)
-        if not proc._creds or msg.get("hello") != key:
-            proc.close()
-            raise SandboxError(f"process for {key} sent no valid hello: {msg!r}")
+        proc._passcred = False
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
         proc.pid = proc._creds[0]
+        proc.hello = msg
         return proc
 
     async def _readable(self) -> None:
@@ -71,45 +84,67 @@ class SandboxProcess:
             self._waiter = None
             loop.remove_reader(fd)
 
-    def _fill(self) -> bool:
+    def _fill(self, max_fds: int) -> bool:
         """Read what the socket has; False when it would block."""
+        space = (socket.CMSG_SPACE(4 * max_fds) if max_fds else 0) + (_CREDS_SPACE if self._passcred else 0)
         try:
-            data, ancdata, _flags, _addr = self.sock.recvmsg(262144, _ANC_SPACE)
+            data, ancdata, _flags, _addr = self.sock.recvmsg(_READ, space, _MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return False
-        if not data:
-            raise ChannelClosed(f"sandbox process of {self.key} closed its channel")
+        except OSError as exc:
+            raise ChannelClosed(f"channel of {self.key} failed: {exc}") from exc
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
                 self._fds.extend(fds)
-            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
                 self._creds = list(struct.unpack("3i", payload[:12]))
+        if not data:
+            raise ChannelClosed(f"sandbox process of {self.key} closed its channel")
         self._buf += data
         return True
 
-    async def recv(self) -> tuple[dict[str, Any], list[int]]:
-        """The next frame and the descriptors that arrived with it. Safe to cancel while waiting."""
+    def _frame(self) -> dict[str, Any] | None:
+        if len(self._buf) < 4:
+            return None
+        (size,) = struct.unpack_from(">I", self._buf)
+        if size > MAX_FRAME:
+            raise ProtocolError(f"{self.key} sent a frame of {size} bytes, over the limit of {MAX_FRAME}")
+        if len(self._buf) < 4 + size:
+            return None
+        body = bytes(self._buf[4:4 + size])
+        del self._buf[:4 + size]
+        try:
+            msg = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f"{self.key} sent a frame that is not JSON ({type(exc).__name__})") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"{self.key} sent a frame that is not a JSON object")
+        return msg
+
+    async def recv(self, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+        """The next frame, and up to ``max_fds`` descriptors that came with it. Safe to cancel while waiting."""
         while True:
-            if len(self._buf) >= 4:
-                (size,) = struct.unpack_from(">I", self._buf)
-                if size > _wire.MAX_FRAME:
-                    raise SandboxError(f"{self.key} sent a frame of {size} bytes")
-                if len(self._buf) >= 4 + size:
-                    body = bytes(self._buf[4:4 + size])
-                    del self._buf[:4 + size]
-                    fds, self._fds = self._fds, []
-                    return json.loads(body), fds
-            if not self._fill():
+            msg = self._frame()
+            if msg is not None:
+                fds, self._fds = self._fds, []
+                for extra in fds[max_fds:]:
+                    os.close(extra)
+                return msg, fds[:max_fds]
+            if not self._fill(max_fds):
                 await self._readable()
 
-    async def send(self, msg: dict[str, Any]) -> None:
+    async def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
         data = memoryview(_wire.encode(msg))
         loop = asyncio.get_running_loop()
         while data:
             try:
-                sent = self.sock.send(data)
+                if fds:
+                    sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                    fds = None
+                else:
+                    sent = self.sock.send(data)
                 data = data[sent:]
             except (BlockingIOError, InterruptedError):
                 writable = loop.create_future()
@@ -121,20 +156,23 @@ class SandboxProcess:
             except OSError as exc:
                 raise ChannelClosed(f"sandbox process of {self.key} is gone: {exc}") from exc
 
-    async def request(self, msg: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        await self.send(msg)
-        reply, fds = await self.recv()
-        if "error" in reply:
-            for fd in fds:
+    async def request(self, msg: dict[str, Any], fds: list[int] | None = None,
+                      max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+        """Send a request and read its reply; an ``error`` reply raises SandboxError with its text."""
+        await self.send(msg, fds)
+        reply, got = await self.recv(max_fds)
+        if reply.get("ok") is not True:
+            for fd in got:
                 os.close(fd)
-            raise SandboxError(reply["error"])
-        return reply, fds
+            error = reply.get("error")
+            raise SandboxError(str(error)[:500] if error is not None else f"{self.key} answered {str(reply)[:200]}")
+        return reply, got
 
-    async def replies(self, msg: dict[str, Any]) -> AsyncIterator[tuple[dict[str, Any], list[int]]]:
+    async def replies(self, msg: dict[str, Any], max_fds: int) -> AsyncIterator[tuple[dict[str, Any], list[int]]]:
         """Send one request and yield replies until one says it is the last (``more`` false)."""
         await self.send(msg)
         while True:
-            reply, fds = await self.recv()
+            reply, fds = await self.recv(max_fds)
             yield reply, fds
             if not reply.get("more"):
                 return

@@ -1,132 +1,195 @@
-"""One bubblewrap sandbox: its own pid, network, ipc and mount namespaces, a workspace root, and a zygote."""
+"""One bubblewrap sandbox: its own pid, network, ipc and mount namespaces, seccomp, and a zygote.
+
+The zygote spawns the sandbox's one member (an instance, or a worker template) under a fresh uid, and
+prepares namespace sets for the branches of its lineage (see ``_namespaces``). Every process of the
+sandbox that runs code is a member with a cgroup of its own, killed with everything it started.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _bwrap, _wire
-from ._cgroup import PidsCgroups
-from ._process import SandboxError, SandboxProcess
+from . import _bwrap, _frames, _wire
+from ._cgroup import Cgroups
+from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from ._uids import HIGH, LOW
 
-_uids = itertools.count()
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one instance (rlimits in the process, a pids cgroup where available)."""
+    """Resource limits of one member: rlimits in its processes, its cgroup's process and memory bounds,
+    and the quota of its disk (workspace, /tmp and /dev/shm together, in memory)."""
 
     memory_mb: int = 1024
     cpu_s: int = 300
     processes: int = 64
     file_size_mb: int = 256
+    disk_mb: int = 256
 
     def as_agent(self) -> dict[str, int]:
-        """The rlimits the agent sets; the process count is bounded by the pids cgroup (or the sandbox's
-        RLIMIT_NPROC), since a per-process RLIMIT_NPROC would also cap the branches of its snapshots."""
+        """The rlimits the agent sets; the process count is bounded by the member's pids cgroup."""
         return {"memory_mb": self.memory_mb, "cpu_s": self.cpu_s, "file_size_mb": self.file_size_mb}
 
+    @property
+    def disk_bytes(self) -> int:
+        return self.disk_mb * MIB
 
-def _sandbox_uid() -> int:
-    """A uid no other sandbox of this host uses now, so RLIMIT_NPROC and file modes separate sandboxes."""
-    return 100_000 + (os.getpid() % 4000) * 256 + next(_uids) % 256
+    @property
+    def cgroup_memory_bytes(self) -> int:
+        """The member's processes and its files (which live in memory) together."""
+        return (self.memory_mb + self.disk_mb) * MIB
+
+
+@dataclass
+class NsSet:
+    """Namespaces made for one future branch: descriptors of its user, mount, net and ipc namespaces,
+    and the fresh uid they map the lineage's uid to."""
+
+    uid: int
+    fds: list[int]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class Sandbox:
-    """A started sandbox whose zygote is ready to fork instances."""
+    """A started sandbox whose zygote answers ``spawn`` (once) and ``nsprep``."""
 
-    def __init__(self, name: str, root: Path, popen: subprocess.Popen[bytes], zygote: socket.socket,
-                 uid: int, cgroups: PidsCgroups | None) -> None:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], zygote: socket.socket, cgroups: Cgroups) -> None:
         self.name = name
-        self.root = root
-        self.uid = uid
         self._popen = popen
         self._zygote = SandboxProcess(zygote, popen.pid, "zygote")
+        self._zygote_lock = asyncio.Lock()
         self.cgroups = cgroups
         self.members: set[str] = set()
+        self.zygote_broken = ""
 
     @classmethod
-    def start(cls, name: str, state_dir: Path, cgroups: PidsCgroups | None, family_nproc: int = 1024,
+    def start(cls, name: str, log_dir: Path, cgroups: Cgroups, family_nproc: int = 4096,
               timeout_s: float = 10.0) -> "Sandbox":
-        root = state_dir / "sandboxes" / name
-        root.mkdir(parents=True, exist_ok=False)
-        uid = _sandbox_uid() if os.geteuid() == 0 else os.getuid()
-        gid = uid if os.geteuid() == 0 else os.getgid()
-        os.chown(root, uid, gid)
-        root.chmod(0o700)
         ours, theirs = socket.socketpair()
-        log = open(state_dir / "sandboxes.log", "ab")
+        files = _bwrap.agent_fds()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / "sandboxes.log", "ab")
         try:
             popen = subprocess.Popen(
-                _bwrap.command(root, theirs.fileno(), uid, gid, family_nproc),
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,
+                _bwrap.command(f"bwrap[worldrt {log_dir} {name}]", theirs.fileno(), family_nproc, files),
+                executable=_bwrap.bwrap_path(), pass_fds=[theirs.fileno(), *files.values()],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
         finally:
             theirs.close()
             log.close()
+            for fd in files.values():
+                os.close(fd)
         ours.settimeout(timeout_s)
         try:
-            ready, _, _ = _wire.recv(ours)
-        except (OSError, _wire.ChannelClosed) as exc:
+            ready, fds, _ = _wire.recv(ours)
+            for fd in fds:
+                os.close(fd)
+            if not isinstance(ready, dict) or ready.get("ready") is not True:
+                raise SandboxError(f"sandbox {name} sent {str(ready)[:200]} instead of ready")
+        except (OSError, ValueError, _wire.ChannelClosed, SandboxError) as exc:
             popen.kill()
             popen.wait()
             ours.close()
-            shutil.rmtree(root, ignore_errors=True)
-            raise SandboxError(f"sandbox {name} did not start: {exc} (see {state_dir / 'sandboxes.log'})") from exc
+            raise SandboxError(f"sandbox {name} did not start: {exc} (see {log_dir / 'sandboxes.log'})") from exc
         ours.settimeout(None)
-        if not ready.get("ready"):
-            popen.kill()
-            raise SandboxError(f"sandbox {name} sent {ready!r} instead of ready")
-        return cls(name, root, popen, ours, uid, cgroups)
+        return cls(name, popen, ours, cgroups)
 
     @property
     def alive(self) -> bool:
         return self._popen.poll() is None
 
-    def inner_path(self, member: str) -> str:
-        return f"{_bwrap.WORKSPACE_MOUNT}/{member}"
+    async def spawn(self, iid: str, uid: int, limits: Limits) -> SandboxProcess:
+        """Fork the sandbox's member from the zygote, under ``uid``, with its disk and rlimits. The caller
+        places it in its cgroup (``place``) before it runs anything."""
+        async with self._zygote_lock:
+            _reply, fds = await self._zygote.request(
+                {"op": "spawn", "iid": iid, "uid": uid, "limits": limits.as_agent(), "disk_bytes": limits.disk_bytes},
+                max_fds=1)
+        if len(fds) != 1:
+            raise ProtocolError(f"the zygote of {self.name} answered spawn without a channel")
+        return await SandboxProcess.from_hello(fds[0], iid)
 
-    def host_path(self, member: str) -> Path:
-        return self.root / member
+    async def prepare(self, visible_uid: int, uids: list[int], disk_bytes: int, holes: tuple[int, ...],
+                      parent_userns: int | None, timeout_s: float = 15.0) -> tuple[list[NsSet], list[str]]:
+        """Namespace sets for branches of a lineage running as ``visible_uid``, one per uid in ``uids``;
+        ``parent_userns`` (a descriptor, consumed) is the lineage's user namespace when it is not the
+        sandbox's. Returns the sets made and an error for each that could not be."""
+        request = {"op": "nsprep", "visible_uid": visible_uid, "uids": uids, "disk_bytes": disk_bytes,
+                   "holes": list(holes), "lo": LOW, "hi": HIGH}
+        if self.zygote_broken:
+            raise SandboxError(self.zygote_broken)
+        made: list[NsSet] = []
+        errors: list[str] = []
+        try:
+            async with self._zygote_lock, asyncio.timeout(timeout_s):
+                await self._zygote.send(request, [parent_userns] if parent_userns is not None else None)
+                while True:
+                    reply, fds = await self._zygote.recv(max_fds=_wire.MAX_FDS_PER_FRAME)
+                    _frames.ok(reply, "the zygote", "preparing namespaces")
+                    sets = reply.get("sets")
+                    if not isinstance(sets, list):
+                        raise ProtocolError("the zygote answered nsprep without sets")
+                    for entry in sets:
+                        if not isinstance(entry, dict) or "error" in entry or entry.get("uid") not in uids:
+                            errors.append(str(entry.get("error", "no namespaces") if isinstance(entry, dict)
+                                              else "a malformed answer")[:300])
+                            continue
+                        uid = entry["uid"]
+                        made.append(NsSet(int(uid), fds[:4]))
+                        fds = fds[4:]
+                    for fd in fds:
+                        os.close(fd)
+                    if not reply.get("more"):
+                        break
+        except (TimeoutError, ChannelClosed, OSError) as exc:
+            # The zygote's channel may now hold half an answer: it is not asked again.
+            self.zygote_broken = f"the sandbox's zygote did not prepare namespaces: {exc or type(exc).__name__}"
+            errors.append(self.zygote_broken)
+        finally:
+            if parent_userns is not None:
+                os.close(parent_userns)
+        if any(len(s.fds) != 4 for s in made):
+            for s in made:
+                s.close()
+            raise ProtocolError("the zygote sent namespace sets without their four descriptors")
+        return made, errors
 
-    async def spawn(self, iid: str, limits: Limits) -> SandboxProcess:
-        """Fork a new instance from the zygote, with its own workspace and limits."""
-        _reply, fds = await self._zygote.request(
-            {"op": "spawn", "iid": iid, "workspace": self.inner_path(iid), "limits": limits.as_agent()})
-        proc = await SandboxProcess.from_hello(fds[0], iid)
-        self.adopt(proc, limits.processes)
-        return proc
-
-    def adopt(self, proc: SandboxProcess, max_pids: int | None) -> None:
-        """Put a new process of this sandbox into its own pids cgroup (before it runs any user code)."""
+    def adopt(self, proc: SandboxProcess, max_pids: int | None, memory_bytes: int | None) -> None:
+        """Put a new process of this sandbox into its own cgroup (before it runs any user code)."""
         self.members.add(proc.key)
-        if self.cgroups is not None:
-            self.cgroups.create(proc.key, max_pids)
-            self.cgroups.add(proc.key, proc.pid)
+        self.place(proc, max_pids, memory_bytes)
+
+    def place(self, proc: SandboxProcess, max_pids: int | None, memory_bytes: int | None) -> None:
+        """The cgroup part of ``adopt``; blocking (a move may wait for the kernel), so callers may run it
+        on a thread."""
+        self.cgroups.create(proc.key, max_pids, memory_bytes)
+        self.cgroups.add(proc.key, proc.pid)
 
     async def kill(self, proc: SandboxProcess) -> None:
-        """Stop one process of this sandbox with everything it started, and delete its workspace."""
+        """Stop one member of this sandbox with everything it started."""
         proc.close()
         self.members.discard(proc.key)
         await asyncio.to_thread(self._kill_tree, proc)
 
     def _kill_tree(self, proc: SandboxProcess) -> None:
-        if self.cgroups is not None:
-            self.cgroups.kill(proc.key)
+        self.cgroups.kill(proc.key)
         proc.kill_group()
-        shutil.rmtree(self.host_path(proc.key), ignore_errors=True)
 
     async def close(self) -> None:
-        """End the sandbox: its pid namespace dies with every process in it; its files are removed."""
+        """End the sandbox: its pid namespace dies with every process in it."""
         self._zygote.close()
         members, self.members = set(self.members), set()
         await asyncio.to_thread(self._end, members)
@@ -138,9 +201,5 @@ class Sandbox:
             except ProcessLookupError:
                 pass
             self._popen.wait()
-        if self.cgroups is not None:
-            for key in members:
-                self.cgroups.kill(key)
-        deadline = time.monotonic() + 2
-        while self.root.exists() and time.monotonic() < deadline:
-            shutil.rmtree(self.root, ignore_errors=True)
+        for key in members:
+            self.cgroups.kill(key)

@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+# The largest frame the daemon sends (code to run); the daemon reads much less from a sandbox.
 MAX_FRAME = 64 * 1024 * 1024
 # The kernel refuses more than SCM_MAX_FD (253) descriptors in one message.
 MAX_FDS_PER_FRAME = 200

@@ -1,19 +1,22 @@
 """Sandboxed function workers: fresh interpreters that run one program's functions, each call with a timeout.
 
-A ``WorkerPool`` owns one bubblewrap sandbox. When it opens, it starts an instance, imports what
-programs commonly need (numpy) and freezes that instance as a snapshot (the fork-based snapshot of
-the sandbox agent). ``pool.lease(size, program)`` forks ``size`` fresh workers from the snapshot for
-one request, loads (compiles) the program into each, and kills them when the request ends: nothing a
-program does outlives its request. ``lease.call(function, args, timeout_s)`` runs ``function(*args)``
-in a fresh namespace of the program (its top level runs again, so module state does not carry over
-between calls), with JSON arguments and a JSON result. A call past its timeout is interrupted and its
-worker is replaced; so is a worker that dies.
+A ``WorkerPool`` owns one bubblewrap sandbox. When it opens, it spawns a template member, imports what
+programs commonly need (numpy) and freezes it as a snapshot. The template never runs a program.
+``pool.lease(size, program)`` forks ``size`` workers from the frozen template, each born in namespaces of
+its own under a uid of its own (like a branch): workers of one lease cannot reach each other, another
+lease's workers or the template. The lease loads (compiles) the program into each and kills them when the
+request ends: nothing a program does outlives its request. ``lease.call(function, args, timeout_s)`` runs
+``function(*args)`` in a fresh namespace of the program (its top level runs again, so module state does
+not carry over between calls), with JSON arguments and a JSON result. A call past its timeout is
+interrupted and its worker replaced; so is a worker that dies. A template that stops answering is
+replaced with a fresh sandbox, and the pool counts and reports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import signal
@@ -21,11 +24,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._cgroup import PidsCgroups
-from ._process import ChannelClosed, SandboxError, SandboxProcess
+from . import _frames
+from ._branches import Lineage, ReadyBranches, ReadyBudget
+from ._cgroup import Cgroups
+from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
 from ._sandbox import Limits, Sandbox
+from ._uids import ALLOCATOR
 
+log = logging.getLogger("worldrt.sandbox")
 INTERRUPT_GRACE_S = 0.5
+FORK_TIMEOUT_S = 15.0
+MAX_CALL_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 _STDERR_TAIL = 2000
 
 # Runs once in the template instance; every worker is a fork of it.
@@ -113,40 +122,44 @@ class _Tail:
 
 
 async def _exec(proc: SandboxProcess, code: str, tail: _Tail) -> dict[str, Any]:
-    """Run ``code`` in a worker; its ``done`` frame. Output events go to ``tail``."""
+    """Run ``code`` in a worker; its checked ``done`` frame. Output events go to ``tail``."""
     await proc.send({"op": "exec", "code": code, "language": "python", "env": {}})
+    written = 0
     while True:
-        frame, fds = await proc.recv()
-        for fd in fds:
-            os.close(fd)
-        event = frame.get("ev")
+        frame, _ = await proc.recv()
+        event, payload = _frames.output_or_done(frame, f"worker {proc.key}")
         if event == "done":
-            return frame
-        if event in ("stdout", "stderr"):
-            tail.add(event, frame["d"])
-        elif "error" in frame:
-            raise SandboxError(frame["error"])
+            return payload  # type: ignore[no-any-return]
+        written += len(payload)
+        if written > MAX_CALL_OUTPUT:
+            raise ProtocolError(f"worker {proc.key} wrote more than {MAX_CALL_OUTPUT} characters of output")
+        tail.add(event, payload)
 
 
 class WorkerPool:
-    """One sandbox whose frozen template process is forked into fresh workers, a lease at a time."""
+    """One sandbox whose frozen template process is forked into fresh, isolated workers, a lease at a time."""
 
     def __init__(self, state_dir: Path, *, name: str = "workers", limits: Limits | None = None,
-                 preload: tuple[str, ...] = ("numpy",)) -> None:
+                 preload: tuple[str, ...] = ("numpy",), ready_workers: int = 4) -> None:
         self.state_dir = state_dir
         self.name = name
         self.limits = limits or Limits()
         self.preload = preload
+        self.ready_workers = ready_workers
+        self.template_restarts = 0
+        self.last_template_failure = ""
         self._sandbox: Sandbox | None = None
         self._template: SandboxProcess | None = None
-        self._cgroups: PidsCgroups | None = None
+        self._ready: ReadyBranches | None = None
+        self._cgroups = Cgroups("unopened", [])
+        self._uids: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._closed = False
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._cgroups = PidsCgroups.open(f"worldrt-{os.getpid()}-{self.name}")
+        self._cgroups = Cgroups.open(f"worldrt-{os.getpid()}-{self.name}")
         async with self._lock:
             await self._start()
 
@@ -154,77 +167,102 @@ class WorkerPool:
         self._closed = True
         await self.settle()
         async with self._lock:
-            sandbox, self._sandbox, self._template = self._sandbox, None, None
-            if sandbox is not None:
-                await sandbox.close()
-            if self._cgroups is not None:
-                await asyncio.to_thread(self._cgroups.close)
+            await self._end()
+            await asyncio.to_thread(self._cgroups.close)
 
     @property
     def isolation(self) -> dict[str, Any]:
-        return {"sandbox": "bubblewrap", "network": "none", "system_dirs": "read-only", "pid_namespace": True,
+        return {"sandbox": "bubblewrap", "network": "none", "system_dirs": "read-only",
+                "per_worker": "user, mount, network and ipc namespaces, a uid and a cgroup of its own",
                 "rlimits": {"memory_mb": self.limits.memory_mb, "cpu_s": self.limits.cpu_s},
-                "fresh_processes_per_request": True}
+                "cgroups": self._cgroups.controllers, "fresh_processes_per_request": True,
+                "template_restarts": self.template_restarts}
 
     async def _start(self) -> None:
         sandbox = await asyncio.to_thread(Sandbox.start, f"{self.name}-{secrets.token_hex(4)}", self.state_dir,
                                           self._cgroups)
+        uid = ALLOCATOR.take()
         try:
-            template = await sandbox.spawn(f"template-{secrets.token_hex(4)}", self.limits)
+            template = await sandbox.spawn(f"template-{secrets.token_hex(4)}", uid, self.limits)
+            sandbox.adopt(template, self.limits.processes, self.limits.cgroup_memory_bytes)
             code = f"_WORLDRT_PRELOAD = {list(self.preload)!r}\n{_BOOTSTRAP}"
             frame = await _exec(template, code, _Tail())
             if frame.get("error"):
                 raise SandboxError(f"worker bootstrap failed: {frame['error']}")
             sid = f"frozen-{secrets.token_hex(4)}"
-            _reply, fds = await template.request(
-                {"op": "snapshot", "snapshot_id": sid, "workspace": sandbox.inner_path(sid)})
-            frozen = await SandboxProcess.from_hello(fds[0], sid)
-            sandbox.adopt(frozen, None)
+            frozen = await _freeze(template, sid)
+            sandbox.adopt(frozen, None, None)
             await sandbox.kill(template)
         except BaseException:
             await sandbox.close()
+            ALLOCATOR.release(uid)
             raise
         self._sandbox, self._template = sandbox, frozen
+        self._uids[frozen.key] = uid
+        self._ready = ReadyBranches(sandbox, frozen, Lineage(uid, uid), self.limits, lambda: None,
+                                    ReadyBudget(limit=4 * self.ready_workers), target=self.ready_workers)
+        self._ready.fill_soon()
+
+    async def _end(self) -> None:
+        sandbox, ready, template = self._sandbox, self._ready, self._template
+        self._sandbox, self._template, self._ready = None, None, None
+        if ready is not None:
+            await ready.close()
+        if sandbox is not None:
+            await sandbox.close()
+        if template is not None:
+            ALLOCATOR.release(self._uids.pop(template.key))
+
+    async def _restart(self, why: str) -> None:
+        self.template_restarts += 1
+        self.last_template_failure = why
+        log.warning("worker pool %s: replacing its template sandbox (%s); restart %d", self.name, why,
+                    self.template_restarts)
+        await self._end()
+        await self._start()
 
     async def fork(self, count: int) -> list[SandboxProcess]:
-        """``count`` fresh workers, forked from the frozen template (restarted first if its sandbox died)."""
+        """``count`` fresh workers, forked from the frozen template (whose sandbox is replaced first if it
+        died, and once more if it stops answering)."""
         async with self._lock:
             if self._closed:
                 raise WorkerLost("the worker pool is closed")
             if self._sandbox is None or not self._sandbox.alive:
-                if self._sandbox is not None:
-                    await self._sandbox.close()
-                    self._sandbox = None
-                await self._start()
-            sandbox, template = self._sandbox, self._template
-            assert sandbox is not None and template is not None
-            children = [{"iid": f"w-{secrets.token_hex(5)}", "workspace": ""} for _ in range(count)]
-            for child in children:
-                child["workspace"] = sandbox.inner_path(child["iid"])
-            procs: list[SandboxProcess] = []
-            errors: list[str] = []
+                await self._restart("its sandbox exited")
             try:
-                async for reply, fds in template.replies({"op": "branch", "children": children}):
-                    errors.extend(e.get("message", str(e)) for e in reply.get("errors", []))
-                    for iid, fd in zip(reply.get("iids", []), fds):
-                        proc = await SandboxProcess.from_hello(fd, iid)
-                        sandbox.adopt(proc, self.limits.processes)
-                        procs.append(proc)
-                if errors:
-                    raise SandboxError("; ".join(errors))
-            except (SandboxError, ChannelClosed, OSError) as exc:
-                for proc in procs:
-                    await sandbox.kill(proc)
-                raise WorkerLost(f"could not start sandboxed workers: {exc}") from exc
-            return procs
+                return await self._fork(count)
+            except (TimeoutError, ChannelClosed, SandboxError, OSError) as exc:
+                await self._restart(f"the template did not fork workers: {exc or type(exc).__name__}")
+                try:
+                    return await self._fork(count)
+                except (TimeoutError, ChannelClosed, SandboxError, OSError) as again:
+                    raise WorkerLost(f"could not start sandboxed workers: {again}") from again
+
+    async def _fork(self, count: int) -> list[SandboxProcess]:
+        ready = self._ready
+        assert ready is not None
+        async with asyncio.timeout(FORK_TIMEOUT_S):
+            workers, errors = await ready.take(count)
+        for worker in workers:
+            self._uids[worker.proc.key] = worker.lineage.uid
+        if len(workers) < count:
+            for worker in workers:
+                await self.kill(worker.proc)
+            raise SandboxError("; ".join(errors[:2]) or "a worker did not come up")
+        ready.fill_soon()
+        return [w.proc for w in workers]
 
     async def kill(self, proc: SandboxProcess) -> None:
         sandbox = self._sandbox
-        if sandbox is not None:
+        if sandbox is not None and proc.key in sandbox.members:
             await sandbox.kill(proc)
         else:
             proc.close()
             proc.kill_group()
+            await asyncio.to_thread(self._cgroups.kill, proc.key)
+        uid = self._uids.pop(proc.key, None)
+        if uid is not None:
+            ALLOCATOR.release(uid)
 
     async def settle(self) -> None:
         """Wait until every retired worker is gone."""
@@ -232,7 +270,7 @@ class WorkerPool:
 
     def retire(self, procs: list[SandboxProcess]) -> None:
         """Close the workers' channels now (a worker exits when its channel closes) and make sure of
-        their end, and remove their files, in the background."""
+        their end in the background."""
         for proc in procs:
             proc.close()
 
@@ -245,6 +283,44 @@ class WorkerPool:
 
     def lease(self, size: int, program: str) -> "WorkerLease":
         return WorkerLease(self, size, program)
+
+
+async def _freeze(template: SandboxProcess, sid: str) -> SandboxProcess:
+    """A frozen copy of the template (its disk is empty: the archive it writes is drained and dropped)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+
+    async def drain() -> None:
+        loop = asyncio.get_running_loop()
+        os.set_blocking(read_end, False)
+        while True:
+            try:
+                if not os.read(read_end, 65536):
+                    return
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(read_end, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(read_end)
+
+    draining = asyncio.create_task(drain())
+    try:
+        try:
+            await template.send({"op": "snapshot", "snapshot_id": sid}, [write_end])
+        finally:
+            os.close(write_end)
+        reply, fds = await template.recv(max_fds=1)
+        _frames.ok(reply, template.key, "snapshot")
+        if len(fds) != 1:
+            raise SandboxError("the template answered snapshot without a channel")
+        async with asyncio.timeout(FORK_TIMEOUT_S):
+            await draining
+        return await SandboxProcess.from_hello(fds[0], sid)
+    finally:
+        draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+        os.close(read_end)
 
 
 class WorkerLease:
@@ -361,4 +437,7 @@ class WorkerLease:
         if not frame.get("value_json"):
             raise CallError(f"{function}() ended without returning a value (exit code {frame.get('exit_code')})",
                             tail.text)
-        return json.loads(json.loads(frame["value_json"]))
+        try:
+            return json.loads(json.loads(frame["value_json"]))
+        except (TypeError, ValueError, RecursionError):
+            raise CallError(f"{function}() returned a value that is not JSON the daemon can read", tail.text) from None

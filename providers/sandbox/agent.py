@@ -1,10 +1,17 @@
-"""The program that runs inside a sandbox: a zygote that forks instances, which fork snapshots.
+"""The program that runs inside a sandbox: a zygote that forks members, which fork snapshots and branches.
 
-Started by the daemon as ``python agent.py CHANNEL_FD UID GID NPROC`` inside bubblewrap. Roles:
+Started by the daemon inside bubblewrap as ``python agent.py CHANNEL_FD NPROC``, as root of the sandbox.
+Roles:
 
-* zygote: pre-started, answers ``spawn`` by forking an instance and handing its channel to the daemon;
-* instance: runs code in a persistent namespace (``exec``) and forks frozen copies (``snapshot``);
-* snapshot: frozen copy of an instance; answers ``branch`` by forking live instances from itself.
+* zygote: root of the sandbox; never runs user code. ``spawn`` forks the sandbox's one member (its
+  workspace, /tmp and /dev/shm on a tmpfs of its quota), which drops to the uid the daemon gave it and
+  takes the member seccomp filter before it answers. ``nsprep`` makes sets of namespaces (user, mount,
+  network, ipc, each with a fresh uid and a fresh disk) for a lineage's future branches.
+* instance: runs code in a persistent namespace (``exec``), archives its disk for a snapshot
+  (``archive``), restores one (``restore``), and forks frozen copies of itself (``snapshot``).
+* snapshot: a frozen copy of an instance; ``branch`` forks children of it, each of which enters one of
+  the namespace sets the daemon hands it, takes its fresh uid, restores the snapshot's disk and becomes
+  a live instance that shares nothing with its parent or siblings.
 
 Every forked process says hello with SCM_CREDENTIALS so the daemon learns its pid. Standard library
 only: this file is executed by path inside the sandbox.
@@ -19,22 +26,35 @@ import json
 import os
 import random
 import resource
+import select
 import selectors
-import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
-import _wire  # the agent runs as a script, so its directory is on sys.path
+import _linux  # the agent runs as a script, so its directory is on sys.path
+import _wire
 
 # Output kept per run: under gRPC's default 4 MiB message limit, so every client can read the result.
 MAX_OUTPUT = 2 * 1024 * 1024
+# The largest result value (its JSON) and error text a run may return.
+MAX_VALUE = 1024 * 1024
+MAX_ERROR = 64 * 1024
+OUTPUT_CHUNK = 64 * 1024
 FLUSH_AT = 8192
+WORKSPACE = "/workspace"
+TMP = "/tmp"
+MEMBER_FILTER = "/opt/worldrt/member.bpf"
+# A helper that prepares namespaces for a lineage gives up after this long.
+NSPREP_TIMEOUT_S = 10.0
+INT32 = (-(2**31), 2**31 - 1)
 
 
 class _State:
@@ -46,6 +66,8 @@ class _State:
     namespace: dict[str, Any] = {}
     out_offsets = {1: 0, 2: 0}
     cells = 0
+    member_filter = b""
+    member_pid = 0
 
 
 STATE = _State()
@@ -91,7 +113,8 @@ def _emit(event: str, text: str) -> None:
     if len(text) > room:
         text = text[:room] + "\n[worldrt: output truncated at 2 MiB]\n"
     STATE.out_bytes += len(text)
-    _wire.send(STATE.chan, {"ev": event, "d": text})
+    for start in range(0, len(text), OUTPUT_CHUNK):
+        _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
 
 
 def _on_sigint(_signum: int, _frame: Any) -> None:
@@ -113,7 +136,7 @@ def _apply_limits(limits: dict[str, int]) -> None:
 def _redirect_fd_output(iid: str) -> None:
     """C-level and subprocess output of Python code lands in per-instance files, read after each cell."""
     for fd, suffix in ((1, "out"), (2, "err")):
-        target = os.open(f"/tmp/{iid}.{suffix}", os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        target = os.open(f"{TMP}/.worldrt-{iid}.{suffix}", os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(target, fd)
         os.close(target)
         STATE.out_offsets[fd] = 0
@@ -127,21 +150,13 @@ def _reseed() -> None:
         numpy.random.seed(seed % (2**32))
 
 
-def _become_live(chan: socket.socket, iid: str, workspace: str, copy_from: str | None,
-                 limits: dict[str, int] | None, reseed: bool) -> None:
-    """Turn a freshly forked child into a live instance and serve its channel until it closes."""
+def _become_live(chan: socket.socket, iid: str, reseed: bool) -> None:
+    """Turn a freshly forked (and already isolated) child into a live instance and serve its channel."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, _on_sigint)
-    os.setsid()
-    if limits:
-        _apply_limits(limits)
-    if copy_from:
-        shutil.copytree(copy_from, workspace, symlinks=True)
-    else:
-        os.makedirs(workspace, mode=0o700, exist_ok=True)
-    os.chdir(workspace)
-    os.environ["HOME"] = workspace
-    os.environ["WORLDRT_WORKSPACE"] = workspace
+    os.chdir(WORKSPACE)
+    os.environ["HOME"] = WORKSPACE
+    os.environ["WORLDRT_WORKSPACE"] = WORKSPACE
     os.environ["WORLDRT_INSTANCE_ID"] = iid
     STATE.chan = chan
     STATE.iid = iid
@@ -151,8 +166,6 @@ def _become_live(chan: socket.socket, iid: str, workspace: str, copy_from: str |
     sys.stderr = _FrameStream("stderr")
     if reseed:
         _reseed()
-    chan.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    _wire.send_hello(chan, {"hello": iid})
     _serve_instance(chan)
     os._exit(0)
 
@@ -161,34 +174,59 @@ def _serve_instance(chan: socket.socket) -> None:
     while True:
         try:
             msg, fds, _ = _wire.recv(chan)
-        except (_wire.ChannelClosed, OSError):
+        except (_wire.ChannelClosed, OSError, ValueError):
             return
         except KeyboardInterrupt:
             continue
-        for fd in fds:
-            os.close(fd)
-        op = msg.get("op")
+        op = msg.get("op") if isinstance(msg, dict) else None
         try:
             if op == "exec":
+                _close_all(fds)
                 _exec(chan, msg)
-            elif op == "snapshot":
-                _snapshot(chan, msg)
+            elif op == "snapshot" and len(fds) == 1:
+                _snapshot(chan, msg, fds[0])
+            elif op == "archive" and len(fds) == 1:
+                _wire.send(chan, {"ok": True, **_archive_to(fds[0])})
+            elif op == "restore" and len(fds) == 1:
+                _wire.send(chan, {"ok": True, **_restore_from(fds[0])})
             elif op == "ping":
+                _close_all(fds)
                 _wire.send(chan, {"ok": True})
             else:
-                _wire.send(chan, {"error": f"unknown op {op!r}"})
+                _close_all(fds)
+                _wire.send(chan, {"error": f"unknown op {op!r} with {len(fds)} descriptor(s)"})
         except KeyboardInterrupt:
             # An interrupt that landed between the end of user code and the reply.
             _wire.send(chan, {"ev": "done", "interrupted": True, "exit_code": 130})
         except (_wire.ChannelClosed, BrokenPipeError):
             return
+        except OSError as exc:
+            _wire.send(chan, {"error": f"{op} failed: {exc}"})
 
 
-def _to_json(value: Any) -> str:
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _to_json(value: Any) -> tuple[str, str]:
+    """(value_json, error): the value as JSON (its repr when it is not JSON), or an error when too large."""
     try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value))
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(_clip(repr(value), MAX_VALUE))
+    if len(text) > MAX_VALUE:
+        return "", f"ValueError: the result's JSON is {len(text)} bytes, over the {MAX_VALUE} byte limit"
+    return text, ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def _valued(value: Any) -> dict[str, Any]:
+    text, error = _to_json(value)
+    return {"exit_code": 1 if error else 0, "value_json": text, "error": error}
 
 
 def _run_python(code: str) -> dict[str, Any]:
@@ -196,11 +234,11 @@ def _run_python(code: str) -> dict[str, Any]:
     filename = f"<cell {STATE.cells}>"
     try:
         expression = compile(code, filename, "eval")  # a lone expression: evaluate it without the ast pass
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         pass
     else:
         try:
-            return {"exit_code": 0, "value_json": _to_json(eval(expression, STATE.namespace))}
+            return _valued(eval(expression, STATE.namespace))
         except SystemExit as exc:
             return _exited(exc)
         except KeyboardInterrupt:
@@ -209,16 +247,18 @@ def _run_python(code: str) -> dict[str, Any]:
             return _raised(exc)
     try:
         tree = ast.parse(code, filename, "exec")
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:
         traceback.print_exception(exc, limit=0)
-        return {"exit_code": 1, "error": f"SyntaxError: {exc.msg} (line {exc.lineno})"}
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) else ""
+        return {"exit_code": 1, "error": f"{type(exc).__name__}: {getattr(exc, 'msg', exc)}{where}"}
+    except (RecursionError, MemoryError) as exc:
+        return {"exit_code": 1, "error": f"{type(exc).__name__}: the code is nested too deeply to compile"}
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     try:
         exec(compile(tree, filename, "exec"), STATE.namespace)
         if last is None:
             return {"exit_code": 0, "value_json": ""}
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), STATE.namespace)
-        return {"exit_code": 0, "value_json": _to_json(value)}
+        return _valued(eval(compile(ast.Expression(last.value), filename, "eval"), STATE.namespace))
     except SystemExit as exc:
         return _exited(exc)
     except KeyboardInterrupt:
@@ -229,18 +269,25 @@ def _run_python(code: str) -> dict[str, Any]:
 
 def _exited(exc: SystemExit) -> dict[str, Any]:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return {"exit_code": code, "value_json": "", "error": "" if code == 0 else f"SystemExit: {exc.code}"}
+    if not INT32[0] <= code <= INT32[1]:
+        code = 1  # what a process would see: exit status is one byte, and nothing here fits int32
+    text = _clip(repr(exc.code) if isinstance(exc.code, int) else str(exc.code), MAX_ERROR)
+    return {"exit_code": code, "value_json": "", "error": "" if code == 0 else f"SystemExit: {text}"}
 
 
 def _raised(exc: BaseException) -> dict[str, Any]:
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-    traceback.print_exception(type(exc), exc, tb)
-    return {"exit_code": 1, "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        traceback.print_exception(type(exc), exc, tb)
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - an exception whose str() raises is still reported
+        message = f"<{type(exc).__name__} whose message could not be shown>"
+    return {"exit_code": 1, "error": _clip(f"{type(exc).__name__}: {message}", MAX_ERROR)}
 
 
 def _command_for(language: str, code: str) -> list[str]:
     STATE.cells += 1
-    stem = f"/tmp/{STATE.iid}-cell{STATE.cells}"
+    stem = f"{TMP}/.worldrt-{STATE.iid}-cell{STATE.cells}"
     if language == "shell":
         return ["/bin/sh", "-c", code]
     if language == "js":
@@ -255,6 +302,8 @@ def _command_for(language: str, code: str) -> list[str]:
 
 
 def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run a command, streaming its output, until it exits. Output of what it left running in the
+    background (``cmd &``) is read while the command runs, not waited for after it exits."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **env})
     try:
@@ -262,15 +311,20 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
             assert proc.stdout and proc.stderr
             sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
             sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-            open_streams = 2
-            while open_streams:
-                for key, _ in sel.select():
+            exited = False
+            while sel.get_map():
+                ready = sel.select(0 if exited else 0.05)
+                if exited and not ready:
+                    break
+                for key, _ in ready:
                     chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
                     if not chunk:
                         sel.unregister(key.fileobj)
-                        open_streams -= 1
                         continue
                     _emit(key.data, chunk.decode("utf-8", "replace"))
+                exited = exited or proc.poll() is not None
+        proc.stdout.close()
+        proc.stderr.close()
         return {"exit_code": proc.wait(), "value_json": ""}
     except BaseException:
         try:
@@ -303,6 +357,11 @@ def _cpu_seconds() -> float:
 def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     language = msg.get("language") or "python"
     env = msg.get("env") or {}
+    code = msg.get("code", "")
+    if not isinstance(env, dict) or not isinstance(code, str) or not isinstance(language, str):
+        _wire.send(chan, {"ev": "done", "exit_code": 2, "error": "malformed exec request", "interrupted": False,
+                          "cpu_ms": 0.0, "duration_ms": 0.0})
+        return
     STATE.out_bytes = 0
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
@@ -312,9 +371,9 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
         os.environ.update(env)
         STATE.in_user_code = True
         if language == "python":
-            result = _run_python(msg.get("code", ""))
+            result = _run_python(code)
         else:
-            result = _run_command(_command_for(language, msg.get("code", "")), env)
+            result = _run_command(_command_for(language, code), env)
     except KeyboardInterrupt:
         interrupted = True
         result = {"exit_code": 130, "error": "KeyboardInterrupt: interrupted at its timeout"}
@@ -342,8 +401,53 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     _wire.send(chan, result)
 
 
-def _snapshot(chan: socket.socket, msg: dict[str, Any]) -> None:
-    """Fork a frozen copy of this process (double fork: the copy is not our child) and copy the workspace."""
+# disks: a member's /workspace and /tmp as a tar stream --------------------------------------------
+def _own_files(name: str) -> bool:
+    return name.startswith(".worldrt-")
+
+
+def _archive_to(fd: int) -> dict[str, int]:
+    """Write this member's /workspace and /tmp (not the agent's own files) to ``fd`` as a tar stream;
+    how many entries and file bytes it holds."""
+    counts = {"files": 0, "bytes": 0}
+
+    def count(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        counts["files"] += 1
+        counts["bytes"] += info.size if info.isreg() else 0
+        return info
+
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
+        for top, prefix in ((WORKSPACE, "workspace"), (TMP, "tmp")):
+            for name in sorted(os.listdir(top)):
+                if top == TMP and _own_files(name):
+                    continue
+                tar.add(os.path.join(top, name), arcname=f"{prefix}/{name}", recursive=True, filter=count)
+    return counts
+
+
+def _restore_from(fd: int) -> dict[str, int]:
+    """Unpack a tar stream of ``workspace/...`` and ``tmp/...`` into this member's own disk. Runs as the
+    member, inside its own namespaces: whatever the archive holds can only land on its own disk."""
+    files = 0
+    with os.fdopen(fd, "rb") as source, tarfile.open(fileobj=source, mode="r|") as tar:
+        for member in tar:
+            top, _, rest = member.name.partition("/")
+            target = {"workspace": WORKSPACE, "tmp": TMP}.get(top)
+            if target is None or not rest:
+                continue
+            member.name = rest
+            try:
+                tar.extract(member, target, set_attrs=True, filter="tar")
+                files += 1
+            except (tarfile.TarError, OSError) as exc:
+                print(f"worldrt: could not restore {top}/{rest}: {exc}", file=sys.stderr)
+    return {"files": files}
+
+
+# snapshots and branches ---------------------------------------------------------------------------
+def _snapshot(chan: socket.socket, msg: dict[str, Any], archive_fd: int) -> None:
+    """Fork a frozen copy of this process (double fork: the copy is not our child); the copy archives
+    this instance's disk to ``archive_fd`` before it says hello."""
     ours, theirs = socket.socketpair()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -353,26 +457,30 @@ def _snapshot(chan: socket.socket, msg: dict[str, Any]) -> None:
             ours.close()
             chan.close()
             if os.fork() == 0:
-                _become_snapshot(theirs, msg["snapshot_id"], msg["workspace"])
+                _become_snapshot(theirs, str(msg.get("snapshot_id", "")), archive_fd)
         finally:
             os._exit(0)
     theirs.close()
+    os.close(archive_fd)
     os.waitpid(pid, 0)
     _wire.send(chan, {"ok": True}, [ours.fileno()])
     ours.close()
 
 
-def _become_snapshot(chan: socket.socket, snapshot_id: str, workspace: str) -> None:
+def _become_snapshot(chan: socket.socket, snapshot_id: str, archive_fd: int) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.setsid()
-        shutil.copytree(os.getcwd(), workspace, symlinks=True)
-        os.chdir(workspace)
+        try:
+            counts = _archive_to(archive_fd)
+        except OSError as exc:
+            _wire.send_hello(chan, {"hello": snapshot_id, "error": f"could not archive the disk: {exc}"})
+            return
         STATE.chan = chan
-        chan.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        _wire.send_hello(chan, {"hello": snapshot_id})
-        _serve_snapshot(chan, workspace)
+        _wire.send_hello(chan, {"hello": snapshot_id, **counts})
+        for msg in _requests(chan, "branch", "a snapshot"):
+            _branch(chan, msg.get("children") or [])
     finally:
         os._exit(0)
 
@@ -382,22 +490,16 @@ def _requests(chan: socket.socket, op: str, role: str) -> Iterator[dict[str, Any
     while True:
         try:
             msg, fds, _ = _wire.recv(chan)
-        except (_wire.ChannelClosed, OSError):
+        except (_wire.ChannelClosed, OSError, ValueError):
             return
-        for fd in fds:
-            os.close(fd)
-        if msg.get("op") != op:
-            _wire.send(chan, {"error": f"{role} only answers {op}, not {msg.get('op')!r}"})
+        _close_all(fds)
+        if not isinstance(msg, dict) or msg.get("op") != op:
+            _wire.send(chan, {"error": f"{role} only answers {op}"})
             continue
         yield msg
 
 
-def _serve_snapshot(chan: socket.socket, workspace: str) -> None:
-    for msg in _requests(chan, "branch", "a snapshot"):
-        _branch(chan, msg["children"], workspace)
-
-
-def _branch(chan: socket.socket, children: list[dict[str, str]], workspace: str) -> None:
+def _branch(chan: socket.socket, children: list[Any]) -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         # numpy's first seed() in a process costs ~10 ms; pay it once here, not in every branch.
@@ -405,13 +507,14 @@ def _branch(chan: socket.socket, children: list[dict[str, str]], workspace: str)
     ends: list[tuple[str, socket.socket]] = []
     errors: list[dict[str, Any]] = []
     for index, child in enumerate(children):
+        iid = str(child.get("iid", "")) if isinstance(child, dict) else ""
         ours, theirs = socket.socketpair()
         try:
             pid = os.fork()
         except OSError as exc:
             ours.close()
             theirs.close()
-            errors.append({"index": index, "iid": child["iid"], "message": f"fork failed: {exc.strerror}"})
+            errors.append({"index": index, "iid": iid, "message": f"fork failed: {exc.strerror}"})
             continue
         if pid == 0:
             try:
@@ -419,13 +522,13 @@ def _branch(chan: socket.socket, children: list[dict[str, str]], workspace: str)
                 chan.close()
                 for _, other in ends:
                     other.close()
-                _become_live(theirs, child["iid"], child["workspace"], workspace, None, reseed=True)
+                _become_branch(theirs, iid)
             except BaseException:  # noqa: BLE001 - a child must never return into the snapshot's loop
                 traceback.print_exc()
             finally:
                 os._exit(1)
         theirs.close()
-        ends.append((child["iid"], ours))
+        ends.append((iid, ours))
     for start in range(0, max(len(ends), 1), _wire.MAX_FDS_PER_FRAME):
         chunk = ends[start:start + _wire.MAX_FDS_PER_FRAME]
         last = start + _wire.MAX_FDS_PER_FRAME >= len(ends)
@@ -435,46 +538,287 @@ def _branch(chan: socket.socket, children: list[dict[str, str]], workspace: str)
         s.close()
 
 
-def _serve_zygote(chan: socket.socket) -> None:
-    for msg in _requests(chan, "spawn", "the zygote"):
-        ours, theirs = socket.socketpair()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            _wire.send(chan, {"error": f"fork failed: {exc.strerror}"})
+def _open_files(keep: set[int]) -> list[tuple[int, str, int, int]]:
+    """Regular files this process has open under /workspace or /tmp, as (fd, path, flags, offset); every
+    other descriptor except ``keep`` is closed (a fork inherits its parent's pipes and sockets)."""
+    files = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in keep or fd < 3:
             continue
-        if pid == 0:
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if stat.S_ISREG(os.fstat(fd).st_mode) and path.startswith((WORKSPACE + "/", TMP + "/")):
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    info = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+                files.append((fd, path, int(info["flags"].strip(), 8), int(info["pos"].strip())))
+            os.close(fd)
+        except (OSError, KeyError, ValueError):
             try:
-                ours.close()
-                chan.close()
-                _become_live(theirs, msg["iid"], msg["workspace"], None, msg["limits"], reseed=True)
-            except BaseException:  # noqa: BLE001 - a child must never return into the zygote's loop
-                traceback.print_exc()
-            finally:
-                os._exit(1)
-        theirs.close()
-        _wire.send(chan, {"ok": True}, [ours.fileno()])
+                os.close(fd)
+            except OSError:
+                pass
+    return files
+
+
+def _reopen(files: list[tuple[int, str, int, int]]) -> None:
+    """Open the same files again, at the same descriptors and offsets, on this member's own disk."""
+    for fd, path, flags, offset in files:
+        try:
+            fresh = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+        except OSError:
+            continue
+        if fresh != fd:
+            os.dup2(fresh, fd, inheritable=not flags & os.O_CLOEXEC)
+            os.close(fresh)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+        except OSError:
+            pass
+
+
+def _become_branch(chan: socket.socket, iid: str) -> None:
+    """A child of a snapshot: leave everything of the parent behind and become an instance of its own."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    quiet = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
+    os.close(quiet)
+    opened = _open_files({chan.fileno()})
+    _linux.unshare_shared_memory()
+    _wire.send_hello(chan, {"hello": iid})
+    msg, fds, _ = _wire.recv(chan)
+    if not isinstance(msg, dict) or msg.get("op") != "isolate" or len(fds) not in (4, 5):
+        _close_all(fds)
+        _wire.send(chan, {"error": "expected the namespaces to isolate in"})
+        return
+    for fd, (_name, nstype) in zip(fds, _linux.MEMBER_NAMESPACES):
+        _linux.setns(fd, nstype)
+    _close_all(fds[:4])
+    visible = int(msg["uid"])
+    os.setresgid(visible, visible, visible)
+    os.setresuid(visible, visible, visible)
+    _linux.drop_capabilities()
+    os.chdir(WORKSPACE)
+    restored = _restore_from(fds[4])["files"] if len(fds) == 5 else 0
+    _reopen(opened)
+    _wire.send(chan, {"ready": iid, "files": restored})
+    _become_live(chan, iid, reseed=True)
+
+
+# the zygote ---------------------------------------------------------------------------------------
+def _spawn(chan: socket.socket, msg: dict[str, Any]) -> None:
+    """Fork the sandbox's one member: its disk, its uid, its limits and the member seccomp filter."""
+    if STATE.member_pid and os.waitpid(STATE.member_pid, os.WNOHANG) == (0, 0):
+        _wire.send(chan, {"error": "this sandbox's member is still running"})
+        return
+    uid, iid = int(msg["uid"]), str(msg["iid"])
+    _linux.setup_disk(int(msg["disk_bytes"]), uid, uid)
+    ours, theirs = socket.socketpair()
+    try:
+        pid = os.fork()
+    except OSError as exc:
         ours.close()
+        theirs.close()
+        _wire.send(chan, {"error": f"fork failed: {exc.strerror}"})
+        return
+    if pid == 0:
+        try:
+            ours.close()
+            chan.close()
+            os.setsid()
+            _apply_limits(msg["limits"])
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            _linux.load_seccomp(STATE.member_filter)
+            _wire.send_hello(theirs, {"hello": iid})
+            _become_live(theirs, iid, reseed=True)
+        except BaseException:  # noqa: BLE001 - a child must never return into the zygote's loop
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    STATE.member_pid = pid
+    theirs.close()
+    _wire.send(chan, {"ok": True}, [ours.fileno()])
+    ours.close()
+
+
+def _await_byte(fd: int, deadline: float) -> bytes:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        raise TimeoutError("a namespace helper did not answer in time")
+    return os.read(fd, 1)
+
+
+def _helper(visible: int, disk_bytes: int, to_helper_r: int, from_helper_w: int) -> None:
+    """A helper of ``_prepare_sets``: as the lineage's uid, make the namespaces and, once the zygote
+    mapped them, their disk and loopback; then wait to be killed (its namespaces outlive it)."""
+    try:
+        _linux.die_with_parent(signal.SIGKILL)
+        try:
+            os.setgroups([])
+        except PermissionError:
+            pass  # in a lineage's namespace setgroups is denied; the helper's groups go nowhere
+        os.setresgid(visible, visible, visible)
+        os.setresuid(visible, visible, visible)
+        _linux.unshare(sum(flag for _name, flag in _linux.MEMBER_NAMESPACES))
+        os.write(from_helper_w, b"u")
+        if os.read(to_helper_r, 1) != b"g":
+            os._exit(1)
+        os.setresgid(visible, visible, visible)
+        os.setresuid(visible, visible, visible)
+        _linux.make_mounts_private()
+        _linux.setup_disk(disk_bytes, visible, visible)
+        _linux.loopback_up()
+        os.write(from_helper_w, b"r")
+        os.read(to_helper_r, 1)
+    except BaseException:  # noqa: BLE001 - report by exiting; the zygote sees the pipe close
+        traceback.print_exc()
+    finally:
+        os._exit(0)
+
+
+class _Pending:
+    """One namespace set being made: its helper and the pipes to it."""
+
+    def __init__(self, fresh: int, pid: int, to_helper: int, from_helper: int) -> None:
+        self.fresh, self.pid, self.to_helper, self.from_helper = fresh, pid, to_helper, from_helper
+        self.error = ""
+
+    def end(self) -> None:
+        for fd in (self.to_helper, self.from_helper):
+            os.close(fd)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+
+
+def _prepare_sets(link: socket.socket, msg: dict[str, Any], parent_userns: int | None) -> None:
+    """In a fork of the zygote (entered into the lineage's user namespace when it is not the sandbox's):
+    make every requested set at once (one helper each) and hand each set's descriptors back over ``link``."""
+    if parent_userns is not None:
+        _linux.setns(parent_userns, _linux.CLONE_NEWUSER)
+        os.close(parent_userns)
+    deadline = time.monotonic() + NSPREP_TIMEOUT_S
+    visible, bounds, disk = int(msg["visible_uid"]), (int(msg["lo"]), int(msg["hi"])), int(msg["disk_bytes"])
+    holes = tuple(int(h) for h in msg.get("holes", ()))
+    pending: list[_Pending] = []
+    for fresh in msg["uids"]:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(to_w)
+            os.close(from_r)
+            _helper(visible, disk, to_r, from_w)
+        os.close(to_r)
+        os.close(from_w)
+        pending.append(_Pending(int(fresh), pid, to_w, from_r))
+    for p in pending:
+        try:
+            if _await_byte(p.from_helper, deadline) != b"u":
+                raise OSError("the namespace helper could not make its namespaces")
+            _linux.write_id_maps(p.pid, _linux.id_map_lines(visible, p.fresh, *bounds, holes))
+            os.write(p.to_helper, b"g")
+        except (OSError, TimeoutError) as exc:
+            p.error = str(exc)
+    for p in pending:
+        fds: list[int] = []
+        try:
+            if not p.error and _await_byte(p.from_helper, deadline) != b"r":
+                raise OSError("the namespace helper could not set up its namespaces")
+            if not p.error:
+                fds = [os.open(f"/proc/{p.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                       for name, _ in _linux.MEMBER_NAMESPACES]
+        except (OSError, TimeoutError) as exc:
+            p.error = str(exc)
+        finally:
+            p.end()
+        if p.error:
+            _wire.send(link, {"uid": p.fresh, "error": p.error})
+        else:
+            _wire.send(link, {"uid": p.fresh}, fds)
+        _close_all(fds)
+
+
+def _nsprep(chan: socket.socket, msg: dict[str, Any], fds: list[int]) -> None:
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            chan.close()
+            _prepare_sets(theirs, msg, fds[0] if fds else None)
+        except BaseException:  # noqa: BLE001 - the zygote reports what is missing
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    theirs.close()
+    _close_all(fds)
+    ours.settimeout(NSPREP_TIMEOUT_S + 1)
+    made: list[tuple[dict[str, Any], list[int]]] = []
+    try:
+        for _ in msg["uids"]:
+            reply, got, _ = _wire.recv(ours)
+            made.append((reply, got))
+    except (OSError, _wire.ChannelClosed, ValueError) as exc:
+        made.append(({"error": f"namespace preparation stopped: {exc}"}, []))
+    finally:
+        ours.close()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    per_frame = _wire.MAX_FDS_PER_FRAME // 5
+    for start in range(0, max(len(made), 1), per_frame):
+        chunk = made[start:start + per_frame]
+        last = start + per_frame >= len(made)
+        sets = [reply for reply, _ in chunk]
+        _wire.send(chan, {"ok": True, "sets": sets, "more": not last}, [fd for _, got in chunk for fd in got])
+        for _, got in chunk:
+            _close_all(got)
+
+
+def _serve_zygote(chan: socket.socket) -> None:
+    while True:
+        try:
+            msg, fds, _ = _wire.recv(chan)
+        except (_wire.ChannelClosed, OSError, ValueError):
+            return
+        op = msg.get("op") if isinstance(msg, dict) else None
+        try:
+            if op == "spawn":
+                _close_all(fds)
+                _spawn(chan, msg)
+            elif op == "nsprep":
+                _nsprep(chan, msg, fds)
+            else:
+                _close_all(fds)
+                _wire.send(chan, {"error": f"the zygote does not answer {op!r}"})
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            _wire.send(chan, {"error": f"{op} failed: {exc}"})
 
 
 def main(argv: list[str]) -> None:
     chan = socket.socket(fileno=int(argv[1]))
-    uid, gid, nproc = int(argv[2]), int(argv[3]), int(argv[4])
-    if os.getuid() == 0 and uid > 0:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+    nproc = int(argv[2])
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _linux.remount_proc_hidden()
+    with open(MEMBER_FILTER, "rb") as f:
+        STATE.member_filter = f.read()
     STATE.namespace = {"__name__": "__main__", "__builtins__": builtins}
     import gc
 
     gc.collect()
     gc.freeze()  # keep the zygote's objects out of the collector, so forks do not touch their pages
-    _wire.send(chan, {"ready": True, "pid": os.getpid(), "uid": os.getuid()})
+    _wire.send(chan, {"ready": True, "pid": os.getpid()})
     _serve_zygote(chan)
 
 

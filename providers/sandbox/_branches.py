@@ -1,0 +1,272 @@
+"""Branches: live members forked from a frozen snapshot that share nothing with it or with each other.
+
+A snapshot's child is born with its parent's memory, uid and namespaces. Before it runs anything it
+enters a set of namespaces made for it (its own user, mount, network and ipc namespaces, with its own
+/workspace, /tmp and /dev/shm), becomes a uid no live process has, drops every capability, closes what
+it inherited and unpacks the snapshot's disk. The daemon checks that it did before it answers.
+
+A snapshot keeps children ready (``ReadyBranches``), so a Branch only hands them out. User namespaces
+nest: a branch of a branch is one level deeper; the kernel allows 32.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _frames
+from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from ._sandbox import Limits, NsSet, Sandbox
+from ._uids import ALLOCATOR
+
+log = logging.getLogger("worldrt.sandbox")
+MAX_DEPTH = 32
+# The most children one snapshot keeps ready.
+MAX_READY = 16
+BIRTH_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Who a member's processes are: the uid they see, the uid they run as, how deep their user
+    namespace is nested, and the ids their namespace does not map (its ancestors' fresh uids)."""
+
+    visible_uid: int
+    uid: int
+    depth: int = 0
+    holes: tuple[int, ...] = ()
+
+    def child(self, uid: int) -> "Lineage":
+        return Lineage(self.visible_uid, uid, self.depth + 1, self.holes + (uid,))
+
+
+@dataclass
+class ReadyBudget:
+    """How many idle ready children a daemon keeps, all snapshots together."""
+
+    limit: int = 64
+    used: int = 0
+
+    def room(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+@dataclass
+class Branch:
+    """A child of a snapshot that has come up isolated and waits to be handed out."""
+
+    proc: SandboxProcess
+    lineage: Lineage
+
+
+class ReadyBranches:
+    """Children of one frozen snapshot, forked and isolated ahead of the Branch that hands them out.
+
+    A snapshot runs nothing after it is taken, so a child forked now is the same as one forked at the
+    Branch call; forking ahead takes the fork, the namespaces and the cgroup placement (whose first
+    move after a pause waits out an RCU grace period) off the caller's path. ``target`` children are
+    kept ready; a Branch asking for more gets the rest made on the spot."""
+
+    def __init__(self, sandbox: Sandbox, snapshot: SandboxProcess, lineage: Lineage, limits: Limits,
+                 archive: Callable[[], int | None], budget: "ReadyBudget", target: int = 3) -> None:
+        self.budget = budget
+        self.sandbox = sandbox
+        self.snapshot = snapshot
+        self.lineage = lineage
+        self.limits = limits
+        self.archive = archive
+        self.target = target
+        self.ready: list[Branch] = []
+        self._growing: asyncio.Task[list[str]] | None = None
+        self.closed = False
+
+    def _parent_userns(self) -> int | None:
+        if self.lineage.depth == 0:
+            return None
+        return os.open(f"/proc/{self.snapshot.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+
+    async def _grow(self, count: int) -> list[str]:
+        """Fork, place and isolate ``count`` more children; the errors of those that did not come up. The
+        zygote makes the namespaces while the snapshot forks and the children move into their cgroups."""
+        uids = ALLOCATOR.take_many(count)
+        iids = [f"i-{secrets.token_hex(6)}" for _ in range(count)]
+        preparing = asyncio.create_task(self.sandbox.prepare(
+            self.lineage.visible_uid, uids, self.limits.disk_bytes, self.lineage.holes, self._parent_userns()))
+        errors: list[str] = []
+        try:
+            procs, fork_errors = await fork_branches(self.sandbox, self.snapshot, iids)
+        except (SandboxError, ChannelClosed, OSError) as exc:
+            procs, fork_errors = [], [{"message": f"the snapshot did not fork: {exc}"}]
+        errors += [str(e.get("message", "")) for e in fork_errors]
+        for proc in procs:
+            self.sandbox.members.add(proc.key)
+        placing = asyncio.create_task(asyncio.to_thread(self._place_all, procs))
+        try:
+            sets, set_errors = await preparing
+        except (SandboxError, OSError) as exc:
+            sets, set_errors = [], [str(exc)]
+        errors += set_errors
+        for uid in set(uids) - {s.uid for s in sets}:
+            ALLOCATOR.release(uid)
+        pairs = list(zip(procs, sets))
+        born = await asyncio.gather(*(self._birth(p, ns) for p, ns in pairs), return_exceptions=True)
+        placed = await placing
+        for proc in procs[len(pairs):]:
+            errors.append("no namespaces were made for this branch")
+            await self.sandbox.kill(proc)
+        for ns in sets[len(pairs):]:
+            ns.close()
+            ALLOCATOR.release(ns.uid)
+        for (proc, ns), outcome in zip(pairs, born):
+            problem = placed.get(proc.key)
+            if isinstance(outcome, BaseException) or problem is not None:
+                errors.append(f"branch did not come up: {outcome if isinstance(outcome, BaseException) else problem}")
+                if not isinstance(outcome, BaseException):
+                    await self._discard(outcome)
+            elif self.closed:
+                await self._discard(outcome)
+            else:
+                self.ready.append(outcome)
+        return errors
+
+    def _place_all(self, procs: list[SandboxProcess]) -> dict[str, str]:
+        """Each child into its own cgroup (one thread: the first move waits for the kernel); the children
+        that could not be placed, with why."""
+        problems = {}
+        for proc in procs:
+            try:
+                self.sandbox.place(proc, self.limits.processes, self.limits.cgroup_memory_bytes)
+            except OSError as exc:
+                problems[proc.key] = f"could not put it in its cgroup: {exc}"
+        return problems
+
+    async def _birth(self, proc: SandboxProcess, ns: NsSet) -> Branch:
+        lineage = self.lineage.child(ns.uid)
+        try:
+            await birth(proc, ns, lineage, self.archive())
+        except BaseException:
+            await self.sandbox.kill(proc)
+            ALLOCATOR.release(ns.uid)
+            raise
+        self.budget.used += 1
+        return Branch(proc, lineage)
+
+    def fill_soon(self) -> None:
+        """Bring the ready children up to ``target`` in the background (within the daemon's budget)."""
+        if self.closed or (self._growing is not None and not self._growing.done()):
+            return
+        missing = min(self.target - len(self.ready), self.budget.room())
+        if missing > 0:
+            self._growing = asyncio.create_task(self._grow(missing))
+            self._growing.add_done_callback(_log_errors)
+
+    async def take(self, count: int) -> tuple[list[Branch], list[str]]:
+        """``count`` isolated children (made now for what is not ready); errors for those that failed."""
+        if self.lineage.depth + 1 > MAX_DEPTH:
+            raise SandboxError(f"this snapshot is {self.lineage.depth} branch generations deep and the kernel "
+                               f"nests user namespaces at most {MAX_DEPTH} levels")
+        if len(self.ready) < count and self._growing is not None:
+            await asyncio.gather(self._growing, return_exceptions=True)
+        errors: list[str] = []
+        if len(self.ready) < count:
+            errors = await self._grow(count - len(self.ready))
+        taken, self.ready = self.ready[:count], self.ready[count:]
+        self.budget.used -= len(taken)
+        self.target = max(1, min(MAX_READY, 2 * count))
+        return taken, errors
+
+    async def trim(self) -> None:
+        """Let the ready children go (the snapshot has not been branched for a while)."""
+        ready, self.ready = self.ready, []
+        for branch in ready:
+            await self._discard(branch)
+
+    async def _discard(self, branch: Branch) -> None:
+        self.budget.used -= 1
+        await self.sandbox.kill(branch.proc)
+        ALLOCATOR.release(branch.lineage.uid)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._growing is not None:
+            await asyncio.gather(self._growing, return_exceptions=True)
+        ready, self.ready = self.ready, []
+        for branch in ready:
+            await self._discard(branch)
+
+
+def _log_errors(task: asyncio.Task[list[str]]) -> None:
+    if not task.cancelled() and task.exception() is None and task.result():
+        log.warning("preparing branches: %s", "; ".join(task.result()[:3]))
+
+
+def _uids_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]
+    return []
+
+
+async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: int | None) -> None:
+    """Isolate a freshly forked child (``proc``, already in its cgroup) in ``ns``; consumes ``ns`` and
+    ``archive_fd``. Raises SandboxError when the child did not come up isolated."""
+    user_ino = os.fstat(ns.fds[0]).st_ino
+    fds = ns.fds + ([archive_fd] if archive_fd is not None else [])
+    try:
+        async with asyncio.timeout(BIRTH_TIMEOUT_S):
+            await proc.send({"op": "isolate", "uid": lineage.visible_uid}, fds)
+            ns.close()
+            if archive_fd is not None:
+                os.close(archive_fd)
+                archive_fd = None
+            reply, _ = await proc.recv()
+    except TimeoutError:
+        raise SandboxError(f"branch {proc.key} did not come up within {BIRTH_TIMEOUT_S:.0f} s") from None
+    finally:
+        ns.close()
+        if archive_fd is not None:
+            os.close(archive_fd)
+    if reply.get("ready") != proc.key:
+        _frames.ok(reply, proc.key, "isolating a branch")
+        raise ProtocolError(f"branch {proc.key} answered {str(reply)[:200]} instead of ready")
+    try:
+        isolated = _uids_of(proc.pid) == [ns.uid] * 4 and os.stat(f"/proc/{proc.pid}/ns/user").st_ino == user_ino
+    except OSError:
+        isolated = False
+    if not isolated:
+        raise ProtocolError(f"branch {proc.key} said it was ready but is not in its own namespaces and uid")
+
+
+async def fork_branches(sandbox: Sandbox, snapshot: SandboxProcess, iids: list[str]) -> tuple[
+        list[SandboxProcess], list[dict[str, object]]]:
+    """Ask a snapshot process to fork one child per iid; their channels (each said hello) and the errors."""
+    procs: list[SandboxProcess] = []
+    errors: list[dict[str, object]] = []
+    try:
+        async for reply, fds in snapshot.replies({"op": "branch", "children": [{"iid": i} for i in iids]},
+                                                 max_fds=len(iids)):
+            _frames.ok(reply, snapshot.key, "branch")
+            for error in reply.get("errors", []) if isinstance(reply.get("errors"), list) else []:
+                if isinstance(error, dict):
+                    errors.append({"iid": str(error.get("iid", "")), "message": str(error.get("message", ""))[:300]})
+            named = _frames.strings(reply, "iids", snapshot.key)
+            for iid, fd in zip(named, fds):
+                if iid not in iids:
+                    os.close(fd)
+                    continue
+                try:
+                    procs.append(await SandboxProcess.from_hello(fd, iid))
+                except (SandboxError, ChannelClosed, OSError) as exc:
+                    errors.append({"iid": iid, "message": f"branch did not come up: {exc}"})
+            for fd in fds[len(named):]:
+                os.close(fd)
+    except BaseException:
+        for proc in procs:
+            await sandbox.kill(proc)
+        raise
+    return procs, errors

@@ -1,0 +1,173 @@
+"""Linux calls the sandbox agent needs that the standard library lacks: mounts, namespaces, capabilities,
+seccomp, the loopback interface, and un-sharing memory a fork inherited.
+
+Runs inside the sandbox, so it uses the standard library only (ctypes on the C library). Each function
+raises OSError with the call and the errno on failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import socket
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_libc.capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+# The namespaces a sandboxed member gets of its own, in the order they must be entered (user first).
+MEMBER_NAMESPACES = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET), ("ipc", CLONE_NEWIPC))
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+_PR_SET_PDEATHSIG, _PR_SET_SECCOMP, _PR_CAP_AMBIENT = 1, 22, 47
+_SECCOMP_MODE_FILTER, _PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
+_CAP_V3 = 0x20080522
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 1
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
+                       flags, data.encode() if data else None), f"mount {target}")
+
+
+def umount_detach(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), f"setns {nstype:#x}")
+
+
+def die_with_parent(signum: int) -> None:
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PDEATHSIG)")
+
+
+def drop_capabilities() -> None:
+    """Clear every capability (effective, permitted, inheritable, ambient) of this process."""
+    header = struct.pack("Ii", _CAP_V3, 0)
+    data = bytes(24)
+    _check(_libc.capset(header, data), "capset")
+    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(CAP_AMBIENT_CLEAR_ALL)")
+
+
+def load_seccomp(program: bytes) -> None:
+    """Add a classic-BPF seccomp filter (as libseccomp exports it) to this process and its descendants."""
+    count = len(program) // 8
+    buffer = ctypes.create_string_buffer(program, len(program))
+
+    class _Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = _Prog(count, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0), "prctl(SET_SECCOMP)")
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` in this network namespace (a new one starts with it down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0)))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def write_id_maps(pid: int, lines: list[tuple[int, int, int]]) -> None:
+    """Map ids of the user namespace of ``pid`` (the same lines for uids and gids; setgroups denied)."""
+    text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in lines).encode()
+    for name, data in (("setgroups", b"deny"), ("uid_map", text), ("gid_map", text)):
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.EIO, f"short write to /proc/{pid}/{name}")
+        finally:
+            os.close(fd)
+
+
+def id_map_lines(visible: int, fresh: int, lo: int, hi: int, holes: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """A member's id map: ``visible`` (the uid its lineage has always seen) is ``fresh`` outside, and every
+    other id of the sandbox range [lo, hi) maps to itself, so the member's own descendants can be given
+    fresh ids of that range in turn. ``holes`` are ids the parent namespace does not map (its ancestors'
+    fresh ids). The member holds no capability, so the identity part gives it nothing."""
+    lines = [(visible, fresh, 1)]
+    start = lo
+    for hole in sorted({visible, fresh, *holes}):
+        if lo <= hole < hi:
+            if hole > start:
+                lines.append((start, start, hole - start))
+            start = hole + 1
+    if start < hi:
+        lines.append((start, start, hi - start))
+    return lines
+
+
+def setup_disk(size_bytes: int, uid: int, gid: int) -> None:
+    """One tmpfs of ``size_bytes`` for this mount namespace's /workspace, /tmp and /dev/shm together, so
+    one quota bounds all three and nothing of them is on the host's disk."""
+    staging = "/.disk"
+    mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_bytes},mode=0755")
+    try:
+        for name, mode, owner in (("workspace", 0o700, (uid, gid)), ("tmp", 0o1777, (0, 0)), ("shm", 0o1777, (0, 0))):
+            path = f"{staging}/{name}"
+            os.mkdir(path)
+            os.chmod(path, mode)
+            if owner != (0, 0):
+                os.chown(path, *owner)
+        for name, target in (("workspace", "/workspace"), ("tmp", "/tmp"), ("shm", "/dev/shm")):
+            mount(f"{staging}/{name}", target, None, MS_BIND)
+    finally:
+        umount_detach(staging)
+
+
+def make_mounts_private() -> None:
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def remount_proc_hidden() -> None:
+    """Hide every process of another uid from /proc, so members of a sandbox cannot see each other."""
+    mount(None, "/proc", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+
+
+def unshare_shared_memory() -> None:
+    """Give this process a private copy of every shared mapping it inherited (shared memory of the
+    process it was forked from would otherwise join it to its siblings)."""
+    with open("/proc/self/maps") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) < 5 or parts[1][3] != "s":
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        length = end - start
+        prot = (mmap.PROT_READ if parts[1][0] == "r" else 0) | (mmap.PROT_WRITE if parts[1][1] == "w" else 0) | (
+            mmap.PROT_EXEC if parts[1][2] == "x" else 0)
+        saved = ctypes.string_at(start, length) if parts[1][0] == "r" else b""
+        address = _libc.mmap(start, length, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, -1, 0)  # 0x10: MAP_FIXED
+        if address != start:
+            raise OSError(ctypes.get_errno(), f"could not replace the shared mapping at {start:#x}")
+        if saved:
+            ctypes.memmove(start, saved, length)
+        _check(_libc.mprotect(ctypes.c_void_p(start), ctypes.c_size_t(length), prot), "mprotect")
