@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._catalog import CATALOG
 from ._provider import Provider, ProviderOptions
-from ._server import serve
+from ._server import ServerTls, listen_address, serve
 
 _PR_SET_PDEATHSIG = 1
 
@@ -48,11 +48,13 @@ def die_with_parent() -> None:
         raise SystemExit(f"the host (pid {parent}) that started this provider is gone")
 
 
-def run(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str]) -> None:
+def run(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str], *,
+        tls: ServerTls | None = None, insecure: bool = False) -> None:
     logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
                         format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
     die_with_parent()
+    address = listen_address(listen or default_listen(name, state_dir), tls=tls, token=token, insecure=insecure)
     provider_dir = state_dir / name
     provider_dir.mkdir(parents=True, exist_ok=True)
     provider = load_provider(name, ProviderOptions(state_dir=provider_dir.resolve(), values=values))
-    asyncio.run(serve(provider, listen or default_listen(name, state_dir), token))
+    asyncio.run(serve(provider, address, token, tls=tls, insecure=insecure))

@@ -1,4 +1,4 @@
-"""Run a provider as a daemon: grpc.aio server, health, reflection, auth, graceful stop on signals."""
+"""Run a provider as a daemon: grpc.aio server, health, reflection, auth, TLS, graceful stop on signals."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -16,15 +17,55 @@ from grpc_reflection.v1alpha import reflection
 from worldrt.v1 import SERVICE_NAME, rpc
 
 from ._auth import BearerTokenInterceptor
+from ._channel import is_loopback, tcp_host
 from ._provider import Provider
 from ._servicer import ProviderServicer
 
 log = logging.getLogger("worldrt.provider")
 
 
-def listen_address(listen: str) -> str:
-    """Validate ``unix:PATH`` or ``HOST:PORT`` and clear a stale unix socket file."""
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A TCP listener's certificate and key; with ``client_ca``, clients need a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @classmethod
+    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None) -> "ServerTls | None":
+        if not cert and not key:
+            if client_ca:
+                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key as well")
+            return None
+        if not cert or not key:
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(_read(self.key, "key"), _read(self.cert, "certificate"))],
+            root_certificates=_read(self.client_ca, "client CA certificate") if self.client_ca else None,
+            require_client_auth=self.client_ca is not None)
+
+
+def listen_address(listen: str, *, tls: ServerTls | None = None, token: str | None = None,
+                   insecure: bool = False) -> str:
+    """Validate ``unix:PATH`` or ``HOST:PORT`` and clear a stale unix socket file.
+
+    A TCP listener off loopback needs TLS; only a daemon without a token may serve it in cleartext, and
+    only when asked to with ``insecure``."""
     if listen.startswith("unix:"):
+        if tls is not None:
+            raise ValueError(f"TLS is for HOST:PORT listeners; {listen} is a unix socket, which its file mode "
+                             f"protects: drop --tls-cert/--tls-key or listen on HOST:PORT")
         path = Path(listen[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
@@ -33,15 +74,37 @@ def listen_address(listen: str) -> str:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"--listen must be unix:PATH or HOST:PORT, got {listen!r}")
+    where = tcp_host(listen) or host
+    if tls is None and not is_loopback(where):
+        if token:
+            raise ValueError(f"refusing to listen on {listen} in cleartext: its bearer token would cross the "
+                             f"network readable; pass --tls-cert and --tls-key (make them with: worldrt tls init "
+                             f"DIR --host NAME); --insecure is only for a daemon without a token")
+        if not insecure:
+            raise ValueError(f"refusing to listen on {listen} in cleartext: pass --tls-cert and --tls-key (make "
+                             f"them with: worldrt tls init DIR --host NAME), or --insecure to serve it without "
+                             f"TLS and without a token")
     return listen
 
 
+def bind(server: grpc.Server | grpc.aio.Server, address: str, tls: ServerTls | None) -> int:
+    """Add the listening port (TLS when ``tls`` is given); OSError when a TCP address cannot be bound."""
+    try:
+        port = (server.add_secure_port(address, tls.credentials()) if tls is not None
+                else server.add_insecure_port(address))
+    except RuntimeError as exc:  # grpc.aio raises where grpc returns 0
+        raise OSError(f"cannot listen on {address} ({exc})") from None
+    if port == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
 async def serve(provider: Provider, listen: str, token: str | None = None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, *, tls: ServerTls | None = None, insecure: bool = False) -> None:
     """Serve ``provider`` on ``listen`` until SIGTERM, SIGINT or a Shutdown call; stop its instances first."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="worldrt"))
-    address = listen_address(listen)
+    address = listen_address(listen, tls=tls, token=token, insecure=insecure)
     interceptors = [BearerTokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -56,8 +119,7 @@ async def serve(provider: Provider, listen: str, token: str | None = None,
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
-    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {address}")
+    bind(server, address, tls)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
@@ -65,7 +127,9 @@ async def serve(provider: Provider, listen: str, token: str | None = None,
         await provider.open()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("%s serving on %s (pid %d)", provider.provider_id, address, os.getpid())
+        log.info("%s serving on %s%s (pid %d)", provider.provider_id, address,
+                 "" if tls is None else " with TLS" + (" (client certificates required)" if tls.client_ca else ""),
+                 os.getpid())
         if ready is not None:
             ready.set()
         await stop.wait()
