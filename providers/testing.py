@@ -16,6 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from worldrt.v1 import rpc
 
+from ._auth import TOKEN_ENV
+from ._channel import ClientTls, open_channel
+
 
 def pids_of_uid(uid: int) -> set[int]:
     """Pids of the processes running as ``uid`` (a sandbox's processes run as a uid of their own)."""
@@ -30,10 +33,11 @@ def pids_of_uid(uid: int) -> set[int]:
     return out
 
 
-def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None, *,
+                 tls: ClientTls | None = None) -> None:
     """Block until the health service at ``address`` says SERVING (or the process exits)."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls=tls) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and proc.poll() is not None:
@@ -50,14 +54,21 @@ def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[b
 
 
 class ProviderDaemon:
-    """A ``worldrt provider serve NAME`` process on a unix socket, stopped with SIGTERM on exit."""
+    """A ``worldrt provider serve NAME`` process, stopped with SIGTERM on exit.
+
+    It listens on a unix socket unless ``listen`` says otherwise; ``serve_args`` are more options of
+    ``provider serve`` (``--tls-cert`` ...) and ``tls`` is what this harness's own channel uses. The token
+    reaches the daemon in its environment, never on its command line."""
 
     def __init__(self, name: str, *, state_dir: Path | None = None, token: str | None = None,
-                 options: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+                 options: dict[str, str] | None = None, log_path: Path | None = None, listen: str | None = None,
+                 serve_args: tuple[str, ...] = (), tls: ClientTls | None = None) -> None:
         self.name = name
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix=f"worldrt-{name}-")
         self.state_dir = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
-        self.address = f"unix:{self.state_dir / (name + '.sock')}"
+        self.address = listen or f"unix:{self.state_dir / (name + '.sock')}"
+        self.serve_args = serve_args
+        self.tls = tls
         self.token = token
         self.options = options or {}
         self.log_path = log_path or self.state_dir / f"{name}.log"
@@ -70,17 +81,18 @@ class ProviderDaemon:
                 "--listen", self.address, "--state-dir", str(self.state_dir)]
         for key, value in self.options.items():
             argv += ["--set", f"{key}={value}"]
-        env = {k: v for k, v in os.environ.items() if k != "WORLDRT_TOKEN"}
+        argv += self.serve_args
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         if self.token:
-            argv += ["--token", self.token]
+            env[TOKEN_ENV] = self.token
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         try:
-            wait_serving(self.address, proc=self.proc)
+            wait_serving(self.address, proc=self.proc, tls=self.tls)
         except BaseException:
             self.stop()
             raise
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = open_channel(self.address, tls=self.tls, token=self.token)
         return self
 
     @property
