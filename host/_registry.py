@@ -1,23 +1,36 @@
 """The registry: one DuckDB file written by one process (the host).
 
 Tables ``runtime_providers``, ``provider_invocations`` and ``provider_links`` are the seed's, column
-for column; ``provider_daemons`` records where each local engine runs. Invocation rows are queued by
-the call path and written in batches by a background thread (one multi-row INSERT per batch).
+for column; ``provider_daemons`` records where each local engine runs.
+
+An invocation row is durable before its caller sees the result it describes: ``record()`` (on the call
+path) redacts it (host/_redaction.py), appends it to the journal (host/_journal.py: survives SIGKILL of
+the host, not a machine crash) and queues it. A writer thread makes its JSON and writes batches of rows
+(one multi-row INSERT each), then empties the journal when every row in it is in DuckDB; ``open()``
+replays whatever a process that ended left there. The writer never gives a row up: a failed write is
+retried with backoff; after a few failures in a row, or once the DuckDB file was deleted or replaced
+under the host, the registry is unhealthy (``problem`` says what happened and what to do) until writes
+work again. ``keep_days`` prunes ``provider_invocations`` rows older than that at open and then hourly.
+
+The DuckDB file, its .wal, the lock and the journal are readable by their owner only (0600), and a
+folder the registry makes for them is 0700.
 """
 
 from __future__ import annotations
 
+import collections
 import fcntl
+import itertools
 import json
+import logging
 import os
 import queue
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +39,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from worldrt.providers import CATALOG
+
+from ._journal import Journal, Row, message_of, read_rows
+from ._private_files import make_private, private_dir, private_umask
+from ._redaction import DEFAULT_CAP_BYTES, Payload, Redactor, add_sizes, decode_sizes, scrub
+
+log = logging.getLogger("worldrt.registry")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runtime_providers (
@@ -94,21 +113,31 @@ ON CONFLICT DO NOTHING;
 
 _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result",
             "latency_ms", "cost_units", "invoked_at")
+_INSERT = (f"INSERT OR IGNORE INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT "
+           + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS))))
+
+BATCH_INTERVAL_S = 0.05
+MAX_BATCH = 5000
+# How often the writer looks at its files (and retention) when no row arrives.
+TICK_S = 1.0
+FAILURES_BEFORE_UNHEALTHY = 3
+FIRST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 5.0
+PRUNE_EVERY_S = 3600.0
+
+_FLUSH = object()
+_STOP = object()
 
 
 class RegistryError(RuntimeError):
-    """The registry file cannot be used (held by another process, corrupt, unwritable)."""
-
-
-def _as_json(value: Any) -> str:
-    if isinstance(value, Message):
-        value = MessageToDict(value, preserving_proto_field_name=True)
-    return json.dumps(value, default=str)
+    """The registry file cannot be used (held by another process, corrupt, unwritable, unhealthy)."""
 
 
 @dataclass(frozen=True)
 class Invocation:
-    """One provider call. Params and result may be protobuf messages: they become JSON in the writer."""
+    """One provider call. Params and result may be protobuf messages: they become JSON in the writer.
+
+    ``secrets`` are the values of the call's link that no stored string of the row may contain."""
 
     provider_id: str
     operation: str
@@ -118,11 +147,7 @@ class Invocation:
     latency_ms: float
     cost_units: float
     invoked_at: float
-
-    def row(self) -> tuple[Any, ...]:
-        return (uuid.uuid4().hex, self.provider_id, self.operation, self.verse_id,
-                _as_json(self.input_params), _as_json(self.output_result),
-                self.latency_ms, self.cost_units, self.invoked_at)
+    secrets: tuple[str, ...] = ()
 
 
 def _holder(lock_path: Path) -> str:
@@ -132,103 +157,368 @@ def _holder(lock_path: Path) -> str:
         return "another process"
 
 
-class Registry:
-    """Open with ``Registry.open(path)``; ``close()`` flushes every queued row."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lock_fd: int) -> None:
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _json(payload: Payload) -> str:
+    if payload.kind == b"j":
+        return payload.data.decode()
+    document = MessageToDict(message_of(payload), preserving_proto_field_name=True)
+    # MessageToDict makes only JSON types: the plain (and cached, fast) encoder will do.
+    return json.dumps(add_sizes(document, decode_sizes(payload.sizes)) if payload.sizes else document)
+
+
+def _columns(rows: Sequence[Row]) -> list[list[Any]]:
+    """The INSERT's columns for ``rows``; their JSON is made here, in the writer, not on the call path."""
+    return [[r.invocation_id for r in rows], [r.provider_id for r in rows], [r.operation for r in rows],
+            [r.verse_id for r in rows], [_json(r.input_params) for r in rows], [_json(r.output_result) for r in rows],
+            [r.latency_ms for r in rows], [r.cost_units for r in rows],
+            [datetime.fromtimestamp(r.invoked_at, timezone.utc).replace(tzinfo=None) for r in rows]]
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, columns: list[list[Any]]) -> None:
+    """One INSERT of the rows in ``columns``; a row whose invocation_id is already there is skipped."""
+    con.execute(_INSERT, columns)
+
+
+def _prune(con: duckdb.DuckDBPyConnection, keep_days: float) -> None:
+    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=keep_days)
+    con.execute("DELETE FROM provider_invocations WHERE invoked_at < ?", [cutoff])
+
+
+class Registry:
+    """Open with ``Registry.open(path)``; ``close()`` writes every recorded row (or leaves it in the journal)."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lock_fd: int, journal: Journal,
+                 redactor: Redactor, keep_days: float | None, prune_every_s: float) -> None:
         self.path = path
         self._con = con
         self._lock_fd = lock_fd
+        self._identity = _identity(path)
         self._db_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Invocation | None] = queue.SimpleQueue()
-        self._written = 0
+        self._journal = journal
+        self._journal_lock = threading.Lock()
+        self._journal_broken = False
+        # Journal records of the rows not yet in DuckDB, in the order they were recorded.
+        self._uncommitted: collections.deque[bytes] = collections.deque()
+        self._redactor = redactor
+        self._keep_days = keep_days
+        self._prune_every_s = prune_every_s
+        self._queue: queue.SimpleQueue[Row | object] = queue.SimpleQueue()
+        # Invocation ids: 64 random bits for this process, then a counter (32 hex digits, as uuid4().hex).
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._recorded = 0
+        self._committed = 0
+        self._problems: dict[str, str] = {}
+        self._listeners: list[Callable[[str | None], None]] = []
+        self._progress = threading.Condition()
+        self._left = 0
         self._writer = threading.Thread(target=self._write_forever, name="registry-writer", daemon=True)
         self._writer.start()
 
     @classmethod
-    def open(cls, path: str | Path) -> "Registry":
+    def open(cls, path: str | Path, *, keep_days: float | None = None, cap_bytes: int = DEFAULT_CAP_BYTES,
+             prune_every_s: float = PRUNE_EVERY_S) -> "Registry":
+        """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_days is not None and keep_days <= 0:
+            raise RegistryError(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
+        try:
+            redactor = Redactor(cap_bytes)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        private_dir(path.parent)
         lock_path = path.with_name(path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RegistryError(f"{path} is in use by {_holder(lock_path)}; stop it or use that host") from None
+        os.fchmod(fd, 0o600)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:4])})".encode())
+        journal_path = path.with_name(path.name + ".journal")
         try:
-            con = duckdb.connect(str(path))
-            con.execute(SCHEMA)
-            con.execute(SEED_PROVIDERS)
+            with private_umask():
+                con = duckdb.connect(str(path))
         except duckdb.Error as exc:
             os.close(fd)
-            first = str(exc).splitlines()[0]
-            raise RegistryError(f"{path} cannot be opened as a DuckDB registry ({first}); "
+            raise RegistryError(f"{path} cannot be opened as a DuckDB registry ({_first_line(exc)}); "
                                 f"move it away or pass --db") from None
-        return cls(path, con, fd)
+        journal: Journal | None = None
+        try:
+            with private_umask():
+                con.execute(SCHEMA)
+                con.execute(SEED_PROVIDERS)
+                make_private(path, path.with_name(path.name + ".wal"))
+                journal = Journal(journal_path)
+                rows = read_rows(journal_path)
+                if rows:
+                    _insert_rows(con, _columns(list({r.invocation_id: r for r in rows}.values())))
+                    log.info("replayed %d invocation row(s) from %s", len(rows), journal_path)
+                journal.truncate()
+                if keep_days is not None:
+                    _prune(con, keep_days)
+        except (duckdb.Error, OSError) as exc:
+            if journal is not None:
+                journal.close()
+            con.close()
+            os.close(fd)
+            raise RegistryError(f"{path} cannot be opened as a DuckDB registry with its journal {journal_path} "
+                                f"({_first_line(exc)}); move them away or pass --db") from None
+        return cls(path, con, fd, journal, redactor, keep_days, prune_every_s)
+
+    # health --------------------------------------------------------------------------------------
+    @property
+    def problem(self) -> str | None:
+        """Why the registry is unhealthy, in one line (None when it is healthy)."""
+        with self._progress:
+            return "; ".join(self._problems[k] for k in ("file", "journal", "writes") if k in self._problems) or None
+
+    @property
+    def healthy(self) -> bool:
+        return self.problem is None
+
+    def watch(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(problem)`` now and whenever the problem changes (None: healthy again)."""
+        self._listeners.append(listener)
+        listener(self.problem)
+
+    def _set_problem(self, kind: str, text: str | None) -> None:
+        with self._progress:
+            before = self.problem
+            if text is None:
+                self._problems.pop(kind, None)
+            else:
+                self._problems[kind] = text
+            after = self.problem
+            self._progress.notify_all()
+        if after != before:
+            if after is None:
+                log.info("registry %s is healthy again", self.path)
+            elif before is None:
+                log.error("registry unhealthy: %s", after)
+            for listener in list(self._listeners):
+                listener(after)
 
     # writes --------------------------------------------------------------------------------------
     def record(self, invocation: Invocation) -> None:
-        """Queue one invocation row; it is written within a batch interval, and always before close()."""
-        self._queue.put(invocation)
+        """Make one invocation row durable (the journal) and queue it for DuckDB."""
+        self.record_call(invocation.provider_id, invocation.operation, invocation.verse_id, invocation.input_params,
+                         invocation.output_result, invocation.latency_ms, invocation.cost_units, invocation.invoked_at,
+                         invocation.secrets)
 
-    def _write_forever(self, interval_s: float = 0.05, max_batch: int = 5000) -> None:
-        while True:
-            first = self._queue.get()
-            batch = [] if first is None else [first]
-            done = first is None
-            deadline = time.monotonic() + interval_s
-            while not done and len(batch) < max_batch:
+    def record_call(self, provider_id: str, operation: str, verse_id: str, input_params: Any, output_result: Any,
+                    latency_ms: float, cost_units: float, invoked_at: float, secrets: tuple[str, ...] = ()) -> None:
+        """``record(Invocation(...))`` without making the Invocation: the router's call path."""
+        if secrets:
+            verse_id = scrub(verse_id, secrets)
+        redactor = self._redactor
+        row = Row(f"{self._id_prefix}{next(self._ids):016x}", provider_id, operation, verse_id,
+                  redactor.payload(input_params, secrets) if isinstance(input_params, Message)
+                  else redactor.json_payload(input_params, secrets),
+                  redactor.payload(output_result, secrets) if isinstance(output_result, Message)
+                  else redactor.json_payload(output_result, secrets),
+                  latency_ms, cost_units, invoked_at)
+        record = row.journal_record()
+        with self._journal_lock:
+            if not self._journal_broken:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    done = True
-                else:
-                    batch.append(item)
-            if batch:
-                self._insert(batch)
-            if done:
+                    self._journal.append(record)
+                except OSError as exc:
+                    self._journal_broken = True
+                    self._set_problem("journal", f"cannot append to the journal {self._journal.path} "
+                                                 f"({exc.strerror or exc}): rows of new calls are held in memory "
+                                                 f"only until it works again")
+            self._uncommitted.append(record)
+            self._recorded += 1
+            self._queue.put(row)
+
+    def _repair_journal(self, reopen: bool) -> None:
+        """Write every row not yet in DuckDB into a journal that lost rows (a failed append, or deleted)."""
+        with self._journal_lock:
+            try:
+                if reopen:
+                    self._journal.reopen()
+                self._journal.truncate()
+                for record in self._uncommitted:
+                    self._journal.append(record)
+            except OSError as exc:
+                self._journal_broken = True
+                self._set_problem("journal", f"cannot write the journal {self._journal.path} "
+                                             f"({exc.strerror or exc}): {len(self._uncommitted)} row(s) are held "
+                                             f"in memory only until it works again")
+                return
+            self._journal_broken = False
+        self._set_problem("journal", None)
+
+    def _check_files(self) -> None:
+        """Notice a deleted or replaced DuckDB file or journal (a stat each: cheap)."""
+        now = _identity(self.path)
+        if now is None:
+            self._set_problem("file", (
+                f"the registry file {self.path} was deleted while the host ran: invocation rows since then are kept "
+                f"in {self._journal.path}; restart the host to write them into a new registry file there"))
+        elif now != self._identity:
+            self._set_problem("file", (
+                f"the registry file {self.path} was replaced while the host ran: invocation rows since then are "
+                f"kept in {self._journal.path}; restart the host to write them into the file now at that path"))
+        elif "file" in self._problems:
+            self._set_problem("file", None)
+        if not self._journal.still_at_path():
+            if not self._journal_broken:
+                log.warning("the journal %s was deleted or replaced: writing it again", self._journal.path)
+            self._repair_journal(reopen=True)
+        elif self._journal_broken:
+            self._repair_journal(reopen=False)
+
+    def _gather(self, pending: list[Row]) -> object | None:
+        """Collect rows for one batch interval; return a sentinel (_FLUSH, _STOP) that ended it early."""
+        deadline = time.monotonic() + BATCH_INTERVAL_S
+        while len(pending) < MAX_BATCH:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if item is _FLUSH or item is _STOP:
+                return item
+            pending.append(item)  # type: ignore[arg-type]
+        return None
+
+    def _write(self, pending: list[Row], failures: int) -> tuple[int, float]:
+        """Write the first batch of ``pending``; return the failures in a row and when to try again."""
+        if "file" in self._problems:
+            return failures, time.monotonic() + TICK_S
+        batch = pending[:MAX_BATCH]
+        try:
+            columns = _columns(batch)
+            with self._db_lock, private_umask():
+                _insert_rows(self._con, columns)
+        except Exception as exc:  # noqa: BLE001 - any failure is retried; the rows stay queued
+            failures += 1
+            where = "held in memory" if self._journal_broken else f"kept in {self._journal.path}"
+            if failures == 1:
+                log.warning("writing %d invocation row(s) to %s failed (%s); retrying", len(batch), self.path,
+                            _first_line(exc))
+            if failures >= FAILURES_BEFORE_UNHEALTHY:
+                self._set_problem("writes", (
+                    f"writing invocation rows to {self.path} failed {failures} times in a row ({_first_line(exc)}); "
+                    f"{len(pending)} row(s) are {where} and written when it works again"))
+            return failures, time.monotonic() + min(FIRST_BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
+        if _identity(self.path) != self._identity:
+            self._check_files()  # deleted or replaced during the insert: the batch may be in the old file
+            return failures, time.monotonic() + TICK_S
+        del pending[:len(batch)]
+        with self._journal_lock:
+            for _ in batch:
+                self._uncommitted.popleft()
+            if not self._uncommitted and self._journal.size:
+                try:
+                    self._journal.truncate()
+                except OSError as exc:
+                    log.warning("cannot empty the journal %s: %s", self._journal.path, exc.strerror)
+        with self._progress:
+            self._committed += len(batch)
+            self._progress.notify_all()
+        if failures:
+            log.info("writing invocation rows to %s works again", self.path)
+        if "writes" in self._problems:
+            self._set_problem("writes", None)
+        return 0, 0.0
+
+    def _write_forever(self) -> None:
+        pending: list[Row] = []
+        failures, retry_at = 0, 0.0
+        next_prune = time.monotonic() + self._prune_every_s
+        stopping = False
+        while True:
+            timeout = max(0.0, retry_at - time.monotonic()) if pending else TICK_S
+            try:
+                item: object | None = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif item is not None and item is not _FLUSH:
+                pending.append(item)  # type: ignore[arg-type]
+                if not failures:
+                    stopping = self._gather(pending) is _STOP
+            try:
+                self._check_files()
+                if pending and (stopping or time.monotonic() >= retry_at):
+                    failures, retry_at = self._write(pending, failures)
+                    while pending and stopping and not failures and "file" not in self._problems:
+                        failures, retry_at = self._write(pending, failures)
+                if self._keep_days is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self._prune_every_s
+                    with self._db_lock, private_umask():
+                        _prune(self._con, self._keep_days)
+            except Exception:  # noqa: BLE001 - the writer must outlive anything; rows stay pending
+                log.exception("registry writer")
+            with self._progress:
+                self._progress.notify_all()
+            if stopping:
+                self._left = len(pending)
                 return
 
-    def _insert(self, batch: list[Invocation]) -> None:
-        columns = [list(c) for c in zip(*(inv.row() for inv in batch))]
-        columns[-1] = [datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) for t in columns[-1]]
-        select = ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS)))
-        with self._db_lock:
-            self._con.execute(f"INSERT INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT {select}", columns)
-        self._written += len(batch)
-
     def flush(self) -> None:
-        """Write everything queued so far (by restarting the writer after it drains)."""
-        self._queue.put(None)
-        self._writer.join()
-        self._writer = threading.Thread(target=self._write_forever, name="registry-writer", daemon=True)
-        self._writer.start()
+        """Write every row recorded so far; RegistryError when the registry is unhealthy and cannot."""
+        target = self._recorded
+        self._queue.put(_FLUSH)
+        with self._progress:
+            while self._committed < target:
+                if {"file", "writes"} & self._problems.keys():
+                    raise RegistryError(self.problem)
+                if not self._writer.is_alive():
+                    raise RegistryError(f"the registry {self.path} is closed")
+                self._progress.wait(0.5)
 
     @property
     def written(self) -> int:
-        return self._written
+        return self._committed
 
     def close(self) -> None:
-        self._queue.put(None)
+        """Write every recorded row it can; what it cannot stays in the journal for the next open (logged)."""
+        self._queue.put(_STOP)
         self._writer.join()
-        with self._db_lock:
-            self._con.close()
+        if self._left and self._journal_broken:
+            self._repair_journal(reopen=not self._journal.still_at_path())
+        with self._db_lock, private_umask():
+            try:
+                self._con.close()
+            except duckdb.Error as exc:
+                log.warning("closing %s: %s", self.path, _first_line(exc))
+        with self._journal_lock:
+            self._journal.close()
         os.close(self._lock_fd)
+        if self._left and self._journal_broken:
+            log.error("%d invocation row(s) are lost: neither %s nor its journal %s could be written",
+                      self._left, self.path, self._journal.path)
+        elif self._left:
+            log.warning("%d invocation row(s) could not be written to %s; they are kept in %s and written when "
+                        "the registry is next opened", self._left, self.path, self._journal.path)
 
     # reads and small writes ----------------------------------------------------------------------
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._db_lock:
+        with self._db_lock, private_umask():
             cur = self._con.execute(sql, list(params))
             names = [d[0] for d in cur.description] if cur.description else []
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        with self._db_lock:
+        with self._db_lock, private_umask():
             self._con.execute(sql, list(params))
 
     def providers(self) -> list[dict[str, Any]]:
@@ -243,7 +533,7 @@ class Registry:
                    capabilities: dict[str, Any] | None = None) -> None:
         if provider_id not in CATALOG:
             raise RegistryError(f"unknown provider {provider_id!r}")
-        with self._db_lock:
+        with self._db_lock, private_umask():
             self._con.execute("UPDATE runtime_providers SET status = ? WHERE provider_id = ?", [status, provider_id])
             if capabilities is not None:
                 self._con.execute("UPDATE runtime_providers SET capabilities = ? WHERE provider_id = ?",
@@ -259,7 +549,7 @@ class Registry:
                               [provider_id, address, pid, restarts, last_error, restarts])
 
     def put_link(self, link_id: str, source_component: str, target_provider: str, config: dict[str, Any]) -> None:
-        with self._db_lock:
+        with self._db_lock, private_umask():
             self._con.execute("""
                 INSERT INTO provider_links (link_id, source_component, target_provider, link_config)
                 VALUES (?, ?, ?, ?)
@@ -268,7 +558,7 @@ class Registry:
                               [link_id, source_component, target_provider, json.dumps(config, sort_keys=True)])
 
     def delete_link(self, link_id: str) -> bool:
-        with self._db_lock:
+        with self._db_lock, private_umask():
             found = self._con.execute("SELECT 1 FROM provider_links WHERE link_id = ?", [link_id]).fetchone()
             self._con.execute("DELETE FROM provider_links WHERE link_id = ?", [link_id])
         return found is not None

@@ -1,0 +1,169 @@
+"""The registry's journal: each invocation row, already redacted, appended before its caller sees the result.
+
+One ``os.write`` per row to a file opened with O_APPEND, no fsync: a row survives SIGKILL of the
+host (it is in the kernel's page cache at once) but not a crash of the machine before the page cache
+reaches the disk. The writer thread moves rows into DuckDB and truncates the journal whenever every
+row in it is there; ``Registry.open`` replays what an ended process left in it.
+
+A record is ``magic | u32 body length | u32 crc32(body) | body``; reading skips a torn or damaged
+record. The body holds the row's fields; a protobuf payload is kept as its serialized bytes and type
+name (its JSON is made by the writer), a plain value as its JSON (host/_redaction.py's ``Payload``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+
+from ._redaction import Payload
+
+MAGIC = b"WJr1"
+_HEAD = struct.Struct("<4sII")
+_FIELDS = 10
+_BODY_HEAD = struct.Struct(f"<ddd{_FIELDS}I")
+
+
+_classes: dict[str, type[Message]] = {}
+
+
+def message_of(payload: Payload) -> Message:
+    """The message a protobuf payload holds (parsed from its bytes when read back from the journal)."""
+    if payload.message is not None:
+        return payload.message
+    message = _message_class(payload.kind[1:].decode())()
+    message.ParseFromString(payload.data)
+    return message
+
+
+def _message_class(full_name: str) -> type[Message]:
+    cls = _classes.get(full_name)
+    if cls is None:
+        cls = _classes[full_name] = message_factory.GetMessageClass(
+            descriptor_pool.Default().FindMessageTypeByName(full_name))
+    return cls
+
+
+class Row(NamedTuple):
+    """One ``provider_invocations`` row as the journal and the writer hold it."""
+
+    invocation_id: str
+    provider_id: str
+    operation: str
+    verse_id: str
+    input_params: Payload
+    output_result: Payload
+    latency_ms: float
+    cost_units: float
+    invoked_at: float
+
+    def journal_record(self) -> bytes:
+        """The journal record of this row."""
+        in_kind, in_data, in_sizes, _ = self.input_params
+        out_kind, out_data, out_sizes, _ = self.output_result
+        ident, provider, operation, verse = (self.invocation_id.encode(), self.provider_id.encode(),
+                                             self.operation.encode(), self.verse_id.encode())
+        body = b"".join((
+            _BODY_HEAD.pack(self.latency_ms, self.cost_units, self.invoked_at, len(ident), len(provider),
+                            len(operation), len(verse), len(in_kind), len(in_data), len(in_sizes), len(out_kind),
+                            len(out_data), len(out_sizes)),
+            ident, provider, operation, verse, in_kind, in_data, in_sizes, out_kind, out_data, out_sizes))
+        return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
+
+    @classmethod
+    def from_body(cls, body: bytes) -> "Row":
+        latency, cost, at, *lengths = _BODY_HEAD.unpack_from(body)
+        parts, offset = [], _BODY_HEAD.size
+        for length in lengths:
+            parts.append(body[offset:offset + length])
+            offset += length
+        ident, provider, operation, verse = (p.decode() for p in parts[:4])
+        return cls(ident, provider, operation, verse, Payload(*parts[4:7]), Payload(*parts[7:10]), latency, cost, at)
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Every intact row in the journal at ``path``, in order; torn or damaged records are skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    rows: list[Row] = []
+    offset = 0
+    while (start := data.find(MAGIC, offset)) >= 0:
+        if start + _HEAD.size > len(data):
+            break
+        _, length, crc = _HEAD.unpack_from(data, start)
+        body = data[start + _HEAD.size:start + _HEAD.size + length]
+        if len(body) == length and zlib.crc32(body) == crc:
+            try:
+                rows.append(Row.from_body(body))
+            except (struct.error, ValueError, KeyError, UnicodeDecodeError):
+                offset = start + 1
+                continue
+            offset = start + _HEAD.size + length
+        else:
+            offset = start + 1
+    return rows
+
+
+class Journal:
+    """The open journal file (mode 0600). Callers serialize ``append`` and ``truncate`` themselves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self.size = 0
+        self.identity = (0, 0)
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Open (creating it if it is gone) the file at ``path``; appends go there from now on."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        st = os.fstat(fd)
+        self.size = st.st_size
+        self.identity = (st.st_dev, st.st_ino)
+
+    def append(self, record: bytes) -> None:
+        """Write ``record`` with one write; on a short write the file is cut back and OSError raised."""
+        try:
+            written = os.write(self._fd, record)
+        except OSError:
+            self._cut_back()
+            raise
+        if written != len(record):
+            self._cut_back()
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
+        self.size += written
+
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self._fd, self.size)
+        except OSError:
+            pass
+
+    def truncate(self) -> None:
+        os.ftruncate(self._fd, 0)
+        self.size = 0
+
+    def still_at_path(self) -> bool:
+        """Whether ``path`` is still this file (not deleted, not replaced)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.identity
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
