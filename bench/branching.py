@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from worldrt.providers.testing import ProviderDaemon, pids_of_uid, wait_serving
+from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,6 +93,17 @@ def echo_server(workdir: Path) -> Iterator[Callable[[], object]]:
     finally:
         server.terminate()
         server.wait()
+
+
+def member_pids(daemon_pid: int, member_id: str) -> set[int]:
+    """Pids in the pids cgroup of one member (an instance or a branch) of the daemon with ``daemon_pid``."""
+    found: set[int] = set()
+    for owner in Path("/sys/fs/cgroup").glob(f"*/worldrt-*-{daemon_pid}"):
+        try:
+            found.update(int(p) for p in (owner / member_id / "cgroup.procs").read_text().split())
+        except OSError:
+            continue
+    return found
 
 
 def smaps_private_kib(pid: int) -> tuple[int, int]:
@@ -173,11 +184,9 @@ def main() -> None:
 
             rows["Branch(64)"] = timed(branch(64), reps, after=stop_all)
 
-            uid = int(stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.getuid()")).value_json)
-            before = pids_of_uid(uid)
             wide = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=256))
             time.sleep(0.5)
-            branch_pids = pids_of_uid(uid) - before
+            branch_pids = set().union(*(member_pids(daemon.proc.pid, inst.instance_id) for inst in wide.instances))
             uss = pss = 0
             for pid in branch_pids:
                 u, p = smaps_private_kib(pid)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _errors as err
-from ..sandbox import (ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
+from ..sandbox import (ALLOCATOR, ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
                        ReadyBudget, SandboxError, SandboxProcess, new_id)
 
 log = logging.getLogger("worldrt.morph")
@@ -128,7 +128,8 @@ class Infinibranch(InstanceEngine):
             raise err.FailedPrecondition(f"cannot branch snapshot {sid}: {exc}") from exc
         if sid not in self.snapshots:  # released while its children were being made
             for branch in ready:
-                await snap.sandbox.kill(branch.proc)
+                uid = branch.lineage.uid
+                await snap.sandbox.kill_then(branch.proc, lambda uid=uid: ALLOCATOR.release(uid))
             raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}")
         made = []
         for branch in ready:
@@ -164,9 +165,8 @@ class Infinibranch(InstanceEngine):
                 raise err.InvalidArgument("oracle scores must not be NaN")
             pick: Callable[..., str] = max if rule == "max" else min
             winner = pick(ids, key=lambda iid: scores[iid])
-        for iid in ids:
-            if iid != winner:
-                await self.drop_instance(iid, f"merged away (the oracle chose {winner})")
+        await asyncio.gather(*(self.drop_instance(iid, f"merged away (the oracle chose {winner})")
+                               for iid in ids if iid != winner))
         survivor = self.instances[winner]
         survivor.touch()
         return survivor

@@ -1,9 +1,11 @@
 """Branches: live members forked from a frozen snapshot that share nothing with it or with each other.
 
 A snapshot's child is born with its parent's memory, uid and namespaces. Before it runs anything it
-enters a set of namespaces made for it (its own user, mount, network and ipc namespaces, with its own
-/workspace, /tmp and /dev/shm), becomes a uid no live process has, drops every capability, closes what
-it inherited and unpacks the snapshot's disk. The daemon checks that it did before it answers.
+enters namespaces made for it (a user namespace shared with the siblings made in the same batch, and
+its own mount, network and ipc namespaces, with its own /workspace, /tmp and /dev/shm), becomes a uid
+no live process has, drops every capability, closes what it inherited and unpacks the snapshot's disk.
+Siblings share no uid, file, socket or ipc object, and none holds a capability. The daemon checks that
+the child did all this before it hands it out.
 
 A snapshot keeps children ready (``ReadyBranches``), so a Branch only hands them out. User namespaces
 nest: a branch of a branch is one level deeper; the kernel allows 32.
@@ -32,16 +34,14 @@ BIRTH_TIMEOUT_S = 20.0
 
 @dataclass(frozen=True)
 class Lineage:
-    """Who a member's processes are: the uid they see, the uid they run as, how deep their user
-    namespace is nested, and the ids their namespace does not map (its ancestors' fresh uids)."""
+    """Who a member's processes are: the uid they run as (the same inside and out: every user namespace
+    of a sandbox maps the sandbox uid range onto itself) and how deep their user namespace is nested."""
 
-    visible_uid: int
     uid: int
     depth: int = 0
-    holes: tuple[int, ...] = ()
 
     def child(self, uid: int) -> "Lineage":
-        return Lineage(self.visible_uid, uid, self.depth + 1, self.holes + (uid,))
+        return Lineage(uid, self.depth + 1)
 
 
 @dataclass
@@ -80,8 +80,12 @@ class ReadyBranches:
         self.limits = limits
         self.archive = archive
         self.target = target
+        self.chunk = target
         self.ready: list[Branch] = []
-        self._growing: asyncio.Task[list[str]] | None = None
+        self.sets: list[NsSet] = []
+        self._preparing: asyncio.Task[None] | None = None
+        self._filling: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one batch at a time: the snapshot and the zygote answer in turn
         self.closed = False
 
     def _parent_userns(self) -> int | None:
@@ -89,13 +93,58 @@ class ReadyBranches:
             return None
         return os.open(f"/proc/{self.snapshot.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
+    async def _sets_for(self, count: int) -> tuple[list[NsSet], list[str]]:
+        """``count`` namespace sets: those made ahead first, the rest made now."""
+        errors: list[str] = []
+        if len(self.sets) < count:
+            if self._preparing is not None:
+                await asyncio.gather(self._preparing, return_exceptions=True)
+            if len(self.sets) < count:
+                made, errors = await self._prepare(count - len(self.sets))
+                self.sets.extend(made)
+        taken, self.sets = self.sets[:count], self.sets[count:]
+        return taken, errors
+
+    async def _prepare(self, count: int) -> tuple[list[NsSet], list[str]]:
+        uids = ALLOCATOR.take_many(count)
+        try:
+            made, errors = await self.sandbox.prepare(self.lineage.uid, uids, self.limits.disk_bytes,
+                                                      self._parent_userns())
+        except (SandboxError, OSError) as exc:
+            made, errors = [], [str(exc)]
+        for uid in set(uids) - {s.uid for s in made}:
+            ALLOCATOR.release(uid)
+        if self.closed:
+            for ns in made:
+                self._drop_set(ns)
+            return [], errors
+        return made, errors
+
+    def _prepare_soon(self) -> None:
+        """Make the next batch's namespace sets while this batch's children are forked and born."""
+        if self.closed or (self._preparing is not None and not self._preparing.done()):
+            return
+        missing = self.chunk - len(self.sets)
+        if missing > 0:
+            self._preparing = asyncio.create_task(self._prepare_ahead(missing))
+
+    async def _prepare_ahead(self, count: int) -> None:
+        made, errors = await self._prepare(count)
+        self.sets.extend(made)
+        if errors:
+            log.warning("preparing branch namespaces: %s", "; ".join(errors[:3]))
+
+    def _drop_set(self, ns: NsSet) -> None:
+        ns.close()
+        ALLOCATOR.release(ns.uid)
+
     async def _grow(self, count: int) -> list[str]:
         """Fork, place and isolate ``count`` more children; the errors of those that did not come up. The
-        zygote makes the namespaces while the snapshot forks and the children move into their cgroups."""
-        uids = ALLOCATOR.take_many(count)
+        zygote makes namespaces while the snapshot forks and the children move into their cgroups.
+        Called with ``_lock`` held."""
         iids = [f"i-{secrets.token_hex(6)}" for _ in range(count)]
-        preparing = asyncio.create_task(self.sandbox.prepare(
-            self.lineage.visible_uid, uids, self.limits.disk_bytes, self.lineage.holes, self._parent_userns()))
+        warming = asyncio.create_task(asyncio.to_thread(self.sandbox.cgroups.warm))
+        getting_sets = asyncio.create_task(self._sets_for(count))
         errors: list[str] = []
         try:
             procs, fork_errors = await fork_branches(self.sandbox, self.snapshot, iids)
@@ -104,23 +153,18 @@ class ReadyBranches:
         errors += [str(e.get("message", "")) for e in fork_errors]
         for proc in procs:
             self.sandbox.members.add(proc.key)
+        await asyncio.gather(warming, return_exceptions=True)
         placing = asyncio.create_task(asyncio.to_thread(self._place_all, procs))
-        try:
-            sets, set_errors = await preparing
-        except (SandboxError, OSError) as exc:
-            sets, set_errors = [], [str(exc)]
+        sets, set_errors = await getting_sets
         errors += set_errors
-        for uid in set(uids) - {s.uid for s in sets}:
-            ALLOCATOR.release(uid)
+        self._prepare_soon()
         pairs = list(zip(procs, sets))
         born = await asyncio.gather(*(self._birth(p, ns) for p, ns in pairs), return_exceptions=True)
         placed = await placing
         for proc in procs[len(pairs):]:
             errors.append("no namespaces were made for this branch")
             await self.sandbox.kill(proc)
-        for ns in sets[len(pairs):]:
-            ns.close()
-            ALLOCATOR.release(ns.uid)
+        self.sets = sets[len(pairs):] + self.sets
         for (proc, ns), outcome in zip(pairs, born):
             problem = placed.get(proc.key)
             if isinstance(outcome, BaseException) or problem is not None:
@@ -149,33 +193,42 @@ class ReadyBranches:
         try:
             await birth(proc, ns, lineage, self.archive())
         except BaseException:
-            await self.sandbox.kill(proc)
-            ALLOCATOR.release(ns.uid)
+            await self.sandbox.kill_then(proc, lambda: ALLOCATOR.release(ns.uid))
             raise
         self.budget.used += 1
         return Branch(proc, lineage)
 
     def fill_soon(self) -> None:
-        """Bring the ready children up to ``target`` in the background (within the daemon's budget)."""
-        if self.closed or (self._growing is not None and not self._growing.done()):
+        """Bring the ready children up to ``target`` in the background, a batch of ``chunk`` at a time."""
+        if self.closed or (self._filling is not None and not self._filling.done()):
             return
-        missing = min(self.target - len(self.ready), self.budget.room())
-        if missing > 0:
-            self._growing = asyncio.create_task(self._grow(missing))
-            self._growing.add_done_callback(_log_errors)
+        if min(self.target - len(self.ready), self.budget.room()) > 0:
+            self._filling = asyncio.create_task(self._fill())
+
+    async def _fill(self) -> None:
+        while not self.closed:
+            async with self._lock:
+                missing = min(self.target - len(self.ready), self.budget.room(), self.chunk)
+                if missing <= 0:
+                    return
+                errors = await self._grow(missing)
+            if errors:
+                log.warning("preparing branches: %s", "; ".join(errors[:3]))
+                return
 
     async def take(self, count: int) -> tuple[list[Branch], list[str]]:
         """``count`` isolated children (made now for what is not ready); errors for those that failed."""
         if self.lineage.depth + 1 > MAX_DEPTH:
             raise SandboxError(f"this snapshot is {self.lineage.depth} branch generations deep and the kernel "
                                f"nests user namespaces at most {MAX_DEPTH} levels")
-        if len(self.ready) < count and self._growing is not None:
-            await asyncio.gather(self._growing, return_exceptions=True)
         errors: list[str] = []
         if len(self.ready) < count:
-            errors = await self._grow(count - len(self.ready))
+            async with self._lock:  # waits for a batch in progress, which may bring enough
+                if len(self.ready) < count:
+                    errors = await self._grow(count - len(self.ready))
         taken, self.ready = self.ready[:count], self.ready[count:]
         self.budget.used -= len(taken)
+        self.chunk = max(1, min(MAX_READY, count))
         self.target = max(1, min(MAX_READY, 2 * count))
         return taken, errors
 
@@ -187,21 +240,20 @@ class ReadyBranches:
 
     async def _discard(self, branch: Branch) -> None:
         self.budget.used -= 1
-        await self.sandbox.kill(branch.proc)
-        ALLOCATOR.release(branch.lineage.uid)
+        uid = branch.lineage.uid
+        await self.sandbox.kill_then(branch.proc, lambda: ALLOCATOR.release(uid))
 
     async def close(self) -> None:
         self.closed = True
-        if self._growing is not None:
-            await asyncio.gather(self._growing, return_exceptions=True)
+        for task in (self._filling, self._preparing):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        sets, self.sets = self.sets, []
+        for ns in sets:
+            self._drop_set(ns)
         ready, self.ready = self.ready, []
         for branch in ready:
             await self._discard(branch)
-
-
-def _log_errors(task: asyncio.Task[list[str]]) -> None:
-    if not task.cancelled() and task.exception() is None and task.result():
-        log.warning("preparing branches: %s", "; ".join(task.result()[:3]))
 
 
 def _uids_of(pid: int) -> list[int]:
@@ -219,7 +271,7 @@ async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: i
     fds = ns.fds + ([archive_fd] if archive_fd is not None else [])
     try:
         async with asyncio.timeout(BIRTH_TIMEOUT_S):
-            await proc.send({"op": "isolate", "uid": lineage.visible_uid}, fds)
+            await proc.send({"op": "isolate", "uid": lineage.uid}, fds)
             ns.close()
             if archive_fd is not None:
                 os.close(archive_fd)

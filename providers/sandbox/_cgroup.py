@@ -174,6 +174,18 @@ class Cgroups:
         for h in self._hierarchies:
             (h.root / self.name / key / "cgroup.procs").write_text(str(pid))
 
+    def warm(self) -> None:
+        """Move this process into the cgroup it is already in. The first move after a pause waits out an
+        RCU grace period (the kernel's cgroup write lock); doing it while children are still forking
+        means their own moves, right after, do not wait."""
+        for h in self._hierarchies[:1]:
+            with open("/proc/self/cgroup") as f:
+                for line in f:
+                    _id, names, path = line.rstrip("\n").split(":", 2)
+                    if (h.unified and names == "") or (not h.unified and set(h.controllers) <= set(names.split(","))):
+                        (h.root / path.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+                        return
+
     def memory_peak(self, key: str) -> int | None:
         """Most memory the member's processes used at once (bytes), where the kernel reports it."""
         for h in self._hierarchies:
@@ -185,8 +197,9 @@ class Cgroups:
                     return None
         return None
 
-    def kill(self, key: str) -> None:
-        """SIGKILL every process of ``key`` (forks are stopped first where pids allows) and remove it."""
+    def stop(self, key: str) -> None:
+        """SIGKILL every process of ``key`` now; no new one can be forked where pids allows."""
+        pids: set[int] = set()
         for h in self._hierarchies:
             path = h.root / self.name / key
             if "pids" in h.controllers and path.exists():
@@ -194,8 +207,26 @@ class Cgroups:
                     (path / "pids.max").write_text("0")
                 except OSError:
                     pass
+            if h.unified and (path / "cgroup.kill").exists():
+                try:
+                    (path / "cgroup.kill").write_text("1")
+                except OSError:
+                    pass
+            pids.update(_pids(path))
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, key: str) -> None:
+        """Wait (bounded) until the processes of ``key`` are gone, then remove its cgroups."""
         for h in self._hierarchies:
             _kill_and_remove(h.root / self.name / key, h.unified)
+
+    def kill(self, key: str) -> None:
+        self.stop(key)
+        self.remove(key)
 
     def close(self) -> None:
         for h in self._hierarchies:

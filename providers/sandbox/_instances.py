@@ -185,8 +185,8 @@ class InstanceEngine:
         try:
             proc = await self._spawn(sandbox, new_id("i"), uid, Limits())
         except BaseException:
-            ALLOCATOR.release(uid)
             await sandbox.close()
+            ALLOCATOR.release(uid)
             raise
         return Warm(sandbox, proc, uid)
 
@@ -224,7 +224,7 @@ class InstanceEngine:
             if limits == Limits():
                 return warm.sandbox, warm.proc, warm.uid
             # Other limits: the same sandbox, its member spawned again with them.
-            await warm.sandbox.kill(warm.proc)
+            await (await warm.sandbox.kill(warm.proc))  # the zygote respawns only once its member is gone
             ALLOCATOR.release(warm.uid)
             sandbox = warm.sandbox
             break
@@ -235,8 +235,8 @@ class InstanceEngine:
         try:
             return sandbox, await self._spawn(sandbox, new_id("i"), uid, limits), uid
         except BaseException:
-            ALLOCATOR.release(uid)
             await sandbox.close()
+            ALLOCATOR.release(uid)
             raise
 
     async def _discard(self, warm: Warm) -> None:
@@ -284,7 +284,7 @@ class InstanceEngine:
                 raise err.ResourceExhausted(str(exc)) from exc
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         self.uids.hold(uid)
-        inst = LiveInstance(proc.key, sandbox, proc, limits, ttl_s or self.default_ttl_s, Lineage(uid, uid),
+        inst = LiveInstance(proc.key, sandbox, proc, limits, ttl_s or self.default_ttl_s, Lineage(uid),
                             metadata=metadata)
         self.instances[inst.id] = inst
         return inst
@@ -416,9 +416,10 @@ class InstanceEngine:
         await self.release(inst)
 
     async def release(self, member: Member) -> None:
+        """Stop a member now; its uid is free again once its processes are gone."""
         sandbox = member.sandbox
-        await sandbox.kill(member.proc)
-        self.uids.drop(member.lineage.uid)
+        uid = member.lineage.uid
+        await sandbox.kill_then(member.proc, lambda: self.uids.drop(uid))
         if not sandbox.members:
             await sandbox.close()
 

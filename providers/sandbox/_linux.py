@@ -106,35 +106,19 @@ def write_id_maps(pid: int, lines: list[tuple[int, int, int]]) -> None:
             os.close(fd)
 
 
-def id_map_lines(visible: int, fresh: int, lo: int, hi: int, holes: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
-    """A member's id map: ``visible`` (the uid its lineage has always seen) is ``fresh`` outside, and every
-    other id of the sandbox range [lo, hi) maps to itself, so the member's own descendants can be given
-    fresh ids of that range in turn. ``holes`` are ids the parent namespace does not map (its ancestors'
-    fresh ids). The member holds no capability, so the identity part gives it nothing."""
-    lines = [(visible, fresh, 1)]
-    start = lo
-    for hole in sorted({visible, fresh, *holes}):
-        if lo <= hole < hi:
-            if hole > start:
-                lines.append((start, start, hole - start))
-            start = hole + 1
-    if start < hi:
-        lines.append((start, start, hi - start))
-    return lines
-
-
-def setup_disk(size_bytes: int, uid: int, gid: int) -> None:
+def setup_disk(size_bytes: int, uid: int, gid: int, shared_dirs_owned: bool = False) -> None:
     """One tmpfs of ``size_bytes`` for this mount namespace's /workspace, /tmp and /dev/shm together, so
-    one quota bounds all three and nothing of them is on the host's disk."""
+    one quota bounds all three and nothing of them is on the host's disk. The workspace belongs to
+    ``uid``; /tmp and /dev/shm too when ``shared_dirs_owned`` (a member's private namespace)."""
     staging = "/.disk"
     mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_bytes},mode=0755")
     try:
-        for name, mode, owner in (("workspace", 0o700, (uid, gid)), ("tmp", 0o1777, (0, 0)), ("shm", 0o1777, (0, 0))):
+        for name, mode in (("workspace", 0o700), ("tmp", 0o1777), ("shm", 0o1777)):
             path = f"{staging}/{name}"
             os.mkdir(path)
             os.chmod(path, mode)
-            if owner != (0, 0):
-                os.chown(path, *owner)
+            if name == "workspace" or shared_dirs_owned:
+                os.chown(path, uid, gid)
         for name, target in (("workspace", "/workspace"), ("tmp", "/tmp"), ("shm", "/dev/shm")):
             mount(f"{staging}/{name}", target, None, MS_BIND)
     finally:

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class Sandbox:
         self.cgroups = cgroups
         self.members: set[str] = set()
         self.zygote_broken = ""
+        self._removing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def start(cls, name: str, log_dir: Path, cgroups: Cgroups, family_nproc: int = 4096,
@@ -122,49 +124,49 @@ class Sandbox:
             raise ProtocolError(f"the zygote of {self.name} answered spawn without a channel")
         return await SandboxProcess.from_hello(fds[0], iid)
 
-    async def prepare(self, visible_uid: int, uids: list[int], disk_bytes: int, holes: tuple[int, ...],
-                      parent_userns: int | None, timeout_s: float = 15.0) -> tuple[list[NsSet], list[str]]:
-        """Namespace sets for branches of a lineage running as ``visible_uid``, one per uid in ``uids``;
+    async def prepare(self, owner_uid: int, uids: list[int], disk_bytes: int, parent_userns: int | None,
+                      timeout_s: float = 15.0) -> tuple[list[NsSet], list[str]]:
+        """Namespace sets for branches of a lineage running as ``owner_uid``, one per uid in ``uids``;
         ``parent_userns`` (a descriptor, consumed) is the lineage's user namespace when it is not the
-        sandbox's. Returns the sets made and an error for each that could not be."""
-        request = {"op": "nsprep", "visible_uid": visible_uid, "uids": uids, "disk_bytes": disk_bytes,
-                   "holes": list(holes), "lo": LOW, "hi": HIGH}
+        sandbox's. The sets share one user namespace; returns the sets made and the errors."""
         if self.zygote_broken:
+            if parent_userns is not None:
+                os.close(parent_userns)
             raise SandboxError(self.zygote_broken)
+        request = {"op": "nsprep", "owner_uid": owner_uid, "uids": uids, "disk_bytes": disk_bytes,
+                   "lo": LOW, "hi": HIGH}
         made: list[NsSet] = []
         errors: list[str] = []
+        userns: int | None = None
         try:
             async with self._zygote_lock, asyncio.timeout(timeout_s):
                 await self._zygote.send(request, [parent_userns] if parent_userns is not None else None)
                 while True:
-                    reply, fds = await self._zygote.recv(max_fds=_wire.MAX_FDS_PER_FRAME)
-                    _frames.ok(reply, "the zygote", "preparing namespaces")
-                    sets = reply.get("sets")
-                    if not isinstance(sets, list):
-                        raise ProtocolError("the zygote answered nsprep without sets")
-                    for entry in sets:
-                        if not isinstance(entry, dict) or "error" in entry or entry.get("uid") not in uids:
-                            errors.append(str(entry.get("error", "no namespaces") if isinstance(entry, dict)
-                                              else "a malformed answer")[:300])
-                            continue
-                        uid = entry["uid"]
-                        made.append(NsSet(int(uid), fds[:4]))
-                        fds = fds[4:]
+                    reply, fds = await self._zygote.recv(max_fds=3)
+                    if "error" in reply:
+                        errors.append(str(reply["error"])[:300])
+                    elif reply.get("userns") is True and len(fds) == 1 and userns is None:
+                        userns, fds = fds[0], []
+                    elif reply.get("uid") in uids and len(fds) == 3 and userns is not None:
+                        made.append(NsSet(int(reply["uid"]), [os.dup(userns), *fds]))
+                        fds = []
+                    elif not reply.get("done"):
+                        raise ProtocolError(f"the zygote answered nsprep with {str(reply)[:200]}")
                     for fd in fds:
                         os.close(fd)
                     if not reply.get("more"):
                         break
-        except (TimeoutError, ChannelClosed, OSError) as exc:
+        except (TimeoutError, ChannelClosed, OSError, ProtocolError) as exc:
             # The zygote's channel may now hold half an answer: it is not asked again.
             self.zygote_broken = f"the sandbox's zygote did not prepare namespaces: {exc or type(exc).__name__}"
             errors.append(self.zygote_broken)
         finally:
             if parent_userns is not None:
                 os.close(parent_userns)
-        if any(len(s.fds) != 4 for s in made):
-            for s in made:
-                s.close()
-            raise ProtocolError("the zygote sent namespace sets without their four descriptors")
+            if userns is not None:
+                os.close(userns)
+        if len(made) < len(uids) and not errors:
+            errors.append(f"the zygote made {len(made)} of {len(uids)} namespace sets")
         return made, errors
 
     def adopt(self, proc: SandboxProcess, max_pids: int | None, memory_bytes: int | None) -> None:
@@ -178,21 +180,29 @@ class Sandbox:
         self.cgroups.create(proc.key, max_pids, memory_bytes)
         self.cgroups.add(proc.key, proc.pid)
 
-    async def kill(self, proc: SandboxProcess) -> None:
-        """Stop one member of this sandbox with everything it started."""
+    async def kill(self, proc: SandboxProcess) -> asyncio.Task[None]:
+        """Stop one member of this sandbox with everything it started: every process of it is sent
+        SIGKILL before this returns; the returned task ends when they are gone and its cgroup removed."""
         proc.close()
         self.members.discard(proc.key)
-        await asyncio.to_thread(self._kill_tree, proc)
-
-    def _kill_tree(self, proc: SandboxProcess) -> None:
-        self.cgroups.kill(proc.key)
+        self.cgroups.stop(proc.key)
         proc.kill_group()
+        task = asyncio.create_task(asyncio.to_thread(self.cgroups.remove, proc.key))
+        self._removing.add(task)
+        task.add_done_callback(self._removing.discard)
+        return task
+
+    async def kill_then(self, proc: SandboxProcess, release: Callable[[], None]) -> None:
+        """``kill``, and call ``release`` (which frees the member's uid) once its processes are gone."""
+        gone = await self.kill(proc)
+        gone.add_done_callback(lambda _task: release())
 
     async def close(self) -> None:
         """End the sandbox: its pid namespace dies with every process in it."""
         self._zygote.close()
         members, self.members = set(self.members), set()
         await asyncio.to_thread(self._end, members)
+        await asyncio.gather(*self._removing, return_exceptions=True)
 
     def _end(self, members: set[str]) -> None:
         if self._popen.poll() is None:

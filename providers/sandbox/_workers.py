@@ -199,7 +199,7 @@ class WorkerPool:
             raise
         self._sandbox, self._template = sandbox, frozen
         self._uids[frozen.key] = uid
-        self._ready = ReadyBranches(sandbox, frozen, Lineage(uid, uid), self.limits, lambda: None,
+        self._ready = ReadyBranches(sandbox, frozen, Lineage(uid), self.limits, lambda: None,
                                     ReadyBudget(limit=4 * self.ready_workers), target=self.ready_workers)
         self._ready.fill_soon()
 
@@ -254,13 +254,13 @@ class WorkerPool:
 
     async def kill(self, proc: SandboxProcess) -> None:
         sandbox = self._sandbox
+        uid = self._uids.pop(proc.key, None)
         if sandbox is not None and proc.key in sandbox.members:
-            await sandbox.kill(proc)
+            await (await sandbox.kill(proc))
         else:
             proc.close()
             proc.kill_group()
             await asyncio.to_thread(self._cgroups.kill, proc.key)
-        uid = self._uids.pop(proc.key, None)
         if uid is not None:
             ALLOCATOR.release(uid)
 

@@ -68,6 +68,7 @@ class _State:
     cells = 0
     member_filter = b""
     member_pid = 0
+    reopen: list[tuple[int, str, int, int]] = []
 
 
 STATE = _State()
@@ -477,6 +478,10 @@ def _become_snapshot(chan: socket.socket, snapshot_id: str, archive_fd: int) -> 
         except OSError as exc:
             _wire.send_hello(chan, {"hello": snapshot_id, "error": f"could not archive the disk: {exc}"})
             return
+        # What the instance had open and shared belongs to it: its branches get none of it (they reopen
+        # its files, at the offsets of now, on their own disks). Done once here, not in every branch.
+        STATE.reopen = _open_files({chan.fileno()})
+        _linux.unshare_shared_memory()
         STATE.chan = chan
         _wire.send_hello(chan, {"hello": snapshot_id, **counts})
         for msg in _requests(chan, "branch", "a snapshot"):
@@ -585,8 +590,6 @@ def _become_branch(chan: socket.socket, iid: str) -> None:
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)
     os.close(quiet)
-    opened = _open_files({chan.fileno()})
-    _linux.unshare_shared_memory()
     _wire.send_hello(chan, {"hello": iid})
     msg, fds, _ = _wire.recv(chan)
     if not isinstance(msg, dict) or msg.get("op") != "isolate" or len(fds) not in (4, 5):
@@ -602,7 +605,7 @@ def _become_branch(chan: socket.socket, iid: str) -> None:
     _linux.drop_capabilities()
     os.chdir(WORKSPACE)
     restored = _restore_from(fds[4])["files"] if len(fds) == 5 else 0
-    _reopen(opened)
+    _reopen(STATE.reopen)
     _wire.send(chan, {"ready": iid, "files": restored})
     _become_live(chan, iid, reseed=True)
 
@@ -652,27 +655,37 @@ def _await_byte(fd: int, deadline: float) -> bytes:
     return os.read(fd, 1)
 
 
-def _helper(visible: int, disk_bytes: int, to_helper_r: int, from_helper_w: int) -> None:
-    """A helper of ``_prepare_sets``: as the lineage's uid, make the namespaces and, once the zygote
-    mapped them, their disk and loopback; then wait to be killed (its namespaces outlive it)."""
+def _helper(owner: int, uids: list[int], disk_bytes: int, to_helper_r: int, from_helper_w: int,
+            out: socket.socket) -> None:
+    """A helper of ``_prepare_sets``, running as the lineage's uid: one user namespace for the whole
+    batch (mapped by the zygote), then for each member-to-be a mount, network and ipc namespace with its
+    own disk and loopback, handed back over ``out``; then it waits to be killed (the namespaces outlive it)."""
     try:
         _linux.die_with_parent(signal.SIGKILL)
         try:
             os.setgroups([])
         except PermissionError:
             pass  # in a lineage's namespace setgroups is denied; the helper's groups go nowhere
-        os.setresgid(visible, visible, visible)
-        os.setresuid(visible, visible, visible)
-        _linux.unshare(sum(flag for _name, flag in _linux.MEMBER_NAMESPACES))
+        os.setresgid(owner, owner, owner)
+        os.setresuid(owner, owner, owner)
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNS)
         os.write(from_helper_w, b"u")
         if os.read(to_helper_r, 1) != b"g":
             os._exit(1)
-        os.setresgid(visible, visible, visible)
-        os.setresuid(visible, visible, visible)
+        os.setresgid(owner, owner, owner)
+        os.setresuid(owner, owner, owner)
         _linux.make_mounts_private()
-        _linux.setup_disk(disk_bytes, visible, visible)
-        _linux.loopback_up()
-        os.write(from_helper_w, b"r")
+        base = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        _wire.send(out, {"userns": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)])
+        for uid in uids:
+            _linux.setns(base, _linux.CLONE_NEWNS)
+            _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWNET | _linux.CLONE_NEWIPC)
+            _linux.setup_disk(disk_bytes, uid, uid, shared_dirs_owned=True)
+            _linux.loopback_up()
+            fds = [os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("mnt", "net", "ipc")]
+            _wire.send(out, {"uid": uid}, fds)
+            _close_all(fds)
+        _wire.send(out, {"done": True})
         os.read(to_helper_r, 1)
     except BaseException:  # noqa: BLE001 - report by exiting; the zygote sees the pipe close
         traceback.print_exc()
@@ -680,72 +693,55 @@ def _helper(visible: int, disk_bytes: int, to_helper_r: int, from_helper_w: int)
         os._exit(0)
 
 
-class _Pending:
-    """One namespace set being made: its helper and the pipes to it."""
-
-    def __init__(self, fresh: int, pid: int, to_helper: int, from_helper: int) -> None:
-        self.fresh, self.pid, self.to_helper, self.from_helper = fresh, pid, to_helper, from_helper
-        self.error = ""
-
-    def end(self) -> None:
-        for fd in (self.to_helper, self.from_helper):
-            os.close(fd)
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.pid, 0)
-
-
 def _prepare_sets(link: socket.socket, msg: dict[str, Any], parent_userns: int | None) -> None:
     """In a fork of the zygote (entered into the lineage's user namespace when it is not the sandbox's):
-    make every requested set at once (one helper each) and hand each set's descriptors back over ``link``."""
+    have a helper make the requested sets, map their user namespace, and pass each set's descriptors on
+    over ``link`` (the batch's user namespace first)."""
     if parent_userns is not None:
         _linux.setns(parent_userns, _linux.CLONE_NEWUSER)
         os.close(parent_userns)
     deadline = time.monotonic() + NSPREP_TIMEOUT_S
-    visible, bounds, disk = int(msg["visible_uid"]), (int(msg["lo"]), int(msg["hi"])), int(msg["disk_bytes"])
-    holes = tuple(int(h) for h in msg.get("holes", ()))
-    pending: list[_Pending] = []
-    for fresh in msg["uids"]:
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(to_w)
-            os.close(from_r)
-            _helper(visible, disk, to_r, from_w)
-        os.close(to_r)
-        os.close(from_w)
-        pending.append(_Pending(int(fresh), pid, to_w, from_r))
-    for p in pending:
+    owner, uids = int(msg["owner_uid"]), [int(u) for u in msg["uids"]]
+    ours, theirs = socket.socketpair()
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        os.close(to_w)
+        os.close(from_r)
+        _helper(owner, uids, int(msg["disk_bytes"]), to_r, from_w, theirs)
+    theirs.close()
+    os.close(to_r)
+    os.close(from_w)
+    try:
+        if _await_byte(from_r, deadline) != b"u":
+            raise OSError("the namespace helper could not make its user namespace")
+        _linux.write_id_maps(pid, [(int(msg["lo"]), int(msg["lo"]), int(msg["hi"]) - int(msg["lo"]))])
+        os.write(to_w, b"g")
+        ours.settimeout(max(0.1, deadline - time.monotonic()))
+        while True:
+            reply, fds, _ = _wire.recv(ours)
+            _wire.send(link, reply, fds)
+            _close_all(fds)
+            if reply.get("done"):
+                break
+    except (OSError, TimeoutError, ValueError, _wire.ChannelClosed) as exc:
+        _wire.send(link, {"error": f"preparing namespaces stopped: {exc}"})
+    finally:
+        ours.close()
+        os.close(to_w)
+        os.close(from_r)
         try:
-            if _await_byte(p.from_helper, deadline) != b"u":
-                raise OSError("the namespace helper could not make its namespaces")
-            _linux.write_id_maps(p.pid, _linux.id_map_lines(visible, p.fresh, *bounds, holes))
-            os.write(p.to_helper, b"g")
-        except (OSError, TimeoutError) as exc:
-            p.error = str(exc)
-    for p in pending:
-        fds: list[int] = []
-        try:
-            if not p.error and _await_byte(p.from_helper, deadline) != b"r":
-                raise OSError("the namespace helper could not set up its namespaces")
-            if not p.error:
-                fds = [os.open(f"/proc/{p.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-                       for name, _ in _linux.MEMBER_NAMESPACES]
-        except (OSError, TimeoutError) as exc:
-            p.error = str(exc)
-        finally:
-            p.end()
-        if p.error:
-            _wire.send(link, {"uid": p.fresh, "error": p.error})
-        else:
-            _wire.send(link, {"uid": p.fresh}, fds)
-        _close_all(fds)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
 
 
 def _nsprep(chan: socket.socket, msg: dict[str, Any], fds: list[int]) -> None:
+    """Relay what ``_prepare_sets`` (in a fork, so the zygote stays where it is) makes: the batch's user
+    namespace, then each set, each frame with its descriptors."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -760,13 +756,16 @@ def _nsprep(chan: socket.socket, msg: dict[str, Any], fds: list[int]) -> None:
     theirs.close()
     _close_all(fds)
     ours.settimeout(NSPREP_TIMEOUT_S + 1)
-    made: list[tuple[dict[str, Any], list[int]]] = []
     try:
-        for _ in msg["uids"]:
+        while True:
             reply, got, _ = _wire.recv(ours)
-            made.append((reply, got))
+            last = "done" in reply or "error" in reply
+            _wire.send(chan, {**reply, "ok": "error" not in reply, "more": not last}, got)
+            _close_all(got)
+            if last:
+                break
     except (OSError, _wire.ChannelClosed, ValueError) as exc:
-        made.append(({"error": f"namespace preparation stopped: {exc}"}, []))
+        _wire.send(chan, {"ok": False, "error": f"namespace preparation stopped: {exc}", "more": False})
     finally:
         ours.close()
         try:
@@ -774,14 +773,6 @@ def _nsprep(chan: socket.socket, msg: dict[str, Any], fds: list[int]) -> None:
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
-    per_frame = _wire.MAX_FDS_PER_FRAME // 5
-    for start in range(0, max(len(made), 1), per_frame):
-        chunk = made[start:start + per_frame]
-        last = start + per_frame >= len(made)
-        sets = [reply for reply, _ in chunk]
-        _wire.send(chan, {"ok": True, "sets": sets, "more": not last}, [fd for _, got in chunk for fd in got])
-        for _, got in chunk:
-            _close_all(got)
 
 
 def _serve_zygote(chan: socket.socket) -> None:
