@@ -1,4 +1,10 @@
-"""The CLI's view of a host: a running one over gRPC, or an embedded one in this process."""
+"""The CLI's view of a host: a running one over gRPC, or an embedded one in this process.
+
+A running host needs its bearer token: ``$WORLDRT_TOKEN``, else the file ``HOME/host.token`` that
+``worldrt host serve`` made. A ``HOST:PORT`` host is reached over TLS with the settings given (or
+WORLDRT_TLS_CA, WORLDRT_TLS_CERT, WORLDRT_TLS_KEY); a token is never sent to one in cleartext unless
+it is on loopback.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,13 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from worldrt.providers._auth import TOKEN_ENV, TokenError, read_token_file
+from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel, refuse_cleartext_token, tcp_host
 from worldrt.v1 import host_pb, host_rpc, pb
 
 from ._host import Host, HostError
+
+HOST_TOKEN_FILE = "host.token"
 
 
 class HostAPI(Protocol):
@@ -36,22 +46,30 @@ class HostAPI(Protocol):
 class RemoteHost:
     """A host answering at ``address``; errors come back as HostError with the host's sentence."""
 
-    def __init__(self, address: str, token: str | None = None) -> None:
+    def __init__(self, address: str, token: str | None = None, tls: ClientTls | None = None) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        try:
+            self._channel = open_channel(address, tls=tls, token=token)
+        except InsecureChannelError as exc:
+            raise HostError(str(exc)) from None
         self._stub = host_rpc.HostStub(self._channel)
         self._md = (("authorization", f"Bearer {token}"),) if token else ()
 
     @staticmethod
-    def answering(address: str) -> bool:
+    def probe(address: str, tls: ClientTls | None = None) -> str | None:
+        """"serving" or "not serving" as the health of the host at ``address`` says; None if none answers."""
         if address.startswith("unix:") and not Path(address[5:]).exists():
-            return False
-        with grpc.insecure_channel(address) as channel:
+            return None
+        with open_channel(address, tls=tls) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
             except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+                return None
+        return "serving" if reply.status == health_pb2.HealthCheckResponse.SERVING else "not serving"
+
+    @staticmethod
+    def answering(address: str, tls: ClientTls | None = None) -> bool:
+        return RemoteHost.probe(address, tls) == "serving"
 
     def _call(self, method: Callable[..., object], request: object) -> object:
         try:
@@ -118,18 +136,46 @@ class RemoteHost:
         self._channel.close()
 
 
-class Session:
-    """``with Session(address) as host``: the running host at ``address`` if one answers, else an embedded one."""
+def client_token(home: Path | None) -> str | None:
+    """The token for a running host: ``$WORLDRT_TOKEN``, else ``HOME/host.token`` if it exists."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    path = (home or Path(".")) / HOST_TOKEN_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_token_file(path)
+    except TokenError as exc:
+        raise HostError(str(exc)) from None
 
-    def __init__(self, address: str, db: Path | None, home: Path | None) -> None:
+
+class Session:
+    """``with Session(address) as host``: the running host at ``address`` if one answers, else an embedded one.
+
+    Only the local host socket (``unix:``) falls back to an embedded host: a ``HOST:PORT`` that does not
+    answer is an error, since the user asked for that host."""
+
+    def __init__(self, address: str, db: Path | None, home: Path | None, *, token: str | None = None,
+                 tls: ClientTls | None = None) -> None:
         self.address, self.db, self.home = address, db, home
+        self.token, self.tls = token, tls
         self.api: HostAPI | None = None
         self.remote = False
 
     def __enter__(self) -> HostAPI:
-        if RemoteHost.answering(self.address):
-            self.api = RemoteHost(self.address, os.environ.get("WORLDRT_TOKEN"))
+        token = self.token or client_token(self.home)
+        tcp = tcp_host(self.address) is not None
+        try:
+            refuse_cleartext_token(self.address, self.tls, token)  # before any packet, the health probe's too
+        except InsecureChannelError as exc:
+            raise HostError(str(exc)) from None
+        if RemoteHost.probe(self.address, self.tls) is not None:
+            self.api = RemoteHost(self.address, token, self.tls)
             self.remote = True
+        elif tcp:
+            raise HostError(f"no host answers at {self.address}" + (
+                "" if self.tls else " in cleartext (for a host with TLS, give its CA with --tls-ca)"))
         else:
             self.api = Host(self.db, self.home)
         return self.api

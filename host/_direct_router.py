@@ -1,5 +1,7 @@
 """A Router with a fixed provider per interface and no link table: each call is the WorldRuntime rpc on
-that provider's channel, with a deadline and the caller's metadata."""
+that provider's channel, with a deadline and the caller's metadata. An address ``HOST:PORT`` is reached
+over TLS when TLS settings are given (or set in WORLDRT_TLS_*), and a token is never sent in cleartext
+off loopback."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf.message import Message
 
+from worldrt.providers._channel import ClientTls, open_channel
 from worldrt.v1 import rpc
 
 from ._router import OPERATIONS, CallContext, ProviderCallError, Router
@@ -17,12 +20,17 @@ class DirectRouter(Router):
     """``targets`` maps an interface ("generator", ...) to a channel or an address (``unix:PATH``, ``HOST:PORT``)."""
 
     def __init__(self, targets: Mapping[str, grpc.Channel | str], *, token: str | None = None,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, tls: ClientTls | None = None) -> None:
         self._owned: list[grpc.Channel] = []
         self._stubs: dict[str, rpc.WorldRuntimeStub] = {}
+        tls = tls if tls is not None else ClientTls.from_env()
         for interface, target in targets.items():
             if isinstance(target, str):
-                target = grpc.insecure_channel(target)
+                try:
+                    target = open_channel(target, tls=tls, token=token)
+                except BaseException:
+                    self.close()
+                    raise
                 self._owned.append(target)
             self._stubs[interface] = rpc.WorldRuntimeStub(target)
         self.token = token

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from worldrt.providers import CATALOG
+from worldrt.providers._channel import open_channel
 from worldrt.v1 import host_pb, pb
 
 from ._components import LoadedComponent
@@ -29,7 +30,9 @@ from ._link_router import LinkRouter
 from ._links import HostLink, LinkError, LinkTable
 from ._multiverse import MultiverseError
 from ._pipeline import PipelineError, VerseRunner
-from ._registry import Registry
+from ._private_files import private_dir
+from ._redaction import DEFAULT_CAP_BYTES
+from ._registry import Registry, RegistryError
 from ._supervisor import Supervisor
 from ._wasm_runtime import ComponentRuntime
 
@@ -51,20 +54,39 @@ def default_db() -> Path:
     return Path(os.environ.get("WORLDRT_DB") or default_home() / "world.duckdb")
 
 
+def env_number(name: str) -> float | None:
+    """A number from the environment (None when unset); RegistryError with a sentence when it is not one."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise RegistryError(f"{name} must be a number, got {text!r}") from None
+
+
 class HostError(ValueError):
     """A request the host refuses; the message says what to change."""
 
 
 class Host:
-    def __init__(self, db_path: Path | None = None, home: Path | None = None) -> None:
-        self.home = (home or default_home()).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry.open(db_path or default_db())
+    """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
+    older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
+    stderr and code each stored row keeps."""
+
+    def __init__(self, db_path: Path | None = None, home: Path | None = None, *, keep_days: float | None = None,
+                 output_cap: int | None = None) -> None:
+        self.home = private_dir(home or default_home()).resolve()
+        if keep_days is None:
+            keep_days = env_number("WORLDRT_KEEP_DAYS")
+        if output_cap is None:
+            cap = env_number("WORLDRT_OUTPUT_CAP")
+            output_cap = DEFAULT_CAP_BYTES if cap is None else int(cap)
+        self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap)
         try:
             self.links = LinkTable(self.registry)
             self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
-            self.router = LinkRouter(self.links, self.registry, self.supervisor.address,
-                                     default_token=self.supervisor.token)
+            self.router = LinkRouter(self.links, self.registry, self.supervisor.address, self.supervisor.token)
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
         except BaseException:
@@ -124,7 +146,7 @@ class Host:
                     log.warning("could not relink %s to %s: %s", link.link_id, provider, exc.details())
 
     def list_links(self) -> host_pb.ListLinksReply:
-        return host_pb.ListLinksReply(links=[link.to_pb() for link in self.links.all()])
+        return host_pb.ListLinksReply(links=[link.public_pb() for link in self.links.all()])
 
     def ensure_link(self, source: str, interface: str, provider: str) -> None:
         """Link ``interface`` of ``source`` to ``provider`` unless a link (its own or ``*``) already resolves."""
@@ -160,7 +182,7 @@ class Host:
         child = self.supervisor.child(name)
         if child is None:
             return False
-        with grpc.insecure_channel(child.address) as channel:
+        with open_channel(child.address) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             except grpc.RpcError:

@@ -1,13 +1,14 @@
 """The host's router: a component's imported call becomes the gRPC call on the provider its link names.
 
 Links are resolved at every call, so a link changed while a component runs applies to its next call.
-Each call carries the verse id, the source component and a bearer token as metadata, has a deadline,
-and is recorded (latency measured here, cost as the provider reported it) on the registry's queue.
+Each call carries the verse id, the source component and the host's bearer token for its providers as
+metadata (a link's own values and secrets are link data, never the bearer), has a deadline, and is
+recorded (latency measured here, cost as the provider reported it) in the registry before the reply
+goes back to the component. A ``HOST:PORT`` address is reached over TLS when TLS settings are given.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +17,11 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel
 from worldrt.v1 import rpc
 
 from ._links import LinkTable
-from ._registry import Invocation, Registry
+from ._registry import Registry
 from ._router import OPERATIONS, CallContext, ProviderCallError, Router
 
 DEFAULT_DEADLINE_S = 120.0
@@ -49,14 +51,16 @@ CallObserver = Callable[[str, str, str, float, float, str], None]
 
 
 class LinkRouter(Router):
-    """Routes through the link table; ``address_of`` gives (starting it if needed) a provider's address."""
+    """Routes through the link table; ``address_of`` gives (starting it if needed) a provider's address,
+    and ``token`` is the bearer token every call to those providers carries."""
 
     def __init__(self, links: LinkTable, registry: Registry, address_of: Callable[[str], str],
-                 default_token: str | None = None) -> None:
+                 token: str | None = None, *, tls: ClientTls | None = None) -> None:
         self.links = links
         self.registry = registry
         self._address_of = address_of
-        self._default_token = default_token or os.environ.get("WORLDRT_TOKEN")
+        self._token = token
+        self._tls = tls if tls is not None else ClientTls.from_env()
         self._stubs: dict[str, tuple[grpc.Channel, rpc.WorldRuntimeStub]] = {}
         self._lock = threading.Lock()
         self._observers: dict[int, CallObserver] = {}
@@ -75,7 +79,7 @@ class LinkRouter(Router):
             with self._lock:
                 entry = self._stubs.get(address)
                 if entry is None:
-                    channel = grpc.insecure_channel(address, options=[
+                    channel = open_channel(address, tls=self._tls, token=self._token, options=[
                         ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
                     entry = self._stubs[address] = (channel, rpc.WorldRuntimeStub(channel))
         return entry[1]
@@ -104,13 +108,15 @@ class LinkRouter(Router):
             address = self._address_of(provider)
         except Exception as exc:  # noqa: BLE001 - a provider that cannot start is UNAVAILABLE to the guest
             raise ProviderCallError("UNAVAILABLE", f"provider {provider} is not available: {exc}") from exc
-        token = link.values.get("token") or self._default_token
         verse_id = str(context.verse_id)
         metadata = [("x-worldrt-verse-id", verse_id), ("x-worldrt-source", context.source),
                     ("x-worldrt-link-name", link.name)]
-        if token:
-            metadata.append(("authorization", f"Bearer {token}"))
-        method = getattr(self.stub(address), op.rpc)
+        if self._token:
+            metadata.append(("authorization", f"Bearer {self._token}"))
+        try:
+            method = getattr(self.stub(address), op.rpc)
+        except InsecureChannelError as exc:
+            raise ProviderCallError("FAILED_PRECONDITION", str(exc)) from None
         started = time.perf_counter()
         try:
             reply, call = method.with_call(request, timeout=context.remaining_s(_deadline_s(operation, request)),
@@ -119,17 +125,18 @@ class LinkRouter(Router):
             latency_ms = (time.perf_counter() - started) * 1000
             code = exc.code().name if exc.code() else "UNKNOWN"  # type: ignore[attr-defined]
             details = exc.details() or code  # type: ignore[attr-defined]
-            self._finish(context, interface, operation, provider, request,
-                         {"error": code, "message": details}, latency_ms, cost_of(exc), code)
+            self._finish(verse_id, interface, operation, provider, request,
+                         {"error": code, "message": details}, latency_ms, cost_of(exc), code, link.secret_values)
             raise ProviderCallError(code, details) from None
         latency_ms = (time.perf_counter() - started) * 1000
-        self._finish(context, interface, operation, provider, request, reply, latency_ms, cost_of(call), "")
+        self._finish(verse_id, interface, operation, provider, request, reply, latency_ms, cost_of(call), "",
+                     link.secret_values)
         return reply
 
-    def _finish(self, context: CallContext, interface: str, operation: str, provider: str, request: Message,
-                result: Any, latency_ms: float, cost: float, error: str) -> None:
-        self.registry.record(Invocation(provider, operation, str(context.verse_id), request, result, latency_ms,
-                                        cost, time.time()))
+    def _finish(self, verse_id: str, interface: str, operation: str, provider: str, request: Message,
+                result: Any, latency_ms: float, cost: float, error: str, secrets: tuple[str, ...]) -> None:
+        self.registry.record_call(provider, operation, verse_id, request, result, latency_ms, cost, time.time(),
+                                  secrets)
         observer = self._observers.get(threading.get_ident())
         if observer is not None:
             observer(interface, operation, provider, latency_ms, cost, error)

@@ -1,8 +1,11 @@
 """The host's link table: which provider serves each interface a component imports (wasmCloud links).
 
 A link names a source component (``*`` for any), the interfaces it covers, a link name (``default``),
-the target provider and free-form values (for example ``token``). Links are persisted in the
-registry's ``provider_links`` table and resolved on every call, so a change applies to the next call.
+the target provider, free-form values and secrets. Values and secrets are link data for the provider
+(forwarded in ReceiveLinkConfig); neither is ever the bearer token of a call. Secrets, and the legacy
+value ``token``, are never stored, listed or logged, and are scrubbed from every invocation row the
+registry keeps. Links are persisted in the registry's ``provider_links`` table (names of values and
+secrets only) and resolved on every call, so a change applies to the next call.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from typing import Any
 
 from worldrt.v1 import pb
 
+from ._redaction import REDACTED
 from ._registry import Registry
 
 INTERFACES = ("generator", "coordinator", "validator")
 ANY_SOURCE = "*"
+# Link values that are secrets although they arrive as plain values (before LinkConfig.secrets existed).
+SECRET_VALUES = ("token",)
 
 
 @dataclass(frozen=True)
@@ -26,16 +32,32 @@ class HostLink:
     interfaces: tuple[str, ...]
     target_provider: str
     name: str = "default"
-    values: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        secret = tuple(v for v in (*self.secrets.values(), *(self.values.get(k, "") for k in SECRET_VALUES)) if v)
+        object.__setattr__(self, "secret_values", secret)
+
+    # What no stored string may contain: the secrets' values and the legacy ``token`` value.
+    secret_values: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
 
     @staticmethod
     def default_id(source_component: str, interface: str, name: str) -> str:
         return f"{source_component}/{interface}/{name}"
 
     def to_pb(self) -> pb.LinkConfig:
+        """The whole link, secrets included: for the provider it targets only."""
         return pb.LinkConfig(link_id=self.link_id, source_component=self.source_component,
                              target_provider=self.target_provider, name=self.name,
-                             interfaces=list(self.interfaces), values=self.values)
+                             interfaces=list(self.interfaces), values=self.values, secrets=self.secrets)
+
+    def public_pb(self) -> pb.LinkConfig:
+        """The link as anyone may read it back: each secret, and the ``token`` value, as <redacted>."""
+        return pb.LinkConfig(link_id=self.link_id, source_component=self.source_component,
+                             target_provider=self.target_provider, name=self.name, interfaces=list(self.interfaces),
+                             values={k: REDACTED if k in SECRET_VALUES else v for k, v in self.values.items()},
+                             secrets={k: REDACTED for k in self.secrets})
 
     @classmethod
     def from_pb(cls, link: pb.LinkConfig) -> "HostLink":
@@ -43,11 +65,12 @@ class HostLink:
         name = link.name or "default"
         interfaces = tuple(link.interfaces)
         link_id = link.link_id or (cls.default_id(source, interfaces[0], name) if len(interfaces) == 1 else "")
-        return cls(link_id, source, interfaces, link.target_provider, name, dict(link.values))
+        return cls(link_id, source, interfaces, link.target_provider, name, dict(link.values), dict(link.secrets))
 
     def config(self) -> dict[str, Any]:
-        # Values may hold secrets (a token): the registry keeps only their names.
-        return {"interfaces": list(self.interfaces), "name": self.name, "value_keys": sorted(self.values)}
+        """What the registry keeps in ``provider_links.link_config``: names of values and secrets, no values."""
+        return {"interfaces": list(self.interfaces), "name": self.name, "value_keys": sorted(self.values),
+                "secret_keys": sorted(self.secrets)}
 
 
 class LinkError(ValueError):

@@ -1,4 +1,9 @@
-"""``worldrt host serve``: the Host as a gRPC service, with the providers' auth, health and reflection."""
+"""``worldrt host serve``: the Host as a gRPC service, with the providers' auth, health and reflection.
+
+Every call but health needs the host's bearer token (the same check providers apply). While the
+registry is unhealthy (host/_registry.py), health says NOT_SERVING and every other call is refused
+with UNAVAILABLE and the registry's sentence; both recover when its writes work again.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldrt.providers._auth import OPEN_PREFIXES
-from worldrt.providers._server import listen_address
+from worldrt.providers._auth import OPEN_PREFIXES, bearer_problem, expected_header
+from worldrt.providers._server import ServerTls, bind, listen_address
 from worldrt.v1 import HOST_SERVICE_NAME, host_pb, host_rpc, pb
 
 from ._host import Host, HostError
+from ._registry import Registry, RegistryError
 from ._supervisor import SupervisorError
 
 log = logging.getLogger("worldrt.host")
@@ -31,26 +37,42 @@ def default_host_address(home: Path) -> str:
     return f"unix:{(home / 'host.sock').resolve()}"
 
 
+def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that refuses the call with ``code`` and ``message``."""
+
+    def deny(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    if handler is not None and handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(
+        deny, handler.request_deserializer if handler else None, handler.response_serializer if handler else None)
+
+
 class _TokenCheck(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}"
+        self._expected = expected_header(token)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         if details.method.startswith(OPEN_PREFIXES):
             return continuation(details)
-        presented = dict(details.invocation_metadata or ()).get("authorization")
-        if presented == self._expected:
+        problem = bearer_problem(details.invocation_metadata, self._expected)
+        if problem is None:
             return continuation(details)
-        handler = continuation(details)
+        return _refusal(continuation(details), grpc.StatusCode.UNAUTHENTICATED, problem)
 
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
-        if handler is not None and handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(deny, handler.request_deserializer,
-                                                        handler.response_serializer)
-        return grpc.unary_unary_rpc_method_handler(
-            deny, handler.request_deserializer if handler else None, handler.response_serializer if handler else None)
+class _RegistryGate(grpc.ServerInterceptor):
+    """Refuses every call but health and reflection while the registry is unhealthy."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        problem = self._registry.problem
+        if problem is None or details.method.startswith((*OPEN_PREFIXES, "/grpc.reflection.")):
+            return continuation(details)
+        return _refusal(continuation(details), grpc.StatusCode.UNAVAILABLE, f"the host's registry is unhealthy: {problem}")
 
 
 class HostServicer(host_rpc.HostServicer):
@@ -64,7 +86,7 @@ class HostServicer(host_rpc.HostServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except grpc.RpcError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"provider call failed: {exc.details()}")
-        except SupervisorError as exc:
+        except (SupervisorError, RegistryError) as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         raise AssertionError("unreachable")
 
@@ -104,7 +126,9 @@ class HostServicer(host_rpc.HostServicer):
         threading.Thread(target=run, name="invoke", daemon=True).start()
         while (item := events.get()) is not None:
             if isinstance(item, BaseException):
-                code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(item, HostError) else grpc.StatusCode.INTERNAL
+                code = (grpc.StatusCode.INVALID_ARGUMENT if isinstance(item, HostError) else
+                        grpc.StatusCode.UNAVAILABLE if isinstance(item, (RegistryError, SupervisorError)) else
+                        grpc.StatusCode.INTERNAL)
                 context.abort(code, str(item))
             yield item
 
@@ -120,28 +144,38 @@ class HostServicer(host_rpc.HostServicer):
 
     def RecentInvocations(self, request: host_pb.RecentInvocationsRequest,
                           context: grpc.ServicerContext) -> host_pb.RecentInvocationsReply:
-        return self.host.recent_invocations(request)
+        return self._do(context, lambda: self.host.recent_invocations(request))
 
 
-def serve_host(host: Host, listen: str, token: str | None = None, ready: threading.Event | None = None) -> None:
+def serve_host(host: Host, listen: str, token: str | None = None, ready: threading.Event | None = None, *,
+               tls: ServerTls | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop the providers the host started and flush the registry."""
+    address = listen_address(listen, tls=tls, token=token)
+    interceptors: list[grpc.ServerInterceptor] = [_TokenCheck(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host"),
-                         interceptors=[_TokenCheck(token)] if token else [])
+                         interceptors=[*interceptors, _RegistryGate(host.registry)])
     host_rpc.add_HostServicer_to_server(HostServicer(host), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (HOST_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
-    address = listen_address(listen)
-    server.add_insecure_port(address)
+    bind(server, address, tls)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
-    for name in ("", HOST_SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("host serving on %s", address)
+
+    def registry_health(problem: str | None) -> None:
+        if stop.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if problem is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", HOST_SERVICE_NAME):
+            health_servicer.set(name, status)
+
+    host.registry.watch(registry_health)
+    log.info("host serving on %s%s", address, "" if tls is None else " with TLS"
+             + (" (client certificates required)" if tls.client_ca else ""))
     if ready is not None:
         ready.set()
     try:

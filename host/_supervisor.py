@@ -2,6 +2,7 @@
 
 Children get the host's provider token in their environment (never on the command line) and the
 host's pid, for which they ask a parent-death signal: a host killed outright takes its providers along.
+That token authenticates every call the host makes to them; it is not the token clients give the host.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from worldrt.providers import CATALOG
+from worldrt.providers._auth import TOKEN_ENV
+from worldrt.providers._channel import open_channel
 
+from ._private_files import NORMAL_UMASK, private_dir
 from ._registry import Registry
 
 log = logging.getLogger("worldrt.host")
@@ -64,6 +68,14 @@ class Supervisor:
         self._watcher = threading.Thread(target=self._watch, name="provider-supervisor", daemon=True)
         self._watcher.start()
 
+    def _note(self, name: str, status: str, **fields: object) -> None:
+        """Record a daemon's status; a registry that cannot write it must not stop the supervision."""
+        try:
+            self.registry.set_status(name, status, **fields)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - logged; the daemons are what this class keeps running
+            log.warning("could not record %s as %s in the registry: %s", name, status,
+                        (str(exc).splitlines() or [type(exc).__name__])[0])
+
     def address(self, name: str) -> str:
         return self.ensure(name).address
 
@@ -102,35 +114,34 @@ class Supervisor:
         child.restarts += 1
         child.last_error = f"exited with {child.proc.returncode}"
         log.warning("provider %s %s; restarting (restart %d)", child.name, child.last_error, child.restarts)
-        self.registry.set_status(child.name, "restarting", restarts=child.restarts, last_error=child.last_error)
+        self._note(child.name, "restarting", restarts=child.restarts, last_error=child.last_error)
         self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = private_dir(self.state_dir / "logs")
         argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", child.name,
                 "--listen", child.address, "--state-dir", str(self.state_dir / "providers")]
         # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
-        env = {**os.environ, "WORLDRT_TOKEN": self.token, "WORLDRT_PARENT_PID": str(os.getpid())}
-        self.registry.set_status(child.name, "starting", address=child.address)
+        env = {**os.environ, TOKEN_ENV: self.token, "WORLDRT_PARENT_PID": str(os.getpid())}
+        self._note(child.name, "starting", address=child.address)
         with open(logs / f"{child.name}.log", "ab") as out:
             # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
             child.proc = self._spawner.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=out,
-                                              stderr=out, env=env).result()
+                                              stderr=out, env=env, umask=NORMAL_UMASK).result()
         try:
             self._wait_serving(child, timeout_s=60)
         except SupervisorError as exc:
             child.last_error = str(exc)
-            self.registry.set_status(child.name, "unavailable", last_error=child.last_error)
+            self._note(child.name, "unavailable", last_error=child.last_error)
             raise
         child.healthy = True
         child.backoff_s = 0.2
-        self.registry.set_status(child.name, "available", address=child.address, pid=child.proc.pid,
+        self._note(child.name, "available", address=child.address, pid=child.proc.pid,
                                  restarts=child.restarts, last_error=None)
         log.info("provider %s serving at %s (pid %d)", child.name, child.address, child.proc.pid)
 
     def _check(self, address: str, timeout_s: float) -> bool:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
             except grpc.RpcError:
@@ -165,12 +176,12 @@ class Supervisor:
                 child.misses = 0
                 if not child.healthy:
                     child.healthy = True
-                    self.registry.set_status(child.name, "available", restarts=child.restarts)
+                    self._note(child.name, "available", restarts=child.restarts)
                 return
             if not dead:
                 child.healthy = False
                 child.misses += 1
-                self.registry.set_status(child.name, "unavailable",
+                self._note(child.name, "unavailable",
                                          last_error=f"health check failed {child.misses} time(s)")
                 if child.misses < HUNG_AFTER_MISSES:
                     return
@@ -199,7 +210,7 @@ class Supervisor:
         with child.lock:
             _terminate(child.proc, timeout_s)
             child.healthy = False
-            self.registry.set_status(name, "stopped")
+            self._note(name, "stopped")
 
     def close(self, timeout_s: float = 15.0) -> None:
         """Stop every child (SIGTERM, then SIGKILL after ``timeout_s``) and the watcher."""
@@ -214,10 +225,7 @@ class Supervisor:
         self._spawner.shutdown()
         for name, child in self._children.items():
             child.healthy = False
-            try:
-                self.registry.set_status(name, "stopped")
-            except Exception:  # noqa: BLE001 - the registry may already be closing; the processes are gone
-                pass
+            self._note(name, "stopped")
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:

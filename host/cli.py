@@ -34,13 +34,24 @@ def _home(args: argparse.Namespace) -> Path:
 
 
 def _session(args: argparse.Namespace):  # noqa: ANN202 - returns the Session context manager
+    from worldrt.providers._auth import read_token_file
+    from worldrt.providers._channel import ClientTls
+
     from ._client import Session
     from ._host import default_db
     from ._service import default_host_address
 
     home = _home(args)
     address = args.host or os.environ.get("WORLDRT_HOST") or default_host_address(home)
-    return Session(address, Path(args.db) if args.db else default_db(), home)
+    return Session(address, Path(args.db) if args.db else default_db(), home,
+                   token=read_token_file(args.token_file) if args.token_file else None,
+                   tls=ClientTls.from_env(args.tls_ca, args.tls_cert, args.tls_key))
+
+
+def _no_token_flag(value: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "--token is gone: a token on the command line is readable by anyone in /proc/PID/cmdline; put it in "
+        "WORLDRT_TOKEN or in a file only you can read, passed with --token-file PATH")
 
 
 def _as_dict(message: Message) -> dict[str, Any]:
@@ -99,11 +110,14 @@ def _provider_status(args: argparse.Namespace) -> int:
 
 
 def _provider_serve(args: argparse.Namespace) -> int:
+    from worldrt.providers._auth import token_from
     from worldrt.providers._daemon import default_state_dir, run
+    from worldrt.providers._server import ServerTls
 
     values = dict(_key_value(item) for item in args.set)
-    run(args.name, args.listen, args.token or os.environ.get("WORLDRT_TOKEN") or None,
-        Path(args.state_dir) if args.state_dir else default_state_dir(), values)
+    run(args.name, args.listen, token_from(args.token_file),
+        Path(args.state_dir) if args.state_dir else default_state_dir(), values,
+        tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
     return 0
 
 
@@ -119,9 +133,16 @@ def _link_put(args: argparse.Namespace) -> int:
     from worldrt.v1 import pb
 
     interface, provider = _key_value(args.binding)
+    secrets = {}
+    for item in args.secret_file:
+        key, path = _key_value(item)
+        try:
+            secrets[key] = Path(path).read_text().rstrip("\n")
+        except OSError as exc:
+            raise CliError(f"--secret-file {key}: cannot read {path}: {exc.strerror}") from None
     link = pb.LinkConfig(link_id=args.id or "", source_component=args.source, name=args.name,
                          interfaces=[interface], target_provider=provider,
-                         values=dict(_key_value(v) for v in args.set))
+                         values=dict(_key_value(v) for v in args.set), secrets=secrets)
     with _session(args) as host:
         reply = host.put_link(link)
     _emit(args, _as_dict(reply), lambda: console.print(
@@ -227,14 +248,44 @@ def _component_run(args: argparse.Namespace) -> int:
 
 
 def _host_serve(args: argparse.Namespace) -> int:
+    from worldrt.providers._auth import ensure_token_file, token_from
+    from worldrt.providers._server import ServerTls, listen_address
+
+    from ._client import HOST_TOKEN_FILE
     from ._host import Host, default_db
+    from ._private_files import private_dir
     from ._service import default_host_address, serve_host
 
     logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
                         format="%(asctime)s host[%(process)d] %(levelname)s %(message)s")
-    home = _home(args)
-    host = Host(Path(args.db) if args.db else default_db(), home)
-    serve_host(host, args.listen or default_host_address(home), args.token or os.environ.get("WORLDRT_TOKEN"))
+    home = private_dir(_home(args))
+    token = token_from(args.token_file) or ensure_token_file(home / HOST_TOKEN_FILE)
+    tls = ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca)
+    listen = listen_address(args.listen or default_host_address(home), tls=tls, token=token)
+    if args.output_cap is not None and args.output_cap < 0:
+        raise CliError(f"--output-cap must be 0 bytes or more, got {args.output_cap}")
+    host = Host(Path(args.db) if args.db else default_db(), home, keep_days=args.keep_days,
+                output_cap=args.output_cap)
+    serve_host(host, listen, token, tls=tls)
+    return 0
+
+
+def _tls_init(args: argparse.Namespace) -> int:
+    from ._certificates import init_tls
+
+    issued = init_tls(Path(args.dir), args.hosts, args.ip)
+    data = {"ca": str(issued.ca_cert), "ca_key": str(issued.ca_key), "ca_made": issued.ca_made,
+            "hosts": {name: {"cert": str(c), "key": str(k), "names": sans}
+                      for name, (c, k, sans) in issued.hosts.items()}}
+
+    def render() -> None:
+        console.print(f"{'made' if issued.ca_made else 'reused'} CA {issued.ca_cert} (key {issued.ca_key}, 0600)")
+        for name, (cert, key, sans) in issued.hosts.items():
+            console.print(f"{name}: {cert} and {key} (0600), for {', '.join(sans)}")
+        console.print(f"serve with --tls-cert NAME.pem --tls-key NAME.key [--tls-client-ca {issued.ca_cert}]; "
+                      f"clients use --tls-ca {issued.ca_cert} (WORLDRT_TLS_CA)")
+
+    _emit(args, data, render)
     return 0
 
 
@@ -452,11 +503,27 @@ def _invocations(args: argparse.Namespace) -> int:
 
 # parser ------------------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print data as JSON")
-    common.add_argument("--db", help="registry file (default $WORLDRT_DB or .worldrt/world.duckdb)")
-    common.add_argument("--home", help="state directory (default $WORLDRT_STATE_DIR or .worldrt)")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--json", action="store_true", help="print data as JSON")
+    base.add_argument("--db", help="registry file (default $WORLDRT_DB or .worldrt/world.duckdb)")
+    base.add_argument("--home", help="state directory (default $WORLDRT_STATE_DIR or .worldrt)")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--host", help="address of a running host (default unix:HOME/host.sock)")
+    common.add_argument("--token-file", metavar="PATH",
+                        help="the running host's token (default $WORLDRT_TOKEN, else HOME/host.token)")
+    common.add_argument("--tls-ca", metavar="PEM", help="CA of a HOST:PORT host's certificate (default $WORLDRT_TLS_CA)")
+    common.add_argument("--tls-cert", metavar="PEM",
+                        help="client certificate, for a host that requires one (default $WORLDRT_TLS_CERT)")
+    common.add_argument("--tls-key", metavar="PEM", help="its key (default $WORLDRT_TLS_KEY)")
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--token-file", metavar="PATH",
+                         help="require the bearer token in this file, which only its owner may read "
+                              "(default $WORLDRT_TOKEN)")
+    serving.add_argument("--token", type=_no_token_flag, help=argparse.SUPPRESS)
+    serving.add_argument("--tls-cert", metavar="PEM", help="serve HOST:PORT with TLS: this certificate ...")
+    serving.add_argument("--tls-key", metavar="PEM", help="... and its key")
+    serving.add_argument("--tls-client-ca", metavar="PEM",
+                         help="mutual TLS: accept only clients with a certificate this CA signed")
 
     top = argparse.ArgumentParser(prog="worldrt", description="Run portable verse programs across providers.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -470,10 +537,13 @@ def parser() -> argparse.ArgumentParser:
     status = provider.add_parser("status", parents=[common], help="start it if needed; health and capabilities")
     status.add_argument("name")
     status.set_defaults(func=_provider_status)
-    serve = provider.add_parser("serve", help="serve one provider on the worldrt.v1.WorldRuntime contract")
+    serve = provider.add_parser("serve", parents=[serving],
+                                help="serve one provider on the worldrt.v1.WorldRuntime contract")
     serve.add_argument("name", help="morph, modal, primeintellect, gensyn or ritual")
-    serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:STATE_DIR/NAME.sock)")
-    serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' (default $WORLDRT_TOKEN)")
+    serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:STATE_DIR/NAME.sock); a HOST:PORT "
+                                        "off loopback needs TLS")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a HOST:PORT off loopback without TLS (only without a token)")
     serve.add_argument("--state-dir", help="where sandboxes and keys live (default ./.worldrt/providers)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="engine option, e.g. pool_size=4, max_branches=256, ttl_s=3600")
@@ -486,7 +556,10 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("--source", default="*", help="component the link is for (default: any)")
     put.add_argument("--name", default="default")
     put.add_argument("--id", help="link id (default SOURCE/INTERFACE/NAME)")
-    put.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="link values, e.g. token=...")
+    put.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="link values for the provider (a value named token is kept secret)")
+    put.add_argument("--secret-file", action="append", default=[], metavar="KEY=PATH",
+                     help="a link secret read from a file: forwarded to the provider, never stored or shown")
     put.set_defaults(func=_link_put)
     delete = link.add_parser("del", parents=[common], help="delete a link by id or by interface")
     delete.add_argument("link", metavar="LINK_ID|INTERFACE")
@@ -514,10 +587,31 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_component_run)
 
     host = commands.add_parser("host", help="the host").add_subparsers(dest="action", required=True)
-    host_serve = host.add_parser("serve", parents=[common], help="serve worldrt.v1.Host until SIGTERM")
-    host_serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:HOME/host.sock)")
-    host_serve.add_argument("--token", help="require a bearer token (default $WORLDRT_TOKEN)")
+    host_serve = host.add_parser(
+        "serve", parents=[base, serving], help="serve worldrt.v1.Host until SIGTERM",
+        description="Serve worldrt.v1.Host. Clients need its bearer token: --token-file, else $WORLDRT_TOKEN, "
+                    "else HOME/host.token (made, mode 0600, on the first start and reused).")
+    host_serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:HOME/host.sock); a HOST:PORT off "
+                                             "loopback needs TLS")
+    host_serve.add_argument("--keep-days", type=float, metavar="N",
+                            help="prune provider_invocations rows older than N days, at start and then hourly "
+                                 "(default $WORLDRT_KEEP_DAYS; unset keeps every row; runs, links and providers "
+                                 "are never pruned)")
+    host_serve.add_argument("--output-cap", type=int, metavar="BYTES",
+                            help="bytes of stdout, stderr and code each stored invocation row keeps, with the full "
+                                 "size beside them (default $WORLDRT_OUTPUT_CAP or 4096)")
     host_serve.set_defaults(func=_host_serve)
+
+    tls = commands.add_parser("tls", help="certificates for TLS").add_subparsers(dest="action", required=True)
+    tls_init = tls.add_parser("init", parents=[base], help="a local CA and a certificate and key per host",
+                              description="Make DIR/ca.pem and ca.key (or reuse them) and, per host NAME, NAME.pem "
+                                          "and NAME.key (0600), for server and client authentication.")
+    tls_init.add_argument("dir", metavar="DIR")
+    tls_init.add_argument("--host", dest="hosts", action="append", required=True, metavar="NAME[,NAME...]",
+                          help="host names (repeatable): one certificate each, valid for that DNS name")
+    tls_init.add_argument("--ip", action="append", default=[], metavar="[NAME=]ADDR",
+                          help="an IP address every certificate is valid for (NAME=ADDR: that host's only)")
+    tls_init.set_defaults(func=_tls_init)
 
     verse = commands.add_parser("verse", help="run verses").add_subparsers(dest="action", required=True)
     pipeline = verse.add_parser("pipeline", parents=[common], help="branch → optimize → verify → merge → WEV")

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from worldrt.providers._channel import ClientTls, open_channel
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_rpc, pb
 
@@ -112,7 +113,30 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
                           capture_output=True, timeout=timeout)
 
 
+class _WithToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer TOKEN`` to every call on a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return details._replace(metadata=[*(details.metadata or ()), self._header])  # type: ignore[attr-defined]
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+
+def host_channel(address: str, token: str, tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel to a running host that sends its bearer token on every call."""
+    return grpc.intercept_channel(open_channel(address, tls=tls, token=token), _WithToken(token))
+
+
 class RunningHost:
+    """``worldrt host serve`` in ``home``; ``stub`` sends the token the host made (``home/host.token``)."""
+
     def __init__(self, home: Path) -> None:
         self.home = home
         self.address = f"unix:{home / 'host.sock'}"
@@ -128,7 +152,8 @@ class RunningHost:
             self.proc.wait()
             self.log.close()
             raise
-        self.channel = grpc.insecure_channel(self.address)
+        self.token = (home / "host.token").read_text().strip()
+        self.channel = host_channel(self.address, self.token)
         self.stub = host_rpc.HostStub(self.channel)
 
     def stop(self) -> int:

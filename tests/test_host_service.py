@@ -105,8 +105,8 @@ def test_the_cli_refuses_a_corrupt_registry_in_one_line(tmp_path: Path) -> None:
 
 
 def test_the_host_service_has_health_reflection_and_auth(tmp_path: Path) -> None:
-    env = {**os.environ, "WORLDRT_STATE_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve", "--token", "t0ken"],
+    env = {**os.environ, "WORLDRT_STATE_DIR": str(tmp_path), "WORLDRT_TOKEN": "t0ken"}
+    proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"unix:{tmp_path / 'host.sock'}"
     try:
