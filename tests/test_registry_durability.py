@@ -92,6 +92,35 @@ def test_sigkill_mid_burst_keeps_the_row_of_every_call_the_client_saw(tmp_path: 
     assert len(_rows(tmp_path / "world.duckdb", 707)) == len(rows), "a second open must not add rows again"
 
 
+def test_a_deleted_journal_is_written_again_before_a_sigkill_can_cost_a_row(tmp_path: Path,
+                                                                             caller_wasm: Path) -> None:
+    journal = tmp_path / "world.duckdb.journal"
+    host = HostProcess(tmp_path)
+    latencies: list[float] = []
+    try:
+        component = host.load(caller_wasm, "caller")
+        try:
+            for event in _burst(host, component, 606, 3000):
+                if event.HasField("call"):
+                    latencies.append(event.call.latency_ms)
+                    if len(latencies) == 50:
+                        journal.unlink()
+                    elif len(latencies) == 100:
+                        wait_for(journal.exists, 10, "the journal was not made again")
+                    elif len(latencies) == 200:
+                        host.proc.kill()
+        except grpc.RpcError:
+            assert len(latencies) >= 200, "the invocation failed before the host was killed"
+    finally:
+        host.kill()
+    made_again = stat.S_IMODE(journal.stat().st_mode)
+    Registry.open(tmp_path / "world.duckdb").close()
+    rows = _rows(tmp_path / "world.duckdb", 606)
+    _assert_each_event_has_its_row(latencies, rows)
+    assert len(latencies) <= len(rows) <= len(latencies) + 1, (len(latencies), len(rows))
+    assert made_again == 0o600
+
+
 def test_a_deleted_registry_file_is_noticed_and_its_rows_kept_for_the_next_start(tmp_path: Path,
                                                                                  caller_wasm: Path) -> None:
     db = tmp_path / "world.duckdb"
