@@ -609,8 +609,8 @@ def parser() -> argparse.ArgumentParser:
     tls_init.add_argument("dir", metavar="DIR")
     tls_init.add_argument("--host", dest="hosts", action="append", required=True, metavar="NAME[,NAME...]",
                           help="host names (repeatable): one certificate each, valid for that DNS name")
-    tls_init.add_argument("--ip", action="append", default=[], metavar="[NAME=]ADDR",
-                          help="an IP address every certificate is valid for (NAME=ADDR: that host's only)")
+    tls_init.add_argument("--ip", action="extend", nargs="+", default=[], metavar="[NAME=]ADDR",
+                          help="IP addresses every certificate is valid for (NAME=ADDR: that host's only)")
     tls_init.set_defaults(func=_tls_init)
 
     verse = commands.add_parser("verse", help="run verses").add_subparsers(dest="action", required=True)
