@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from worldrt.v1 import pb
 
+from ._canonical import parse_json
 from ._catalog import CATALOG, providers_for
 from ._errors import InvalidArgument, Unimplemented
 from ._links import Link, LinkTable
@@ -71,10 +72,7 @@ class Provider:
     async def init(self, request: pb.ProviderConfig, call: Call) -> pb.InitReply:
         self.config = dict(request.values)
         if request.json:
-            try:
-                extra = json.loads(request.json)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument(f"ProviderConfig.json is not JSON: {exc}") from exc
+            extra = parse_json(request.json, "ProviderConfig.json")
             if isinstance(extra, dict):
                 self.config.update({k: str(v) for k, v in extra.items()})
         return pb.InitReply(provider_id=self.provider_id, trit=self.trit)

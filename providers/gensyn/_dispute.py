@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,14 +9,11 @@ from typing import Any
 from worldrt.v1 import pb
 
 from .. import _errors as err
-from .._canonical import digest, is_digest
+from .._canonical import digest, is_digest, parse_json
 
 
 def parse_state(text: str, what: str) -> dict[str, Any]:
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise err.InvalidArgument(f"{what} is not JSON: {exc}") from exc
+    state = parse_json(text, what)
     if not isinstance(state, dict):
         raise err.InvalidArgument(f"{what} must be a JSON object (step() takes and returns a dict)")
     return state

@@ -185,7 +185,7 @@ class Infinibranch(InstanceEngine):
     async def _place(inst: LiveInstance, proc: SandboxProcess, after: asyncio.Task[None] | None) -> None:
         if after is not None:
             await asyncio.gather(after, return_exceptions=True)
-        await asyncio.to_thread(inst.sandbox.place, proc, inst.limits.processes, inst.limits.cgroup_memory_bytes)
+        await asyncio.to_thread(inst.sandbox.place, proc, None, None)
 
     async def release(self, member: Member) -> None:
         placing = self._placing.pop(member.id, None)

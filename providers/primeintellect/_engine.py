@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import _errors as err
-from .._canonical import canonical_json, digest
+from .._canonical import canonical_json, digest, parse_json
 from ..sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
 from . import _grpo
 
@@ -94,9 +93,7 @@ class AsyncGRPO:
              max_async_level: int) -> tuple[list[list], dict[str, Any]]:
         """The parsed space and the run's config; InvalidArgument for anything out of range."""
         try:
-            space = _grpo.parse_space(json.loads(space_json))
-        except json.JSONDecodeError as exc:
-            raise err.InvalidArgument(f"space_json is not JSON: {exc}") from exc
+            space = _grpo.parse_space(parse_json(space_json, "space_json"))
         except ValueError as exc:
             raise err.InvalidArgument(str(exc)) from exc
         group = group_size or DEFAULT_GROUP_SIZE

@@ -6,7 +6,6 @@ is ed25519 over the UTF-8 bytes of that hex string; keys and signatures travel a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .. import _errors as err
-from .._canonical import digest
+from .._canonical import digest, parse_json
 from ._keys import public_hex
 
 SCHEME = "worldrt.ritual.attested-reexecution.v1"
@@ -37,10 +36,7 @@ def attest(key: Ed25519PrivateKey, model: str, model_hash: str, input: Any, outp
 
 def parse(text: str) -> dict[str, Any]:
     """The attestation object; InvalidArgument when it is not one."""
-    try:
-        att = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise err.InvalidArgument(f"attestation_json is not JSON: {exc}") from exc
+    att = parse_json(text, "attestation_json")
     if not isinstance(att, dict):
         raise err.InvalidArgument("attestation_json must be a JSON object {commitment, signature, public_key, ...}")
     missing = [k for k in (*_FIELDS, "input", "output") if k not in att]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from worldrt.v1 import pb
 
 from .. import _errors as err
-from .._canonical import canonical_json
+from .._canonical import canonical_json, parse_json
 from .._metering import PriceTable
 from .._provider import Call, Provider, ProviderOptions
 from ..sandbox import CallError, CallTimeout, ProgramError, WorkerLost
@@ -23,10 +22,7 @@ MAX_TIMEOUT_MS = 600_000
 def _input(request: pb.ExecuteRequest) -> Any:
     if not request.input_json:
         return None
-    try:
-        return json.loads(request.input_json)
-    except json.JSONDecodeError as exc:
-        raise err.InvalidArgument(f"input_json is not JSON: {exc}") from exc
+    return parse_json(request.input_json, "input_json")
 
 
 class RitualProvider(Provider):
