@@ -108,7 +108,6 @@ class Infinibranch(InstanceEngine):
         snap.size_bytes = size + _rss_bytes(proc.pid)
         snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
                                       lambda: self.archives.open(sid) if snap.files else None, self.ready_budget)
-        snap.children.fill_soon()
         self.snapshots[sid] = snap
         return snap
 

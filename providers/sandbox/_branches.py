@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from . import _frames
@@ -27,8 +27,11 @@ from ._uids import ALLOCATOR
 
 log = logging.getLogger("worldrt.sandbox")
 MAX_DEPTH = 32
-# The most children one snapshot keeps ready.
+# The most children one snapshot keeps ready, and namespace sets it keeps made ahead of them.
 MAX_READY = 16
+AHEAD_SETS = 8
+# Descriptors one frame of a snapshot's answer may carry (it streams its children a few at a time).
+_STREAM_FDS = 200
 BIRTH_TIMEOUT_S = 20.0
 
 
@@ -93,26 +96,21 @@ class ReadyBranches:
             return None
         return os.open(f"/proc/{self.snapshot.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
-    async def _sets_for(self, count: int) -> tuple[list[NsSet], list[str]]:
-        """``count`` namespace sets: those made ahead first, the rest made now."""
-        errors: list[str] = []
-        if len(self.sets) < count:
-            if self._preparing is not None:
-                await asyncio.gather(self._preparing, return_exceptions=True)
-            if len(self.sets) < count:
-                made, errors = await self._prepare(count - len(self.sets))
-                self.sets.extend(made)
-        taken, self.sets = self.sets[:count], self.sets[count:]
-        return taken, errors
-
-    async def _prepare(self, count: int) -> tuple[list[NsSet], list[str]]:
+    async def _prepare(self, count: int, on_set: Callable[[NsSet], None] | None = None) -> tuple[list[NsSet], list[str]]:
         uids = ALLOCATOR.take_many(count)
+        handed: set[int] = set()
+
+        def hand(ns: NsSet) -> None:
+            handed.add(ns.uid)
+            if on_set is not None:
+                on_set(ns)
+
         try:
             made, errors = await self.sandbox.prepare(self.lineage.uid, uids, self.limits.disk_bytes,
-                                                      self._parent_userns())
+                                                      self._parent_userns(), hand if on_set is not None else None)
         except (SandboxError, OSError) as exc:
             made, errors = [], [str(exc)]
-        for uid in set(uids) - {s.uid for s in made}:
+        for uid in set(uids) - {s.uid for s in made} - handed:
             ALLOCATOR.release(uid)
         if self.closed:
             for ns in made:
@@ -121,10 +119,10 @@ class ReadyBranches:
         return made, errors
 
     def _prepare_soon(self) -> None:
-        """Make the next batch's namespace sets while this batch's children are forked and born."""
+        """Make the next batch's namespace sets (at most ``AHEAD_SETS``) after this batch came up."""
         if self.closed or (self._preparing is not None and not self._preparing.done()):
             return
-        missing = self.chunk - len(self.sets)
+        missing = min(self.chunk, AHEAD_SETS) - len(self.sets)
         if missing > 0:
             self._preparing = asyncio.create_task(self._prepare_ahead(missing))
 
@@ -139,54 +137,66 @@ class ReadyBranches:
         ALLOCATOR.release(ns.uid)
 
     async def _grow(self, count: int) -> list[str]:
-        """Fork, place and isolate ``count`` more children; the errors of those that did not come up. The
-        zygote makes namespaces while the snapshot forks and the children move into their cgroups.
-        Called with ``_lock`` held."""
+        """Fork, place and isolate ``count`` more children; the errors of those that did not come up.
+        Children come from the snapshot a few at a time and each comes up as soon as it and a namespace
+        set are there, while the zygote makes the sets that were not made ahead. Called with ``_lock``."""
         iids = [f"i-{secrets.token_hex(6)}" for _ in range(count)]
         warming = asyncio.create_task(asyncio.to_thread(self.sandbox.cgroups.warm))
-        getting_sets = asyncio.create_task(self._sets_for(count))
+        sets: asyncio.Queue[NsSet | None] = asyncio.Queue()
+        ahead, self.sets = self.sets[:count], self.sets[count:]
+        for ns in ahead:
+            sets.put_nowait(ns)
+        preparing = asyncio.create_task(self._prepare(count - len(ahead), sets.put_nowait)) \
+            if count > len(ahead) else None
         errors: list[str] = []
+        coming: list[asyncio.Task[Branch]] = []
         try:
-            procs, fork_errors = await fork_branches(self.sandbox, self.snapshot, iids)
+            async for proc, error in stream_branches(self.snapshot, iids):
+                if proc is None:
+                    errors.append(error)
+                    continue
+                self.sandbox.members.add(proc.key)
+                coming.append(asyncio.create_task(self._bring_up(proc, sets, warming)))
         except (SandboxError, ChannelClosed, OSError) as exc:
-            procs, fork_errors = [], [{"message": f"the snapshot did not fork: {exc}"}]
-        errors += [str(e.get("message", "")) for e in fork_errors]
-        for proc in procs:
-            self.sandbox.members.add(proc.key)
-        await asyncio.gather(warming, return_exceptions=True)
-        placing = asyncio.create_task(asyncio.to_thread(self._place_all, procs))
-        sets, set_errors = await getting_sets
-        errors += set_errors
-        self._prepare_soon()
-        pairs = list(zip(procs, sets))
-        born = await asyncio.gather(*(self._birth(p, ns) for p, ns in pairs), return_exceptions=True)
-        placed = await placing
-        for proc in procs[len(pairs):]:
-            errors.append("no namespaces were made for this branch")
-            await self.sandbox.kill(proc)
-        self.sets = sets[len(pairs):] + self.sets
-        for (proc, ns), outcome in zip(pairs, born):
-            problem = placed.get(proc.key)
-            if isinstance(outcome, BaseException) or problem is not None:
-                errors.append(f"branch did not come up: {outcome if isinstance(outcome, BaseException) else problem}")
-                if not isinstance(outcome, BaseException):
-                    await self._discard(outcome)
+            errors.append(f"the snapshot did not fork: {exc}")
+        if preparing is not None:
+            _made, set_errors = await preparing
+            errors += set_errors
+        for _ in coming:
+            sets.put_nowait(None)  # a child still waiting gets no set: none will come
+        born = await asyncio.gather(*coming, return_exceptions=True)
+        while not sets.empty():
+            ns = sets.get_nowait()
+            if ns is not None:
+                self.sets.append(ns)
+        for outcome in born:
+            if isinstance(outcome, BaseException):
+                errors.append(f"branch did not come up: {outcome}")
             elif self.closed:
                 await self._discard(outcome)
             else:
                 self.ready.append(outcome)
+        self._prepare_soon()
         return errors
 
-    def _place_all(self, procs: list[SandboxProcess]) -> dict[str, str]:
-        """Each child into its own cgroup (one thread: the first move waits for the kernel); the children
-        that could not be placed, with why."""
-        problems = {}
-        for proc in procs:
-            try:
-                self.sandbox.place(proc, self.limits.processes, self.limits.cgroup_memory_bytes)
-            except OSError as exc:
-                problems[proc.key] = f"could not put it in its cgroup: {exc}"
-        return problems
+    async def _bring_up(self, proc: SandboxProcess, sets: "asyncio.Queue[NsSet | None]",
+                        warming: asyncio.Task[None]) -> Branch:
+        """One child: into its cgroup (on a thread, while it waits for a set), then into its namespaces."""
+        await asyncio.gather(warming, return_exceptions=True)
+        placing = asyncio.create_task(asyncio.to_thread(
+            self.sandbox.place, proc, self.limits.processes, self.limits.cgroup_memory_bytes))
+        ns = await sets.get()
+        if ns is None:
+            await asyncio.gather(placing, return_exceptions=True)
+            await self.sandbox.kill(proc)
+            raise SandboxError("no namespaces were made for it")
+        try:
+            await placing
+        except OSError as exc:
+            sets.put_nowait(ns)
+            await self.sandbox.kill(proc)
+            raise SandboxError(f"could not put it in its cgroup: {exc}") from exc
+        return await self._birth(proc, ns)
 
     async def _birth(self, proc: SandboxProcess, ns: NsSet) -> Branch:
         lineage = self.lineage.child(ns.uid)
@@ -294,31 +304,24 @@ async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: i
         raise ProtocolError(f"branch {proc.key} said it was ready but is not in its own namespaces and uid")
 
 
-async def fork_branches(sandbox: Sandbox, snapshot: SandboxProcess, iids: list[str]) -> tuple[
-        list[SandboxProcess], list[dict[str, object]]]:
-    """Ask a snapshot process to fork one child per iid; their channels (each said hello) and the errors."""
-    procs: list[SandboxProcess] = []
-    errors: list[dict[str, object]] = []
-    try:
-        async for reply, fds in snapshot.replies({"op": "branch", "children": [{"iid": i} for i in iids]},
-                                                 max_fds=len(iids)):
-            _frames.ok(reply, snapshot.key, "branch")
-            for error in reply.get("errors", []) if isinstance(reply.get("errors"), list) else []:
-                if isinstance(error, dict):
-                    errors.append({"iid": str(error.get("iid", "")), "message": str(error.get("message", ""))[:300]})
-            named = _frames.strings(reply, "iids", snapshot.key)
-            for iid, fd in zip(named, fds):
-                if iid not in iids:
-                    os.close(fd)
-                    continue
-                try:
-                    procs.append(await SandboxProcess.from_hello(fd, iid))
-                except (SandboxError, ChannelClosed, OSError) as exc:
-                    errors.append({"iid": iid, "message": f"branch did not come up: {exc}"})
-            for fd in fds[len(named):]:
+async def stream_branches(snapshot: SandboxProcess, iids: list[str]) -> AsyncIterator[
+        tuple[SandboxProcess | None, str]]:
+    """Ask a snapshot process to fork one child per iid; yield each child's channel (it said hello) as
+    it comes, or (None, why) for one that did not."""
+    async for reply, fds in snapshot.replies({"op": "branch", "children": [{"iid": i} for i in iids]},
+                                             max_fds=_STREAM_FDS):
+        _frames.ok(reply, snapshot.key, "branch")
+        for error in reply.get("errors", []) if isinstance(reply.get("errors"), list) else []:
+            if isinstance(error, dict):
+                yield None, str(error.get("message", ""))[:300]
+        named = _frames.strings(reply, "iids", snapshot.key)
+        for fd in fds[len(named):]:
+            os.close(fd)
+        for iid, fd in zip(named, fds):
+            if iid not in iids:
                 os.close(fd)
-    except BaseException:
-        for proc in procs:
-            await sandbox.kill(proc)
-        raise
-    return procs, errors
+                continue
+            try:
+                yield await SandboxProcess.from_hello(fd, iid), ""
+            except (SandboxError, ChannelClosed, OSError) as exc:
+                yield None, f"branch did not come up: {exc}"

@@ -94,25 +94,25 @@ def _kill_and_remove(path: Path, unified: bool) -> None:
     if not path.exists():
         return
     deadline = time.monotonic() + 5
+    pause = 0.001
     while time.monotonic() < deadline:
+        try:
+            path.rmdir()  # succeeds as soon as the cgroup is empty
+            return
+        except OSError:
+            pass
         if unified and (path / "cgroup.kill").exists():
             try:
                 (path / "cgroup.kill").write_text("1")
             except OSError:
                 pass
-        pids = _pids(path)
-        if not pids:
-            break
-        for pid in pids:
+        for pid in _pids(path):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        time.sleep(0.002)
-    try:
-        path.rmdir()
-    except OSError:
-        pass
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _remove_tree(base: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _bwrap, _frames, _wire
+from . import _bwrap, _wire
 from ._cgroup import Cgroups
 from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
 from ._uids import HIGH, LOW
@@ -125,10 +125,12 @@ class Sandbox:
         return await SandboxProcess.from_hello(fds[0], iid)
 
     async def prepare(self, owner_uid: int, uids: list[int], disk_bytes: int, parent_userns: int | None,
+                      on_set: Callable[[NsSet], None] | None = None,
                       timeout_s: float = 15.0) -> tuple[list[NsSet], list[str]]:
         """Namespace sets for branches of a lineage running as ``owner_uid``, one per uid in ``uids``;
         ``parent_userns`` (a descriptor, consumed) is the lineage's user namespace when it is not the
-        sandbox's. The sets share one user namespace; returns the sets made and the errors."""
+        sandbox's. The sets share one user namespace; returns the sets made (or hands each to ``on_set``
+        as it comes) and the errors."""
         if self.zygote_broken:
             if parent_userns is not None:
                 os.close(parent_userns)
@@ -136,6 +138,7 @@ class Sandbox:
         request = {"op": "nsprep", "owner_uid": owner_uid, "uids": uids, "disk_bytes": disk_bytes,
                    "lo": LOW, "hi": HIGH}
         made: list[NsSet] = []
+        count = 0
         errors: list[str] = []
         userns: int | None = None
         try:
@@ -148,8 +151,13 @@ class Sandbox:
                     elif reply.get("userns") is True and len(fds) == 1 and userns is None:
                         userns, fds = fds[0], []
                     elif reply.get("uid") in uids and len(fds) == 3 and userns is not None:
-                        made.append(NsSet(int(reply["uid"]), [os.dup(userns), *fds]))
+                        ns = NsSet(int(reply["uid"]), [os.dup(userns), *fds])
                         fds = []
+                        if on_set is None:
+                            made.append(ns)
+                        else:
+                            on_set(ns)
+                            count += 1
                     elif not reply.get("done"):
                         raise ProtocolError(f"the zygote answered nsprep with {str(reply)[:200]}")
                     for fd in fds:
@@ -165,8 +173,8 @@ class Sandbox:
                 os.close(parent_userns)
             if userns is not None:
                 os.close(userns)
-        if len(made) < len(uids) and not errors:
-            errors.append(f"the zygote made {len(made)} of {len(uids)} namespace sets")
+        if len(made) + count < len(uids) and not errors:
+            errors.append(f"the zygote made {len(made) + count} of {len(uids)} namespace sets")
         return made, errors
 
     def adopt(self, proc: SandboxProcess, max_pids: int | None, memory_bytes: int | None) -> None:

@@ -48,6 +48,8 @@ MAX_OUTPUT = 2 * 1024 * 1024
 MAX_VALUE = 1024 * 1024
 MAX_ERROR = 64 * 1024
 OUTPUT_CHUNK = 64 * 1024
+# A snapshot hands its children to the daemon this many at a time, so they come up while it forks on.
+STREAM_CHILDREN = 4
 FLUSH_AT = 8192
 WORKSPACE = "/workspace"
 TMP = "/tmp"
@@ -417,11 +419,13 @@ def _archive_to(fd: int) -> dict[str, int]:
         counts["bytes"] += info.size if info.isreg() else 0
         return info
 
-    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
-        for top, prefix in ((WORKSPACE, "workspace"), (TMP, "tmp")):
-            for name in sorted(os.listdir(top)):
-                if top == TMP and _own_files(name):
-                    continue
+    entries = [(top, prefix, name) for top, prefix in ((WORKSPACE, "workspace"), (TMP, "tmp"))
+               for name in sorted(os.listdir(top)) if not (top == TMP and _own_files(name))]
+    with os.fdopen(fd, "wb") as out:
+        if not entries:
+            return counts  # an empty disk: an empty stream, and nothing to unpack
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            for top, prefix, name in entries:
                 tar.add(os.path.join(top, name), arcname=f"{prefix}/{name}", recursive=True, filter=count)
     return counts
 
@@ -511,6 +515,7 @@ def _branch(chan: socket.socket, children: list[Any]) -> None:
         numpy.random.seed(0)
     ends: list[tuple[str, socket.socket]] = []
     errors: list[dict[str, Any]] = []
+    sent = 0
     for index, child in enumerate(children):
         iid = str(child.get("iid", "")) if isinstance(child, dict) else ""
         ours, theirs = socket.socketpair()
@@ -534,13 +539,18 @@ def _branch(chan: socket.socket, children: list[Any]) -> None:
                 os._exit(1)
         theirs.close()
         ends.append((iid, ours))
-    for start in range(0, max(len(ends), 1), _wire.MAX_FDS_PER_FRAME):
-        chunk = ends[start:start + _wire.MAX_FDS_PER_FRAME]
-        last = start + _wire.MAX_FDS_PER_FRAME >= len(ends)
-        _wire.send(chan, {"ok": True, "iids": [iid for iid, _ in chunk], "errors": errors if last else [],
-                          "more": not last}, [s.fileno() for _, s in chunk])
+        if len(ends) - sent == STREAM_CHILDREN:
+            _send_children(chan, ends[sent:], [], more=True)
+            sent = len(ends)
+    _send_children(chan, ends[sent:], errors, more=False)
     for _, s in ends:
         s.close()
+
+
+def _send_children(chan: socket.socket, ends: list[tuple[str, socket.socket]], errors: list[dict[str, Any]],
+                   more: bool) -> None:
+    _wire.send(chan, {"ok": True, "iids": [iid for iid, _ in ends], "errors": errors, "more": more},
+               [s.fileno() for _, s in ends])
 
 
 def _open_files(keep: set[int]) -> list[tuple[int, str, int, int]]:
