@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -42,3 +43,14 @@ def member_pids(daemon_pid: int, member_id: str) -> set[int]:
                 except OSError:
                     continue
     return found
+
+
+def settle_sandboxes(state_dir: Path, expected: int, timeout_s: float = 10.0) -> int:
+    """Wait (bounded) until ``expected`` sandboxes of ``state_dir`` are left (a killed one's processes
+    take a moment to go); how many there are then."""
+    deadline = time.monotonic() + timeout_s
+    count = live_sandboxes(state_dir)
+    while count != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = live_sandboxes(state_dir)
+    return count

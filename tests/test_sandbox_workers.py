@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import hashlib
 import json
 from pathlib import Path
@@ -17,7 +19,7 @@ from worldrt.providers.sandbox import (
     WorkerPool,
 )
 
-from .sandbox_probes import live_sandboxes
+from .sandbox_probes import settle_sandboxes
 
 
 def test_canonical_json_and_digest_are_the_normative_ones() -> None:
@@ -84,6 +86,30 @@ def test_worker_pool_runs_calls_in_fresh_namespaces_and_survives_failures(tmp_pa
                     pass
         finally:
             await pool.close()
-        assert live_sandboxes(tmp_path) == 0
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_wedged_or_dead_template_is_replaced_and_reported(tmp_path: Path) -> None:
+    """A template that stops answering (SIGSTOP) or dies costs one request's wait, never the pool."""
+
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="w", ready_workers=0, fork_timeout_s=2.0, preload=())
+        await pool.open()
+        try:
+            assert pool._template is not None
+            os.kill(pool._template.pid, signal.SIGSTOP)
+            async with pool.lease(1, PROGRAM) as lease:
+                assert await lease.call("add", [2, 3], 5) == 5
+            assert pool.template_restarts == 1 and "did not fork" in pool.last_template_failure
+            assert pool.isolation["template_restarts"] == 1
+            os.kill(pool._template.pid, signal.SIGKILL)
+            async with pool.lease(1, PROGRAM) as lease:
+                assert await lease.call("add", [1, 1], 5) == 2
+            assert pool.template_restarts == 2
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
 
     asyncio.run(scenario())

@@ -140,7 +140,9 @@ class WorkerPool:
     """One sandbox whose frozen template process is forked into fresh, isolated workers, a lease at a time."""
 
     def __init__(self, state_dir: Path, *, name: str = "workers", limits: Limits | None = None,
-                 preload: tuple[str, ...] = ("numpy",), ready_workers: int = 4) -> None:
+                 preload: tuple[str, ...] = ("numpy",), ready_workers: int = 4,
+                 fork_timeout_s: float = FORK_TIMEOUT_S) -> None:
+        self.fork_timeout_s = fork_timeout_s
         self.state_dir = state_dir
         self.name = name
         self.limits = limits or Limits()
@@ -232,7 +234,7 @@ class WorkerPool:
             try:
                 return await self._fork(count)
             except (TimeoutError, ChannelClosed, SandboxError, OSError) as exc:
-                await self._restart(f"the template did not fork workers: {exc or type(exc).__name__}")
+                await self._restart(f"the template did not fork workers: {str(exc) or type(exc).__name__}")
                 try:
                     return await self._fork(count)
                 except (TimeoutError, ChannelClosed, SandboxError, OSError) as again:
@@ -241,7 +243,7 @@ class WorkerPool:
     async def _fork(self, count: int) -> list[SandboxProcess]:
         ready = self._ready
         assert ready is not None
-        async with asyncio.timeout(FORK_TIMEOUT_S):
+        async with asyncio.timeout(self.fork_timeout_s):
             workers, errors = await ready.take(count)
         for worker in workers:
             self._uids[worker.proc.key] = worker.lineage.uid
