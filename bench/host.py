@@ -72,10 +72,10 @@ def main() -> None:
                 rows.setdefault("direct gRPC Execute", []).extend(timed(direct, args.reps // 5, unit=1e6))
                 rows.setdefault("Execute via host router", []).extend(timed(routed, args.reps // 5, unit=1e6))
 
-            record = host.registry.record
-            host.registry.record = lambda _inv: None  # type: ignore[method-assign]
+            record = host.registry.record_call
+            host.registry.record_call = lambda *_a, **_k: None  # type: ignore[method-assign]
             rows["router, recording off"] = timed(routed, args.reps, unit=1e6)
-            host.registry.record = record  # type: ignore[method-assign]
+            host.registry.record_call = record  # type: ignore[method-assign]
 
             wasm = LOOP_COMPONENT / "app.py"
             if wasm.exists():
