@@ -14,6 +14,8 @@ class Link:
     name: str
     interfaces: tuple[str, ...]
     values: dict[str, str] = field(default_factory=dict)
+    # What the link gives the provider to use and nobody to read back: never logged or shown.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class LinkTable:

@@ -86,7 +86,7 @@ class Provider:
             )
         existed = self.links.put(Link(request.link_id, request.source_component, request.target_provider or
                                       self.provider_id, request.name or "default", tuple(request.interfaces),
-                                      dict(request.values)))
+                                      dict(request.values), dict(request.secrets)))
         return pb.LinkReply(link_id=request.link_id, existed=existed, links=len(self.links))
 
     async def delete_link(self, request: pb.LinkConfig, call: Call) -> pb.LinkReply:
