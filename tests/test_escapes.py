@@ -378,3 +378,18 @@ def test_a_job_left_running_does_not_hold_the_run(stub, instance: str) -> None:
     result = run(stub, instance, "sleep 30 & echo started", language="shell", timeout_ms=20000)
     assert result.stdout == "started\n" and result.exit_code == 0
     assert time.monotonic() - started < 5
+
+
+def test_branches_of_branches_nest_to_the_kernels_depth_and_no_further(stub, instance: str) -> None:
+    """Each generation of branches is a user namespace deeper; the 33rd is refused with the reason."""
+    iid = instance
+    run(stub, iid, "lineage = []")
+    for generation in range(1, 33):
+        snap = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+        iid = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=1)).instances[0].instance_id
+        run(stub, iid, f"lineage.append({generation})")
+    assert json.loads(run(stub, iid, "lineage").value_json) == list(range(1, 33))
+    last = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Branch(pb.BranchRequest(snapshot_id=last.snapshot_id, count=1))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "32" in info.value.details()

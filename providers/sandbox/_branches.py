@@ -168,7 +168,10 @@ class ReadyBranches:
         while not sets.empty():
             ns = sets.get_nowait()
             if ns is not None:
-                self.sets.append(ns)
+                if self.closed:
+                    self._drop_set(ns)
+                else:
+                    self.sets.append(ns)
         for outcome in born:
             if isinstance(outcome, BaseException):
                 errors.append(f"branch did not come up: {outcome}")
