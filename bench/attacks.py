@@ -49,8 +49,8 @@ from rich.console import Console
 from rich.table import Table
 from worldrt.host import DirectRouter, build_component
 from worldrt.host import _service as host_service
-from worldrt.host._pipeline import example_component
-from worldrt.host._registry import Registry
+from worldrt.host.verse._pipeline import example_component
+from worldrt.host.registry._store import Registry
 from worldrt.providers import _auth, canonical_json, digest
 from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel
 from worldrt.providers.ritual._keys import KEY_FILE

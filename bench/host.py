@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, timed, write_json  # noqa: E402
 
 from worldrt.host import Host  # noqa: E402
-from worldrt.host._registry import Invocation  # noqa: E402
-from worldrt.host._router import CallContext  # noqa: E402
+from worldrt.host.registry._store import Invocation  # noqa: E402
+from worldrt.host.runtime._world import CallContext  # noqa: E402
 from worldrt.v1 import host_pb, pb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json  # noqa: E402
 
 from worldrt.host import OPERATIONS, CallContext, Host  # noqa: E402
-from worldrt.host._pipeline import example_component  # noqa: E402
+from worldrt.host.verse._pipeline import example_component  # noqa: E402
 from worldrt.v1 import host_pb, pb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

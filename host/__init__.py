@@ -1,23 +1,23 @@
 """The world-runtime host and the ``worldrt`` command line."""
 
-from ._analytics import AnalyticsError, efficiency, plot_efficiency, plot_wev, wev_over_time, wev_per_cost
-from ._components import DEFAULT_CACHE_DIR, LoadedComponent
-from ._client import RemoteHost, Session
-from ._direct_router import DirectRouter
-from ._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
-from ._gf3 import Gf3Error, audit, record_run, registry_trits, runs
-from ._host import Host, HostError, default_db, default_home
-from ._link_router import LinkRouter
-from ._links import HostLink, LinkTable
-from ._multiverse import ORCHESTRATE_MODES, Multiverse, MultiverseError, Partition, Verse, pick
-from ._registry import Registry, RegistryError
-from ._router import OPERATIONS, CallContext, Operation, ProviderCallError, Router, wit_interface
-from ._selection import (PRESETS, Selection, SelectionError, balanced, choose, gf3_sum, preset,
+from worldrt.host.verse._analytics import AnalyticsError, efficiency, plot_efficiency, plot_wev, wev_over_time, wev_per_cost
+from worldrt.host.runtime._components import DEFAULT_CACHE_DIR, LoadedComponent
+from worldrt.host._client import RemoteHost, Session
+from worldrt.host.lattice._direct_router import DirectRouter
+from worldrt.host.runtime._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
+from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
+from worldrt.host._host import Host, HostError, default_db, default_home
+from worldrt.host.lattice._link_router import LinkRouter
+from worldrt.host.lattice._links import HostLink, LinkTable
+from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, MultiverseError, Partition, Verse, pick
+from worldrt.host.registry._store import Registry, RegistryError
+from worldrt.host.runtime._world import OPERATIONS, CallContext, Operation, ProviderCallError, Router, wit_interface
+from worldrt.host.verse._selection import (PRESETS, Selection, SelectionError, balanced, choose, gf3_sum, preset,
                          select_provider)
-from ._service import serve_host
-from ._supervisor import Supervisor, SupervisorError
-from ._toolchain import BuildResult, ComponentInfo, build_component, inspect_component
-from ._wasm_runtime import ComponentRuntime, Invocation, Limits
+from worldrt.host._service import serve_host
+from worldrt.host.lattice._supervisor import Supervisor, SupervisorError
+from worldrt.host.runtime._toolchain import BuildResult, ComponentInfo, build_component, inspect_component
+from worldrt.host.runtime._invoke import ComponentRuntime, Invocation, Limits
 
 __all__ = [
     # the host

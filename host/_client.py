@@ -22,7 +22,7 @@ from worldrt.providers._auth import TOKEN_ENV, TokenError, read_token_file
 from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel, refuse_cleartext_token, tcp_host
 from worldrt.v1 import host_pb, host_rpc, pb
 
-from ._host import Host, HostError
+from worldrt.host._host import Host, HostError
 
 HOST_TOKEN_FILE = "host.token"
 

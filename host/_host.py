@@ -21,20 +21,20 @@ from worldrt.providers import CATALOG
 from worldrt.providers._channel import open_channel
 from worldrt.v1 import host_pb, pb
 
-from ._components import LoadedComponent
-from ._benchmark import run_benchmark
-from ._analytics import efficiency, wev_over_time, wev_per_cost
-from ._errors import ComponentError, GuestError
-from ._gf3 import Gf3Error, audit, runs
-from ._link_router import LinkRouter
-from ._links import HostLink, LinkError, LinkTable
-from ._multiverse import MultiverseError
-from ._pipeline import PipelineError, VerseRunner
-from ._private_files import private_dir
-from ._redaction import DEFAULT_CAP_BYTES
-from ._registry import Registry, RegistryError
-from ._supervisor import Supervisor
-from ._wasm_runtime import ComponentRuntime
+from worldrt.host.runtime._components import LoadedComponent
+from worldrt.host.verse._benchmark import run_benchmark
+from worldrt.host.verse._analytics import efficiency, wev_over_time, wev_per_cost
+from worldrt.host.runtime._errors import ComponentError, GuestError
+from worldrt.host.verse._runs import Gf3Error, audit, runs
+from worldrt.host.lattice._link_router import LinkRouter
+from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
+from worldrt.host.verse._multiverse import MultiverseError
+from worldrt.host.verse._pipeline import PipelineError, VerseRunner
+from worldrt.providers._files import private_dir
+from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES
+from worldrt.host.registry._store import Registry, RegistryError
+from worldrt.host.lattice._supervisor import Supervisor
+from worldrt.host.runtime._invoke import ComponentRuntime
 
 log = logging.getLogger("worldrt.host")
 

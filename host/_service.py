@@ -25,9 +25,9 @@ from worldrt.providers._auth import OPEN_PREFIXES, bearer_problem, expected_head
 from worldrt.providers._server import ServerTls, bind, listen_address
 from worldrt.v1 import HOST_SERVICE_NAME, host_pb, host_rpc, pb
 
-from ._host import Host, HostError
-from ._registry import Registry, RegistryError
-from ._supervisor import SupervisorError
+from worldrt.host._host import Host, HostError
+from worldrt.host.registry._store import Registry, RegistryError
+from worldrt.host.lattice._supervisor import SupervisorError
 
 log = logging.getLogger("worldrt.host")
 T = TypeVar("T")

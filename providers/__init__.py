@@ -1,8 +1,8 @@
 """The provider SDK: write a provider as a class of the seed trait's methods, serve it as a daemon."""
 
-from ._canonical import canonical_json, digest, is_digest
-from ._catalog import CATALOG, ProviderInfo, providers_for
-from ._errors import (
+from worldrt.providers._canonical import canonical_json, digest, is_digest
+from worldrt.providers._catalog import CATALOG, ProviderInfo, providers_for
+from worldrt.providers._errors import (
     Aborted,
     DeadlineExceeded,
     FailedPrecondition,
@@ -13,10 +13,10 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
-from ._links import Link, LinkTable
-from ._metering import Meter, PriceTable
-from ._provider import Call, Provider, ProviderOptions
-from ._server import listen_address, serve
+from worldrt.providers._links import Link, LinkTable
+from worldrt.providers._metering import Meter, PriceTable
+from worldrt.providers._provider import Call, Provider, ProviderOptions
+from worldrt.providers._server import listen_address, serve
 
 __all__ = [
     # writing a provider

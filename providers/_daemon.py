@@ -10,9 +10,9 @@ import os
 import signal
 from pathlib import Path
 
-from ._catalog import CATALOG
-from ._provider import Provider, ProviderOptions
-from ._server import ServerTls, listen_address, serve
+from worldrt.providers._catalog import CATALOG
+from worldrt.providers._provider import Provider, ProviderOptions
+from worldrt.providers._server import ServerTls, listen_address, serve
 
 _PR_SET_PDEATHSIG = 1
 

@@ -14,11 +14,11 @@ from typing import ClassVar
 
 from worldrt.v1 import pb
 
-from ._canonical import parse_json
-from ._catalog import CATALOG, providers_for
-from ._errors import InvalidArgument, Unimplemented
-from ._links import Link, LinkTable
-from ._metering import Meter, PriceTable
+from worldrt.providers._canonical import parse_json
+from worldrt.providers._catalog import CATALOG, providers_for
+from worldrt.providers._errors import InvalidArgument, Unimplemented
+from worldrt.providers._links import Link, LinkTable
+from worldrt.providers._metering import Meter, PriceTable
 
 
 @dataclass

@@ -16,10 +16,10 @@ from grpc_reflection.v1alpha import reflection
 
 from worldrt.v1 import SERVICE_NAME, rpc
 
-from ._auth import BearerTokenInterceptor
-from ._channel import is_loopback, tcp_host
-from ._provider import Provider
-from ._servicer import ProviderServicer
+from worldrt.providers._auth import BearerTokenInterceptor
+from worldrt.providers._channel import is_loopback, tcp_host
+from worldrt.providers._provider import Provider
+from worldrt.providers._servicer import ProviderServicer
 
 log = logging.getLogger("worldrt.provider")
 

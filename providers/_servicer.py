@@ -10,9 +10,9 @@ import grpc
 
 from worldrt.v1 import pb, rpc
 
-from ._errors import ProviderError
-from ._metering import Meter
-from ._provider import Call, Provider
+from worldrt.providers._errors import ProviderError
+from worldrt.providers._metering import Meter
+from worldrt.providers._provider import Call, Provider
 
 log = logging.getLogger("worldrt.provider")
 

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from worldrt.v1 import rpc
 
-from ._auth import TOKEN_ENV
-from ._channel import ClientTls, open_channel
+from worldrt.providers._auth import TOKEN_ENV
+from worldrt.providers._channel import ClientTls, open_channel
 
 
 def pids_of_uid(uid: int) -> set[int]:

@@ -27,7 +27,7 @@ os.environ.setdefault("WORLDRT_CACHE", str(CACHE))
 
 def built_example(name: str) -> Path:
     """An example component, built once per change of its sources, the WIT or componentize-py (~10 s a build)."""
-    from worldrt.host._pipeline import example_component
+    from worldrt.host.verse._pipeline import example_component
 
     return example_component(name, CACHE / "examples")
 

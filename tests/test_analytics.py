@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldrt.host._analytics import (AnalyticsError, efficiency, plot_efficiency, plot_wev, wev_over_time,
+from worldrt.host.verse._analytics import (AnalyticsError, efficiency, plot_efficiency, plot_wev, wev_over_time,
                                      wev_per_cost)
-from worldrt.host._gf3 import record_run
-from worldrt.host._registry import Invocation, Registry
+from worldrt.host.verse._runs import record_run
+from worldrt.host.registry._store import Invocation, Registry
 
 FULL = ["morph", "modal", "primeintellect", "gensyn", "ritual"]
 BRANCH = ["morph", "gensyn"]

@@ -25,7 +25,7 @@ from worldrt.host import (
     Router,
     inspect_component,
 )
-from worldrt.host._convert import from_wit, to_wit
+from worldrt.host.runtime._codec import from_wit, to_wit
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 

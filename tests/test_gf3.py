@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from worldrt.host._gf3 import Gf3Error, audit, record_run, registry_trits, runs
-from worldrt.host._registry import Registry
+from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
+from worldrt.host.registry._store import Registry
 
 FULL = ["morph", "modal", "primeintellect", "gensyn", "ritual"]
 T0 = datetime(2026, 5, 1, 12, 0, 0)

@@ -91,7 +91,7 @@ def test_sigterm_of_the_host_leaves_no_process(tmp_path: Path) -> None:
 
 def test_the_registry_has_one_writer(host: RunningHost, tmp_path: Path) -> None:
     # With a host running, the CLI goes through it; opening the file directly is refused in one line.
-    direct = subprocess.run([sys.executable, "-c", "from worldrt.host._registry import Registry; "
+    direct = subprocess.run([sys.executable, "-c", "from worldrt.host.registry._store import Registry; "
                              f"Registry.open({str(tmp_path / 'world.duckdb')!r})"], capture_output=True, text=True)
     assert direct.returncode != 0 and "is in use by pid" in direct.stderr
     assert cli(host.home, "providers", "list").returncode == 0

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worldrt.host._multiverse import ORCHESTRATE_MODES, Multiverse, MultiverseError, Partition, pick
-from worldrt.host._registry import Registry
+from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, MultiverseError, Partition, pick
+from worldrt.host.registry._store import Registry
 
 _names = itertools.count()
 

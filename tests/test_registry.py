@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from worldrt.host._registry import Invocation, Registry, RegistryError
+from worldrt.host.registry._store import Invocation, Registry, RegistryError
 from worldrt.v1 import pb
 
 SEED_COLUMNS = {
@@ -102,7 +102,7 @@ def test_a_corrupt_file_is_refused_with_a_clear_line(tmp_path: Path) -> None:
 
 _WRITER = textwrap.dedent("""
     import sys, time, os
-    from worldrt.host._registry import Registry, Invocation
+    from worldrt.host.registry._store import Registry, Invocation
     reg = Registry.open(sys.argv[1])
     n = int(sys.argv[2])
     try:

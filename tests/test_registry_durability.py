@@ -21,9 +21,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from worldrt.host._journal import Row, read_rows
-from worldrt.host._redaction import Redactor
-from worldrt.host._registry import Invocation, Registry, RegistryError
+from worldrt.host.registry._journal import Row, read_rows
+from worldrt.host.registry._redaction import Redactor
+from worldrt.host.registry._store import Invocation, Registry, RegistryError
 from worldrt.v1 import host_pb, pb
 
 from .conftest import built_example, cli

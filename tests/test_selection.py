@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worldrt.host._selection import (PRESETS, ROLES, VERIFY_MODES, SelectionError, abilities, balanced, candidates,
+from worldrt.host.verse._selection import (PRESETS, ROLES, VERIFY_MODES, SelectionError, abilities, balanced, candidates,
                                      choose, gf3_sum, preset, select_provider)
 from worldrt.providers import CATALOG
 from worldrt.providers import _errors as err

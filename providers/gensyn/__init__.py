@@ -1,8 +1,8 @@
 """gensyn (-1, validator): refereed delegation and spot checks of claimed step-by-step computations."""
 
-from ._bisect import bisect_divergence
-from ._provider import GensynProvider
-from ._spotcheck import detection_probability
+from worldrt.providers.gensyn._bisect import bisect_divergence
+from worldrt.providers.gensyn._provider import GensynProvider
+from worldrt.providers.gensyn._spotcheck import detection_probability
 
 PROVIDER = GensynProvider
 

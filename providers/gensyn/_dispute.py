@@ -8,8 +8,8 @@ from typing import Any
 
 from worldrt.v1 import pb
 
-from .. import _errors as err
-from .._canonical import digest, is_digest, parse_json
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import digest, is_digest, parse_json
 
 
 def parse_state(text: str, what: str) -> dict[str, Any]:

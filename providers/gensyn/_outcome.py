@@ -7,7 +7,7 @@ from typing import Any
 
 from worldrt.v1 import pb
 
-from .._canonical import canonical_json
+from worldrt.providers._canonical import canonical_json
 
 
 @dataclass

@@ -6,14 +6,14 @@ import random
 
 from worldrt.v1 import pb
 
-from .. import _errors as err
-from .._metering import PriceTable
-from .._provider import Call, Provider, ProviderOptions
-from ..sandbox import WorkerPool
-from ._dispute import read
-from ._referee import referee
-from ._replay import NEEDS_STATE_TRAILER, Replayer
-from ._spotcheck import spot_check
+from worldrt.providers import _errors as err
+from worldrt.providers._metering import PriceTable
+from worldrt.providers._provider import Call, Provider, ProviderOptions
+from worldrt.providers.sandbox import WorkerPool
+from worldrt.providers.gensyn._dispute import read
+from worldrt.providers.gensyn._referee import referee
+from worldrt.providers.gensyn._replay import NEEDS_STATE_TRAILER, Replayer
+from worldrt.providers.gensyn._spotcheck import spot_check
 
 MAX_CLAIMS = 64
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._bisect import bisect_divergence
-from ._dispute import ClaimView, Dispute
-from ._outcome import Outcome
-from ._replay import Replayer
+from worldrt.providers.gensyn._bisect import bisect_divergence
+from worldrt.providers.gensyn._dispute import ClaimView, Dispute
+from worldrt.providers.gensyn._outcome import Outcome
+from worldrt.providers.gensyn._replay import Replayer
 
 
 def _distinct(claims: list[ClaimView]) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .. import _errors as err
-from .._canonical import digest
-from ..sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
-from ._dispute import ClaimView
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import digest
+from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
+from worldrt.providers.gensyn._dispute import ClaimView
 
 NEEDS_STATE_TRAILER = "x-worldrt-needs-state"
 

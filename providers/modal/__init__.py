@@ -1,7 +1,7 @@
 """modal (+1, generator): a pool of pre-warmed sandboxes for one-shot and longer-lived runs."""
 
-from ._engine import DiskSnapshot, SandboxPool
-from ._provider import ModalProvider
+from worldrt.providers.modal._engine import DiskSnapshot, SandboxPool
+from worldrt.providers.modal._provider import ModalProvider
 
 PROVIDER = ModalProvider
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _errors as err
-from ..sandbox import (ArchiveTooLarge, ChannelClosed, Done, InstanceEngine, Limits, LiveInstance, Output,
+from worldrt.providers import _errors as err
+from worldrt.providers.sandbox import (ArchiveTooLarge, ChannelClosed, Done, InstanceEngine, Limits, LiveInstance, Output,
                        SandboxError, SandboxProcess, new_id)
 
 log = logging.getLogger("worldrt.modal")

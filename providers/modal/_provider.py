@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 from worldrt.v1 import pb
 
-from .. import _errors as err
-from .._metering import PriceTable
-from .._provider import Call, ProviderOptions
-from .._sandboxed import SandboxedProvider, timestamp
-from ..sandbox import Done, Limits, Output
-from ._engine import SandboxPool
+from worldrt.providers import _errors as err
+from worldrt.providers._metering import PriceTable
+from worldrt.providers._provider import Call, ProviderOptions
+from worldrt.providers.sandbox._provider import SandboxedProvider, timestamp
+from worldrt.providers.sandbox import Done, Limits, Output
+from worldrt.providers.modal._engine import SandboxPool
 
 
 class ModalProvider(SandboxedProvider):

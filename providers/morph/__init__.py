@@ -1,7 +1,7 @@
 """morph (+1, generator): snapshot and branch of live sandboxed interpreters on this machine."""
 
-from ._engine import FrozenSnapshot, Infinibranch
-from ._provider import MorphProvider
+from worldrt.providers.morph._engine import FrozenSnapshot, Infinibranch
+from worldrt.providers.morph._provider import MorphProvider
 
 PROVIDER = MorphProvider
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _errors as err
-from ..sandbox import (ALLOCATOR, ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
+from worldrt.providers import _errors as err
+from worldrt.providers.sandbox import (ALLOCATOR, ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
                        ReadyBudget, SandboxError, SandboxProcess, new_id)
 
 log = logging.getLogger("worldrt.morph")

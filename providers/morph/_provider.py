@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from worldrt.v1 import pb
 
-from .. import _errors as err
-from .._metering import PriceTable
-from .._provider import Call, ProviderOptions
-from .._sandboxed import SandboxedProvider, timestamp
-from ..sandbox import Limits
-from ._engine import FrozenSnapshot, Infinibranch
+from worldrt.providers import _errors as err
+from worldrt.providers._metering import PriceTable
+from worldrt.providers._provider import Call, ProviderOptions
+from worldrt.providers.sandbox._provider import SandboxedProvider, timestamp
+from worldrt.providers.sandbox import Limits
+from worldrt.providers.morph._engine import FrozenSnapshot, Infinibranch
 
 
 class MorphProvider(SandboxedProvider):

@@ -1,7 +1,7 @@
 """primeintellect (0, coordinator): Optimize by async group-relative policy optimization on this machine."""
 
-from ._engine import AsyncGRPO, Hyperparameters, Run, program_for
-from ._provider import PrimeIntellectProvider
+from worldrt.providers.primeintellect._engine import AsyncGRPO, Hyperparameters, Run, program_for
+from worldrt.providers.primeintellect._provider import PrimeIntellectProvider
 
 PROVIDER = PrimeIntellectProvider
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import _errors as err
-from .._canonical import canonical_json, digest, parse_json
-from ..sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
-from . import _grpo
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import canonical_json, digest, parse_json
+from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
+from worldrt.providers.primeintellect import _grpo
 
 T = TypeVar("T")
 

@@ -1,9 +1,9 @@
 """ritual (-1, validator): attested re-execution of deterministic inference on this machine."""
 
-from ._attestation import SCHEME, check_signature, commitment
-from ._engine import AttestedInference, Target
-from ._models import MODELS, Model, python_model_hash
-from ._provider import RitualProvider
+from worldrt.providers.ritual._attestation import SCHEME, check_signature, commitment
+from worldrt.providers.ritual._engine import AttestedInference, Target
+from worldrt.providers.ritual._models import MODELS, Model, python_model_hash
+from worldrt.providers.ritual._provider import RitualProvider
 
 PROVIDER = RitualProvider
 

@@ -12,9 +12,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .. import _errors as err
-from .._canonical import digest, parse_json
-from ._keys import public_hex
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import digest, parse_json
+from worldrt.providers.ritual._keys import public_hex
 
 SCHEME = "worldrt.ritual.attested-reexecution.v1"
 _FIELDS: dict[str, type | tuple[type, ...]] = {

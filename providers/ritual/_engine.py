@@ -10,13 +10,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .. import _errors as err
-from .._canonical import canonical_json, digest
-from ..sandbox import CallError, CallTimeout, ProgramError, WorkerError, WorkerPool
-from . import _attestation
-from ._keys import load_or_create, public_hex
-from ._lazy import LazyQueue
-from ._models import MODELS, Model, by_hash, python_model_hash
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import canonical_json, digest
+from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerError, WorkerPool
+from worldrt.providers.ritual import _attestation
+from worldrt.providers.ritual._keys import load_or_create, public_hex
+from worldrt.providers.ritual._lazy import LazyQueue
+from worldrt.providers.ritual._models import MODELS, Model, by_hash, python_model_hash
 
 
 @dataclass(frozen=True)

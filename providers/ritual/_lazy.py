@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from .. import _errors as err
+from worldrt.providers import _errors as err
 
 R = TypeVar("R")
 log = logging.getLogger("worldrt.ritual")

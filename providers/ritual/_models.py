@@ -7,8 +7,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .._canonical import canonical_json, digest
-from . import _mlp
+from worldrt.providers._canonical import canonical_json, digest
+from worldrt.providers.ritual import _mlp
 
 
 def _weights(layers: list[int], seed: int) -> dict[str, list[Any]]:

@@ -6,14 +6,14 @@ from typing import Any
 
 from worldrt.v1 import pb
 
-from .. import _errors as err
-from .._canonical import canonical_json, parse_json
-from .._metering import PriceTable
-from .._provider import Call, Provider, ProviderOptions
-from ..sandbox import CallError, CallTimeout, ProgramError, WorkerLost
-from . import _attestation
-from ._engine import AttestedInference, target_for
-from ._models import MODELS
+from worldrt.providers import _errors as err
+from worldrt.providers._canonical import canonical_json, parse_json
+from worldrt.providers._metering import PriceTable
+from worldrt.providers._provider import Call, Provider, ProviderOptions
+from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLost
+from worldrt.providers.ritual import _attestation
+from worldrt.providers.ritual._engine import AttestedInference, target_for
+from worldrt.providers.ritual._models import MODELS
 
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 600_000

@@ -1,14 +1,14 @@
 """Bubblewrap sandboxes with a forking zygote: the isolation shared by morph and modal, and the
 sandboxed function workers of primeintellect, gensyn and ritual."""
 
-from ._archive import ArchiveStore, ArchiveTooLarge
-from ._branches import MAX_DEPTH, Branch, Lineage, ReadyBranches, ReadyBudget
-from ._cgroup import Cgroups
-from ._instances import Done, InstanceEngine, LiveInstance, Member, Output, new_id
-from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
-from ._sandbox import Limits, NsSet, Sandbox
-from ._uids import ALLOCATOR, UidAllocator
-from ._workers import CallError, CallTimeout, ProgramError, WorkerError, WorkerLease, WorkerLost, WorkerPool
+from worldrt.providers.sandbox._archive import ArchiveStore, ArchiveTooLarge
+from worldrt.providers.sandbox._branches import MAX_DEPTH, Branch, Lineage, ReadyBranches, ReadyBudget
+from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Member, Output, new_id
+from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._sandbox import Limits, NsSet, Sandbox
+from worldrt.providers.sandbox._uids import ALLOCATOR, UidAllocator
+from worldrt.providers.sandbox._workers import CallError, CallTimeout, ProgramError, WorkerError, WorkerLease, WorkerLost, WorkerPool
 
 __all__ = [
     # sandboxes and their members

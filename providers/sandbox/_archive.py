@@ -12,7 +12,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from ._process import SandboxError
+from worldrt.providers.sandbox._process import SandboxError
 
 # A tar stream of a disk of N bytes is at most this much larger (headers and the end-of-archive record).
 OVERHEAD_BYTES = 4 * 1024 * 1024

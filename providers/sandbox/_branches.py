@@ -20,10 +20,10 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from . import _frames
-from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
-from ._sandbox import Limits, NsSet, Sandbox
-from ._uids import ALLOCATOR
+from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._sandbox import Limits, NsSet, Sandbox
+from worldrt.providers.sandbox._uids import ALLOCATOR
 
 log = logging.getLogger("worldrt.sandbox")
 MAX_DEPTH = 32

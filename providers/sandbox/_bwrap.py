@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import _seccomp
+from worldrt.providers.sandbox import _seccomp
 
 AGENT_DIR = Path(__file__).resolve().parent
 AGENT_MOUNT = "/opt/worldrt"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._process import ProtocolError, SandboxError
+from worldrt.providers.sandbox._process import ProtocolError, SandboxError
 
 MAX_VALUE_JSON = 1024 * 1024 + 64
 MAX_ERROR = 64 * 1024 + 64

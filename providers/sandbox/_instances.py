@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _errors as err
-from . import _frames
-from ._archive import OVERHEAD_BYTES, ArchiveStore, ArchiveTooLarge
-from ._branches import Lineage
-from ._cgroup import Cgroups
-from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
-from ._sandbox import Limits, Sandbox
-from ._uids import ALLOCATOR
+from worldrt.providers import _errors as err
+from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox._archive import OVERHEAD_BYTES, ArchiveStore, ArchiveTooLarge
+from worldrt.providers.sandbox._branches import Lineage
+from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._sandbox import Limits, Sandbox
+from worldrt.providers.sandbox._uids import ALLOCATOR
 
 log = logging.getLogger("worldrt.sandbox")
 

@@ -18,7 +18,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import _wire
+from worldrt.providers.sandbox import _wire
 
 ChannelClosed = _wire.ChannelClosed
 # The largest frame a sandboxed process may send: an output chunk or a result of at most 1 MiB of JSON.

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _bwrap, _wire
-from ._cgroup import Cgroups
-from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
-from ._uids import HIGH, LOW
+from worldrt.providers.sandbox import _bwrap, _wire
+from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._uids import HIGH, LOW
 
 MIB = 1024 * 1024
 

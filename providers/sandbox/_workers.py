@@ -24,12 +24,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _frames
-from ._branches import Lineage, ReadyBranches, ReadyBudget
-from ._cgroup import Cgroups
-from ._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
-from ._sandbox import Limits, Sandbox
-from ._uids import ALLOCATOR
+from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox._branches import Lineage, ReadyBranches, ReadyBudget
+from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._sandbox import Limits, Sandbox
+from worldrt.providers.sandbox._uids import ALLOCATOR
 
 log = logging.getLogger("worldrt.sandbox")
 INTERRUPT_GRACE_S = 0.5

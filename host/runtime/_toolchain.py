@@ -15,9 +15,9 @@ from wasmtime.component import ComponentInstanceType, EnumType, FuncType, Record
 
 from worldrt.wit import WIT_DIR
 
-from ._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, new_engine
-from ._errors import ComponentError
-from ._signature import check_component, render_func
+from worldrt.host.runtime._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, new_engine
+from worldrt.host.runtime._errors import ComponentError
+from worldrt.host.runtime._fit import check_component, render_func
 
 # componentize-py's console script, run from the installed package by this interpreter.
 _COMPONENTIZE_PY = "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"

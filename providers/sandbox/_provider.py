@@ -10,9 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from worldrt.v1 import pb
 
-from . import _errors as err
-from ._provider import Call, Provider
-from .sandbox import Done, InstanceEngine, Limits, LiveInstance, Output
+from worldrt.providers import _errors as err
+from worldrt.providers._provider import Call, Provider
+from worldrt.providers.sandbox import Done, InstanceEngine, Limits, LiveInstance, Output
 
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
 # What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.

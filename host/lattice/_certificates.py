@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._private_files import private_dir
+from worldrt.providers._files import private_dir
 
 CA_DAYS = 3650
 HOST_DAYS = 825

@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 from worldrt.providers import digest
 from worldrt.v1 import pb
 
-from ._link_router import cost_of
-from ._registry import Invocation
+from worldrt.host.lattice._link_router import cost_of
+from worldrt.host.registry._store import Invocation
 
 MORPH_CLAIM_MS = 250.0
 _OBJECTIVE = "def objective(params, seed):\n    return -abs(params['x'] - 3)\n"

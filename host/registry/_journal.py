@@ -22,7 +22,7 @@ from typing import NamedTuple
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from ._redaction import Payload
+from worldrt.host.registry._redaction import Payload
 
 MAGIC = b"WJr1"
 _HEAD = struct.Struct("<4sII")

@@ -15,8 +15,8 @@ import wasmtime
 from wasmtime import Config, Engine, WasmtimeError
 from wasmtime.component import Component
 
-from ._errors import ComponentError
-from ._signature import check_component
+from worldrt.host.runtime._errors import ComponentError
+from worldrt.host.runtime._fit import check_component
 
 DEFAULT_CACHE_DIR = Path(".worldrt/cache/components")
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._gf3 import ensure_schema
-from ._registry import Registry
+from worldrt.host.verse._runs import ensure_schema
+from worldrt.host.registry._store import Registry
 
 GROUPS = {"verse": "verse_id", "preset": "preset"}
 

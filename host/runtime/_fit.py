@@ -35,9 +35,9 @@ from wasmtime.component import (
     VariantType,
 )
 
-from ._convert import _is_map, _is_repeated, enum_cases, kebab
-from ._errors import ComponentError
-from ._router import HOST_INTERFACES, LOG_LEVELS, OPERATIONS, PROVIDER_INTERFACES, wit_interface
+from worldrt.host.runtime._codec import _is_map, _is_repeated, enum_cases, kebab
+from worldrt.host.runtime._errors import ComponentError
+from worldrt.host.runtime._world import HOST_INTERFACES, LOG_LEVELS, OPERATIONS, PROVIDER_INTERFACES, wit_interface
 
 RUN_SIGNATURE = "func(verse-id: u64, args: string) -> result<string, string>"
 

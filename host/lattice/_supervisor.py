@@ -27,8 +27,8 @@ from worldrt.providers import CATALOG
 from worldrt.providers._auth import TOKEN_ENV
 from worldrt.providers._channel import open_channel
 
-from ._private_files import NORMAL_UMASK, private_dir
-from ._registry import Registry
+from worldrt.providers._files import NORMAL_UMASK, private_dir
+from worldrt.host.registry._store import Registry
 
 log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.

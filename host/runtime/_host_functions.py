@@ -18,8 +18,8 @@ from wasmtime.component import Linker, Record, Variant
 
 from worldrt.v1 import pb
 
-from ._convert import from_wit, to_wit
-from ._router import OPERATIONS, PROVIDER_INTERFACES, CallContext, Operation, ProviderCallError, Router, wit_interface
+from worldrt.host.runtime._codec import from_wit, to_wit
+from worldrt.host.runtime._world import OPERATIONS, PROVIDER_INTERFACES, CallContext, Operation, ProviderCallError, Router, wit_interface
 
 log = logging.getLogger("worldrt.component")
 

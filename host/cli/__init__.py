@@ -28,7 +28,7 @@ class CliError(Exception):
 
 
 def _home(args: argparse.Namespace) -> Path:
-    from ._host import default_home
+    from worldrt.host._host import default_home
 
     return Path(args.home) if args.home else default_home()
 
@@ -37,9 +37,9 @@ def _session(args: argparse.Namespace):  # noqa: ANN202 - returns the Session co
     from worldrt.providers._auth import read_token_file
     from worldrt.providers._channel import ClientTls
 
-    from ._client import Session
-    from ._host import default_db
-    from ._service import default_host_address
+    from worldrt.host._client import Session
+    from worldrt.host._host import default_db
+    from worldrt.host._service import default_host_address
 
     home = _home(args)
     address = args.host or os.environ.get("WORLDRT_HOST") or default_host_address(home)
@@ -153,7 +153,7 @@ def _link_put(args: argparse.Namespace) -> int:
 def _link_del(args: argparse.Namespace) -> int:
     from worldrt.v1 import pb
 
-    from ._links import HostLink
+    from worldrt.host.lattice._links import HostLink
 
     link_id = args.link if "/" in args.link else HostLink.default_id(args.source, args.link, args.name)
     with _session(args) as host:
@@ -175,7 +175,7 @@ def _link_list(args: argparse.Namespace) -> int:
 
 # components --------------------------------------------------------------------------------------
 def _component_build(args: argparse.Namespace) -> int:
-    from ._toolchain import build_component
+    from worldrt.host.runtime._toolchain import build_component
 
     with console.status(f"building {args.dir} with componentize-py"):
         result = build_component(args.dir, args.output)
@@ -186,7 +186,7 @@ def _component_build(args: argparse.Namespace) -> int:
 
 
 def _component_inspect(args: argparse.Namespace) -> int:
-    from ._toolchain import inspect_component
+    from worldrt.host.runtime._toolchain import inspect_component
 
     info = inspect_component(args.file, cache_dir=_home(args) / "cache" / "components")
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(info).items()}
@@ -251,10 +251,10 @@ def _host_serve(args: argparse.Namespace) -> int:
     from worldrt.providers._auth import ensure_token_file, token_from
     from worldrt.providers._server import ServerTls, listen_address
 
-    from ._client import HOST_TOKEN_FILE
-    from ._host import Host, default_db
-    from ._private_files import private_dir
-    from ._service import default_host_address, serve_host
+    from worldrt.host._client import HOST_TOKEN_FILE
+    from worldrt.host._host import Host, default_db
+    from worldrt.providers._files import private_dir
+    from worldrt.host._service import default_host_address, serve_host
 
     logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
                         format="%(asctime)s host[%(process)d] %(levelname)s %(message)s")
@@ -271,7 +271,7 @@ def _host_serve(args: argparse.Namespace) -> int:
 
 
 def _tls_init(args: argparse.Namespace) -> int:
-    from ._certificates import init_tls
+    from worldrt.host.lattice._certificates import init_tls
 
     issued = init_tls(Path(args.dir), args.hosts, args.ip)
     data = {"ca": str(issued.ca_cert), "ca_key": str(issued.ca_key), "ca_made": issued.ca_made,
@@ -444,7 +444,7 @@ def _audit_gf3(args: argparse.Namespace) -> int:
 
 
 def _analytics_wev(args: argparse.Namespace) -> int:
-    from ._analytics import plot_wev
+    from worldrt.host.verse._analytics import plot_wev
 
     rows = _report(args, "wev")
     if args.plot:
@@ -457,7 +457,7 @@ def _analytics_wev(args: argparse.Namespace) -> int:
 
 
 def _analytics_efficiency(args: argparse.Namespace) -> int:
-    from ._analytics import plot_efficiency
+    from worldrt.host.verse._analytics import plot_efficiency
 
     rows = _report(args, "efficiency")
     per_cost = _report(args, "wev_per_cost")
@@ -669,10 +669,10 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    from ._errors import ComponentError
-    from ._host import HostError
-    from ._registry import RegistryError
-    from ._supervisor import SupervisorError
+    from worldrt.host.runtime._errors import ComponentError
+    from worldrt.host._host import HostError
+    from worldrt.host.registry._store import RegistryError
+    from worldrt.host.lattice._supervisor import SupervisorError
 
     try:
         return args.func(args)

@@ -40,9 +40,9 @@ from google.protobuf.message import Message
 
 from worldrt.providers import CATALOG
 
-from ._journal import Journal, Row, message_of, read_rows
-from ._private_files import make_private, private_dir, private_umask
-from ._redaction import DEFAULT_CAP_BYTES, Payload, Redactor, add_sizes, decode_sizes, scrub
+from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
+from worldrt.providers._files import make_private, private_dir, private_umask
+from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES, Payload, Redactor, add_sizes, decode_sizes, scrub
 
 log = logging.getLogger("worldrt.registry")
 

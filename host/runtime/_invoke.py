@@ -16,10 +16,10 @@ from types import TracebackType
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Linker, Variant
 
-from ._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, LoadedComponent, new_engine
-from ._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
-from ._imports import InvocationScope, LogSink, define_imports
-from ._router import CallContext, Router
+from worldrt.host.runtime._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, LoadedComponent, new_engine
+from worldrt.host.runtime._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
+from worldrt.host.runtime._host_functions import InvocationScope, LogSink, define_imports
+from worldrt.host.runtime._world import CallContext, Router
 
 OutputSink = Callable[[str, bytes], None]
 _MIB = 1024 * 1024

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ._registry import Registry
-from ._selection import SelectionError, gf3_sum
+from worldrt.host.registry._store import Registry
+from worldrt.host.verse._selection import SelectionError, gf3_sum
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pipeline_runs (

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from worldrt.providers._channel import ClientTls, open_channel
 from worldrt.v1 import rpc
 
-from ._router import OPERATIONS, CallContext, ProviderCallError, Router
+from worldrt.host.runtime._world import OPERATIONS, CallContext, ProviderCallError, Router
 
 
 class DirectRouter(Router):

@@ -18,14 +18,15 @@ from typing import Any
 
 from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
+from worldrt.examples import EXAMPLES_DIR
 from worldrt.wit import WIT_DIR
 
-from ._gf3 import record_run, registry_trits
-from ._multiverse import ORCHESTRATE_MODES, Multiverse, pick
-from ._selection import PRESETS, Selection, SelectionError, choose, gf3_sum, select_provider
-from ._toolchain import build_component
+from worldrt.host.verse._runs import record_run, registry_trits
+from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, pick
+from worldrt.host.verse._selection import PRESETS, Selection, SelectionError, choose, gf3_sum, select_provider
+from worldrt.host.runtime._toolchain import build_component
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "components" / "examples"
+EXAMPLES = EXAMPLES_DIR
 RULES = ("ma_cross", "mean_revert", "breakout")
 # Which (interface, link name) each role is reached over.
 ROLE_LINKS: dict[str, tuple[tuple[str, str], ...]] = {

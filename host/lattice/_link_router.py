@@ -20,9 +20,9 @@ from google.protobuf.message import Message
 from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel
 from worldrt.v1 import rpc
 
-from ._links import LinkTable
-from ._registry import Registry
-from ._router import OPERATIONS, CallContext, ProviderCallError, Router
+from worldrt.host.lattice._links import LinkTable
+from worldrt.host.registry._store import Registry
+from worldrt.host.runtime._world import OPERATIONS, CallContext, ProviderCallError, Router
 
 DEFAULT_DEADLINE_S = 120.0
 LONG_DEADLINE_S = 330.0

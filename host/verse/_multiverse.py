@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from ._registry import Registry
+from worldrt.host.registry._store import Registry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mv_multiverses (

@@ -16,8 +16,8 @@ from typing import Any
 
 from worldrt.v1 import pb
 
-from ._redaction import REDACTED
-from ._registry import Registry
+from worldrt.host.registry._redaction import REDACTED
+from worldrt.host.registry._store import Registry
 
 INTERFACES = ("generator", "coordinator", "validator")
 ANY_SOURCE = "*"
