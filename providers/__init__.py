@@ -1,33 +1,69 @@
-"""The provider SDK: write a provider as a class of the seed trait's methods, serve it as a daemon."""
+"""The provider SDK: write a provider as a class of the seed trait's methods, serve it as a daemon, and
+start, probe and reach daemons (over unix sockets, or TCP with TLS and a bearer token)."""
 
-from worldrt.providers._canonical import canonical_json, digest, is_digest
-from worldrt.providers._catalog import CATALOG, ProviderInfo, providers_for
-from worldrt.providers._errors import (
+from worldrt.errors import (
     Aborted,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    ProviderError,
     ResourceExhausted,
     Unavailable,
     Unimplemented,
+    WorldError,
+)
+from worldrt.providers._auth import (
+    OPEN_PREFIXES,
+    TOKEN_ENV,
+    BearerTokenInterceptor,
+    TokenError,
+    bearer_problem,
+    ensure_token_file,
+    expected_header,
+    read_token_file,
+    token_from,
+)
+from worldrt.providers._canonical import canonical_json, digest, is_digest, parse_json
+from worldrt.providers._catalog import CATALOG, ProviderInfo, providers_for
+from worldrt.providers._channel import (
+    ClientTls,
+    InsecureChannelError,
+    is_loopback,
+    open_channel,
+    refuse_cleartext_token,
+    tcp_host,
+)
+from worldrt.providers._child_daemons import serving, spawn_daemon, wait_serving
+from worldrt.providers._daemon import default_state_dir, run_provider
+from worldrt.providers._files import (
+    NORMAL_UMASK,
+    make_private,
+    private_dir,
+    private_umask,
 )
 from worldrt.providers._links import Link, LinkTable
 from worldrt.providers._metering import Meter, PriceTable
 from worldrt.providers._provider import Call, Provider, ProviderOptions
-from worldrt.providers._server import listen_address, serve
+from worldrt.providers._server import ServerTls, bind, listen_address, serve
 
 __all__ = [
     # writing a provider
     "Provider", "ProviderOptions", "Call", "PriceTable", "Meter", "Link", "LinkTable",
-    # errors
-    "ProviderError", "NotFound", "InvalidArgument", "FailedPrecondition", "DeadlineExceeded",
+    # errors (the project's one root, re-exported)
+    "WorldError", "NotFound", "InvalidArgument", "FailedPrecondition", "DeadlineExceeded",
     "ResourceExhausted", "Unimplemented", "Unavailable", "Aborted",
     # running one
-    "serve", "listen_address",
+    "serve", "run_provider", "default_state_dir", "listen_address", "bind", "ServerTls",
+    # reaching and starting daemons
+    "open_channel", "ClientTls", "InsecureChannelError", "refuse_cleartext_token", "tcp_host", "is_loopback",
+    "serving", "wait_serving", "spawn_daemon",
+    # bearer tokens
+    "TOKEN_ENV", "TokenError", "read_token_file", "token_from", "ensure_token_file", "bearer_problem",
+    "expected_header", "OPEN_PREFIXES", "BearerTokenInterceptor",
+    # private files
+    "private_dir", "make_private", "private_umask", "NORMAL_UMASK",
     # the design's providers
     "CATALOG", "ProviderInfo", "providers_for",
     # the contract's shared formats
-    "canonical_json", "digest", "is_digest",
+    "canonical_json", "digest", "is_digest", "parse_json",
 ]

@@ -18,11 +18,13 @@ from typing import Any
 
 import grpc
 
+from worldrt.errors import FailedPrecondition
+
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 TOKEN_ENV = "WORLDRT_TOKEN"
 
 
-class TokenError(ValueError):
+class TokenError(FailedPrecondition):
     """A token file that cannot be used; the message says what to change."""
 
 
@@ -96,9 +98,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler

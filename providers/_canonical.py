@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from worldrt.providers._errors import InvalidArgument
+from worldrt.errors import InvalidArgument
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # JSON a client sends is nested at most this deep: deeper input is refused, not parsed into a crash.

@@ -16,10 +16,12 @@ from typing import Any
 
 import grpc
 
+from worldrt.errors import FailedPrecondition
+
 TLS_ENV = {"ca": "WORLDRT_TLS_CA", "cert": "WORLDRT_TLS_CERT", "key": "WORLDRT_TLS_KEY"}
 
 
-class InsecureChannelError(ValueError):
+class InsecureChannelError(FailedPrecondition):
     """A channel that would expose a bearer token, or TLS settings that cannot be used."""
 
 
@@ -46,7 +48,7 @@ class ClientTls:
 
     @classmethod
     def from_env(cls, ca: str | os.PathLike[str] | None = None, cert: str | os.PathLike[str] | None = None,
-                 key: str | os.PathLike[str] | None = None) -> "ClientTls | None":
+                 key: str | os.PathLike[str] | None = None) -> ClientTls | None:
         """Arguments where given, else the WORLDRT_TLS_* variables; None when neither names anything."""
         given = {"ca": ca, "cert": cert, "key": key}
         paths = {name: Path(value) if (value := given[name] or os.environ.get(var)) else None

@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+from worldrt.errors import NotFound
 from worldrt.providers._catalog import CATALOG
 from worldrt.providers._provider import Provider, ProviderOptions
 from worldrt.providers._server import ServerTls, listen_address, serve
@@ -28,14 +29,15 @@ def default_listen(name: str, state_dir: Path) -> str:
 def load_provider(name: str, options: ProviderOptions) -> Provider:
     info = CATALOG.get(name)
     if info is None:
-        raise LookupError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
+        raise NotFound(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
     try:
         module = importlib.import_module(info.module)
     except ModuleNotFoundError as exc:
         if exc.name == info.module:
-            raise LookupError(f"provider {name!r} has no local engine in this version yet") from exc
+            raise NotFound(f"provider {name!r} has no local engine in this version yet") from exc
         raise
-    return module.PROVIDER(options)
+    provider: Provider = module.PROVIDER(options)
+    return provider
 
 
 def die_with_parent() -> None:
@@ -48,7 +50,7 @@ def die_with_parent() -> None:
         raise SystemExit(f"the host (pid {parent}) that started this provider is gone")
 
 
-def run(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str], *,
+def run_provider(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str], *,
         tls: ServerTls | None = None, insecure: bool = False) -> None:
     logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
                         format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")

@@ -37,6 +37,18 @@ class LinkTable:
     def get(self, link_id: str) -> Link | None:
         return self._links.get(link_id)
 
+    def of_call(self, source: str, name: str) -> Link | None:
+        """The link a call from component ``source`` came through: its own link named ``name``, else the
+        one for any component (``*``)."""
+        name = name or "default"
+        with self._lock:
+            links = list(self._links.values())
+        for wanted in (source, "*"):
+            for link in links:
+                if link.source_component == wanted and link.name == name:
+                    return link
+        return None
+
     def __len__(self) -> int:
         return len(self._links)
 

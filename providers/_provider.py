@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from worldrt.v1 import pb
-
+from worldrt.errors import InvalidArgument, Unimplemented
 from worldrt.providers._canonical import parse_json
 from worldrt.providers._catalog import CATALOG, providers_for
-from worldrt.providers._errors import InvalidArgument, Unimplemented
 from worldrt.providers._links import Link, LinkTable
 from worldrt.providers._metering import Meter, PriceTable
+from worldrt.v1 import pb
 
 
 @dataclass
@@ -29,6 +28,13 @@ class Call:
     meter: Meter
     verse_id: str = ""
     source: str = ""
+    # The link the call came through (the caller's own, else the one for any component), if any.
+    link: Link | None = None
+
+    @property
+    def values(self) -> dict[str, str]:
+        """The link's values for this caller (wasmCloud's per-source link config), empty without one."""
+        return self.link.values if self.link is not None else {}
 
 
 @dataclass

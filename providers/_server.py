@@ -14,12 +14,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldrt.v1 import SERVICE_NAME, rpc
-
+from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.providers._auth import BearerTokenInterceptor
 from worldrt.providers._channel import is_loopback, tcp_host
 from worldrt.providers._provider import Provider
 from worldrt.providers._servicer import ProviderServicer
+from worldrt.v1 import SERVICE_NAME, rpc
 
 log = logging.getLogger("worldrt.provider")
 
@@ -28,7 +28,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+        raise InvalidArgument(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class ServerTls:
     client_ca: Path | None = None
 
     @classmethod
-    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None) -> "ServerTls | None":
+    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None) -> ServerTls | None:
         if not cert and not key:
             if client_ca:
-                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key as well")
+                raise InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key as well")
             return None
         if not cert or not key:
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
+            raise InvalidArgument("TLS needs both --tls-cert and --tls-key")
         return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -64,7 +64,7 @@ def listen_address(listen: str, *, tls: ServerTls | None = None, token: str | No
     only when asked to with ``insecure``."""
     if listen.startswith("unix:"):
         if tls is not None:
-            raise ValueError(f"TLS is for HOST:PORT listeners; {listen} is a unix socket, which its file mode "
+            raise InvalidArgument(f"TLS is for HOST:PORT listeners; {listen} is a unix socket, which its file mode "
                              f"protects: drop --tls-cert/--tls-key or listen on HOST:PORT")
         path = Path(listen[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,29 +73,29 @@ def listen_address(listen: str, *, tls: ServerTls | None = None, token: str | No
         return listen
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--listen must be unix:PATH or HOST:PORT, got {listen!r}")
+        raise InvalidArgument(f"--listen must be unix:PATH or HOST:PORT, got {listen!r}")
     where = tcp_host(listen) or host
     if tls is None and not is_loopback(where):
         if token:
-            raise ValueError(f"refusing to listen on {listen} in cleartext: its bearer token would cross the "
+            raise InvalidArgument(f"refusing to listen on {listen} in cleartext: its bearer token would cross the "
                              f"network readable; pass --tls-cert and --tls-key (make them with: worldrt tls init "
                              f"DIR --host NAME); --insecure is only for a daemon without a token")
         if not insecure:
-            raise ValueError(f"refusing to listen on {listen} in cleartext: pass --tls-cert and --tls-key (make "
+            raise InvalidArgument(f"refusing to listen on {listen} in cleartext: pass --tls-cert and --tls-key (make "
                              f"them with: worldrt tls init DIR --host NAME), or --insecure to serve it without "
                              f"TLS and without a token")
     return listen
 
 
 def bind(server: grpc.Server | grpc.aio.Server, address: str, tls: ServerTls | None) -> int:
-    """Add the listening port (TLS when ``tls`` is given); OSError when a TCP address cannot be bound."""
+    """Add the listening port (TLS when ``tls`` is given); Unavailable when a TCP address cannot be bound."""
     try:
         port = (server.add_secure_port(address, tls.credentials()) if tls is not None
                 else server.add_insecure_port(address))
     except RuntimeError as exc:  # grpc.aio raises where grpc returns 0
-        raise OSError(f"cannot listen on {address} ({exc})") from None
+        raise Unavailable(f"cannot listen on {address} ({exc})") from None
     if port == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {address}")
+        raise Unavailable(f"cannot listen on {address}")
     return port
 
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import grpc
 
-from worldrt.v1 import pb, rpc
-
-from worldrt.providers._errors import ProviderError
+from worldrt.errors import WorldError
 from worldrt.providers._metering import Meter
 from worldrt.providers._provider import Call, Provider
+from worldrt.v1 import pb, rpc
 
 log = logging.getLogger("worldrt.provider")
 
@@ -27,19 +26,14 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _trailers(call: Call, provider: Provider) -> tuple[tuple[str, str], ...]:
+def _finish(call: Call, provider: Provider, reply: Any = None) -> tuple[tuple[str, str], ...]:
+    """Finish the call's meter once: an ExecutionResult gets its run's wall and cpu time, and the cost
+    goes back on one channel, the ``x-worldrt-cost-units`` trailer."""
     wall_ms, cpu_ms, cost = call.meter.finish(provider.prices)
-    return (("x-worldrt-duration-ms", f"{wall_ms:.3f}"), ("x-worldrt-cpu-ms", f"{cpu_ms:.3f}"),
-            ("x-worldrt-cost-units", f"{cost:.6f}"))
-
-
-def _stamp(reply: Any, call: Call, provider: Provider) -> None:
-    """Put the call's metering into an ExecutionResult (the reply that has fields for it)."""
     if isinstance(reply, pb.ExecutionResult):
-        wall_ms, cpu_ms, cost = call.meter.finish(provider.prices)
         reply.duration_ms = reply.duration_ms or wall_ms
         reply.cpu_ms = cpu_ms
-        reply.cost_units = cost
+    return (("x-worldrt-cost-units", f"{cost:.6f}"),)
 
 
 class ProviderServicer(rpc.WorldRuntimeServicer):
@@ -51,11 +45,13 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
 
     def _call(self, operation: str, context: grpc.aio.ServicerContext) -> Call:
         md = _metadata(context)
-        return Call(operation, Meter(operation), md.get("x-worldrt-verse-id", ""), md.get("x-worldrt-source", ""))
+        source = md.get("x-worldrt-source", "")
+        return Call(operation, Meter(operation), md.get("x-worldrt-verse-id", ""), source,
+                    self.provider.links.of_call(source, md.get("x-worldrt-link-name", "")) if source else None)
 
     async def _fail(self, exc: BaseException, call: Call, context: grpc.aio.ServicerContext) -> None:
-        trailers = _trailers(call, self.provider)
-        if isinstance(exc, ProviderError):
+        trailers = _finish(call, self.provider)
+        if isinstance(exc, WorldError):
             context.set_trailing_metadata(trailers + exc.trailers)
             await context.abort(exc.code, exc.message)
         log.exception("%s failed", call.operation)
@@ -67,11 +63,10 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
             call = self._call(method, context)
             try:
                 reply = await getattr(self.provider, method)(request, call)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a dead daemon
+            except Exception as exc:
                 await self._fail(exc, call, context)
                 raise  # unreachable: abort raises
-            _stamp(reply, call, self.provider)
-            context.set_trailing_metadata(_trailers(call, self.provider))
+            context.set_trailing_metadata(_finish(call, self.provider, reply))
             return reply
 
         handle.__name__ = method
@@ -86,11 +81,12 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
     async def ExecuteStream(self, request: pb.ExecuteRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecutionEvent]:
         call = self._call("execute_stream", context)
+        trailers: tuple[tuple[str, str], ...] | None = None
         try:
             async for event in self.provider.execute_stream(request, call):
                 if event.HasField("result"):
-                    _stamp(event.result, call, self.provider)
+                    trailers = _finish(call, self.provider, event.result)
                 yield event
         except Exception as exc:  # noqa: BLE001
             await self._fail(exc, call, context)
-        context.set_trailing_metadata(_trailers(call, self.provider))
+        context.set_trailing_metadata(trailers or _finish(call, self.provider))

@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from worldrt.providers._channel import ClientTls, open_channel
+from worldrt.providers._child_daemons import spawn_daemon, wait_serving
 from worldrt.v1 import rpc
 
-from worldrt.providers._auth import TOKEN_ENV
-from worldrt.providers._channel import ClientTls, open_channel
+__all__ = ["ProviderDaemon", "wait_serving", "pids_of_uid"]
 
 
 def pids_of_uid(uid: int) -> set[int]:
@@ -31,26 +30,6 @@ def pids_of_uid(uid: int) -> set[int]:
             except OSError:
                 pass
     return out
-
-
-def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None, *,
-                 tls: ClientTls | None = None) -> None:
-    """Block until the health service at ``address`` says SERVING (or the process exits)."""
-    deadline = time.monotonic() + timeout_s
-    with open_channel(address, tls=tls) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {proc.returncode} before serving")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no SERVING health status from {address} within {timeout_s} s")
-            time.sleep(0.05)
 
 
 class ProviderDaemon:
@@ -75,20 +54,12 @@ class ProviderDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
 
-    def start(self) -> "ProviderDaemon":
+    def start(self) -> Self:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", self.name,
-                "--listen", self.address, "--state-dir", str(self.state_dir)]
-        for key, value in self.options.items():
-            argv += ["--set", f"{key}={value}"]
-        argv += self.serve_args
-        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-        if self.token:
-            env[TOKEN_ENV] = self.token
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        self.proc = spawn_daemon(self.name, self.address, self.state_dir, self.log_path, token=self.token,
+                                 options=self.options, args=self.serve_args)
         try:
-            wait_serving(self.address, proc=self.proc, tls=self.tls)
+            wait_serving(self.address, proc=self.proc, tls=self.tls, log_path=self.log_path)
         except BaseException:
             self.stop()
             raise
@@ -123,7 +94,7 @@ class ProviderDaemon:
             self._tmp.cleanup()
         return code
 
-    def __enter__(self) -> "ProviderDaemon":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worldrt import errors as err
+from worldrt.providers import digest, is_digest, parse_json
 from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import digest, is_digest, parse_json
 
 
 def parse_state(text: str, what: str) -> dict[str, Any]:

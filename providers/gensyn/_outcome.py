@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from worldrt.providers import canonical_json
 from worldrt.v1 import pb
-
-from worldrt.providers._canonical import canonical_json
 
 
 @dataclass

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import random
 
-from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._metering import PriceTable
-from worldrt.providers._provider import Call, Provider, ProviderOptions
-from worldrt.providers.sandbox import WorkerPool
+from worldrt import errors as err
+from worldrt.providers import Call, PriceTable, Provider, ProviderOptions
 from worldrt.providers.gensyn._dispute import read
 from worldrt.providers.gensyn._referee import referee
 from worldrt.providers.gensyn._replay import NEEDS_STATE_TRAILER, Replayer
 from worldrt.providers.gensyn._spotcheck import spot_check
+from worldrt.providers.sandbox import WorkerPool
+from worldrt.v1 import pb
 
 MAX_CLAIMS = 64
 

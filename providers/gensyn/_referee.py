@@ -29,7 +29,7 @@ async def referee(dispute: Dispute, replayer: Replayer) -> Outcome:
         proof["wrong_start_digest"] = wrong_start
     first = 0 if wrong_start else -1
     while _distinct(survivors) > 1:
-        def agree(i: int) -> bool:
+        def agree(i: int, survivors: list[ClaimView] = survivors) -> bool:
             return len({c.digests[i] for c in survivors}) == 1
 
         if not agree(steps):

@@ -11,12 +11,19 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import digest
-from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
+from worldrt import errors as err
+from worldrt.providers import digest
 from worldrt.providers.gensyn._dispute import ClaimView
+from worldrt.providers.sandbox import (
+    CallError,
+    CallTimeout,
+    ProgramError,
+    WorkerLease,
+    WorkerLost,
+    WorkerPool,
+)
 
 NEEDS_STATE_TRAILER = "x-worldrt-needs-state"
 
@@ -45,7 +52,7 @@ class Replayer:
         self._stack = contextlib.AsyncExitStack()
         self._lease: WorkerLease | None = None
 
-    async def __aenter__(self) -> "Replayer":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

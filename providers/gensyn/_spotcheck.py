@@ -12,11 +12,10 @@ import math
 import random
 from typing import Any
 
-from worldrt.providers import _errors as err
+from worldrt import errors as err
 from worldrt.providers.gensyn._dispute import Dispute
 from worldrt.providers.gensyn._outcome import Outcome
 from worldrt.providers.gensyn._replay import Replayer
-
 
 _LISTED = 256  # sampled steps named in the proof
 

@@ -16,9 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldrt.providers import _errors as err
-from worldrt.providers.sandbox import (ArchiveTooLarge, ChannelClosed, Done, InstanceEngine, Limits, LiveInstance, Output,
-                       SandboxError, SandboxProcess, new_id)
+from worldrt import errors as err
+from worldrt.providers.sandbox import (
+    ArchiveTooLarge,
+    ChannelClosed,
+    Done,
+    InstanceEngine,
+    Limits,
+    LiveInstance,
+    Output,
+    SandboxError,
+    SandboxProcess,
+    new_id,
+)
 
 log = logging.getLogger("worldrt.modal")
 
@@ -43,11 +53,11 @@ class SandboxPool(InstanceEngine):
         self.snapshots: dict[str, DiskSnapshot] = {}
 
     async def run_once(self, code: str, language: str, timeout_ms: int, env: dict[str, str],
-                       limits: Limits) -> AsyncIterator[Output | Done]:
+                       limits: Limits, *, collect: bool = False) -> AsyncIterator[Output | Done]:
         """Run code in a fresh warm sandbox that ends with the run."""
         inst = await self.start(limits, 0, {"one_shot": "true"})
         try:
-            async for item in self.execute(inst.id, code, language, timeout_ms, env):
+            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect):
                 yield item
         finally:
             await self.drop_instance(inst.id, "its one-shot run ended")

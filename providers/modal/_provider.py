@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._metering import PriceTable
-from worldrt.providers._provider import Call, ProviderOptions
-from worldrt.providers.sandbox._provider import SandboxedProvider, timestamp
-from worldrt.providers.sandbox import Done, Limits, Output
+from worldrt import errors as err
+from worldrt.providers import Call, PriceTable, ProviderOptions
 from worldrt.providers.modal._engine import SandboxPool
+from worldrt.providers.sandbox import Done, Limits, Output, SandboxedProvider, timestamp
+from worldrt.v1 import pb
 
 
 class ModalProvider(SandboxedProvider):
@@ -38,7 +35,7 @@ class ModalProvider(SandboxedProvider):
         }
 
     async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
-        limits = self.check_start(request)
+        limits = self.check_start(request, call)
         if request.language:
             self.check_language(request.language)
         if request.snapshot_id:
@@ -62,20 +59,9 @@ class ModalProvider(SandboxedProvider):
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.DISK_ONLY,
                               size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at))
 
-    async def _one_shot(self, request: pb.ExecuteRequest, call: Call,
-                        language: str) -> AsyncIterator[pb.ExecutionEvent]:
-        async for item in self.engine.run_once(request.code, language, request.timeout_ms, dict(request.env),
-                                               Limits()):
-            if isinstance(item, Output):
-                yield pb.ExecutionEvent(**{item.stream: item.text})
-            elif isinstance(item, Done):
-                call.meter.sandbox_cpu_ms = item.frame.get("cpu_ms", 0.0)
-                yield pb.ExecutionEvent(result=pb.ExecutionResult(
-                    exit_code=item.frame.get("exit_code", 0), value_json=item.frame.get("value_json", ""),
-                    error=item.frame.get("error", ""), duration_ms=item.frame.get("duration_ms", 0.0)))
-
-    def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
-        language = self.check_language(request.language)
-        if not request.instance_id:
-            return self._one_shot(request, call, language)
-        return self.events(request, call, request.instance_id, language)
+    def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
+        """Without an instance id, the run has a fresh sandbox of its own (Modal's one-shot run)."""
+        if request.instance_id:
+            return super().runs(request, language, collect=collect)
+        return self.engine.run_once(request.code, language, request.timeout_ms, dict(request.env), Limits(),
+                                    collect=collect)

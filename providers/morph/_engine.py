@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -17,9 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldrt.providers import _errors as err
-from worldrt.providers.sandbox import (ALLOCATOR, ArchiveTooLarge, ChannelClosed, InstanceEngine, LiveInstance, Member, ReadyBranches,
-                       ReadyBudget, SandboxError, SandboxProcess, new_id)
+from worldrt import errors as err
+from worldrt.providers.sandbox import (
+    ALLOCATOR,
+    ArchiveTooLarge,
+    ChannelClosed,
+    InstanceEngine,
+    LiveInstance,
+    Member,
+    ReadyBranches,
+    ReadyBudget,
+    SandboxError,
+    SandboxProcess,
+    new_id,
+)
 
 log = logging.getLogger("worldrt.morph")
 # Ready children of a snapshot nobody has branched for this long are let go.
@@ -128,7 +140,7 @@ class Infinibranch(InstanceEngine):
         if sid not in self.snapshots:  # released while its children were being made
             for branch in ready:
                 uid = branch.lineage.uid
-                await snap.sandbox.kill_then(branch.proc, lambda uid=uid: ALLOCATOR.release(uid))
+                await snap.sandbox.kill_then(branch.proc, functools.partial(ALLOCATOR.release, uid))
             raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}")
         made = []
         for branch in ready:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._metering import PriceTable
-from worldrt.providers._provider import Call, ProviderOptions
-from worldrt.providers.sandbox._provider import SandboxedProvider, timestamp
-from worldrt.providers.sandbox import Limits
+from worldrt import errors as err
+from worldrt.providers import Call, PriceTable, ProviderOptions
 from worldrt.providers.morph._engine import FrozenSnapshot, Infinibranch
+from worldrt.providers.sandbox import Limits, SandboxedProvider, timestamp
+from worldrt.v1 import pb
 
 
 class MorphProvider(SandboxedProvider):
@@ -39,7 +36,7 @@ class MorphProvider(SandboxedProvider):
         }
 
     async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
-        limits = self.check_start(request)
+        limits = self.check_start(request, call)
         if request.language:
             self.check_language(request.language)
         if request.snapshot_id:

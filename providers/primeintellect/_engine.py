@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import canonical_json, digest, parse_json
-from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLease, WorkerLost, WorkerPool
+from worldrt import errors as err
+from worldrt.providers import canonical_json, digest, parse_json
 from worldrt.providers.primeintellect import _grpo
+from worldrt.providers.sandbox import (
+    CallError,
+    CallTimeout,
+    ProgramError,
+    WorkerLease,
+    WorkerLost,
+    WorkerPool,
+)
 
 T = TypeVar("T")
 
@@ -62,7 +69,7 @@ def program_for(objective_code: str) -> str:
     return f"{grpo_source()}\n_OBJECTIVE_SOURCE = {objective_code!r}\n"
 
 
-async def _all(aws: list[Awaitable[T]]) -> list[T]:
+async def _all(aws: Sequence[Awaitable[T]]) -> list[T]:
     """Await every awaitable; on the first failure cancel the rest and raise it."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:

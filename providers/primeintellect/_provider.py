@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from worldrt.providers import (
+    Call,
+    PriceTable,
+    Provider,
+    ProviderOptions,
+    canonical_json,
+)
+from worldrt.providers.primeintellect._engine import (
+    DEFAULT_GROUP_SIZE,
+    MAX_ASYNC_LEVEL,
+    MAX_GROUP_SIZE,
+    AsyncGRPO,
+    Hyperparameters,
+)
 from worldrt.v1 import pb
-
-from worldrt.providers._canonical import canonical_json
-from worldrt.providers._metering import PriceTable
-from worldrt.providers._provider import Call, Provider, ProviderOptions
-from worldrt.providers.primeintellect._engine import DEFAULT_GROUP_SIZE, MAX_ASYNC_LEVEL, MAX_GROUP_SIZE, AsyncGRPO, Hyperparameters
 
 
 class PrimeIntellectProvider(Provider):

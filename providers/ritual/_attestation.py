@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import digest, parse_json
+from worldrt import errors as err
+from worldrt.providers import digest, parse_json
 from worldrt.providers.ritual._keys import public_hex
 
 SCHEME = "worldrt.ritual.attested-reexecution.v1"
@@ -22,11 +25,11 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def commitment(model_hash: str, input: Any, output: Any, seed: int) -> str:  # noqa: A002 - the normative name
+def commitment(model_hash: str, input: Any, output: Any, seed: int) -> str:
     return digest({"model_hash": model_hash, "input": input, "output": output, "seed": seed})
 
 
-def attest(key: Ed25519PrivateKey, model: str, model_hash: str, input: Any, output: Any,  # noqa: A002
+def attest(key: Ed25519PrivateKey, model: str, model_hash: str, input: Any, output: Any,
            seed: int) -> dict[str, Any]:
     c = commitment(model_hash, input, output, seed)
     return {"scheme": SCHEME, "model": model, "model_hash": model_hash, "input": input, "output": output,

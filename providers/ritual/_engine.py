@@ -10,13 +10,19 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import canonical_json, digest
-from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerError, WorkerPool
+from worldrt import errors as err
+from worldrt.providers import canonical_json, digest
 from worldrt.providers.ritual import _attestation
 from worldrt.providers.ritual._keys import load_or_create, public_hex
 from worldrt.providers.ritual._lazy import LazyQueue
 from worldrt.providers.ritual._models import MODELS, Model, by_hash, python_model_hash
+from worldrt.providers.sandbox import (
+    CallError,
+    CallTimeout,
+    ProgramError,
+    WorkerError,
+    WorkerPool,
+)
 
 
 @dataclass(frozen=True)
@@ -28,11 +34,11 @@ class Target:
     program: str
 
     @classmethod
-    def registered(cls, model: Model) -> "Target":
+    def registered(cls, model: Model) -> Target:
         return cls(model.name, model.model_hash, model.program)
 
     @classmethod
-    def python(cls, code: str) -> "Target":
+    def python(cls, code: str) -> Target:
         return cls("python", python_model_hash(code), code)
 
 
@@ -83,13 +89,13 @@ class AttestedInference:
     def trusted_keys(self) -> set[str]:
         return {self.public_key, *self._extra_keys}
 
-    async def infer(self, target: Target, input: Any, seed: int, timeout_s: float) -> tuple[Any, float]:  # noqa: A002
+    async def infer(self, target: Target, input: Any, seed: int, timeout_s: float) -> tuple[Any, float]:
         """The output of ``infer(input, seed)`` run in a fresh sandboxed worker, and its cpu ms."""
         async with self.pool.lease(1, target.program) as lease:
             output = await lease.call("infer", [input, seed], timeout_s)
         return output, lease.cpu_ms
 
-    def attest(self, target: Target, input: Any, output: Any, seed: int) -> dict[str, Any]:  # noqa: A002
+    def attest(self, target: Target, input: Any, output: Any, seed: int) -> dict[str, Any]:
         return _attestation.attest(self.key, target.model, target.model_hash, input, output, seed)
 
     # verification --------------------------------------------------------------------------------
@@ -135,7 +141,7 @@ class AttestedInference:
         att, target, proof = job
         try:
             return await self._reexecute(att, target, dict(proof))
-        except err.ProviderError as exc:
+        except err.WorldError as exc:
             return Verification(False, 0, {**proof, "status": "done", "reexecution": "failed", "reason": exc.message})
 
     async def _reexecute(self, att: dict[str, Any], target: Target, proof: dict[str, Any]) -> Verification:

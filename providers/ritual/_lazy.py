@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from worldrt.providers import _errors as err
+from worldrt import errors as err
 
 R = TypeVar("R")
 log = logging.getLogger("worldrt.ritual")
@@ -59,7 +59,7 @@ class LazyQueue(Generic[R]):
                 result = await self._run(job)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one failed job must not stop the queue
+            except Exception:
                 log.exception("lazy verification %s failed", ticket)
                 self._pending.discard(ticket)
                 continue

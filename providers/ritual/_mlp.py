@@ -25,7 +25,7 @@ def forward(spec: dict, x: np.ndarray) -> np.ndarray:
     return h
 
 
-def infer(input: list, seed: int) -> dict:  # noqa: A002 - the contract's name
+def infer(input: list, seed: int) -> dict:
     """Class probabilities of ``input``, the most likely class, and one class drawn with ``seed``."""
     spec = _SPEC or {}
     width = spec["layers"][0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from worldrt.providers._canonical import canonical_json, digest
+from worldrt.providers import canonical_json, digest
 from worldrt.providers.ritual import _mlp
 
 
@@ -21,7 +22,7 @@ def _weights(layers: list[int], seed: int) -> dict[str, list[Any]]:
         return (state >> 11) / float(1 << 53) * 2.0 - 1.0
 
     weights: dict[str, list[Any]] = {}
-    for i, (fan_in, fan_out) in enumerate(zip(layers, layers[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(layers)):
         scale = 1.7 / fan_in ** 0.5
         weights[f"W{i}"] = [[round(uniform() * scale, 6) for _ in range(fan_in)] for _ in range(fan_out)]
         weights[f"b{i}"] = [round(uniform() * 0.1, 6) for _ in range(fan_out)]

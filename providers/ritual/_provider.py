@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._canonical import canonical_json, parse_json
-from worldrt.providers._metering import PriceTable
-from worldrt.providers._provider import Call, Provider, ProviderOptions
-from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLost
+from worldrt import errors as err
+from worldrt.providers import (
+    Call,
+    PriceTable,
+    Provider,
+    ProviderOptions,
+    canonical_json,
+    parse_json,
+)
 from worldrt.providers.ritual import _attestation
 from worldrt.providers.ritual._engine import AttestedInference, target_for
 from worldrt.providers.ritual._models import MODELS
+from worldrt.providers.sandbox import CallError, CallTimeout, ProgramError, WorkerLost
+from worldrt.v1 import pb
 
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 600_000

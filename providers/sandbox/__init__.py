@@ -2,15 +2,49 @@
 sandboxed function workers of primeintellect, gensyn and ritual."""
 
 from worldrt.providers.sandbox._archive import ArchiveStore, ArchiveTooLarge
-from worldrt.providers.sandbox._branches import MAX_DEPTH, Branch, Lineage, ReadyBranches, ReadyBudget
+from worldrt.providers.sandbox._branches import (
+    MAX_DEPTH,
+    Branch,
+    Lineage,
+    ReadyBranches,
+    ReadyBudget,
+)
 from worldrt.providers.sandbox._cgroup import Cgroups
-from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Member, Output, new_id
-from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._instances import (
+    Done,
+    InstanceEngine,
+    LiveInstance,
+    Member,
+    Output,
+    new_id,
+)
+from worldrt.providers.sandbox._process import (
+    ChannelClosed,
+    ProtocolError,
+    SandboxError,
+    SandboxProcess,
+)
+from worldrt.providers.sandbox._provider import (
+    SandboxedProvider,
+    available_languages,
+    limits_from,
+    timestamp,
+)
 from worldrt.providers.sandbox._sandbox import Limits, NsSet, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR, UidAllocator
-from worldrt.providers.sandbox._workers import CallError, CallTimeout, ProgramError, WorkerError, WorkerLease, WorkerLost, WorkerPool
+from worldrt.providers.sandbox._workers import (
+    CallError,
+    CallTimeout,
+    ProgramError,
+    WorkerError,
+    WorkerLease,
+    WorkerLost,
+    WorkerPool,
+)
 
 __all__ = [
+    # the gRPC side of providers whose instances live in sandboxes
+    "SandboxedProvider", "timestamp", "limits_from", "available_languages",
     # sandboxes and their members
     "Sandbox", "SandboxProcess", "Limits", "Cgroups", "NsSet", "ALLOCATOR", "UidAllocator",
     # instances, snapshots and branches

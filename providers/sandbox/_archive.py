@@ -8,11 +8,12 @@ of that file; the member unpacks it inside its own namespaces.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
+from worldrt.errors import ResourceExhausted
 from worldrt.providers.sandbox._process import SandboxError
+from worldrt.providers.sandbox._readiness import ready
 
 # A tar stream of a disk of N bytes is at most this much larger (headers and the end-of-archive record).
 OVERHEAD_BYTES = 4 * 1024 * 1024
@@ -20,6 +21,8 @@ OVERHEAD_BYTES = 4 * 1024 * 1024
 
 class ArchiveTooLarge(SandboxError):
     """A member's archive ran past the limit the daemon allows for its disk."""
+
+    code = ResourceExhausted.code
 
 
 class ArchiveStore:
@@ -40,7 +43,6 @@ class ArchiveStore:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         room = min(limit_bytes, self.budget_bytes - self.used_bytes)
         out = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        loop = asyncio.get_running_loop()
         os.set_blocking(pipe_fd, False)
         total = 0
         try:
@@ -48,12 +50,7 @@ class ArchiveStore:
                 try:
                     chunk = os.read(pipe_fd, 1 << 20)
                 except BlockingIOError:
-                    ready = loop.create_future()
-                    loop.add_reader(pipe_fd, lambda: ready.done() or ready.set_result(None))
-                    try:
-                        await ready
-                    finally:
-                        loop.remove_reader(pipe_fd)
+                    await ready(pipe_fd)
                     continue
                 if not chunk:
                     break

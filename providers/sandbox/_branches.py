@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from worldrt.providers.sandbox import _frames
-from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._process import (
+    ChannelClosed,
+    ProtocolError,
+    SandboxError,
+    SandboxProcess,
+)
 from worldrt.providers.sandbox._sandbox import Limits, NsSet, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
 
@@ -43,7 +48,7 @@ class Lineage:
     uid: int
     depth: int = 0
 
-    def child(self, uid: int) -> "Lineage":
+    def child(self, uid: int) -> Lineage:
         return Lineage(uid, self.depth + 1)
 
 
@@ -75,7 +80,7 @@ class ReadyBranches:
     kept ready; a Branch asking for more gets the rest made on the spot."""
 
     def __init__(self, sandbox: Sandbox, snapshot: SandboxProcess, lineage: Lineage, limits: Limits,
-                 archive: Callable[[], int | None], budget: "ReadyBudget", target: int = 3) -> None:
+                 archive: Callable[[], int | None], budget: ReadyBudget, target: int = 3) -> None:
         self.budget = budget
         self.sandbox = sandbox
         self.snapshot = snapshot
@@ -166,12 +171,12 @@ class ReadyBranches:
             sets.put_nowait(None)  # a child still waiting gets no set: none will come
         born = await asyncio.gather(*coming, return_exceptions=True)
         while not sets.empty():
-            ns = sets.get_nowait()
-            if ns is not None:
+            left = sets.get_nowait()
+            if left is not None:
                 if self.closed:
-                    self._drop_set(ns)
+                    self._drop_set(left)
                 else:
-                    self.sets.append(ns)
+                    self.sets.append(left)
         for outcome in born:
             if isinstance(outcome, BaseException):
                 errors.append(f"branch did not come up: {outcome}")
@@ -182,7 +187,7 @@ class ReadyBranches:
         self._prepare_soon()
         return errors
 
-    async def _bring_up(self, proc: SandboxProcess, sets: "asyncio.Queue[NsSet | None]",
+    async def _bring_up(self, proc: SandboxProcess, sets: asyncio.Queue[NsSet | None],
                         warming: asyncio.Task[None]) -> Branch:
         """One child: into its cgroup (on a thread, while it waits for a set), then into its namespaces."""
         await asyncio.gather(warming, return_exceptions=True)

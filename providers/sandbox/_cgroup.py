@@ -133,7 +133,7 @@ class Cgroups:
         self._hierarchies = hierarchies
 
     @classmethod
-    def open(cls, name: str) -> "Cgroups":
+    def open(cls, name: str) -> Cgroups:
         """This daemon's cgroups (``name`` names its pid); an object with no hierarchy where none is writable."""
         usable = []
         for hierarchy in _find():

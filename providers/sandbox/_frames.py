@@ -13,6 +13,8 @@ from worldrt.providers.sandbox._process import ProtocolError, SandboxError
 
 MAX_VALUE_JSON = 1024 * 1024 + 64
 MAX_ERROR = 64 * 1024 + 64
+# What a collecting run (the agent's COLLECT_MAX characters) may return in its result frame.
+MAX_COLLECTED = 128 * 1024
 INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -51,8 +53,16 @@ def done(frame: dict[str, Any], who: str) -> dict[str, Any]:
         if not isinstance(number, (int, float)) or isinstance(number, bool) or not 0 <= number < 1e12:
             raise _fail(who, f"{name} is not a duration")
         numbers[name] = float(number)
+    collected = {}
+    for stream in ("stdout", "stderr"):
+        text = frame.get(stream, "")
+        if not isinstance(text, str):
+            raise _fail(who, f"{stream} is not a string")
+        collected[stream] = text
+    if len(collected["stdout"]) + len(collected["stderr"]) > MAX_COLLECTED:
+        raise _fail(who, f"a result frame carries more than {MAX_COLLECTED} characters of output")
     return {"exit_code": code, "value_json": value, "error": error,
-            "interrupted": frame.get("interrupted") is True, **numbers}
+            "interrupted": frame.get("interrupted") is True, **numbers, **collected}
 
 
 def ok(frame: dict[str, Any], who: str, what: str) -> dict[str, Any]:

@@ -22,12 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldrt.providers import _errors as err
+from worldrt import errors as err
 from worldrt.providers.sandbox import _frames
-from worldrt.providers.sandbox._archive import OVERHEAD_BYTES, ArchiveStore, ArchiveTooLarge
+from worldrt.providers.sandbox._archive import (
+    OVERHEAD_BYTES,
+    ArchiveStore,
+    ArchiveTooLarge,
+)
 from worldrt.providers.sandbox._branches import Lineage
 from worldrt.providers.sandbox._cgroup import Cgroups
-from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._process import (
+    ChannelClosed,
+    ProtocolError,
+    SandboxError,
+    SandboxProcess,
+)
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
 
@@ -295,8 +304,10 @@ class InstanceEngine:
         return inst
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
-                      env: dict[str, str]) -> AsyncIterator[Output | Done]:
-        """Run code in the instance, yielding its output as it is produced and then its result.
+                      env: dict[str, str], *, collect: bool = False) -> AsyncIterator[Output | Done]:
+        """Run code in the instance, yielding its output as it is produced and then its result. With
+        ``collect`` the agent keeps the output and sends it with the result (one frame, not one per line)
+        unless there is too much of it; either way the output comes before the result.
 
         At the timeout the code gets SIGINT; if no result comes within the grace period the channel is
         closed and the instance stopped. One timer per run, so reading frames costs no timeout context."""
@@ -324,18 +335,25 @@ class InstanceEngine:
             finished = False
             written = 0
             try:
-                await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env})
+                await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env,
+                                      "collect": collect})
                 while True:
                     frame, _ = await inst.proc.recv()
                     event, payload = _frames.output_or_done(frame, f"instance {iid}")
-                    if event != "done":
-                        written += len(payload)
+                    if event == "done":
+                        finished = True
+                        outputs = [("stdout", payload.pop("stdout")), ("stderr", payload.pop("stderr"))]
+                    else:
+                        outputs = [(event, payload)]
+                    for stream, text in outputs:
+                        written += len(text)
                         if written > MAX_RUN_OUTPUT:
                             raise OutputFlood(f"instance {iid} wrote more than {MAX_RUN_OUTPUT} characters of "
-                                                f"output in one run, past the 2 MiB every run is cut at")
-                        yield Output(event, payload)
+                                              f"output in one run, past the 2 MiB every run is cut at")
+                        if text:
+                            yield Output(stream, text)
+                    if event != "done":
                         continue
-                    finished = True
                     if payload["interrupted"]:
                         raise err.DeadlineExceeded(
                             f"code ran past its timeout of {timeout_s * 1000:.0f} ms and was interrupted; "
@@ -428,7 +446,7 @@ class InstanceEngine:
             await asyncio.sleep(self.reap_interval_s)
             try:
                 await self.reap(time.monotonic())
-            except Exception:  # noqa: BLE001 - the reaper must outlive any one failure
+            except Exception:
                 log.exception("reaping failed")
 
     async def reap(self, now: float) -> None:

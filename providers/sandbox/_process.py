@@ -18,9 +18,10 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+from worldrt.errors import Aborted, Unavailable
 from worldrt.providers.sandbox import _wire
+from worldrt.providers.sandbox._readiness import ready
 
-ChannelClosed = _wire.ChannelClosed
 # The largest frame a sandboxed process may send: an output chunk or a result of at most 1 MiB of JSON.
 MAX_FRAME = 4 * 1024 * 1024
 _READ = 262144
@@ -28,12 +29,18 @@ _CREDS_SPACE = socket.CMSG_SPACE(12)
 _MSG_CMSG_CLOEXEC = 0x40000000
 
 
-class SandboxError(RuntimeError):
+class SandboxError(Unavailable):
     """A process in a sandbox could not do what it was asked (its message says why)."""
+
+
+class ChannelClosed(SandboxError):
+    """The process at the other end of a channel has gone (or the channel was closed here)."""
 
 
 class ProtocolError(SandboxError):
     """A process in a sandbox sent something the protocol does not allow; it is not trusted further."""
+
+    code = Aborted.code
 
 
 class SandboxProcess:
@@ -52,7 +59,7 @@ class SandboxProcess:
         self._waiter: asyncio.Future[None] | None = None
 
     @classmethod
-    async def from_hello(cls, fd: int, key: str) -> "SandboxProcess":
+    async def from_hello(cls, fd: int, key: str) -> SandboxProcess:
         """Adopt a channel to a freshly forked process and read its hello (which carries its pid)."""
         sock = socket.socket(fileno=fd)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -74,15 +81,11 @@ class SandboxProcess:
     async def _readable(self) -> None:
         if self.sock.fileno() < 0:
             raise ChannelClosed(f"channel of {self.key} is closed")
-        loop = asyncio.get_running_loop()
-        self._waiter = ready = loop.create_future()
-        fd = self.sock.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await ready
+            await ready(self.sock.fileno(), future=self._waiter)
         finally:
             self._waiter = None
-            loop.remove_reader(fd)
 
     def _fill(self, max_fds: int) -> bool:
         """Read what the socket has; False when it would block."""
@@ -137,7 +140,6 @@ class SandboxProcess:
 
     async def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
         data = memoryview(_wire.encode(msg))
-        loop = asyncio.get_running_loop()
         while data:
             try:
                 if fds:
@@ -147,12 +149,7 @@ class SandboxProcess:
                     sent = self.sock.send(data)
                 data = data[sent:]
             except (BlockingIOError, InterruptedError):
-                writable = loop.create_future()
-                loop.add_writer(self.sock.fileno(), lambda: writable.done() or writable.set_result(None))
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(self.sock.fileno())
+                await ready(self.sock.fileno(), write=True)
             except OSError as exc:
                 raise ChannelClosed(f"sandbox process of {self.key} is gone: {exc}") from exc
 

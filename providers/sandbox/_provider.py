@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from worldrt import errors as err
+from worldrt.providers import Call, Provider
+from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+from worldrt.providers.sandbox._sandbox import Limits
 from worldrt.v1 import pb
-
-from worldrt.providers import _errors as err
-from worldrt.providers._provider import Call, Provider
-from worldrt.providers.sandbox import Done, InstanceEngine, Limits, LiveInstance, Output
 
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
 # What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.
@@ -52,19 +53,39 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def limits_from(request: pb.Limits | None, maximum: Limits) -> Limits:
-    """Limits from a request: 0 means the default; negative or above the maximum is an error."""
-    default = Limits()
-    if request is None:
-        return default
+LIMIT_NAMES = ("memory_mb", "cpu_s", "processes", "file_size_mb", "disk_mb")
+
+
+def link_defaults(values: Mapping[str, str]) -> Limits:
+    """The default limits a link sets for its caller (link values ``memory_mb=...`` and so on)."""
+    defaults = Limits()
+    chosen = {}
+    for name in LIMIT_NAMES:
+        if name in values:
+            try:
+                chosen[name] = int(values[name])
+            except ValueError:
+                raise err.FailedPrecondition(f"the link's value {name}={values[name]!r} is not a whole number; "
+                                             f"put the link again with --set {name}=N") from None
+            if chosen[name] <= 0:
+                raise err.FailedPrecondition(f"the link's value {name} must be above 0, got {chosen[name]}")
+    return replace(defaults, **chosen)
+
+
+def limits_from(request: pb.Limits | None, maximum: Limits, default: Limits | None = None) -> Limits:
+    """Limits from a request: 0 means the default (``default``, else Limits()); negative or above the
+    maximum is an error."""
+    default = default or Limits()
     values = {}
-    for name in ("memory_mb", "cpu_s", "processes", "file_size_mb", "disk_mb"):
-        given = getattr(request, name)
+    for name in LIMIT_NAMES:
+        given = getattr(request, name) if request is not None else 0
         cap = getattr(maximum, name)
         if given < 0 or given > cap:
             raise err.InvalidArgument(f"limits.{name} must be between 0 (default) and {cap} on this machine, "
                                       f"got {given}")
         values[name] = given or getattr(default, name)
+        if values[name] > cap:
+            raise err.InvalidArgument(f"the link's default {name} {values[name]} is above this machine's {cap}")
     if values["memory_mb"] < 64:
         raise err.InvalidArgument("limits.memory_mb must be at least 64 (a Python interpreter needs it)")
     if values["memory_mb"] + values["disk_mb"] > maximum.memory_mb:
@@ -96,7 +117,7 @@ class SandboxedProvider(Provider):
     def languages(self) -> list[str]:
         return list(self._languages)
 
-    def instance_pb(self, inst: LiveInstance, status: int = pb.RUNNING) -> pb.Instance:
+    def instance_pb(self, inst: LiveInstance, status: pb.InstanceStatus = pb.RUNNING) -> pb.Instance:
         return pb.Instance(
             instance_id=inst.id, provider_id=self.provider_id, snapshot_id=inst.snapshot_id, status=status,
             created_at=timestamp(inst.created_at), metadata=inst.metadata,
@@ -112,52 +133,55 @@ class SandboxedProvider(Provider):
                                       f"available: {', '.join(self._languages)}")
         return language
 
-    def check_start(self, request: pb.StartRequest) -> Limits:
+    def check_start(self, request: pb.StartRequest, call: Call) -> Limits:
+        """The instance's limits: the request's, else its link's defaults, else the engine's."""
         if request.ttl_s < 0:
             raise err.InvalidArgument("ttl_s must not be negative")
-        return limits_from(request.limits if request.HasField("limits") else None, self.max_limits)
+        return limits_from(request.limits if request.HasField("limits") else None, self.max_limits,
+                           link_defaults(call.values))
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
         inst = await self.engine.stop(request.instance_id)
         assert isinstance(inst, LiveInstance)
         return self.instance_pb(inst, pb.STOPPED)
 
-    async def events(self, request: pb.ExecuteRequest, call: Call, instance_id: str,
-                     language: str) -> AsyncIterator[pb.ExecutionEvent]:
-        """Run the request's code in ``instance_id`` as a stream of contract events."""
-        async for item in self.engine.execute(instance_id, request.code, language, request.timeout_ms,
-                                              dict(request.env)):
-            if isinstance(item, Output):
-                yield pb.ExecutionEvent(**{item.stream: item.text})
-            elif isinstance(item, Done):
-                call.meter.sandbox_cpu_ms = item.frame.get("cpu_ms", 0.0)
-                yield pb.ExecutionEvent(result=pb.ExecutionResult(
-                    instance_id=instance_id, exit_code=item.frame.get("exit_code", 0),
-                    value_json=item.frame.get("value_json", ""), error=item.frame.get("error", ""),
-                    duration_ms=item.frame.get("duration_ms", 0.0),
-                ))
+    def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
+        """The engine's run of the request's code: output as it comes, then the result."""
+        return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
+                                   dict(request.env), collect=collect)
 
-    def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
-        return self.events(request, call, request.instance_id, self.check_language(request.language))
+    def result_of(self, done: Done, call: Call, instance_id: str) -> pb.ExecutionResult:
+        call.meter.sandbox_cpu_ms = done.frame.get("cpu_ms", 0.0)
+        return pb.ExecutionResult(
+            instance_id=instance_id, exit_code=done.frame.get("exit_code", 0),
+            value_json=done.frame.get("value_json", ""), error=done.frame.get("error", ""),
+            duration_ms=done.frame.get("duration_ms", 0.0))
+
+    async def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
+        async for item in self.runs(request, self.check_language(request.language), collect=False):
+            if isinstance(item, Output):
+                yield pb.ExecutionEvent(stdout=item.text) if item.stream == "stdout" else pb.ExecutionEvent(
+                    stderr=item.text)
+            else:
+                yield pb.ExecutionEvent(result=self.result_of(item, call, request.instance_id))
 
     async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
+        """One result, from a run that sends its output with it (the engine streams only a flood)."""
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        result: pb.ExecutionResult | None = None
+        done: Done | None = None
         try:
-            # Read the stream to its end (not just to the result): an abandoned async generator is
-            # closed later by a task of the event loop, which costs more than the run itself.
-            async for event in self.execute_stream(request, call):
-                kind = event.WhichOneof("event")
-                if kind == "result":
-                    result = event.result
+            async for item in self.runs(request, self.check_language(request.language), collect=True):
+                if isinstance(item, Output):
+                    out[item.stream].append(item.text)
                 else:
-                    out[kind].append(getattr(event, kind))
-        except err.ProviderError as exc:
+                    done = item
+        except err.WorldError as exc:
             partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head("".join(out["stdout"])),
                                          stderr=_head("".join(out["stderr"])), error=exc.message[:512])
             exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
             raise
-        if result is None:
+        if done is None:
             raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
+        result = self.result_of(done, call, request.instance_id)
         result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
         return result

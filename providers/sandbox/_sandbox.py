@@ -18,7 +18,12 @@ from pathlib import Path
 
 from worldrt.providers.sandbox import _bwrap, _wire
 from worldrt.providers.sandbox._cgroup import Cgroups
-from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._process import (
+    ChannelClosed,
+    ProtocolError,
+    SandboxError,
+    SandboxProcess,
+)
 from worldrt.providers.sandbox._uids import HIGH, LOW
 
 MIB = 1024 * 1024
@@ -78,11 +83,11 @@ class Sandbox:
 
     @classmethod
     def start(cls, name: str, log_dir: Path, cgroups: Cgroups, family_nproc: int = 4096,
-              timeout_s: float = 10.0) -> "Sandbox":
+              timeout_s: float = 10.0) -> Sandbox:
         ours, theirs = socket.socketpair()
         files = _bwrap.agent_fds()
         log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / "sandboxes.log", "ab")
+        log = open(log_dir / "sandboxes.log", "ab")  # noqa: SIM115 - the sandbox's stderr; closed once it runs
         try:
             popen = subprocess.Popen(
                 _bwrap.command(f"bwrap[worldrt {log_dir} {name}]", theirs.fileno(), family_nproc, files),

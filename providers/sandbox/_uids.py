@@ -14,6 +14,8 @@ import threading
 from collections import deque
 from pathlib import Path
 
+from worldrt.errors import ResourceExhausted
+
 # The range every sandbox id comes from (ids of members' user namespaces map it onto itself).
 LOW = 0x6000_0000
 BLOCK = 4096
@@ -22,7 +24,7 @@ HIGH = LOW + BLOCK * BLOCKS
 _LOCK_DIRS = (Path("/run/worldrt/uids"), Path("/tmp/.worldrt-uids"))
 
 
-class UidsExhausted(RuntimeError):
+class UidsExhausted(ResourceExhausted):
     """Every block of sandbox ids is held by a live daemon."""
 
 

@@ -22,12 +22,19 @@ import secrets
 import signal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
+from worldrt.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from worldrt.providers.sandbox import _frames
 from worldrt.providers.sandbox._branches import Lineage, ReadyBranches, ReadyBudget
 from worldrt.providers.sandbox._cgroup import Cgroups
-from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
+from worldrt.providers.sandbox._process import (
+    ChannelClosed,
+    ProtocolError,
+    SandboxError,
+    SandboxProcess,
+)
+from worldrt.providers.sandbox._readiness import ready
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
 
@@ -85,12 +92,14 @@ _gc.freeze()  # forks of this process then leave its objects' pages shared
 '''
 
 
-class WorkerError(Exception):
+class WorkerError(Unavailable):
     """A call on a sandboxed worker did not produce a result; the message says why."""
 
 
 class ProgramError(WorkerError):
     """The program does not compile."""
+
+    code = InvalidArgument.code
 
 
 class CallError(WorkerError):
@@ -103,6 +112,8 @@ class CallError(WorkerError):
 
 
 class CallTimeout(WorkerError):
+    code = DeadlineExceeded.code
+
     """The call ran past its timeout; its worker was stopped and replaced."""
 
 
@@ -283,7 +294,7 @@ class WorkerPool:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def lease(self, size: int, program: str) -> "WorkerLease":
+    def lease(self, size: int, program: str) -> WorkerLease:
         return WorkerLease(self, size, program)
 
 
@@ -292,19 +303,13 @@ async def _freeze(template: SandboxProcess, sid: str) -> SandboxProcess:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
 
     async def drain() -> None:
-        loop = asyncio.get_running_loop()
         os.set_blocking(read_end, False)
         while True:
             try:
                 if not os.read(read_end, 65536):
                     return
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_reader(read_end, lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(read_end)
+                await ready(read_end)
 
     draining = asyncio.create_task(drain())
     try:
@@ -342,7 +347,7 @@ class WorkerLease:
         self._broken: WorkerError | None = None
         self._closed = False
 
-    async def __aenter__(self) -> "WorkerLease":
+    async def __aenter__(self) -> Self:
         try:
             for proc in await self._start(self.size):
                 self._idle.put_nowait(proc)
@@ -417,11 +422,11 @@ class WorkerLease:
         running = asyncio.ensure_future(_exec(proc, code, tail))
         try:
             frame = await asyncio.wait_for(asyncio.shield(running), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(running, INTERRUPT_GRACE_S)
-            except (asyncio.TimeoutError, ChannelClosed, OSError, SandboxError):
+            except (TimeoutError, ChannelClosed, OSError, SandboxError):
                 pass
             raise CallTimeout(f"{function}() ran past its timeout of {timeout_s * 1000:.0f} ms") from None
         except (ChannelClosed, OSError, SandboxError) as exc:

@@ -48,6 +48,9 @@ MAX_OUTPUT = 2 * 1024 * 1024
 MAX_VALUE = 1024 * 1024
 MAX_ERROR = 64 * 1024
 OUTPUT_CHUNK = 64 * 1024
+# A run asked to collect its output (a unary Execute) returns up to this many characters in its result
+# frame, which stays under the daemon's frame limit however the JSON escapes them; past it, it streams.
+COLLECT_MAX = 128 * 1024
 # A snapshot hands its children to the daemon this many at a time, so they come up while it forks on.
 STREAM_CHILDREN = 4
 FLUSH_AT = 8192
@@ -60,17 +63,21 @@ INT32 = (-(2**31), 2**31 - 1)
 
 
 class _State:
-    chan: socket.socket
-    iid = ""
-    pid = 0
-    in_user_code = False
-    out_bytes = 0
-    namespace: dict[str, Any] = {}
-    out_offsets = {1: 0, 2: 0}
-    cells = 0
-    member_filter = b""
-    member_pid = 0
-    reopen: list[tuple[int, str, int, int]] = []
+    def __init__(self) -> None:
+        self.chan: socket.socket
+        self.iid = ""
+        self.pid = 0
+        self.in_user_code = False
+        self.out_bytes = 0
+        # A collecting run's output so far ({"stdout": [...], "stderr": [...]}), None when it streams.
+        self.collected: dict[str, list[str]] | None = None
+        self.collected_chars = 0
+        self.namespace: dict[str, Any] = {}
+        self.out_offsets = {1: 0, 2: 0}
+        self.cells = 0
+        self.member_filter = b""
+        self.member_pid = 0
+        self.reopen: list[tuple[int, str, int, int]] = []
 
 
 STATE = _State()
@@ -92,7 +99,7 @@ class _FrameStream(io.TextIOBase):
             return 0
         self._buf.append(text)
         self._size += len(text)
-        if "\n" in text or self._size >= FLUSH_AT:
+        if self._size >= FLUSH_AT or ("\n" in text and STATE.collected is None):
             self.flush()
         return len(text)
 
@@ -116,6 +123,12 @@ def _emit(event: str, text: str) -> None:
     if len(text) > room:
         text = text[:room] + "\n[worldrt: output truncated at 2 MiB]\n"
     STATE.out_bytes += len(text)
+    if STATE.collected is not None:
+        if STATE.collected_chars + len(text) <= COLLECT_MAX:
+            STATE.collected[event].append(text)
+            STATE.collected_chars += len(text)
+            return
+        _stream_collected()
     for start in range(0, len(text), OUTPUT_CHUNK):
         _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
 
@@ -257,6 +270,7 @@ def _run_python(code: str) -> dict[str, Any]:
     except (RecursionError, MemoryError) as exc:
         return {"exit_code": 1, "error": f"{type(exc).__name__}: the code is nested too deeply to compile"}
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    assert last is None or isinstance(last, ast.Expr)
     try:
         exec(compile(tree, filename, "exec"), STATE.namespace)
         if last is None:
@@ -338,6 +352,15 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         raise
 
 
+def _stream_collected() -> None:
+    """Too much output to return in one frame: send what was collected and stream from now on."""
+    collected, STATE.collected = STATE.collected or {}, None
+    for event, parts in collected.items():
+        text = "".join(parts)
+        for start in range(0, len(text), OUTPUT_CHUNK):
+            _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
+
+
 def _drain_fd_output() -> None:
     for fd, event in ((1, "stdout"), (2, "stderr")):
         try:
@@ -366,6 +389,8 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
                           "cpu_ms": 0.0, "duration_ms": 0.0})
         return
     STATE.out_bytes = 0
+    STATE.collected = {"stdout": [], "stderr": []} if msg.get("collect") is True else None
+    STATE.collected_chars = 0
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
     result: dict[str, Any]
@@ -399,6 +424,9 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     sys.stdout = sys.stdout if isinstance(sys.stdout, _FrameStream) else _FrameStream("stdout")
     sys.stderr = sys.stderr if isinstance(sys.stderr, _FrameStream) else _FrameStream("stderr")
     _drain_fd_output()
+    if STATE.collected is not None:
+        result.update(stdout="".join(STATE.collected["stdout"]), stderr="".join(STATE.collected["stderr"]))
+        STATE.collected = None
     result.update(ev="done", interrupted=interrupted, cpu_ms=(_cpu_seconds() - cpu0) * 1000,
                   duration_ms=(time.perf_counter() - t0) * 1000)
     _wire.send(chan, result)
