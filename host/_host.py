@@ -13,28 +13,25 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from worldrt.providers import CATALOG
-from worldrt.providers._channel import open_channel
+from worldrt.errors import InvalidArgument, NotFound, WorldError
+from worldrt.host.lattice import HostLink, LinkRouter, LinkTable, Supervisor
+from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
+from worldrt.host.runtime import ComponentRuntime, GuestError, LoadedComponent
+from worldrt.host.verse import (
+    VerseRunner,
+    audit,
+    efficiency,
+    run_benchmark,
+    runs,
+    wev_over_time,
+    wev_per_cost,
+)
+from worldrt.providers import CATALOG, private_dir, serving
 from worldrt.v1 import host_pb, pb
-
-from worldrt.host.runtime._components import LoadedComponent
-from worldrt.host.verse._benchmark import run_benchmark
-from worldrt.host.verse._analytics import efficiency, wev_over_time, wev_per_cost
-from worldrt.host.runtime._errors import ComponentError, GuestError
-from worldrt.host.verse._runs import Gf3Error, audit, runs
-from worldrt.host.lattice._link_router import LinkRouter
-from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
-from worldrt.host.verse._multiverse import MultiverseError
-from worldrt.host.verse._pipeline import PipelineError, VerseRunner
-from worldrt.providers._files import private_dir
-from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES
-from worldrt.host.registry._store import Registry, RegistryError
-from worldrt.host.lattice._supervisor import Supervisor
-from worldrt.host.runtime._invoke import ComponentRuntime
 
 log = logging.getLogger("worldrt.host")
 
@@ -65,7 +62,7 @@ def env_number(name: str) -> float | None:
         raise RegistryError(f"{name} must be a number, got {text!r}") from None
 
 
-class HostError(ValueError):
+class HostError(InvalidArgument):
     """A request the host refuses; the message says what to change."""
 
 
@@ -103,10 +100,7 @@ class Host:
 
     def put_link(self, request: pb.LinkConfig) -> pb.LinkReply:
         link = HostLink.from_pb(request)
-        try:
-            self.links.validate(link, set(CATALOG))
-        except LinkError as exc:
-            raise HostError(str(exc)) from None
+        self.links.validate(link, set(CATALOG))
         previous = self.links.get(link.link_id)
         if previous == link and link.target_provider in self.supervisor.running():
             return pb.LinkReply(link_id=link.link_id, existed=True, links=len(self.links.all()))
@@ -145,7 +139,7 @@ class Host:
                 except grpc.RpcError as exc:
                     log.warning("could not relink %s to %s: %s", link.link_id, provider, exc.details())
 
-    def list_links(self) -> host_pb.ListLinksReply:
+    def list_links(self, request: host_pb.ListLinksRequest) -> host_pb.ListLinksReply:
         return host_pb.ListLinksReply(links=[link.public_pb() for link in self.links.all()])
 
     def ensure_link(self, source: str, interface: str, provider: str) -> None:
@@ -154,18 +148,19 @@ class Host:
             self.put_link(pb.LinkConfig(source_component=source, interfaces=[interface], target_provider=provider))
 
     # providers -----------------------------------------------------------------------------------
-    def _state(self, row: dict[str, object]) -> host_pb.ProviderState:
+    def _state(self, row: dict[str, Any]) -> host_pb.ProviderState:
         return host_pb.ProviderState(
             provider_id=str(row["provider_id"]), name=str(row["name"]), trit=int(row["trit"] or 0),
             status=str(row["status"] or ""), address=str(row["address"] or ""), pid=int(row["pid"] or 0),
             restarts=int(row["restarts"] or 0), last_error=str(row["last_error"] or ""),
             api_endpoint=str(row["api_endpoint"] or ""))
 
-    def list_providers(self) -> host_pb.ListProvidersReply:
+    def list_providers(self, request: host_pb.ListProvidersRequest) -> host_pb.ListProvidersReply:
         return host_pb.ListProvidersReply(providers=[self._state(r) for r in self.registry.providers()])
 
-    def provider_status(self, name: str) -> host_pb.ProviderState:
+    def provider_status(self, request: host_pb.ProviderStatusRequest) -> host_pb.ProviderState:
         """Start the provider if needed, ask its health and capabilities, and record what it said."""
+        name = request.provider_id
         if name not in CATALOG:
             raise HostError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
         stub, metadata = self._provider_stub(name)
@@ -178,16 +173,14 @@ class Host:
         state.capabilities.CopyFrom(caps)
         return state
 
-    def health(self, name: str) -> bool:
-        child = self.supervisor.child(name)
-        if child is None:
+    def provider_healthy(self, name: str) -> bool:
+        """Whether ``name``'s daemon (started if it is not running) answers SERVING."""
+        try:
+            address = self.supervisor.ensure(name).address
+        except WorldError as exc:
+            log.warning("provider %s cannot start: %s", name, exc)
             return False
-        with open_channel(child.address) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-            except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return serving(address, timeout_s=2) is True
 
     # components ----------------------------------------------------------------------------------
     def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo:
@@ -199,7 +192,7 @@ class Host:
             else:
                 raise HostError("LoadComponent needs a path or the component's bytes")
         except FileNotFoundError as exc:
-            raise HostError(f"no such file: {exc.filename}") from None
+            raise NotFound(f"no such component file: {exc.filename}") from None
         with self._lock:
             self._components[component.digest] = component
         return host_pb.ComponentInfo(
@@ -247,8 +240,6 @@ class Host:
             return host_pb.InvokeOutcome(ok=False, value=exc.message,
                                          duration_ms=getattr(run, "call_ms", 0.0),
                                          provider_calls=getattr(run, "provider_calls", 0))
-        except ComponentError as exc:
-            raise HostError(str(exc)) from None
         finally:
             self.router.observe(None)
         return host_pb.InvokeOutcome(ok=True, value=result.value, duration_ms=result.call_ms,
@@ -258,21 +249,18 @@ class Host:
     def run_verse(self, request: host_pb.VerseRequest, on_event: InvokeSink | None = None) -> dict[str, object]:
         runner = VerseRunner(self)
         kind = request.kind or "pipeline"
-        try:
-            if kind == "pipeline":
-                return runner.pipeline(request.verse_id, request.preset or "full", request.branches or 3,
-                                       request.component_path, request.allow_unbalanced, on_event)
-            if kind == "solo":
-                return runner.solo(request.verse_id, request.provider, request.component_path, on_event)
-            if kind == "select":
-                return runner.selection(request.preset or "full")
-            if kind == "orchestrate":
-                return runner.orchestrate(request.verse_id, request.mode or "optimal", request.preset or "full",
-                                          request.branches or 3, request.stake or 100.0,
-                                          component=request.component_path,
-                                          allow_unbalanced=request.allow_unbalanced, on_event=on_event)
-        except (PipelineError, MultiverseError, Gf3Error, ComponentError) as exc:
-            raise HostError(str(exc)) from None
+        if kind == "pipeline":
+            return runner.pipeline(request.verse_id, request.preset or "full", request.branches or 3,
+                                   request.component_path, request.allow_unbalanced, on_event)
+        if kind == "solo":
+            return runner.solo(request.verse_id, request.provider, request.component_path, on_event)
+        if kind == "select":
+            return runner.selection(request.preset or "full")
+        if kind == "orchestrate":
+            return runner.orchestrate(request.verse_id, request.mode or "optimal", request.preset or "full",
+                                      request.branches or 3, request.stake or 100.0,
+                                      component=request.component_path,
+                                      allow_unbalanced=request.allow_unbalanced, on_event=on_event)
         raise HostError(f"unknown verse run kind {kind!r}: pipeline, solo, orchestrate or select")
 
     def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply:
@@ -307,7 +295,7 @@ class Host:
         self.supervisor.close()
         self.registry.close()
 
-    def __enter__(self) -> "Host":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

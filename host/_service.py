@@ -7,7 +7,6 @@ with UNAVAILABLE and the registry's sentence; both recover when its writes work 
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -15,22 +14,27 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldrt.providers._auth import OPEN_PREFIXES, bearer_problem, expected_header
-from worldrt.providers._server import ServerTls, bind, listen_address
-from worldrt.v1 import HOST_SERVICE_NAME, host_pb, host_rpc, pb
-
-from worldrt.host._host import Host, HostError
-from worldrt.host.registry._store import Registry, RegistryError
-from worldrt.host.lattice._supervisor import SupervisorError
+from worldrt.errors import WorldError, from_rpc_error
+from worldrt.host._api import METHODS, HostAPI, Method
+from worldrt.host._host import Host
+from worldrt.host.registry import Registry
+from worldrt.providers import (
+    OPEN_PREFIXES,
+    ServerTls,
+    bearer_problem,
+    bind,
+    expected_header,
+    listen_address,
+)
+from worldrt.v1 import HOST_SERVICE_NAME, host_pb, host_rpc
 
 log = logging.getLogger("worldrt.host")
-T = TypeVar("T")
 
 
 def default_host_address(home: Path) -> str:
@@ -75,76 +79,58 @@ class _RegistryGate(grpc.ServerInterceptor):
         return _refusal(continuation(details), grpc.StatusCode.UNAVAILABLE, f"the host's registry is unhealthy: {problem}")
 
 
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    """End the call with the status of ``exc``: its own for a WorldError or a provider's status, INTERNAL else."""
+    if isinstance(exc, WorldError):
+        context.abort(exc.code, exc.message)
+    if isinstance(exc, grpc.RpcError):
+        error = from_rpc_error(exc, "a provider call failed")
+        context.abort(error.code, error.message)
+    log.error("host call failed", exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"the host failed: {type(exc).__name__}: {exc}")
+
+
 class HostServicer(host_rpc.HostServicer):
-    def __init__(self, host: Host) -> None:
+    """Serves every method of the Host API table from ``host``."""
+
+    def __init__(self, host: HostAPI) -> None:
         self.host = host
+        for method in METHODS:
+            setattr(self, method.rpc, self._streamed(method) if method.finish else self._unary(method))
 
-    def _do(self, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except HostError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except grpc.RpcError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"provider call failed: {exc.details()}")
-        except (SupervisorError, RegistryError) as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        raise AssertionError("unreachable")
+    def _unary(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+        call = getattr(self.host, method.name)
 
-    def PutLink(self, request: pb.LinkConfig, context: grpc.ServicerContext) -> pb.LinkReply:
-        return self._do(context, lambda: self.host.put_link(request))
-
-    def DeleteLink(self, request: pb.LinkConfig, context: grpc.ServicerContext) -> pb.LinkReply:
-        return self._do(context, lambda: self.host.delete_link(request))
-
-    def ListLinks(self, request: host_pb.ListLinksRequest, context: grpc.ServicerContext) -> host_pb.ListLinksReply:
-        return self.host.list_links()
-
-    def ListProviders(self, request: host_pb.ListProvidersRequest,
-                      context: grpc.ServicerContext) -> host_pb.ListProvidersReply:
-        return self.host.list_providers()
-
-    def ProviderStatus(self, request: host_pb.ProviderStatusRequest,
-                       context: grpc.ServicerContext) -> host_pb.ProviderState:
-        return self._do(context, lambda: self.host.provider_status(request.provider_id))
-
-    def LoadComponent(self, request: host_pb.LoadComponentRequest,
-                      context: grpc.ServicerContext) -> host_pb.ComponentInfo:
-        return self._do(context, lambda: self.host.load_component(request))
-
-    def _stream(self, context: grpc.ServicerContext,
-                work: Callable[[Callable[[host_pb.InvokeEvent], None]], host_pb.InvokeEvent]) -> Iterator[Any]:
-        """Run ``work`` on its own thread, streaming the events it reports and then its last event."""
-        events: queue.SimpleQueue[host_pb.InvokeEvent | BaseException | None] = queue.SimpleQueue()
-
-        def run() -> None:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                events.put(work(events.put))
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream below
-                events.put(exc)
-            events.put(None)
+                return call(request)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a dead host
+                _abort(context, exc)
 
-        threading.Thread(target=run, name="invoke", daemon=True).start()
-        while (item := events.get()) is not None:
-            if isinstance(item, BaseException):
-                code = (grpc.StatusCode.INVALID_ARGUMENT if isinstance(item, HostError) else
-                        grpc.StatusCode.UNAVAILABLE if isinstance(item, (RegistryError, SupervisorError)) else
-                        grpc.StatusCode.INTERNAL)
-                context.abort(code, str(item))
-            yield item
+        return handle
 
-    def Invoke(self, request: host_pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[host_pb.InvokeEvent]:
-        return self._stream(context, lambda sink: host_pb.InvokeEvent(outcome=self.host.invoke(request, sink)))
+    def _streamed(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        """Run the method on its own thread, streaming the events it reports and then its result."""
+        call, finish = getattr(self.host, method.name), method.finish
+        assert finish is not None
 
-    def RunVerse(self, request: host_pb.VerseRequest, context: grpc.ServicerContext) -> Iterator[host_pb.InvokeEvent]:
-        return self._stream(context, lambda sink: host_pb.InvokeEvent(
-            result_json=json.dumps(self.host.run_verse(request, sink), default=str)))
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            events: queue.SimpleQueue[host_pb.InvokeEvent | BaseException | None] = queue.SimpleQueue()
 
-    def Analytics(self, request: host_pb.AnalyticsRequest, context: grpc.ServicerContext) -> host_pb.AnalyticsReply:
-        return self._do(context, lambda: self.host.analytics(request))
+            def run() -> None:
+                try:
+                    events.put(finish(call(request, events.put)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the stream below
+                    events.put(exc)
+                events.put(None)
 
-    def RecentInvocations(self, request: host_pb.RecentInvocationsRequest,
-                          context: grpc.ServicerContext) -> host_pb.RecentInvocationsReply:
-        return self._do(context, lambda: self.host.recent_invocations(request))
+            threading.Thread(target=run, name=method.name, daemon=True).start()
+            while (item := events.get()) is not None:
+                if isinstance(item, BaseException):
+                    _abort(context, item)
+                yield item
+
+        return handle
 
 
 def serve_host(host: Host, listen: str, token: str | None = None, ready: threading.Event | None = None, *,

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -21,14 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from worldrt.providers._files import private_dir
+from worldrt.errors import InvalidArgument
+from worldrt.providers import private_dir
 
 CA_DAYS = 3650
 HOST_DAYS = 825
 _NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
-class CertificateError(ValueError):
+class CertificateError(InvalidArgument):
     """Arguments or files ``tls init`` cannot use; the message says what to change."""
 
 
@@ -134,7 +135,7 @@ def init_tls(directory: Path, hosts: list[str], ips: list[str]) -> Issued:
     wanted = parse_hosts(hosts, ips)
     private_dir(directory)
     ca_cert_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if ca_cert_path.exists() or ca_key_path.exists():
         ca, ca_key = _load_ca(ca_cert_path, ca_key_path)
         made = False

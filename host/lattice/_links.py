@@ -14,10 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from worldrt.errors import InvalidArgument
+from worldrt.host.registry import REDACTED, Registry
 from worldrt.v1 import pb
-
-from worldrt.host.registry._redaction import REDACTED
-from worldrt.host.registry._store import Registry
 
 INTERFACES = ("generator", "coordinator", "validator")
 ANY_SOURCE = "*"
@@ -57,10 +56,10 @@ class HostLink:
         return pb.LinkConfig(link_id=self.link_id, source_component=self.source_component,
                              target_provider=self.target_provider, name=self.name, interfaces=list(self.interfaces),
                              values={k: REDACTED if k in SECRET_VALUES else v for k, v in self.values.items()},
-                             secrets={k: REDACTED for k in self.secrets})
+                             secrets=dict.fromkeys(self.secrets, REDACTED))
 
     @classmethod
-    def from_pb(cls, link: pb.LinkConfig) -> "HostLink":
+    def from_pb(cls, link: pb.LinkConfig) -> HostLink:
         source = link.source_component or ANY_SOURCE
         name = link.name or "default"
         interfaces = tuple(link.interfaces)
@@ -73,7 +72,7 @@ class HostLink:
                 "secret_keys": sorted(self.secrets)}
 
 
-class LinkError(ValueError):
+class LinkError(InvalidArgument):
     """A link that cannot be put (its message says what to change)."""
 
 

@@ -12,7 +12,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,22 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from worldrt.providers import CATALOG
-from worldrt.providers._auth import TOKEN_ENV
-from worldrt.providers._channel import open_channel
-
-from worldrt.providers._files import NORMAL_UMASK, private_dir
-from worldrt.host.registry._store import Registry
+from worldrt.errors import Unavailable
+from worldrt.host.registry import Registry
+from worldrt.providers import CATALOG, NORMAL_UMASK, private_dir, serving, spawn_daemon
 
 log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
 HUNG_AFTER_MISSES = 3
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(Unavailable):
     """A provider daemon could not be started."""
 
 
@@ -119,15 +112,13 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         logs = private_dir(self.state_dir / "logs")
-        argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", child.name,
-                "--listen", child.address, "--state-dir", str(self.state_dir / "providers")]
         # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
-        env = {**os.environ, TOKEN_ENV: self.token, "WORLDRT_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, "WORLDRT_PARENT_PID": str(os.getpid())}
         self._note(child.name, "starting", address=child.address)
-        with open(logs / f"{child.name}.log", "ab") as out:
-            # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
-            child.proc = self._spawner.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=out,
-                                              stderr=out, env=env, umask=NORMAL_UMASK).result()
+        # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
+        child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
+                                          logs / f"{child.name}.log", token=self.token, env=env,
+                                          umask=NORMAL_UMASK).result()
         try:
             self._wait_serving(child, timeout_s=60)
         except SupervisorError as exc:
@@ -141,12 +132,7 @@ class Supervisor:
         log.info("provider %s serving at %s (pid %d)", child.name, child.address, child.proc.pid)
 
     def _check(self, address: str, timeout_s: float) -> bool:
-        with open_channel(address) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
-            except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return serving(address, timeout_s) is True
 
     def _wait_serving(self, child: Child, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -181,8 +167,7 @@ class Supervisor:
             if not dead:
                 child.healthy = False
                 child.misses += 1
-                self._note(child.name, "unavailable",
-                                         last_error=f"health check failed {child.misses} time(s)")
+                self._note(child.name, "unavailable", last_error=f"health check failed {child.misses} time(s)")
                 if child.misses < HUNG_AFTER_MISSES:
                     return
                 log.warning("provider %s is alive but has not answered %d health checks: replacing it",

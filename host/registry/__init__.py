@@ -1,1 +1,10 @@
-"""registry"""
+"""The registry: one DuckDB file written by one process, every table's schema, the journal that makes
+a row durable before its caller sees the result, the batched writer, and the redaction of what rows keep."""
+
+from worldrt.host.registry._journal import Journal, Row, read_rows
+from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES, REDACTED, Redactor
+from worldrt.host.registry._schema import SCHEMA, SEED_PROVIDERS
+from worldrt.host.registry._store import Invocation, Registry, RegistryError
+
+__all__ = ["Registry", "RegistryError", "Invocation", "Journal", "Row", "read_rows", "Redactor", "REDACTED",
+           "DEFAULT_CAP_BYTES", "SCHEMA", "SEED_PROVIDERS"]

@@ -77,14 +77,15 @@ class Row(NamedTuple):
         return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
     @classmethod
-    def from_body(cls, body: bytes) -> "Row":
+    def from_body(cls, body: bytes) -> Row:
         latency, cost, at, *lengths = _BODY_HEAD.unpack_from(body)
         parts, offset = [], _BODY_HEAD.size
         for length in lengths:
             parts.append(body[offset:offset + length])
             offset += length
         ident, provider, operation, verse = (p.decode() for p in parts[:4])
-        return cls(ident, provider, operation, verse, Payload(*parts[4:7]), Payload(*parts[7:10]), latency, cost, at)
+        params, result = Payload(parts[4], parts[5], parts[6]), Payload(parts[7], parts[8], parts[9])
+        return cls(ident, provider, operation, verse, params, result, latency, cost, at)
 
 
 def read_rows(path: Path) -> list[Row]:

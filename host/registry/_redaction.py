@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from worldrt.descriptors import descriptor_of, is_map, is_repeated, map_value, message_type
+
 REDACTED = "<redacted>"
 CAPPED_FIELDS = frozenset({"stdout", "stderr", "code", "objective_code", "program_code"})
 ENV_FIELDS = frozenset({"env"})
@@ -28,14 +30,6 @@ _ENCODER = json.JSONEncoder(default=str)
 # A field path inside a message: names and, for repeated fields, indexes.
 Path = tuple[str | int, ...]
 Sizes = tuple[tuple[Path, int], ...]
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.GetOptions().map_entry
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.is_repeated
 
 
 class _Plan(NamedTuple):
@@ -81,12 +75,12 @@ def _plan(descriptor: Descriptor) -> _Plan:
     _plans[descriptor.full_name] = _EMPTY  # a recursive type sees itself as having nothing to redact
     env, capped, messages = [], [], []
     for field in descriptor.fields:
-        if field.name in ENV_FIELDS and _is_map(field):
+        if field.name in ENV_FIELDS and is_map(field):
             env.append(field.name)
-        elif field.name in CAPPED_FIELDS and field.type == FieldDescriptor.TYPE_STRING and not _is_repeated(field):
+        elif field.name in CAPPED_FIELDS and field.type == FieldDescriptor.TYPE_STRING and not is_repeated(field):
             capped.append(field.name)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(field) and _plan(field.message_type) != _EMPTY:
-            messages.append((field.name, _is_repeated(field)))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not is_map(field) and _plan(message_type(field)) != _EMPTY:
+            messages.append((field.name, is_repeated(field)))
     plan = _plans[descriptor.full_name] = _Plan(tuple(env), tuple(capped), tuple(messages))
     return plan
 
@@ -97,7 +91,7 @@ _plans_by_type: dict[type, _Plan] = {}
 def _plan_of(message: Message) -> _Plan:
     plan = _plans_by_type.get(type(message))
     if plan is None:
-        plan = _plans_by_type[type(message)] = _plan(message.DESCRIPTOR)
+        plan = _plans_by_type[type(message)] = _plan(descriptor_of(message))
     return plan
 
 
@@ -203,14 +197,14 @@ class Redactor:
             out: dict[Any, Any] = {}
             for key, item in value.items():
                 if key in ENV_FIELDS and isinstance(item, dict):
-                    out[key] = {k: REDACTED for k in item}
+                    out[key] = dict.fromkeys(item, REDACTED)
                     continue
-                item = self._value(item, secrets)
-                if key in CAPPED_FIELDS and isinstance(item, str):
-                    item, size = cap_text(item, self.cap_bytes)
+                kept = self._value(item, secrets)
+                if key in CAPPED_FIELDS and isinstance(kept, str):
+                    kept, size = cap_text(kept, self.cap_bytes)
                     if size > self.cap_bytes:
                         out[f"{key}_bytes"] = size
-                out[key] = item
+                out[key] = kept
             return out
         if isinstance(value, (list, tuple)):
             return [self._value(item, secrets) for item in value]
@@ -228,8 +222,8 @@ class Redactor:
 
 def _scrub_message(message: Message, secrets: tuple[str, ...]) -> None:
     for field, value in message.ListFields():
-        if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
+        if is_map(field):
+            value_field = map_value(field)
             items = list(value.items())
             if value_field.type == FieldDescriptor.TYPE_MESSAGE:
                 for _, sub in items:
@@ -239,16 +233,16 @@ def _scrub_message(message: Message, secrets: tuple[str, ...]) -> None:
                 for key, text in items:
                     value[scrub(key, secrets) if isinstance(key, str) else key] = scrub(text, secrets)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            for sub in (value if _is_repeated(field) else (value,)):
+            for sub in (value if is_repeated(field) else (value,)):
                 _scrub_message(sub, secrets)
         elif field.type == FieldDescriptor.TYPE_STRING:
-            if _is_repeated(field):
+            if is_repeated(field):
                 value[:] = [scrub(text, secrets) for text in value]
             else:
                 setattr(message, field.name, scrub(value, secrets))
         elif field.type == FieldDescriptor.TYPE_BYTES:
             raw = tuple(s.encode() for s in secrets)
-            if _is_repeated(field):
+            if is_repeated(field):
                 value[:] = [_scrub_bytes(data, raw) for data in value]
             else:
                 setattr(message, field.name, _scrub_bytes(value, raw))

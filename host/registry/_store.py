@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,78 +38,22 @@ import duckdb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from worldrt.providers import CATALOG
-
+from worldrt.errors import Unavailable
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
-from worldrt.providers._files import make_private, private_dir, private_umask
-from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES, Payload, Redactor, add_sizes, decode_sizes, scrub
+from worldrt.host.registry._redaction import (
+    DEFAULT_CAP_BYTES,
+    Payload,
+    Redactor,
+    add_sizes,
+    decode_sizes,
+    scrub,
+)
+from worldrt.host.registry._schema import SCHEMA, SEED_PROVIDERS
+from worldrt.providers import CATALOG, make_private, private_dir, private_umask
 
 log = logging.getLogger("worldrt.registry")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runtime_providers (
-    provider_id VARCHAR PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    trit INT CHECK (trit IN (-1, 0, 1)),
-    capabilities JSON,
-    api_endpoint VARCHAR,
-    auth_method VARCHAR,
-    status VARCHAR DEFAULT 'available',
-    registered_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS provider_invocations (
-    invocation_id VARCHAR PRIMARY KEY,
-    provider_id VARCHAR REFERENCES runtime_providers(provider_id),
-    operation VARCHAR,
-    verse_id VARCHAR,
-    input_params JSON,
-    output_result JSON,
-    latency_ms FLOAT,
-    cost_units FLOAT,
-    invoked_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS provider_links (
-    link_id VARCHAR PRIMARY KEY,
-    source_component VARCHAR,
-    target_provider VARCHAR REFERENCES runtime_providers(provider_id),
-    link_config JSON,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS provider_daemons (
-    provider_id VARCHAR PRIMARY KEY,
-    address VARCHAR,
-    pid INT,
-    backend VARCHAR,
-    restarts INT DEFAULT 0,
-    last_error VARCHAR,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE INDEX IF NOT EXISTS invocations_by_verse ON provider_invocations (verse_id);
-CREATE INDEX IF NOT EXISTS invocations_by_provider ON provider_invocations (provider_id, operation);
-"""
 
-# The seed's three rows, verbatim, then the two providers the seed's registry describes but did not insert.
-SEED_PROVIDERS = """
-INSERT INTO runtime_providers VALUES
-('morph', 'Morph Labs Infinibranch', 1,
- '{"snapshot": true, "branch": true, "languages": ["python", "js", "rust", "cpp"]}',
- 'https://api.cloud.morph.so/v1', 'bearer', 'available', NOW()),
-('primeintellect', 'PrimeIntellect Distributed RL', 0,
- '{"training": true, "rl": true, "max_params": "100B+", "async": true}',
- 'https://api.primeintellect.ai/v1', 'bearer', 'available', NOW()),
-('gensyn', 'Gensyn Decentralized ML', -1,
- '{"verification": true, "trustless": true, "protocol": "ethereum_rollup"}',
- 'https://api.gensyn.ai/v1', 'bearer', 'available', NOW())
-ON CONFLICT DO NOTHING;
-INSERT INTO runtime_providers VALUES
-('modal', 'Modal Labs Sandboxes', 1,
- '{"sandbox": true, "cold_start": "<1s", "languages": ["python", "any container"]}',
- 'https://api.modal.com', 'bearer', 'available', NOW()),
-('ritual', 'Ritual Infernet', -1,
- '{"inference": true, "verification": "attested re-execution", "endpoint": "self-hosted Infernet node"}',
- NULL, 'bearer', 'available', NOW())
-ON CONFLICT DO NOTHING;
-"""
 
 _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result",
             "latency_ms", "cost_units", "invoked_at")
@@ -129,7 +73,7 @@ _FLUSH = object()
 _STOP = object()
 
 
-class RegistryError(RuntimeError):
+class RegistryError(Unavailable):
     """The registry file cannot be used (held by another process, corrupt, unwritable, unhealthy)."""
 
 
@@ -183,7 +127,7 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
     return [[r.invocation_id for r in rows], [r.provider_id for r in rows], [r.operation for r in rows],
             [r.verse_id for r in rows], [_json(r.input_params) for r in rows], [_json(r.output_result) for r in rows],
             [r.latency_ms for r in rows], [r.cost_units for r in rows],
-            [datetime.fromtimestamp(r.invoked_at, timezone.utc).replace(tzinfo=None) for r in rows]]
+            [datetime.fromtimestamp(r.invoked_at, UTC).replace(tzinfo=None) for r in rows]]
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, columns: list[list[Any]]) -> None:
@@ -192,7 +136,7 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, columns: list[list[Any]]) -> No
 
 
 def _prune(con: duckdb.DuckDBPyConnection, keep_days: float) -> None:
-    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=keep_days)
+    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=keep_days)
     con.execute("DELETE FROM provider_invocations WHERE invoked_at < ?", [cutoff])
 
 
@@ -229,7 +173,7 @@ class Registry:
 
     @classmethod
     def open(cls, path: str | Path, *, keep_days: float | None = None, cap_bytes: int = DEFAULT_CAP_BYTES,
-             prune_every_s: float = PRUNE_EVERY_S) -> "Registry":
+             prune_every_s: float = PRUNE_EVERY_S) -> Registry:
         """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``."""
         path = Path(path)
         if keep_days is not None and keep_days <= 0:
@@ -465,7 +409,7 @@ class Registry:
                     next_prune = time.monotonic() + self._prune_every_s
                     with self._db_lock, private_umask():
                         _prune(self._con, self._keep_days)
-            except Exception:  # noqa: BLE001 - the writer must outlive anything; rows stay pending
+            except Exception:
                 log.exception("registry writer")
             with self._progress:
                 self._progress.notify_all()
@@ -480,7 +424,7 @@ class Registry:
         with self._progress:
             while self._committed < target:
                 if {"file", "writes"} & self._problems.keys():
-                    raise RegistryError(self.problem)
+                    raise RegistryError(self.problem or f"the registry {self.path} cannot write")
                 if not self._writer.is_alive():
                     raise RegistryError(f"the registry {self.path} is closed")
                 self._progress.wait(0.5)

@@ -17,6 +17,8 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from wasmtime.component import Record
 
+from worldrt.descriptors import descriptor_of, is_map, is_repeated, map_value, message_type
+
 _ToWit = Callable[[Any], Any]
 _FromWit = Callable[[Any], Any]
 
@@ -45,20 +47,12 @@ def enum_cases(enum: EnumDescriptor) -> dict[int, str]:
     return cases
 
 
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.GetOptions().map_entry
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.is_repeated
-
-
 def _scalar_to_wit(field: FieldDescriptor) -> _ToWit:
     if field.type == FieldDescriptor.TYPE_ENUM:
         cases = enum_cases(field.enum_type)
         return lambda v: cases.get(v, cases[0])
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _message_to_wit(field.message_type)
+        return _message_to_wit(message_type(field))
     if field.type == FieldDescriptor.TYPE_BYTES:
         return bytes
     return lambda v: v
@@ -69,7 +63,7 @@ def _scalar_from_wit(field: FieldDescriptor) -> _FromWit:
         numbers = {name: number for number, name in enum_cases(field.enum_type).items()}
         return numbers.__getitem__
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _message_from_wit(field.message_type)
+        return _message_from_wit(message_type(field))
     if field.type == FieldDescriptor.TYPE_BYTES:
         return bytes
     return lambda v: v
@@ -95,12 +89,12 @@ def _field_to_wit(name: str, conv: _ToWit) -> _ToWit:
 def _message_to_wit(descriptor: Descriptor) -> Callable[[Message], Record]:
     fields: list[tuple[str, _ToWit]] = []
     for field in descriptor.fields:
-        if _is_map(field):
-            get = _map_to_wit(field.name, _scalar_to_wit(field.message_type.fields_by_name["value"]))
-        elif _is_repeated(field):
+        if is_map(field):
+            get = _map_to_wit(field.name, _scalar_to_wit(map_value(field)))
+        elif is_repeated(field):
             get = _list_to_wit(field.name, _scalar_to_wit(field))
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            get = _option_to_wit(field.name, _message_to_wit(field.message_type))
+            get = _option_to_wit(field.name, _message_to_wit(message_type(field)))
         else:
             get = _field_to_wit(field.name, _scalar_to_wit(field))
         fields.append((kebab(field.name), get))
@@ -131,12 +125,12 @@ def _message_from_wit(descriptor: Descriptor) -> Callable[[Record], Message]:
     cls = GetMessageClass(descriptor)
     fields: list[tuple[str, str, _FromWit]] = []
     for field in descriptor.fields:
-        if _is_map(field):
-            conv = _map_from_wit(_scalar_from_wit(field.message_type.fields_by_name["value"]))
-        elif _is_repeated(field):
+        if is_map(field):
+            conv = _map_from_wit(_scalar_from_wit(map_value(field)))
+        elif is_repeated(field):
             conv = _list_from_wit(_scalar_from_wit(field))
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            conv = _option_from_wit(_message_from_wit(field.message_type))
+            conv = _option_from_wit(_message_from_wit(message_type(field)))
         else:
             conv = _scalar_from_wit(field)
         fields.append((kebab(field.name), field.name, conv))
@@ -156,9 +150,9 @@ def _message_from_wit(descriptor: Descriptor) -> Callable[[Record], Message]:
 
 def to_wit(message: Message) -> Record:
     """The record wasmtime lowers into the component for ``message``."""
-    return _message_to_wit(message.DESCRIPTOR)(message)
+    return _message_to_wit(descriptor_of(message))(message)
 
 
 def from_wit(record: Record, message_type: type[Message]) -> Message:
     """The ``message_type`` message for a record the component passed."""
-    return _message_from_wit(message_type.DESCRIPTOR)(record)
+    return _message_from_wit(descriptor_of(message_type))(record)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from worldrt.errors import Aborted, DeadlineExceeded, InvalidArgument
 
-class ComponentError(Exception):
+
+class ComponentError(InvalidArgument):
     """A component could not be built, loaded or linked, or its invocation failed."""
 
 
 class InvocationError(ComponentError):
     """An invocation of a loaded component failed."""
+
+    code = Aborted.code
 
 
 class GuestError(InvocationError):
@@ -27,4 +31,6 @@ class ComponentTrap(InvocationError):
 
 
 class ComponentTimeout(ComponentTrap):
+    code = DeadlineExceeded.code
+
     """The component ran past its deadline and was interrupted."""

@@ -35,9 +35,16 @@ from wasmtime.component import (
     VariantType,
 )
 
-from worldrt.host.runtime._codec import _is_map, _is_repeated, enum_cases, kebab
+from worldrt.descriptors import descriptor_of, is_map, is_repeated, map_value, message_type
+from worldrt.host.runtime._codec import enum_cases, kebab
 from worldrt.host.runtime._errors import ComponentError
-from worldrt.host.runtime._world import HOST_INTERFACES, LOG_LEVELS, OPERATIONS, PROVIDER_INTERFACES, wit_interface
+from worldrt.host.runtime._world import (
+    HOST_INTERFACES,
+    LOG_LEVELS,
+    OPERATIONS,
+    PROVIDER_INTERFACES,
+    wit_interface,
+)
 
 RUN_SIGNATURE = "func(verse-id: u64, args: string) -> result<string, string>"
 
@@ -105,8 +112,8 @@ class _Mismatch(Exception):
 def _check_scalar(ty: ValType, field: FieldDescriptor, where: str) -> None:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         if not isinstance(ty, RecordType):
-            raise _Mismatch(f"{where} is {render(ty)}, expected a record for {field.message_type.full_name}")
-        _check_record(ty, field.message_type, where)
+            raise _Mismatch(f"{where} is {render(ty)}, expected a record for {message_type(field).full_name}")
+        _check_record(ty, message_type(field), where)
     elif field.type == FieldDescriptor.TYPE_ENUM:
         known = set(enum_cases(field.enum_type).values())
         if not isinstance(ty, EnumType) or not set(ty.names) <= known:
@@ -119,20 +126,20 @@ def _check_scalar(ty: ValType, field: FieldDescriptor, where: str) -> None:
 
 
 def _check_field(ty: ValType, field: FieldDescriptor, where: str) -> None:
-    if _is_map(field):
-        key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+    if is_map(field):
+        key, value = message_type(field).fields_by_name["key"], map_value(field)
         if not (isinstance(ty, ListType) and isinstance(ty.element, TupleType) and len(ty.element.elements) == 2):
             raise _Mismatch(f"{where} is {render(ty)}, expected a list of (key, value) tuples")
         k, v = ty.element.elements
         _check_scalar(k, key, f"{where} key")
         _check_scalar(v, value, f"{where} value")
-    elif _is_repeated(field):
+    elif is_repeated(field):
         if not isinstance(ty, ListType):
             raise _Mismatch(f"{where} is {render(ty)}, expected a list")
         _check_scalar(ty.element, field, f"{where} item")
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         if not isinstance(ty, OptionType):
-            raise _Mismatch(f"{where} is {render(ty)}, expected option<record> for {field.message_type.full_name}")
+            raise _Mismatch(f"{where} is {render(ty)}, expected option<record> for {message_type(field).full_name}")
         _check_scalar(ty.payload, field, where)
     else:
         _check_scalar(ty, field, where)
@@ -179,10 +186,12 @@ def _check_import_func(interface: str, name: str, ty: FuncType) -> None:
     params, result = ty.params, ty.result
     if len(params) != 1:
         raise _Mismatch(f"it takes {len(params)} parameters, expected one {op.request.DESCRIPTOR.name} record")
-    _check_record(params[0][1], op.request.DESCRIPTOR, "its parameter")
+    _check_record(params[0][1], descriptor_of(op.request), "its parameter")
     if not isinstance(result, ResultType):
         raise _Mismatch(f"it returns {render(result) if result else 'nothing'}, expected result<..., provider-error>")
-    _check_record(result.ok, op.reply.DESCRIPTOR, "its result")  # type: ignore[arg-type]
+    if result.ok is None:
+        raise _Mismatch(f"it returns {render(result)}, expected result<{op.reply.DESCRIPTOR.name}, provider-error>")
+    _check_record(result.ok, descriptor_of(op.reply), "its result")
     _check_provider_error(result.err)
 
 

@@ -10,16 +10,23 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.protobuf.message import Message
 from wasmtime.component import Linker, Record, Variant
 
-from worldrt.v1 import pb
-
+from worldrt.errors import WorldError, from_rpc_error
 from worldrt.host.runtime._codec import from_wit, to_wit
-from worldrt.host.runtime._world import OPERATIONS, PROVIDER_INTERFACES, CallContext, Operation, ProviderCallError, Router, wit_interface
+from worldrt.host.runtime._world import (
+    OPERATIONS,
+    PROVIDER_INTERFACES,
+    CallContext,
+    Operation,
+    Router,
+    wit_interface,
+)
+from worldrt.v1 import pb
 
 log = logging.getLogger("worldrt.component")
 
@@ -35,7 +42,7 @@ class DeadlinePassed(Exception):
 
 
 def _err(code: str, message: str) -> Variant:
-    error = Record()
+    error: Any = Record()
     error.code, error.message = code, message
     return Variant("err", error)
 
@@ -56,7 +63,7 @@ class InvocationScope:
         self.timed_out = False
         self._outer: InvocationScope | None = None
 
-    def __enter__(self) -> InvocationScope:
+    def __enter__(self) -> Self:
         self._outer = getattr(_current, "scope", None)
         _current.scope = self
         return self
@@ -76,7 +83,7 @@ class InvocationScope:
             self.provider_s += time.perf_counter() - started
         if isinstance(reply, Variant):
             # The router's gRPC deadline is the invocation's: its DEADLINE_EXCEEDED may come a moment early.
-            if reply.payload.code == "DEADLINE_EXCEEDED":
+            if getattr(reply.payload, "code", "") == "DEADLINE_EXCEEDED":
                 self._check_deadline(op, slack_s=_GRPC_EARLY_S)
             return reply
         self._check_deadline(op)
@@ -87,14 +94,13 @@ class InvocationScope:
     def _route(self, op: Operation, request: Message) -> Message | Variant:
         """The router's reply, or ``err(provider-error)`` for any way it can fail."""
         try:
-            reply = self.router.call(op.interface, op.name, request, self.context)
-        except ProviderCallError as exc:
-            return _err(exc.code, exc.message)
+            reply = self.router.call(op, request, self.context)
+        except WorldError as exc:
+            return _err(exc.code.name, exc.message)
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None  # type: ignore[attr-defined]
-            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)  # type: ignore[attr-defined]
-            return _err(code.name if code is not None else "UNKNOWN", details or "")
-        except Exception as exc:  # noqa: BLE001 - a broken router must not trap the component
+            error = from_rpc_error(exc)
+            return _err(error.code.name, error.message)
+        except Exception as exc:
             log.exception("router failed on %s.%s", op.interface, op.name)
             return _err("INTERNAL",
                         f"the host's router failed on {op.interface}.{op.name}: {type(exc).__name__}: {exc}")
@@ -132,7 +138,7 @@ class InvocationScope:
             context = replace(self.context, deadline=deadline,
                               link_names={**self.context.link_names, "generator": link})
             try:
-                self.router.call("generator", "stop", pb.InstanceRef(instance_id=instance_id), context)
+                self.router.call(OPERATIONS[("generator", "stop")], pb.InstanceRef(instance_id=instance_id), context)
                 stopped.append(instance_id)
             except Exception as exc:  # noqa: BLE001 - best effort: the provider's ttl reaps the rest
                 log.warning("could not stop %s after %s trapped: %s", instance_id, self.context.source, exc)
@@ -146,7 +152,7 @@ class InvocationScope:
 
 
 def _scope() -> InvocationScope:
-    scope = getattr(_current, "scope", None)
+    scope: InvocationScope | None = getattr(_current, "scope", None)
     if scope is None:
         raise RuntimeError("a component called an import outside an invocation")
     return scope

@@ -12,13 +12,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Linker, Variant
 
-from worldrt.host.runtime._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, LoadedComponent, new_engine
-from worldrt.host.runtime._errors import ComponentError, ComponentTimeout, ComponentTrap, GuestError, InvocationError
-from worldrt.host.runtime._host_functions import InvocationScope, LogSink, define_imports
+from worldrt.host.runtime._components import (
+    DEFAULT_CACHE_DIR,
+    ComponentCache,
+    ComponentLoader,
+    LoadedComponent,
+    new_engine,
+)
+from worldrt.host.runtime._errors import (
+    ComponentError,
+    ComponentTimeout,
+    ComponentTrap,
+    GuestError,
+    InvocationError,
+)
+from worldrt.host.runtime._host_functions import (
+    InvocationScope,
+    LogSink,
+    define_imports,
+)
 from worldrt.host.runtime._world import CallContext, Router
 
 OutputSink = Callable[[str, bytes], None]
@@ -187,7 +204,7 @@ class ComponentRuntime:
         self._ticker.stopping.set()
         self._ticker.join()
 
-    def __enter__(self) -> ComponentRuntime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

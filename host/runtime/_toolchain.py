@@ -3,6 +3,7 @@ exports."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -13,11 +14,15 @@ from pathlib import Path
 
 from wasmtime.component import ComponentInstanceType, EnumType, FuncType, RecordType
 
-from worldrt.wit import WIT_DIR
-
-from worldrt.host.runtime._components import DEFAULT_CACHE_DIR, ComponentCache, ComponentLoader, new_engine
+from worldrt.host.runtime._components import (
+    DEFAULT_CACHE_DIR,
+    ComponentCache,
+    ComponentLoader,
+    new_engine,
+)
 from worldrt.host.runtime._errors import ComponentError
 from worldrt.host.runtime._fit import check_component, render_func
+from worldrt.wit import WIT_DIR
 
 # componentize-py's console script, run from the installed package by this interpreter.
 _COMPONENTIZE_PY = "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"
@@ -80,6 +85,19 @@ def build_component(src_dir: str | os.PathLike[str], out_path: str | os.PathLike
     finally:
         Path(tmp).unlink(missing_ok=True)
     return BuildResult(path=out, size_bytes=out.stat().st_size, seconds=time.perf_counter() - started)
+
+
+def built_once(src_dir: Path, out_path: Path) -> Path:
+    """``out_path``, built from ``src_dir`` unless it exists. Processes building the same output take
+    turns (a lock file beside it), so one builds and the others reuse its result."""
+    if out_path.exists():
+        return out_path
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path.parent / f".{out_path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out_path.exists():
+            build_component(src_dir, out_path)
+    return out_path
 
 
 def inspect_component(path: str | os.PathLike[str], *,

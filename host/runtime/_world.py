@@ -75,19 +75,11 @@ class CallContext:
         return max(0.0, min(limit_s, self.deadline - time.monotonic()))
 
 
-class ProviderCallError(Exception):
-    """A provider call failed: ``code`` is the gRPC status name (NOT_FOUND, UNAVAILABLE, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class Router(ABC):
     @abstractmethod
-    def call(self, interface: str, operation: str, request: Message, context: CallContext) -> Message:
-        """Make the provider call; raise ProviderCallError when the provider (or the route) fails."""
+    def call(self, op: Operation, request: Message, context: CallContext) -> Message:
+        """Make the provider call of ``op``; raise the WorldError kind of its failure when the provider
+        (or the route) fails."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a router without channels has nothing to release
         """Release channels."""

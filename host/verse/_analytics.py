@@ -7,16 +7,17 @@ matplotlib is imported only when a plot is drawn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from worldrt.host.verse._runs import ensure_schema
-from worldrt.host.registry._store import Registry
+from worldrt.errors import FailedPrecondition
+from worldrt.host.registry import Registry
 
 GROUPS = {"verse": "verse_id", "preset": "preset"}
 
 
-class AnalyticsError(ValueError):
+class AnalyticsError(FailedPrecondition):
     """Nothing to report or plot, or a request the analytics cannot answer."""
 
 
@@ -28,7 +29,6 @@ def wev_over_time(registry: Registry, per: Sequence[str] = ("verse", "preset")) 
     if unknown:
         raise AnalyticsError(f"cannot group by {', '.join(map(repr, unknown))}; give a list of any of "
                              f"{', '.join(GROUPS)}")
-    ensure_schema(registry)
     columns = [GROUPS[p] for p in per]
     partition = f"PARTITION BY {', '.join(columns)}" if columns else ""
     group = " || ' / ' || ".join(columns) if columns else "'all'"
@@ -61,7 +61,6 @@ def efficiency(registry: Registry) -> list[dict[str, Any]]:
 def wev_per_cost(registry: Registry) -> list[dict[str, Any]]:
     """WEV per cost unit per preset, over successful runs with a WEV: preset, runs, wev_total, wev_mean,
     cost_total, wev_per_cost_unit (None when the runs cost nothing), duration_p50_ms."""
-    ensure_schema(registry)
     return registry.query("""
         SELECT preset, count(*) AS runs, sum(wev) AS wev_total, avg(wev) AS wev_mean,
                sum(cost_units) AS cost_total,
@@ -95,8 +94,13 @@ def _save(fig: Any, path: str | Path) -> Path:
     return out
 
 
-def plot_wev(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """WEV per run and cumulative WEV over time, one line per group, written as a PNG to ``path``."""
+def _when(value: Any) -> datetime:
+    """A run's time as a datetime: rows that crossed gRPC as JSON carry it as text."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def wev_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """The figure ``plot_wev`` draws: WEV per run and cumulative WEV over time, one line per group."""
     if not rows:
         raise AnalyticsError("no pipeline runs with a WEV to plot; run `worldrt verse pipeline ID` first")
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
@@ -107,7 +111,7 @@ def plot_wev(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     for row in rows:
         groups.setdefault(row["group"], []).append(row)
     for name, series in groups.items():
-        times = [r["started_at"] for r in series]
+        times = [_when(r["started_at"]) for r in series]
         per_run.plot(times, [r["wev"] for r in series], marker="o", label=name)
         cumulative.plot(times, [r["cumulative_wev"] for r in series], marker="o", label=name)
     per_run.axhline(0, color="grey", linewidth=0.8)
@@ -119,7 +123,12 @@ def plot_wev(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         ax.grid(alpha=0.3)
     per_run.legend(fontsize="small", title="verse / preset" if " / " in rows[0]["group"] else None)
-    return _save(fig, path)
+    return fig
+
+
+def plot_wev(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """WEV per run and cumulative WEV over time, one line per group, written as a PNG to ``path``."""
+    return _save(wev_figure(rows), path)
 
 
 def plot_efficiency(rows: Sequence[dict[str, Any]], path: str | Path,

@@ -10,11 +10,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from worldrt.host.lattice import cost_of
+from worldrt.host.registry import Invocation
 from worldrt.providers import digest
 from worldrt.v1 import pb
-
-from worldrt.host.lattice._link_router import cost_of
-from worldrt.host.registry._store import Invocation
 
 MORPH_CLAIM_MS = 250.0
 _OBJECTIVE = "def objective(params, seed):\n    return -abs(params['x'] - 3)\n"
@@ -33,7 +32,7 @@ def run_benchmark(host: Any, reps: int = 10) -> list[dict[str, Any]]:
     metadata = (("authorization", f"Bearer {host.supervisor.token}"), ("x-worldrt-verse-id", "benchmark"),
                 ("x-worldrt-source", "benchmark"))
 
-    def call(provider: str, operation: str, request: Message) -> Message:
+    def call(provider: str, operation: str, request: Message) -> Any:
         stub = host.router.stub(host.supervisor.address(provider))
         t0 = time.perf_counter()
         reply, rpc = getattr(stub, operation[0].upper() + operation[1:]).with_call(request, metadata=metadata,

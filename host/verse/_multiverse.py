@@ -20,71 +20,21 @@ import json
 import math
 import re
 import statistics
-import weakref
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from worldrt.host.registry._store import Registry
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mv_multiverses (
-    name VARCHAR PRIMARY KEY,
-    root_key VARCHAR NOT NULL,
-    observed VARCHAR,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    resolved_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS mv_verses (
-    verse_key VARCHAR PRIMARY KEY,
-    multiverse VARCHAR NOT NULL,
-    parent VARCHAR,
-    outcomes JSON NOT NULL,
-    alive BOOLEAN NOT NULL DEFAULT true,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS mv_partitions (
-    partition_key VARCHAR PRIMARY KEY,
-    multiverse VARCHAR NOT NULL,
-    parent VARCHAR NOT NULL,
-    children JSON NOT NULL,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS mv_balances (
-    verse_key VARCHAR NOT NULL,
-    owner VARCHAR NOT NULL,
-    amount DOUBLE NOT NULL CHECK (amount >= 0),
-    PRIMARY KEY (verse_key, owner)
-);
-CREATE SEQUENCE IF NOT EXISTS mv_move_ids;
-CREATE TABLE IF NOT EXISTS mv_moves (
-    move_id BIGINT PRIMARY KEY DEFAULT nextval('mv_move_ids'),
-    multiverse VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    owner VARCHAR,
-    verse_key VARCHAR,
-    partition_key VARCHAR,
-    amount DOUBLE,
-    outcome VARCHAR,
-    moved_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
-"""
+from worldrt.errors import FailedPrecondition
+from worldrt.host.registry import Registry
 
 
-class MultiverseError(ValueError):
+class MultiverseError(FailedPrecondition):
     """A ledger operation was refused; the message says why and what would be accepted."""
 
 
-_ensured: "weakref.WeakSet[Registry]" = weakref.WeakSet()
-
-
-def ensure_schema(registry: Registry) -> None:
-    """Create the ledger's tables if they are missing (once per open registry)."""
-    if registry not in _ensured:
-        registry.execute(SCHEMA)
-        _ensured.add(registry)
 
 
 @dataclass(frozen=True)
@@ -141,7 +91,7 @@ class Multiverse:
     # creating and opening ---------------------------------------------------------------------
     @classmethod
     def create(cls, registry: Registry, name: str, outcomes: Iterable[str],
-               balances: Mapping[str, float] | None = None) -> "Multiverse":
+               balances: Mapping[str, float] | None = None) -> Multiverse:
         """A new multiverse whose root verse is ``outcomes``, with each owner's opening balance in it."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise MultiverseError(f"multiverse name {name!r} must be letters, digits and . _ : @ + - "
@@ -154,7 +104,6 @@ class Multiverse:
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) \
                     or amount < 0:
                 raise MultiverseError(f"opening balance of {owner} must be a finite number >= 0, not {amount!r}")
-        ensure_schema(registry)
         if registry.query("SELECT 1 FROM mv_multiverses WHERE name = ?", [name]):
             raise MultiverseError(f"multiverse {name!r} exists already; open it or choose another name")
         mv = cls(registry, name)
@@ -179,8 +128,7 @@ class Multiverse:
             self.registry.execute("DELETE FROM mv_partitions WHERE multiverse = ?", [self.name])
 
     @classmethod
-    def open(cls, registry: Registry, name: str) -> "Multiverse":
-        ensure_schema(registry)
+    def open(cls, registry: Registry, name: str) -> Multiverse:
         if not registry.query("SELECT 1 FROM mv_multiverses WHERE name = ?", [name]):
             raise MultiverseError(f"no multiverse named {name!r}; create it first")
         return cls(registry, name)
@@ -190,7 +138,7 @@ class Multiverse:
         # Names have no "/", so keys of different multiverses never collide.
         return f"{self.name}/{_canonical(outcomes)}"
 
-    def _key_of(self, verse: Verse | str | Set[str]) -> str:
+    def _key_of(self, verse: Verse | str | AbstractSet[str]) -> str:
         if isinstance(verse, Verse):
             return verse.key
         if isinstance(verse, str):
@@ -224,7 +172,7 @@ class Multiverse:
                 raise MultiverseError(f"no verse {key!r} in multiverse {self.name!r}")
         return [found[k] for k in keys]
 
-    def verse(self, verse: Verse | str | Set[str]) -> Verse:
+    def verse(self, verse: Verse | str | AbstractSet[str]) -> Verse:
         """The current state of a verse, given the verse, its key or its set of outcomes."""
         return self._holdings(None, [self._key_of(verse)])[0][0]
 
@@ -234,7 +182,7 @@ class Multiverse:
                                    [self.name])
         return [_verse_of(r) for r in rows]
 
-    def balance(self, owner: str, verse: Verse | str | Set[str]) -> float:
+    def balance(self, owner: str, verse: Verse | str | AbstractSet[str]) -> float:
         return self._holdings(owner, [self._key_of(verse)])[0][1]
 
     def balances(self) -> list[dict[str, Any]]:
@@ -332,7 +280,7 @@ class Multiverse:
             raise MultiverseError(f"refused: a balance of {owner} would go negative (changed concurrently?); "
                                   f"nothing was moved") from None
 
-    def partition(self, verse: Verse | str | Set[str], children: Sequence[Iterable[str]]) -> Partition:
+    def partition(self, verse: Verse | str | AbstractSet[str], children: Sequence[Iterable[str]]) -> Partition:
         """Record a partition of ``verse`` into ``children`` (creating the child verses that do not exist yet).
 
         Refused unless the children are non-empty, pairwise disjoint and together exactly the verse.
@@ -373,7 +321,7 @@ class Multiverse:
         self._journal("partition", verse_key=parent.key, partition_key=key)
         return Partition(key, parent.key, child_keys)
 
-    def push_down(self, owner: str, verse: Verse | str | Set[str], partition: Partition | str,
+    def push_down(self, owner: str, verse: Verse | str | AbstractSet[str], partition: Partition | str,
                   amount: float) -> None:
         """Take ``amount`` from ``owner``'s balance in ``verse`` and add it to each child of ``partition``."""
         x = _amount(amount)

@@ -14,17 +14,25 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from worldrt.errors import InvalidArgument
+from worldrt.examples import EXAMPLES_DIR
+from worldrt.host.registry import Registry
+from worldrt.host.runtime import built_once
+from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, pick
+from worldrt.host.verse._runs import record_run, registry_trits
+from worldrt.host.verse._selection import (
+    PRESETS,
+    Selection,
+    SelectionError,
+    choose,
+    gf3_sum,
+    select_provider,
+)
 from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
-from worldrt.examples import EXAMPLES_DIR
 from worldrt.wit import WIT_DIR
-
-from worldrt.host.verse._runs import record_run, registry_trits
-from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, pick
-from worldrt.host.verse._selection import PRESETS, Selection, SelectionError, choose, gf3_sum, select_provider
-from worldrt.host.runtime._toolchain import build_component
 
 EXAMPLES = EXAMPLES_DIR
 RULES = ("ma_cross", "mean_revert", "breakout")
@@ -49,7 +57,7 @@ PRESET_NEEDS = {"full": {"parallel": True, "optimize": True, "verify": True},
 EventSink = Callable[[host_pb.InvokeEvent], None]
 
 
-class PipelineError(ValueError):
+class PipelineError(InvalidArgument):
     """A pipeline the host refuses or that failed; the message says why."""
 
 
@@ -63,10 +71,7 @@ def example_path(name: str, cache: Path) -> Path:
 
 def example_component(name: str, cache: Path) -> Path:
     """The example component ``name``, built once per change of its sources, the WIT or componentize-py."""
-    out = example_path(name, cache)
-    if not out.exists():
-        build_component(EXAMPLES / name, out)
-    return out
+    return built_once(EXAMPLES / name, example_path(name, cache))
 
 
 def pipeline_config(roles: set[str], branches: int, *, baseline: bool = True,
@@ -86,18 +91,27 @@ def pipeline_config(roles: set[str], branches: int, *, baseline: bool = True,
     }
 
 
-class VerseRunner:
-    """Runs verses on a host (its registry, supervisor, links and component runtime)."""
+class VerseHost(Protocol):
+    """What a verse run needs of the host that runs it (the Host facade is one)."""
 
-    def __init__(self, host: Any) -> None:
+    registry: Registry
+    cache: Path
+
+    def provider_healthy(self, name: str) -> bool: ...
+    def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo: ...
+    def put_link(self, request: pb.LinkConfig) -> pb.LinkReply: ...
+    def invoke(self, request: host_pb.InvokeRequest,
+               on_event: EventSink | None = None) -> host_pb.InvokeOutcome: ...
+
+
+class VerseRunner:
+    """Runs verses on a host (its registry, providers, links and component runtime)."""
+
+    def __init__(self, host: VerseHost) -> None:
         self.host = host
 
     def healthy(self, provider: str) -> bool:
-        try:
-            self.host.supervisor.ensure(provider)
-        except Exception:  # noqa: BLE001 - a provider that cannot start is not healthy
-            return False
-        return self.host.health(provider)
+        return self.host.provider_healthy(provider)
 
     def select(self, preset: str) -> Selection:
         if preset not in PRESETS:

@@ -10,50 +10,21 @@ from __future__ import annotations
 import json
 import math
 import uuid
-import weakref
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from worldrt.host.registry._store import Registry
+from worldrt.errors import InvalidArgument
+from worldrt.host.registry import Registry
 from worldrt.host.verse._selection import SelectionError, gf3_sum
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS pipeline_runs (
-    run_id VARCHAR PRIMARY KEY,
-    verse_id VARCHAR NOT NULL,
-    preset VARCHAR NOT NULL,
-    providers JSON NOT NULL,
-    trits JSON NOT NULL,
-    gf3_sum INT NOT NULL,
-    balanced BOOLEAN NOT NULL,
-    allow_unbalanced BOOLEAN NOT NULL DEFAULT false,
-    baseline_value DOUBLE,
-    winner_value DOUBLE,
-    wev DOUBLE,
-    cost_units DOUBLE NOT NULL DEFAULT 0,
-    duration_ms DOUBLE,
-    started_at TIMESTAMP NOT NULL,
-    status VARCHAR NOT NULL,
-    result JSON
-);
-"""
 
 STATUSES = ("ok", "failed")
 
 
-class Gf3Error(ValueError):
+class Gf3Error(InvalidArgument):
     """A run cannot be recorded as given (unbalanced without permission, unknown provider, bad field)."""
 
 
-_ensured: "weakref.WeakSet[Registry]" = weakref.WeakSet()
-
-
-def ensure_schema(registry: Registry) -> None:
-    """Create ``pipeline_runs`` if it is missing (once per open registry)."""
-    if registry not in _ensured:
-        registry.execute(SCHEMA)
-        _ensured.add(registry)
 
 
 def registry_trits(registry: Registry) -> dict[str, int]:
@@ -71,10 +42,10 @@ def _number(name: str, value: float | None, *, optional: bool = True) -> float |
 
 def _timestamp(value: datetime | float | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
+        return datetime.now(UTC).replace(tzinfo=None)
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-    return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
 
 
 def record_run(registry: Registry, *, verse_id: str, preset: str, providers: Sequence[str], status: str = "ok",
@@ -92,7 +63,6 @@ def record_run(registry: Registry, *, verse_id: str, preset: str, providers: Seq
         raise Gf3Error(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if isinstance(providers, str) or not providers:
         raise Gf3Error("providers must be a non-empty list of provider ids, one per pipeline role")
-    ensure_schema(registry)
     trits = registry_trits(registry)
     try:
         total = gf3_sum(providers, trits)
@@ -129,7 +99,6 @@ def _row(raw: dict[str, Any]) -> dict[str, Any]:
 
 def runs(registry: Registry, *, verse_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Recorded runs, newest first (JSON columns decoded)."""
-    ensure_schema(registry)
     where, params = ("WHERE verse_id = ?", [str(verse_id)]) if verse_id is not None else ("", [])
     tail = "" if limit is None else f"LIMIT {int(limit)}"
     return [_row(r) for r in registry.query(f"SELECT * FROM pipeline_runs {where} "
@@ -140,7 +109,6 @@ def audit(registry: Registry, *, all_runs: bool = False) -> list[dict[str, Any]]
     """The runs whose providers do not sum to 0 in GF(3) by the registry's trits now (or every run with
     ``all_runs``), oldest first: run_id, verse_id, preset, started_at, status, providers, trits,
     gf3_sum (recomputed), balanced, stored_gf3_sum, stored_trits, allow_unbalanced, problem."""
-    ensure_schema(registry)
     trits = registry_trits(registry)
     out = []
     for raw in registry.query("SELECT run_id, verse_id, preset, started_at, status, providers, trits, gf3_sum, "

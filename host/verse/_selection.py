@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worldrt.errors import FailedPrecondition
 from worldrt.providers import CATALOG
 
 
-class SelectionError(ValueError):
+class SelectionError(FailedPrecondition):
     """No provider can be selected: an unknown preset or requirement, or an unhealthy provider without a
     healthy substitute."""
 

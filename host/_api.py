@@ -1,0 +1,69 @@
+"""The Host API, declared once: each method with its ``worldrt.v1.Host`` rpc and request type.
+
+``Host`` implements ``HostAPI`` in-process; the gRPC service serves ``Host`` through this table, and
+``RemoteHost`` calls a running host through it. A streamed method reports ``InvokeEvent``s as it goes
+and ends with one that carries its result (``finish`` wraps the result, ``result_of`` unwraps it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+
+from worldrt.v1 import host_pb, pb
+
+EventSink = Callable[[host_pb.InvokeEvent], None]
+
+
+class HostAPI(Protocol):
+    def put_link(self, request: pb.LinkConfig) -> pb.LinkReply: ...
+    def delete_link(self, request: pb.LinkConfig) -> pb.LinkReply: ...
+    def list_links(self, request: host_pb.ListLinksRequest) -> host_pb.ListLinksReply: ...
+    def list_providers(self, request: host_pb.ListProvidersRequest) -> host_pb.ListProvidersReply: ...
+    def provider_status(self, request: host_pb.ProviderStatusRequest) -> host_pb.ProviderState: ...
+    def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo: ...
+    def invoke(self, request: host_pb.InvokeRequest, on_event: EventSink | None = None) -> host_pb.InvokeOutcome: ...
+    def run_verse(self, request: host_pb.VerseRequest, on_event: EventSink | None = None) -> dict[str, Any]: ...
+    def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
+    def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    rpc: str
+    request: type[Message]
+    # Streamed: (wrap the result as the last event, the result of an event or None when it is not the last).
+    finish: Callable[[Any], host_pb.InvokeEvent] | None = None
+    result_of: Callable[[host_pb.InvokeEvent], Any] | None = None
+
+
+def _outcome_of(event: host_pb.InvokeEvent) -> host_pb.InvokeOutcome | None:
+    return event.outcome if event.HasField("outcome") else None
+
+
+def _verse_result_of(event: host_pb.InvokeEvent) -> dict[str, Any] | None:
+    return json.loads(event.result_json) if event.HasField("result_json") else None
+
+
+METHODS: tuple[Method, ...] = (
+    Method("put_link", "PutLink", pb.LinkConfig),
+    Method("delete_link", "DeleteLink", pb.LinkConfig),
+    Method("list_links", "ListLinks", host_pb.ListLinksRequest),
+    Method("list_providers", "ListProviders", host_pb.ListProvidersRequest),
+    Method("provider_status", "ProviderStatus", host_pb.ProviderStatusRequest),
+    Method("load_component", "LoadComponent", host_pb.LoadComponentRequest),
+    Method("invoke", "Invoke", host_pb.InvokeRequest,
+           finish=lambda outcome: host_pb.InvokeEvent(outcome=outcome), result_of=_outcome_of),
+    Method("run_verse", "RunVerse", host_pb.VerseRequest,
+           finish=lambda result: host_pb.InvokeEvent(result_json=json.dumps(result, default=str)),
+           result_of=_verse_result_of),
+    Method("analytics", "Analytics", host_pb.AnalyticsRequest),
+    Method("recent_invocations", "RecentInvocations", host_pb.RecentInvocationsRequest),
+)
+BY_NAME = {m.name: m for m in METHODS}

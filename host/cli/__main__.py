@@ -1,0 +1,5 @@
+import sys
+
+from worldrt.host.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""What every command shares: the flags, the session with a host, and printing data as tables or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from worldrt.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from worldrt.host import Session
+
+console = Console()
+err_console = Console(stderr=True)
+Commands = argparse._SubParsersAction  # argparse has no public name for what add_subparsers returns
+
+
+class CliError(InvalidArgument):
+    """A command line the CLI refuses; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Parents:
+    """Flag sets commands inherit: ``base`` (--json, --db, --home), ``common`` (base and how to reach a
+    host) and ``serving`` (what a server requires of its clients)."""
+
+    base: argparse.ArgumentParser
+    common: argparse.ArgumentParser
+    serving: argparse.ArgumentParser
+
+    @classmethod
+    def make(cls) -> Parents:
+        base = argparse.ArgumentParser(add_help=False)
+        base.add_argument("--json", action="store_true", help="print data as JSON")
+        base.add_argument("--db", help="registry file (default $WORLDRT_DB or .worldrt/world.duckdb)")
+        base.add_argument("--home", help="state directory (default $WORLDRT_STATE_DIR or .worldrt)")
+        common = argparse.ArgumentParser(add_help=False, parents=[base])
+        common.add_argument("--host", help="address of a running host (default unix:HOME/host.sock)")
+        common.add_argument("--token-file", metavar="PATH",
+                            help="the running host's token (default $WORLDRT_TOKEN, else HOME/host.token)")
+        common.add_argument("--tls-ca", metavar="PEM",
+                            help="CA of a HOST:PORT host's certificate (default $WORLDRT_TLS_CA)")
+        common.add_argument("--tls-cert", metavar="PEM",
+                            help="client certificate, for a host that requires one (default $WORLDRT_TLS_CERT)")
+        common.add_argument("--tls-key", metavar="PEM", help="its key (default $WORLDRT_TLS_KEY)")
+        serving = argparse.ArgumentParser(add_help=False)
+        serving.add_argument("--token-file", metavar="PATH",
+                             help="require the bearer token in this file, which only its owner may read "
+                                  "(default $WORLDRT_TOKEN)")
+        serving.add_argument("--token", type=_no_token_flag, help=argparse.SUPPRESS)
+        serving.add_argument("--tls-cert", metavar="PEM", help="serve HOST:PORT with TLS: this certificate ...")
+        serving.add_argument("--tls-key", metavar="PEM", help="... and its key")
+        serving.add_argument("--tls-client-ca", metavar="PEM",
+                             help="mutual TLS: accept only clients with a certificate this CA signed")
+        return cls(base, common, serving)
+
+
+def _no_token_flag(value: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "--token is gone: a token on the command line is readable by anyone in /proc/PID/cmdline; put it in "
+        "WORLDRT_TOKEN or in a file only you can read, passed with --token-file PATH")
+
+
+def home(args: argparse.Namespace) -> Path:
+    from worldrt.host import default_home
+
+    return Path(args.home) if args.home else default_home()
+
+
+def session(args: argparse.Namespace) -> Session:
+    """The host the flags name: a running one, or one embedded in this process for the command."""
+    from worldrt.host import Session, default_db, default_host_address
+    from worldrt.providers import ClientTls, read_token_file
+
+    state = home(args)
+    address = args.host or os.environ.get("WORLDRT_HOST") or default_host_address(state)
+    return Session(address, Path(args.db) if args.db else default_db(), state,
+                   token=read_token_file(args.token_file) if args.token_file else None,
+                   tls=ClientTls.from_env(args.tls_ca, args.tls_cert, args.tls_key))
+
+
+def key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise CliError(f"expected KEY=VALUE, got {item!r}")
+    return key, value
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[], None]) -> None:
+    """``data`` as JSON with --json, else what ``render`` prints."""
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        render()
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    grid = Table(title=title)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("" if v is None else str(v) for v in row))
+    return grid
