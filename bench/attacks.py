@@ -47,19 +47,27 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
-from worldrt.host import DirectRouter, build_component
+
 from worldrt.host import _service as host_service
-from worldrt.host.verse._pipeline import example_component
-from worldrt.host.registry._store import Registry
-from worldrt.providers import _auth, canonical_json, digest
-from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel
-from worldrt.providers.ritual._keys import KEY_FILE
+from worldrt.host.lattice import DirectRouter
+from worldrt.host.registry import Registry
+from worldrt.host.runtime import build_component
+from worldrt.host.verse import example_component
+from worldrt.providers import (
+    ClientTls,
+    InsecureChannelError,
+    _auth,
+    canonical_json,
+    digest,
+    open_channel,
+)
+from worldrt.providers.ritual import KEY_FILE
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_pb, host_rpc, pb, rpc
 from worldrt.wit import WIT_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_json  # noqa: E402
+from _report import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.setdefault("WORLDRT_CACHE", str(ROOT / ".worldrt" / "cache")))
@@ -295,10 +303,10 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return details._replace(metadata=[*(details.metadata or ()), self._header])  # type: ignore[attr-defined]
 
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
 
 
@@ -855,7 +863,7 @@ def f9_uids_and_keyring(b: Bench) -> Outcome:
         stop(s, snap, *reversed(members))
     live = len(members) + len(others)
     shared = live - len(set(uids))
-    rows = [
+    return [
         Row("9", f"uids of {live} live members (1 instance + 300 branches on morph, 3 instances on modal)",
             "every live member has a uid of its own",
             f"{len(set(uids))} distinct uids for {len(uids)} members ({shared} shared); branch errors: {len(errors)}",
@@ -865,7 +873,6 @@ def f9_uids_and_keyring(b: Bench) -> Outcome:
             f"add_key -> {added[0]} errno {added[1]}; request_key from a sibling -> {found[0]} errno {found[1]}",
             added == [-1, 1] and found[0] == -1),
     ]
-    return rows
 
 
 # --- 10, 17: the agent channel and malformed input ----------------------------------------------------
@@ -1232,8 +1239,8 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
                           "--set", "tier=gold", "--secret-file", f"api={cwd / 'secret'}", home=home)
             info = host.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(envcaller)), timeout=CALL_S)
             code = f"print('{secret}' * 2)\nprint('{token}')\nprint('x' * 100_000)"
-            outcome = [e.outcome for e in host.invoke(info.component_id, 31, code=code, calls=3,
-                                                      env={"API_KEY": key, "HOME": "/w"}) if e.HasField("outcome")][0]
+            outcome = next(e.outcome for e in host.invoke(info.component_id, 31, code=code, calls=3,
+                                                      env={"API_KEY": key, "HOME": "/w"}) if e.HasField("outcome"))
             rows = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="31", limit=10),
                                                timeout=CALL_S).invocations
             stored["rows"] = rows
@@ -1244,8 +1251,8 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
                 env_redacted &= params["env"] == {"API_KEY": "<redacted>", "HOME": "<redacted>"}
                 code_redacted &= "<redacted>" in params["code"]
                 leaks += sum(s in text for text in (row.input_params, row.output_result) for s in (secret, token, key))
-            listed = [link for link in host.stub.ListLinks(host_pb.ListLinksRequest(), timeout=CALL_S).links
-                      if link.source_component == "envcaller"][0]
+            listed = next(link for link in host.stub.ListLinks(host_pb.ListLinksRequest(), timeout=CALL_S).links
+                      if link.source_component == "envcaller")
             link_ok = dict(listed.secrets) == {"api": "<redacted>"} and \
                 dict(listed.values) == {"token": "<redacted>", "tier": "gold"}
             ok = put.returncode == 0 and outcome.ok and len(rows) == 3 and env_redacted and code_redacted \

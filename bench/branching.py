@@ -25,7 +25,7 @@ from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, timed, write_json  # noqa: E402
+from _report import percentiles, print_table, timed, write_json
 
 MORPH_CLAIM_MS = 250.0
 

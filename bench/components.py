@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, write_json  # noqa: E402
+from _report import percentiles, print_table, write_json
 
-from worldrt.host import ComponentRuntime, DirectRouter, GuestError, build_component  # noqa: E402
-from worldrt.providers.testing import ProviderDaemon  # noqa: E402
-from worldrt.v1 import pb  # noqa: E402
+from worldrt.host.lattice import DirectRouter
+from worldrt.host.runtime import ComponentRuntime, GuestError, build_component
+from worldrt.providers.testing import ProviderDaemon
+from worldrt.v1 import pb
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "components" / "examples"

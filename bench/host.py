@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, timed, write_json  # noqa: E402
+from _report import percentiles, print_table, timed, write_json
 
-from worldrt.host import Host  # noqa: E402
-from worldrt.host.registry._store import Invocation  # noqa: E402
-from worldrt.host.runtime._world import CallContext  # noqa: E402
-from worldrt.v1 import host_pb, pb  # noqa: E402
+from worldrt.host import Host
+from worldrt.host.registry import Invocation
+from worldrt.host.runtime import CallContext
+from worldrt.v1 import host_pb, pb
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
@@ -36,7 +36,7 @@ def rows_per_second(host: Host, n: int = 50_000) -> float:
     reply = pb.ExecutionResult(value_json="1")
     host.registry.flush()
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         host.registry.record(Invocation("morph", "execute", "bench", request, reply, 0.5, 0.001, time.time()))
     host.registry.flush()
     return n / (time.perf_counter() - t0)
@@ -79,7 +79,7 @@ def main() -> None:
 
             wasm = LOOP_COMPONENT / "app.py"
             if wasm.exists():
-                from worldrt.host import build_component
+                from worldrt.host.runtime import build_component
 
                 out = Path(tmp) / "caller.wasm"
                 build_component(LOOP_COMPONENT, out)

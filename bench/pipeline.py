@@ -34,11 +34,12 @@ from typing import Any
 from google.protobuf.message import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, write_json  # noqa: E402
+from _report import percentiles, print_table, write_json
 
-from worldrt.host import OPERATIONS, CallContext, Host  # noqa: E402
-from worldrt.host.verse._pipeline import example_component  # noqa: E402
-from worldrt.v1 import host_pb, pb  # noqa: E402
+from worldrt.host import Host
+from worldrt.host.runtime import OPERATIONS, CallContext
+from worldrt.host.verse import example_component
+from worldrt.v1 import host_pb, pb
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 3000.0

@@ -23,9 +23,7 @@ from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import percentiles, print_table, timed, write_json  # noqa: E402
-
-
+from _report import percentiles, print_table, timed, write_json
 
 # --- modal (+1): warm and cold Execute -------------------------------------------------------------
 MODAL_CLAIM_MS = 1000.0  # Modal: sub-second cold start

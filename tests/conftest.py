@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from worldrt.providers._channel import ClientTls, open_channel
+from worldrt.providers import ClientTls, open_channel
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_rpc, pb
 
@@ -27,7 +27,7 @@ os.environ.setdefault("WORLDRT_CACHE", str(CACHE))
 
 def built_example(name: str) -> Path:
     """An example component, built once per change of its sources, the WIT or componentize-py (~10 s a build)."""
-    from worldrt.host.verse._pipeline import example_component
+    from worldrt.host.verse import example_component
 
     return example_component(name, CACHE / "examples")
 
@@ -81,12 +81,12 @@ def morph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
 
 
 @pytest.fixture()
-def stub(morph: ProviderDaemon):  # noqa: ANN201 - the generated stub has no useful type
+def stub(morph: ProviderDaemon):
     return morph.stub
 
 
 @pytest.fixture()
-def instance(stub) -> Iterator[str]:  # noqa: ANN001
+def instance(stub) -> Iterator[str]:
     inst = stub.Start(pb.StartRequest())
     yield inst.instance_id
     try:
@@ -95,11 +95,11 @@ def instance(stub) -> Iterator[str]:  # noqa: ANN001
         pass
 
 
-def run(stub, instance_id: str, code: str, **kw) -> pb.ExecutionResult:  # noqa: ANN001, ANN003
+def run(stub, instance_id: str, code: str, **kw) -> pb.ExecutionResult:
     return stub.Execute(pb.ExecuteRequest(instance_id=instance_id, code=code, **kw))
 
 
-def status_of(call) -> grpc.StatusCode:  # noqa: ANN001
+def status_of(call) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code()
@@ -122,10 +122,10 @@ class _WithToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterce
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return details._replace(metadata=[*(details.metadata or ()), self._header])  # type: ignore[attr-defined]
 
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from worldrt.host import build_component
-from worldrt.providers._channel import ClientTls, open_channel
+from worldrt.host.runtime import build_component
+from worldrt.providers import ClientTls, open_channel
 from worldrt.providers.testing import wait_serving
 from worldrt.v1 import host_pb, host_rpc, pb
 from worldrt.wit import WIT_DIR

@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldrt.host.verse._analytics import (AnalyticsError, efficiency, plot_efficiency, plot_wev, wev_over_time,
-                                     wev_per_cost)
-from worldrt.host.verse._runs import record_run
-from worldrt.host.registry._store import Invocation, Registry
+from worldrt.host.registry import Invocation, Registry
+from worldrt.host.verse import (
+    AnalyticsError,
+    efficiency,
+    plot_efficiency,
+    plot_wev,
+    record_run,
+    wev_over_time,
+    wev_per_cost,
+)
 
 FULL = ["morph", "modal", "primeintellect", "gensyn", "ritual"]
 BRANCH = ["morph", "gensyn"]

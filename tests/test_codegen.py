@@ -11,7 +11,8 @@ def test_regenerating_changes_nothing(tmp_path: Path) -> None:
                                          for suffix in (".py", ".pyi", "_grpc.py")}
     committed = _codegen.PROTO_ROOT / "worldrt" / "v1"
     for fresh in written:
-        assert fresh.read_bytes() == (committed / fresh.name).read_bytes(), f"{fresh.name} is stale: run python -m worldrt._codegen"
+        stale = f"{fresh.name} is stale: run python -m worldrt._codegen"
+        assert fresh.read_bytes() == (committed / fresh.name).read_bytes(), stale
 
 
 def test_generated_files_are_marked() -> None:

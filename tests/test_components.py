@@ -12,20 +12,22 @@ import pytest
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from worldrt.host import (
+from worldrt.host.lattice import DirectRouter
+from worldrt.host.runtime import (
     OPERATIONS,
     CallContext,
     ComponentError,
     ComponentRuntime,
     ComponentTimeout,
     ComponentTrap,
-    DirectRouter,
     GuestError,
     Limits,
+    Operation,
     Router,
+    from_wit,
     inspect_component,
+    to_wit,
 )
-from worldrt.host.runtime._codec import from_wit, to_wit
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -228,9 +230,9 @@ def test_router_metadata_names_the_verse_and_the_component(morph: ProviderDaemon
     seen: list[tuple[str, str, int, str]] = []
 
     class Recording(DirectRouter):
-        def call(self, interface, operation, request, context):  # noqa: ANN001, ANN201
-            seen.append((interface, operation, context.verse_id, context.source))
-            return super().call(interface, operation, request, context)
+        def call(self, op, request, context):
+            seen.append((op.interface, op.name, context.verse_id, context.source))
+            return super().call(op, request, context)
 
     with ComponentRuntime(Recording({"generator": morph.channel}), cache_dir=None) as rt:
         with pytest.raises(GuestError):
@@ -272,8 +274,8 @@ def test_grpc_errors_a_router_lets_through_are_mapped_too(morph: ProviderDaemon)
     class Unwrapped(Router):
         """Calls the stub and lets grpc.RpcError out, as a router may."""
 
-        def call(self, interface: str, operation: str, request: Message, context: CallContext) -> Message:
-            return getattr(morph.stub, OPERATIONS[(interface, operation)].rpc)(request, timeout=10)
+        def call(self, op: Operation, request: Message, context: CallContext) -> Message:
+            return getattr(morph.stub, op.rpc)(request, timeout=10)
 
     with ComponentRuntime(Unwrapped(), cache_dir=None) as rt:
         with pytest.raises(GuestError, match="^NOT_FOUND: no instance 'i-raw' on morph"):
@@ -282,7 +284,7 @@ def test_grpc_errors_a_router_lets_through_are_mapped_too(morph: ProviderDaemon)
 
 def test_a_router_that_breaks_gives_the_guest_an_internal_err() -> None:
     class Broken(Router):
-        def call(self, interface: str, operation: str, request: Message, context: CallContext) -> Message:
+        def call(self, op: Operation, request: Message, context: CallContext) -> Message:
             raise KeyError("no such link table")
 
     with ComponentRuntime(Broken(), cache_dir=None) as rt:

@@ -13,14 +13,22 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor
-from wasmtime.component import ComponentInstanceType, FuncType, ListType, OptionType, RecordType, TupleType, ValType
+from wasmtime.component import (
+    ComponentInstanceType,
+    FuncType,
+    ListType,
+    OptionType,
+    RecordType,
+    TupleType,
+    ValType,
+)
 
-from worldrt.host import (
+from worldrt.host.lattice import DirectRouter
+from worldrt.host.runtime import (
     OPERATIONS,
     ComponentError,
     ComponentRuntime,
     ComponentTimeout,
-    DirectRouter,
     GuestError,
     Limits,
     LoadedComponent,
@@ -43,7 +51,7 @@ def _market() -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     namespace: dict[str, Any] = {}
-    exec(module.SOURCE, namespace)  # noqa: S102 - the verse's own world code, run here to check the component
+    exec(module.SOURCE, namespace)
     return namespace
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from worldrt.providers import canonical_json, digest
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
@@ -40,7 +41,7 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _settles(measure, limit: float, timeout_s: float = 10.0) -> float:  # noqa: ANN001
+def _settles(measure, limit: float, timeout_s: float = 10.0) -> float:
     """Wait (bounded) until ``measure()`` is at most ``limit``; its last value."""
     deadline = time.monotonic() + timeout_s
     value = measure()
@@ -57,7 +58,7 @@ def morph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
 
 
 @pytest.fixture()
-def stub(morph: ProviderDaemon):  # noqa: ANN201
+def stub(morph: ProviderDaemon):
     """The morph daemon's stub; after the attack it must still serve a fresh instance."""
     yield morph.stub
     iid = morph.stub.Start(pb.StartRequest()).instance_id
@@ -66,7 +67,7 @@ def stub(morph: ProviderDaemon):  # noqa: ANN201
 
 
 @pytest.fixture()
-def instance(stub) -> Iterator[str]:  # noqa: ANN001
+def instance(stub) -> Iterator[str]:
     iid = stub.Start(pb.StartRequest()).instance_id
     yield iid
     try:
@@ -171,7 +172,7 @@ def test_hostile_values_get_a_result_not_internal(stub, instance: str) -> None:
                                                                space_json="[" * 100000 + "]" * 100000, budget=8))),
     ("ritual", lambda s: s.Verify(pb.VerifyRequest(mode=pb.ATTESTATION, attestation_json="{\"a\":" * 100000))),
 ])
-def test_deeply_nested_json_is_invalid_argument(tmp_path: Path, provider: str, call) -> None:  # noqa: ANN001
+def test_deeply_nested_json_is_invalid_argument(tmp_path: Path, provider: str, call) -> None:
     """Finding 17: 100k-deep JSON in Init.json, space_json or attestation_json gave INTERNAL."""
     with ProviderDaemon(provider, state_dir=tmp_path) as daemon:
         with pytest.raises(grpc.RpcError) as info:

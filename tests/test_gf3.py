@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
-from worldrt.host.registry._store import Registry
+from worldrt.host.registry import Registry
+from worldrt.host.verse import Gf3Error, audit, record_run, registry_trits, runs
 
 FULL = ["morph", "modal", "primeintellect", "gensyn", "ritual"]
 T0 = datetime(2026, 5, 1, 12, 0, 0)
@@ -41,7 +41,7 @@ def test_a_run_is_recorded_with_its_trits_and_wev(tmp_path: Path) -> None:
 def test_runs_reads_rows_back_decoded(registry: Registry) -> None:
     first = record_run(registry, verse_id=7, preset="branch", providers=["morph", "gensyn"], started_at=T0)
     second = record_run(registry, verse_id="8", preset="branch", providers=["morph", "gensyn"], status="failed",
-                        started_at=T0.replace(tzinfo=timezone.utc).timestamp() + 60)  # Unix time
+                        started_at=T0.replace(tzinfo=UTC).timestamp() + 60)  # Unix time
     newest = runs(registry)
     assert [r["run_id"] for r in newest] == [second, first]
     assert newest[0]["started_at"] == T0 + timedelta(seconds=60)

@@ -103,18 +103,18 @@ def test_a_provider_killed_mid_call_is_unavailable_to_the_guest_and_restarted(ho
     _link(host, "generator", "morph")
     iid = _morph_instance(host)
     pid = host.supervisor.child("morph").proc.pid  # type: ignore[union-attr]
-    restarts = next(p for p in host.list_providers().providers if p.provider_id == "morph").restarts
+    restarts = next(p for p in host.list_providers(host_pb.ListProvidersRequest()).providers if p.provider_id == "morph").restarts
     threading.Timer(0.7, lambda: os.kill(pid, signal.SIGKILL)).start()
     outcome = _invoke(host, caller_wasm, 9, instance_id=iid, code="import time; time.sleep(5)", calls=1)
     assert not outcome.ok and outcome.value.startswith("UNAVAILABLE"), outcome.value
     deadline = time.monotonic() + 20
     state = None
     while time.monotonic() < deadline:
-        state = next(p for p in host.list_providers().providers if p.provider_id == "morph")
+        state = next(p for p in host.list_providers(host_pb.ListProvidersRequest()).providers if p.provider_id == "morph")
         if state.status == "available" and state.pid != pid:
             break
         time.sleep(0.1)
-    assert state is not None and host.health("morph")
+    assert state is not None and host.provider_healthy("morph")
     assert state.restarts == restarts + 1 and state.pid != pid and state.status == "available"
     again = _invoke(host, caller_wasm, 9, instance_id=_morph_instance(host), calls=2)
     assert again.ok, again.value

@@ -146,17 +146,17 @@ def test_a_provider_forwarded_link_is_held_by_the_daemon(host: RunningHost) -> N
 
 
 def test_a_provider_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
-    from worldrt.host import Host
-
     import threading
 
+    from worldrt.host import Host
+
     with Host(tmp_path / "w.duckdb", tmp_path) as embedded:
-        started = threading.Thread(target=lambda: embedded.provider_status("morph"))
+        started = threading.Thread(target=lambda: embedded.provider_status(host_pb.ProviderStatusRequest(provider_id="morph")))
         started.start()
         started.join()
         pid = embedded.supervisor.child("morph").proc.pid  # type: ignore[union-attr]
         time.sleep(1.0)
-        assert alive({pid}) and embedded.health("morph")
+        assert alive({pid}) and embedded.provider_healthy("morph")
 
 
 def test_a_hung_provider_is_replaced(tmp_path: Path) -> None:
@@ -169,9 +169,9 @@ def test_a_hung_provider_is_replaced(tmp_path: Path) -> None:
         os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (child.proc.pid == hung or not embedded.health("gensyn")):
+            while time.monotonic() < deadline and (child.proc.pid == hung or not embedded.provider_healthy("gensyn")):
                 time.sleep(0.2)
-            assert child.proc.pid != hung and embedded.health("gensyn") and child.restarts == 1
+            assert child.proc.pid != hung and embedded.provider_healthy("gensyn") and child.restarts == 1
         finally:
             try:
                 os.kill(hung, signal.SIGKILL)

@@ -25,7 +25,7 @@ def modal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
 
 
 @pytest.fixture()
-def mstub(modal: ProviderDaemon):  # noqa: ANN201
+def mstub(modal: ProviderDaemon):
     return modal.stub
 
 

@@ -16,7 +16,7 @@ from .conftest import alive, run, status_of
 
 
 @pytest.fixture(autouse=True)
-def still_serving(stub):  # noqa: ANN001, ANN201
+def still_serving(stub):
     yield
     assert stub.Capabilities(pb.CapabilitiesRequest()).provider_id == "morph"
     check = stub.Start(pb.StartRequest())

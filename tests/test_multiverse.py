@@ -12,8 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, MultiverseError, Partition, pick
-from worldrt.host.registry._store import Registry
+from worldrt.host.registry import Registry
+from worldrt.host.verse import (
+    ORCHESTRATE_MODES,
+    Multiverse,
+    MultiverseError,
+    Partition,
+    pick,
+)
 
 _names = itertools.count()
 
@@ -50,8 +56,8 @@ def payoffs(mv: Multiverse, data: st.DataObject) -> dict[tuple[str, str], float]
 
 def assert_unchanged(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> None:
     assert before.keys() == after.keys()
-    for key in before:
-        assert same(before[key], after[key]), (key, before[key], after[key])
+    for key, value in before.items():
+        assert same(value, after[key]), (key, value, after[key])
 
 
 def draw_partition(data: st.DataObject, outcomes: frozenset[str]) -> list[set[str]]:

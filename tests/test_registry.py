@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from worldrt.host.registry._store import Invocation, Registry, RegistryError
+from worldrt.host.registry import Invocation, Registry, RegistryError
 from worldrt.v1 import pb
 
 SEED_COLUMNS = {

@@ -21,9 +21,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from worldrt.host.registry._journal import Row, read_rows
-from worldrt.host.registry._redaction import Redactor
-from worldrt.host.registry._store import Invocation, Registry, RegistryError
+from worldrt.host.registry import (
+    Invocation,
+    Redactor,
+    Registry,
+    RegistryError,
+    Row,
+    read_rows,
+)
 from worldrt.v1 import host_pb, pb
 
 from .conftest import built_example, cli
@@ -221,10 +226,10 @@ def test_stored_rows_keep_no_env_value_no_link_secret_and_capped_output(tmp_path
         assert put.returncode == 0, put.stderr
         info = host.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(wasm)))
         code = f"print('{secret}' * 2)\nprint('{token}')\nprint('x' * 100_000)"
-        outcome = [e.outcome for e in host.stub.Invoke(host_pb.InvokeRequest(
+        outcome = next(e.outcome for e in host.stub.Invoke(host_pb.InvokeRequest(
             component_id=info.component_id, verse_id=31, args=json.dumps(
                 {"code": code, "env": {"API_KEY": key, "HOME": "/w"}, "calls": 3})))
-            if e.HasField("outcome")][0]
+            if e.HasField("outcome"))
         assert outcome.ok, outcome.value
         rows = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="31", limit=10)).invocations
         assert len(rows) == 3

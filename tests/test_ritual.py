@@ -13,8 +13,12 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
+from worldrt.errors import Unavailable
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -264,7 +268,7 @@ def test_key_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
         assert verify(second, att).verdict  # an attestation survives a restart of its signer
     key_file.chmod(0o644)
     refused = ProviderDaemon("ritual", state_dir=tmp_path)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Unavailable, match="exited with 2 before serving"):
         refused.start()
     assert "must be private" in (tmp_path / "ritual.log").read_text()
 

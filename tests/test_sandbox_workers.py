@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
+
 from worldrt.providers import canonical_json, digest, is_digest
 from worldrt.providers.sandbox import (
     CallError,

@@ -7,11 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from worldrt.host.verse._selection import (PRESETS, ROLES, VERIFY_MODES, SelectionError, abilities, balanced, candidates,
-                                     choose, gf3_sum, preset, select_provider)
-from worldrt.providers import CATALOG
-from worldrt.providers import _errors as err
-from worldrt.providers._provider import ProviderOptions
+from worldrt import errors as err
+from worldrt.host.verse import (
+    PRESETS,
+    ROLES,
+    VERIFY_MODES,
+    SelectionError,
+    abilities,
+    balanced,
+    candidates,
+    choose,
+    gf3_sum,
+    preset,
+    select_provider,
+)
+from worldrt.providers import CATALOG, ProviderOptions
 from worldrt.v1 import pb
 
 FULL = {"primary": "morph", "optimizer": "primeintellect", "verifier": "gensyn", "gf3_sum": 0}

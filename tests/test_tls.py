@@ -21,8 +21,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from worldrt.host import DirectRouter
-from worldrt.providers._channel import ClientTls, InsecureChannelError, open_channel
+from worldrt.host.lattice import DirectRouter
+from worldrt.providers import ClientTls, InsecureChannelError, open_channel
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb, rpc
 

@@ -1,0 +1,33 @@
+"""Components the tests run: the examples and tests/fixtures/components, each built once for the whole
+test run (and reused by later runs until its sources, the WIT or componentize-py change)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+from worldrt.host.runtime import built_once
+from worldrt.host.verse import example_component
+from worldrt.wit import WIT_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "components" / "examples"
+FIXTURES = ROOT / "tests" / "fixtures" / "components"
+# One cache of built and compiled components for every test and every worker (hosts in tests share it).
+CACHE = ROOT / ".worldrt" / "cache"
+os.environ.setdefault("WORLDRT_CACHE", str(CACHE))
+
+
+def built_example(name: str) -> Path:
+    """An example component (~10 s a build, once)."""
+    return example_component(name, CACHE / "examples")
+
+
+def fixture_component(name: str) -> Path:
+    """A test component from tests/fixtures/components."""
+    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
+    for path in sorted((FIXTURES / name).glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return built_once(FIXTURES / name, CACHE / "fixtures" / digest.hexdigest()[:16] / f"{name}.wasm")

@@ -1,0 +1,109 @@
+"""The processes a test started, seen from /proc, and waiting on conditions with a bound."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from worldrt.providers.testing import ProviderDaemon
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something true (and return that), for at most ``timeout_s``;
+    AssertionError naming ``what`` did not happen otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def processes_under(marker: str) -> set[int]:
+    """Pids of every process whose command line mentions ``marker``, and all their descendants."""
+    parents: dict[int, int] = {}
+    roots: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parents[pid] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    roots.add(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    found = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The ones of ``pids`` still running (zombies are not)."""
+    out = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+def wait_gone(pids: set[int], timeout_s: float = 30.0) -> None:
+    """Wait for ``pids`` to end; SIGKILL whatever is left after ``timeout_s`` and fail."""
+    try:
+        wait_for(lambda: not alive(pids), timeout_s, f"processes {sorted(pids)} did not end")
+    except AssertionError:
+        left = alive(pids)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
+
+
+def sigterm_mid_call_leaves_nothing(daemon: ProviderDaemon, state_dir: Path, call: Callable[[], object],
+                                    reply_type: type, *, busy: int = 4) -> None:
+    """SIGTERM the daemon while ``call`` runs in it (once ``busy`` processes run under ``state_dir``): the
+    call fails, the daemon exits 0, nothing is left."""
+    outcome: list[object] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(call())
+        except grpc.RpcError as exc:
+            outcome.append(exc.code())
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    tree = wait_for(lambda: (lambda t: t if len(t) >= busy else None)(processes_under(str(state_dir))), 30,
+                    f"{busy} processes of the call did not start")
+    assert not outcome, f"the call ended before it could be interrupted: {outcome}"
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    thread.join(10)
+    daemon.stop()
+    assert outcome and not isinstance(outcome[0], reply_type)
+    wait_gone(tree, 10)
+    assert not alive(processes_under(str(state_dir)))
