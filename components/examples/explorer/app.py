@@ -15,6 +15,8 @@ import json
 
 import wit_world
 from componentize_py_types import Err
+from market import SOURCE
+from pipeline import Pipeline, PipelineFailed
 from wit_world.imports import generator, log
 from wit_world.imports.types import (
     BranchRequest,
@@ -26,9 +28,6 @@ from wit_world.imports.types import (
     SnapshotRequest,
     StartRequest,
 )
-
-from market import SOURCE
-from pipeline import Pipeline, PipelineFailed
 
 DEFAULT_STRATEGIES = [
     {"rule": "ma_cross", "params": {"fast": 5, "slow": 20}},

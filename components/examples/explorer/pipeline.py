@@ -22,6 +22,7 @@ import math  # noqa: F401 - bundled for the market code
 import random  # noqa: F401 - bundled for the market code
 
 from componentize_py_types import Err
+from market import SOURCE, SPACES, inference_program, objective_program, step_program
 from wit_world.imports import coordinator, generator, lattice, log, validator
 from wit_world.imports.types import (
     BranchRequest,
@@ -36,8 +37,6 @@ from wit_world.imports.types import (
     VerifyMode,
     VerifyRequest,
 )
-
-from market import SOURCE, SPACES, inference_program, objective_program, step_program
 
 DEFAULT_BASELINE = {"rule": "ma_cross", "params": {"fast": 5, "slow": 20}}
 
