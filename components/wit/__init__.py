@@ -4,3 +4,5 @@ components can be built from an installed worldrt."""
 from pathlib import Path
 
 WIT_DIR = Path(__file__).resolve().parent
+
+__all__ = ["WIT_DIR"]

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,9 @@ log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
 HUNG_AFTER_MISSES = 3
 
+
+# The longest path a unix socket address may have (sun_path holds 108 bytes with its NUL).
+SOCKET_PATH_MAX = 107
 
 class SupervisorError(Unavailable):
     """A provider daemon could not be started."""
@@ -55,11 +59,23 @@ class Supervisor:
         self.health_interval_s = health_interval_s
         self.on_restart = on_restart
         self._children: dict[str, Child] = {}
+        self._short: tempfile.TemporaryDirectory[str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-spawner")
+        self._sockets = self._socket_dir()
         self._watcher = threading.Thread(target=self._watch, name="provider-supervisor", daemon=True)
         self._watcher.start()
+
+    def _socket_dir(self) -> Path:
+        """Where the children's sockets go: beside their state, unless that path is too long for a unix
+        socket (the kernel takes 107 bytes); then a private directory of its own under /tmp."""
+        beside = self.state_dir / "providers"
+        longest = max(len(name) for name in CATALOG) + len(".sock") + 1
+        if len(str(beside)) + longest <= SOCKET_PATH_MAX:
+            return beside
+        self._short = tempfile.TemporaryDirectory(prefix="worldrt-")
+        return Path(self._short.name)
 
     def _note(self, name: str, status: str, **fields: object) -> None:
         """Record a daemon's status; a registry that cannot write it must not stop the supervision."""
@@ -88,7 +104,7 @@ class Supervisor:
         with self._lock:
             child = self._children.get(name)
             if child is None:
-                sock = self.state_dir / "providers" / f"{name}.sock"
+                sock = self._sockets / f"{name}.sock"
                 child = self._children[name] = Child(name, f"unix:{sock}")
         restarted = False
         with child.lock:
@@ -211,6 +227,8 @@ class Supervisor:
         for name, child in self._children.items():
             child.healthy = False
             self._note(name, "stopped")
+        if self._short is not None:
+            self._short.cleanup()
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from worldrt.errors import FailedPrecondition
 from worldrt.providers.sandbox import _seccomp
 
 AGENT_DIR = Path(__file__).resolve().parent
@@ -24,18 +25,31 @@ _ETC_FILES = (
     "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 )
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Each member gets its own of these (on its disk): nothing of the host's under them is seen inside.
+MEMBER_PRIVATE_DIRS = ("/tmp", "/workspace", "/dev/shm")
 
 
 def bwrap_path() -> str:
     path = shutil.which("bwrap")
     if path is None:
-        raise RuntimeError("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
+        raise FailedPrecondition("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
     return path
 
 
 def python_roots() -> list[str]:
     """Directories the sandboxed interpreter needs: the running Python, its base install and site-packages."""
     roots = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    for root in roots:
+        if any(root == private or root.startswith(private + "/") for private in MEMBER_PRIVATE_DIRS):
+            raise FailedPrecondition(
+                f"this Python lives in {root}, under a directory each sandbox replaces with its own "
+                f"({', '.join(MEMBER_PRIVATE_DIRS)}), so sandboxes could not import from it; install worldrt "
+                f"in a venv elsewhere")
+        if os.path.isdir(root) and os.stat(root).st_mode & 0o005 != 0o005:
+            raise FailedPrecondition(
+                f"this Python lives in {root}, which other users cannot read (mode "
+                f"{os.stat(root).st_mode & 0o777:o}), so sandboxes, which run as uids of their own, could not "
+                f"import from it; make it readable (chmod o+rx {root}) or install worldrt elsewhere")
     return sorted(r for r in roots if r and not any(r != o and r.startswith(o + "/") for o in roots))
 
 

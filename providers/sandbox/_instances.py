@@ -11,6 +11,7 @@ last member is gone. Calls on stopped ids say why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -143,6 +144,7 @@ class InstanceEngine:
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._pool: list[Warm] = []
         self._refilling: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self.cgroups = Cgroups("unopened", [])
 
@@ -151,11 +153,12 @@ class InstanceEngine:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         self.cgroups = Cgroups.open(f"worldrt-{self.provider_id}-{os.getpid()}")
-        await self._refill()
+        await self._refill(retry=False)
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> int:
         """Stop every instance and sandbox; return how many instances were running."""
+        self._closing.set()
         if self._reaper:
             self._reaper.cancel()
         if self._refilling:
@@ -209,13 +212,21 @@ class InstanceEngine:
             raise
         return proc
 
-    async def _refill(self) -> None:
-        while len(self._pool) < self.pool_size:
+    async def _refill(self, *, retry: bool = True) -> None:
+        """Fill the warm pool. A sandbox that fails to start (a busy machine) is tried again, backing off,
+        until the pool is full or the engine closes; without ``retry`` (at open) the first failure ends it."""
+        delay_s = 0.1
+        while len(self._pool) < self.pool_size and not self._closing.is_set():
             try:
                 self._pool.append(await self._warm())
+                delay_s = 0.1
             except (SandboxError, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox: %s", exc)
-                return
+                if not retry:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay_s)
+                delay_s = min(delay_s * 2, 5.0)
 
     def _schedule_refill(self) -> None:
         if self._refilling is None or self._refilling.done():

@@ -15,9 +15,9 @@ import grpc
 from worldrt.providers.testing import ProviderDaemon
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something true (and return that), for at most ``timeout_s``;
-    AssertionError naming ``what`` did not happen otherwise."""
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, *, interval_s: float = 0.05) -> Any:
+    """Poll ``condition`` every ``interval_s`` until it returns something true (and return that), for at
+    most ``timeout_s``; AssertionError naming ``what`` did not happen otherwise."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -25,7 +25,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} within {timeout_s} s")
-        time.sleep(0.05)
+        time.sleep(interval_s)
 
 
 def processes_under(marker: str) -> set[int]:
@@ -96,8 +96,12 @@ def sigterm_mid_call_leaves_nothing(daemon: ProviderDaemon, state_dir: Path, cal
 
     thread = threading.Thread(target=caller)
     thread.start()
-    tree = wait_for(lambda: (lambda t: t if len(t) >= busy else None)(processes_under(str(state_dir))), 30,
-                    f"{busy} processes of the call did not start")
+
+    def busy_tree() -> set[int] | None:
+        tree = processes_under(str(state_dir))
+        return tree if len(tree) >= busy else None
+
+    tree = wait_for(busy_tree, 30, f"{busy} processes of the call did not start")
     assert not outcome, f"the call ended before it could be interrupted: {outcome}"
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGTERM)

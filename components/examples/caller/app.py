@@ -1,7 +1,8 @@
 """A verse that only calls providers, for tests and benchmarks of the host's routing.
 
 ``run(verse_id, args)`` with args JSON ``{"op": "execute", "instance_id": ..., "code": "1", "calls": N}``
-runs ``code`` N times in that instance; ``{"op": "optimize"}`` asks its coordinator for a tiny
+runs ``code`` N times in that instance (``"new"``: one it starts and stops itself, ``""``: one-shot runs);
+``{"op": "optimize"}`` asks its coordinator for a tiny
 optimization. It returns how many calls succeeded, or the first provider error as its err.
 """
 
@@ -10,7 +11,7 @@ import json
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import coordinator, generator
-from wit_world.imports.types import ExecuteRequest, OptimizeRequest
+from wit_world.imports.types import ExecuteRequest, InstanceRef, OptimizeRequest, StartRequest
 
 
 def _call(fn, request):
@@ -31,9 +32,17 @@ class WitWorld(wit_world.WitWorld):
                 space_json=json.dumps({"x": [0, 1, 2, 3]}), budget=16, seed=verse_id, group_size=4,
                 max_async_level=0, checkpoint_every=0))
             return json.dumps({"calls": 1, "best": json.loads(reply.best_json)})
-        request = ExecuteRequest(instance_id=spec["instance_id"], code=spec.get("code", "1"), language="python",
+        instance_id = spec["instance_id"]
+        if instance_id == "new":
+            instance_id = _call(generator.start, StartRequest(image="", snapshot_id="", language="python", ttl_s=0,
+                                                              limits=None, metadata=[])).instance_id
+        request = ExecuteRequest(instance_id=instance_id, code=spec.get("code", "1"), language="python",
                                  timeout_ms=int(spec.get("timeout_ms", 10_000)), env=[], input_json="", seed=0)
-        for _ in range(int(spec.get("calls", 1))):
-            _call(generator.execute, request)
-            done += 1
+        try:
+            for _ in range(int(spec.get("calls", 1))):
+                _call(generator.execute, request)
+                done += 1
+        finally:
+            if spec["instance_id"] == "new":
+                _call(generator.stop, InstanceRef(instance_id=instance_id))
         return json.dumps({"calls": done})

@@ -1,0 +1,117 @@
+"""The shared pieces under the validators: canonical JSON and digests, sandboxed function workers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support import settle_sandboxes
+from worldrt.providers import canonical_json, digest, is_digest
+from worldrt.providers.sandbox import (
+    CallError,
+    CallTimeout,
+    ProgramError,
+    WorkerLost,
+    WorkerPool,
+)
+
+pytestmark = pytest.mark.daemons
+
+
+def test_canonical_json_and_digest_are_the_normative_ones() -> None:
+    obj = {"b": [1, 2.5, None], "a": {"ü": "é", "z": True}}
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(obj) == text == '{"a":{"z":true,"ü":"é"},"b":[1,2.5,null]}'
+    assert digest(obj) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert is_digest(digest(obj)) and not is_digest(digest(obj).upper()) and not is_digest("ab")
+
+
+PROGRAM = """
+import os
+calls = 0
+
+def count():
+    global calls
+    calls += 1
+    return calls
+
+def add(a, b):
+    return a + b
+
+def boom():
+    raise KeyError("missing")
+
+def spin():
+    while True:
+        pass
+
+def leave():
+    os._exit(7)
+
+def not_json():
+    return object()
+"""
+
+
+def test_worker_pool_runs_calls_in_fresh_namespaces_and_survives_failures(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="t")
+        await pool.open()
+        try:
+            async with pool.lease(2, PROGRAM) as lease:
+                assert await asyncio.gather(*(lease.call("add", [i, 1], 5) for i in range(20))) == list(range(1, 21))
+                assert [await lease.call("count", [], 5) for _ in range(3)] == [1, 1, 1]
+                with pytest.raises(CallError, match="KeyError"):
+                    await lease.call("boom", [], 5)
+                with pytest.raises(CallError, match="not JSON"):
+                    await lease.call("not_json", [], 5)
+                with pytest.raises(CallError, match="does not define"):
+                    await lease.call("nothing", [], 5)
+                with pytest.raises(CallTimeout):
+                    await lease.call("spin", [], 0.2)
+                with pytest.raises(WorkerLost):
+                    await lease.call("leave", [], 5)
+                assert await lease.call("add", ["a", "b"], 5) == "ab"  # replaced workers serve on
+                members = set(pool._sandbox.members) - {w.proc.key for w in pool._ready.ready}  # type: ignore
+                assert len(members) == 3  # the frozen template and two workers (besides those kept ready)
+            await pool.settle()
+            ready = {w.proc.key for w in pool._ready.ready}  # type: ignore[union-attr]
+            assert set(pool._sandbox.members) - ready == {pool._template.key}  # type: ignore[union-attr]
+            with pytest.raises(ProgramError, match="SyntaxError"):
+                async with pool.lease(1, "def f(:"):
+                    pass
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_wedged_or_dead_template_is_replaced_and_reported(tmp_path: Path) -> None:
+    """A template that stops answering (SIGSTOP) or dies costs one request's wait, never the pool."""
+
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="w", ready_workers=0, fork_timeout_s=2.0, preload=())
+        await pool.open()
+        try:
+            assert pool._template is not None
+            os.kill(pool._template.pid, signal.SIGSTOP)
+            async with pool.lease(1, PROGRAM) as lease:
+                assert await lease.call("add", [2, 3], 5) == 5
+            assert pool.template_restarts == 1 and "did not fork" in pool.last_template_failure
+            assert pool.isolation["template_restarts"] == 1
+            os.kill(pool._template.pid, signal.SIGKILL)
+            async with pool.lease(1, PROGRAM) as lease:
+                assert await lease.call("add", [1, 1], 5) == 2
+            assert pool.template_restarts == 2
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
