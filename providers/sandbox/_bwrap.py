@@ -27,6 +27,8 @@ _ETC_FILES = (
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Each member gets its own of these (on its disk): nothing of the host's under them is seen inside.
 MEMBER_PRIVATE_DIRS = ("/tmp", "/workspace", "/dev/shm")
+# Where a sandbox sees the daemon's venv.
+ENV_MOUNT = "/opt/python-env"
 
 
 def bwrap_path() -> str:
@@ -36,21 +38,33 @@ def bwrap_path() -> str:
     return path
 
 
-def python_roots() -> list[str]:
-    """Directories the sandboxed interpreter needs: the running Python, its base install and site-packages."""
-    roots = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    for root in roots:
-        if any(root == private or root.startswith(private + "/") for private in MEMBER_PRIVATE_DIRS):
-            raise FailedPrecondition(
-                f"this Python lives in {root}, under a directory each sandbox replaces with its own "
-                f"({', '.join(MEMBER_PRIVATE_DIRS)}), so sandboxes could not import from it; install worldrt "
-                f"in a venv elsewhere")
-        if os.path.isdir(root) and os.stat(root).st_mode & 0o005 != 0o005:
-            raise FailedPrecondition(
-                f"this Python lives in {root}, which other users cannot read (mode "
-                f"{os.stat(root).st_mode & 0o777:o}), so sandboxes, which run as uids of their own, could not "
-                f"import from it; make it readable (chmod o+rx {root}) or install worldrt elsewhere")
-    return sorted(r for r in roots if r and not any(r != o and r.startswith(o + "/") for o in roots))
+def _usable(root: str, *, at_own_path: bool = True) -> str:
+    if at_own_path and any(root == private or root.startswith(private + "/") for private in MEMBER_PRIVATE_DIRS):
+        raise FailedPrecondition(
+            f"this Python's base install lives in {root}, under a directory each sandbox replaces with its own "
+            f"({', '.join(MEMBER_PRIVATE_DIRS)}), so sandboxes could not run it; use a Python installed elsewhere")
+    mode = os.stat(root).st_mode
+    if mode & 0o005 != 0o005:
+        raise FailedPrecondition(
+            f"this Python lives in {root}, which other users cannot read (mode {mode & 0o777:o}), so sandboxes, "
+            f"which run as uids of their own, could not import from it; make it readable (chmod o+rx {root}) or "
+            f"install worldrt elsewhere")
+    return root
+
+
+def interpreter() -> tuple[list[tuple[str, str]], str]:
+    """How a sandbox runs this Python: the (host path, sandbox path) binds it needs, and the executable
+    inside. A venv is bound at ENV_MOUNT, wherever it lives (under /tmp too, which each member replaces
+    with its own): its host path never shows inside. The base install keeps its path, which the venv's
+    interpreter link and ``pyvenv.cfg`` name; under /usr it is a system directory, mounted already."""
+    venv = sys.prefix if sys.prefix != sys.base_prefix else None
+    bases = {root for root in (sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)))
+             if venv is None or not (root == venv or root.startswith(venv + "/"))}  # a venv's copied binary
+    binds = [(_usable(root), root) for root in sorted(bases)
+             if not root.startswith("/usr/") and not any(root != o and root.startswith(o + "/") for o in bases)]
+    if venv is None:
+        return binds, os.path.realpath(sys.executable)
+    return [*binds, (_usable(venv, at_own_path=False), ENV_MOUNT)], f"{ENV_MOUNT}/bin/{os.path.basename(sys.executable)}"
 
 
 def _parents(path: str) -> list[str]:
@@ -99,9 +113,9 @@ def command(label: str, channel_fd: int, nproc: int, files: dict[str, int]) -> l
     for path in _ETC_FILES:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    for root in python_roots():
-        if not root.startswith("/usr/"):
-            argv += _parents(root) + ["--ro-bind", root, root]
+    binds, executable = interpreter()
+    for source, target in binds:
+        argv += _parents(target) + ["--ro-bind", source, target]
     for dest, fd in files.items():
         if dest != "seccomp":
             argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
@@ -110,6 +124,6 @@ def command(label: str, channel_fd: int, nproc: int, files: dict[str, int]) -> l
              "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/workspace",
              "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
              "--setenv", "PYTHONUNBUFFERED", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
-             "--", os.path.realpath(sys.executable) if sys.prefix == sys.base_prefix else sys.executable,
+             "--", executable,
              f"{AGENT_MOUNT}/agent.py", str(channel_fd), str(nproc)]
     return argv

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import venv
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def _pipeline(worldrt: list[str], cwd: Path) -> dict[str, object]:
     return run
 
 
-def test_the_installed_wheel_runs_the_pipeline_with_the_checkouts_wev(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_the_installed_wheel_runs_the_pipeline_with_the_checkouts_wev(tmp_path: Path) -> None:
     dist, source = tmp_path / "dist", tmp_path / "source"
     # Built from a copy of the tracked files, so the build leaves nothing in the checkout.
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
@@ -40,10 +39,8 @@ def test_the_installed_wheel_runs_the_pipeline_with_the_checkouts_wev(tmp_path: 
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                     str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("world_runtime-*.whl"))
-    # Not under /tmp: each sandbox has a /tmp of its own, so an interpreter there is refused.
-    fresh = Path(tempfile.mkdtemp(prefix="worldrt-wheel-", dir=Path.home()))
-    request.addfinalizer(lambda: shutil.rmtree(fresh, ignore_errors=True))
-    fresh.chmod(0o755)  # as a venv made by hand would be: sandbox uids must read it
+    # Under /tmp, which each sandbox member replaces with its own: the venv is seen at a path of its own.
+    fresh = tmp_path / "venv"
     venv.create(fresh, with_pip=False)  # this pip installs into it (--python): no copy of pip needed there
     # Its dependencies as a user gets them (from pip's cache once the checkout's venv has been set up).
     # --no-compile: the .pyc files pip would write change nothing here and cost most of the install's time.
