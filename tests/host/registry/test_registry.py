@@ -122,7 +122,9 @@ _WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_no_row_is_lost_when_the_writer_is_stopped(tmp_path: Path, signum: int) -> None:
     db = tmp_path / "w.duckdb"
-    script = "import signal\nsignal.signal(signal.SIGTERM, signal.default_int_handler)\n" + _WRITER
+    # SIGINT too: a child of a pytest-xdist worker inherits SIGINT ignored.
+    script = ("import signal\nsignal.signal(signal.SIGTERM, signal.default_int_handler)\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n" + _WRITER)
     proc = subprocess.Popen([sys.executable, "-c", script, str(db), "30000"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "queued"
     proc.send_signal(signum)

@@ -43,7 +43,12 @@ def test_one_shot_runs_leave_nothing_behind(mstub, modal: ProviderDaemon) -> Non
     assert (shell.stdout, shell.exit_code) == ("hi\n", 4)
     for _ in range(6):
         mstub.Execute(pb.ExecuteRequest(code="1"))
-    wait_for(lambda: _sandboxes(modal) == 2, 30, "only the warm pool should remain")
+    seen: list[int] = []
+    try:
+        wait_for(lambda: seen.append(_sandboxes(modal)) or seen[-1] == 2, 30, "only the warm pool should remain")
+    except AssertionError as exc:
+        log = modal.log_path.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}; sandboxes seen last: {seen[-5:]}\n{log}") from None
 
 
 def test_one_shot_stream(mstub) -> None:
