@@ -20,8 +20,6 @@ finding 12 only ever name 198.18.0.0/15 addresses (RFC 2544's benchmarking range
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.metadata
 import inspect
 import json
 import os
@@ -29,12 +27,10 @@ import platform
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -44,19 +40,18 @@ from typing import Any
 
 import duckdb
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from rich.console import Console
 from rich.table import Table
 
-from worldrt.host import _service as host_service
+from worldrt.host import serve_host
 from worldrt.host.lattice import DirectRouter
 from worldrt.host.registry import Registry
-from worldrt.host.runtime import build_component
 from worldrt.host.verse import example_component
 from worldrt.providers import (
     ClientTls,
     InsecureChannelError,
-    _auth,
+    bearer_problem,
     canonical_json,
     digest,
     open_channel,
@@ -64,13 +59,30 @@ from worldrt.providers import (
 from worldrt.providers.ritual import KEY_FILE
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_pb, host_rpc, pb, rpc
-from worldrt.wit import WIT_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _report import write_json
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.setdefault("WORLDRT_CACHE", str(ROOT / ".worldrt" / "cache")))
+from tests.support import (  # the tests' harness: the same hostile code and the same probes
+    CACHE,
+    KILL_EVERYTHING,
+    ROOT,
+    SYSCALLS,
+    HostProcess,
+    alive,
+    cmdlines,
+    environ_token,
+    f32,
+    fixture_component,
+    invocation_rows,
+    missing_rows,
+    open_fds,
+    processes_under,
+    rss_mib,
+    settle,
+)
+
 UNREACHABLE = "198.18.0.1"  # RFC 2544: nothing is ever sent there
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -82,29 +94,6 @@ SETTLE_S = 20.0
 # --- attack code (the review's, as in tests/test_escapes.py) ------------------------------------------
 # Code that reaches the agent's own channel, as a hostile program in a sandbox can.
 CHANNEL = "import __main__ as _agent, array, json, socket, struct\nchan = _agent.STATE.chan\n"
-
-KILL_EVERYTHING = """
-import os, signal
-
-def _attack():
-    for pid in (os.getppid(), 1):
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-    try:
-        os.kill(-1, signal.SIGSTOP)
-    except OSError:
-        pass
-"""
-
-# name: (x86_64 syscall number, first argument)
-SYSCALLS = {"unshare(user|mount)": (272, 0x10000000 | 0x20000), "unshare(user)": (272, 0x10000000),
-            "clone(CLONE_NEWUSER)": (56, 0x10000000 | 17), "keyctl": (250, 0), "add_key": (248, 0),
-            "request_key": (249, 0), "io_uring_setup": (425, 1), "bpf": (321, 0), "ptrace": (101, 0),
-            "init_module": (175, 0), "finit_module": (313, -1), "perf_event_open": (298, 0),
-            "userfaultfd": (323, 0), "process_vm_readv": (310, 1)}
 
 FORGED_FRAMES = {
     "huge size": "struct.pack('>I', 1 << 30)",
@@ -150,18 +139,6 @@ def stop(stub: Any, *ids: str) -> None:
             pass
 
 
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def proc_state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -179,47 +156,6 @@ def until(condition: Callable[[], object], timeout_s: float, every: float = 0.05
         if time.monotonic() > deadline:
             return False
         time.sleep(every)
-
-
-def settle(measure: Callable[[], float], limit: float, timeout_s: float = 10.0) -> float:
-    """Wait (bounded) until ``measure()`` is at most ``limit``; its last value."""
-    deadline = time.monotonic() + timeout_s
-    value = measure()
-    while value > limit and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = measure()
-    return value
-
-
-def processes_under(marker: str) -> set[int]:
-    """Pids of every process whose command line mentions ``marker``, and all their descendants."""
-    parents: dict[int, int] = {}
-    roots: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                parents[pid] = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    roots.add(pid)
-        except (OSError, IndexError, ValueError):
-            continue
-    found = set(roots)
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    return {pid for pid in pids if proc_state(pid) not in ("Z", "gone")}
 
 
 def reap(pids: set[int], timeout_s: float = 30.0) -> set[int]:
@@ -250,39 +186,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def f32(value: float) -> float:
-    """``value`` as the FLOAT column latency_ms stores it."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-def rows_of(db: Path, verse: int) -> list[tuple[str, float]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT invocation_id, latency_ms FROM provider_invocations WHERE verse_id = ?",
-                           [str(verse)]).fetchall()
-    finally:
-        con.close()
-
-
-def lost_rows(latencies: list[float], rows: list[tuple[str, float]]) -> int:
-    """Calls the client saw that have no row."""
-    return sum((Counter(f32(x) for x in latencies) - Counter(latency for _, latency in rows)).values())
-
-
 def last_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[-1][:160]
-
-
-def fixture_component(name: str) -> Path:
-    """A component of tests/fixtures/components, built into the cache the tests use (same key)."""
-    source = ROOT / "tests" / "fixtures" / "components" / name
-    key = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
-    for path in sorted(source.glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
-        key.update(path.name.encode() + path.read_bytes())
-    out = CACHE / "fixtures" / key.hexdigest()[:16] / f"{name}.wasm"
-    if not out.exists():
-        build_component(source, out)
-    return out
 
 
 def referee(program: str) -> pb.VerifyRequest:
@@ -294,60 +199,18 @@ def referee(program: str) -> pb.VerifyRequest:
 
 
 # --- hosts --------------------------------------------------------------------------------------------
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds ``authorization: Bearer TOKEN`` to every call on a channel."""
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
-
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return details._replace(metadata=[*(details.metadata or ()), self._header])  # type: ignore[attr-defined]
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-
-class HostProc:
-    """``worldrt host serve ARGS`` with state in ``home``, run from ``cwd``; ``stub`` sends its token."""
+class HostProc(HostProcess):
+    """The tests' host process, whose stop and kill count what is left instead of failing."""
 
     def __init__(self, home: Path, *args: str, cwd: Path | None = None) -> None:
-        self.home = home
-        self.cwd = cwd or home
-        self.cwd.mkdir(parents=True, exist_ok=True)
-        self.address = f"unix:{home / 'host.sock'}"
-        env = {k: v for k, v in os.environ.items() if k not in ("WORLDRT_TOKEN", "WORLDRT_DB")}
-        env["WORLDRT_STATE_DIR"] = str(home)
-        self.log_path = self.cwd / f"host-{time.monotonic_ns()}.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "worldrt.host.cli", "host", "serve", *args],
-                                         cwd=self.cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        try:
-            wait_serving(self.address, proc=self.proc)
-        except BaseException:
-            self.kill()
-            raise
-        self.token = (home / "host.token").read_text().strip()
-        self.channel = grpc.intercept_channel(open_channel(self.address, token=self.token), _Bearer(self.token))
-        self.stub = host_rpc.HostStub(self.channel)
-
-    def health(self) -> int:
-        with open_channel(self.address) as channel:
-            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
-
-    def load(self, wasm: Path, source: str, provider: str = "modal") -> str:
-        """Link ``source``'s generator to ``provider`` and load the component; its id."""
-        self.stub.PutLink(pb.LinkConfig(source_component=source, interfaces=["generator"], target_provider=provider),
-                          timeout=CALL_S)
-        return self.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(wasm)), timeout=CALL_S).component_id
+        (cwd or home).mkdir(parents=True, exist_ok=True)
+        super().__init__(home, *args, cwd=cwd)
 
     def invoke(self, component: str, verse: int, **spec: Any) -> Iterator[host_pb.InvokeEvent]:
         return self.stub.Invoke(host_pb.InvokeRequest(component_id=component, verse_id=verse,
                                                       args=json.dumps(spec)), timeout=300)
 
-    def stop(self) -> int | None:
+    def stop(self) -> int | None:  # type: ignore[override]
         """SIGTERM, wait, and wait for every process it started to be gone; its exit code."""
         tree = processes_under(str(self.home))
         self.channel.close()
@@ -475,7 +338,7 @@ class Bench:
                 raise RuntimeError(f"daemons do not serve before any attack: {problems}")
         time.sleep(0.5)
         for d in self.daemons:
-            d.before = {"fds": fds(d.pid), "rss_mib": rss_mib(d.pid)}
+            d.before = {"fds": open_fds(d.pid), "rss_mib": rss_mib(d.pid)}
 
     def serving(self) -> dict[str, str]:
         """Real work on every long-lived daemon at once; what went wrong, by daemon."""
@@ -521,7 +384,7 @@ class Bench:
         deadline = time.monotonic() + SETTLE_S
         for d in self.daemons:
             left = max(0.5, deadline - time.monotonic())
-            fd_now = settle(lambda: fds(d.pid), d.before["fds"] + FD_SLACK, left)
+            fd_now = settle(lambda: open_fds(d.pid), d.before["fds"] + FD_SLACK, left)
             left = max(0.5, deadline - time.monotonic())
             rss_now = settle(lambda: rss_mib(d.pid), d.before["rss_mib"] + RSS_SLACK_MIB, left)
             d.after = {"fds": fd_now, "rss_mib": rss_now}
@@ -596,7 +459,7 @@ def f1b_ritual_key(b: Bench) -> Outcome:
 # --- 2, 3: descriptors over the agent channel ---------------------------------------------------------
 def f2_descriptor_flood(b: Bench) -> Outcome:
     s, pid = b.morph.stub, b.daemons[0].pid
-    before = fds(pid)
+    before = open_fds(pid)
     iid = s.Start(pb.StartRequest(), timeout=CALL_S).instance_id
     flood = CHANNEL + (
         "import time\nfd = os.open('/dev/null', os.O_RDONLY)\nframe = json.dumps({'ev': 'stdout', 'd': 'x'}).encode()\n"
@@ -608,12 +471,12 @@ def f2_descriptor_flood(b: Bench) -> Outcome:
         sent = run(s, iid, "import os\n" + flood)
     finally:
         stop(s, iid)
-    during = fds(pid)
+    during = open_fds(pid)
     starts = []
     for _ in range(3):
         starts.append(s.Start(pb.StartRequest(), timeout=CALL_S).instance_id)
     stop(s, *starts)
-    settled = settle(lambda: fds(pid), before + FD_SLACK)
+    settled = settle(lambda: open_fds(pid), before + FD_SLACK)
     blocked = during < before + 10 and settled <= before + FD_SLACK and len(starts) == 3
     return blocked, (f"{sent.value_json or sent.error} frames of 250 descriptors sent (25,000 fds); daemon fds "
                      f"{before} before, {during} right after, {settled} settled; 3 Starts after it: ok")
@@ -707,7 +570,7 @@ def f5_writer_error(b: Bench, caller: Path) -> Outcome:
             code = host.stop()
         finally:
             host.kill()
-        stored = len(rows_of(db, 909))
+        stored = len(invocation_rows(db, 909))
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
     blocked = full and len(latencies) == 10 and unhealthy and said and recovered and same and code == 0 \
@@ -749,8 +612,8 @@ def f6_deleted_db(b: Bench, caller: Path) -> Outcome:
         code_again = again.stop()
     finally:
         again.kill()
-    rows = rows_of(db, 808)
-    lost = lost_rows(after, rows)
+    rows = invocation_rows(db, 808)
+    lost = missing_rows(after, rows)
     blocked = ok and unhealthy and said and code == 0 and serving and code_again == 0 and len(after) == 45 \
         and lost == 0
     return blocked, (f"DB file deleted after call 15 of 60 (invocation ok: {ok}); NOT_SERVING: "
@@ -783,12 +646,12 @@ def f7_sigkill_mid_burst(b: Bench, caller: Path, kill_at: int = 150) -> Outcome:
     t0 = time.monotonic()
     Registry.open(db).close()  # replays the journal the killed host left
     replay_ms = (time.monotonic() - t0) * 1000
-    rows = rows_of(db, 707)
-    lost = lost_rows(latencies, rows)
+    rows = invocation_rows(db, 707)
+    lost = missing_rows(latencies, rows)
     journal = db.with_name(db.name + ".journal")
     emptied = journal.exists() and not journal.stat().st_size
     Registry.open(db).close()
-    again = len(rows_of(db, 707))
+    again = len(invocation_rows(db, 707))
     unique = len({ident for ident, _ in rows}) == len(rows)
     b.registry = {"calls_requested": 3000, "killed_after_events": kill_at, "events_seen": len(latencies),
                   "rows_after_reopen": len(rows), "rows_lost": lost, "extra_rows": max(0, len(rows) - len(latencies)),
@@ -1122,27 +985,10 @@ def f18_shell_job(b: Bench) -> Outcome:
 
 
 # --- 13, 16, 18 (host) --------------------------------------------------------------------------------
-def _cmdlines(pids: set[int]) -> dict[int, bytes]:
-    out = {}
-    for pid in pids:
-        try:
-            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            pass
-    return out
-
-
-def _environ_token(pid: int) -> str | None:
-    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if item.startswith(b"WORLDRT_TOKEN="):
-            return item.split(b"=", 1)[1].decode()
-    return None
-
-
 def f16_daemon_cmdline(b: Bench) -> Outcome:
     pid = b.daemons[5].pid
     line = Path(f"/proc/{pid}/cmdline").read_bytes()
-    env_token = _environ_token(pid)
+    env_token = environ_token(pid)
     return b.tls_token.encode() not in line and env_token == b.tls_token, (
         f"token in /proc/{pid}/cmdline: {b.tls_token.encode() in line}; passed in its environment: "
         f"{env_token == b.tls_token}")
@@ -1187,8 +1033,8 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
                                                f"header: {code_name(one)}")
 
         def constant_time() -> Outcome:
-            source = inspect.getsource(_auth.bearer_problem)
-            host_uses = "bearer_problem(" in inspect.getsource(host_service)
+            source = inspect.getsource(bearer_problem)
+            host_uses = "bearer_problem(" in inspect.getsource(sys.modules[serve_host.__module__])
             t = host.token
             wrong = {"first char wrong": ("A" if t[0] != "A" else "B") + t[1:],
                      "last char wrong": t[:-1] + ("A" if t[-1] != "A" else "B"), "1 char": "x"}
@@ -1283,8 +1129,8 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
 
         def host_cmdlines() -> Outcome:
             state = host.stub.ProviderStatus(host_pb.ProviderStatusRequest(provider_id="modal"), timeout=CALL_S)
-            provider_token = _environ_token(state.pid)
-            lines = _cmdlines(processes_under(str(home)) | {host.proc.pid})
+            provider_token = environ_token(state.pid)
+            lines = cmdlines(processes_under(str(home)) | {host.proc.pid})
             leaked = [pid for pid, line in lines.items()
                       if host.token.encode() in line or (provider_token and provider_token.encode() in line)]
             ok = bool(provider_token) and provider_token != host.token and host.proc.pid in lines and \
@@ -1473,7 +1319,7 @@ def main() -> None:
                                       f"{exc}", False))
                 for d in bench.daemons:
                     if not d.after and d.daemon.proc is not None and d.daemon.proc.poll() is None:
-                        d.after = {"fds": fds(d.pid), "rss_mib": rss_mib(d.pid)}
+                        d.after = {"fds": open_fds(d.pid), "rss_mib": rss_mib(d.pid)}
         for d in bench.daemons:
             d.before = d.before or {"fds": 0, "rss_mib": 0.0}
             d.after = d.after or {"fds": 0, "rss_mib": 0.0}

@@ -55,6 +55,49 @@ def processes_under(marker: str) -> set[int]:
     return found
 
 
+def cmdlines(pids: set[int]) -> dict[int, bytes]:
+    """The command lines of those of ``pids`` still running."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            pass
+    return out
+
+
+def environ_token(pid: int) -> str | None:
+    """The WORLDRT_TOKEN a process was started with, if any."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"WORLDRT_TOKEN="):
+            return item.split(b"=", 1)[1].decode()
+    return None
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of ``pid``, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def settle(measure: Callable[[], float], limit: float, timeout_s: float = 10.0) -> float:
+    """Wait (bounded) until ``measure()`` is at most ``limit``; its last value."""
+    deadline = time.monotonic() + timeout_s
+    value = measure()
+    while value > limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = measure()
+    return value
+
+
 def alive(pids: set[int]) -> set[int]:
     """The ones of ``pids`` still running (zombies are not)."""
     out = set()

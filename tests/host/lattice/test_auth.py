@@ -13,28 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import HostProcess, built_example, cli, processes_under
+from tests.support import HostProcess, built_example, cli, cmdlines, environ_token, processes_under
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import host_pb, host_rpc, pb
 
 pytestmark = pytest.mark.daemons
-
-
-def _cmdlines(pids: set[int]) -> dict[int, bytes]:
-    out = {}
-    for pid in pids:
-        try:
-            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            pass
-    return out
-
-
-def _environ_token(pid: int) -> str | None:
-    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if item.startswith(b"WORLDRT_TOKEN="):
-            return item.split(b"=", 1)[1].decode()
-    return None
 
 
 def test_the_host_makes_a_token_requires_it_and_keeps_it(tmp_path: Path) -> None:
@@ -109,14 +92,14 @@ def test_no_token_is_on_any_daemons_command_line(tmp_path: Path) -> None:
     with ProviderDaemon("gensyn", state_dir=tmp_path / "p", token="cmdline-s3cret") as daemon:
         assert daemon.proc is not None
         assert b"cmdline-s3cret" not in Path(f"/proc/{daemon.proc.pid}/cmdline").read_bytes()
-        assert _environ_token(daemon.proc.pid) == "cmdline-s3cret"
+        assert environ_token(daemon.proc.pid) == "cmdline-s3cret"
     (tmp_path / "h").mkdir()
     host = HostProcess(tmp_path / "h")
     try:
         state = host.stub.ProviderStatus(host_pb.ProviderStatusRequest(provider_id="gensyn"))
-        provider_token = _environ_token(state.pid)
+        provider_token = environ_token(state.pid)
         assert provider_token and provider_token != host.token
-        lines = _cmdlines(processes_under(str(tmp_path / "h")) | {host.proc.pid})
+        lines = cmdlines(processes_under(str(tmp_path / "h")) | {host.proc.pid})
         assert host.proc.pid in lines and state.pid in lines
         for pid, line in lines.items():
             assert host.token.encode() not in line and provider_token.encode() not in line, (pid, line)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-import struct
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.support import HostProcess, built_example, cli, fixture_component, wait_for
+from tests.support import (
+    HostProcess,
+    built_example,
+    cli,
+    f32,
+    fixture_component,
+    invocation_rows,
+    missing_rows,
+    wait_for,
+)
 from worldrt.host.registry import (
     Invocation,
     Redactor,
@@ -43,11 +50,6 @@ def caller_wasm() -> Path:
     return built_example("caller")
 
 
-def _f32(value: float) -> float:
-    """``value`` as the FLOAT column latency_ms stores it."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
 def _burst(host: HostProcess, component_id: str, verse: int, calls: int, **spec: object) -> Iterator[host_pb.InvokeEvent]:
     """Invoke the caller component: ``calls`` one-shot Executes on its generator (modal), or with
     ``instance_id="new"`` Executes in one instance it starts (a burst as fast as the calls can go)."""
@@ -55,18 +57,9 @@ def _burst(host: HostProcess, component_id: str, verse: int, calls: int, **spec:
     return host.stub.Invoke(host_pb.InvokeRequest(component_id=component_id, verse_id=verse, args=args))
 
 
-def _rows(db: Path, verse: int) -> list[tuple[str, float]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT invocation_id, latency_ms FROM provider_invocations WHERE verse_id = ?",
-                           [str(verse)]).fetchall()
-    finally:
-        con.close()
-
-
 def _assert_each_event_has_its_row(latencies: list[float], rows: list[tuple[str, float]]) -> None:
-    missing = Counter(_f32(x) for x in latencies) - Counter(latency for _, latency in rows)
-    assert not missing, f"{sum(missing.values())} call(s) the client saw have no row"
+    missing = missing_rows(latencies, rows)
+    assert not missing, f"{missing} call(s) the client saw have no row"
 
 
 def test_sigkill_mid_burst_keeps_the_row_of_every_call_the_client_saw(tmp_path: Path, caller_wasm: Path) -> None:
@@ -88,14 +81,14 @@ def test_sigkill_mid_burst_keeps_the_row_of_every_call_the_client_saw(tmp_path: 
         host.kill()
     assert len(latencies) >= 300
     Registry.open(tmp_path / "world.duckdb").close()  # replays the journal the killed host left
-    rows = _rows(tmp_path / "world.duckdb", 707)
+    rows = invocation_rows(tmp_path / "world.duckdb", 707)
     _assert_each_event_has_its_row(latencies, rows)
     # Calls are one after another: at most the call whose event the host had not sent yet adds a row.
     assert len(latencies) <= len(rows) <= len(latencies) + 1, (len(latencies), len(rows))
     assert len({ident for ident, _ in rows}) == len(rows)
     assert not (tmp_path / "world.duckdb.journal").stat().st_size
     Registry.open(tmp_path / "world.duckdb").close()
-    assert len(_rows(tmp_path / "world.duckdb", 707)) == len(rows), "a second open must not add rows again"
+    assert len(invocation_rows(tmp_path / "world.duckdb", 707)) == len(rows), "a second open must not add rows again"
 
 
 def test_a_deleted_journal_is_written_again_before_a_sigkill_can_cost_a_row(tmp_path: Path,
@@ -121,7 +114,7 @@ def test_a_deleted_journal_is_written_again_before_a_sigkill_can_cost_a_row(tmp_
         host.kill()
     made_again = stat.S_IMODE(journal.stat().st_mode)
     Registry.open(tmp_path / "world.duckdb").close()
-    rows = _rows(tmp_path / "world.duckdb", 606)
+    rows = invocation_rows(tmp_path / "world.duckdb", 606)
     _assert_each_event_has_its_row(latencies, rows)
     assert len(latencies) <= len(rows) <= len(latencies) + 1, (len(latencies), len(rows))
     assert made_again == 0o600
@@ -158,7 +151,7 @@ def test_a_deleted_registry_file_is_noticed_and_its_rows_kept_for_the_next_start
         assert again.health() == SERVING
     finally:
         assert again.stop() == 0
-    rows = _rows(db, 808)
+    rows = invocation_rows(db, 808)
     _assert_each_event_has_its_row(after, rows)
     assert len(rows) <= 80
 
@@ -208,11 +201,11 @@ def test_a_full_disk_makes_the_host_unhealthy_until_its_rows_are_written(tmp_pat
         wait_for(lambda: host.health() == SERVING, 20, "the host did not recover to SERVING")
         assert cli(tmp_path, "providers", "list").returncode == 0
         rows = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="909", limit=100)).invocations
-        assert sorted(_f32(r.latency_ms) for r in rows) == sorted(_f32(x) for x in latencies)
+        assert sorted(f32(r.latency_ms) for r in rows) == sorted(f32(x) for x in latencies)
         assert host.stop() == 0
     finally:
         host.kill()
-    assert len(_rows(db, 909)) == 10
+    assert len(invocation_rows(db, 909)) == 10
 
 
 def test_stored_rows_keep_no_env_value_no_link_secret_and_capped_output(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ deny, 15 a partial result too large for a trailer, 17 malformed input, 18 a shel
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import ROOT, run, status_of
+from tests.support import KILL_EVERYTHING, ROOT, SYSCALLS, open_fds, rss_mib, run, settle, status_of
 from worldrt.providers import canonical_json, digest
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
@@ -28,28 +27,6 @@ pytestmark = pytest.mark.daemons
 
 # Code that reaches the agent's own channel, as a hostile program in a sandbox can.
 CHANNEL = "import __main__ as _agent, array, json, socket, struct\nchan = _agent.STATE.chan\n"
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _settles(measure, limit: float, timeout_s: float = 10.0) -> float:
-    """Wait (bounded) until ``measure()`` is at most ``limit``; its last value."""
-    deadline = time.monotonic() + timeout_s
-    value = measure()
-    while value > limit and time.monotonic() < deadline:
-        time.sleep(0.05)
-        value = measure()
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +86,7 @@ def test_descriptors_sent_over_the_channel_are_never_kept(stub, instance: str, m
     """Findings 2 and 3: agent frames carried SCM_RIGHTS descriptors the daemon kept (10 frames: 20 to
     2,019 open fds), until it ran out of descriptors and every Start failed."""
     assert morph.proc is not None
-    before = _fds(morph.proc.pid)
+    before = open_fds(morph.proc.pid)
     flood = CHANNEL + (
         "import time\nfd = os.open('/dev/null', os.O_RDONLY)\nframe = json.dumps({'ev': 'stdout', 'd': 'x'}).encode()\n"
         "sent = 0\nfor _ in range(2000):\n    try:\n        chan.sendmsg([struct.pack('>I', len(frame)) + frame],\n"
@@ -118,11 +95,11 @@ def test_descriptors_sent_over_the_channel_are_never_kept(stub, instance: str, m
         "    if sent == 100:\n        break\nsent")
     sent = run(stub, instance, "import os\n" + flood)
     assert sent.value_json == "100", sent.error + sent.stderr[-500:]
-    assert _fds(morph.proc.pid) < before + 10
+    assert open_fds(morph.proc.pid) < before + 10
     starts = [stub.Start(pb.StartRequest()).instance_id for _ in range(3)]
     for iid in starts:
         stub.Stop(pb.InstanceRef(instance_id=iid))
-    assert _settles(lambda: _fds(morph.proc.pid), before + 5) <= before + 5
+    assert settle(lambda: open_fds(morph.proc.pid), before + 5) <= before + 5
 
 
 # 10, 17 --------------------------------------------------------------------------------------------
@@ -130,7 +107,7 @@ def test_output_written_straight_to_the_channel_is_capped_by_the_daemon(stub, mo
     """Finding 10: the 2 MiB cap was kept only inside; writing the channel directly sent 300 MiB and grew
     the daemon to 651 MB."""
     assert morph.proc is not None
-    rss = _rss_mib(morph.proc.pid)
+    rss = rss_mib(morph.proc.pid)
     iid = stub.Start(pb.StartRequest()).instance_id
     flood = CHANNEL + ("frame = json.dumps({'ev': 'stdout', 'd': 'x' * (1 << 20)}).encode()\n"
                        "for _ in range(300):\n    chan.sendall(struct.pack('>I', len(frame)) + frame)\n")
@@ -138,7 +115,7 @@ def test_output_written_straight_to_the_channel_is_capped_by_the_daemon(stub, mo
         run(stub, iid, flood)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "output" in info.value.details()
     assert status_of(lambda: run(stub, iid, "1")) == grpc.StatusCode.FAILED_PRECONDITION
-    assert _rss_mib(morph.proc.pid) < rss + 64
+    assert rss_mib(morph.proc.pid) < rss + 64
 
 
 @pytest.mark.parametrize("frame", [
@@ -184,23 +161,6 @@ def test_deeply_nested_json_is_invalid_argument(tmp_path: Path, provider: str, c
 
 
 # 4 -------------------------------------------------------------------------------------------------
-KILL_EVERYTHING = """
-import os, signal
-
-def _attack():
-    for pid in (os.getppid(), 1):
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-    try:
-        os.kill(-1, signal.SIGSTOP)
-    except OSError:
-        pass
-"""
-
-
 def test_workers_that_stop_or_kill_their_parent_hurt_no_one_else(tmp_path: Path) -> None:
     """Finding 4: objective/step/infer code that SIGSTOPs or SIGKILLs its parent wedged primeintellect,
     gensyn and ritual for every later request while health stayed SERVING."""
@@ -336,13 +296,6 @@ def test_limits_above_the_machine_are_refused(stub, limits: pb.Limits) -> None:
 
 
 # 14 ------------------------------------------------------------------------------------------------
-SYSCALLS = {"unshare(user|mount)": (272, 0x10000000 | 0x20000), "unshare(user)": (272, 0x10000000),
-            "clone(user)": (56, 0x10000000 | 17), "keyctl": (250, 0), "add_key": (248, 0),
-            "request_key": (249, 0), "io_uring_setup": (425, 1), "bpf": (321, 0), "ptrace": (101, 0),
-            "init_module": (175, 0), "finit_module": (313, -1), "perf_event_open": (298, 0),
-            "userfaultfd": (323, 0), "process_vm_readv": (310, 1)}
-
-
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the syscall numbers in this test are x86_64's")
 @pytest.mark.parametrize("where", ["instance", "branch"])
 def test_seccomp_denies_namespaces_keyrings_io_uring_bpf_ptrace_and_modules(stub, instance: str, where: str) -> None:
