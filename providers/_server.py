@@ -122,9 +122,11 @@ async def serve(provider: Provider, listen: str, token: str | None = None,
     bind(server, address, tls)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
     try:
+        # Opened before the socket answers: no call reaches a half-open provider, and health (whose
+        # default for "" is SERVING) says SERVING only once the provider is.
         await provider.open()
+        await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving on %s%s (pid %d)", provider.provider_id, address,

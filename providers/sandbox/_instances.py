@@ -153,7 +153,9 @@ class InstanceEngine:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         self.cgroups = Cgroups.open(f"worldrt-{self.provider_id}-{os.getpid()}")
-        await self._refill(retry=False)
+        # As the refill task, so a refill a take schedules meanwhile joins it instead of racing it.
+        self._refilling = asyncio.create_task(self._refill(retry=False))
+        await self._refilling
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> int:

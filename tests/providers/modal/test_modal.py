@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tests.support import live_sandboxes, processes_under, run, status_of, wait_for, wait_gone
+from worldrt.providers import serving, spawn_daemon
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -49,6 +50,23 @@ def test_one_shot_runs_leave_nothing_behind(mstub, modal: ProviderDaemon) -> Non
     except AssertionError as exc:
         log = modal.log_path.read_text(errors="replace")[-3000:]
         raise AssertionError(f"{exc}; sandboxes seen last: {seen[-5:]}\n{log}") from None
+
+
+def test_health_says_serving_only_once_the_warm_pool_is_full(tmp_path: Path) -> None:
+    """Health answered SERVING from the moment the socket did, before the provider was open: callers then
+    raced the pool's first fill and left a sandbox more than the pool holds."""
+    address = f"unix:{tmp_path / 'modal.sock'}"
+    proc = spawn_daemon("modal", address, tmp_path, tmp_path / "modal.log", options={"pool_size": "2"})
+    try:
+        answered = wait_for(lambda: serving(address, 1.0) is not None or proc.poll() is not None, 60,
+                            "the daemon's health did not answer")
+        assert answered and proc.poll() is None, (tmp_path / "modal.log").read_text()[-2000:]
+        assert serving(address, 1.0) is True
+        assert live_sandboxes(tmp_path / "modal") == 2, "SERVING before the warm pool was full"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    wait_gone(processes_under(str(tmp_path)))
 
 
 def test_one_shot_stream(mstub) -> None:
