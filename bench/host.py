@@ -23,7 +23,7 @@ from _report import percentiles, print_table, timed, write_json
 
 from worldrt.host import Host
 from worldrt.host.registry import Invocation
-from worldrt.host.runtime import CallContext
+from worldrt.host.runtime import OPERATIONS, CallContext
 from worldrt.v1 import host_pb, pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +58,13 @@ def main() -> None:
             iid = stub.Start(pb.StartRequest(), metadata=md).instance_id
             request = pb.ExecuteRequest(instance_id=iid, code="1")
             context = CallContext(verse_id=1, source="bench")
+            execute = OPERATIONS[("generator", "execute")]
 
             def direct() -> None:
                 stub.Execute(request, metadata=md, timeout=30)
 
             def routed() -> None:
-                host.router.call("generator", "execute", request, context)
+                host.router.call(execute, request, context)
 
             for fn in (direct, routed):
                 timed(fn, 30, unit=1e6)
