@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json
 
 from worldrt.host import Host
-from worldrt.host.runtime import OPERATIONS, CallContext
+from worldrt.host.runtime import OPERATIONS, CallContext, Operation
 from worldrt.host.verse import example_component
 from worldrt.v1 import host_pb, pb
 
@@ -95,11 +95,11 @@ def recording(host: Host) -> Iterator[list[RecordedCall]]:
     router = host.router
     original = router.call
 
-    def call(interface: str, operation: str, request: Message, context: CallContext) -> Message:
-        reply = original(interface, operation, request, context)
-        link = router.links.resolve(context.source, interface, context.link_name(interface))
+    def call(op: Operation, request: Message, context: CallContext) -> Message:
+        reply = original(op, request, context)
+        link = router.links.resolve(context.source, op.interface, context.link_name(op.interface))
         assert link is not None
-        calls.append(RecordedCall(interface, operation, link.target_provider, link.name, context.source,
+        calls.append(RecordedCall(op.interface, op.name, link.target_provider, link.name, context.source,
                                   context.verse_id, request, reply))
         return reply
 
