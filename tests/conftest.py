@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.support import CACHE  # noqa: F401 - sets WORLDRT_CACHE for every host a test starts
+from tests.support import CACHE, module_daemon  # noqa: F401 - CACHE sets WORLDRT_CACHE for every host a test starts
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -61,11 +60,7 @@ def _tier_is_honest(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def morph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
-    state = tmp_path_factory.mktemp("morph")
-    with ProviderDaemon("morph", state_dir=state, options={"pool_size": "2"}) as daemon:
-        yield daemon
-        log = Path(daemon.log_path)
-    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+    yield from module_daemon(tmp_path_factory, "morph", pool_size="2")
 
 
 @pytest.fixture()

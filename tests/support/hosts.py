@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.processes import processes_under, wait_gone
 from worldrt.providers import ClientTls, open_channel
-from worldrt.providers.testing import wait_serving
+from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_pb, host_rpc, pb
 
 
@@ -108,3 +110,12 @@ class HostProcess:
             self.proc.kill()
         self.proc.wait(30)
         wait_gone(tree)
+
+
+def module_daemon(factory: pytest.TempPathFactory, name: str, **options: str) -> Iterator[ProviderDaemon]:
+    """A provider daemon for a module's tests (a fixture's body): state in a fresh folder, and after the
+    last test its log must hold no traceback."""
+    with ProviderDaemon(name, state_dir=factory.mktemp(name), options=options) as daemon:
+        yield daemon
+        log = Path(daemon.log_path).read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]

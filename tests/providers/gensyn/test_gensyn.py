@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.support import sigterm_mid_call_leaves_nothing, status_of
+from tests.support import module_daemon, sigterm_mid_call_leaves_nothing, status_of
 from worldrt.providers import canonical_json, digest
 from worldrt.providers.gensyn import bisect_divergence
 from worldrt.providers.testing import ProviderDaemon
@@ -58,11 +58,7 @@ def referee(*claims: pb.Claim, steps: int = T, program: str = PROGRAM) -> pb.Ver
 
 @pytest.fixture(scope="module")
 def gensyn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
-    state = tmp_path_factory.mktemp("gensyn")
-    with ProviderDaemon("gensyn", state_dir=state, options={"step_timeout_ms": "1000"}) as daemon:
-        yield daemon
-        log = Path(daemon.log_path)
-    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+    yield from module_daemon(tmp_path_factory, "gensyn", step_timeout_ms="1000")
 
 
 def test_bisection_takes_ceil_log2_comparisons() -> None:

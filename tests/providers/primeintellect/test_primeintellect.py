@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.support import sigterm_mid_call_leaves_nothing, status_of
+from tests.support import module_daemon, sigterm_mid_call_leaves_nothing, status_of
 from worldrt.providers import digest
 from worldrt.providers.primeintellect import _grpo
 from worldrt.providers.testing import ProviderDaemon
@@ -47,11 +47,7 @@ def request(**kw: object) -> pb.OptimizeRequest:
 
 @pytest.fixture(scope="module")
 def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
-    state = tmp_path_factory.mktemp("primeintellect")
-    with ProviderDaemon("primeintellect", state_dir=state, options={"rollout_timeout_ms": "1000"}) as daemon:
-        yield daemon
-        log = Path(daemon.log_path)
-    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+    yield from module_daemon(tmp_path_factory, "primeintellect", rollout_timeout_ms="1000")
 
 
 def test_capabilities_are_truthful(pi: ProviderDaemon) -> None:

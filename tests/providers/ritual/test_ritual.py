@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from tests.support import ROOT, sigterm_mid_call_leaves_nothing, status_of
+from tests.support import ROOT, module_daemon, sigterm_mid_call_leaves_nothing, status_of
 from worldrt.errors import Unavailable
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
@@ -53,12 +53,7 @@ def resign(att: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ritual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderDaemon]:
-    state = tmp_path_factory.mktemp("ritual")
-    options = {"trusted_keys": ATTACKER_HEX, "reexecute_timeout_ms": "1000"}
-    with ProviderDaemon("ritual", state_dir=state, options=options) as daemon:
-        yield daemon
-        log = Path(daemon.log_path)
-    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+    yield from module_daemon(tmp_path_factory, "ritual", trusted_keys=ATTACKER_HEX, reexecute_timeout_ms="1000")
 
 
 def execute(daemon: ProviderDaemon, code: str = CODE, input_: Any = (1.0, 2.0, 3.0), seed: int = 5,
