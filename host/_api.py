@@ -30,6 +30,9 @@ class HostAPI(Protocol):
     def run_verse(self, request: host_pb.VerseRequest, on_event: EventSink | None = None) -> dict[str, Any]: ...
     def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
+    def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply: ...
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
+                             on_event: EventSink | None = None) -> pb.ExecutionResult: ...
     def close(self) -> None: ...
 
 
@@ -45,6 +48,12 @@ class Method:
 
 def _outcome_of(event: host_pb.InvokeEvent) -> host_pb.InvokeOutcome | None:
     return event.outcome if event.HasField("outcome") else None
+
+
+def _execution_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | None:
+    if event.HasField("execution") and event.execution.HasField("result"):
+        return event.execution.result
+    return None
 
 
 def _verse_result_of(event: host_pb.InvokeEvent) -> dict[str, Any] | None:
@@ -65,5 +74,9 @@ METHODS: tuple[Method, ...] = (
            result_of=_verse_result_of),
     Method("analytics", "Analytics", host_pb.AnalyticsRequest),
     Method("recent_invocations", "RecentInvocations", host_pb.RecentInvocationsRequest),
+    Method("call_provider", "CallProvider", host_pb.ProviderCallRequest),
+    Method("call_provider_stream", "CallProviderStream", host_pb.ProviderCallRequest,
+           finish=lambda result: host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result)),
+           result_of=_execution_result_of),
 )
 BY_NAME = {m.name: m for m in METHODS}

@@ -140,16 +140,18 @@ class InvokeRequest(_message.Message):
     def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
-    __slots__ = ("call", "log", "outcome", "result_json")
+    __slots__ = ("call", "log", "outcome", "result_json", "execution")
     CALL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     call: ProviderCall
     log: str
     outcome: InvokeOutcome
     result_json: str
-    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
+    execution: _world_runtime_pb2.ExecutionEvent
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ...) -> None: ...
 
 class ProviderCall(_message.Message):
     __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error", "cost_units")
@@ -214,3 +216,35 @@ class RecentInvocationsReply(_message.Message):
     INVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     invocations: _containers.RepeatedCompositeFieldContainer[InvocationRow]
     def __init__(self, invocations: _Optional[_Iterable[_Union[InvocationRow, _Mapping]]] = ...) -> None: ...
+
+class ProviderCallRequest(_message.Message):
+    __slots__ = ("source", "verse_id", "start", "stop", "snapshot", "branch", "execute", "merge")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    verse_id: int
+    start: _world_runtime_pb2.StartRequest
+    stop: _world_runtime_pb2.InstanceRef
+    snapshot: _world_runtime_pb2.SnapshotRequest
+    branch: _world_runtime_pb2.BranchRequest
+    execute: _world_runtime_pb2.ExecuteRequest
+    merge: _world_runtime_pb2.MergeRequest
+    def __init__(self, source: _Optional[str] = ..., verse_id: _Optional[int] = ..., start: _Optional[_Union[_world_runtime_pb2.StartRequest, _Mapping]] = ..., stop: _Optional[_Union[_world_runtime_pb2.InstanceRef, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRequest, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchRequest, _Mapping]] = ..., execute: _Optional[_Union[_world_runtime_pb2.ExecuteRequest, _Mapping]] = ..., merge: _Optional[_Union[_world_runtime_pb2.MergeRequest, _Mapping]] = ...) -> None: ...
+
+class ProviderCallReply(_message.Message):
+    __slots__ = ("instance", "snapshot", "branch", "execution")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    instance: _world_runtime_pb2.Instance
+    snapshot: _world_runtime_pb2.SnapshotRef
+    branch: _world_runtime_pb2.BranchReply
+    execution: _world_runtime_pb2.ExecutionResult
+    def __init__(self, instance: _Optional[_Union[_world_runtime_pb2.Instance, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRef, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchReply, _Mapping]] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionResult, _Mapping]] = ...) -> None: ...

@@ -85,6 +85,16 @@ class HostStub:
                 request_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
                 _registered_method=True)
+        self.CallProvider = channel.unary_unary(
+                '/worldrt.v1.Host/CallProvider',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallReply.FromString,
+                _registered_method=True)
+        self.CallProviderStream = channel.unary_stream(
+                '/worldrt.v1.Host/CallProviderStream',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -154,6 +164,21 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallProvider(self, request, context):
+        """One generator operation on the provider linked for `source`, routed and recorded in the registry as
+        a component's import is (compatible HTTP APIs such as `worldrt api serve morph` call providers so).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallProviderStream(self, request, context):
+        """`execute` over ExecuteStream: its stdout and stderr events as they come; the last event's result ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +231,16 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.Analytics,
                     request_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.SerializeToString,
+            ),
+            'CallProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallProvider,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallReply.SerializeToString,
+            ),
+            'CallProviderStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CallProviderStream,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +513,60 @@ class Host:
             '/worldrt.v1.Host/Analytics',
             worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
             worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/CallProvider',
+            worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.ProviderCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallProviderStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/CallProviderStream',
+            worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
             options,
             channel_credentials,
             insecure,
