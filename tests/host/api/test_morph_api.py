@@ -129,7 +129,7 @@ def test_the_async_client_runs_the_same_flow(server: MorphApiServer, host: HostP
         frozen = await instance.asnapshot()
         assert (await client.snapshots.aget(frozen.id)).id == frozen.id
         await instance.aexec("echo base > f")
-        snap, branches = await instance.abranch(3)
+        _snap, branches = await instance.abranch(3)
         assert len(branches) == 3
         await asyncio.gather(*(b.aexec(f"echo {n} > f") for n, b in enumerate(branches)))
         outputs = await asyncio.gather(*(b.aexec("cat f") for b in branches))
@@ -179,7 +179,7 @@ def test_a_stopped_instance_disappears(client: MorphCloudClient) -> None:
     instance.stop()
     for call in (lambda: client.instances.get(instance.id), lambda: instance.exec("true"),
                  lambda: instance.exec("true", on_stdout=print), lambda: instance.branch(1),
-                 lambda: instance.snapshot(), lambda: instance.stop()):
+                 instance.snapshot, instance.stop):
         with pytest.raises((ApiError, httpx.HTTPStatusError)) as failed:
             call()
         status = failed.value.status_code if isinstance(failed.value, ApiError) else failed.value.response.status_code
@@ -189,7 +189,7 @@ def test_a_stopped_instance_disappears(client: MorphCloudClient) -> None:
 
 def test_a_wrong_or_missing_key_is_401(server: MorphApiServer) -> None:
     wrong = server.client(key="not-the-key")
-    for call in (wrong.images.list, wrong.instances.list, lambda: wrong.snapshots.create()):
+    for call in (wrong.images.list, wrong.instances.list, wrong.snapshots.create):
         with pytest.raises(ApiError) as failed:
             call()
         assert failed.value.status_code == 401 and failed.value.error_code == "unauthorized"
