@@ -237,9 +237,12 @@ class MorphApi:
         snap = self._snapshot(parent, None, {}, None)
         try:
             reply = self._call(branch=pb.BranchRequest(snapshot_id=snap.id, count=count)).branch
-        except NotFound as exc:
+        except WorldError as exc:
             self.records.drop_snapshot(snap.id)
-            raise NotFound(f"Snapshot {snap.id} of instance {instance_id} is gone: {exc.message}") from None
+            if isinstance(exc, NotFound):
+                raise NotFound(f"Snapshot {snap.id} of instance {instance_id} is gone: {exc.message}") from None
+            self._quietly_stop(snap.id)
+            raise
         if reply.errors:
             for made in reply.instances:
                 self._quietly_stop(made.instance_id)

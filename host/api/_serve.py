@@ -11,16 +11,23 @@ from worldrt.errors import InvalidArgument
 from worldrt.host import HostAPI
 from worldrt.host.api._app import create_app
 from worldrt.host.api._morph import DEFAULT_EXEC_TIMEOUT_MS, MAX_BRANCHES, MorphApi
+from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.morph")
 DEFAULT_LISTEN = "127.0.0.1:8780"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of a loopback ``HOST:PORT``: the API is plain HTTP, so its key must not cross a network."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    if not is_loopback(host):
+        raise InvalidArgument(f"refusing to serve the Morph API on {listen}: it speaks plain HTTP, so its API key "
+                              f"would cross the network readable; listen on loopback (127.0.0.1) and put a TLS "
+                              f"proxy in front of it to reach it from elsewhere")
+    return host, int(port)
 
 
 def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms: int | None = None,

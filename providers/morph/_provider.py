@@ -26,6 +26,7 @@ class MorphProvider(SandboxedProvider):
 
     def capability_items(self) -> dict[str, object]:
         return {
+            "backend": "local",
             "engine": "local Infinibranch: fork-based snapshot and branch of sandboxed interpreters "
                       "(runs on this machine; not Morph Cloud)",
             "snapshot_kind": "MEMORY_AND_DISK",

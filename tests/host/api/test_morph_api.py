@@ -13,7 +13,7 @@ import httpx
 import pytest
 from morphcloud.api import ApiError, MorphCloudClient
 
-from tests.support import HostProcess, MorphApiServer, wait_for
+from tests.support import HostProcess, MorphApiServer, cli, wait_for
 from worldrt.v1 import host_pb
 
 pytestmark = pytest.mark.daemons
@@ -275,3 +275,11 @@ def test_an_embedded_host_records_into_duckdb(tmp_path: Path) -> None:
         ops = [row[0] for row in db.execute(
             "SELECT operation FROM provider_invocations WHERE provider_id = 'morph' ORDER BY invoked_at").fetchall()]
     assert ops[:3] == ["start", "execute", "stop"], ops
+
+
+def test_the_api_server_refuses_a_bad_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MORPH_API_KEY", raising=False)
+    wide = cli(tmp_path, "api", "serve", "morph", "--listen", "0.0.0.0:8780", "--api-key", "k")
+    assert wide.returncode == 2 and "plain HTTP" in wide.stderr
+    keyless = cli(tmp_path, "api", "serve", "morph")
+    assert keyless.returncode == 2 and "MORPH_API_KEY" in keyless.stderr
