@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from worldrt.errors import InvalidArgument, NotFound, Unavailable, WorldError
+from worldrt.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, WorldError
 from worldrt.host import HostAPI
 from worldrt.host.api._images import Images
 from worldrt.host.api._state import InstanceRecord, Records, SnapshotRecord, Spec, Ttl, now_s
@@ -33,6 +33,12 @@ _MIN_MEMORY_MB, _MAX_MEMORY_MB = 64, 65536
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise InvalidArgument(f"{name} must be at least 1, got {value}")
+
+
+def _gone(error: WorldError, instance_id: str) -> bool:
+    """Whether worldrt's answer says the instance no longer runs: unknown (reaped), or stopped (by Stop, a
+    merge, its interpreter dying). Morph has no stopped state: such an instance is simply not found."""
+    return isinstance(error, NotFound) or f"instance {instance_id} is stopped" in error.message
 
 
 def _code(command: list[str]) -> str:
@@ -67,11 +73,13 @@ class MorphApi:
         return self.host.call_provider(host_pb.ProviderCallRequest(source=self.source, **request))
 
     def _on_instance(self, instance_id: str, **request: Any) -> host_pb.ProviderCallReply:
-        """A call about a live instance: NOT_FOUND means worldrt lost it, so it disappears here too."""
+        """A call about a live instance: when worldrt says it is gone, it disappears here too (404)."""
         self.records.instance(instance_id)
         try:
             return self._call(**request)
-        except NotFound as exc:
+        except (NotFound, FailedPrecondition) as exc:
+            if not _gone(exc, instance_id):
+                raise
             self.records.drop_instance(instance_id)
             raise NotFound(f"Instance {instance_id} not found: {exc.message}") from None
 
@@ -163,8 +171,9 @@ class MorphApi:
         self.records.drop_instance(instance_id)
         try:
             self._call(stop=pb.InstanceRef(instance_id=instance_id))
-        except NotFound:
-            pass  # reaped by worldrt already: gone either way
+        except (NotFound, FailedPrecondition) as exc:
+            if not _gone(exc, instance_id):
+                raise
 
     def _execute(self, instance_id: str, command: list[str]) -> pb.ExecuteRequest:
         return pb.ExecuteRequest(instance_id=instance_id, language="shell", code=_code(command),

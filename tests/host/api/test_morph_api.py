@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from morphcloud.api import ApiError, MorphCloudClient
 
 from tests.support import HostProcess, MorphApiServer, cli, wait_for
-from worldrt.v1 import host_pb
+from worldrt.v1 import host_pb, pb
 
 pytestmark = pytest.mark.daemons
 
@@ -187,6 +188,16 @@ def test_a_stopped_instance_disappears(client: MorphCloudClient) -> None:
     assert instance.id not in {i.id for i in client.instances.list()}
 
 
+def test_an_instance_stopped_behind_the_api_s_back_disappears(client: MorphCloudClient, host: HostProcess) -> None:
+    instance = client.instances.start(client.snapshots.create().id)
+    host.stub.CallProvider(host_pb.ProviderCallRequest(source="morph-api", stop=pb.InstanceRef(instance_id=instance.id)))
+    assert instance.id in {i.id for i in client.instances.list()}  # the API learns it at the next call
+    with pytest.raises(ApiError) as failed:
+        instance.exec("true")
+    assert failed.value.status_code == 404 and "is stopped" in (failed.value.detail or "")
+    assert instance.id not in {i.id for i in client.instances.list()}
+
+
 def test_a_wrong_or_missing_key_is_401(server: MorphApiServer) -> None:
     wrong = server.client(key="not-the-key")
     for call in (wrong.images.list, wrong.instances.list, wrong.snapshots.create):
@@ -257,6 +268,40 @@ def test_ttls_are_absolute_and_stop_the_instance(client: MorphCloudClient, host:
     with pytest.raises(ApiError) as gone:
         client.instances.get(instance.id)
     assert gone.value.status_code == 404
+
+
+def test_wake_on_snapshot_ttl_and_a_base_url_ending_in_a_slash(server: MorphApiServer, client: MorphCloudClient,
+                                                               instance: Any) -> None:
+    instance.set_wake_on(wake_on_ssh=True)
+    assert client.instances.get(instance.id).wake_on.wake_on_ssh is True
+    snap = client.snapshots.create()
+    snap.set_ttl(3600)
+    assert client.snapshots.get(snap.id).ttl.ttl_expire_at >= int(time.time()) + 3590
+    snap.set_ttl(None)
+    assert client.snapshots.get(snap.id).ttl.ttl_expire_at is None
+    # The SDK's sync streamed exec joins base_url + "/instance/...": a base URL ending in "/" sends "//".
+    slashed = MorphCloudClient(api_key=server.key, base_url=server.base_url + "/")
+    seen: list[str] = []
+    again = slashed.instances.get(instance.id)
+    assert again.exec("echo via-slash", on_stdout=seen.append).stdout == "via-slash\n" and seen == ["via-slash\n"]
+
+
+def test_what_the_server_made_is_stopped_when_it_exits(host: HostProcess) -> None:
+    """Its records die with it, so nothing else would own its instances: on SIGTERM it stops them."""
+    second = MorphApiServer(host.home, host=host.address)
+    try:
+        client = second.client()
+        made = client.instances.start(client.snapshots.create().id)
+        frozen = made.snapshot()
+    finally:
+        assert second.stop() in (0, 130)
+    gone = {}
+    for member in (made.id, frozen.id):
+        with pytest.raises(grpc.RpcError) as info:
+            host.stub.CallProvider(host_pb.ProviderCallRequest(source="morph-api", stop=pb.InstanceRef(instance_id=member)))
+        gone[member] = (info.value.code(), info.value.details())
+    assert gone[made.id] == (grpc.StatusCode.FAILED_PRECONDITION, f"instance {made.id} is stopped: stopped by Stop")
+    assert "released by Stop" in gone[frozen.id][1], gone
 
 
 def test_an_embedded_host_records_into_duckdb(tmp_path: Path) -> None:
