@@ -4,8 +4,9 @@ beside Morph Cloud's published < 250 ms for snapshot and branch, in one run; plu
     python bench/morph_api.py [--reps 20] [--json bench/results/morph_api.json]
 
 The API server embeds a host (every call goes host → generator link → morph daemon, and is recorded);
-the gRPC column calls a second morph daemon of its own directly. A bare HTTP round trip to the API
-server (GET /api/image) is measured in the same run as the HTTP stack's floor.
+the gRPC rows call a second morph daemon of its own directly. A bare HTTP round trip to the API server
+(GET /api/image) is measured in the same run as the HTTP stack's floor. The operations are measured in
+interleaved rounds, so the noise of a shared machine falls on each row alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -53,41 +55,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-morph-api-") as tmp:
         server = MorphApiServer(Path(tmp) / "api")
+        daemon = ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"}).start()
         try:
             rows["SDK client start-up (32 shards, the default)"] = client_startup(server, "32", 3)
             rows["SDK client start-up (MORPH_HTTP_TRANSPORT_SHARDS=1)"] = client_startup(server, "1", reps)
             client = server.client()
             instance = client.instances.start(client.snapshots.create().id)
-            instance.exec("echo warm")
-            with httpx.Client(headers={"Authorization": f"Bearer {server.key}"}) as http:
-                timed(lambda: http.get(f"{server.base_url}/image"), 5)
-                rows["bare HTTP GET /api/image"] = timed(lambda: http.get(f"{server.base_url}/image"), reps * 2)
-            rows["SDK exec('true')"] = timed(lambda: instance.exec("true"), reps * 2)
-            rows["SDK exec('true', on_stdout=...) (SSE)"] = timed(lambda: instance.exec("true", on_stdout=print),
-                                                                  reps * 2)
-            rows["SDK instance.snapshot()"] = timed(instance.snapshot, reps, after=lambda s: s.delete())
+            stub = daemon.stub
+            iid = stub.Start(pb.StartRequest(language="shell")).instance_id
+            shell = pb.ExecuteRequest(instance_id=iid, language="shell", code="true")
+            release = lambda ref: stub.Stop(pb.InstanceRef(instance_id=ref.snapshot_id))  # noqa: E731
 
             def stop_branches(made: object) -> None:
                 snap, children = made  # type: ignore[misc]
                 for child in children:
                     child.stop()
                 snap.delete()
-
-            rows["SDK instance.branch(3)"] = timed(lambda: instance.branch(3), reps, after=stop_branches)
-            instance.stop()
-        finally:
-            server.stop()
-
-        with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"}) as daemon:
-            stub = daemon.stub
-            iid = stub.Start(pb.StartRequest(language="shell")).instance_id
-            shell = pb.ExecuteRequest(instance_id=iid, language="shell", code="true")
-            timed(lambda: stub.Execute(shell), 5)
-            rows["gRPC Execute shell 'true'"] = timed(lambda: stub.Execute(shell), reps * 2)
-            rows["gRPC ExecuteStream shell 'true'"] = timed(lambda: list(stub.ExecuteStream(shell)), reps * 2)
-            release = lambda ref: stub.Stop(pb.InstanceRef(instance_id=ref.snapshot_id))  # noqa: E731
-            rows["gRPC Snapshot"] = timed(lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=iid)), reps,
-                                          after=release)
 
             def snapshot_and_branch() -> tuple[pb.SnapshotRef, pb.BranchReply]:
                 ref = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
@@ -99,8 +82,31 @@ def main() -> None:
                     stub.Stop(pb.InstanceRef(instance_id=child.instance_id))
                 release(ref)
 
-            rows["gRPC Snapshot + Branch(3) (what branch(3) does)"] = timed(snapshot_and_branch, reps, after=stop_grpc)
+            with httpx.Client(headers={"Authorization": f"Bearer {server.key}"}) as http:
+                # name -> (call, untimed clean-up, reps per round); warmed once, then measured in interleaved
+                # rounds, so the shared machine's noise falls on both columns alike.
+                ops: dict[str, tuple[Callable[[], object], Callable[[object], None] | None, int]] = {
+                    "bare HTTP GET /api/image": (lambda: http.get(f"{server.base_url}/image"), None, 2),
+                    "SDK exec('true')": (lambda: instance.exec("true"), None, 2),
+                    "gRPC Execute shell 'true'": (lambda: stub.Execute(shell), None, 2),
+                    "SDK exec('true', on_stdout=...) (SSE)": (lambda: instance.exec("true", on_stdout=print), None, 2),
+                    "gRPC ExecuteStream shell 'true'": (lambda: list(stub.ExecuteStream(shell)), None, 2),
+                    "SDK instance.snapshot()": (instance.snapshot, lambda s: s.delete(), 1),  # type: ignore[attr-defined]
+                    "gRPC Snapshot": (lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=iid)), release, 1),
+                    "SDK instance.branch(3)": (lambda: instance.branch(3), stop_branches, 1),
+                    "gRPC Snapshot + Branch(3) (what branch(3) does)": (snapshot_and_branch, stop_grpc, 1),
+                }
+                for fn, after, _ in ops.values():
+                    timed(fn, 2, after=after)
+                rounds = 4
+                for _ in range(rounds):
+                    for name, (fn, after, per) in ops.items():
+                        rows.setdefault(name, []).extend(timed(fn, max(1, reps * per // rounds), after=after))
+            instance.stop()
             stub.Stop(pb.InstanceRef(instance_id=iid))
+        finally:
+            daemon.stop()
+            server.stop()
 
     stats = {name: percentiles(samples) for name, samples in rows.items()}
     pairs = {"SDK exec('true')": "gRPC Execute shell 'true'",
