@@ -257,6 +257,19 @@ def test_metadata_digest_and_pagination(client: MorphCloudClient) -> None:
         client.snapshots.get(first.id)
 
 
+def test_cleanup_stops_the_instances_of_a_snapshot(client: MorphCloudClient) -> None:
+    snap = client.snapshots.create()
+    made = {client.instances.start(snap.id).id for _ in range(2)}
+    keep = client.instances.start(client.snapshots.create().id)
+    try:
+        result = client.instances.cleanup(snapshot_pattern=snap.id)
+        assert result["success"] is True and result["processed"] == 2 and result["failed"] == 0, result
+        left = {i.id for i in client.instances.list()}
+        assert not made & left and keep.id in left
+    finally:
+        keep.stop()
+
+
 def test_ttls_are_absolute_and_stop_the_instance(client: MorphCloudClient, host: HostProcess) -> None:
     instance = client.instances.start(client.snapshots.create().id, ttl_seconds=600)
     started = int(time.time())
