@@ -327,6 +327,3 @@ class MorphApi:
                 self._quietly_stop(sid)
                 stopped += 1
         return stopped
-
-
-
