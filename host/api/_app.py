@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 import grpc
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +39,14 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def problem(status: int, detail: str, error_code: str) -> JSONResponse:
     return JSONResponse({"detail": detail, "error_code": error_code}, status_code=status)
+
+
+def _unparsable(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 list form; a body that is not UTF-8 is echoed with replacement characters (FastAPI's
+    own handler fails on those bytes)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def http_status(error: WorldError) -> int:
@@ -148,6 +158,7 @@ def create_app(api: MorphApi, api_key: str) -> AsgiApp:
     app.add_exception_handler(_BadKey, lambda _r, _e: problem(
         401, "Invalid or missing API key: send Authorization: Bearer <the key `worldrt api serve morph` was given>",
         "unauthorized"))
+    app.add_exception_handler(RequestValidationError, _unparsable)
     app.add_exception_handler(WorldError, lambda _r, e: problem(
         http_status(e), e.message, e.code.name.lower()))
     r = APIRouter(prefix="/api", dependencies=[Depends(check_key)])

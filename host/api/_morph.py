@@ -45,6 +45,8 @@ def _code(command: list[str]) -> str:
     """``["echo hi"]`` is a shell line; ``["ls", "-l", "/"]`` is an argv, quoted for the shell."""
     if not command:
         raise InvalidArgument("command must name at least one word")
+    if any("\0" in word for word in command):
+        raise InvalidArgument("command must not contain NUL characters: no command line can carry them")
     return command[0] if len(command) == 1 else shlex.join(command)
 
 

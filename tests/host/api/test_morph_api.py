@@ -231,6 +231,16 @@ def test_bad_bodies_are_422(client: MorphCloudClient, instance: Any) -> None:
         with pytest.raises(ApiError) as failed:
             http.request(method, path, json=body)
         assert failed.value.status_code == 422, (path, body, failed.value.response_body)
+    with pytest.raises(ApiError) as failed:
+        instance.exec(["echo", "a\0b"])
+    assert failed.value.status_code == 422 and "NUL" in (failed.value.detail or "")
+    with pytest.raises(ApiError) as failed:  # said to be JSON, and not
+        http.post(f"/instance/{instance.id}/exec", content=b"\xff\xfe not json")
+    assert failed.value.status_code == 400 and "parsing the body" in (failed.value.detail or "")
+    # Not said to be JSON, and not UTF-8 either: FastAPI's own handler would fail on the bytes (a 500).
+    raw = httpx.post(f"{client._http_client.base_url}instance/{instance.id}/exec", content=b"\xff\xfe not json",
+                     headers={"Authorization": client._http_client.headers["Authorization"]})
+    assert raw.status_code == 422 and isinstance(raw.json()["detail"], list)
 
 
 def test_metadata_digest_and_pagination(client: MorphCloudClient) -> None:
