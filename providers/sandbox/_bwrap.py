@@ -23,8 +23,8 @@ AGENT_DIR = Path(__file__).resolve().parent
 AGENT_MOUNT = "/opt/worldrt"
 AGENT_FILES = ("agent.py", "_wire.py", "_linux.py")
 # Only what programs need to run: no /home, /root, /etc/shadow or host sockets are visible inside.
-_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC_FILES = (
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = (
     "/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
     "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 )
@@ -69,6 +69,11 @@ def interpreter() -> list[tuple[str, str]]:
             if not root.startswith("/usr/") and not any(root != o and root.startswith(o + "/") for o in bases)]
 
 
+def base_interpreter() -> str:
+    """The base interpreter's binary at its own path (bound by ``interpreter``), outside any image."""
+    return os.path.realpath(sys.executable)
+
+
 def executable() -> str:
     """The interpreter inside: the image's link to the base binary."""
     return f"{ENV_MOUNT}/bin/python{sys.version_info.major}.{sys.version_info.minor}"
@@ -91,13 +96,13 @@ def python_binds(layer: str) -> list[str]:
     image layer at ENV_MOUNT."""
     argv: list[str] = []
     for source, target in interpreter():
-        argv += _parents(target) + ["--ro-bind", source, target]
+        argv += parents(target) + ["--ro-bind", source, target]
     for path in hidden_site_dirs():
         argv += ["--perms", "0555", "--tmpfs", path, "--remount-ro", path]
     return argv + ["--ro-bind", _usable(layer, at_own_path=False), ENV_MOUNT]
 
 
-def _parents(path: str) -> list[str]:
+def parents(path: str) -> list[str]:
     """Create the ancestors of a bind target traversable (bwrap would make them 0700 as root)."""
     out: list[str] = []
     parts = Path(path).parts[1:-1]
@@ -106,7 +111,7 @@ def _parents(path: str) -> list[str]:
     return out
 
 
-def _memfd(name: str, data: bytes) -> int:
+def memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, 0)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
@@ -115,9 +120,9 @@ def _memfd(name: str, data: bytes) -> int:
 
 def agent_fds() -> dict[str, int]:
     """Fresh descriptors holding what is copied into the sandbox: each is read once by bwrap."""
-    fds = {f"{AGENT_MOUNT}/{name}": _memfd(name, (AGENT_DIR / name).read_bytes()) for name in AGENT_FILES}
-    fds[f"{AGENT_MOUNT}/member.bpf"] = _memfd("member.bpf", _seccomp.member_filter())
-    fds["seccomp"] = _memfd("sandbox.bpf", _seccomp.sandbox_filter())
+    fds = {f"{AGENT_MOUNT}/{name}": memfd(name, (AGENT_DIR / name).read_bytes()) for name in AGENT_FILES}
+    fds[f"{AGENT_MOUNT}/member.bpf"] = memfd("member.bpf", _seccomp.member_filter())
+    fds["seccomp"] = memfd("sandbox.bpf", _seccomp.sandbox_filter())
     return fds
 
 
@@ -136,12 +141,12 @@ def command(label: str, channel_fd: int, nproc: int, files: dict[str, int], laye
     if os.geteuid() != 0:
         raise PermissionError("the sandbox engine runs as root: it gives each member a uid, cgroups and namespaces "
                               "of its own (run the provider daemon as root)")
-    for path in _SYSTEM_DIRS:
+    for path in SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    for path in _ETC_FILES:
+    for path in ETC_FILES:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
     argv += python_binds(layer)

@@ -95,7 +95,7 @@ def installed(site: Path) -> list[str]:
     """``name==version`` of every distribution in a site-packages folder (read from its own metadata)."""
     pins = set()
     for dist in metadata.distributions(path=[str(site)]):
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"]
         if name:
             pins.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={dist.version}")
     return sorted(pins)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worldrt import errors as err
-from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox import _frames, _workspace
 from worldrt.providers.sandbox._archive import (
     OVERHEAD_BYTES,
     ArchiveStore,
@@ -41,6 +41,7 @@ from worldrt.providers.sandbox._process import (
 )
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
+from worldrt.providers.sandbox._workspace import NewFile, Opened
 
 log = logging.getLogger("worldrt.sandbox")
 
@@ -402,8 +403,63 @@ class InstanceEngine:
         await self.drop_instance(iid, reason)
         return inst
 
+    # files -------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _files_of(self, iid: str, timeout_s: float | None = _workspace.FILES_TIMEOUT_S) -> AsyncIterator[
+            LiveInstance]:
+        """The instance, held for one file request; one that breaks the protocol, dies or stalls is stopped."""
+        inst = self.instance(iid)
+        async with inst.lock:
+            self.instance(iid)
+            inst.touch()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    yield inst
+            except TimeoutError:
+                await self.drop_instance(iid, "it did not answer a file request in time")
+                raise err.DeadlineExceeded(f"instance {iid} did not answer the file request within {timeout_s:.0f} s; "
+                                           f"it is stopped") from None
+            except ProtocolError as exc:
+                await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
+                raise err.Aborted(f"{exc}; the instance is stopped") from None
+            except (ChannelClosed, OSError, SandboxError) as exc:
+                await self.drop_instance(iid, "its process exited during a file request")
+                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
+            finally:
+                inst.touch()
+
+    async def write_files(self, iid: str, files: list[NewFile]) -> tuple[int, int]:
+        """Write files into the instance's workspace (by the instance itself): (files, bytes)."""
+        _workspace.check_writes(files, self.instance(iid).limits)
+        async with self._files_of(iid) as inst:
+            return await _workspace.write(inst.proc, files)
+
+    async def list_files(self, iid: str, path: str) -> tuple[str, list[dict[str, Any]], bool]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.listing(inst.proc, path)
+
+    async def read_file(self, iid: str, path: str, offset: int, length: int,
+                        cap: int | None = None) -> AsyncIterator[Opened | bytes]:
+        """The file's size and mode, then its bytes in chunks; at most ``cap`` bytes (the instance's file
+        size limit when None)."""
+        async with self._files_of(iid, timeout_s=None) as inst:
+            limit = inst.limits.file_size_mb * 1024 * 1024 if cap is None else cap
+            async with asyncio.timeout(_workspace.FILES_TIMEOUT_S):
+                opened, chunks = await _workspace.read(inst.proc, path, offset, length, limit)
+            yield opened
+            try:
+                while True:
+                    async with asyncio.timeout(_workspace.FILES_TIMEOUT_S):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        return
+                    yield chunk
+            finally:
+                await chunks.aclose()
+
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
-                      env: dict[str, str], *, collect: bool = False) -> AsyncIterator[Output | Done]:
+                      env: dict[str, str], *, collect: bool = False,
+                      argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
         """Run code in the instance, yielding its output as it is produced and then its result. With
         ``collect`` the agent keeps the output and sends it with the result (one frame, not one per line)
         unless there is too much of it; either way the output comes before the result.
@@ -435,7 +491,7 @@ class InstanceEngine:
             written = 0
             try:
                 await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env,
-                                      "collect": collect})
+                                      "collect": collect, "argv": list(argv or [])})
                 while True:
                     frame, _ = await inst.proc.recv()
                     event, payload = _frames.output_or_done(frame, f"instance {iid}")
