@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT_S = 600
 DEFAULT_MAX_MB = 2048
 MAX_REQUIREMENTS = 200
 PYPI = "https://pypi.org/simple"
+# The machine's trust store, which pip's own bundle may lack (an operator's TLS-inspecting proxy).
+SYSTEM_CERTS = "/etc/ssl/certs/ca-certificates.crt"
 _NETWORK_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl",
                   "/etc/ca-certificates", "/etc/protocols", "/etc/services")
 _UNREACHABLE = ("Failed to establish a new connection", "Connection refused", "Network is unreachable",
@@ -86,6 +88,8 @@ print("@@worldrt resolving", file=sys.stderr, flush=True)
 command = [layer + "/bin/python", "/opt/pip/pip", "install", "--no-cache-dir", "--disable-pip-version-check",
            "--no-input", "--progress-bar", "off", "--no-warn-script-location", "--retries", "1",
            "--timeout", "20", "--index-url", args["index_url"], "-r", "/tmp/requirements.txt"]
+if args["cert"]:
+    command += ["--cert", args["cert"]]
 code = subprocess.call(command, stdout=2, stderr=2, stdin=subprocess.DEVNULL)
 if code:
     sys.exit(code)
@@ -160,6 +164,15 @@ def check_files(files: list[NewFile], max_bytes: int) -> None:
         total += len(f.data)
     if total > max_bytes:
         raise err.ResourceExhausted(f"the image's files are {total} bytes, above the build's size limit")
+
+
+def _certs() -> str:
+    """The CA bundle pip checks the index with inside: the daemon's PIP_CERT or the system's, when it is one
+    the build sandbox sees (under /etc/ssl or /usr)."""
+    for path in (os.environ.get("PIP_CERT", ""), SYSTEM_CERTS):
+        if path and os.path.isfile(path) and path.startswith(("/etc/ssl/", "/usr/")):
+            return path
+    return ""
 
 
 def _pip_dir() -> Path:
@@ -284,7 +297,8 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
                            "links": ["python", "python3", f"python{major}.{minor}"],
                            "cfg": f"home = {os.path.dirname(exe)}\ninclude-system-site-packages = false\n"
                                   f"version = {python_version()}\n",
-                           "requirements": list(spec.requirements), "index_url": spec.index})
+                           "requirements": list(spec.requirements), "index_url": spec.index,
+                           "cert": _certs()})
         script = _bwrap.memfd("build.py", _SCRIPT.encode())
         seccomp = _bwrap.memfd("build.bpf", _seccomp.sandbox_filter())
         try:
