@@ -10,12 +10,11 @@ from collections.abc import Iterator
 import pytest
 from wasmtime.component import ComponentInstanceType
 
+from tests.support.components import CACHE, FIXTURES, ROOT, fixture_component
 from worldrt.host.lattice import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, GuestError, build_component, wit_interface
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
-
-from tests.support.components import CACHE, FIXTURES, ROOT, fixture_component
 
 pytestmark = pytest.mark.daemons
 FIRST_WIT = ROOT / "tests" / "fixtures" / "wit-0.1.0-first"
