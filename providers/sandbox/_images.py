@@ -265,21 +265,19 @@ class ImageStore:
         return self.manifest(info.digest) or info
 
     def remove(self, ref: str, in_use: Iterable[str] = ()) -> ImageInfo:
-        """Drop a name, and the layer once no name is left on it; the default image stays."""
+        """Drop a name (every name, given a digest), and the layer once no name is left on it; a layer that
+        live members use (``in_use``) and the default image stay."""
         info = self.resolve(ref)
-        if info.digest in set(in_use) and len(info.names) <= 1:
-            raise err.FailedPrecondition(f"image {ref!r} is used by live instances or snapshots on this daemon; "
-                                         f"stop them first")
         by_name = bool(_NAME.match(ref)) and ref in info.names
         if ref in (DEFAULT, "") or (info.digest == self.digest_named(DEFAULT) and not by_name):
             raise err.FailedPrecondition("the default image cannot be deleted")
-        if by_name:
-            (self.names / ref).unlink(missing_ok=True)
-            left = [n for n in info.names if n != ref]
-        else:
-            for n in info.names:
-                (self.names / n).unlink(missing_ok=True)
-            left = []
+        left = [n for n in info.names if n != ref] if by_name else []
+        if not left and info.digest in set(in_use):
+            raise err.FailedPrecondition(f"image {ref!r} is used by live instances or snapshots on this daemon; "
+                                         f"stop them first")
+        for name in info.names:
+            if name not in left:
+                (self.names / name).unlink(missing_ok=True)
         if not left:
             for path in self.specs.glob("*"):
                 try:

@@ -301,10 +301,7 @@ class SandboxedProvider(Provider):
         return image_pb(self.images.resolve(request.image))
 
     async def delete_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
-        info = self.images.resolve(request.image)
-        if info.digest in self.image_in_use():
-            raise err.FailedPrecondition(f"image {request.image!r} is used by live instances or snapshots on "
-                                         f"{self.provider_id}; stop them first")
-        gone = self.images.remove(request.image)
-        await self.engine.drop_image_pool(gone.digest) if not gone.names else None
+        gone = self.images.remove(request.image, self.image_in_use())
+        if not gone.names:
+            await self.engine.drop_image_pool(gone.digest)
         return image_pb(gone)
