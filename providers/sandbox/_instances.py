@@ -300,6 +300,11 @@ class InstanceEngine:
             pool.refilling = asyncio.create_task(self._refill_image(pool))
         return pool
 
+    def prewarm(self, image: ImageInfo) -> None:
+        """Start warm sandboxes of an image (one just built), so its first Start is as fast as the next."""
+        if self.default_image is not None and image.digest != self.default_image.digest:
+            self._image_pool(image)
+
     async def drop_image_pool(self, digest: str) -> None:
         pool = self._image_pools.pop(digest, None)
         if pool is None:

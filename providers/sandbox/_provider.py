@@ -292,6 +292,7 @@ class SandboxedProvider(Provider):
                 else:
                     getting.cancel()
             info = building.result()
+        self.engine.prewarm(info)
         yield pb.BuildImageEvent(image=image_pb(info, cached))
 
     async def list_images(self, request: pb.ListImagesRequest, call: Call) -> pb.ListImagesReply:
