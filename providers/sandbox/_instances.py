@@ -210,6 +210,9 @@ class InstanceEngine:
                 "namespaces": "pid, mount, network, ipc and uts per sandbox; user, mount, network and ipc "
                               "per branch",
                 "disk": "workspace, /tmp and /dev/shm on a tmpfs of the instance's disk quota, in memory",
+                "python": "the base interpreter and standard library, its site-packages hidden, and the instance's "
+                          "image read-only at /opt/python-env (StartRequest.image; default: numpy)",
+                "files": "WriteFiles/ReadFile/ListFiles done by the instance itself, confined to /workspace",
                 "seccomp": "no keyrings, io_uring, bpf, ptrace, modules, perf, userfaultfd or new namespaces",
                 "cgroups": self.cgroups.controllers, "rlimits": ["memory", "cpu", "file_size"]}
 
