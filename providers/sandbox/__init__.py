@@ -11,7 +11,7 @@ from worldrt.providers.sandbox._branches import (
 )
 from worldrt.providers.sandbox._cgroup import Cgroups
 from worldrt.providers.sandbox._images import DEFAULT as DEFAULT_IMAGE
-from worldrt.providers.sandbox._images import ImageInfo, ImageStore
+from worldrt.providers.sandbox._images import LAYER_ROOT, ImageInfo, ImageStore
 from worldrt.providers.sandbox._instances import (
     Done,
     InstanceEngine,
@@ -51,7 +51,7 @@ __all__ = [
     "Sandbox", "SandboxProcess", "Limits", "Cgroups", "NsSet", "ALLOCATOR", "UidAllocator",
     # instances, snapshots and branches
     "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "new_id",
-    "ImageStore", "ImageInfo", "DEFAULT_IMAGE",
+    "ImageStore", "ImageInfo", "DEFAULT_IMAGE", "LAYER_ROOT",
     "Lineage", "Branch", "ReadyBranches", "ReadyBudget", "MAX_DEPTH", "ArchiveStore", "ArchiveTooLarge",
     # errors
     "SandboxError", "ProtocolError", "ChannelClosed",

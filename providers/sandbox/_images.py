@@ -10,6 +10,11 @@ again (same Python, requirements, index and files) reuses the layer it made.
 The default image holds the standard library and numpy, linked from the daemon's own environment (no
 network). The store is a folder shared by the daemons of one state folder (morph and modal): every
 write is a new file or folder renamed into place, so daemons that make the same layer at once agree.
+
+The layers themselves live apart from the state folder, under ``LAYER_ROOT/TOKEN`` (TOKEN is random and
+recorded in the store): a sandbox's /proc/self/mountinfo shows where its layer is bound from, and that
+path must say nothing of the daemon's state. A store's layers go when its state folder is gone: each
+store sweeps the layer folders whose owner no longer names them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from worldrt import errors as err
 DEFAULT = "default"
 # What the default image carries from the daemon's own environment.
 DEFAULT_PACKAGES = ("numpy",)
+# Where layers are kept (``$WORLDRT_LAYERS`` elsewhere); private to root, bound read-only into sandboxes.
+LAYER_ROOT = Path(os.environ.get("WORLDRT_LAYERS", "/var/lib/worldrt/layers"))
+# A layer folder younger than this is never swept (its store may be writing its token right now).
+SWEEP_AFTER_S = 600.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 
@@ -152,12 +161,15 @@ def _link_or_copy(source: str, target: str) -> None:
 class ImageStore:
     """Layers, manifests, names and the request keys of past builds, in one folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, layer_root: Path | None = None) -> None:
         self.root = root.resolve()
-        self.layers = root / "layers"
-        self.names = root / "names"
-        self.specs = root / "specs"
-        self.staging = root / "staging"
+        self.layer_root = layer_root or LAYER_ROOT
+        self.manifests = self.root / "manifests"
+        self.names = self.root / "names"
+        self.specs = self.root / "specs"
+        # Set by prepare(): this store's folder under the layer root, and its staging folder.
+        self.layers = self.layer_root / "unprepared"
+        self.staging = self.layers / "staging"
 
     @classmethod
     def beside(cls, state_dir: Path) -> ImageStore:
@@ -166,11 +178,53 @@ class ImageStore:
         return cls(state_dir.resolve().parent / "images")
 
     def prepare(self) -> None:
-        for folder in (self.layers, self.names, self.specs, self.staging):
+        for folder in (self.manifests, self.names, self.specs):
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self.layer_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token = self._token()
+        self.layers = self.layer_root / token
+        self.staging = self.layers / "staging"
+        self.staging.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.layers, 0o755)
+        self._sweep()
         self.ensure_default()
+
+    def _token(self) -> str:
+        """This store's folder under the layer root: made once, by whichever daemon of it comes first."""
+        path = self.root / "layers-token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        token = secrets.token_hex(12)
+        folder = self.layer_root / token
+        folder.mkdir(mode=0o755)
+        (folder / "owner").write_text(str(self.root))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return token
+
+    def _sweep(self) -> None:
+        """Remove the layer folders of stores that are gone (their state folder was deleted)."""
+        now = time.time()
+        for folder in self.layer_root.iterdir():
+            try:
+                if now - folder.stat().st_ctime < SWEEP_AFTER_S:
+                    continue
+                owner = Path((folder / "owner").read_text().strip())
+                named = (owner / "layers-token").read_text().strip() if owner.is_dir() else ""
+            except FileNotFoundError:
+                named = ""
+            except OSError:
+                continue
+            if named != folder.name:
+                shutil.rmtree(folder, ignore_errors=True)
 
     # reading --------------------------------------------------------------------------------------
     def layer(self, digest: str) -> Path:
@@ -178,7 +232,7 @@ class ImageStore:
 
     def manifest(self, digest: str) -> ImageInfo | None:
         try:
-            info = ImageInfo.from_json((self.layers / f"{digest}.json").read_text())
+            info = ImageInfo.from_json((self.manifests / f"{digest}.json").read_text())
         except (OSError, ValueError, TypeError):
             return None
         if not self.layer(digest).is_dir():
@@ -209,7 +263,7 @@ class ImageStore:
         digest = self.digest_named(ref) if _NAME.match(ref) else None
         if digest is None and _DIGEST.match(ref):
             bare = ref.removeprefix("sha256:")
-            matches = [p.stem for p in self.layers.glob(f"{bare}*.json")]
+            matches = [p.stem for p in self.manifests.glob(f"{bare}*.json")]
             if len(matches) == 1:
                 digest = matches[0]
         info = self.manifest(digest) if digest else None
@@ -219,7 +273,7 @@ class ImageStore:
         return info
 
     def all(self) -> list[ImageInfo]:
-        found = [self.manifest(p.stem) for p in sorted(self.layers.glob("*.json"))]
+        found = [self.manifest(p.stem) for p in sorted(self.manifests.glob("*.json"))]
         return sorted((i for i in found if i is not None), key=lambda i: i.created_at)
 
     def cached(self, key: str) -> ImageInfo | None:
@@ -255,7 +309,7 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
             if not target.is_dir():
                 raise
-        manifest = self.layers / f"{info.digest}.json"
+        manifest = self.manifests / f"{info.digest}.json"
         if not manifest.exists():
             self._write(manifest, info.to_json())
         if key:
@@ -285,7 +339,7 @@ class ImageStore:
                         path.unlink(missing_ok=True)
                 except OSError:
                     continue
-            (self.layers / f"{info.digest}.json").unlink(missing_ok=True)
+            (self.manifests / f"{info.digest}.json").unlink(missing_ok=True)
             trash = self.staging / f"gone-{info.digest}-{secrets.token_hex(4)}"
             os.rename(self.layer(info.digest), trash)
             shutil.rmtree(trash, ignore_errors=True)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from tests.support import run, status_of
+from worldrt.providers.sandbox import LAYER_ROOT
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -210,7 +211,8 @@ def _build(stub: Any, **fields: Any) -> tuple[list[pb.BuildProgress], pb.Image]:
 
 
 def _staging_left(morph: ProviderDaemon) -> list[str]:
-    return [p.name for p in (morph.state_dir / "images" / "staging").iterdir()]
+    token = (morph.state_dir / "images" / "layers-token").read_text().strip()
+    return [p.name for p in (LAYER_ROOT / token / "staging").iterdir()]
 
 
 def test_a_build_that_cannot_reach_its_index_fails_clearly_and_leaves_nothing(stub: Any, morph: ProviderDaemon) -> None:
