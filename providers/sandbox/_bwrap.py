@@ -70,7 +70,15 @@ def interpreter() -> list[tuple[str, str]]:
 
 
 def base_interpreter() -> str:
-    """The base interpreter's binary at its own path (bound by ``interpreter``), outside any image."""
+    """The base interpreter's binary at its own path (bound by ``interpreter``), outside any venv: a venv
+    may hold a copy of it, which sandboxes do not see."""
+    venv = sys.prefix if sys.prefix != sys.base_prefix else None
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (getattr(sys, "_base_executable", ""), os.path.join(sys.base_prefix, "bin", version),
+                      os.path.join(sys.base_prefix, "bin", "python3"), sys.executable):
+        real = os.path.realpath(candidate) if candidate else ""
+        if real and os.path.isfile(real) and not (venv and (real == venv or real.startswith(venv + "/"))):
+            return real
     return os.path.realpath(sys.executable)
 
 

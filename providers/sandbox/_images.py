@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from worldrt import errors as err
+from worldrt.providers.sandbox import _bwrap
 
 DEFAULT = "default"
 # What the default image carries from the daemon's own environment.
@@ -57,7 +58,7 @@ def site_dir(layer: Path) -> Path:
 
 def base_executable() -> str:
     """The real interpreter binary a layer's ``bin/python`` names (the base of a venv, not its link)."""
-    return os.path.realpath(sys.executable)
+    return _bwrap.base_interpreter()
 
 
 def check_name(name: str) -> str:
@@ -128,6 +129,8 @@ def make_skeleton(layer: Path) -> None:
     major, minor = sys.version_info.major, sys.version_info.minor
     for name in ("python", "python3", f"python{major}.{minor}"):
         link = layer / "bin" / name
+        if link.is_symlink() and os.readlink(link) != exe:
+            link.unlink()  # made by a daemon that ran another interpreter of this version
         if not link.is_symlink():
             link.symlink_to(exe)
     (layer / "pyvenv.cfg").write_text(f"home = {os.path.dirname(exe)}\ninclude-system-site-packages = false\n"
@@ -188,6 +191,9 @@ class ImageStore:
         self.staging.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.layers, 0o755)
         self._sweep()
+        for manifest in self.manifests.glob("*.json"):
+            if self.layer(manifest.stem).is_dir():
+                make_skeleton(self.layer(manifest.stem))  # the interpreter links name this daemon's
         self.ensure_default()
 
     def _token(self) -> str:
