@@ -266,3 +266,12 @@ def test_an_unknown_package_is_not_found(stub: Any, morph: ProviderDaemon) -> No
         _build(stub, name="nothing", pip=["worldrt-no-such-package-7f3a9c"])
     assert info.value.code() == grpc.StatusCode.NOT_FOUND and "worldrt-no-such-package-7f3a9c" in info.value.details()
     assert _staging_left(morph) == []
+
+
+def test_a_build_past_its_size_limit_is_resource_exhausted_and_leaves_nothing(stub: Any, morph: ProviderDaemon) -> None:
+    """Needs PyPI: numpy's wheel unpacks to far more than the 4 MiB the build may fill."""
+    with pytest.raises(grpc.RpcError) as info:
+        _build(stub, name="too-big", pip=["numpy"], max_size_mb=4)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "size limit" in info.value.details()
+    assert _staging_left(morph) == []
+    assert status_of(lambda: stub.InspectImage(pb.ImageRef(image="too-big"))) == grpc.StatusCode.NOT_FOUND
