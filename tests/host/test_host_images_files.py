@@ -55,6 +55,11 @@ def test_the_cli_shows_images_and_says_why_a_build_fails(host: HostProcess) -> N
     assert failed.returncode == 2 and "could not be reached" in failed.stderr and "Traceback" not in failed.stderr
     refused = cli(host.home, "image", "rm", "default")
     assert refused.returncode == 2 and "cannot be deleted" in refused.stderr
+    for args in (("files", "ls", "i-000000000000"), ("files", "read", "i-000000000000", "a.txt"),
+                 ("files", "ls", "i-000000000000", "--provider", "modal")):
+        missing = cli(host.home, *args)
+        assert missing.returncode == 2 and "no instance 'i-000000000000'" in missing.stderr, missing.stderr
+        assert missing.stderr.count("\n") == 1
 
 
 def test_files_go_through_an_embedded_host(tmp_path: Path) -> None:
