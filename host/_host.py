@@ -18,6 +18,7 @@ from typing import Any, Self
 import grpc
 
 from worldrt.errors import InvalidArgument, NotFound, WorldError
+from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host.lattice import HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, LoadedComponent
@@ -79,7 +80,7 @@ def _operation_of(request: host_pb.ProviderCallRequest) -> str:
     return operation
 
 
-class Host:
+class Host(ImagesAndFiles):
     """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
     stderr and code each stored row keeps."""

@@ -7,6 +7,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HostBuildImageRequest(_message.Message):
+    __slots__ = ("provider", "build")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    build: _world_runtime_pb2.BuildImageRequest
+    def __init__(self, provider: _Optional[str] = ..., build: _Optional[_Union[_world_runtime_pb2.BuildImageRequest, _Mapping]] = ...) -> None: ...
+
+class HostImageRequest(_message.Message):
+    __slots__ = ("provider", "image")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    image: str
+    def __init__(self, provider: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...
+
+class HostWriteFilesRequest(_message.Message):
+    __slots__ = ("provider", "files")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    files: _world_runtime_pb2.WriteFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., files: _Optional[_Union[_world_runtime_pb2.WriteFilesRequest, _Mapping]] = ...) -> None: ...
+
+class HostReadFileRequest(_message.Message):
+    __slots__ = ("provider", "read")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    read: _world_runtime_pb2.ReadFileRequest
+    def __init__(self, provider: _Optional[str] = ..., read: _Optional[_Union[_world_runtime_pb2.ReadFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostListFilesRequest(_message.Message):
+    __slots__ = ("provider", "list")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    list: _world_runtime_pb2.ListFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., list: _Optional[_Union[_world_runtime_pb2.ListFilesRequest, _Mapping]] = ...) -> None: ...
+
 class VerseRequest(_message.Message):
     __slots__ = ("verse_id", "kind", "preset", "branches", "component_path", "allow_unbalanced", "provider", "mode", "stake")
     VERSE_ID_FIELD_NUMBER: _ClassVar[int]
