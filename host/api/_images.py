@@ -1,20 +1,21 @@
 """Morph's ``image_id`` as a worldrt image: the one place the compatible API knows about images.
 
-Today worldrt has one image, its default one (the sandbox's Python and shell), which Morph's
-``morphvm-minimal`` names; it starts with ``StartRequest.image`` left empty. Every other id listed here
-is passed through to ``StartRequest.image``. When the host serves image RPCs (List/Inspect), ``listed``
-is where they plug in: the rest of the API only calls ``listed`` and ``start_image``.
+Morph's images are worldrt's images of the morph provider (``worldrt image build``), listed by the host's
+ListImages. An image is named by its first name, else its digest; Morph's ``morphvm-minimal`` names
+worldrt's ``default`` image (the standard library and numpy).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from worldrt.errors import NotFound
+from worldrt.host import HostAPI
+from worldrt.v1 import host_pb, pb
 
 DEFAULT_IMAGE_ID = "morphvm-minimal"
-_STARTED = int(time.time())
+_WORLDRT_DEFAULT = "default"
+_PROVIDER = "morph"
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Image:
     description: str
     disk_size: int  # bytes
     created: int
-    # What StartRequest.image carries for it ("" is the provider's default image).
+    # What StartRequest.image carries for it.
     worldrt_image: str
 
     def to_json(self) -> dict[str, object]:
@@ -32,19 +33,33 @@ class Image:
                 "disk_size": self.disk_size, "created": self.created}
 
 
+def _as_morph(image: pb.Image) -> Image:
+    name = image.names[0] if image.names else image.digest
+    packages = ", ".join(image.packages) or "no packages"
+    if name == _WORLDRT_DEFAULT:
+        return Image(DEFAULT_IMAGE_ID, DEFAULT_IMAGE_ID,
+                     f"worldrt's default image: Python {image.python} ({packages}) and a POSIX shell, no network",
+                     image.size_bytes, image.created_at.seconds, image.digest)
+    return Image(name, name, f"worldrt image {image.digest[:19]}: Python {image.python} ({packages})",
+                 image.size_bytes, image.created_at.seconds, image.digest)
+
+
 class Images:
+    def __init__(self, host: HostAPI) -> None:
+        self.host = host
+
     def listed(self) -> list[Image]:
-        """Every image an ``image_id`` may name."""
-        return [Image(DEFAULT_IMAGE_ID, DEFAULT_IMAGE_ID,
-                      "worldrt's default image: the sandbox's Python 3 (standard library) and POSIX shell, "
-                      "no network", 256 * 1024 * 1024, _STARTED, "")]
+        """Every image an ``image_id`` may name, the default one first."""
+        images = [_as_morph(i) for i in self.host.list_images(host_pb.HostImageRequest(provider=_PROVIDER)).images]
+        return sorted(images, key=lambda i: i.id != DEFAULT_IMAGE_ID)
 
     def get(self, image_id: str) -> Image:
-        for image in self.listed():
-            if image.id == image_id:
+        images = self.listed()
+        for image in images:
+            if image_id in (image.id, image.worldrt_image):
                 return image
-        known = ", ".join(i.id for i in self.listed())
-        raise NotFound(f"Image {image_id} not found (images here: {known})")
+        known = ", ".join(i.id for i in images)
+        raise NotFound(f"Image {image_id} not found (images here: {known}; build one with `worldrt image build`)")
 
     def start_image(self, image_id: str) -> str:
         """``StartRequest.image`` for ``image_id``; NotFound when no image has that id."""

@@ -57,7 +57,7 @@ class MorphApi:
         self.source = source
         self.exec_timeout_ms = exec_timeout_ms
         self.max_branches = max_branches
-        self.images = images or Images()
+        self.images = images or Images(host)
         self.records = Records()
         self._stop = threading.Event()
         self._expiry: threading.Thread | None = None

@@ -140,7 +140,9 @@ class MorphCloudProvider(Provider):
         for name in ("memory_mb", "cpu_s", "processes", "file_size_mb", "disk_mb"):
             if getattr(limits, name) < 0:
                 raise err.InvalidArgument(f"limits.{name} must not be negative, got {getattr(limits, name)}")
-        spec = {"image_id": request.image or DEFAULT_IMAGE, "vcpus": self.vcpus}
+        # worldrt's own default image is Morph's minimal one.
+        image = DEFAULT_IMAGE if request.image in ("", "default") else request.image
+        spec = {"image_id": image, "vcpus": self.vcpus}
         if limits.memory_mb:
             spec["memory"] = limits.memory_mb
         if limits.disk_mb:

@@ -353,3 +353,23 @@ def test_the_api_server_refuses_a_bad_command_line(tmp_path: Path, monkeypatch: 
     assert wide.returncode == 2 and "plain HTTP" in wide.stderr
     keyless = cli(tmp_path, "api", "serve", "morph")
     assert keyless.returncode == 2 and "MORPH_API_KEY" in keyless.stderr
+
+
+def test_an_image_built_by_worldrt_is_a_morph_image(host: HostProcess, client: MorphCloudClient) -> None:
+    """Morph's image_id names worldrt's images: one built on the host is listed and started from."""
+    events = list(host.stub.BuildImage(host_pb.HostBuildImageRequest(build=pb.BuildImageRequest(
+        name="greeting", files=[pb.FileEntry(path="hello.txt", data=b"hello from an image\n")]))))
+    built = events[-1].image
+    images = {i.id: i for i in client.images.list()}
+    assert images["greeting"].disk_size == built.size_bytes
+    assert next(iter(images)) == "morphvm-minimal"
+    instance = client.instances.start(client.snapshots.create(image_id="greeting").id)
+    try:
+        assert instance.exec("cat /opt/python-env/files/hello.txt").stdout == "hello from an image\n"
+        plain = client.instances.start(client.snapshots.create(image_id="morphvm-minimal").id)
+        try:
+            assert plain.exec("test -e /opt/python-env/files/hello.txt; echo $?").stdout == "1\n"
+        finally:
+            plain.stop()
+    finally:
+        instance.stop()
