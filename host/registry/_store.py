@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from worldrt.errors import Unavailable
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
+from worldrt.host.registry._json import message_json
 from worldrt.host.registry._redaction import (
     DEFAULT_CAP_BYTES,
     Payload,
@@ -117,8 +117,8 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def _json(payload: Payload) -> str:
     if payload.kind == b"j":
         return payload.data.decode()
-    document = MessageToDict(message_of(payload), preserving_proto_field_name=True)
-    # MessageToDict makes only JSON types: the plain (and cached, fast) encoder will do.
+    document = message_json(message_of(payload))
+    # MessageToDict (and message_json) make only JSON types: the plain (and cached, fast) encoder will do.
     return json.dumps(add_sizes(document, decode_sizes(payload.sizes)) if payload.sizes else document)
 
 

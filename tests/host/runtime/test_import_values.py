@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.message_factory import GetMessageClass
 from wasmtime import _ffi as ffi
 from wasmtime.component import ComponentInstanceType, FuncType, Record, Variant
 
-from tests.support import ROOT, built_example
+from tests.support import ROOT, built_example, sample_message
 from worldrt.host.lattice import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
@@ -31,43 +29,6 @@ from worldrt.v1 import pb
 pytestmark = pytest.mark.daemons
 
 EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
-
-
-def _sample(descriptor: Descriptor, depth: int = 0) -> Message:
-    """A message with every field set to something other than its default (nested ones too)."""
-    values: dict[str, Any] = {}
-    for i, field in enumerate(descriptor.fields, start=1):
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            key_field, value_field = (field.message_type.fields_by_name[n] for n in ("key", "value"))
-            # Two entries given out of order: the WIT list is sorted by key.
-            values[field.name] = {_scalar(key_field, i + 1): _scalar(value_field, i),
-                                  _scalar(key_field, i): _scalar(value_field, i + 1)}
-        elif field.message_type is not None:
-            if depth > 2:
-                continue
-            sub = _sample(field.message_type, depth + 1)
-            values[field.name] = [sub, sub] if field.is_repeated else sub
-        else:
-            values[field.name] = [_scalar(field, i), _scalar(field, i + 7)] if field.is_repeated else _scalar(field, i)
-    return GetMessageClass(descriptor)(**values)
-
-
-def _scalar(field: FieldDescriptor, i: int) -> Any:
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return f"{field.name}-{i}-é"
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        return True
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return field.enum_type.values[-1].number
-    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        return i + 0.5
-    if field.type in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64):
-        return -(2 ** 40) - i
-    if field.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
-        return 2 ** 63 + i
-    if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32):
-        return -i
-    return i
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +65,13 @@ def test_the_converters_give_what_wasmtime_py_gives(runtime: ComponentRuntime, e
     codec = ImportCodec(func, op.request, op.reply)
 
     # A request as the component passes it (wasmtime-py lowers the record), read by the converter.
-    request = _sample(op.request.DESCRIPTOR)
+    request = sample_message(op.request.DESCRIPTOR)
     args = (ffi.wasmtime_component_val_t * 1)()
     func.params[0][1].convert_to_c(None, to_wit(request), ctypes.pointer(args[0]))  # type: ignore[arg-type]
     assert codec.lift(args) == request
 
     # A reply written by the converter, as the component receives it (wasmtime-py lifts it).
-    reply = _sample(op.reply.DESCRIPTOR)
+    reply = sample_message(op.reply.DESCRIPTOR)
     results = (ffi.wasmtime_component_val_t * 1)()
     codec.lower_ok(reply, results)
     result_ty = func.result
