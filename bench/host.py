@@ -125,8 +125,8 @@ def main() -> None:
     table = [[name, f"{s['p50']:.1f}", f"{s['p99']:.1f}", str(s["n"]),
               f"{s['p50'] - (direct_mean if '(per call)' in name else direct_p50):+.1f}"]
              for name, s in stats.items()]
-    print_table("host overhead on a trivial Execute (µs)", ["path", "p50", "p99", "n", "added vs direct p50 (per call: vs its mean)"],
-                table)
+    print_table("host overhead on a trivial Execute (µs)",
+                ["path", "p50", "p99", "n", "added vs direct p50 (per call: vs its mean)"], table)
     routed_p50 = stats["Execute via host router"]["p50"]
     logging_share = (routed_p50 - stats["router, recording off"]["p50"]) / routed_p50 * 100
     added = {name: stats[row]["p50"] - direct_mean for name, row in (

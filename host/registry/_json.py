@@ -37,9 +37,11 @@ def _scalar(field: FieldDescriptor) -> _ToJson | None:
     """The converter of one value of ``field``; None when json_format should do the whole message."""
     cpp = field.cpp_type
     if cpp == FieldDescriptor.CPPTYPE_MESSAGE:
+        assert field.message_type is not None
         return _converter(field.message_type)
     if cpp == FieldDescriptor.CPPTYPE_ENUM:
         enum = field.enum_type
+        assert enum is not None
         if enum.full_name == "google.protobuf.NullValue" or any(v.GetOptions().ListFields() for v in enum.values):
             return None
         names = {v.number: v.name for v in enum.values}
