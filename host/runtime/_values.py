@@ -8,9 +8,10 @@ and builds a ``Record`` that ``_codec`` then copies into a message. Here the typ
 call only; later calls read the argument tree straight into the request message and write the reply
 straight into the result, with one free of the argument tree instead of one per string. This leans on
 wasmtime-py's ctypes layer (``wasmtime._ffi``) and its ``catch_exceptions``: the same C API wasmtime-py
-uses, pinned by the wasmtime version in pyproject.toml; tests/host/runtime/test_values.py checks that
-both paths give the same values. Caching the reflected types in wasmtime-py itself is the upstream fix
-(proposed to bytecodealliance/wasmtime-py); this module stays until a release carries it.
+uses, pinned by the wasmtime version in pyproject.toml; tests/host/runtime/test_import_values.py checks that
+both paths give the same values. The upstream fix is for wasmtime-py to build its converters once
+per function type (to be proposed on bytecodealliance/wasmtime-py issue #140, "calling python from wasm is
+too slow", still open); this module stays until a release carries it.
 
 The WIT<->protobuf mapping is ``_codec``'s: kebab-case fields, singular messages as options, maps as
 sorted ``list<tuple<k, v>>``, enum cases without the enum's prefix. A record field the message lacks is
