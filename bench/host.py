@@ -82,11 +82,14 @@ def main() -> None:
             rows["router, recording off"] = timed(routed, args.reps, unit=1e6)
             host.registry.record_call = record  # type: ignore[method-assign]
 
+            cpu: dict[str, list[float]] = {}
+
             def batch(fn: object) -> float:
                 """Mean µs per call over ``CALLS`` calls of ``fn`` (one sample)."""
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(CALLS):
                     fn()  # type: ignore[operator]
+                cpu.setdefault("direct", []).append((time.process_time() - c0) * 1e6 / CALLS)
                 return (time.perf_counter() - t0) * 1e6 / CALLS
 
             def invocation(component_id: str, args: str, verse_id: int) -> object:
@@ -94,9 +97,10 @@ def main() -> None:
                 request = host_pb.InvokeRequest(component_id=component_id, verse_id=verse_id, args=args)
 
                 def run() -> float:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     outcome = host.invoke(request)
                     assert outcome.ok, outcome.value
+                    cpu.setdefault(component_id, []).append((time.process_time() - c0) * 1e6 / CALLS)
                     return (time.perf_counter() - t0) * 1e6 / CALLS
                 run()
                 return run
@@ -113,9 +117,16 @@ def main() -> None:
                 paths["Execute from a Python component via host (per call)"] = invocation(
                     info.component_id, f'{{"instance_id": "{iid}", "calls": {CALLS}}}', 1)
             # Round-robin, one invocation (CALLS provider calls) of each per round: noise falls on all alike.
+            cpu.clear()
             for _ in range(args.rounds):
                 for name, sample in paths.items():
                     rows.setdefault(name, []).append(sample())  # type: ignore[operator]
+            # This process's CPU per provider call (the daemon is another process): less swayed by the
+            # machine's load than wall time.
+            extra["cpu_us_per_call_p50"] = {
+                "direct": percentiles(cpu["direct"])["p50"],
+                "wat": percentiles(cpu[wat.component_id])["p50"],
+                **({"python": percentiles(cpu[info.component_id])["p50"]} if "info" in locals() else {})}
             extra["rows_per_second"] = rows_per_second(host)
 
     stats = {name: percentiles(samples) for name, samples in rows.items()}
@@ -136,6 +147,7 @@ def main() -> None:
           f"Python {added.get('python', float('nan')):+.1f} µs p50 (target <= 400 µs); "
           f"recording's share of a routed call: {logging_share:.1f}% (target < 5%); "
           f"rows written: {extra['rows_per_second']:,.0f}/s (target >= 20,000/s)")
+    print(f"this process's CPU per provider call (µs, p50): {extra['cpu_us_per_call_p50']}")
     write_json(args.json, {"stats_us": stats, "added_us_p50": added, "logging_share_pct": logging_share, **extra})
 
 
