@@ -3,10 +3,30 @@ component runtime in one object), its gRPC service ``worldrt.v1.Host``, and a cl
 running host or embeds one. The rooms below: ``runtime`` (wasm), ``lattice`` (links, routing, providers),
 ``registry`` (DuckDB), ``verse`` (pipeline and analytics), ``cli`` (the ``worldrt`` command)."""
 
+from typing import TYPE_CHECKING, Any
+
 from worldrt.host._api import EventSink, HostAPI
 from worldrt.host._client import HOST_TOKEN_FILE, RemoteHost, Session
-from worldrt.host._host import Host, HostError, default_db, default_home
-from worldrt.host._service import default_host_address, serve_host
+from worldrt.host._paths import default_db, default_home, default_host_address
+
+if TYPE_CHECKING:
+    from worldrt.host._host import Host, HostError
+    from worldrt.host._service import serve_host
+
+# Imported on first use: the CLI talking to a running host never needs DuckDB, wasmtime or the lattice.
+_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "serve_host": "worldrt.host._service"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Host", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
            "default_host_address", "HOST_TOKEN_FILE",

@@ -19,7 +19,6 @@ from google.protobuf.message import Message
 
 from worldrt.errors import Aborted, Unavailable, from_rpc_error
 from worldrt.host._api import BY_NAME, EventSink, HostAPI
-from worldrt.host._host import Host
 from worldrt.providers import (
     TOKEN_ENV,
     ClientTls,
@@ -129,6 +128,8 @@ class Session:
             raise Unavailable(f"no host answers at {self.address}" + (
                 "" if self.tls else " in cleartext (for a host with TLS, give its CA with --tls-ca)"))
         else:
+            from worldrt.host._host import Host  # DuckDB, wasmtime, the lattice: only for an embedded host
+
             self.api = Host(self.db, self.home)
         return self.api
 

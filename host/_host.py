@@ -19,6 +19,7 @@ import grpc
 
 from worldrt.errors import InvalidArgument, NotFound, WorldError
 from worldrt.host._images_files import ImagesAndFiles
+from worldrt.host._paths import default_db, default_home
 from worldrt.host.lattice import HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, LoadedComponent
@@ -39,17 +40,9 @@ log = logging.getLogger("worldrt.host")
 InvokeSink = Callable[[host_pb.InvokeEvent], None]
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("WORLDRT_STATE_DIR", ".worldrt"))
-
-
 def default_cache(home: Path) -> Path:
     """Compiled components and built examples; WORLDRT_CACHE shares one cache between homes."""
     return Path(os.environ.get("WORLDRT_CACHE") or home / "cache")
-
-
-def default_db() -> Path:
-    return Path(os.environ.get("WORLDRT_DB") or default_home() / "world.duckdb")
 
 
 def env_number(name: str) -> float | None:

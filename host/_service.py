@@ -38,10 +38,6 @@ from worldrt.v1 import HOST_SERVICE_NAME, host_rpc
 log = logging.getLogger("worldrt.host")
 
 
-def default_host_address(home: Path) -> str:
-    return f"unix:{(home / 'host.sock').resolve()}"
-
-
 def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that refuses the call with ``code`` and ``message``."""
 

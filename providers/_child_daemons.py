@@ -54,8 +54,9 @@ def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[b
 def spawn_daemon(name: str, listen: str, state_dir: Path, log_path: Path, *, token: str | None = None,
                  options: Mapping[str, str] | None = None, args: Sequence[str] = (),
                  env: Mapping[str, str] | None = None, umask: int = -1) -> subprocess.Popen[bytes]:
-    """Start ``worldrt provider serve NAME`` listening on ``listen``, its output appended to ``log_path``."""
-    argv = [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", name, "--listen", listen,
+    """Start ``worldrt provider serve NAME`` listening on ``listen``, its output appended to ``log_path``
+    (as ``python -m worldrt.providers serve``: the same options, without importing the host)."""
+    argv = [sys.executable, "-m", "worldrt.providers", "serve", name, "--listen", listen,
             "--state-dir", str(state_dir)]
     for key, value in (options or {}).items():
         argv += ["--set", f"{key}={value}"]

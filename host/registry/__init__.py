@@ -2,9 +2,10 @@
 a row durable before its caller sees the result, the batched writer, and the redaction of what rows keep."""
 
 from worldrt.host.registry._journal import Journal, Row, read_rows
+from worldrt.host.registry._json import message_json
 from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES, REDACTED, Redactor
 from worldrt.host.registry._schema import SCHEMA, SEED_PROVIDERS
 from worldrt.host.registry._store import Invocation, Registry, RegistryError
 
-__all__ = ["Registry", "RegistryError", "Invocation", "Journal", "Row", "read_rows", "Redactor", "REDACTED",
+__all__ = ["Registry", "RegistryError", "Invocation", "Journal", "Row", "read_rows", "message_json", "Redactor", "REDACTED",
            "DEFAULT_CAP_BYTES", "SCHEMA", "SEED_PROVIDERS"]

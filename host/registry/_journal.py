@@ -1,8 +1,8 @@
 """The registry's journal: each invocation row, already redacted, appended before its caller sees the result.
 
-One ``os.write`` per row to a file opened with O_APPEND, no fsync: a row survives SIGKILL of the
-host (it is in the kernel's page cache at once) but not a crash of the machine before the page cache
-reaches the disk. The writer thread moves rows into DuckDB and truncates the journal whenever every
+Each row is copied into a shared mapping of the file, no fsync: a row survives SIGKILL of the host (it
+is in the kernel's page cache at once) but not a crash of the machine before the page cache reaches the
+disk. The writer thread moves rows into DuckDB and truncates the journal whenever every
 row in it is there; ``Registry.open`` replays what an ended process left in it.
 
 A record is ``magic | u32 body length | u32 crc32(body) | body``; reading skips a torn or damaged
@@ -12,7 +12,7 @@ name (its JSON is made by the writer), a plain value as its JSON (host/_redactio
 
 from __future__ import annotations
 
-import errno
+import mmap
 import os
 import struct
 import zlib
@@ -28,6 +28,8 @@ MAGIC = b"WJr1"
 _HEAD = struct.Struct("<4sII")
 _FIELDS = 10
 _BODY_HEAD = struct.Struct(f"<ddd{_FIELDS}I")
+# The journal grows by at least this much at a time (rows are a few hundred bytes).
+_CHUNK = 1 << 20
 
 
 _classes: dict[str, type[Message]] = {}
@@ -114,46 +116,65 @@ def read_rows(path: Path) -> list[Row]:
 
 
 class Journal:
-    """The open journal file (mode 0600). Callers serialize ``append`` and ``truncate`` themselves."""
+    """The open journal file (mode 0600), written through a shared memory mapping: an append is a copy into
+    the page cache, which the kernel owns (it survives SIGKILL of the host as a write(2) would), without a
+    system call per row. The file grows in chunks allocated up front (posix_fallocate: a full disk is an
+    OSError at growth, never a SIGBUS at a write); the unused tail of a chunk is zeros, which reading skips,
+    and is cut off at ``close``. Callers serialize ``append`` and ``truncate`` themselves."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._capacity = 0
         self.size = 0
         self.identity = (0, 0)
         self.reopen()
 
     def reopen(self) -> None:
-        """Open (creating it if it is gone) the file at ``path``; appends go there from now on."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Open (creating it if it is gone) the file at ``path``; appends go after what it holds."""
+        self._trim()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
         st = os.fstat(fd)
-        self.size = st.st_size
+        self.size = self._capacity = st.st_size
         self.identity = (st.st_dev, st.st_ino)
 
     def append(self, record: bytes) -> None:
-        """Write ``record`` with one write; on a short write the file is cut back and OSError raised."""
-        try:
-            written = os.write(self._fd, record)
-        except OSError:
-            self._cut_back()
-            raise
-        if written != len(record):
-            self._cut_back()
-            raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
-        self.size += written
+        """Copy ``record`` in after the last one; OSError (the journal unchanged) when it cannot grow."""
+        end = self.size + len(record)
+        if end > self._capacity or self._map is None:
+            self._grow(end)
+        assert self._map is not None
+        self._map[self.size:end] = record
+        self.size = end
 
-    def _cut_back(self) -> None:
-        try:
-            os.ftruncate(self._fd, self.size)
-        except OSError:
-            pass
+    def _grow(self, end: int) -> None:
+        capacity = max(_CHUNK, self._capacity)
+        while capacity < end:
+            capacity *= 2
+        os.posix_fallocate(self._fd, 0, capacity)
+        self._unmap()
+        self._map = mmap.mmap(self._fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._capacity = capacity
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     def truncate(self) -> None:
-        os.ftruncate(self._fd, 0)
+        """Empty the journal. The allocated file and its mapping are kept (growing them again costs a
+        millisecond, on the call path of the next row): the used part is zeroed, which reading skips,
+        and ``close`` cuts the file to what it holds."""
+        if self._map is not None and self.size:
+            self._map[:self.size] = bytes(self.size)
+        elif self._map is None:
+            os.ftruncate(self._fd, 0)
+            self._capacity = 0
         self.size = 0
 
     def still_at_path(self) -> bool:
@@ -164,7 +185,17 @@ class Journal:
             return False
         return (st.st_dev, st.st_ino) == self.identity
 
+    def _trim(self) -> None:
+        """Unmap and cut the unused tail off, so the file holds exactly its records."""
+        self._unmap()
+        if self._fd >= 0 and self._capacity > self.size:
+            try:
+                os.ftruncate(self._fd, self.size)
+            except OSError:
+                pass  # the zeros are skipped when it is read back
+
     def close(self) -> None:
         if self._fd >= 0:
+            self._trim()
             os.close(self._fd)
             self._fd = -1

@@ -27,6 +27,7 @@ from worldrt.host.runtime._toolchain import (
     built_once,
     inspect_component,
 )
+from worldrt.host.runtime._values import ImportCodec
 from worldrt.host.runtime._world import (
     HOST_INTERFACES,
     LOG_LEVELS,
@@ -47,6 +48,7 @@ __all__ = [
     # the world and its calls
     "OPERATIONS", "Operation", "CallContext", "Router", "wit_interface", "WIT_PACKAGE", "WIT_VERSION",
     "PROVIDER_INTERFACES", "HOST_INTERFACES", "LOG_LEVELS", "check_component", "from_wit", "to_wit",
+    "ImportCodec",
     # building and inspecting
     "build_component", "built_once", "inspect_component", "BuildResult", "ComponentInfo",
     # errors

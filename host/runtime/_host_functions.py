@@ -14,10 +14,10 @@ from typing import Any, Self
 
 import grpc
 from google.protobuf.message import Message
-from wasmtime.component import Linker, Record, Variant
+from wasmtime.component import Linker
 
 from worldrt.errors import WorldError, from_rpc_error
-from worldrt.host.runtime._codec import from_wit, to_wit
+from worldrt.host.runtime._values import ImportCodec, add_import, func_type
 from worldrt.host.runtime._world import (
     OPERATIONS,
     PROVIDER_INTERFACES,
@@ -41,10 +41,8 @@ class DeadlinePassed(Exception):
     """Raised in a host call to trap the component whose invocation ran out of time."""
 
 
-def _err(code: str, message: str) -> Variant:
-    error: Any = Record()
-    error.code, error.message = code, message
-    return Variant("err", error)
+# A provider call's failure as the component sees it: err(provider-error{code, message}).
+Failure = tuple[str, str]
 
 
 class InvocationScope:
@@ -52,8 +50,11 @@ class InvocationScope:
 
     Entered on the thread that runs the component (host calls arrive on that thread)."""
 
-    def __init__(self, router: Router, context: CallContext, on_log: LogSink | None = None) -> None:
+    def __init__(self, router: Router, context: CallContext, on_log: LogSink | None = None,
+                 codecs: dict[Operation, ImportCodec] | None = None) -> None:
         self.router = router
+        # The converters of the running component's imports (kept per component across invocations).
+        self.codecs: dict[Operation, ImportCodec] = {} if codecs is None else codecs
         self.context = context
         self.on_log = on_log
         self.provider_calls = 0
@@ -72,8 +73,8 @@ class InvocationScope:
                  tb: TracebackType | None) -> None:
         _current.scope = self._outer
 
-    def provider_call(self, op: Operation, record: Record) -> Variant:
-        request = from_wit(record, op.request)
+    def provider_call(self, op: Operation, request: Message) -> Message | Failure:
+        """The reply to a provider call the component made, or the failure it sees as its err."""
         self._check_deadline(op)
         started = time.perf_counter()
         self.provider_calls += 1
@@ -81,32 +82,32 @@ class InvocationScope:
             reply = self._route(op, request)
         finally:
             self.provider_s += time.perf_counter() - started
-        if isinstance(reply, Variant):
+        if isinstance(reply, tuple):
             # The router's gRPC deadline is the invocation's: its DEADLINE_EXCEEDED may come a moment early.
-            if getattr(reply.payload, "code", "") == "DEADLINE_EXCEEDED":
+            if reply[0] == "DEADLINE_EXCEEDED":
                 self._check_deadline(op, slack_s=_GRPC_EARLY_S)
             return reply
         self._check_deadline(op)
         if op.interface == "generator":
             self._track(op.name, request, reply)
-        return Variant("ok", to_wit(reply))
+        return reply
 
-    def _route(self, op: Operation, request: Message) -> Message | Variant:
+    def _route(self, op: Operation, request: Message) -> Message | Failure:
         """The router's reply, or ``err(provider-error)`` for any way it can fail."""
         try:
             reply = self.router.call(op, request, self.context)
         except WorldError as exc:
-            return _err(exc.code.name, exc.message)
+            return exc.code.name, exc.message
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
-            return _err(error.code.name, error.message)
+            return error.code.name, error.message
         except Exception as exc:
             log.exception("router failed on %s.%s", op.interface, op.name)
-            return _err("INTERNAL",
-                        f"the host's router failed on {op.interface}.{op.name}: {type(exc).__name__}: {exc}")
+            return ("INTERNAL",
+                    f"the host's router failed on {op.interface}.{op.name}: {type(exc).__name__}: {exc}")
         if not isinstance(reply, op.reply):
-            return _err("INTERNAL", f"the host's router answered {op.interface}.{op.name} with "
-                                    f"{type(reply).__name__}, expected {op.reply.DESCRIPTOR.name}")
+            return ("INTERNAL", f"the host's router answered {op.interface}.{op.name} with "
+                                f"{type(reply).__name__}, expected {op.reply.DESCRIPTOR.name}")
         return reply
 
     def _check_deadline(self, op: Operation, slack_s: float = 0.0) -> None:
@@ -158,9 +159,19 @@ def _scope() -> InvocationScope:
     return scope
 
 
-def _provider_func(op: Operation) -> Callable[[Any, Record], Variant]:
-    def call(_store: Any, request: Record) -> Variant:
-        return _scope().provider_call(op, request)
+def _provider_func(op: Operation) -> Callable[[Any, Any, Any, Any], None]:
+    def call(store: Any, ty: Any, args: Any, results: Any) -> None:
+        scope = _scope()
+        codec = scope.codecs.get(op)
+        if codec is None:
+            # The component's own view of the function (it may name fewer record fields than the world).
+            with func_type(store, ty) as fty:
+                codec = scope.codecs[op] = ImportCodec(fty, op.request, op.reply)
+        outcome = scope.provider_call(op, codec.lift(args))
+        if isinstance(outcome, tuple):
+            codec.lower_err(*outcome, results)
+        else:
+            codec.lower_ok(outcome, results)
     return call
 
 
@@ -182,7 +193,7 @@ def define_imports(linker: Linker) -> None:
             with root.add_instance(wit_interface(interface)) as instance:
                 for (owner, name), op in OPERATIONS.items():
                     if owner == interface:
-                        instance.add_func(name, _provider_func(op))
+                        add_import(instance, name, _provider_func(op))
         with root.add_instance(wit_interface("lattice")) as instance:
             instance.add_func("set-link-name", _set_link_name)
         with root.add_instance(wit_interface("log")) as instance:

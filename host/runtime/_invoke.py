@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
-from wasmtime.component import Linker, Variant
+from wasmtime.component import Component, Linker, Variant
 
 from worldrt.host.runtime._components import (
     DEFAULT_CACHE_DIR,
@@ -36,7 +37,8 @@ from worldrt.host.runtime._host_functions import (
     LogSink,
     define_imports,
 )
-from worldrt.host.runtime._world import CallContext, Router
+from worldrt.host.runtime._values import ImportCodec
+from worldrt.host.runtime._world import CallContext, Operation, Router
 
 OutputSink = Callable[[str, bytes], None]
 _MIB = 1024 * 1024
@@ -101,6 +103,8 @@ class ComponentRuntime:
         self.linker.add_wasip2()
         define_imports(self.linker)
         self.loader = ComponentLoader(self.engine, ComponentCache(self.engine, cache_dir, engine_key))
+        # Each component's import converters, built at its first call of each import.
+        self._codecs: weakref.WeakKeyDictionary[Component, dict[Operation, ImportCodec]] = weakref.WeakKeyDictionary()
         self._ticker = _EpochTicker(self.engine, epoch_tick_s)
         self._ticker.start()
 
@@ -135,7 +139,8 @@ class ComponentRuntime:
         store = self._store(limits, on_output)
         context = CallContext(verse_id=verse_id, source=component.name, invocation_id=uuid.uuid4().hex,
                               deadline=time.monotonic() + limits.timeout_s)
-        with InvocationScope(self.router, context, on_log) as scope:
+        codecs = self._codecs.setdefault(component.component, {})
+        with InvocationScope(self.router, context, on_log, codecs) as scope:
             started = time.perf_counter()
             try:
                 instance = self.linker.instantiate(store, component.component)

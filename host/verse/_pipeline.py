@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -114,10 +115,15 @@ class VerseRunner:
         return self.host.provider_healthy(provider)
 
     def select(self, preset: str) -> Selection:
+        """The preset's providers: its preferred ones are started (when not running) side by side, so a cold
+        host waits for the slowest start-up rather than for their sum; a substitute is asked only if needed."""
         if preset not in PRESETS:
             raise PipelineError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        preferred = list(dict.fromkeys(PRESETS[preset].values()))
+        with ThreadPoolExecutor(max_workers=len(preferred), thread_name_prefix="provider-start") as pool:
+            known = dict(zip(preferred, pool.map(self.healthy, preferred), strict=True))
         try:
-            return choose(preset, self.healthy)
+            return choose(preset, lambda provider: known[provider] if provider in known else self.healthy(provider))
         except SelectionError as exc:
             raise PipelineError(str(exc)) from None
 
@@ -129,19 +135,24 @@ class VerseRunner:
         return {"preset": preset, "requirements": needs, "select_provider": select_provider(needs),
                 **self.select(preset).as_dict()}
 
-    def _component(self, path: str, on_event: EventSink | None = None) -> host_pb.ComponentInfo:
+    def _component(self, path: str, on_event: EventSink | None = None,
+                   loading: Future[host_pb.ComponentInfo] | None = None) -> host_pb.ComponentInfo:
+        """The loaded component (``loading``'s, when it was started beforehand with ``_load``)."""
         def say(text: str) -> None:
             if on_event is not None:
                 on_event(host_pb.InvokeEvent(log=text))
 
-        if not path:
-            if not example_path("explorer", self.host.cache / "examples").exists():
-                say("building the explorer example with componentize-py (once, about 10 s)")
-            path = str(example_component("explorer", self.host.cache / "examples"))
-        info = self.host.load_component(host_pb.LoadComponentRequest(path=path))
+        if not path and not example_path("explorer", self.host.cache / "examples").exists():
+            say("building the explorer example with componentize-py (once, about 10 s)")
+        info = loading.result() if loading is not None else self._load(path)
         say(f"component {info.name}: {'from the compile cache' if info.from_cache else 'compiled'} "
             f"in {info.load_ms:.0f} ms")
         return info
+
+    def _load(self, path: str) -> host_pb.ComponentInfo:
+        if not path:
+            path = str(example_component("explorer", self.host.cache / "examples"))
+        return self.host.load_component(host_pb.LoadComponentRequest(path=path))
 
     def _link(self, component: str, role_providers: dict[str, str]) -> None:
         for role, provider in role_providers.items():
@@ -174,15 +185,18 @@ class VerseRunner:
         if not 1 <= branches <= MAX_BRANCHES:
             raise PipelineError(f"--branches must be between 1 and {MAX_BRANCHES}, got {branches}")
         started = time.perf_counter()
-        selection = self.select(preset)
-        registered = registry_trits(self.host.registry)
-        trits = [registered[p] for p in selection.providers]
-        total = gf3_sum(selection.providers, registered)
-        if total != 0 and not allow_unbalanced:
-            raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose registered trits "
-                                f"{' '.join(f'{t:+d}' for t in trits)} sum to {total:+d} in GF(3), not 0: refused "
-                                f"(pass --allow-unbalanced to run it anyway)")
-        info = self._component(component, on_event)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="component-load") as pool:
+            # The component loads (from the compile cache, or compiled) while the providers start.
+            loading = pool.submit(self._load, component)
+            selection = self.select(preset)
+            registered = registry_trits(self.host.registry)
+            trits = [registered[p] for p in selection.providers]
+            total = gf3_sum(selection.providers, registered)
+            if total != 0 and not allow_unbalanced:
+                raise PipelineError(f"preset {preset} selects {', '.join(selection.providers)} whose registered "
+                                    f"trits {' '.join(f'{t:+d}' for t in trits)} sum to {total:+d} in GF(3), not 0: "
+                                    f"refused (pass --allow-unbalanced to run it anyway)")
+            info = self._component(component, on_event, loading)
         self._link(info.name, selection.by_role)
         config = pipeline_config(set(selection.by_role), branches)
         result, cost, invoke_ms = self._invoke(info, verse_id, config, on_event)
