@@ -28,6 +28,8 @@ def _pipeline(worldrt: list[str], cwd: Path) -> dict[str, object]:
     return run
 
 
+# It builds a wheel, installs it with every dependency and runs the pipeline twice: minutes on a loaded machine.
+@pytest.mark.timeout(300)
 def test_the_installed_wheel_runs_the_pipeline_with_the_checkouts_wev(tmp_path: Path) -> None:
     dist, source = tmp_path / "dist", tmp_path / "source"
     # Built from a copy of the tracked files, so the build leaves nothing in the checkout.
