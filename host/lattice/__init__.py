@@ -1,13 +1,17 @@
 """The link and routing plane: the link table, the routers that turn a component's call into a
 provider's, the supervisor of the host's provider daemons, and the certificates for TLS between
-machines (the NATS lattice lands here)."""
+machines, and the NATS lattice: its server, the bridge of local providers onto it, the lattice router,
+its buckets and the streams that feed one registry (LATTICE.md)."""
 
+from worldrt.host.lattice._calls import Answer, Caller
 from worldrt.host.lattice._certificates import (
     CertificateError,
     Issued,
     init_tls,
     parse_hosts,
 )
+from worldrt.host.lattice._ingest import Ingest
+from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
 from worldrt.host.lattice._links import (
     ANY_SOURCE,
     INTERFACES,
@@ -15,17 +19,33 @@ from worldrt.host.lattice._links import (
     LinkError,
     LinkTable,
 )
+from worldrt.host.lattice._member import (
+    Member,
+    bucket_values,
+    delete_link,
+    link_from_value,
+    list_links,
+    put_link,
+)
+from worldrt.host.lattice._nats import LATTICE_ENV, Lattice, LatticeError, LatticeOptions, check_token
 from worldrt.host.lattice._routers import (
     CallObserver,
     DirectRouter,
     LinkRouter,
     cost_of,
 )
+from worldrt.host.lattice._server import NatsServer, ServerConfig, nats_server_binary
 from worldrt.host.lattice._supervisor import Child, Supervisor, SupervisorError
+from worldrt.host.lattice._wire import METHODS, hosts_bucket, providers_bucket, rpc_subject
 
 __all__ = [
     "LinkTable", "HostLink", "LinkError", "INTERFACES", "ANY_SOURCE",
     "LinkRouter", "DirectRouter", "CallObserver", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
+    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "check_token",
+    "NatsServer", "ServerConfig", "nats_server_binary",
+    "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
+    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values",
+    "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
 ]
