@@ -63,8 +63,7 @@ def _logging(kind: str) -> None:
 
 # lattice serve ------------------------------------------------------------------------------------------
 def lattice_serve(args: argparse.Namespace) -> int:
-    from worldrt.host.lattice import NatsServer, ServerConfig
-    from worldrt.host.lattice._nats import PASSWORD_ENV, TOKEN_ENV
+    from worldrt.host.lattice import PASSWORD_ENV, TOKEN_ENV, NatsServer, ServerConfig
 
     _logging("lattice")
     log = logging.getLogger("worldrt.lattice")
@@ -111,8 +110,7 @@ def lattice_serve(args: argparse.Namespace) -> int:
 
 # lattice status -----------------------------------------------------------------------------------------
 def status_of(lattice: Lattice) -> dict[str, Any]:
-    from worldrt.host.lattice import bucket_values, hosts_bucket, list_links, providers_bucket
-    from worldrt.host.lattice._member import fresh
+    from worldrt.host.lattice import bucket_values, fresh, hosts_bucket, list_links, providers_bucket
 
     async def gather() -> dict[str, Any]:
         hosts = [json.loads(v) for v in (await bucket_values(lattice, hosts_bucket(lattice.name))).values()]

@@ -23,11 +23,20 @@ from worldrt.host.lattice._member import (
     Member,
     bucket_values,
     delete_link,
+    fresh,
     link_from_value,
     list_links,
     put_link,
 )
-from worldrt.host.lattice._nats import LATTICE_ENV, Lattice, LatticeError, LatticeOptions, check_token
+from worldrt.host.lattice._nats import (
+    LATTICE_ENV,
+    PASSWORD_ENV,
+    TOKEN_ENV,
+    Lattice,
+    LatticeError,
+    LatticeOptions,
+    check_token,
+)
 from worldrt.host.lattice._routers import (
     CallObserver,
     DirectRouter,
@@ -43,7 +52,7 @@ __all__ = [
     "LinkRouter", "DirectRouter", "CallObserver", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
-    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "check_token",
+    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "check_token", "fresh",
     "NatsServer", "ServerConfig", "nats_server_binary",
     "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
     "put_link", "delete_link", "list_links", "link_from_value", "bucket_values",

@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
 from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
-from worldrt.host.lattice._nats import Lattice, check_token
+from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
 from worldrt.host.lattice._supervisor import Supervisor
 from worldrt.host.lattice._wire import (
     hosts_bucket,
@@ -170,6 +170,7 @@ class Member:
         self.provider_kv = await ensure_bucket(self.lattice, providers_bucket(self.lattice.name), BUCKET_TTL_S)
         self.link_kv = await ensure_bucket(self.lattice, links_bucket(self.lattice.name), None)
         await ensure_streams(self.lattice)
+        await self._claim_id()
         self.caller = await Caller.open(self.lattice)
         await self._beat()
         watcher = self._watcher = await self.link_kv.watchall()
@@ -178,6 +179,21 @@ class Member:
         self._tasks = [loop.create_task(self._watch_links(watcher, initial)), loop.create_task(self._heartbeat()),
                        loop.create_task(self._resend())]
         await asyncio.wait_for(initial, 10)
+
+    async def _claim_id(self) -> None:
+        """Refuse a host id another live host has (a stray host must not share a replica's id); the entry of a
+        host that just died is waited out."""
+        ours = (os.getpid(), socket.gethostname())
+        deadline = time.monotonic() + FRESH_S + 1
+        while True:
+            data = await _get(self.hosts, self.host_id)
+            doc = json.loads(data) if data else {}
+            if not doc or not fresh(doc) or (doc.get("pid"), doc.get("hostname")) == ours:
+                return
+            if time.monotonic() > deadline:
+                raise LatticeError(f"host id {self.host_id!r} is in use on the lattice {self.lattice.name} by pid "
+                                   f"{doc.get('pid')} on {doc.get('hostname')}; give this host another --host-id")
+            await asyncio.sleep(0.25)
 
     # heartbeat and the bridge -----------------------------------------------------------------------
     async def _beat(self) -> None:

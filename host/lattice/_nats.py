@@ -147,25 +147,35 @@ class Lattice:
             raise
 
     async def _connect(self, client_name: str, timeout_s: float) -> None:
-        problems: list[BaseException] = []
+        refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
         async def error_cb(exc: BaseException) -> None:
-            problems.append(exc)
+            text = str(exc).lower()
+            if not refused.done() and ("authorization" in text or "authentication" in text):
+                refused.set_result(exc)
 
         async def reconnected_cb() -> None:
             if self._on_reconnect is not None:
                 await self._on_reconnect()
 
         o = self.options
+        # A refused credential never gets better: stop the client's own retries at the first refusal.
+        joining = asyncio.ensure_future(nats.connect(
+            o.url, name=client_name, token=o.token, user=o.user, password=o.password, tls=o.ssl_context(),
+            connect_timeout=int(max(1, timeout_s)), allow_reconnect=True, max_reconnect_attempts=-1,
+            reconnect_time_wait=1, ping_interval=PING_INTERVAL_S, max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            error_cb=error_cb, reconnected_cb=reconnected_cb))
+        waiting: set[asyncio.Future[Any]] = {joining, refused}
+        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if joining not in done:
+            joining.cancel()
+            await asyncio.gather(joining, return_exceptions=True)
+            raise LatticeError(_why(refused.result(), o) if refused.done() else
+                               f"cannot join the lattice at {o.url} within {timeout_s:.0f} s")
         try:
-            self.nc = await nats.connect(
-                o.url, name=client_name, token=o.token, user=o.user, password=o.password, tls=o.ssl_context(),
-                connect_timeout=int(max(1, timeout_s)), allow_reconnect=True, max_reconnect_attempts=-1,
-                reconnect_time_wait=1, ping_interval=PING_INTERVAL_S, max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-                error_cb=error_cb, reconnected_cb=reconnected_cb)
+            self.nc = joining.result()
         except Exception as exc:  # noqa: BLE001 - every failure to join is one sentence
-            cause = next((p for p in problems if "authorization" in str(p).lower()), exc)
-            raise LatticeError(_why(cause, o)) from None
+            raise LatticeError(_why(refused.result() if refused.done() else exc, o)) from None
         self.js = self.nc.jetstream()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 30.0) -> T:
