@@ -28,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _report import percentiles, print_table, timed, write_json
+import itertools
 
 import grpc
+from _report import percentiles, print_table, timed, write_json
 
 from tests.host.lattice.netns import TOKEN, Topology
 from worldrt.host.lattice import METHODS, Caller, Ingest, Lattice, LatticeOptions
@@ -110,7 +111,7 @@ def kill_gap(lattice: Lattice, caller: Caller, topology: Topology, victim: objec
     lattice.run(run(), timeout_s=seconds + 120)
     killer.join()
     stamps = [started, *sorted(done)]
-    gap = max(b - a for a, b in zip(stamps, stamps[1:]))
+    gap = max(b - a for a, b in itertools.pairwise(stamps))
     return {"calls": len(done), "failed": failed[0], "longest_gap_ms": gap * 1000,
             "slowest_call_ms": max(latencies) * 1000}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,9 @@ class Bridge:
         self.supervisor = supervisor
         self._served = {name: _Served(name) for name in providers}
         self._inflight: set[asyncio.Task[None]] = set()
+        # reply subject -> (provider, when the call arrived), for every call in flight
+        self._working: dict[str, tuple[str, float]] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._leaving = False
 
     @property
@@ -106,6 +110,8 @@ class Bridge:
             served.channel = grpc.aio.insecure_channel(child.address, options=_CHANNEL_OPTIONS)
             served.address = child.address
         nc, lattice = self.lattice.nc, self.lattice.name
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._keep_alive())
 
         async def on_call(msg: Msg) -> None:
             task = asyncio.get_running_loop().create_task(self._serve(served, msg))
@@ -144,12 +150,21 @@ class Bridge:
             data = b""
         await self.lattice.nc.publish(reply, data, headers=headers)
 
-    async def _keep_alive(self, reply: str, name: str) -> None:
+    async def _keep_alive(self) -> None:
+        """Tell the caller of every call in flight for longer than ALIVE_EVERY_S that it is still worked on."""
+        headers = {H_KIND: ALIVE, H_REPLICA: self.replica}
         while True:
             await asyncio.sleep(ALIVE_EVERY_S)
-            # A daemon that stopped answering its health checks is presumed hung: the caller hears silence.
-            if self._healthy(name):
-                await self.lattice.nc.publish(reply, b"", headers={H_KIND: ALIVE, H_REPLICA: self.replica})
+            due = time.monotonic() - ALIVE_EVERY_S
+            healthy = {name: self._healthy(name) for name in self._served}
+            for reply, (name, since) in list(self._working.items()):
+                # A daemon that stopped answering its health checks is presumed hung: its callers hear silence.
+                if since <= due and healthy.get(name):
+                    try:
+                        await self.lattice.nc.publish(reply, b"", headers=headers)
+                    except Exception as exc:  # noqa: BLE001 - a lost connection: the callers retry
+                        log.debug("alive: %s", exc)
+                        break
 
     async def _serve(self, served: _Served, msg: Msg) -> None:
         reply = msg.reply
@@ -161,14 +176,14 @@ class Bridge:
             await self._end(reply, grpc.StatusCode.UNIMPLEMENTED,
                             f"{rpc} is not an RPC of worldrt.v1.WorldRuntime as replica {self.replica} knows it")
             return
-        alive = asyncio.get_running_loop().create_task(self._keep_alive(reply, served.name))
+        self._working[reply] = (served.name, time.monotonic())
         try:
             await self._forward(served, method, msg, reply)
         except Exception as exc:
             log.exception("bridging %s.%s", served.name, rpc)
             await self._end(reply, grpc.StatusCode.INTERNAL, f"replica {self.replica} failed to forward {rpc}: {exc}")
         finally:
-            alive.cancel()
+            self._working.pop(reply, None)
 
     def _request(self, method: Method, data: bytes) -> bytes:
         if not carries_ids(method.request):
@@ -225,6 +240,8 @@ class Bridge:
         if self._inflight:
             log.info("waiting for %d lattice call(s) in flight", len(self._inflight))
             await asyncio.wait(set(self._inflight), timeout=grace_s)
+        if self._ticker is not None:
+            self._ticker.cancel()
         for served in self._served.values():
             if served.channel is not None:
                 await served.channel.close()

@@ -180,7 +180,8 @@ class Caller:
                 if wait <= 0:
                     raise DeadlineExceeded(f"{provider}.{method.rpc} on replica {heard or '?'} ran past its deadline")
                 try:
-                    msg = await asyncio.wait_for(queue.get(), wait)
+                    async with asyncio.timeout(wait):
+                        msg = await queue.get()
                 except TimeoutError:
                     if end - time.monotonic() <= 0:
                         continue

@@ -17,7 +17,7 @@ from nats.js import api
 from worldrt.host.lattice._member import ensure_streams
 from worldrt.host.lattice._nats import Lattice
 from worldrt.host.lattice._wire import invocations_stream, invocations_subject, runs_stream, runs_subject
-from worldrt.host.registry import Registry, Row, parse_record
+from worldrt.host.registry import Registry, parse_record
 
 log = logging.getLogger("worldrt.registry")
 BATCH = 5000
@@ -32,7 +32,7 @@ class Ingest:
         self.registry = registry
         self.ingested = 0
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         lattice.run(self._start(), timeout_s=30)
 
     async def _start(self) -> None:
@@ -43,7 +43,9 @@ class Ingest:
                                                           stream=invocations_stream(name), config=config)
         self._runs = await self.lattice.js.pull_subscribe(runs_subject(name), durable=DURABLE,
                                                           stream=runs_stream(name), config=config)
-        self._task = asyncio.get_running_loop().create_task(self._consume())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._consume(self._rows, rows=True)),
+                       loop.create_task(self._consume(self._runs, rows=False))]
 
     async def _fetch(self, subscription: object, timeout: float) -> list[object]:
         try:
@@ -51,36 +53,38 @@ class Ingest:
         except TimeoutError:
             return []
 
-    async def _consume(self) -> None:
+    async def _consume(self, subscription: object, *, rows: bool) -> None:
+        """Write batch after batch; the next batch is fetched while this one is written."""
+        loop = asyncio.get_running_loop()
+        ahead: asyncio.Task[list[object]] = loop.create_task(self._fetch(subscription, 0.5))
         while not self._stopping:
             try:
-                rows_msgs = await self._fetch(self._rows, 0.2)
-                runs_msgs = await self._fetch(self._runs, 0.05 if rows_msgs else 0.2)
-                if not rows_msgs and not runs_msgs:
+                batch = await ahead
+                ahead = loop.create_task(self._fetch(subscription, 0.5))
+                if not batch:
                     continue
-                rows: list[Row] = []
-                for msg in rows_msgs:
-                    row = parse_record(msg.data)  # type: ignore[attr-defined]
-                    if row is None:
-                        log.warning("dropping a damaged invocation record (%d bytes)", len(msg.data))  # type: ignore[attr-defined]
-                    else:
-                        rows.append(row)
-                runs = [msg.data for msg in runs_msgs]  # type: ignore[attr-defined]
-                await asyncio.to_thread(self.registry.ingest, rows, runs)
-                for batch in (rows_msgs, runs_msgs):
-                    if batch:
-                        await batch[-1].ack_sync()  # type: ignore[attr-defined]
-                self.ingested += len(rows) + len(runs)
+                if rows:
+                    parsed = [parse_record(msg.data) for msg in batch]  # type: ignore[attr-defined]
+                    good = [row for row in parsed if row is not None]
+                    if len(good) < len(parsed):
+                        log.warning("dropping %d damaged invocation record(s)", len(parsed) - len(good))
+                    await asyncio.to_thread(self.registry.ingest, good, ())
+                else:
+                    await asyncio.to_thread(self.registry.ingest, (), [msg.data for msg in batch])  # type: ignore[attr-defined]
+                await batch[-1].ack_sync()  # type: ignore[attr-defined]
+                self.ingested += len(batch)
             except asyncio.CancelledError:
+                ahead.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - unacknowledged messages come again; keep consuming
                 log.warning("registry ingest: %s; retrying", exc)
                 await asyncio.sleep(0.5)
+        ahead.cancel()
 
     def stop(self) -> None:
         async def halt() -> None:
             self._stopping = True
-            if self._task is not None:
-                await asyncio.wait({self._task}, timeout=10)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=10)
 
         self.lattice.run(halt(), timeout_s=15)

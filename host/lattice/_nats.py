@@ -151,7 +151,9 @@ class Lattice:
 
         async def error_cb(exc: BaseException) -> None:
             text = str(exc).lower()
-            if not refused.done() and ("authorization" in text or "authentication" in text):
+            hopeless = "authorization" in text or "authentication" in text or isinstance(exc, ssl.SSLError) \
+                or "certificate" in text
+            if not refused.done() and hopeless:
                 refused.set_result(exc)
 
         async def reconnected_cb() -> None:
@@ -159,7 +161,7 @@ class Lattice:
                 await self._on_reconnect()
 
         o = self.options
-        # A refused credential never gets better: stop the client's own retries at the first refusal.
+        # A refused credential or certificate never gets better: stop the client's retries at the first one.
         joining = asyncio.ensure_future(nats.connect(
             o.url, name=client_name, token=o.token, user=o.user, password=o.password, tls=o.ssl_context(),
             connect_timeout=int(max(1, timeout_s)), allow_reconnect=True, max_reconnect_attempts=-1,

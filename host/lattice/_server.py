@@ -75,7 +75,7 @@ class ServerConfig:
             tls = [f"cert_file: {json.dumps(self.tls_cert)}", f"key_file: {json.dumps(self.tls_key or '')}"]
             if self.tls_ca:
                 tls += [f"ca_file: {json.dumps(self.tls_ca)}"]
-            lines.append("tls { " + " ".join(tls) + " }")
+            lines.append("tls {\n  " + "\n  ".join(tls) + "\n}")
         return "\n".join(lines) + "\n"
 
 

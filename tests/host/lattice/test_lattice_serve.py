@@ -109,3 +109,25 @@ def test_sigterm_stops_the_server_and_sigkill_takes_it_along(tmp_path: Path) -> 
         assert server.proc.wait(30) == code
         wait_gone(tree)
         wait_for(lambda: not processes_under(str(server.store)), 10, "no nats-server left")
+
+
+def test_a_lattice_with_tls_takes_its_ca_and_refuses_without_it(tmp_path: Path) -> None:
+    from worldrt.host.lattice import init_tls  # noqa: PLC0415
+
+    issued = init_tls(tmp_path / "certs", ["hub"], ["127.0.0.1"])
+    cert, key, _ = issued.hosts["hub"]
+    port = _free_port()
+    proc = _worldrt("lattice", "serve", "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store"),
+                    "--tls-cert", str(cert), "--tls-key", str(key), env=_env(WORLDRT_LATTICE_TOKEN=TOKEN), cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        assert "lattice serving on tls://" in proc.stdout.readline()
+        url = f"tls://127.0.0.1:{port}"
+        lattice = Lattice(LatticeOptions(url, token=TOKEN, tls_ca=str(issued.ca_cert)))
+        lattice.close()
+        done = _cli("lattice", "status", "--lattice", url, env=_env(WORLDRT_LATTICE_TOKEN=TOKEN), cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "--lattice-tls-ca" in done.stderr or "TLS" in done.stderr, done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
