@@ -262,6 +262,8 @@ class Member:
     def publish(self, kind: str, msg_id: str, data: bytes) -> None:
         """Publish one record and wait for JetStream's ack; on failure keep it in the outbox for later."""
         try:
+            if not self.lattice.nc.is_connected:
+                raise LatticeError("not connected to the lattice")  # no call waits out a partition
             self.lattice.run(self._publish(kind, msg_id, data), timeout_s=PUBLISH_TIMEOUT_S + 1)
         except Exception as exc:  # noqa: BLE001 - the record is kept and sent again, never dropped
             log.warning("publishing %s %s to the lattice failed (%s); kept in %s", kind, msg_id, exc, self.outbox)
