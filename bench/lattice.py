@@ -41,6 +41,20 @@ from worldrt.providers.testing import wait_serving
 from worldrt.v1 import pb, rpc
 
 ROOT = Path(__file__).resolve().parent.parent
+ECHO = """
+import sys
+from worldrt.host.lattice import Lattice, LatticeOptions
+lattice = Lattice(LatticeOptions(sys.argv[1], token=sys.argv[2]))
+async def serve():
+    async def echo(msg):
+        await msg.respond(msg.data)
+    await lattice.nc.subscribe("bench.echo", cb=echo)
+    await lattice.nc.flush()
+    print("ready", flush=True)
+    import asyncio
+    await asyncio.Event().wait()
+lattice.run(serve(), None)
+"""
 WATCH = """
 import sys, time
 from worldrt.host.lattice import Lattice, LatticeOptions
@@ -213,27 +227,39 @@ def main() -> None:
         direct_request = pb.ExecuteRequest(instance_id=direct_iid, code="1")
         lattice_request = pb.ExecuteRequest(instance_id=lattice_iid, code="1")
 
+        echo = subprocess.Popen(["ip", "netns", "exec", topology.ns("b"), sys.executable, "-c", ECHO, topology.url,
+                                 TOKEN], stdout=subprocess.PIPE, text=True, env=topology.env)
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+
         def direct() -> None:
             stub.Execute(direct_request, timeout=30)
+
+        def bare_nats() -> None:
+            lattice.run(lattice.nc.request("bench.echo", b"x", timeout=5))  # type: ignore[union-attr]
 
         def via_lattice() -> None:
             assert call(lattice, caller, "morph", "Execute", lattice_request)[0] == grpc.StatusCode.OK  # type: ignore[arg-type]
 
         samples: dict[str, list[float]] = {}
-        for fn in (direct, via_lattice):
+        for fn in (direct, bare_nats, via_lattice):
             timed(fn, 30, unit=1e6)
         for _ in range(5):
             samples.setdefault("direct gRPC Execute (namespace to namespace)", []).extend(
                 timed(direct, args.reps // 5, unit=1e6))
+            samples.setdefault("bare NATS request/reply, no bridge (floor)", []).extend(
+                timed(bare_nats, args.reps // 5, unit=1e6))
             samples.setdefault("Execute through the lattice", []).extend(timed(via_lattice, args.reps // 5, unit=1e6))
         channel.close()
+        echo.kill()
+        echo.wait()
         stats = {name: percentiles(s) for name, s in samples.items()}
         base = stats["direct gRPC Execute (namespace to namespace)"]["p50"]
         print_table("one Execute between machines (µs)", ["path", "p50", "p99", "n", "added vs direct p50"],
                     [[name, f"{s['p50']:.0f}", f"{s['p99']:.0f}", str(s["n"]), f"{s['p50'] - base:+.0f}"]
                      for name, s in stats.items()])
         added = stats["Execute through the lattice"]["p50"] - base
-        results.update(stats_us=stats, added_us_p50=added)
+        load = os.getloadavg()[0]
+        results.update(stats_us=stats, added_us_p50=added, load_average_1m=load)
 
         # 2. a waiting workload through one replica and through two.
         concurrency, calls, sleep_s = 8, 64, 0.2
@@ -266,6 +292,7 @@ def main() -> None:
             ["link propagation p50 (p99)", f"{propagation['p50']:.1f} ms ({propagation['p99']:.1f})", "≤ 50 ms"],
             ["rows/s, stream into DuckDB", f"{rows_rate:,.0f}", "≥ 20,000/s"],
         ])
+        print(f"machine load average (1 min) at the start: {load:.1f} on {os.cpu_count()} CPUs (shared machine)")
         del b
     finally:
         if lattice is not None:

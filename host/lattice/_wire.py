@@ -183,8 +183,18 @@ def stamp_ids(message: Message, replica: str) -> None:
     _rewrite(message, lambda v: v if split_id(v)[1] else f"{v}{SEPARATOR}{replica}")
 
 
+_CARRIES: dict[str, bool] = {}
+
+
 def carries_ids(cls: type[Message]) -> bool:
     """Whether messages of ``cls`` may hold ids (so the bridge needs to parse them at all)."""
+    known = _CARRIES.get(cls.DESCRIPTOR.full_name)
+    if known is None:
+        known = _CARRIES[cls.DESCRIPTOR.full_name] = _may_hold_ids(cls)
+    return known
+
+
+def _may_hold_ids(cls: type[Message]) -> bool:
     seen: set[str] = set()
 
     def walk(descriptor: object) -> bool:

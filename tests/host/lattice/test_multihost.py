@@ -124,14 +124,18 @@ def test_a_pure_caller_reaches_morph_on_another_host(world: World) -> None:
 
 
 def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
+    secret = world.topology.root / "modal.key"
+    secret.write_text("sk-lattice-secret\n")
     done = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
-                              world.topology.url)
+                              world.topology.url, "--secret-file", f"api_key={secret}")
     assert done.returncode == 0, done.stderr
     outcome, calls = world.invoke("c", 102, {"instance_id": "", "calls": 2})
     assert outcome.ok, outcome.value
     assert {c.split("@")[0] for c in _replicas(calls)} == {"modal"}
     listed = world.topology.cli("b", "link", "list", "--lattice", world.topology.url, "--json")
+    assert "sk-lattice-secret" not in listed.stdout and "sk-lattice-secret" not in json.dumps(_status(world))
     links = json.loads(listed.stdout)["links"]
+    assert links[0]["secret_files"] == {"api_key": str(secret)}
     assert [(x["link_id"], x["target_provider"]) for x in links] == [("caller/generator/default", "modal")]
 
 
