@@ -305,3 +305,32 @@ def test_a_registry_killed_and_restarted_loses_and_doubles_nothing(world: World)
     registry.ready()
     wait_for(lambda: world.rows() == world.calls, 60, f"{world.calls} rows after the registry's restart")
     assert world.rows(401) == 7 and world.rows(400) == 5
+
+
+def test_a_host_leaving_on_sigterm_finishes_its_calls_first(world: World) -> None:
+    b = world.hosts["b"]
+    started = threading.Event()
+    answers: list[object] = []
+
+    def on_event(data: bytes) -> None:
+        if "started" in pb.ExecutionEvent.FromString(data).stdout:
+            started.set()
+
+    def stream() -> None:
+        request = pb.ExecuteRequest(code="import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('done')\n",
+                                    language="python", timeout_ms=30_000)
+        answers.append(world.lattice.run(world.caller.call(
+            "modal", METHODS["ExecuteStream"], request.SerializeToString(), [], 60, bound=("b", "a stream"),
+            on_event=on_event), 90))
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert started.wait(60), "the stream never started on b"
+    b.signal(signal.SIGTERM)
+    thread.join(90)
+    assert answers and answers[0].code == grpc.StatusCode.OK, answers  # type: ignore[attr-defined]
+    assert b.proc.wait(60) == 0
+    assert "b" not in {h["host_id"] for h in _status(world)["hosts"]}  # type: ignore[index]
+    assert _healthy(world, "modal") == {"c"}
+    b.start_again()
+    wait_for(lambda: _healthy(world, "modal") == {"b", "c"}, 60, "b back")
