@@ -45,7 +45,9 @@ from worldrt.host.lattice._wire import (
     rpc_subject,
 )
 
-RETRIES = 3
+RETRIES = 4
+# The first wait for a replica to rejoin when every known one left the queue group (doubled each time).
+REJOIN_WAIT_S = 0.25
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # How long a providers-bucket entry counts as fresh (its replica refreshes it every HEARTBEAT_S).
 HEARTBEAT_S = 1.0
@@ -97,26 +99,29 @@ class Caller:
         holder.append(cls(lattice, prefix, subscription))
         return holder[0]
 
-    async def fresh_replicas(self, provider: str) -> list[str]:
-        """Replicas of ``provider`` whose bridge said within FRESH_S that it serves it, healthy."""
+    async def _entries(self, provider: str) -> list[dict[str, object]]:
+        """The providers bucket's entries for ``provider`` (each replica's last heartbeat)."""
         try:
             kv = await self.lattice.js.key_value(providers_bucket(self.lattice.name))
             keys = await kv.keys()
         except Exception:  # noqa: BLE001 - an empty or missing bucket lists no replica
             return []
-        now, found = time.time(), []
+        found = []
         for key in keys:
-            name, _, replica = key.partition(".")
-            if name != provider:
+            if key.partition(".")[0] != provider:
                 continue
             try:
                 entry = await kv.get(key)
-                value = json.loads(entry.value or b"{}")
+                found.append(json.loads(entry.value or b"{}"))
             except Exception:  # noqa: BLE001 - an entry that expired between keys() and get()
                 continue
-            if value.get("healthy") and now - float(value.get("at", 0)) < FRESH_S:
-                found.append(replica)
         return found
+
+    async def fresh_replicas(self, provider: str) -> list[str]:
+        """Replicas of ``provider`` whose bridge said within FRESH_S that it serves it, healthy."""
+        now = time.time()
+        return [str(e.get("replica")) for e in await self._entries(provider)
+                if e.get("healthy") and now - float(e.get("at", 0)) < FRESH_S]  # type: ignore[arg-type]
 
     async def call(self, provider: str, method: Method, data: bytes, metadata: list[tuple[str, str]],
                    timeout_s: float, *, bound: tuple[str, str] | None = None,
@@ -157,10 +162,17 @@ class Caller:
                 if attempt == RETRIES:
                     raise Unavailable(f"no replica of {provider} on the lattice {self.lattice.name} answered "
                                       f"{method.rpc} ({lost.why})") from None
-                others = [r for r in await self.fresh_replicas(provider) if r not in avoid]
+                entries = await self._entries(provider)
+                now = time.time()
+                others = [str(e.get("replica")) for e in entries if e.get("healthy") and str(e.get("replica")) not in avoid
+                          and now - float(e.get("at", 0)) < FRESH_S]  # type: ignore[arg-type]
                 if not others and lost.why == "no responders":
-                    raise Unavailable(f"no replica of {provider} is on the lattice {self.lattice.name}; start one "
-                                      f"with: worldrt host serve --lattice URL --providers {provider}") from None
+                    if not entries:
+                        raise Unavailable(f"no replica of {provider} is on the lattice {self.lattice.name}; start one "
+                                          f"with: worldrt host serve --lattice URL --providers {provider}") from None
+                    # Its replicas are there but none is in the queue group now (a failed health check, a
+                    # restart): wait a little for one to rejoin rather than fail the call.
+                    await asyncio.sleep(min(REJOIN_WAIT_S * 2 ** attempt, max(0.0, deadline - time.monotonic())))
                 target = random.choice(others) if others else "any"
         raise AssertionError("unreachable")
 

@@ -32,6 +32,17 @@ def skip_unless_root() -> None:
         pytest.skip("multi-host lattice tests make network namespaces and veth pairs, which needs root")
 
 
+def make_topology(root: Path, machines: list[str]) -> Topology:
+    """The topology, or a skip saying why when this root may not make network namespaces (a container)."""
+    skip_unless_root()
+    try:
+        return Topology(root, machines)
+    except subprocess.CalledProcessError as exc:
+        if "permitted" in (exc.stderr or "") or "denied" in (exc.stderr or ""):
+            pytest.skip(f"multi-host lattice tests need network namespaces, which this machine refuses: {exc.stderr}")
+        raise
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 

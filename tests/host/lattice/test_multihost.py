@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.host.lattice.netns import TOKEN, Served, Topology, skip_unless_root
+from tests.host.lattice.netns import TOKEN, Served, Topology, make_topology, skip_unless_root
 from tests.support import built_example, cmdlines, processes_under, wait_for
 from worldrt.errors import ResourceExhausted, Unavailable
 from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions
@@ -70,7 +70,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     skip_unless_root()
     wasm = built_example("caller")
-    topology = Topology(tmp_path_factory.mktemp("lattice"), ["a", "b", "c"])
+    topology = make_topology(tmp_path_factory.mktemp("lattice"), ["a", "b", "c"])
     lattice: Lattice | None = None
     try:
         topology.serve_lattice()
