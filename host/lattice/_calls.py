@@ -200,7 +200,7 @@ class Caller:
                     raise _Lost(heard, f"replica {heard or '?'} fell silent for {SILENCE_S:.0f} s") from None
                 headers = msg.headers or {}
                 if headers.get("Status") == "503":
-                    raise _Lost(None, "no responders")
+                    raise _Lost(None if target == "any" else target, "no responders")
                 kind = headers.get(H_KIND)
                 heard = headers.get(H_REPLICA) or heard
                 if kind == ALIVE:

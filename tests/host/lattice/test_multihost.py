@@ -207,12 +207,14 @@ def test_a_replica_killed_mid_200_calls_costs_none(world: World) -> None:
         thread.start()
     assert seen_c.wait(60), "no call reached modal on c"
     c.kill()
-    for thread in threads:
-        thread.join(300)
-    assert len(outcomes) == 4 and all(o.ok for o in outcomes), [o.value for o in outcomes]
-    assert [json.loads(o.value) for o in outcomes] == [{"calls": 50}] * 4
-    world.calls += sum(o.provider_calls for o in outcomes)
-    c.start_again()
+    try:
+        for thread in threads:
+            thread.join(300)
+        world.calls += sum(o.provider_calls for o in outcomes)
+        assert len(outcomes) == 4 and all(o.ok for o in outcomes), [o.value for o in outcomes]
+        assert [json.loads(o.value) for o in outcomes] == [{"calls": 50}] * 4
+    finally:
+        c.start_again()
     wait_for(lambda: _healthy(world, "modal") == {"b", "c"}, 60, "the restarted replica c rejoins")
     wait_for(lambda: all(world.rows(200 + i) == 50 for i in range(4)), 30, "200 rows, none doubled")
 
@@ -228,9 +230,11 @@ def test_calls_bound_to_a_lost_instance_fail_unavailable_naming_it(world: World)
 
     instance_id = wait_for(start_on_c, 60, "an instance on replica c")
     world.hosts["c"].kill()
-    with pytest.raises(Unavailable, match=rf"replica c of modal, which holds {instance_id}"):
-        world.call("modal", "Execute", pb.ExecuteRequest(instance_id=instance_id, code="1"))
-    world.hosts["c"].start_again()
+    try:
+        with pytest.raises(Unavailable, match=rf"replica c of modal, which holds {instance_id}"):
+            world.call("modal", "Execute", pb.ExecuteRequest(instance_id=instance_id, code="1"))
+    finally:
+        world.hosts["c"].start_again()
     wait_for(lambda: _healthy(world, "modal") == {"b", "c"}, 60, "replica c back")
 
 
@@ -290,9 +294,11 @@ def test_selection_falls_back_when_no_modal_replica_is_left(world: World) -> Non
 def test_a_host_killed_right_after_a_run_returned_loses_no_row(world: World) -> None:
     outcome, _ = world.invoke("a", 400, {"instance_id": "", "calls": 5}, link="modal")
     world.hosts["a"].kill()
-    assert outcome.ok and outcome.provider_calls == 5
-    wait_for(lambda: world.rows(400) == 5, 30, "the killed host's 5 rows in the registry")
-    world.hosts["a"].start_again()
+    try:
+        assert outcome.ok and outcome.provider_calls == 5
+        wait_for(lambda: world.rows(400) == 5, 30, "the killed host's 5 rows in the registry")
+    finally:
+        world.hosts["a"].start_again()
 
 
 def test_a_registry_killed_and_restarted_loses_and_doubles_nothing(world: World) -> None:
