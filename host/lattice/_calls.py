@@ -84,6 +84,8 @@ class Caller:
         self._subscription = subscription
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
         self._ids = itertools.count()
+        # key (provider.replica) -> its latest heartbeat, kept by a watch of the providers bucket (a host's)
+        self.table: dict[str, dict[str, object]] | None = None
 
     @classmethod
     async def open(cls, lattice: Lattice) -> Caller:
@@ -100,7 +102,10 @@ class Caller:
         return holder[0]
 
     async def _entries(self, provider: str) -> list[dict[str, object]]:
-        """The providers bucket's entries for ``provider`` (each replica's last heartbeat)."""
+        """The providers bucket's entries for ``provider`` (each replica's last heartbeat): from the table a
+        host's watch keeps, else read from the bucket."""
+        if self.table is not None:
+            return [value for key, value in list(self.table.items()) if key.partition(".")[0] == provider]
         try:
             kv = await self.lattice.js.key_value(providers_bucket(self.lattice.name))
             keys = await kv.keys()

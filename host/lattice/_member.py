@@ -174,11 +174,13 @@ class Member:
         self.caller = await Caller.open(self.lattice)
         await self._beat()
         watcher = self._watcher = await self.link_kv.watchall()
-        initial = asyncio.get_running_loop().create_future()
+        replicas = self._replica_watcher = await self.provider_kv.watchall()
+        self.caller.table = {}
         loop = asyncio.get_running_loop()
+        initial, listed = loop.create_future(), loop.create_future()
         self._tasks = [loop.create_task(self._watch_links(watcher, initial)), loop.create_task(self._heartbeat()),
-                       loop.create_task(self._resend())]
-        await asyncio.wait_for(initial, 10)
+                       loop.create_task(self._resend()), loop.create_task(self._watch_replicas(replicas, listed))]
+        await asyncio.wait_for(asyncio.gather(initial, listed), 10)
 
     async def _claim_id(self) -> None:
         """Refuse a host id another live host has (a stray host must not share a replica's id); the entry of a
@@ -221,6 +223,27 @@ class Member:
             except Exception as exc:  # noqa: BLE001 - a lost connection reconnects; the beat goes on
                 log.warning("lattice heartbeat: %s", exc)
             await asyncio.sleep(tick)
+
+    async def _watch_replicas(self, watcher: Any, listed: asyncio.Future[None]) -> None:
+        """Keep the caller's table of every replica's latest heartbeat (an expired one is judged by its age)."""
+        table = self.caller.table
+        assert table is not None
+        while not self._left:
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except Exception:  # noqa: BLE001 - a timeout, or a watcher being stopped
+                continue
+            if entry is None:
+                if not listed.done():
+                    listed.set_result(None)
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                table.pop(entry.key, None)
+                continue
+            try:
+                table[entry.key] = json.loads(entry.value)
+            except ValueError:
+                log.warning("ignoring a damaged heartbeat for %s", entry.key)
 
     # links -------------------------------------------------------------------------------------------
     async def _watch_links(self, watcher: Any, initial: asyncio.Future[None]) -> None:
@@ -304,10 +327,11 @@ class Member:
             self._left = True
             for task in self._tasks:
                 task.cancel()
-            try:
-                await self._watcher.stop()
-            except Exception:  # noqa: BLE001 - a watcher on a lost connection is gone already
-                pass
+            for watcher in (self._watcher, self._replica_watcher):
+                try:
+                    await watcher.stop()
+                except Exception:  # noqa: BLE001 - a watcher on a lost connection is gone already
+                    pass
             for name in self.providers:
                 try:
                     await self.provider_kv.delete(f"{name}.{self.host_id}")
