@@ -11,10 +11,13 @@ from worldrt.host._paths import default_db, default_home, default_host_address
 
 if TYPE_CHECKING:
     from worldrt.host._host import Host, HostError
+    from worldrt.host._lattice_host import LatticeHost
     from worldrt.host._service import serve_host
 
 # Imported on first use: the CLI talking to a running host never needs DuckDB, wasmtime or the lattice.
-_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "serve_host": "worldrt.host._service"}
+# The lattice host (and the NATS client under it) is loaded only by a host that joins a lattice.
+_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "serve_host": "worldrt.host._service",
+         "LatticeHost": "worldrt.host._lattice_host"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,7 +30,5 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
-
-__all__ = ["Host", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
-           "default_host_address", "HOST_TOKEN_FILE",
-           "HostAPI", "EventSink"]
+__all__ = ["Host", "LatticeHost", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
+           "default_host_address", "HOST_TOKEN_FILE", "HostAPI", "EventSink"]

@@ -90,7 +90,7 @@ class Host(ImagesAndFiles):
         try:
             self.links = LinkTable(self.registry)
             self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
-            self.router = LinkRouter(self.links, self.registry, self.supervisor.address, self.supervisor.token)
+            self.router = self._make_router()
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
         except BaseException:
@@ -99,6 +99,10 @@ class Host(ImagesAndFiles):
         self._components: dict[str, LoadedComponent] = {}
         self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
+
+    def _make_router(self) -> LinkRouter:
+        """The router of this host's calls (a lattice host's goes over NATS)."""
+        return LinkRouter(self.links, self.registry, self.supervisor.address, self.supervisor.token)
 
     # links ---------------------------------------------------------------------------------------
     def _provider_stub(self, name: str) -> tuple[object, tuple[tuple[str, str], ...]]:

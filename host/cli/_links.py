@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worldrt.host.cli import _lattice
 from worldrt.host.cli._common import CliError, Commands, Parents, as_dict, console, emit, key_value, session, table
+from worldrt.host.cli._lattice import add_lattice_flags, lattice_options
 from worldrt.v1 import host_pb, pb
 
 
@@ -21,8 +23,14 @@ def link_put(args: argparse.Namespace) -> int:
     link = pb.LinkConfig(link_id=args.id or "", source_component=args.source, name=args.name,
                          interfaces=[interface], target_provider=provider,
                          values=dict(key_value(v) for v in args.set), secrets=secrets)
-    with session(args) as host:
-        reply = host.put_link(link)
+    if lattice_options(args) is not None:
+        # The bucket names each secret by its file; every host reads the file for itself.
+        paths = {key: str(Path(path).resolve()) for key, path in map(key_value, args.secret_file)}
+        link.secrets.clear()
+        reply = _lattice.link_put(args, link, paths)
+    else:
+        with session(args) as host:
+            reply = host.put_link(link)
     emit(args, as_dict(reply), lambda: console.print(
         f"{'replaced' if reply.existed else 'put'} link {reply.link_id}: {interface} → {provider}"))
     return 0
@@ -31,8 +39,11 @@ def link_put(args: argparse.Namespace) -> int:
 def link_del(args: argparse.Namespace) -> int:
     from worldrt.host.lattice import HostLink
     link_id = args.link if "/" in args.link else HostLink.default_id(args.source, args.link, args.name)
-    with session(args) as host:
-        reply = host.delete_link(pb.LinkConfig(link_id=link_id))
+    if lattice_options(args) is not None:
+        reply = _lattice.link_del(args, link_id)
+    else:
+        with session(args) as host:
+            reply = host.delete_link(pb.LinkConfig(link_id=link_id))
     if not reply.existed:
         raise CliError(f"no link {link_id!r}; see: worldrt link list")
     emit(args, as_dict(reply), lambda: console.print(f"deleted link {link_id}"))
@@ -40,6 +51,13 @@ def link_del(args: argparse.Namespace) -> int:
 
 
 def link_list(args: argparse.Namespace) -> int:
+    if lattice_options(args) is not None:
+        links = _lattice.link_list(args)
+        emit(args, {"links": links}, lambda: console.print(table(
+            "links", ["link", "source", "interfaces", "name", "provider"],
+            [[x["link_id"], x["source_component"], ", ".join(x["interfaces"]), x["name"], x["target_provider"]]
+             for x in links])))
+        return 0
     with session(args) as host:
         reply = host.list_links(host_pb.ListLinksRequest())
     emit(args, {"links": [as_dict(link) for link in reply.links]}, lambda: console.print(table(
@@ -60,11 +78,15 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                      help="link values for the provider (a value named token is kept secret)")
     put.add_argument("--secret-file", action="append", default=[], metavar="KEY=PATH",
                      help="a link secret read from a file: forwarded to the provider, never stored or shown")
+    add_lattice_flags(put)
     put.set_defaults(func=link_put)
     delete = link.add_parser("del", parents=[parents.common], help="delete a link by id or by interface")
     delete.add_argument("link", metavar="LINK_ID|INTERFACE")
     delete.add_argument("--source", default="*")
     delete.add_argument("--name", default="default")
+    add_lattice_flags(delete)
     delete.set_defaults(func=link_del)
-    link.add_parser("list", parents=[parents.common], help="every link").set_defaults(func=link_list)
+    listing = link.add_parser("list", parents=[parents.common], help="every link")
+    add_lattice_flags(listing)
+    listing.set_defaults(func=link_list)
 

@@ -34,8 +34,10 @@ def host_serve(args: argparse.Namespace) -> int:
     listen = listen_address(args.listen or default_host_address(state), tls=tls, token=token)
     if args.output_cap is not None and args.output_cap < 0:
         raise CliError(f"--output-cap must be 0 bytes or more, got {args.output_cap}")
-    host = Host(Path(args.db) if args.db else default_db(), state, keep_days=args.keep_days,
-                output_cap=args.output_cap)
+    from worldrt.host.cli._lattice import lattice_host
+
+    db = Path(args.db) if args.db else default_db()
+    host = lattice_host(args, db, state) or Host(db, state, keep_days=args.keep_days, output_cap=args.output_cap)
     serve_host(host, listen, token, tls=tls)
     return 0
 
@@ -74,6 +76,9 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     serve_parser.add_argument("--output-cap", type=int, metavar="BYTES",
                             help="bytes of stdout, stderr and code each stored invocation row keeps, with the full "
                                  "size beside them (default $WORLDRT_OUTPUT_CAP or 4096)")
+    from worldrt.host.cli._lattice import add_host_flags
+
+    add_host_flags(serve_parser)
     serve_parser.set_defaults(func=host_serve)
 
     tls = commands.add_parser("tls", help="certificates for TLS").add_subparsers(dest="action", required=True)

@@ -1,6 +1,10 @@
 """The link and routing plane: the link table, the routers that turn a component's call into a
 provider's, the supervisor of the host's provider daemons, and the certificates for TLS between
-machines (the NATS lattice lands here)."""
+machines, and the NATS lattice: its server, the bridge of local providers onto it, the lattice router,
+its buckets and the streams that feed one registry (LATTICE.md)."""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from worldrt.host.lattice._certificates import (
     CertificateError,
@@ -23,9 +27,60 @@ from worldrt.host.lattice._routers import (
 )
 from worldrt.host.lattice._supervisor import Child, Supervisor, SupervisorError
 
+# The NATS lattice is imported when first used: a host on one machine never loads the NATS client.
+_LAZY = {
+    "_calls": ("Answer", "Caller"),
+    "_ingest": ("Ingest",),
+    "_lattice_router": ("LatticeRouter", "capabilities"),
+    "_member": ("Member", "bucket_values", "delete_link", "fresh", "link_from_value", "list_links", "put_link"),
+    "_nats": ("LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions", "check_token"),
+    "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
+    "_wire": ("METHODS", "hosts_bucket", "providers_bucket", "rpc_subject"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:
+    from worldrt.host.lattice._calls import Answer, Caller
+    from worldrt.host.lattice._ingest import Ingest
+    from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
+    from worldrt.host.lattice._member import (
+        Member,
+        bucket_values,
+        delete_link,
+        fresh,
+        link_from_value,
+        list_links,
+        put_link,
+    )
+    from worldrt.host.lattice._nats import (
+        LATTICE_ENV,
+        PASSWORD_ENV,
+        TOKEN_ENV,
+        Lattice,
+        LatticeError,
+        LatticeOptions,
+        check_token,
+    )
+    from worldrt.host.lattice._server import NatsServer, ServerConfig, nats_server_binary
+    from worldrt.host.lattice._wire import METHODS, hosts_bucket, providers_bucket, rpc_subject
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "LinkTable", "HostLink", "LinkError", "INTERFACES", "ANY_SOURCE",
     "LinkRouter", "DirectRouter", "CallObserver", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
+    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "check_token", "fresh",
+    "NatsServer", "ServerConfig", "nats_server_binary",
+    "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
+    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values",
+    "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
 ]

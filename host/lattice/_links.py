@@ -87,7 +87,8 @@ class LinkTable:
                                                    tuple(cfg.get("interfaces", ())), row["target_provider"],
                                                    cfg.get("name", "default"))
 
-    def validate(self, link: HostLink, known_providers: set[str]) -> None:
+    @staticmethod
+    def validate(link: HostLink, known_providers: set[str]) -> None:
         if not link.interfaces:
             raise LinkError("a link needs at least one interface: generator, coordinator or validator")
         unknown = [i for i in link.interfaces if i not in INTERFACES]

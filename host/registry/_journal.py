@@ -90,6 +90,20 @@ class Row(NamedTuple):
         return cls(ident, provider, operation, verse, params, result, latency, cost, at)
 
 
+def parse_record(record: bytes) -> Row | None:
+    """The row in one journal record (None when it is torn, damaged or not a record)."""
+    if len(record) < _HEAD.size or not record.startswith(MAGIC):
+        return None
+    _, length, crc = _HEAD.unpack_from(record)
+    body = record[_HEAD.size:]
+    if len(body) != length or zlib.crc32(body) != crc:
+        return None
+    try:
+        return Row.from_body(body)
+    except (struct.error, ValueError, KeyError, UnicodeDecodeError):
+        return None
+
+
 def read_rows(path: Path) -> list[Row]:
     """Every intact row in the journal at ``path``, in order; torn or damaged records are skipped."""
     try:

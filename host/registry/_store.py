@@ -60,6 +60,13 @@ _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_para
 _INSERT = (f"INSERT OR IGNORE INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT "
            + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS))))
 
+RUN_COLUMNS = ("run_id", "verse_id", "preset", "providers", "trits", "gf3_sum", "balanced", "allow_unbalanced",
+               "baseline_value", "winner_value", "wev", "cost_units", "duration_ms", "started_at", "status", "result")
+_INSERT_RUN = (f"INSERT INTO pipeline_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' for _ in RUN_COLUMNS)})")
+_INGEST_RUN = _INSERT_RUN.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+# What a sink is told: (kind, id, record): "invocations" with a journal record, or "runs" with a run's JSON.
+Sink = Callable[[str, str, bytes], None]
+
 # A batch costs DuckDB a few ms of CPU whatever its size: at 0.05 s that was most of what recording a row
 # cost at a component's call rate. Rows are durable in the journal at once; readers flush first.
 BATCH_INTERVAL_S = 0.25
@@ -168,6 +175,8 @@ class Registry:
         self._committed = 0
         self._problems: dict[str, str] = {}
         self._listeners: list[Callable[[str | None], None]] = []
+        # Told each row once it is durable here, before its caller sees the result (the lattice's stream).
+        self.sink: Sink | None = None
         self._progress = threading.Condition()
         self._left = 0
         self._writer = threading.Thread(target=self._write_forever, name="registry-writer", daemon=True)
@@ -291,6 +300,8 @@ class Registry:
             self._uncommitted.append(record)
             self._recorded += 1
             self._queue.put(row)
+        if self.sink is not None:
+            self.sink("invocations", row.invocation_id, record)
 
     def _repair_journal(self, reopen: bool) -> None:
         """Write every row not yet in DuckDB into a journal that lost rows (a failed append, or deleted)."""
@@ -455,6 +466,41 @@ class Registry:
         elif self._left:
             log.warning("%d invocation row(s) could not be written to %s; they are kept in %s and written when "
                         "the registry is next opened", self._left, self.path, self._journal.path)
+
+    # runs and rows from elsewhere (the lattice's streams) -------------------------------------------
+    def insert_run(self, values: Sequence[Any]) -> None:
+        """One ``pipeline_runs`` row (values in RUN_COLUMNS order), told to the sink too."""
+        with self._db_lock, private_umask():
+            self._con.execute(_INSERT_RUN, list(values))
+        if self.sink is not None:
+            document = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+            self.sink("runs", str(values[0]), json.dumps(document).encode())
+
+    def ingest(self, rows: Sequence[Row], runs: Sequence[bytes] = ()) -> None:
+        """Write invocation rows and runs (JSON, as a sink got them) other hosts recorded; committed when
+        this returns. A row or run whose id is already there is skipped: redelivery never doubles one."""
+        unique = list({r.invocation_id: r for r in rows}.values())
+        documents = {}
+        for data in runs:
+            values = json.loads(data)
+            if isinstance(values, list) and len(values) == len(RUN_COLUMNS):
+                values[13] = datetime.fromisoformat(values[13]) if values[13] else None
+                documents[values[0]] = values
+        columns = _columns(unique) if unique else None
+        with self._db_lock, private_umask():
+            self._con.execute("BEGIN")
+            try:
+                if columns is not None:
+                    _insert_rows(self._con, columns)
+                for values in documents.values():
+                    self._con.execute(_INGEST_RUN, values)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        with self._progress:
+            self._recorded += len(unique)
+            self._committed += len(unique)
 
     # reads and small writes ----------------------------------------------------------------------
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:

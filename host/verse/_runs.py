@@ -76,16 +76,11 @@ def record_run(registry: Registry, *, verse_id: str, preset: str, providers: Seq
     winner = _number("winner_value", winner_value)
     wev = winner - baseline if winner is not None and baseline is not None else None
     run_id = run_id or uuid.uuid4().hex
-    registry.execute("""
-        INSERT INTO pipeline_runs (run_id, verse_id, preset, providers, trits, gf3_sum, balanced, allow_unbalanced,
-                                   baseline_value, winner_value, wev, cost_units, duration_ms, started_at, status,
-                                   result)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [run_id, str(verse_id), preset, json.dumps(list(providers)),
-                      json.dumps([trits[p] for p in providers]), total, total == 0, bool(allow_unbalanced),
-                      baseline, winner, wev, _number("cost_units", cost_units, optional=False),
-                      _number("duration_ms", duration_ms), _timestamp(started_at), status,
-                      None if result is None else json.dumps(result, default=str)])
+    registry.insert_run([run_id, str(verse_id), preset, json.dumps(list(providers)),
+                         json.dumps([trits[p] for p in providers]), total, total == 0, bool(allow_unbalanced),
+                         baseline, winner, wev, _number("cost_units", cost_units, optional=False),
+                         _number("duration_ms", duration_ms), _timestamp(started_at), status,
+                         None if result is None else json.dumps(result, default=str)])
     return run_id
 
 

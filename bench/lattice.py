@@ -1,0 +1,306 @@
+"""Lattice benchmark: what crossing machines over NATS costs, and what replicas and one registry give.
+
+    sudo .venv/bin/python bench/lattice.py [--reps 300] [--json bench/results/lattice.json]
+
+Root only (it makes network namespaces: a hub with nats-server, machines b and c, a watcher on a; this
+process is one more machine). One run, side by side:
+* a direct gRPC Execute from this machine to a morph daemon on b over TCP (the bare baseline), and the
+  same Execute through the lattice (NATS to b's bridge, then b's unix socket);
+* calls per second of a waiting workload (one-shot modal Execute that sleeps) through one replica (b)
+  and through the queue group of two (b and c), with the same concurrency;
+* the longest gap without an answer, and failed calls, while replica c is killed with SIGKILL mid-load;
+* link propagation: a put in the links bucket until a watcher on machine a sees it;
+* rows per second from the invocations stream into DuckDB by the registry's consumer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import itertools
+
+import grpc
+from _report import percentiles, print_table, timed, write_json
+
+from tests.host.lattice.netns import TOKEN, Topology
+from worldrt.host.lattice import METHODS, Caller, Ingest, Lattice, LatticeOptions
+from worldrt.host.registry import Registry
+from worldrt.providers import open_channel
+from worldrt.providers.testing import wait_serving
+from worldrt.v1 import pb, rpc
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO = """
+import sys
+from worldrt.host.lattice import Lattice, LatticeOptions
+lattice = Lattice(LatticeOptions(sys.argv[1], token=sys.argv[2]))
+async def serve():
+    async def echo(msg):
+        await msg.respond(msg.data)
+    await lattice.nc.subscribe("bench.echo", cb=echo)
+    await lattice.nc.flush()
+    print("ready", flush=True)
+    import asyncio
+    await asyncio.Event().wait()
+lattice.run(serve(), None)
+"""
+WATCH = """
+import sys, time
+from worldrt.host.lattice import Lattice, LatticeOptions
+lattice = Lattice(LatticeOptions(sys.argv[1], token=sys.argv[2]))
+async def watch():
+    kv = await lattice.js.key_value("WORLDRT_LINKS_default")
+    watcher = await kv.watchall()
+    while True:
+        entry = await watcher.updates(timeout=60)
+        print("ready" if entry is None else f"{entry.key} {time.time()}", flush=True)
+lattice.run(watch(), None)
+"""
+
+
+def call(lattice: Lattice, caller: Caller, provider: str, rpc_name: str, request: object,
+         replica: str | None = None, timeout_s: float = 60.0) -> tuple[grpc.StatusCode, bytes, str]:
+    bound = (replica, "") if replica else None
+    answer = lattice.run(caller.call(provider, METHODS[rpc_name], request.SerializeToString(), [],  # type: ignore[attr-defined]
+                                     timeout_s, bound=bound), timeout_s + 20)
+    return answer.code, answer.data, answer.replica
+
+
+def throughput(lattice: Lattice, caller: Caller, replica: str | None, calls: int, concurrency: int,
+               sleep_s: float) -> float:
+    request = pb.ExecuteRequest(code=f"import time\ntime.sleep({sleep_s})\n", language="python", timeout_ms=30_000)
+
+    async def run() -> float:
+        left = [calls]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                answer = await caller.call("modal", METHODS["Execute"], request.SerializeToString(), [], 60,
+                                           bound=(replica, "") if replica else None)
+                assert answer.code == grpc.StatusCode.OK, answer.message
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return calls / (time.perf_counter() - t0)
+
+    return lattice.run(run(), timeout_s=600)
+
+
+def kill_gap(lattice: Lattice, caller: Caller, topology: Topology, victim: object, seconds: float,
+             concurrency: int) -> dict[str, float]:
+    request = pb.ExecuteRequest(code="1", language="python", timeout_ms=30_000)
+    done: list[float] = []
+    failed = [0]
+    latencies: list[float] = []
+
+    async def run() -> None:
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                answer = await caller.call("modal", METHODS["Execute"], request.SerializeToString(), [], 60)
+                if answer.code != grpc.StatusCode.OK:
+                    failed[0] += 1
+                latencies.append(time.monotonic() - t0)
+                done.append(time.monotonic())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    killer = threading.Timer(seconds / 3, victim.kill)  # type: ignore[attr-defined]
+    started = time.monotonic()
+    killer.start()
+    lattice.run(run(), timeout_s=seconds + 120)
+    killer.join()
+    stamps = [started, *sorted(done)]
+    gap = max(b - a for a, b in itertools.pairwise(stamps))
+    return {"calls": len(done), "failed": failed[0], "longest_gap_ms": gap * 1000,
+            "slowest_call_ms": max(latencies) * 1000}
+
+
+def link_propagation(lattice: Lattice, topology: Topology, reps: int) -> list[float]:
+    watcher = subprocess.Popen(["ip", "netns", "exec", topology.ns("a"), sys.executable, "-c", WATCH, topology.url,
+                                TOKEN], stdout=subprocess.PIPE, text=True, env=topology.env)
+    try:
+        assert watcher.stdout is not None
+        while watcher.stdout.readline().strip() != "ready":
+            pass
+        kv = lattice.run(lattice.js.key_value("WORLDRT_LINKS_default"))
+        samples = []
+        for i in range(reps):
+            key = f"bench/generator/p{i}"
+            put_at = time.time()
+            lattice.run(kv.put(key, b'{"link_id": "x", "target_provider": "modal", "interfaces": ["generator"]}'))
+            seen_key, seen_at = watcher.stdout.readline().split()
+            assert seen_key == key
+            samples.append((float(seen_at) - put_at) * 1000)
+            lattice.run(kv.delete(key))
+            watcher.stdout.readline()
+        return samples
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def rows_per_second(url: str, n: int, tmp: Path) -> float:
+    source = Registry.open(tmp / "source.duckdb")
+    records: list[tuple[str, bytes]] = []
+    source.sink = lambda kind, ident, data: records.append((ident, data))
+    request, reply = pb.ExecuteRequest(instance_id="i-bench", code="1"), pb.ExecutionResult(value_json="1")
+    for _ in range(n):
+        source.record_call("modal", "execute", "bench", request, reply, 0.5, 0.001, time.time())
+    source.close()
+    lattice = Lattice(LatticeOptions(url, name="rows", token=TOKEN))
+    try:
+        from worldrt.host.lattice._member import ensure_streams
+        from worldrt.host.lattice._wire import invocations_subject
+
+        async def publish() -> None:
+            await ensure_streams(lattice)
+            for ident, data in records:
+                await lattice.nc.publish(invocations_subject("rows"), data, headers={"Nats-Msg-Id": ident})
+            await lattice.nc.flush()
+            info = await lattice.js.stream_info("WORLDRT_INVOCATIONS_rows")
+            while info.state.messages < n:
+                await asyncio.sleep(0.05)
+                info = await lattice.js.stream_info("WORLDRT_INVOCATIONS_rows")
+
+        lattice.run(publish(), timeout_s=300)
+        registry = Registry.open(tmp / "one.duckdb")
+        t0 = time.perf_counter()
+        ingest = Ingest(lattice, registry)
+        while ingest.ingested < n:
+            time.sleep(0.005)
+        rate = n / (time.perf_counter() - t0)
+        ingest.stop()
+        count = registry.query("SELECT count(*) AS n FROM provider_invocations")[0]["n"]
+        registry.close()
+        assert count == n, count
+        return rate
+    finally:
+        lattice.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "lattice.json"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/lattice.py makes network namespaces: run it as root")
+    tmp = Path(tempfile.mkdtemp(prefix="worldrt-bench-lattice-"))
+    topology = Topology(tmp, ["a", "b", "c"])
+    lattice: Lattice | None = None
+    results: dict[str, object] = {}
+    try:
+        topology.serve_lattice()
+        b = topology.host("b", "morph,modal")
+        c = topology.host("c", "modal")
+        direct_address = f"{topology.address(11)}:50061"
+        daemon = topology.run(topology.ns("b"), [sys.executable, "-m", "worldrt.host.cli", "provider", "serve", "morph",
+                                                 "--listen", direct_address, "--insecure"], "direct-morph",
+                              cwd=tmp / "b")
+        wait_serving(direct_address, timeout_s=60, proc=daemon.proc, log_path=daemon.log_path)
+        lattice = Lattice(LatticeOptions(topology.url, token=TOKEN), client_name="bench")
+        caller = lattice.run(Caller.open(lattice))
+
+        # 1. one Execute: direct gRPC across namespaces, and through the lattice.
+        channel = open_channel(direct_address)
+        stub = rpc.WorldRuntimeStub(channel)
+        direct_iid = stub.Start(pb.StartRequest(), timeout=30).instance_id
+        code, data, _ = call(lattice, caller, "morph", "Start", pb.StartRequest())
+        assert code == grpc.StatusCode.OK
+        lattice_iid = pb.Instance.FromString(data).instance_id
+        direct_request = pb.ExecuteRequest(instance_id=direct_iid, code="1")
+        lattice_request = pb.ExecuteRequest(instance_id=lattice_iid, code="1")
+
+        echo = subprocess.Popen(["ip", "netns", "exec", topology.ns("b"), sys.executable, "-c", ECHO, topology.url,
+                                 TOKEN], stdout=subprocess.PIPE, text=True, env=topology.env)
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+
+        def direct() -> None:
+            stub.Execute(direct_request, timeout=30)
+
+        def bare_nats() -> None:
+            lattice.run(lattice.nc.request("bench.echo", b"x", timeout=5))  # type: ignore[union-attr]
+
+        def via_lattice() -> None:
+            assert call(lattice, caller, "morph", "Execute", lattice_request)[0] == grpc.StatusCode.OK  # type: ignore[arg-type]
+
+        samples: dict[str, list[float]] = {}
+        for fn in (direct, bare_nats, via_lattice):
+            timed(fn, 30, unit=1e6)
+        for _ in range(5):
+            samples.setdefault("direct gRPC Execute (namespace to namespace)", []).extend(
+                timed(direct, args.reps // 5, unit=1e6))
+            samples.setdefault("bare NATS request/reply, no bridge (floor)", []).extend(
+                timed(bare_nats, args.reps // 5, unit=1e6))
+            samples.setdefault("Execute through the lattice", []).extend(timed(via_lattice, args.reps // 5, unit=1e6))
+        channel.close()
+        echo.kill()
+        echo.wait()
+        stats = {name: percentiles(s) for name, s in samples.items()}
+        base = stats["direct gRPC Execute (namespace to namespace)"]["p50"]
+        print_table("one Execute between machines (µs)", ["path", "p50", "p99", "n", "added vs direct p50"],
+                    [[name, f"{s['p50']:.0f}", f"{s['p99']:.0f}", str(s["n"]), f"{s['p50'] - base:+.0f}"]
+                     for name, s in stats.items()])
+        added = stats["Execute through the lattice"]["p50"] - base
+        load = os.getloadavg()[0]
+        results.update(stats_us=stats, added_us_p50=added, load_average_1m=load)
+
+        # 2. a waiting workload through one replica and through two.
+        concurrency, calls, sleep_s = 8, 64, 0.2
+        throughput(lattice, caller, None, 16, concurrency, sleep_s)
+        one = throughput(lattice, caller, "b", calls, concurrency, sleep_s)
+        two = throughput(lattice, caller, None, calls, concurrency, sleep_s)
+        results.update(calls_per_s_one_replica=one, calls_per_s_two_replicas=two, replica_speedup=two / one,
+                       workload={"sleep_s": sleep_s, "concurrency": concurrency, "calls": calls})
+
+        # 3. link propagation to another machine.
+        propagation = percentiles(link_propagation(lattice, topology, 50))
+        results["link_propagation_ms"] = propagation
+
+        # 4. rows per second from the stream into DuckDB.
+        rows_rate = rows_per_second(topology.url, args.rows, tmp)
+        results["rows_per_second"] = rows_rate
+
+        # 5. SIGKILL of a replica under load (last: c stays dead).
+        gap = kill_gap(lattice, caller, topology, c, 6.0, 4)
+        results["kill"] = gap
+
+        print_table("replicas, failover, links and the registry", ["figure", "value", "target"], [
+            ["added by the lattice, p50", f"{added:+.0f} µs", "≤ +500 µs"],
+            [f"calls/s, one replica (b), sleep {sleep_s}s ×{concurrency}", f"{one:.1f}", ""],
+            ["calls/s, two replicas (b, c)", f"{two:.1f}", ""],
+            ["two replicas vs one", f"{two / one:.2f}×", "≥ 1.8×"],
+            ["longest gap without an answer, replica SIGKILLed", f"{gap['longest_gap_ms']:.0f} ms", ""],
+            ["slowest call across the kill", f"{gap['slowest_call_ms']:.0f} ms", ""],
+            ["failed calls across the kill", f"{gap['failed']:.0f} of {gap['calls']:.0f}", "0"],
+            ["link propagation p50 (p99)", f"{propagation['p50']:.1f} ms ({propagation['p99']:.1f})", "≤ 50 ms"],
+            ["rows/s, stream into DuckDB", f"{rows_rate:,.0f}", "≥ 20,000/s"],
+        ])
+        print(f"machine load average (1 min) at the start: {load:.1f} on {os.cpu_count()} CPUs (shared machine)")
+        del b
+    finally:
+        if lattice is not None:
+            lattice.close()
+        topology.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()

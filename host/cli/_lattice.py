@@ -1,0 +1,291 @@
+"""`worldrt lattice serve|status` and `worldrt registry serve`, the lattice flags every lattice-using
+command takes, and the lattice side of `worldrt link`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worldrt.host.cli._common import CliError, Commands, Parents, console, emit, home, table
+
+if TYPE_CHECKING:
+    from worldrt.host.lattice import Lattice, LatticeOptions
+
+
+def add_lattice_flags(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    group = parser.add_argument_group("lattice")
+    group.add_argument("--lattice", metavar="nats://HOST:PORT", required=required and not os.environ.get("WORLDRT_LATTICE"),
+                       help="the lattice's NATS server (default $WORLDRT_LATTICE)")
+    group.add_argument("--lattice-name", metavar="NAME", help="the lattice's name (default $WORLDRT_LATTICE_NAME or default)")
+    group.add_argument("--lattice-token-file", metavar="PATH",
+                       help="the lattice's token, in a file only you can read (default $WORLDRT_LATTICE_TOKEN)")
+    group.add_argument("--lattice-user", metavar="USER", help="log in with this user (default $WORLDRT_LATTICE_USER) ...")
+    group.add_argument("--lattice-password-file", metavar="PATH",
+                       help="... and the password in this file (default $WORLDRT_LATTICE_PASSWORD)")
+    group.add_argument("--lattice-tls-ca", metavar="PEM",
+                       help="CA of the lattice server's TLS certificate (default $WORLDRT_LATTICE_TLS_CA)")
+
+
+def lattice_options(args: argparse.Namespace) -> LatticeOptions | None:
+    from worldrt.host.lattice import LatticeOptions
+
+    return LatticeOptions.from_args(getattr(args, "lattice", None), getattr(args, "lattice_name", None),
+                                    token_file=getattr(args, "lattice_token_file", None),
+                                    user=getattr(args, "lattice_user", None),
+                                    password_file=getattr(args, "lattice_password_file", None),
+                                    tls_ca=getattr(args, "lattice_tls_ca", None))
+
+
+def connect(args: argparse.Namespace, client: str) -> Lattice:
+    from worldrt.host.lattice import Lattice
+
+    options = lattice_options(args)
+    if options is None:
+        raise CliError("name the lattice: --lattice nats://HOST:PORT (or WORLDRT_LATTICE)")
+    return Lattice(options, client_name=client)
+
+
+def default_host_id() -> str:
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:48]
+    return name or "host"
+
+
+def _logging(kind: str) -> None:
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format=f"%(asctime)s {kind}[%(process)d] %(levelname)s %(message)s")
+
+
+# lattice serve ------------------------------------------------------------------------------------------
+def lattice_serve(args: argparse.Namespace) -> int:
+    from worldrt.host.lattice import PASSWORD_ENV, TOKEN_ENV, NatsServer, ServerConfig
+
+    _logging("lattice")
+    log = logging.getLogger("worldrt.lattice")
+
+    def secret(path: str | None, env: str) -> str | None:
+        if path:
+            try:
+                return Path(path).read_text().strip() or None
+            except OSError as exc:
+                raise CliError(f"cannot read {path}: {exc.strerror}") from None
+        return os.environ.get(env) or None
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("TLS needs both --tls-cert and --tls-key")
+    config = ServerConfig(listen=args.listen, store=Path(args.store) if args.store else home(args) / "lattice",
+                          token=secret(args.token_file, TOKEN_ENV), user=args.user,
+                          password=secret(args.password_file, PASSWORD_ENV) if args.user else None,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_client_ca,
+                          max_payload=args.max_payload)
+    server = NatsServer(config)
+    restarts = 0
+    try:
+        server.wait_ready()
+        scheme = "tls" if args.tls_cert else "nats"
+        log.info("lattice serving on %s://%s (store %s, %s)", scheme, args.listen, config.store,
+                 "token" if config.token else "user and password" if config.user else "no credentials")
+        print(f"lattice serving on {scheme}://{args.listen}", flush=True)
+        while True:
+            code = server.proc.wait()
+            restarts += 1
+            if restarts > 5:
+                raise CliError(f"nats-server exited with {code} {restarts} times; see {server.log_path}")
+            log.warning("nats-server exited with %s; restarting it (restart %d)", code, restarts)
+            time.sleep(min(0.2 * 2 ** restarts, 5.0))
+            server = NatsServer(config)
+            server.wait_ready()
+    except KeyboardInterrupt:
+        server.stop()
+        log.info("lattice stopped")
+        return 0
+    finally:
+        server.stop()
+
+
+# lattice status -----------------------------------------------------------------------------------------
+def status_of(lattice: Lattice) -> dict[str, Any]:
+    from worldrt.host.lattice import bucket_values, fresh, hosts_bucket, list_links, providers_bucket
+
+    async def gather() -> dict[str, Any]:
+        hosts = [json.loads(v) for v in (await bucket_values(lattice, hosts_bucket(lattice.name))).values()]
+        replicas = [json.loads(v) for v in (await bucket_values(lattice, providers_bucket(lattice.name))).values()]
+        links = await list_links(lattice)
+        return {"hosts": hosts, "replicas": replicas, "links": links}
+
+    data = lattice.run(gather(), timeout_s=20)
+    providers: dict[str, list[dict[str, Any]]] = {}
+    for replica in data["replicas"]:
+        replica["healthy"] = bool(replica.get("healthy")) and fresh(replica)
+        providers.setdefault(replica["provider"], []).append(replica)
+    for host in data["hosts"]:
+        host["fresh"] = fresh(host)
+    return {"lattice": lattice.name, "url": lattice.options.url,
+            "hosts": sorted(data["hosts"], key=lambda h: h["host_id"]),
+            "providers": {name: sorted(rs, key=lambda r: r["replica"]) for name, rs in sorted(providers.items())},
+            "links": sorted(data["links"], key=lambda link: link["link_id"])}
+
+
+def lattice_status(args: argparse.Namespace) -> int:
+    lattice = connect(args, "worldrt-status")
+    try:
+        data = status_of(lattice)
+    finally:
+        lattice.close()
+
+    def render() -> None:
+        console.print(table(f"hosts of lattice {data['lattice']} at {data['url']}", ["host", "providers", "pid", "alive"],
+                            [[h["host_id"], ", ".join(h.get("providers") or []) or "(caller)", h.get("pid"),
+                              "yes" if h["fresh"] else "stale"] for h in data["hosts"]]))
+        console.print(table("providers", ["provider", "replica", "healthy", "restarts", "last error"],
+                            [[name, r["replica"], "yes" if r["healthy"] else "no", r.get("restarts", 0),
+                              r.get("last_error") or ""] for name, rs in data["providers"].items() for r in rs]))
+        console.print(table("links", ["link", "source", "interfaces", "name", "provider", "secrets"],
+                            [[x["link_id"], x["source_component"], ", ".join(x["interfaces"]), x["name"],
+                              x["target_provider"], ", ".join(sorted(x.get("secret_files") or {}))]
+                             for x in data["links"]]))
+
+    emit(args, data, render)
+    return 0
+
+
+# registry serve -----------------------------------------------------------------------------------------
+def registry_serve(args: argparse.Namespace) -> int:
+    from worldrt.host import HOST_TOKEN_FILE, Host, default_db, default_host_address, serve_host
+    from worldrt.host.lattice import Ingest
+    from worldrt.providers import ensure_token_file, private_dir, token_from
+
+    _logging("registry")
+    state = private_dir(home(args))
+    token = token_from(args.token_file) or ensure_token_file(state / HOST_TOKEN_FILE)
+    lattice = connect(args, "worldrt-registry")
+
+    class RegistryHost(Host):
+        """A host that runs no provider: it writes the lattice's rows and answers reads of its tables."""
+
+        def close(self) -> None:
+            ingest.stop()
+            super().close()
+            lattice.close()
+
+    try:
+        host = RegistryHost(Path(args.db) if args.db else default_db(), state)
+    except BaseException:
+        lattice.close(drain=False)
+        raise
+    try:
+        ingest = Ingest(lattice, host.registry)
+    except BaseException:
+        Host.close(host)
+        lattice.close(drain=False)
+        raise
+    logging.getLogger("worldrt.registry").info("registry %s consuming lattice %s", host.registry.path, lattice.name)
+    serve_host(host, args.listen or default_host_address(state), token)
+    return 0
+
+
+# link put|del|list --lattice ----------------------------------------------------------------------------
+def link_put(args: argparse.Namespace, link_pb: Any, secret_paths: dict[str, str]) -> Any:
+    from worldrt.host.lattice import HostLink, LinkTable, put_link
+    from worldrt.providers import CATALOG
+    from worldrt.v1 import pb
+
+    link = HostLink.from_pb(link_pb)
+    LinkTable.validate(link, set(CATALOG))
+    lattice = connect(args, "worldrt-link")
+    try:
+        existed = lattice.run(put_link(lattice, link, secret_paths), timeout_s=15)
+    finally:
+        lattice.close()
+    return pb.LinkReply(link_id=link.link_id, existed=existed)
+
+
+def link_del(args: argparse.Namespace, link_id: str) -> Any:
+    from worldrt.host.lattice import delete_link
+    from worldrt.v1 import pb
+
+    lattice = connect(args, "worldrt-link")
+    try:
+        existed = lattice.run(delete_link(lattice, link_id), timeout_s=15)
+    finally:
+        lattice.close()
+    return pb.LinkReply(link_id=link_id, existed=existed)
+
+
+def link_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from worldrt.host.lattice import list_links
+
+    lattice = connect(args, "worldrt-link")
+    try:
+        return sorted(lattice.run(list_links(lattice), timeout_s=15), key=lambda link: link["link_id"])
+    finally:
+        lattice.close()
+
+
+def add_commands(commands: Commands, parents: Parents) -> None:
+    lattice = commands.add_parser("lattice", help="many machines: the NATS lattice").add_subparsers(
+        dest="action", required=True)
+    serve = lattice.add_parser("serve", parents=[parents.base], help="run a JetStream nats-server until SIGTERM",
+                               description="Run nats-server (JetStream on) as a supervised child. Credentials: "
+                                           "--token-file or $WORLDRT_LATTICE_TOKEN, or --user with --password-file "
+                                           "or $WORLDRT_LATTICE_PASSWORD; never on the command line.")
+    serve.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", help="default 127.0.0.1:4222")
+    serve.add_argument("--store", metavar="DIR", help="JetStream's files and the server's config (default HOME/lattice)")
+    serve.add_argument("--token-file", metavar="PATH", help="require this token (default $WORLDRT_LATTICE_TOKEN)")
+    serve.add_argument("--token", type=_no_token_flag, help=argparse.SUPPRESS)
+    serve.add_argument("--user", help="require this user ...")
+    serve.add_argument("--password-file", metavar="PATH", help="... with the password in this file")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate ...")
+    serve.add_argument("--tls-key", metavar="PEM", help="... and its key")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    serve.add_argument("--max-payload", type=int, metavar="BYTES", help="largest message (nats-server default 1 MiB)")
+    serve.set_defaults(func=lattice_serve)
+    status = lattice.add_parser("status", parents=[parents.base], help="hosts, providers and links of the lattice")
+    add_lattice_flags(status, required=True)
+    status.set_defaults(func=lattice_status)
+
+    registry = commands.add_parser("registry", help="the lattice's one registry").add_subparsers(
+        dest="action", required=True)
+    rserve = registry.add_parser("serve", parents=[parents.base, parents.serving],
+                                 help="write every host's rows from the lattice into one DuckDB file",
+                                 description="Consume the lattice's invocation and run streams into the DuckDB "
+                                             "file (--db, default .worldrt/world.duckdb) and serve its reads at "
+                                             "unix:HOME/host.sock, so `worldrt invocations`, `analytics` and "
+                                             "`audit gf3` in HOME read it.")
+    rserve.add_argument("--listen", help="where its reads are served (default unix:HOME/host.sock)")
+    add_lattice_flags(rserve, required=True)
+    rserve.set_defaults(func=registry_serve)
+
+
+def _no_token_flag(value: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "a token on the command line is readable by anyone in /proc/PID/cmdline; put it in WORLDRT_LATTICE_TOKEN "
+        "or in a file only you can read, passed with --token-file PATH")
+
+
+def add_host_flags(serve: argparse.ArgumentParser) -> None:
+    """`host serve`'s lattice flags."""
+    add_lattice_flags(serve)
+    serve.add_argument("--host-id", metavar="ID", help="this host's id on the lattice (default: the machine's name)")
+    serve.add_argument("--providers", metavar="NAME[,NAME...]", default="",
+                       help="with --lattice: the local providers this host runs and serves to the lattice "
+                            "(default none: a host that only calls)")
+
+
+def lattice_host(args: argparse.Namespace, db: Path | None, state: Path) -> Any:
+    """The LatticeHost the flags ask for, or None without --lattice."""
+    from worldrt.host import LatticeHost
+
+    options = lattice_options(args)
+    providers = [p.strip() for p in (args.providers or "").split(",") if p.strip()]
+    if options is None:
+        if providers or args.host_id:
+            raise CliError("--providers and --host-id need --lattice nats://HOST:PORT")
+        return None
+    return LatticeHost(db, state, lattice=options, host_id=args.host_id or default_host_id(), providers=providers,
+                       keep_days=args.keep_days, output_cap=args.output_cap)

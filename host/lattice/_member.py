@@ -1,0 +1,354 @@
+"""A host's membership of the lattice: its buckets and streams, its heartbeat, the links it watches,
+the bridge of its local providers, the calls it makes, and the registry rows it publishes.
+
+* ``WORLDRT_HOSTS_{L}`` (key: host id) and ``WORLDRT_PROVIDERS_{L}`` (key: ``provider.replica``) hold a
+  heartbeat every ``HEARTBEAT_S`` and expire ``BUCKET_TTL_S`` after the last one; a host that leaves
+  deletes its keys at once (no stopped host lingers).
+* ``WORLDRT_LINKS_{L}`` holds every link of the lattice, without a secret: a secret is named by the path
+  of a file each host reads for itself when it hands the link to its own provider. Every host watches
+  the bucket and applies a change to its link table (and its local providers) as it arrives.
+* ``WORLDRT_INVOCATIONS_{L}`` and ``WORLDRT_RUNS_{L}`` carry every invocation row and pipeline run, each
+  published with ``Nats-Msg-Id`` = its id and acknowledged by JetStream before the call that made it
+  returns. A publish that fails waits in ``HOME/lattice-outbox/`` and is sent again (the stream and the
+  registry drop duplicates), so neither a lost connection nor SIGKILL of the host loses a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nats.js import api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from worldrt.host.lattice._bridge import Bridge
+from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
+from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
+from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
+from worldrt.host.lattice._supervisor import Supervisor
+from worldrt.host.lattice._wire import (
+    hosts_bucket,
+    invocations_stream,
+    invocations_subject,
+    link_key,
+    links_bucket,
+    providers_bucket,
+    runs_stream,
+    runs_subject,
+)
+from worldrt.providers import private_dir
+
+log = logging.getLogger("worldrt.lattice")
+BUCKET_TTL_S = 5.0
+# JetStream drops a message whose Nats-Msg-Id it saw within this window; the registry drops older ones.
+DUPLICATE_WINDOW_S = 3600.0
+KEEP_RECORDS_S = 7 * 24 * 3600.0
+PUBLISH_TIMEOUT_S = 5.0
+INVOCATIONS, RUNS = "invocations", "runs"
+
+LinkListener = Callable[[HostLink | None, HostLink | None], None]
+
+
+async def ensure_bucket(lattice: Lattice, bucket: str, ttl_s: float | None) -> KeyValue:
+    try:
+        return await lattice.js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return await lattice.js.create_key_value(api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s))
+
+
+async def ensure_streams(lattice: Lattice) -> None:
+    for name, subject in ((invocations_stream(lattice.name), invocations_subject(lattice.name)),
+                          (runs_stream(lattice.name), runs_subject(lattice.name))):
+        try:
+            await lattice.js.stream_info(name)
+        except NotFoundError:
+            await lattice.js.add_stream(api.StreamConfig(
+                name=name, subjects=[subject], storage=api.StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S,
+                max_age=KEEP_RECORDS_S))
+
+
+def link_value(link: HostLink, secret_files: dict[str, str]) -> bytes:
+    """A link as the bucket keeps it: values (never a ``token`` value) and the paths of its secrets."""
+    if "token" in link.values:
+        raise LinkError("a lattice link cannot carry a token value (buckets hold no secret); put it in a file on "
+                        "each host and pass --secret-file token=PATH")
+    return json.dumps({"link_id": link.link_id, "source_component": link.source_component,
+                       "interfaces": list(link.interfaces), "target_provider": link.target_provider,
+                       "name": link.name, "values": link.values, "secret_files": secret_files},
+                      sort_keys=True).encode()
+
+
+def link_from_value(data: bytes) -> HostLink:
+    """A link read from the bucket, its secrets read from this host's files (a missing file is logged)."""
+    doc = json.loads(data)
+    secrets: dict[str, str] = {}
+    for key, path in (doc.get("secret_files") or {}).items():
+        try:
+            secrets[key] = Path(path).read_text().rstrip("\n")
+        except OSError as exc:
+            log.warning("link %s: secret %s: cannot read %s on this host (%s)", doc.get("link_id"), key, path,
+                        exc.strerror)
+    return HostLink(doc["link_id"], doc.get("source_component") or "*", tuple(doc.get("interfaces") or ()),
+                    doc["target_provider"], doc.get("name") or "default", dict(doc.get("values") or {}), secrets)
+
+
+async def put_link(lattice: Lattice, link: HostLink, secret_files: dict[str, str]) -> bool:
+    """Write ``link`` to the links bucket; whether it replaced one."""
+    kv = await ensure_bucket(lattice, links_bucket(lattice.name), None)
+    value = link_value(link, secret_files)
+    existed = await _get(kv, link_key(link.link_id)) is not None
+    await kv.put(link_key(link.link_id), value)
+    return existed
+
+
+async def delete_link(lattice: Lattice, link_id: str) -> bool:
+    kv = await ensure_bucket(lattice, links_bucket(lattice.name), None)
+    if await _get(kv, link_key(link_id)) is None:
+        return False
+    await kv.delete(link_key(link_id))
+    return True
+
+
+async def list_links(lattice: Lattice) -> list[dict[str, Any]]:
+    """Every link in the bucket as stored (values and the paths of secrets, never a secret)."""
+    return [json.loads(data) for data in (await bucket_values(lattice, links_bucket(lattice.name))).values()]
+
+
+async def bucket_values(lattice: Lattice, bucket: str) -> dict[str, bytes]:
+    kv = await ensure_bucket(lattice, bucket, None if bucket.startswith("WORLDRT_LINKS_") else BUCKET_TTL_S)
+    try:
+        keys = await kv.keys()
+    except Exception:  # noqa: BLE001 - nats-py raises NoKeysError for an empty bucket
+        return {}
+    values = {}
+    for key in keys:
+        data = await _get(kv, key)
+        if data is not None:
+            values[key] = data
+    return values
+
+
+async def _get(kv: KeyValue, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except Exception:  # noqa: BLE001 - KeyNotFoundError, KeyDeletedError: no value
+        return None
+    return entry.value or None
+
+
+class Member:
+    """``Member(lattice, host_id, ...)`` joins at once; ``leave()`` leaves (unsubscribe, drain, delete keys)."""
+
+    def __init__(self, lattice: Lattice, host_id: str, supervisor: Supervisor, links: LinkTable,
+                 providers: list[str], home: Path, *, on_link: LinkListener | None = None) -> None:
+        self.lattice = lattice
+        self.host_id = check_token("host id", host_id)
+        if host_id == "any":
+            raise LinkError("host id 'any' is reserved (it names the queue group of every replica)")
+        self.supervisor = supervisor
+        self.links = links
+        self.providers = providers
+        self.on_link = on_link
+        self.outbox = private_dir(home / "lattice-outbox")
+        self.bridge = Bridge(lattice, host_id, supervisor, providers)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._left = False
+        self.link_changes = 0
+        self.started = time.time()
+        lattice.run(self._join(), timeout_s=30)
+
+    async def _join(self) -> None:
+        self.hosts = await ensure_bucket(self.lattice, hosts_bucket(self.lattice.name), BUCKET_TTL_S)
+        self.provider_kv = await ensure_bucket(self.lattice, providers_bucket(self.lattice.name), BUCKET_TTL_S)
+        self.link_kv = await ensure_bucket(self.lattice, links_bucket(self.lattice.name), None)
+        await ensure_streams(self.lattice)
+        await self._claim_id()
+        self.caller = await Caller.open(self.lattice)
+        await self._beat()
+        watcher = self._watcher = await self.link_kv.watchall()
+        replicas = self._replica_watcher = await self.provider_kv.watchall()
+        self.caller.table = {}
+        loop = asyncio.get_running_loop()
+        initial, listed = loop.create_future(), loop.create_future()
+        self._tasks = [loop.create_task(self._watch_links(watcher, initial)), loop.create_task(self._heartbeat()),
+                       loop.create_task(self._resend()), loop.create_task(self._watch_replicas(replicas, listed))]
+        await asyncio.wait_for(asyncio.gather(initial, listed), 10)
+
+    async def _claim_id(self) -> None:
+        """Refuse a host id another live host has (a stray host must not share a replica's id); the entry of a
+        host that just died is waited out."""
+        ours = (os.getpid(), socket.gethostname())
+        deadline = time.monotonic() + FRESH_S + 1
+        while True:
+            data = await _get(self.hosts, self.host_id)
+            doc = json.loads(data) if data else {}
+            if not doc or not fresh(doc) or (doc.get("pid"), doc.get("hostname")) == ours:
+                return
+            if time.monotonic() > deadline:
+                raise LatticeError(f"host id {self.host_id!r} is in use on the lattice {self.lattice.name} by pid "
+                                   f"{doc.get('pid')} on {doc.get('hostname')}; give this host another --host-id")
+            await asyncio.sleep(0.25)
+
+    # heartbeat and the bridge -----------------------------------------------------------------------
+    async def _beat(self) -> None:
+        await self.bridge.tend()
+        now = time.time()
+        await self.hosts.put(self.host_id, json.dumps({
+            "host_id": self.host_id, "providers": self.providers, "pid": os.getpid(),
+            "hostname": socket.gethostname(), "started": self.started, "at": now}).encode())
+        for name in self.providers:
+            child = self.supervisor.child(name)
+            await self.provider_kv.put(f"{name}.{self.host_id}", json.dumps({
+                "provider": name, "replica": self.host_id, "healthy": self.bridge.joined(name), "at": now,
+                "restarts": child.restarts if child else 0,
+                "last_error": child.last_error if child else "not started"}).encode())
+
+    async def _heartbeat(self) -> None:
+        tick = HEARTBEAT_S / 2
+        next_beat = 0.0
+        while not self._left:
+            try:
+                await self.bridge.tend()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_S
+                    await self._beat()
+            except Exception as exc:  # noqa: BLE001 - a lost connection reconnects; the beat goes on
+                log.warning("lattice heartbeat: %s", exc)
+            await asyncio.sleep(tick)
+
+    async def _watch_replicas(self, watcher: Any, listed: asyncio.Future[None]) -> None:
+        """Keep the caller's table of every replica's latest heartbeat (an expired one is judged by its age)."""
+        table = self.caller.table
+        assert table is not None
+        while not self._left:
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except Exception:  # noqa: BLE001 - a timeout, or a watcher being stopped
+                continue
+            if entry is None:
+                if not listed.done():
+                    listed.set_result(None)
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                table.pop(entry.key, None)
+                continue
+            try:
+                table[entry.key] = json.loads(entry.value)
+            except ValueError:
+                log.warning("ignoring a damaged heartbeat for %s", entry.key)
+
+    # links -------------------------------------------------------------------------------------------
+    async def _watch_links(self, watcher: Any, initial: asyncio.Future[None]) -> None:
+        while not self._left:
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except Exception:  # noqa: BLE001 - a timeout, or a watcher being stopped
+                continue
+            if entry is None:
+                if not initial.done():
+                    initial.set_result(None)
+                continue
+            try:
+                await asyncio.to_thread(self._apply, entry)
+            except Exception:
+                log.exception("applying link entry %s", getattr(entry, "key", "?"))
+            self.link_changes += 1
+
+    def _apply(self, entry: Any) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            previous = next((link for link in self.links.all() if link_key(link.link_id) == entry.key), None)
+            if previous is not None:
+                self.links.delete(previous.link_id)
+                if self.on_link is not None:
+                    self.on_link(None, previous)
+            return
+        link = link_from_value(entry.value)
+        previous = self.links.put(link)
+        if self.on_link is not None:
+            self.on_link(link, previous)
+
+    def put_link(self, link: HostLink, secret_files: dict[str, str]) -> bool:
+        return self.lattice.run(put_link(self.lattice, link, secret_files), timeout_s=10)
+
+    def delete_link(self, link_id: str) -> bool:
+        return self.lattice.run(delete_link(self.lattice, link_id), timeout_s=10)
+
+    # registry records --------------------------------------------------------------------------------
+    def publish(self, kind: str, msg_id: str, data: bytes) -> None:
+        """Publish one record and wait for JetStream's ack; on failure keep it in the outbox for later."""
+        try:
+            if not self.lattice.nc.is_connected:
+                raise LatticeError("not connected to the lattice")  # no call waits out a partition
+            self.lattice.run(self._publish(kind, msg_id, data), timeout_s=PUBLISH_TIMEOUT_S + 1)
+        except Exception as exc:  # noqa: BLE001 - the record is kept and sent again, never dropped
+            log.warning("publishing %s %s to the lattice failed (%s); kept in %s", kind, msg_id, exc, self.outbox)
+            path = self.outbox / f"{kind}.{msg_id}"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+    async def _publish(self, kind: str, msg_id: str, data: bytes) -> None:
+        subject = invocations_subject(self.lattice.name) if kind == INVOCATIONS else runs_subject(self.lattice.name)
+        await self.lattice.js.publish(subject, data, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": msg_id})
+
+    async def _resend(self) -> None:
+        while not self._left:
+            for path in sorted(self.outbox.glob("*.*")):
+                if path.suffix == ".tmp":
+                    continue
+                kind, _, msg_id = path.name.partition(".")
+                try:
+                    await self._publish(kind, msg_id, path.read_bytes())
+                except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                    log.debug("outbox %s: %s", path.name, exc)
+                    break
+                path.unlink(missing_ok=True)
+            await asyncio.sleep(1.0)
+
+    # status ------------------------------------------------------------------------------------------
+    def fresh_replicas(self, provider: str) -> list[str]:
+        return self.lattice.run(self.caller.fresh_replicas(provider), timeout_s=10)
+
+    def leave(self, grace_s: float = 30.0) -> None:
+        """Leave the queue groups, let calls in flight finish, send the outbox, delete this host's keys."""
+        if self._left:
+            return
+
+        async def go() -> None:
+            await self.bridge.leave(grace_s)
+            self._left = True
+            for task in self._tasks:
+                task.cancel()
+            for watcher in (self._watcher, self._replica_watcher):
+                try:
+                    await watcher.stop()
+                except Exception:  # noqa: BLE001 - a watcher on a lost connection is gone already
+                    pass
+            for name in self.providers:
+                try:
+                    await self.provider_kv.delete(f"{name}.{self.host_id}")
+                except Exception:  # noqa: BLE001 - it expires by itself
+                    pass
+            try:
+                await self.hosts.delete(self.host_id)
+            except Exception:  # noqa: BLE001 - it expires by itself
+                pass
+            await self.caller.close()
+
+        try:
+            self.lattice.run(go(), timeout_s=grace_s + 10)
+        except Exception as exc:  # noqa: BLE001 - leaving a broken lattice: the keys expire in BUCKET_TTL_S
+            log.warning("leaving the lattice: %s", exc)
+            self._left = True
+
+
+def fresh(value: dict[str, Any]) -> bool:
+    return time.time() - float(value.get("at", 0)) < FRESH_S

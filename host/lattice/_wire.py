@@ -1,0 +1,213 @@
+"""What travels on the lattice: subject and bucket names, the headers of a call and of its answers, the
+method table of ``worldrt.v1.WorldRuntime`` (from its service descriptor, so an RPC added to the
+contract is carried with no change here), and the replica stamped into the ids a provider returns.
+
+A call is a NATS message with the request's protobuf bytes to
+``worldrt.rpc.{L}.{provider}.any.{Rpc}`` (queue group ``worldrt.rpc.{L}.{provider}``: any healthy replica)
+or ``worldrt.rpc.{L}.{provider}.{replica}.{Rpc}`` (that replica), with a reply inbox. The replica's bridge
+answers on that inbox with ``alive`` messages while it works, ``event`` messages for a streaming RPC, and
+one ``end`` message: the gRPC status code and message, the reply bytes, the replica and the cost.
+
+Ids: every instance or snapshot id a bridge returns is ``LOCAL@REPLICA``. Any host routes a request that
+names one to that replica without having seen it before (no lookup, nothing to go stale); the owning
+bridge strips its own suffix before the provider sees the id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from worldrt.v1 import pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["WorldRuntime"]
+
+H_KIND = "x-worldrt-kind"
+H_METADATA = "x-worldrt-metadata"
+H_TIMEOUT_MS = "x-worldrt-timeout-ms"
+H_CALLER = "x-worldrt-caller"
+H_STATUS = "x-worldrt-status"
+H_MESSAGE = "x-worldrt-message"
+H_REPLICA = "x-worldrt-replica"
+H_COST = "x-worldrt-cost-units"
+ALIVE, EVENT, END = "alive", "event", "end"
+# A bridge says it is still working this often; a caller that hears nothing for SILENCE_S presumes the
+# replica lost (dead, hung or cut off).
+ALIVE_EVERY_S = 0.5
+SILENCE_S = 2.0
+# Metadata a call carries across; the bearer token is the calling host's own provider token and stays there.
+FORWARDED_METADATA = ("x-worldrt-verse-id", "x-worldrt-source", "x-worldrt-link-name")
+# Room for headers within the server's payload limit.
+HEADER_ROOM = 4096
+
+ID_FIELDS = frozenset({"instance_id", "snapshot_id", "winner_id", "instance_ids", "snapshot_ids"})
+ID_MAPS = frozenset({"scores"})
+SEPARATOR = "@"
+
+
+@dataclass(frozen=True)
+class Method:
+    rpc: str
+    path: str
+    request: type[Message]
+    reply: type[Message]
+    streaming: bool
+
+
+METHODS: dict[str, Method] = {
+    m.name: Method(m.name, f"/{SERVICE.full_name}/{m.name}", message_factory.GetMessageClass(m.input_type),
+                   message_factory.GetMessageClass(m.output_type), bool(m.server_streaming))
+    for m in SERVICE.methods if not m.client_streaming
+}
+
+
+def rpc_subject(lattice: str, provider: str, rpc: str, replica: str = "any") -> str:
+    return f"worldrt.rpc.{lattice}.{provider}.{replica}.{rpc}"
+
+
+def queue_group(lattice: str, provider: str) -> str:
+    return f"worldrt.rpc.{lattice}.{provider}"
+
+
+def links_bucket(lattice: str) -> str:
+    return f"WORLDRT_LINKS_{lattice}"
+
+
+def hosts_bucket(lattice: str) -> str:
+    return f"WORLDRT_HOSTS_{lattice}"
+
+
+def providers_bucket(lattice: str) -> str:
+    return f"WORLDRT_PROVIDERS_{lattice}"
+
+
+def invocations_stream(lattice: str) -> str:
+    return f"WORLDRT_INVOCATIONS_{lattice}"
+
+
+def runs_stream(lattice: str) -> str:
+    return f"WORLDRT_RUNS_{lattice}"
+
+
+def invocations_subject(lattice: str) -> str:
+    return f"worldrt.registry.{lattice}.invocations"
+
+
+def runs_subject(lattice: str) -> str:
+    return f"worldrt.registry.{lattice}.runs"
+
+
+def link_key(link_id: str) -> str:
+    """A KV key for a link id (keys take letters, digits and ``-/_=.``; ``*`` is written ``_any_``)."""
+    return "".join(c if c.isalnum() or c in "-/_=." else f"_{ord(c):x}_" for c in link_id.replace("_", "_5f_"))
+
+
+def encode_metadata(metadata: list[tuple[str, str]]) -> str:
+    return json.dumps([[k, v] for k, v in metadata if k in FORWARDED_METADATA])
+
+
+def decode_metadata(text: str | None) -> list[tuple[str, str]]:
+    if not text:
+        return []
+    try:
+        pairs = json.loads(text)
+    except ValueError:
+        return []
+    return [(str(k), str(v)) for k, v in pairs if str(k) in FORWARDED_METADATA] if isinstance(pairs, list) else []
+
+
+def _id_values(message: Message) -> Iterator[tuple[Message, FieldDescriptor]]:
+    """Every (message, field) below ``message`` that holds an instance or snapshot id."""
+    for field, value in message.ListFields():
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if (field.name in ID_FIELDS and field.type == FieldDescriptor.TYPE_STRING) or (field.name in ID_MAPS and is_map):
+            yield message, field
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not is_map:
+            items = value if field.is_repeated else [value]
+            for item in items:
+                yield from _id_values(item)
+
+
+def split_id(value: str) -> tuple[str, str | None]:
+    local, sep, replica = value.rpartition(SEPARATOR)
+    return (local, replica) if sep and local and replica else (value, None)
+
+
+def _strings(holder: Message, field: FieldDescriptor) -> list[str]:
+    value = getattr(holder, field.name)
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in (value.keys() if field.message_type is not None else value)]
+
+
+def replicas_named(message: Message) -> set[str]:
+    """The replicas the ids in ``message`` belong to."""
+    return {replica for holder, field in _id_values(message) for item in _strings(holder, field)
+            if (replica := split_id(item)[1])}
+
+
+def first_id(message: Message) -> str:
+    """The first id ``message`` names (for a sentence about it)."""
+    return next((item for holder, field in _id_values(message) for item in _strings(holder, field)), "")
+
+
+def _rewrite(message: Message, change: Callable[[str], str]) -> None:
+    for holder, field in _id_values(message):
+        value = getattr(holder, field.name)
+        if isinstance(value, str):
+            if value:
+                setattr(holder, field.name, change(value))
+        elif field.message_type is not None:
+            entries = dict(value)
+            value.clear()
+            for key, item in entries.items():
+                value[change(key)] = item
+        else:
+            items = [change(v) for v in value]
+            del value[:]
+            value.extend(items)
+
+
+def strip_ids(message: Message, replica: str) -> None:
+    """Ids stamped with ``replica`` become the provider's own again."""
+    _rewrite(message, lambda v: split_id(v)[0] if split_id(v)[1] == replica else v)
+
+
+def stamp_ids(message: Message, replica: str) -> None:
+    """The provider's ids become ``LOCAL@replica``."""
+    _rewrite(message, lambda v: v if split_id(v)[1] else f"{v}{SEPARATOR}{replica}")
+
+
+_CARRIES: dict[str, bool] = {}
+
+
+def carries_ids(cls: type[Message]) -> bool:
+    """Whether messages of ``cls`` may hold ids (so the bridge needs to parse them at all)."""
+    known = _CARRIES.get(cls.DESCRIPTOR.full_name)
+    if known is None:
+        known = _CARRIES[cls.DESCRIPTOR.full_name] = _may_hold_ids(cls)
+    return known
+
+
+def _may_hold_ids(cls: type[Message]) -> bool:
+    seen: set[str] = set()
+
+    def walk(descriptor: object) -> bool:
+        name = descriptor.full_name  # type: ignore[attr-defined]
+        if name in seen:
+            return False
+        seen.add(name)
+        for field in descriptor.fields:  # type: ignore[attr-defined]
+            if field.name in ID_FIELDS or field.name in ID_MAPS:
+                return True
+            if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry \
+                    and walk(field.message_type):
+                return True
+        return False
+
+    return walk(cls.DESCRIPTOR)
