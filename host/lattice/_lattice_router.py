@@ -10,9 +10,10 @@ registry (and so published to the lattice's stream) before its reply reaches the
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from google.protobuf.message import Message
 
@@ -23,7 +24,7 @@ from worldrt.host.lattice._member import Member
 from worldrt.host.lattice._routers import LinkRouter, _costed, _metadata, _timeout
 from worldrt.host.lattice._wire import METHODS, SILENCE_S, first_id, replicas_named
 from worldrt.host.registry import Registry
-from worldrt.host.runtime import CallContext, Operation
+from worldrt.host.runtime import OPERATIONS, CallContext, Operation
 from worldrt.v1 import pb
 
 
@@ -71,6 +72,44 @@ class LatticeRouter(LinkRouter):
         reply = op.reply.FromString(answer.data)
         self._finish(context, op, provider, request, reply, latency_ms, answer.cost, "", link.secret_values, replica)
         return _costed(reply, answer.cost)
+
+    def stream(self, request: pb.ExecuteRequest, context: CallContext) -> Iterator[pb.ExecutionEvent]:
+        """ExecuteStream on a replica of the generator link's provider: its events as they arrive over NATS."""
+        op = OPERATIONS[("generator", "execute")]
+        link = self.links.resolve(context.source, op.interface, context.link_name(op.interface))
+        if link is None:
+            raise FailedPrecondition(f"{context.source!r} has no link for interface {op.interface!r} on the lattice; "
+                                     f"link it with: worldrt link put {op.interface}=PROVIDER --lattice URL")
+        provider = link.target_provider
+        streamed = Operation(op.interface, "execute_stream", "ExecuteStream", op.request, pb.ExecutionEvent)
+        items: queue.SimpleQueue[pb.ExecutionEvent | Answer | Exception] = queue.SimpleQueue()
+
+        def run() -> None:
+            try:
+                items.put(self.remote(provider, "ExecuteStream", request, _metadata(context, None, link.name),
+                                      _timeout(op, request, context),
+                                      on_event=lambda data: items.put(pb.ExecutionEvent.FromString(data))))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread and raised there
+                items.put(exc)
+
+        started = time.perf_counter()
+        threading.Thread(target=run, name=f"stream-{provider}", daemon=True).start()
+        result: pb.ExecutionResult | None = None
+        while not isinstance(item := items.get(), Answer):
+            if isinstance(item, Exception):
+                raise item
+            if item.HasField("result"):
+                result = item.result
+            yield item
+        latency_ms = (time.perf_counter() - started) * 1000
+        replica = f"{provider}@{item.replica}"
+        if item.code.value[0] != 0:
+            error = from_status(item.code, item.message)
+            self._finish(context, streamed, provider, request, {"error": error.code.name, "message": error.message,
+                                                                "replica": item.replica},
+                         latency_ms, item.cost, error.code.name, link.secret_values, replica)
+            raise error
+        self._finish(context, streamed, provider, request, result, latency_ms, item.cost, "", link.secret_values, replica)
 
     def _finish(self, context: CallContext, op: Operation, provider: str, request: Message, result: object,
                 latency_ms: float, cost: float, error: str, secrets: tuple[str, ...],
