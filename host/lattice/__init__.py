@@ -17,6 +17,7 @@ from worldrt.host.lattice._links import (
 )
 from worldrt.host.lattice._routers import (
     CallObserver,
+    CallReport,
     DirectRouter,
     LinkRouter,
     cost_of,
@@ -25,7 +26,7 @@ from worldrt.host.lattice._supervisor import Child, Supervisor, SupervisorError
 
 __all__ = [
     "LinkTable", "HostLink", "LinkError", "INTERFACES", "ANY_SOURCE",
-    "LinkRouter", "DirectRouter", "CallObserver", "cost_of",
+    "LinkRouter", "DirectRouter", "CallObserver", "CallReport", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
 ]
