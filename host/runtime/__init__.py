@@ -24,8 +24,10 @@ from worldrt.host.runtime._toolchain import (
     BuildResult,
     ComponentInfo,
     build_component,
+    build_js_component,
     built_once,
     inspect_component,
+    source_digest,
 )
 from worldrt.host.runtime._world import (
     HOST_INTERFACES,
@@ -48,7 +50,8 @@ __all__ = [
     "OPERATIONS", "Operation", "CallContext", "Router", "wit_interface", "WIT_PACKAGE", "WIT_VERSION",
     "PROVIDER_INTERFACES", "HOST_INTERFACES", "LOG_LEVELS", "check_component", "from_wit", "to_wit",
     # building and inspecting
-    "build_component", "built_once", "inspect_component", "BuildResult", "ComponentInfo",
+    "build_component", "build_js_component", "built_once", "inspect_component", "source_digest", "BuildResult",
+    "ComponentInfo",
     # errors
     "ComponentError", "InvocationError", "GuestError", "ComponentTrap", "ComponentTimeout",
 ]

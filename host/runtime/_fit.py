@@ -210,7 +210,7 @@ def check_component(component: Component, engine: Engine, label: str) -> tuple[t
     ctype = component.type
     imports = ctype.imports(engine)
     exports = ctype.exports(engine)
-    missing = [name for name in imports if name not in _PROVIDED and not wasi_supplied(name)]
+    missing = sorted(name for name in imports if name not in _PROVIDED and not wasi_supplied(name))
     if missing:
         shown = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
         raise ComponentError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -39,6 +40,9 @@ from worldrt.host.runtime._host_functions import (
 from worldrt.host.runtime._world import CallContext, Router
 
 OutputSink = Callable[[str, bytes], None]
+# What runtimes print when an allocation fails: CPython, SpiderMonkey, Rust's alloc error handler, libc.
+_OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|memory allocation of \d+ bytes failed|Cannot allocate memory",
+                            re.IGNORECASE)
 _MIB = 1024 * 1024
 
 
@@ -221,8 +225,9 @@ class ComponentRuntime:
         if isinstance(exc, ExitTrap):
             return ComponentTrap(f"{component.name} exited with code {exc.code} instead of returning{note}")
         if isinstance(exc, WasmtimeError):
-            if "unreachable" in reason:
-                # How allocators (and CPython's MemoryError when uncaught) end a component.
+            if "unreachable" in reason and (not said or _OUT_OF_MEMORY.search(said)):
+                # How allocators end a component when a memory.grow is refused. wasmtime-py's store limiter
+                # cannot report a refusal, so the note needs a silent trap or the guest's own word for it.
                 note = f" (it may have run out of its {limits.memory_mb} MiB of memory){note}"
             return ComponentTrap(f"{component.name} trapped: {reason}{note}")
         return ComponentTrap(f"{component.name} stopped: the host failed during its call: "
