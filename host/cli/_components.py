@@ -28,7 +28,8 @@ from worldrt.v1 import host_pb, pb
 def component_build(args: argparse.Namespace) -> int:
     from worldrt.host.runtime import build_component
 
-    with console.status(f"building {args.dir} with componentize-py"):
+    tool = "npm and its build script" if (Path(args.dir) / "package.json").is_file() else "componentize-py"
+    with console.status(f"building {args.dir} with {tool}"):
         result = build_component(args.dir, args.output)
     data = {"path": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2)}
     emit(args, data, lambda: console.print(
@@ -108,7 +109,8 @@ def component_run(args: argparse.Namespace) -> int:
 def add_commands(commands: Commands, parents: Parents) -> None:
     component = commands.add_parser("component", help="verse components").add_subparsers(dest="action",
                                                                                           required=True)
-    build = component.add_parser("build", parents=[parents.common], help="build a Python component with componentize-py")
+    build = component.add_parser("build", parents=[parents.common],
+                                 help="build a component: Python with componentize-py, JavaScript (package.json) with npm")
     build.add_argument("dir")
     build.add_argument("-o", "--output", required=True)
     build.set_defaults(func=component_build)

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.support import built_example
+from tests.support import built_example, cli, f32
 from worldrt.host import Host
 from worldrt.v1 import host_pb, pb
 
@@ -142,3 +142,23 @@ def test_component_run_on_the_command_line(tmp_path: Path, caller_wasm: Path) ->
                              capture_output=True, text=True, timeout=60)
     assert inspect.returncode == 0, inspect.stderr
     assert "run" in json.loads(inspect.stdout)["exports"]
+
+
+def test_a_call_that_waits_for_its_provider_to_start_records_the_wait(tmp_path: Path, caller_wasm: Path) -> None:
+    """The second command finds its link in the registry and morph not running: its first call starts it."""
+    args = ["component", "run", str(caller_wasm), "--verse", "4242", "--json", "--args",
+            json.dumps({"instance_id": "new", "calls": 1})]
+    first = cli(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    second = cli(tmp_path, *args)
+    assert second.returncode == 0, second.stderr
+    calls = json.loads(second.stdout)["calls"]
+    assert [c["operation"] for c in calls] == ["start", "execute", "stop"]
+    start = calls[0]
+    assert start["latency_ms"] >= start["startup_ms"] > 10, start
+    assert all(c.get("startup_ms", 0.0) < start["startup_ms"] for c in calls[1:])
+    con = duckdb.connect(str(tmp_path / "world.duckdb"), read_only=True)
+    rows = con.execute("SELECT latency_ms, startup_ms FROM provider_invocations WHERE operation = 'start' "
+                       "ORDER BY invoked_at").fetchall()
+    con.close()
+    assert len(rows) == 2 and rows[1] == (f32(start["latency_ms"]), f32(start["startup_ms"]))
