@@ -36,7 +36,6 @@ from worldrt.v1 import host_pb, pb
 log = logging.getLogger("worldrt.host")
 
 InvokeSink = Callable[[host_pb.InvokeEvent], None]
-# How many bytes of each of a component's streams one invocation sends its caller.
 OUTPUT_EVENT_CAP = 1 << 20
 
 
@@ -92,6 +91,8 @@ class Host:
             self.registry.close()
             raise
         self._components: dict[str, LoadedComponent] = {}
+        # How many bytes of each of a component's streams one invocation sends its caller.
+        self.output_event_cap = OUTPUT_EVENT_CAP
         self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
 
@@ -234,15 +235,16 @@ class Host:
                 on_event(host_pb.InvokeEvent(log=f"[{level}] {message}"))
 
         forwarded = {"stdout": 0, "stderr": 0}
+        cap = self.output_event_cap
 
         def on_output(stream: str, data: bytes) -> None:
             # The caller gets the component's output as events, up to a cap per stream and invocation.
             sent = forwarded[stream]
-            if on_event is None or sent > OUTPUT_EVENT_CAP:
+            if on_event is None or sent > cap:
                 return
             forwarded[stream] = sent + len(data)
-            if sent + len(data) > OUTPUT_EVENT_CAP:
-                data = data[:OUTPUT_EVENT_CAP - sent] + f"\n[{stream} cut at {OUTPUT_EVENT_CAP} bytes]\n".encode()
+            if sent + len(data) > cap:
+                data = data[:cap - sent] + f"\n[{stream} cut at {cap} bytes]\n".encode()
             on_event(host_pb.InvokeEvent(output=host_pb.ComponentOutput(stream=stream, data=data)))
 
         self.router.observe(on_call)

@@ -185,7 +185,10 @@ class ComponentRuntime:
             try:
                 instance = self.linker.instantiate(store, component.component)
             except WasmtimeError as exc:
-                raise ComponentError(f"{component.name} could not be instantiated: {_cause(exc)}") from None
+                cause = _cause(exc)
+                # wasmtime's store limiter refused a memory: the note says which limit it was.
+                note = f" (memory limit {limits.memory_mb} MiB)" if "memory limits" in cause else ""
+                raise ComponentError(f"{component.name} could not be instantiated: {cause}{note}") from None
             instantiated = time.perf_counter()
             func = instance.get_func(store, export)
             if func is None:

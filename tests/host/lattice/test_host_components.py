@@ -16,10 +16,12 @@ import duckdb
 import pytest
 
 from tests.support import built_example, cli, f32
-from worldrt.host import Host
+from worldrt.host import OUTPUT_EVENT_CAP, Host
 from worldrt.v1 import host_pb, pb
 
 pytestmark = pytest.mark.daemons
+
+WAT = Path(__file__).resolve().parents[2] / "fixtures" / "wat"
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +164,19 @@ def test_a_call_that_waits_for_its_provider_to_start_records_the_wait(tmp_path: 
                        "ORDER BY invoked_at").fetchall()
     con.close()
     assert len(rows) == 2 and rows[1] == (f32(start["latency_ms"]), f32(start["startup_ms"]))
+
+
+def test_component_output_reaches_the_caller_as_events_up_to_a_cap(host: Host) -> None:
+    assert host.output_event_cap == OUTPUT_EVENT_CAP == 1 << 20
+    printing = host.load_component(host_pb.LoadComponentRequest(path=str(WAT / "print.wat")))
+    events: list[host_pb.InvokeEvent] = []
+    host.output_event_cap = 1000  # print.wat has one page of memory for its args
+    try:
+        outcome = host.invoke(host_pb.InvokeRequest(component_id=printing.component_id, verse_id=1, args="x" * 1500),
+                              events.append)
+    finally:
+        host.output_event_cap = OUTPUT_EVENT_CAP
+    assert outcome.ok and outcome.value == "printed"
+    for stream in ("stdout", "stderr"):
+        data = b"".join(e.output.data for e in events if e.HasField("output") and e.output.stream == stream)
+        assert data == b"x" * 1000 + f"\n[{stream} cut at 1000 bytes]\n".encode()

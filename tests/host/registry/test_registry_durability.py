@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import struct
+import subprocess
 import time
 import zlib
 from collections.abc import Iterator
