@@ -30,6 +30,18 @@ class HostAPI(Protocol):
     def run_verse(self, request: host_pb.VerseRequest, on_event: EventSink | None = None) -> dict[str, Any]: ...
     def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
+    def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply: ...
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
+                             on_event: EventSink | None = None) -> pb.ExecutionResult: ...
+    def build_image(self, request: host_pb.HostBuildImageRequest, on_event: Callable[[Any], None] | None = None,
+                    ) -> pb.Image: ...
+    def list_images(self, request: host_pb.HostImageRequest) -> pb.ListImagesReply: ...
+    def inspect_image(self, request: host_pb.HostImageRequest) -> pb.Image: ...
+    def delete_image(self, request: host_pb.HostImageRequest) -> pb.Image: ...
+    def write_files(self, request: host_pb.HostWriteFilesRequest) -> pb.WriteFilesReply: ...
+    def read_file(self, request: host_pb.HostReadFileRequest, on_event: Callable[[Any], None] | None = None,
+                  ) -> pb.FileChunk: ...
+    def list_files(self, request: host_pb.HostListFilesRequest) -> pb.ListFilesReply: ...
     def close(self) -> None: ...
 
 
@@ -39,12 +51,18 @@ class Method:
     rpc: str
     request: type[Message]
     # Streamed: (wrap the result as the last event, the result of an event or None when it is not the last).
-    finish: Callable[[Any], host_pb.InvokeEvent] | None = None
-    result_of: Callable[[host_pb.InvokeEvent], Any] | None = None
+    finish: Callable[[Any], Message] | None = None
+    result_of: Callable[[Any], Any] | None = None
 
 
 def _outcome_of(event: host_pb.InvokeEvent) -> host_pb.InvokeOutcome | None:
     return event.outcome if event.HasField("outcome") else None
+
+
+def _execution_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | None:
+    if event.HasField("execution") and event.execution.HasField("result"):
+        return event.execution.result
+    return None
 
 
 def _verse_result_of(event: host_pb.InvokeEvent) -> dict[str, Any] | None:
@@ -65,5 +83,19 @@ METHODS: tuple[Method, ...] = (
            result_of=_verse_result_of),
     Method("analytics", "Analytics", host_pb.AnalyticsRequest),
     Method("recent_invocations", "RecentInvocations", host_pb.RecentInvocationsRequest),
+    Method("call_provider", "CallProvider", host_pb.ProviderCallRequest),
+    Method("call_provider_stream", "CallProviderStream", host_pb.ProviderCallRequest,
+           finish=lambda result: host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result)),
+           result_of=_execution_result_of),
+    Method("build_image", "BuildImage", host_pb.HostBuildImageRequest,
+           finish=lambda image: pb.BuildImageEvent(image=image),
+           result_of=lambda event: event.image if event.HasField("image") else None),
+    Method("list_images", "ListImages", host_pb.HostImageRequest),
+    Method("inspect_image", "InspectImage", host_pb.HostImageRequest),
+    Method("delete_image", "DeleteImage", host_pb.HostImageRequest),
+    Method("write_files", "WriteFiles", host_pb.HostWriteFilesRequest),
+    Method("read_file", "ReadFile", host_pb.HostReadFileRequest,
+           finish=lambda chunk: chunk, result_of=lambda chunk: chunk if chunk.eof else None),
+    Method("list_files", "ListFiles", host_pb.HostListFilesRequest),
 )
 BY_NAME = {m.name: m for m in METHODS}

@@ -18,9 +18,10 @@ from typing import Any, Self
 import grpc
 
 from worldrt.errors import InvalidArgument, NotFound, WorldError
+from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host.lattice import CallReport, HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
-from worldrt.host.runtime import ComponentRuntime, GuestError, LoadedComponent
+from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, LoadedComponent
 from worldrt.host.verse import (
     VerseRunner,
     audit,
@@ -67,7 +68,20 @@ class HostError(InvalidArgument):
     """A request the host refuses; the message says what to change."""
 
 
-class Host:
+_REPLY_FIELD = {pb.Instance: "instance", pb.SnapshotRef: "snapshot", pb.BranchReply: "branch",
+                pb.ExecutionResult: "execution"}
+
+
+def _operation_of(request: host_pb.ProviderCallRequest) -> str:
+    if not request.source:
+        raise HostError("ProviderCallRequest.source is required: the name whose generator link picks the provider")
+    operation: str | None = request.WhichOneof("request")
+    if operation is None:
+        raise HostError("ProviderCallRequest names no operation: set start, stop, snapshot, branch, execute or merge")
+    return operation
+
+
+class Host(ImagesAndFiles):
     """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
     stderr and code each stored row keeps."""
@@ -304,6 +318,29 @@ class Host:
             latency_ms=r["latency_ms"] or 0.0, cost_units=r["cost_units"] or 0.0, invoked_at=str(r["invoked_at"]),
             startup_ms=r.get("startup_ms") or 0.0)
             for r in rows])
+
+    # provider calls (compatible HTTP APIs) ------------------------------------------------------------
+    def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply:
+        """One generator operation through ``request.source``'s link, recorded like a component's import."""
+        operation = _operation_of(request)
+        reply = self.router.call(OPERATIONS[("generator", operation)], getattr(request, operation),
+                                 CallContext(request.verse_id, request.source))
+        answer = host_pb.ProviderCallReply()
+        getattr(answer, _REPLY_FIELD[type(reply)]).CopyFrom(reply)
+        return answer
+
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
+                             on_event: InvokeSink | None = None) -> pb.ExecutionResult:
+        """``execute`` over ExecuteStream: each output event to ``on_event``; the result is returned."""
+        if _operation_of(request) != "execute":
+            raise HostError("CallProviderStream streams only execute")
+        result = pb.ExecutionResult()
+        for event in self.router.stream(request.execute, CallContext(request.verse_id, request.source)):
+            if event.HasField("result"):
+                result = event.result
+            elif on_event is not None:
+                on_event(host_pb.InvokeEvent(execution=event))
+        return result
 
     # lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:

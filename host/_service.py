@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -32,7 +33,7 @@ from worldrt.providers import (
     expected_header,
     listen_address,
 )
-from worldrt.v1 import HOST_SERVICE_NAME, host_pb, host_rpc
+from worldrt.v1 import HOST_SERVICE_NAME, host_rpc
 
 log = logging.getLogger("worldrt.host")
 
@@ -115,7 +116,7 @@ class HostServicer(host_rpc.HostServicer):
         assert finish is not None
 
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            events: queue.SimpleQueue[host_pb.InvokeEvent | BaseException | None] = queue.SimpleQueue()
+            events: queue.SimpleQueue[Message | BaseException | None] = queue.SimpleQueue()
 
             def run() -> None:
                 try:

@@ -16,14 +16,18 @@ class ProviderInfo:
 
 
 _LIFECYCLE = ("init", "shutdown", "receive_link_config", "delete_link", "capabilities")
+# What providers whose instances live in sandboxes serve besides their instances' lifecycle.
+_FILES_AND_IMAGES = ("write_files", "read_file", "read_file_chunk", "list_files",
+                     "build_image", "list_images", "inspect_image", "delete_image")
 
 CATALOG: dict[str, ProviderInfo] = {
     p.provider_id: p
     for p in (
         ProviderInfo("morph", "Morph Labs Infinibranch (local engine)", 1, "generator", "worldrt.providers.morph",
-                     _LIFECYCLE + ("start", "stop", "snapshot", "branch", "execute", "execute_stream", "merge")),
+                     _LIFECYCLE + ("start", "stop", "snapshot", "branch", "execute", "execute_stream", "merge")
+                     + _FILES_AND_IMAGES),
         ProviderInfo("modal", "Modal Sandboxes (local engine)", 1, "generator", "worldrt.providers.modal",
-                     _LIFECYCLE + ("start", "stop", "snapshot", "execute", "execute_stream")),
+                     _LIFECYCLE + ("start", "stop", "snapshot", "execute", "execute_stream") + _FILES_AND_IMAGES),
         ProviderInfo("primeintellect", "PrimeIntellect Distributed RL (local engine)", 0, "coordinator",
                      "worldrt.providers.primeintellect", _LIFECYCLE + ("optimize",)),
         ProviderInfo("gensyn", "Gensyn Decentralized ML (local engine)", -1, "validator",

@@ -130,6 +130,30 @@ class Provider:
     async def merge(self, request: pb.MergeRequest, call: Call) -> pb.Instance:
         raise self._unimplemented("merge")
 
+    async def write_files(self, request: pb.WriteFilesRequest, call: Call) -> pb.WriteFilesReply:
+        raise self._unimplemented("write_files")
+
+    def read_file(self, request: pb.ReadFileRequest, call: Call) -> AsyncIterator[pb.FileChunk]:
+        raise self._unimplemented("read_file")
+
+    async def read_file_chunk(self, request: pb.ReadFileRequest, call: Call) -> pb.FileChunk:
+        raise self._unimplemented("read_file_chunk")
+
+    async def list_files(self, request: pb.ListFilesRequest, call: Call) -> pb.ListFilesReply:
+        raise self._unimplemented("list_files")
+
+    def build_image(self, request: pb.BuildImageRequest, call: Call) -> AsyncIterator[pb.BuildImageEvent]:
+        raise self._unimplemented("build_image")
+
+    async def list_images(self, request: pb.ListImagesRequest, call: Call) -> pb.ListImagesReply:
+        raise self._unimplemented("list_images")
+
+    async def inspect_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
+        raise self._unimplemented("inspect_image")
+
+    async def delete_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
+        raise self._unimplemented("delete_image")
+
     async def optimize(self, request: pb.OptimizeRequest, call: Call) -> pb.OptimizeReply:
         raise self._unimplemented("optimize")
 

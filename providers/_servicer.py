@@ -19,7 +19,11 @@ _UNARY = {
     "Init": "init", "ReceiveLinkConfig": "receive_link_config", "DeleteLink": "delete_link",
     "Capabilities": "capabilities", "Start": "start", "Stop": "stop", "Snapshot": "snapshot",
     "Branch": "branch", "Execute": "execute", "Merge": "merge", "Optimize": "optimize", "Verify": "verify",
+    "WriteFiles": "write_files", "ReadFileChunk": "read_file_chunk", "ListFiles": "list_files",
+    "ListImages": "list_images", "InspectImage": "inspect_image", "DeleteImage": "delete_image",
 }
+# Server-streamed rpcs other than ExecuteStream: their events pass through as the provider yields them.
+_STREAMED = {"ReadFile": "read_file", "BuildImage": "build_image"}
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -42,6 +46,8 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
         self._on_shutdown = on_shutdown
         for rpc_name, method in _UNARY.items():
             setattr(self, rpc_name, self._unary_handler(method))
+        for rpc_name, method in _STREAMED.items():
+            setattr(self, rpc_name, self._stream_handler(method))
 
     def _call(self, operation: str, context: grpc.aio.ServicerContext) -> Call:
         md = _metadata(context)
@@ -68,6 +74,19 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
                 raise  # unreachable: abort raises
             context.set_trailing_metadata(_finish(call, self.provider, reply))
             return reply
+
+        handle.__name__ = method
+        return handle
+
+    def _stream_handler(self, method: str) -> Callable[..., Any]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = self._call(method, context)
+            try:
+                async for event in getattr(self.provider, method)(request, call):
+                    yield event
+            except Exception as exc:  # noqa: BLE001
+                await self._fail(exc, call, context)
+            context.set_trailing_metadata(_finish(call, self.provider))
 
         handle.__name__ = method
         return handle

@@ -8,10 +8,10 @@ import signal
 import grpc
 
 from worldrt.errors import WorldError
-from worldrt.host.cli import _components, _links, _providers, _reports, _serving, _verses
+from worldrt.host.cli import _apis, _components, _images, _links, _providers, _reports, _serving, _verses
 from worldrt.host.cli._common import Parents, err_console
 
-GROUPS = (_providers, _links, _components, _serving, _verses, _reports)
+GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _apis)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldrt.host.cli._common import Commands, Parents, as_dict, console, emit, key_value, session, table
+from worldrt.host.cli._common import CliError, Commands, Parents, as_dict, console, emit, key_value, session, table
 from worldrt.v1 import host_pb
 
 
@@ -47,6 +47,16 @@ def provider_serve(args: argparse.Namespace) -> int:
     from worldrt.providers import ServerTls, default_state_dir, run_provider, token_from
 
     values = dict(key_value(item) for item in args.set)
+    if args.backend != "local" and args.name != "morph":
+        raise CliError(f"--backend {args.backend} is morph's; {args.name} has only its local engine")
+    if args.backend != "local":
+        values["backend"] = args.backend
+    elif args.base_url or args.api_key:
+        raise CliError("--base-url and --api-key are for --backend morphcloud")
+    if args.base_url:
+        values["base_url"] = args.base_url
+    if args.api_key:
+        values["api_key"] = args.api_key
     run_provider(args.name, args.listen, token_from(args.token_file),
         Path(args.state_dir) if args.state_dir else default_state_dir(), values,
         tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
@@ -73,5 +83,14 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     serve.add_argument("--state-dir", help="where sandboxes and keys live (default ./.worldrt/providers)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="engine option, e.g. pool_size=4, max_branches=256, ttl_s=3600")
+    serve.add_argument("--backend", choices=["local", "morphcloud"], default="local",
+                       help="morph only: 'local' (the Infinibranch engine on this machine, the default) or "
+                            "'morphcloud' (Morph Cloud's REST API)")
+    serve.add_argument("--base-url", metavar="URL",
+                       help="morphcloud: the API's base URL, /api included (default $MORPH_BASE_URL, else "
+                            "https://cloud.morph.so/api)")
+    serve.add_argument("--api-key", metavar="KEY",
+                       help="morphcloud: the Morph API key (default $MORPH_API_KEY; prefer the variable: a flag is "
+                            "readable in /proc/PID/cmdline)")
     serve.set_defaults(func=provider_serve)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import grpc
@@ -30,7 +30,7 @@ from worldrt.errors import (
 )
 from worldrt.host.lattice._links import LinkTable
 from worldrt.host.registry import Registry
-from worldrt.host.runtime import CallContext, Operation, Router
+from worldrt.host.runtime import OPERATIONS, CallContext, Operation, Router
 from worldrt.providers import ClientTls, open_channel
 from worldrt.v1 import pb, rpc
 
@@ -166,6 +166,41 @@ class LinkRouter(Router):
         self._finish(context, op, provider, request, reply, (time.perf_counter() - started) * 1000, startup_ms, cost,
                      "", link.secret_values)
         return _costed(reply, cost)
+
+    def stream(self, request: pb.ExecuteRequest, context: CallContext) -> Iterator[pb.ExecutionEvent]:
+        """ExecuteStream on the provider of ``context.source``'s generator link, recorded (as
+        ``execute_stream``, with its result) when the stream ends."""
+        op = OPERATIONS[("generator", "execute")]
+        link = self.links.resolve(context.source, op.interface, context.link_name(op.interface))
+        if link is None:
+            raise FailedPrecondition(f"{context.source!r} has no link for interface {op.interface!r}; link it with: "
+                                     f"worldrt link put {op.interface}=PROVIDER")
+        provider = link.target_provider
+        started = time.perf_counter()
+        try:
+            address = self._address_of(provider)
+        except WorldError as exc:
+            raise Unavailable(f"provider {provider} is not available: {exc.message}") from exc
+        startup_ms = (time.perf_counter() - started) * 1000
+        streamed = Operation(op.interface, "execute_stream", "ExecuteStream", op.request, pb.ExecutionEvent)
+        call = self.stub(address).ExecuteStream(request, timeout=_timeout(op, request, context),
+                                                metadata=_metadata(context, self._token, link.name))
+        result: Any = None
+        try:
+            for event in call:
+                if event.HasField("result"):
+                    result = event.result
+                yield event
+        except grpc.RpcError as exc:
+            error = from_rpc_error(exc)
+            self._finish(context, streamed, provider, request, {"error": error.code.name, "message": error.message},
+                         (time.perf_counter() - started) * 1000, startup_ms, cost_of(exc), error.code.name,
+                         link.secret_values)
+            raise error from None
+        finally:
+            call.cancel()
+        self._finish(context, streamed, provider, request, result, (time.perf_counter() - started) * 1000,
+                     startup_ms, cost_of(call), "", link.secret_values)
 
     def _finish(self, context: CallContext, op: Operation, provider: str, request: Message, result: Any,
                 latency_ms: float, startup_ms: float, cost: float, error: str, secrets: tuple[str, ...]) -> None:

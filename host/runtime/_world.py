@@ -45,6 +45,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Operation("generator", "branch", "Branch", pb.BranchRequest, pb.BranchReply),
         Operation("generator", "execute", "Execute", pb.ExecuteRequest, pb.ExecutionResult),
         Operation("generator", "merge", "Merge", pb.MergeRequest, pb.Instance),
+        Operation("generator", "write-files", "WriteFiles", pb.WriteFilesRequest, pb.WriteFilesReply),
+        Operation("generator", "read-file", "ReadFileChunk", pb.ReadFileRequest, pb.FileChunk),
+        Operation("generator", "list-files", "ListFiles", pb.ListFilesRequest, pb.ListFilesReply),
         Operation("coordinator", "optimize", "Optimize", pb.OptimizeRequest, pb.OptimizeReply),
         Operation("validator", "verify", "Verify", pb.VerifyRequest, pb.VerifyReply),
     )

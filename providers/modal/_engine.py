@@ -21,6 +21,7 @@ from worldrt.providers.sandbox import (
     ArchiveTooLarge,
     ChannelClosed,
     Done,
+    ImageInfo,
     InstanceEngine,
     Limits,
     LiveInstance,
@@ -40,6 +41,7 @@ class DiskSnapshot:
     size_bytes: int
     files: int
     ttl_s: int
+    image: str = ""
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -53,18 +55,24 @@ class SandboxPool(InstanceEngine):
         self.snapshots: dict[str, DiskSnapshot] = {}
 
     async def run_once(self, code: str, language: str, timeout_ms: int, env: dict[str, str],
-                       limits: Limits, *, collect: bool = False) -> AsyncIterator[Output | Done]:
-        """Run code in a fresh warm sandbox that ends with the run."""
+                       limits: Limits, *, collect: bool = False,
+                       argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
+        """Run code (or a command) in a fresh warm sandbox that ends with the run."""
         inst = await self.start(limits, 0, {"one_shot": "true"})
         try:
-            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect):
+            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect, argv=argv):
                 yield item
         finally:
             await self.drop_instance(inst.id, "its one-shot run ended")
 
     async def start_from(self, snapshot_id: str, limits: Limits, ttl_s: int,
-                         metadata: dict[str, str]) -> LiveInstance:
+                         metadata: dict[str, str], image: ImageInfo | None = None) -> LiveInstance:
+        """A fresh sandbox of the snapshot's image with the snapshot's disk unpacked in it."""
         snap = self.snapshot_of(snapshot_id)
+        if image is not None and image.digest != snap.image:
+            raise err.InvalidArgument(f"snapshot {snapshot_id} was taken of image {snap.image[:12]}, not "
+                                      f"{image.digest[:12]}: leave image empty to start from a snapshot")
+        image = self.image(snap.image) if snap.image else None
         snap.last_used = time.monotonic()
 
         async def unpack(proc: SandboxProcess) -> None:
@@ -75,9 +83,12 @@ class SandboxPool(InstanceEngine):
                 finally:
                     os.close(archive)
 
-        inst = await self.start(limits, ttl_s, metadata, prepare=unpack)
+        inst = await self.start(limits, ttl_s, metadata, prepare=unpack, image=image)
         inst.snapshot_id = snapshot_id
         return inst
+
+    def images_in_use(self) -> set[str]:
+        return super().images_in_use() | {snap.image for snap in self.snapshots.values()}
 
     def snapshot_of(self, sid: str) -> DiskSnapshot:
         snap = self.snapshots.get(sid)
@@ -99,7 +110,7 @@ class SandboxPool(InstanceEngine):
             except (SandboxError, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         files, size = self.disk_counts(reply, iid)
-        snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s)
+        snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image)
         self.snapshots[sid] = snap
         return snap
 

@@ -22,6 +22,7 @@ class ModalProvider(SandboxedProvider):
         self.engine: SandboxPool = SandboxPool(
             options.state_dir, pool_size=int(v.get("pool_size", 4)), default_ttl_s=int(v.get("idle_timeout_s", 300)),
             max_lifetime_s=int(v.get("lifetime_s", 3600)), snapshot_ttl_s=int(v.get("snapshot_ttl_s", 3600)),
+            images=self.images,
         )
 
     def capability_items(self) -> dict[str, object]:
@@ -38,10 +39,12 @@ class ModalProvider(SandboxedProvider):
         limits = self.check_start(request, call)
         if request.language:
             self.check_language(request.language)
+        image = self.engine.image(request.image) if request.image else None
         if request.snapshot_id:
-            inst = await self.engine.start_from(request.snapshot_id, limits, request.ttl_s, dict(request.metadata))
+            inst = await self.engine.start_from(request.snapshot_id, limits, request.ttl_s, dict(request.metadata),
+                                                image)
         else:
-            inst = await self.engine.start(limits, request.ttl_s, dict(request.metadata))
+            inst = await self.engine.start(limits, request.ttl_s, dict(request.metadata), image=image)
         return self.instance_pb(inst)
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
@@ -57,11 +60,11 @@ class ModalProvider(SandboxedProvider):
             raise err.InvalidArgument("ttl_s must not be negative")
         snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.DISK_ONLY,
-                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at))
+                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image)
 
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """Without an instance id, the run has a fresh sandbox of its own (Modal's one-shot run)."""
         if request.instance_id:
             return super().runs(request, language, collect=collect)
         return self.engine.run_once(request.code, language, request.timeout_ms, dict(request.env), Limits(),
-                                    collect=collect)
+                                    collect=collect, argv=self.check_argv(request))

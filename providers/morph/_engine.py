@@ -83,6 +83,9 @@ class Infinibranch(InstanceEngine):
             return snap
         return await super().stop(member_id, reason)
 
+    def images_in_use(self) -> set[str]:
+        return super().images_in_use() | {snap.image for snap in self.snapshots.values()}
+
     def snapshot_of(self, sid: str) -> FrozenSnapshot:
         snap = self.snapshots.get(sid)
         if snap is not None:
@@ -116,7 +119,7 @@ class Infinibranch(InstanceEngine):
             self._placing[iid] = asyncio.create_task(self._place(inst, proc, self._placing.get(iid)))
         self.uids.hold(inst.lineage.uid)
         snap = FrozenSnapshot(sid, inst.sandbox, proc, inst.limits, ttl_s or self.snapshot_ttl_s, inst.lineage,
-                              instance_id=iid, files=self.disk_counts(proc.hello, sid)[0])
+                              image=inst.image, instance_id=iid, files=self.disk_counts(proc.hello, sid)[0])
         snap.size_bytes = size + _rss_bytes(proc.pid)
         snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
                                       lambda: self.archives.open(sid) if snap.files else None, self.ready_budget)
@@ -146,7 +149,7 @@ class Infinibranch(InstanceEngine):
         for branch in ready:
             self.uids.hold(branch.lineage.uid)
             inst = LiveInstance(branch.proc.key, snap.sandbox, branch.proc, snap.limits, ttl_s or self.default_ttl_s,
-                                branch.lineage, snapshot_id=sid, metadata=dict(metadata or {}))
+                                branch.lineage, image=snap.image, snapshot_id=sid, metadata=dict(metadata or {}))
             self.instances[inst.id] = inst
             made.append(inst)
         missing = count - len(made)

@@ -22,10 +22,12 @@ class MorphProvider(SandboxedProvider):
         self.engine: Infinibranch = Infinibranch(
             options.state_dir, pool_size=int(v.get("pool_size", 2)), max_branches=int(v.get("max_branches", 256)),
             default_ttl_s=int(v.get("ttl_s", 3600)), snapshot_ttl_s=int(v.get("snapshot_ttl_s", 3600)),
+            images=self.images,
         )
 
     def capability_items(self) -> dict[str, object]:
         return {
+            "backend": "local",
             "engine": "local Infinibranch: fork-based snapshot and branch of sandboxed interpreters "
                       "(runs on this machine; not Morph Cloud)",
             "snapshot_kind": "MEMORY_AND_DISK",
@@ -39,12 +41,17 @@ class MorphProvider(SandboxedProvider):
         limits = self.check_start(request, call)
         if request.language:
             self.check_language(request.language)
+        image = self.engine.image(request.image) if request.image else None
         if request.snapshot_id:
+            snap = self.engine.snapshot_of(request.snapshot_id)
+            if image is not None and image.digest != snap.image:
+                raise err.InvalidArgument(f"snapshot {request.snapshot_id} runs from image {snap.image[:12]}, not "
+                                          f"{request.image!r}: leave image empty to start from a snapshot")
             made, errors = await self.engine.branch(request.snapshot_id, 1, request.ttl_s, dict(request.metadata))
             if not made:
                 raise err.Aborted(f"could not start from snapshot {request.snapshot_id}: {errors}")
             return self.instance_pb(made[0])
-        return self.instance_pb(await self.engine.start(limits, request.ttl_s, dict(request.metadata)))
+        return self.instance_pb(await self.engine.start(limits, request.ttl_s, dict(request.metadata), image=image))
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
         """Stop an instance; given a snapshot id, release that snapshot."""
@@ -59,7 +66,7 @@ class MorphProvider(SandboxedProvider):
             raise err.InvalidArgument("ttl_s must not be negative")
         snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.MEMORY_AND_DISK,
-                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at))
+                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image)
 
     async def branch(self, request: pb.BranchRequest, call: Call) -> pb.BranchReply:
         if request.ttl_s < 0:

@@ -10,6 +10,8 @@ from worldrt.providers.sandbox._branches import (
     ReadyBudget,
 )
 from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._images import DEFAULT as DEFAULT_IMAGE
+from worldrt.providers.sandbox._images import LAYER_ROOT, ImageInfo, ImageStore
 from worldrt.providers.sandbox._instances import (
     Done,
     InstanceEngine,
@@ -49,6 +51,7 @@ __all__ = [
     "Sandbox", "SandboxProcess", "Limits", "Cgroups", "NsSet", "ALLOCATOR", "UidAllocator",
     # instances, snapshots and branches
     "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "new_id",
+    "ImageStore", "ImageInfo", "DEFAULT_IMAGE", "LAYER_ROOT",
     "Lineage", "Branch", "ReadyBranches", "ReadyBudget", "MAX_DEPTH", "ArchiveStore", "ArchiveTooLarge",
     # errors
     "SandboxError", "ProtocolError", "ChannelClosed",

@@ -1,7 +1,9 @@
 """The bubblewrap command line that builds one sandbox.
 
-Only system directories and the interpreter are bound in (read-only); the agent's files and its seccomp
-filters are copied in from memory, so no path of the daemon's state appears inside. A member's
+Only system directories, the base interpreter and the sandbox's image are bound in (read-only); the
+base install's own site-packages are hidden, so a sandbox imports the standard library and its image's
+packages only. The agent's files and its seccomp filters are copied in from memory, so no path of the
+daemon's state appears inside. A member's
 /workspace, /tmp and /dev/shm are a tmpfs the zygote mounts when it spawns the member.
 """
 
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import sys
+import sysconfig
 from pathlib import Path
 
 from worldrt.errors import FailedPrecondition
@@ -19,16 +23,17 @@ AGENT_DIR = Path(__file__).resolve().parent
 AGENT_MOUNT = "/opt/worldrt"
 AGENT_FILES = ("agent.py", "_wire.py", "_linux.py")
 # Only what programs need to run: no /home, /root, /etc/shadow or host sockets are visible inside.
-_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC_FILES = (
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = (
     "/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
     "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 )
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Each member gets its own of these (on its disk): nothing of the host's under them is seen inside.
 MEMBER_PRIVATE_DIRS = ("/tmp", "/workspace", "/dev/shm")
-# Where a sandbox sees the daemon's venv.
+# Where a sandbox sees its image (a venv-shaped layer, see _images).
 ENV_MOUNT = "/opt/python-env"
+SANDBOX_ENV_PATH = f"{ENV_MOUNT}/bin:{SANDBOX_PATH}"
 
 
 def bwrap_path() -> str:
@@ -52,22 +57,60 @@ def _usable(root: str, *, at_own_path: bool = True) -> str:
     return root
 
 
-def interpreter() -> tuple[list[tuple[str, str]], str]:
-    """How a sandbox runs this Python: the (host path, sandbox path) binds it needs, and the executable
-    inside. A venv is bound at ENV_MOUNT, wherever it lives (under /tmp too, which each member replaces
-    with its own): its host path never shows inside. The base install keeps its path, which the venv's
-    interpreter link and ``pyvenv.cfg`` name; under /usr it is a system directory, mounted already."""
+def interpreter() -> list[tuple[str, str]]:
+    """The (host path, sandbox path) binds a sandbox needs to run this Python's base interpreter and
+    standard library (a venv's own folder is never bound: the image stands in its place). The base
+    install keeps its path, which an image's ``pyvenv.cfg`` names; under /usr it is a system directory,
+    mounted already."""
     venv = sys.prefix if sys.prefix != sys.base_prefix else None
     bases = {root for root in (sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)))
              if venv is None or not (root == venv or root.startswith(venv + "/"))}  # a venv's copied binary
-    binds = [(_usable(root), root) for root in sorted(bases)
-             if not root.startswith("/usr/") and not any(root != o and root.startswith(o + "/") for o in bases)]
-    if venv is None:
-        return binds, os.path.realpath(sys.executable)
-    return [*binds, (_usable(venv, at_own_path=False), ENV_MOUNT)], f"{ENV_MOUNT}/bin/{os.path.basename(sys.executable)}"
+    return [(_usable(root), root) for root in sorted(bases)
+            if not root.startswith("/usr/") and not any(root != o and root.startswith(o + "/") for o in bases)]
 
 
-def _parents(path: str) -> list[str]:
+def base_interpreter() -> str:
+    """The base interpreter's binary at its own path (bound by ``interpreter``), outside any venv: a venv
+    may hold a copy of it, which sandboxes do not see."""
+    venv = sys.prefix if sys.prefix != sys.base_prefix else None
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (getattr(sys, "_base_executable", ""), os.path.join(sys.base_prefix, "bin", version),
+                      os.path.join(sys.base_prefix, "bin", "python3"), sys.executable):
+        real = os.path.realpath(candidate) if candidate else ""
+        if real and os.path.isfile(real) and not (venv and (real == venv or real.startswith(venv + "/"))):
+            return real
+    return os.path.realpath(sys.executable)
+
+
+def executable() -> str:
+    """The interpreter inside: the image's link to the base binary."""
+    return f"{ENV_MOUNT}/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def hidden_site_dirs() -> list[str]:
+    """The base install's site-packages (and a Debian Python's dist-packages): covered by an empty
+    read-only folder inside, so nothing installed there is seen."""
+    found = set(site.getsitepackages([sys.base_prefix]))
+    for scheme in ("posix_prefix", "posix_local", "deb_system"):
+        if scheme in sysconfig.get_scheme_names():
+            paths = sysconfig.get_paths(scheme, vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+            found.update((paths["purelib"], paths["platlib"]))
+    found.update(("/usr/lib/python3/dist-packages", f"/usr/local/lib/python3.{sys.version_info.minor}/dist-packages"))
+    return sorted(p for p in found if os.path.isdir(p) and not os.path.islink(p))
+
+
+def python_binds(layer: str) -> list[str]:
+    """bwrap arguments that make a sandbox's Python: the base install, its site-packages hidden, and the
+    image layer at ENV_MOUNT."""
+    argv: list[str] = []
+    for source, target in interpreter():
+        argv += parents(target) + ["--ro-bind", source, target]
+    for path in hidden_site_dirs():
+        argv += ["--perms", "0555", "--tmpfs", path, "--remount-ro", path]
+    return argv + ["--ro-bind", _usable(layer, at_own_path=False), ENV_MOUNT]
+
+
+def parents(path: str) -> list[str]:
     """Create the ancestors of a bind target traversable (bwrap would make them 0700 as root)."""
     out: list[str] = []
     parts = Path(path).parts[1:-1]
@@ -76,7 +119,7 @@ def _parents(path: str) -> list[str]:
     return out
 
 
-def _memfd(name: str, data: bytes) -> int:
+def memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, 0)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
@@ -85,15 +128,16 @@ def _memfd(name: str, data: bytes) -> int:
 
 def agent_fds() -> dict[str, int]:
     """Fresh descriptors holding what is copied into the sandbox: each is read once by bwrap."""
-    fds = {f"{AGENT_MOUNT}/{name}": _memfd(name, (AGENT_DIR / name).read_bytes()) for name in AGENT_FILES}
-    fds[f"{AGENT_MOUNT}/member.bpf"] = _memfd("member.bpf", _seccomp.member_filter())
-    fds["seccomp"] = _memfd("sandbox.bpf", _seccomp.sandbox_filter())
+    fds = {f"{AGENT_MOUNT}/{name}": memfd(name, (AGENT_DIR / name).read_bytes()) for name in AGENT_FILES}
+    fds[f"{AGENT_MOUNT}/member.bpf"] = memfd("member.bpf", _seccomp.member_filter())
+    fds["seccomp"] = memfd("sandbox.bpf", _seccomp.sandbox_filter())
     return fds
 
 
-def command(label: str, channel_fd: int, nproc: int, files: dict[str, int]) -> list[str]:
-    """argv that starts the agent as the zygote of a new sandbox. ``label`` is bwrap's argv[0], so a
-    sandbox can be told apart in the host's process list; it does not reach inside."""
+def command(label: str, channel_fd: int, nproc: int, files: dict[str, int], layer: str) -> list[str]:
+    """argv that starts the agent as the zygote of a new sandbox running from the image ``layer``.
+    ``label`` is bwrap's argv[0], so a sandbox can be told apart in the host's process list; it does
+    not reach inside."""
     argv = [label, "--die-with-parent", "--new-session",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", "sandbox", "--clearenv",
@@ -105,25 +149,23 @@ def command(label: str, channel_fd: int, nproc: int, files: dict[str, int]) -> l
     if os.geteuid() != 0:
         raise PermissionError("the sandbox engine runs as root: it gives each member a uid, cgroups and namespaces "
                               "of its own (run the provider daemon as root)")
-    for path in _SYSTEM_DIRS:
+    for path in SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    for path in _ETC_FILES:
+    for path in ETC_FILES:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    binds, executable = interpreter()
-    for source, target in binds:
-        argv += _parents(target) + ["--ro-bind", source, target]
+    argv += python_binds(layer)
     for dest, fd in files.items():
         if dest != "seccomp":
             argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
     argv += ["--seccomp", str(files["seccomp"]),
              "--chdir", "/",
-             "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/workspace",
+             "--setenv", "PATH", SANDBOX_ENV_PATH, "--setenv", "HOME", "/workspace",
              "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
              "--setenv", "PYTHONUNBUFFERED", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
-             "--", executable,
+             "--", executable(),
              f"{AGENT_MOUNT}/agent.py", str(channel_fd), str(nproc)]
     return argv

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worldrt import errors as err
-from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox import _frames, _workspace
 from worldrt.providers.sandbox._archive import (
     OVERHEAD_BYTES,
     ArchiveStore,
@@ -32,6 +32,7 @@ from worldrt.providers.sandbox._archive import (
 )
 from worldrt.providers.sandbox._branches import Lineage
 from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._images import DEFAULT, ImageInfo, ImageStore
 from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
@@ -40,6 +41,7 @@ from worldrt.providers.sandbox._process import (
 )
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
+from worldrt.providers.sandbox._workspace import NewFile, Opened
 
 log = logging.getLogger("worldrt.sandbox")
 
@@ -49,6 +51,8 @@ _TOMBSTONES = 100_000
 # Output the daemon takes from one run: what the agent keeps (2 MiB) and its truncation note, with room.
 MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
+# Images other than the default keep warm sandboxes too, for the most recently started of them.
+IMAGE_POOLS = 4
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Member:
     limits: Limits
     ttl_s: int
     lineage: Lineage
+    # The digest of the image the member runs from.
+    image: str = ""
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
@@ -86,6 +92,16 @@ class Warm:
     sandbox: Sandbox
     proc: SandboxProcess
     uid: int
+
+
+@dataclass
+class WarmPool:
+    """Warm sandboxes of one image."""
+
+    image: ImageInfo
+    size: int
+    warm: list[Warm] = field(default_factory=list)
+    refilling: asyncio.Task[None] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +147,11 @@ class InstanceEngine:
 
     def __init__(self, state_dir: Path, *, pool_size: int = 2, max_instances: int = 2048,
                  default_ttl_s: int = 3600, max_lifetime_s: int = 0, reap_interval_s: float = 1.0,
-                 snapshot_budget_bytes: int = SNAPSHOT_BUDGET_BYTES) -> None:
+                 snapshot_budget_bytes: int = SNAPSHOT_BUDGET_BYTES, images: ImageStore | None = None) -> None:
         self.state_dir = state_dir
+        self.images = images or ImageStore.beside(state_dir)
+        self.default_image: ImageInfo | None = None
+        self._image_pools: OrderedDict[str, WarmPool] = OrderedDict()
         self.pool_size = pool_size
         self.max_instances = max_instances
         self.default_ttl_s = default_ttl_s
@@ -146,6 +165,7 @@ class InstanceEngine:
         self._refilling: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
+        self._removing_pools: set[asyncio.Task[None]] = set()
         self.cgroups = Cgroups("unopened", [])
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -153,6 +173,8 @@ class InstanceEngine:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         self.cgroups = Cgroups.open(f"worldrt-{self.provider_id}-{os.getpid()}")
+        await asyncio.to_thread(self.images.prepare)
+        self.default_image = self.images.resolve(DEFAULT)
         # As the refill task, so a refill a take schedules meanwhile joins it instead of racing it.
         self._refilling = asyncio.create_task(self._refill(retry=False))
         await self._refilling
@@ -172,6 +194,9 @@ class InstanceEngine:
         pool, self._pool = self._pool, []
         for warm in pool:
             await self._discard(warm)
+        for digest in list(self._image_pools):
+            await self.drop_image_pool(digest)
+        await asyncio.gather(*self._removing_pools, return_exceptions=True)
         await asyncio.to_thread(self.cgroups.close)
         return stopped
 
@@ -185,16 +210,31 @@ class InstanceEngine:
                 "namespaces": "pid, mount, network, ipc and uts per sandbox; user, mount, network and ipc "
                               "per branch",
                 "disk": "workspace, /tmp and /dev/shm on a tmpfs of the instance's disk quota, in memory",
+                "python": "the base interpreter and standard library, its site-packages hidden, and the instance's "
+                          "image read-only at /opt/python-env (StartRequest.image; default: numpy)",
+                "files": "WriteFiles/ReadFile/ListFiles done by the instance itself, confined to /workspace",
                 "seccomp": "no keyrings, io_uring, bpf, ptrace, modules, perf, userfaultfd or new namespaces",
                 "cgroups": self.cgroups.controllers, "rlimits": ["memory", "cpu", "file_size"]}
 
     # pool --------------------------------------------------------------------------------------
-    async def _new_sandbox(self) -> Sandbox:
-        return await asyncio.to_thread(Sandbox.start, new_id("sb"), self.state_dir, self.cgroups)
+    def image(self, ref: str) -> ImageInfo:
+        """The image a request names ("" for the default); NotFound when there is none."""
+        if not ref.strip() and self.default_image is not None:
+            return self.default_image
+        return self.images.resolve(ref)
 
-    async def _warm(self) -> Warm:
+    def images_in_use(self) -> set[str]:
+        return {inst.image for inst in self.instances.values()}
+
+    async def _new_sandbox(self, image: ImageInfo | None = None) -> Sandbox:
+        image = image or self.default_image
+        assert image is not None, "the engine is not open"
+        return await asyncio.to_thread(Sandbox.start, new_id("sb"), self.state_dir, self.cgroups,
+                                       self.images.layer(image.digest), image.digest)
+
+    async def _warm(self, image: ImageInfo | None = None) -> Warm:
         """A started sandbox whose member (with the default limits) is already spawned and placed."""
-        sandbox = await self._new_sandbox()
+        sandbox = await self._new_sandbox(image)
         uid = ALLOCATOR.take()
         try:
             proc = await self._spawn(sandbox, new_id("i"), uid, Limits())
@@ -234,12 +274,64 @@ class InstanceEngine:
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.create_task(self._refill())
 
-    async def take_member(self, limits: Limits) -> tuple[Sandbox, SandboxProcess, int]:
+    async def _refill_image(self, pool: WarmPool) -> None:
+        while len(pool.warm) < pool.size and not self._closing.is_set() and \
+                self._image_pools.get(pool.image.digest) is pool:
+            try:
+                pool.warm.append(await self._warm(pool.image))
+            except (SandboxError, ChannelClosed, OSError) as exc:
+                log.error("could not pre-start a sandbox of image %s: %s", pool.image.digest[:12], exc)
+                return
+        if self._image_pools.get(pool.image.digest) is not pool:
+            for warm in pool.warm:
+                await self._discard(warm)
+            pool.warm = []
+
+    def _image_pool(self, image: ImageInfo) -> WarmPool:
+        """The warm pool of an image other than the default: kept for the most recent few, refilled in the
+        background after each take."""
+        pool = self._image_pools.get(image.digest)
+        if pool is None:
+            pool = self._image_pools[image.digest] = WarmPool(image, max(1, min(self.pool_size, 2)))
+            while len(self._image_pools) > IMAGE_POOLS:
+                oldest = next(iter(self._image_pools))
+                task = asyncio.create_task(self.drop_image_pool(oldest))
+                self._removing_pools.add(task)
+                task.add_done_callback(self._removing_pools.discard)
+        self._image_pools.move_to_end(image.digest)
+        if (pool.refilling is None or pool.refilling.done()) and not self._closing.is_set():
+            pool.refilling = asyncio.create_task(self._refill_image(pool))
+        return pool
+
+    def prewarm(self, image: ImageInfo) -> None:
+        """Start warm sandboxes of an image (one just built), so its first Start is as fast as the next."""
+        if self.default_image is not None and image.digest != self.default_image.digest:
+            self._image_pool(image)
+
+    async def drop_image_pool(self, digest: str) -> None:
+        pool = self._image_pools.pop(digest, None)
+        if pool is None:
+            return
+        if pool.refilling is not None:
+            await asyncio.gather(pool.refilling, return_exceptions=True)
+        warm, pool.warm = pool.warm, []
+        for w in warm:
+            await self._discard(w)
+
+    async def take_member(self, limits: Limits, image: ImageInfo | None = None) -> tuple[Sandbox, SandboxProcess, int]:
         """A sandbox of its own for a new instance, with its member spawned under a fresh uid: from the warm
-        pool when the limits are the default ones, else spawned now."""
-        while self._pool:
-            warm = self._pool.pop()
-            self._schedule_refill()
+        pool of its image when the limits are the default ones, else spawned now."""
+        if image is not None and self.default_image is not None and image.digest != self.default_image.digest:
+            pool = self._image_pool(image)
+            warms = pool.warm
+        else:
+            image, warms = None, self._pool
+        while warms:
+            warm = warms.pop()
+            if image is None:
+                self._schedule_refill()
+            else:
+                self._image_pool(image)
             if not warm.sandbox.alive:
                 await self._discard(warm)
                 continue
@@ -251,8 +343,9 @@ class InstanceEngine:
             sandbox = warm.sandbox
             break
         else:
-            self._schedule_refill()
-            sandbox = await self._new_sandbox()
+            if image is None:
+                self._schedule_refill()
+            sandbox = await self._new_sandbox(image)
         uid = ALLOCATOR.take()
         try:
             return sandbox, await self._spawn(sandbox, new_id("i"), uid, limits), uid
@@ -289,11 +382,13 @@ class InstanceEngine:
 
     # operations --------------------------------------------------------------------------------
     async def start(self, limits: Limits, ttl_s: int, metadata: dict[str, str],
-                    prepare: Callable[[SandboxProcess], Awaitable[None]] | None = None) -> LiveInstance:
-        """Start an instance in a sandbox of its own; ``prepare(proc)`` may fill its disk before it is used."""
+                    prepare: Callable[[SandboxProcess], Awaitable[None]] | None = None,
+                    image: ImageInfo | None = None) -> LiveInstance:
+        """Start an instance in a sandbox of its own, running from ``image`` (the default one when None);
+        ``prepare(proc)`` may fill its disk before it is used."""
         self.check_room(1)
         try:
-            sandbox, proc, uid = await self.take_member(limits)
+            sandbox, proc, uid = await self.take_member(limits, image)
         except (SandboxError, ChannelClosed, OSError) as exc:
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         try:
@@ -307,7 +402,7 @@ class InstanceEngine:
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         self.uids.hold(uid)
         inst = LiveInstance(proc.key, sandbox, proc, limits, ttl_s or self.default_ttl_s, Lineage(uid),
-                            metadata=metadata)
+                            image=sandbox.image, metadata=metadata)
         self.instances[inst.id] = inst
         return inst
 
@@ -316,8 +411,63 @@ class InstanceEngine:
         await self.drop_instance(iid, reason)
         return inst
 
+    # files -------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _files_of(self, iid: str, timeout_s: float | None = _workspace.FILES_TIMEOUT_S) -> AsyncIterator[
+            LiveInstance]:
+        """The instance, held for one file request; one that breaks the protocol, dies or stalls is stopped."""
+        inst = self.instance(iid)
+        async with inst.lock:
+            self.instance(iid)
+            inst.touch()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    yield inst
+            except TimeoutError:
+                await self.drop_instance(iid, "it did not answer a file request in time")
+                raise err.DeadlineExceeded(f"instance {iid} did not answer the file request within {timeout_s:.0f} s; "
+                                           f"it is stopped") from None
+            except ProtocolError as exc:
+                await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
+                raise err.Aborted(f"{exc}; the instance is stopped") from None
+            except (ChannelClosed, OSError, SandboxError) as exc:
+                await self.drop_instance(iid, "its process exited during a file request")
+                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
+            finally:
+                inst.touch()
+
+    async def write_files(self, iid: str, files: list[NewFile]) -> tuple[int, int]:
+        """Write files into the instance's workspace (by the instance itself): (files, bytes)."""
+        _workspace.check_writes(files, self.instance(iid).limits)
+        async with self._files_of(iid) as inst:
+            return await _workspace.write(inst.proc, files)
+
+    async def list_files(self, iid: str, path: str) -> tuple[str, list[dict[str, Any]], bool]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.listing(inst.proc, path)
+
+    async def read_file(self, iid: str, path: str, offset: int, length: int,
+                        cap: int | None = None) -> AsyncIterator[Opened | bytes]:
+        """The file's size and mode, then its bytes in chunks; at most ``cap`` bytes (the instance's file
+        size limit when None)."""
+        async with self._files_of(iid, timeout_s=None) as inst:
+            limit = inst.limits.file_size_mb * 1024 * 1024 if cap is None else cap
+            async with asyncio.timeout(_workspace.FILES_TIMEOUT_S):
+                opened, chunks = await _workspace.read(inst.proc, path, offset, length, limit)
+            yield opened
+            try:
+                while True:
+                    async with asyncio.timeout(_workspace.FILES_TIMEOUT_S):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        return
+                    yield chunk
+            finally:
+                await chunks.aclose()
+
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
-                      env: dict[str, str], *, collect: bool = False) -> AsyncIterator[Output | Done]:
+                      env: dict[str, str], *, collect: bool = False,
+                      argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
         """Run code in the instance, yielding its output as it is produced and then its result. With
         ``collect`` the agent keeps the output and sends it with the result (one frame, not one per line)
         unless there is too much of it; either way the output comes before the result.
@@ -349,7 +499,7 @@ class InstanceEngine:
             written = 0
             try:
                 await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env,
-                                      "collect": collect})
+                                      "collect": collect, "argv": list(argv or [])})
                 while True:
                     frame, _ = await inst.proc.recv()
                     event, payload = _frames.output_or_done(frame, f"instance {iid}")

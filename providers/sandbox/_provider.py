@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from worldrt import errors as err
 from worldrt.providers import Call, Provider
+from worldrt.providers.sandbox import _builder
+from worldrt.providers.sandbox._images import ImageInfo, ImageStore
 from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
-from worldrt.providers.sandbox._sandbox import Limits
+from worldrt.providers.sandbox._sandbox import MIB, Limits
+from worldrt.providers.sandbox._workspace import NewFile, Opened
 from worldrt.v1 import pb
 
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
 # What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.
 PARTIAL_OUTPUT_CHARS = 1536
+# What one ReadFileChunk (a component's read-file) returns at most; ReadFile streams more.
+MAX_CHUNK_READ = 8 * MIB
 
 
 def machine_memory_mb() -> int:
@@ -100,6 +107,17 @@ def _head(text: str) -> str:
     return text[:PARTIAL_OUTPUT_CHARS] + f"\n[worldrt: {len(text) - PARTIAL_OUTPUT_CHARS} more characters not shown]\n"
 
 
+def image_store(state_dir: Path, values: Mapping[str, str]) -> ImageStore:
+    """The images of the daemons of one state folder (``--set images_dir=...`` names another)."""
+    return ImageStore(Path(values["images_dir"])) if values.get("images_dir") else ImageStore.beside(state_dir)
+
+
+def image_pb(info: ImageInfo, cached: bool = False) -> pb.Image:
+    return pb.Image(digest=info.digest, names=info.names, python=info.python, packages=info.packages,
+                    requested=info.requested, size_bytes=info.size_bytes, created_at=timestamp(info.created_at),
+                    source=info.source, files=info.files, cached=cached, build_s=info.build_s)
+
+
 class SandboxedProvider(Provider):
     engine: InstanceEngine
 
@@ -107,6 +125,8 @@ class SandboxedProvider(Provider):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._languages = available_languages()
         self.max_limits = max_limits(self.options.values)
+        self.images = image_store(self.options.state_dir, self.options.values)
+        self._building = asyncio.Lock()
 
     async def open(self) -> None:
         await self.engine.open()
@@ -124,6 +144,7 @@ class SandboxedProvider(Provider):
             limits=pb.Limits(memory_mb=inst.limits.memory_mb, cpu_s=inst.limits.cpu_s,
                              processes=inst.limits.processes, file_size_mb=inst.limits.file_size_mb,
                              disk_mb=inst.limits.disk_mb),
+            image=inst.image,
         )
 
     def check_language(self, language: str) -> str:
@@ -148,7 +169,14 @@ class SandboxedProvider(Provider):
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """The engine's run of the request's code: output as it comes, then the result."""
         return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
-                                   dict(request.env), collect=collect)
+                                   dict(request.env), collect=collect, argv=self.check_argv(request))
+
+    @staticmethod
+    def check_argv(request: pb.ExecuteRequest) -> list[str]:
+        argv = list(request.argv)
+        if argv and (not argv[0] or any("\0" in a for a in argv)):
+            raise err.InvalidArgument("argv[0] must name a program, and no argument may hold a NUL")
+        return argv
 
     def result_of(self, done: Done, call: Call, instance_id: str) -> pb.ExecutionResult:
         call.meter.sandbox_cpu_ms = done.frame.get("cpu_ms", 0.0)
@@ -185,3 +213,96 @@ class SandboxedProvider(Provider):
         result = self.result_of(done, call, request.instance_id)
         result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
         return result
+
+    # files -----------------------------------------------------------------------------------------
+    async def write_files(self, request: pb.WriteFilesRequest, call: Call) -> pb.WriteFilesReply:
+        if not request.files:
+            raise err.InvalidArgument("files is empty: give at least one path and its bytes")
+        files = [NewFile(f.path, f.data, f.mode & 0o777) for f in request.files]
+        count, size = await self.engine.write_files(request.instance_id, files)
+        return pb.WriteFilesReply(files=count, bytes=size)
+
+    async def list_files(self, request: pb.ListFilesRequest, call: Call) -> pb.ListFilesReply:
+        folder, entries, truncated = await self.engine.list_files(request.instance_id, request.path)
+        reply = pb.ListFilesReply(path=folder, truncated=truncated)
+        for e in entries:
+            info = reply.entries.add(name=e["name"], path=e["path"], size=e["size"], mode=e["mode"], kind=e["kind"])
+            info.modified_at.FromNanoseconds(e["mtime_ns"])
+        return reply
+
+    async def read_file(self, request: pb.ReadFileRequest, call: Call) -> AsyncIterator[pb.FileChunk]:
+        opened: Opened | None = None
+        position = request.offset
+        async for item in self.engine.read_file(request.instance_id, request.path, request.offset, request.length):
+            if isinstance(item, Opened):
+                opened = item
+                continue
+            assert opened is not None
+            position += len(item)
+            yield pb.FileChunk(data=item, offset=position - len(item), size=opened.size, mode=opened.mode,
+                               eof=False)
+        assert opened is not None
+        yield pb.FileChunk(offset=position, size=opened.size, mode=opened.mode, eof=True)
+
+    async def read_file_chunk(self, request: pb.ReadFileRequest, call: Call) -> pb.FileChunk:
+        parts: list[bytes] = []
+        opened: Opened | None = None
+        async for item in self.engine.read_file(request.instance_id, request.path, request.offset, request.length,
+                                                cap=MAX_CHUNK_READ):
+            if isinstance(item, Opened):
+                opened = item
+            else:
+                parts.append(item)
+        assert opened is not None
+        data = b"".join(parts)
+        return pb.FileChunk(data=data, offset=request.offset, size=opened.size, mode=opened.mode, eof=True)
+
+    # images ----------------------------------------------------------------------------------------
+    def image_in_use(self) -> set[str]:
+        return self.engine.images_in_use()
+
+    async def build_image(self, request: pb.BuildImageRequest, call: Call) -> AsyncIterator[pb.BuildImageEvent]:
+        if not request.name:
+            raise err.InvalidArgument("name is required: the image is started by it (StartRequest.image)")
+        if request.max_size_mb < 0:
+            raise err.InvalidArgument("max_size_mb must not be negative")
+        requirements = _builder.requirement_lines(list(request.pip), request.requirements)
+        files = tuple(NewFile(f.path, f.data, f.mode & 0o777) for f in request.files)
+        max_mb = request.max_size_mb or int(self.options.values.get("image_max_mb", _builder.DEFAULT_MAX_MB))
+        _builder.check_files(list(files), max_mb * MIB)
+        spec = _builder.BuildSpec(request.name, requirements, files, request.index_url,
+                                  request.timeout_s or int(self.options.values.get("image_timeout_s",
+                                                                                   _builder.DEFAULT_TIMEOUT_S)),
+                                  max_mb * MIB)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[pb.BuildImageEvent] = asyncio.Queue()
+
+        def progress(stage: str, message: str, fraction: float) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, pb.BuildImageEvent(
+                progress=pb.BuildProgress(stage=stage, message=message, fraction=fraction)))
+
+        cached = self.images.cached(spec.key()) is not None
+        async with self._building:
+            building = asyncio.ensure_future(asyncio.to_thread(_builder.build, self.images, spec, progress))
+            while not building.done() or not events.empty():
+                getting = asyncio.ensure_future(events.get())
+                await asyncio.wait({building, getting}, return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    yield getting.result()
+                else:
+                    getting.cancel()
+            info = building.result()
+        self.engine.prewarm(info)
+        yield pb.BuildImageEvent(image=image_pb(info, cached))
+
+    async def list_images(self, request: pb.ListImagesRequest, call: Call) -> pb.ListImagesReply:
+        return pb.ListImagesReply(images=[image_pb(i) for i in await asyncio.to_thread(self.images.all)])
+
+    async def inspect_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
+        return image_pb(self.images.resolve(request.image))
+
+    async def delete_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
+        gone = self.images.remove(request.image, self.image_in_use())
+        if not gone.names:
+            await self.engine.drop_image_pool(gone.digest)
+        return image_pb(gone)

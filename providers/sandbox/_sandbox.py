@@ -71,8 +71,11 @@ class NsSet:
 class Sandbox:
     """A started sandbox whose zygote answers ``spawn`` (once) and ``nsprep``."""
 
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], zygote: socket.socket, cgroups: Cgroups) -> None:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], zygote: socket.socket, cgroups: Cgroups,
+                 image: str = "") -> None:
         self.name = name
+        # The digest of the image whose layer this sandbox runs from.
+        self.image = image
         self._popen = popen
         self._zygote = SandboxProcess(zygote, popen.pid, "zygote")
         self._zygote_lock = asyncio.Lock()
@@ -82,15 +85,17 @@ class Sandbox:
         self._removing: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def start(cls, name: str, log_dir: Path, cgroups: Cgroups, family_nproc: int = 4096,
-              timeout_s: float = 10.0) -> Sandbox:
+    def start(cls, name: str, log_dir: Path, cgroups: Cgroups, layer: Path, image: str = "",
+              family_nproc: int = 4096, timeout_s: float = 10.0) -> Sandbox:
+        """Start a sandbox whose Python runs from the image folder ``layer`` (digest ``image``)."""
         ours, theirs = socket.socketpair()
         files = _bwrap.agent_fds()
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / "sandboxes.log", "ab")  # noqa: SIM115 - the sandbox's stderr; closed once it runs
         try:
             popen = subprocess.Popen(
-                _bwrap.command(f"bwrap[worldrt {log_dir} {name}]", theirs.fileno(), family_nproc, files),
+                _bwrap.command(f"bwrap[worldrt {log_dir} {name}]", theirs.fileno(), family_nproc, files,
+                                str(layer)),
                 executable=_bwrap.bwrap_path(), pass_fds=[theirs.fileno(), *files.values()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
@@ -112,7 +117,7 @@ class Sandbox:
             ours.close()
             raise SandboxError(f"sandbox {name} did not start: {exc} (see {log_dir / 'sandboxes.log'})") from exc
         ours.settimeout(None)
-        return cls(name, popen, ours, cgroups)
+        return cls(name, popen, ours, cgroups, image)
 
     @property
     def alive(self) -> bool:

@@ -28,6 +28,7 @@ from worldrt.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from worldrt.providers.sandbox import _frames
 from worldrt.providers.sandbox._branches import Lineage, ReadyBranches, ReadyBudget
 from worldrt.providers.sandbox._cgroup import Cgroups
+from worldrt.providers.sandbox._images import DEFAULT, ImageStore
 from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
@@ -152,8 +153,10 @@ class WorkerPool:
 
     def __init__(self, state_dir: Path, *, name: str = "workers", limits: Limits | None = None,
                  preload: tuple[str, ...] = ("numpy",), ready_workers: int = 4,
-                 fork_timeout_s: float = FORK_TIMEOUT_S) -> None:
+                 fork_timeout_s: float = FORK_TIMEOUT_S, images: ImageStore | None = None) -> None:
         self.fork_timeout_s = fork_timeout_s
+        # Workers run from the default image (the standard library and numpy).
+        self.images = images or ImageStore.beside(state_dir)
         self.state_dir = state_dir
         self.name = name
         self.limits = limits or Limits()
@@ -173,6 +176,7 @@ class WorkerPool:
     async def open(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._cgroups = Cgroups.open(f"worldrt-{os.getpid()}-{self.name}")
+        await asyncio.to_thread(self.images.prepare)
         async with self._lock:
             await self._start()
 
@@ -192,8 +196,9 @@ class WorkerPool:
                 "template_restarts": self.template_restarts}
 
     async def _start(self) -> None:
+        image = self.images.resolve(DEFAULT)
         sandbox = await asyncio.to_thread(Sandbox.start, f"{self.name}-{secrets.token_hex(4)}", self.state_dir,
-                                          self._cgroups)
+                                          self._cgroups, self.images.layer(image.digest), image.digest)
         uid = ALLOCATOR.take()
         try:
             template = await sandbox.spawn(f"template-{secrets.token_hex(4)}", uid, self.limits)

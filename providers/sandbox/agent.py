@@ -205,6 +205,13 @@ def _serve_instance(chan: socket.socket) -> None:
                 _wire.send(chan, {"ok": True, **_archive_to(fds[0])})
             elif op == "restore" and len(fds) == 1:
                 _wire.send(chan, {"ok": True, **_restore_from(fds[0])})
+            elif op == "write" and len(fds) == 1:
+                _wire.send(chan, _files_guarded(_write_files, msg, fds[0]))
+            elif op == "read" and len(fds) == 1:
+                _read_file(chan, msg, fds[0])
+            elif op == "list":
+                _close_all(fds)
+                _wire.send(chan, _files_guarded(_list_files, msg, None))
             elif op == "ping":
                 _close_all(fds)
                 _wire.send(chan, {"ok": True})
@@ -384,7 +391,9 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     language = msg.get("language") or "python"
     env = msg.get("env") or {}
     code = msg.get("code", "")
-    if not isinstance(env, dict) or not isinstance(code, str) or not isinstance(language, str):
+    argv: Any = msg.get("argv") or []
+    if not isinstance(env, dict) or not isinstance(code, str) or not isinstance(language, str) or \
+            not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         _wire.send(chan, {"ev": "done", "exit_code": 2, "error": "malformed exec request", "interrupted": False,
                           "cpu_ms": 0.0, "duration_ms": 0.0})
         return
@@ -398,7 +407,9 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     try:
         os.environ.update(env)
         STATE.in_user_code = True
-        if language == "python":
+        if argv:
+            result = _run_command(argv, env)
+        elif language == "python":
             result = _run_python(code)
         else:
             result = _run_command(_command_for(language, code), env)
@@ -407,6 +418,9 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
         result = {"exit_code": 130, "error": "KeyboardInterrupt: interrupted at its timeout"}
     except ValueError as exc:
         result = {"exit_code": 2, "error": str(exc)}
+    except OSError as exc:
+        result = {"exit_code": 127 if isinstance(exc, FileNotFoundError) else 126,
+                  "error": f"{type(exc).__name__}: {argv[0] if argv else language}: {exc.strerror or exc}"}
     finally:
         STATE.in_user_code = False
         if os.getpid() != STATE.pid:
@@ -475,6 +489,177 @@ def _restore_from(fd: int) -> dict[str, int]:
             except (tarfile.TarError, OSError) as exc:
                 print(f"worldrt: could not restore {top}/{rest}: {exc}", file=sys.stderr)
     return {"files": files}
+
+
+# files: the daemon's WriteFiles, ReadFile and ListFiles, done by the member itself ---------------------
+FILE_CHUNK = 1 << 20
+MAX_LIST = 10_000
+
+
+class _Refused(Exception):
+    """A file request the member refuses: ``kind`` is "invalid" (the path) or "exhausted" (a limit)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _files_guarded(operation: Any, msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
+    try:
+        return {"ok": True, **operation(msg, fd)}
+    except _Refused as exc:
+        return {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]}
+    except OSError as exc:
+        if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
+            return {"ok": False, "refused": "exhausted", "error": f"{exc.strerror}: the instance's disk or file "
+                                                                  f"size limit is reached"}
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"}
+    finally:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _inside(path: str) -> bool:
+    return path == WORKSPACE or path.startswith(WORKSPACE + "/")
+
+
+def _confined(path: Any) -> tuple[str, str]:
+    """(real path, path relative to the workspace) of a requested path, which must stay in the workspace."""
+    if not isinstance(path, str) or "\0" in path or len(path) > 4096:
+        raise _Refused("invalid", "a path must be a string without NUL, at most 4096 characters")
+    if path.startswith("/"):
+        if not _inside(os.path.normpath(path)) or "/../" in path + "/":
+            raise _Refused("invalid", f"{path} is outside the workspace ({WORKSPACE})")
+        path = path[len(WORKSPACE):]
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _Refused("invalid", f"{path!r} climbs out with '..': paths stay in the workspace")
+    full = os.path.join(WORKSPACE, *parts)
+    real = os.path.realpath(full)
+    if not _inside(real):
+        raise _Refused("invalid", f"{'/'.join(parts)} leads out of the workspace through a symlink (to {real})")
+    return real, os.path.relpath(real, WORKSPACE)
+
+
+def _read_exact(fd: int, size: int, out: int) -> int:
+    """Copy ``size`` bytes from ``fd`` to ``out``; how many came (fewer when the daemon's end closed)."""
+    done = 0
+    while done < size:
+        chunk = os.read(fd, min(FILE_CHUNK, size - done))
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view):]
+        done += len(chunk)
+    return done
+
+
+def _write_files(msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
+    assert fd is not None
+    files = msg.get("files")
+    if not isinstance(files, list):
+        raise _Refused("invalid", "files must be a list")
+    plan = []
+    for entry in files:
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or not isinstance(entry.get("mode"), int):
+            raise _Refused("invalid", "each file needs a path, a size and a mode")
+        real, rel = _confined(entry.get("path"))
+        if real == WORKSPACE:
+            raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused("invalid", f"{rel} exists and is not a regular file")
+        plan.append((real, rel, entry["size"], entry["mode"] & 0o777 or 0o644))
+    total = 0
+    for real, _rel, size, mode in plan:
+        os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
+        out = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            got = _read_exact(fd, size, out)
+            os.fchmod(out, mode)
+        finally:
+            os.close(out)
+        if got != size:
+            raise _Refused("invalid", f"the daemon sent {got} of {size} bytes")
+        total += size
+    return {"files": len(plan), "bytes": total}
+
+
+def _kind(mode: int) -> str:
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) \
+        else "other"
+
+
+def _list_files(msg: dict[str, Any], _fd: int | None) -> dict[str, Any]:
+    real, rel = _confined(msg.get("path") or "")
+    if not os.path.isdir(real):
+        raise _Refused("invalid", f"{rel} is not a folder")
+    entries: list[dict[str, Any]] = []
+    truncated = False
+    with os.scandir(real) as it:
+        for entry in it:
+            if len(entries) >= MAX_LIST:
+                truncated = True
+                break
+            st = entry.stat(follow_symlinks=False)
+            path = os.path.normpath(os.path.join(rel, entry.name))
+            entries.append({"name": entry.name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
+                            "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
+    entries.sort(key=lambda e: str(e["name"]))
+    return {"path": "" if rel == "." else rel, "entries": entries, "truncated": truncated}
+
+
+def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
+    """Answer with the file's size and mode, then write what was asked of it into ``fd`` and close it."""
+    answered = False
+    try:
+        real, rel = _confined(msg.get("path"))
+        offset, length = msg.get("offset", 0), msg.get("length", 0)
+        if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
+            raise _Refused("invalid", "offset and length must be whole numbers, not negative")
+        try:
+            src = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise _Refused("missing", f"no file {rel} in the workspace") from None
+        try:
+            st = os.fstat(src)
+            if stat.S_ISDIR(st.st_mode):
+                raise _Refused("invalid", f"{rel} is a folder: list it")
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused("invalid", f"{rel} is not a regular file (a device, fifo or socket)")
+            _wire.send(chan, {"ok": True, "size": st.st_size, "mode": st.st_mode & 0o7777})
+            answered = True
+            left = max(0, st.st_size - offset) if not length else min(length, max(0, st.st_size - offset))
+            position = offset
+            try:
+                while left > 0:
+                    chunk = os.pread(src, min(FILE_CHUNK, left), position)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    position += len(chunk)
+                    left -= len(chunk)
+            except OSError:
+                pass  # the daemon stopped reading (its caller went away, or its limit): the stream ends
+        finally:
+            os.close(src)
+    except _Refused as exc:
+        _wire.send(chan, {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]})
+    except OSError as exc:
+        if not answered:
+            _wire.send(chan, {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"})
+    finally:
+        os.close(fd)
 
 
 # snapshots and branches ---------------------------------------------------------------------------

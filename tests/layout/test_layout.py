@@ -27,6 +27,7 @@ LAYERS = [
     ("worldrt.host.lattice",),
     ("worldrt.host.verse",),
     ("worldrt.host",),
+    ("worldrt.host.api",),
     ("worldrt.host.cli",),
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}

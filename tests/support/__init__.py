@@ -5,6 +5,7 @@ from tests.support.attacks import KILL_EVERYTHING, SYSCALLS
 from tests.support.calls import run, status_of
 from tests.support.components import CACHE, EXAMPLES, FIXTURES, ROOT, built_example, fixture_component
 from tests.support.hosts import HostProcess, cli, host_channel, module_daemon
+from tests.support.morph_api import MorphApiServer, free_port
 from tests.support.processes import (
     alive,
     cmdlines,
@@ -25,6 +26,7 @@ __all__ = [
     "run", "status_of",
     "CACHE", "EXAMPLES", "FIXTURES", "ROOT", "built_example", "fixture_component",
     "HostProcess", "cli", "host_channel", "module_daemon",
+    "MorphApiServer", "free_port",
     "alive", "cmdlines", "environ_token", "open_fds", "processes_under", "rss_mib", "settle",
     "sigterm_mid_call_leaves_nothing", "wait_for", "wait_gone",
     "f32", "invocation_rows", "missing_rows",

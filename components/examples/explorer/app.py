@@ -63,7 +63,7 @@ class Explorer:
         self.calls += 1
         result: ExecutionResult = _provider("execute", generator.execute, ExecuteRequest(
             instance_id=instance_id, code=code, language="python", timeout_ms=self.timeout_ms, env=[],
-            input_json="", seed=0))
+            input_json="", seed=0, argv=[]))
         if result.error or result.exit_code:
             raise VerseFailed(f"code in {instance_id} failed: {result.error or result.stderr.strip()}")
         return json.loads(result.value_json) if result.value_json else None
@@ -84,7 +84,7 @@ class Explorer:
         else:
             self.calls += 1
             root = _provider("start", generator.start, StartRequest(
-                image="python", snapshot_id="", language="python", ttl_s=600, limits=None,
+                image="", snapshot_id="", language="python", ttl_s=600, limits=None,
                 metadata=[("verse-id", str(self.verse_id)), ("component", "explorer")])).instance_id
             self.live.append(root)
         log.log(log.Level.INFO, f"verse {self.verse_id}: instance {root}")

@@ -7,6 +7,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HostBuildImageRequest(_message.Message):
+    __slots__ = ("provider", "build")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    build: _world_runtime_pb2.BuildImageRequest
+    def __init__(self, provider: _Optional[str] = ..., build: _Optional[_Union[_world_runtime_pb2.BuildImageRequest, _Mapping]] = ...) -> None: ...
+
+class HostImageRequest(_message.Message):
+    __slots__ = ("provider", "image")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    image: str
+    def __init__(self, provider: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...
+
+class HostWriteFilesRequest(_message.Message):
+    __slots__ = ("provider", "files")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    files: _world_runtime_pb2.WriteFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., files: _Optional[_Union[_world_runtime_pb2.WriteFilesRequest, _Mapping]] = ...) -> None: ...
+
+class HostReadFileRequest(_message.Message):
+    __slots__ = ("provider", "read")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    read: _world_runtime_pb2.ReadFileRequest
+    def __init__(self, provider: _Optional[str] = ..., read: _Optional[_Union[_world_runtime_pb2.ReadFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostListFilesRequest(_message.Message):
+    __slots__ = ("provider", "list")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    list: _world_runtime_pb2.ListFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., list: _Optional[_Union[_world_runtime_pb2.ListFilesRequest, _Mapping]] = ...) -> None: ...
+
 class VerseRequest(_message.Message):
     __slots__ = ("verse_id", "kind", "preset", "branches", "component_path", "allow_unbalanced", "provider", "mode", "stake")
     VERSE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -140,18 +180,20 @@ class InvokeRequest(_message.Message):
     def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
-    __slots__ = ("call", "log", "outcome", "result_json", "output")
+    __slots__ = ("call", "log", "outcome", "result_json", "execution", "output")
     CALL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     call: ProviderCall
     log: str
     outcome: InvokeOutcome
     result_json: str
+    execution: _world_runtime_pb2.ExecutionEvent
     output: ComponentOutput
-    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., output: _Optional[_Union[ComponentOutput, _Mapping]] = ...) -> None: ...
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ..., output: _Optional[_Union[ComponentOutput, _Mapping]] = ...) -> None: ...
 
 class ComponentOutput(_message.Message):
     __slots__ = ("stream", "data")
@@ -228,3 +270,35 @@ class RecentInvocationsReply(_message.Message):
     INVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     invocations: _containers.RepeatedCompositeFieldContainer[InvocationRow]
     def __init__(self, invocations: _Optional[_Iterable[_Union[InvocationRow, _Mapping]]] = ...) -> None: ...
+
+class ProviderCallRequest(_message.Message):
+    __slots__ = ("source", "verse_id", "start", "stop", "snapshot", "branch", "execute", "merge")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VERSE_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    verse_id: int
+    start: _world_runtime_pb2.StartRequest
+    stop: _world_runtime_pb2.InstanceRef
+    snapshot: _world_runtime_pb2.SnapshotRequest
+    branch: _world_runtime_pb2.BranchRequest
+    execute: _world_runtime_pb2.ExecuteRequest
+    merge: _world_runtime_pb2.MergeRequest
+    def __init__(self, source: _Optional[str] = ..., verse_id: _Optional[int] = ..., start: _Optional[_Union[_world_runtime_pb2.StartRequest, _Mapping]] = ..., stop: _Optional[_Union[_world_runtime_pb2.InstanceRef, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRequest, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchRequest, _Mapping]] = ..., execute: _Optional[_Union[_world_runtime_pb2.ExecuteRequest, _Mapping]] = ..., merge: _Optional[_Union[_world_runtime_pb2.MergeRequest, _Mapping]] = ...) -> None: ...
+
+class ProviderCallReply(_message.Message):
+    __slots__ = ("instance", "snapshot", "branch", "execution")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    instance: _world_runtime_pb2.Instance
+    snapshot: _world_runtime_pb2.SnapshotRef
+    branch: _world_runtime_pb2.BranchReply
+    execution: _world_runtime_pb2.ExecutionResult
+    def __init__(self, instance: _Optional[_Union[_world_runtime_pb2.Instance, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRef, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchReply, _Mapping]] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionResult, _Mapping]] = ...) -> None: ...

@@ -85,6 +85,51 @@ class HostStub:
                 request_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
                 _registered_method=True)
+        self.CallProvider = channel.unary_unary(
+                '/worldrt.v1.Host/CallProvider',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallReply.FromString,
+                _registered_method=True)
+        self.CallProviderStream = channel.unary_stream(
+                '/worldrt.v1.Host/CallProviderStream',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+                _registered_method=True)
+        self.BuildImage = channel.unary_stream(
+                '/worldrt.v1.Host/BuildImage',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostBuildImageRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/worldrt.v1.Host/ListImages',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.FromString,
+                _registered_method=True)
+        self.InspectImage = channel.unary_unary(
+                '/worldrt.v1.Host/InspectImage',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/worldrt.v1.Host/DeleteImage',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+                _registered_method=True)
+        self.WriteFiles = channel.unary_unary(
+                '/worldrt.v1.Host/WriteFiles',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostWriteFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/worldrt.v1.Host/ReadFile',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostReadFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.ListFiles = channel.unary_unary(
+                '/worldrt.v1.Host/ListFiles',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -154,6 +199,66 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallProvider(self, request, context):
+        """One generator operation on the provider linked for `source`, routed and recorded in the registry as
+        a component's import is (compatible HTTP APIs such as `worldrt api serve morph` call providers so).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallProviderStream(self, request, context):
+        """`execute` over ExecuteStream: its stdout and stderr events as they come; the last event's result ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildImage(self, request, context):
+        """Images and instance files, forwarded to a sandbox provider (morph unless `provider` names modal).
+        BuildImage streams the provider's progress; its last event is the image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteFiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """The file's chunks; the last one has eof set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +311,51 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.Analytics,
                     request_deserializer=worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_host__pb2.AnalyticsReply.SerializeToString,
+            ),
+            'CallProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallProvider,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallReply.SerializeToString,
+            ),
+            'CallProviderStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CallProviderStream,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.SerializeToString,
+            ),
+            'BuildImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostBuildImageRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.SerializeToString,
+            ),
+            'InspectImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectImage,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostImageRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.SerializeToString,
+            ),
+            'WriteFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteFiles,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostWriteFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostReadFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +628,249 @@ class Host:
             '/worldrt.v1.Host/Analytics',
             worldrt_dot_v1_dot_host__pb2.AnalyticsRequest.SerializeToString,
             worldrt_dot_v1_dot_host__pb2.AnalyticsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/CallProvider',
+            worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.ProviderCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallProviderStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/CallProviderStream',
+            worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
+            worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/BuildImage',
+            worldrt_dot_v1_dot_host__pb2.HostBuildImageRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/ListImages',
+            worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/InspectImage',
+            worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/DeleteImage',
+            worldrt_dot_v1_dot_host__pb2.HostImageRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/WriteFiles',
+            worldrt_dot_v1_dot_host__pb2.HostWriteFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/ReadFile',
+            worldrt_dot_v1_dot_host__pb2.HostReadFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/ListFiles',
+            worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -186,7 +186,7 @@ class StartRequest(_message.Message):
     def __init__(self, image: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., language: _Optional[str] = ..., ttl_s: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("instance_id", "provider_id", "snapshot_id", "status", "created_at", "limits", "metadata")
+    __slots__ = ("instance_id", "provider_id", "snapshot_id", "status", "created_at", "limits", "metadata", "image")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class Instance(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     provider_id: str
     snapshot_id: str
@@ -208,7 +209,8 @@ class Instance(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     limits: Limits
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, instance_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., status: _Optional[_Union[InstanceStatus, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    image: str
+    def __init__(self, instance_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., status: _Optional[_Union[InstanceStatus, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ...) -> None: ...
 
 class InstanceRef(_message.Message):
     __slots__ = ("instance_id",)
@@ -225,18 +227,20 @@ class SnapshotRequest(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
 
 class SnapshotRef(_message.Message):
-    __slots__ = ("snapshot_id", "instance_id", "kind", "size_bytes", "created_at")
+    __slots__ = ("snapshot_id", "instance_id", "kind", "size_bytes", "created_at", "image")
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     instance_id: str
     kind: SnapshotKind
     size_bytes: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, snapshot_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    image: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., image: _Optional[str] = ...) -> None: ...
 
 class BranchRequest(_message.Message):
     __slots__ = ("snapshot_id", "count", "ttl_s")
@@ -269,7 +273,7 @@ class BranchReply(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed")
+    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed", "argv")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +288,7 @@ class ExecuteRequest(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     code: str
     language: str
@@ -291,7 +296,8 @@ class ExecuteRequest(_message.Message):
     env: _containers.ScalarMap[str, str]
     input_json: str
     seed: int
-    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., input_json: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., input_json: _Optional[str] = ..., seed: _Optional[int] = ..., argv: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecutionResult(_message.Message):
     __slots__ = ("stdout", "stderr", "exit_code", "value_json", "duration_ms", "cpu_ms", "cost_units", "state_digest", "attestation_json", "instance_id", "error")
@@ -451,3 +457,174 @@ class VerifyReply(_message.Message):
     detection_probability: float
     proof: str
     def __init__(self, verdict: _Optional[bool] = ..., honest: _Optional[_Iterable[str]] = ..., first_divergent_step: _Optional[int] = ..., reexecuted_steps: _Optional[int] = ..., detection_probability: _Optional[float] = ..., proof: _Optional[str] = ...) -> None: ...
+
+class FileEntry(_message.Message):
+    __slots__ = ("path", "data", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class WriteFilesRequest(_message.Message):
+    __slots__ = ("instance_id", "files")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    files: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    def __init__(self, instance_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ...) -> None: ...
+
+class WriteFilesReply(_message.Message):
+    __slots__ = ("files", "bytes")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    bytes: int
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class ReadFileRequest(_message.Message):
+    __slots__ = ("instance_id", "path", "offset", "length")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    offset: int
+    length: int
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("data", "offset", "size", "mode", "eof")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    size: int
+    mode: int
+    eof: bool
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class ListFilesRequest(_message.Message):
+    __slots__ = ("instance_id", "path")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class FileInfo(_message.Message):
+    __slots__ = ("name", "path", "size", "mode", "kind", "modified_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    size: int
+    mode: int
+    kind: str
+    modified_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., kind: _Optional[str] = ..., modified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListFilesReply(_message.Message):
+    __slots__ = ("path", "entries", "truncated")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    entries: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    truncated: bool
+    def __init__(self, path: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class BuildImageRequest(_message.Message):
+    __slots__ = ("name", "pip", "requirements", "files", "index_url", "timeout_s", "max_size_mb")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PIP_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_URL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_MB_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pip: _containers.RepeatedScalarFieldContainer[str]
+    requirements: str
+    files: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    index_url: str
+    timeout_s: int
+    max_size_mb: int
+    def __init__(self, name: _Optional[str] = ..., pip: _Optional[_Iterable[str]] = ..., requirements: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., index_url: _Optional[str] = ..., timeout_s: _Optional[int] = ..., max_size_mb: _Optional[int] = ...) -> None: ...
+
+class BuildProgress(_message.Message):
+    __slots__ = ("stage", "message", "fraction")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    message: str
+    fraction: float
+    def __init__(self, stage: _Optional[str] = ..., message: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class BuildImageEvent(_message.Message):
+    __slots__ = ("progress", "image")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    progress: BuildProgress
+    image: Image
+    def __init__(self, progress: _Optional[_Union[BuildProgress, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class ImageRef(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    def __init__(self, image: _Optional[str] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("digest", "names", "python", "packages", "requested", "size_bytes", "created_at", "source", "files", "cached", "build_s")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    BUILD_S_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    python: str
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    requested: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    created_at: _timestamp_pb2.Timestamp
+    source: str
+    files: _containers.ScalarMap[str, str]
+    cached: bool
+    build_s: float
+    def __init__(self, digest: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., python: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., requested: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., cached: _Optional[bool] = ..., build_s: _Optional[float] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListImagesReply(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...

@@ -94,6 +94,46 @@ class WorldRuntimeStub:
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Instance.FromString,
                 _registered_method=True)
+        self.WriteFiles = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/WriteFiles',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/worldrt.v1.WorldRuntime/ReadFile',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.ReadFileChunk = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/ReadFileChunk',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.ListFiles = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/ListFiles',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
+                _registered_method=True)
+        self.BuildImage = channel.unary_stream(
+                '/worldrt.v1.WorldRuntime/BuildImage',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/ListImages',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.FromString,
+                _registered_method=True)
+        self.InspectImage = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/InspectImage',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/DeleteImage',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+                _registered_method=True)
         self.Optimize = channel.unary_unary(
                 '/worldrt.v1.WorldRuntime/Optimize',
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.OptimizeRequest.SerializeToString,
@@ -185,6 +225,62 @@ class WorldRuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteFiles(self, request, context):
+        """Files of an instance, confined to its workspace: a path is relative to /workspace (or absolute
+        under it); "..", paths outside, symlinks leading out and device files are INVALID_ARGUMENT, and a
+        file or a request past the instance's limits RESOURCE_EXHAUSTED. The instance itself reads and
+        writes them, inside its sandbox; they travel with its snapshots and branches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """A file in chunks (each at most 1 MiB), for files of any size up to the instance's file size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFileChunk(self, request, context):
+        """One chunk of a file: the whole of a small one (a component's generator.read-file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildImage(self, request, context):
+        """Images: read-only layers instances start from (StartRequest.image), addressed by the digest of
+        their spec. Build streams progress; its last event is the image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Optimize(self, request, context):
         """Coordination and validation
         """
@@ -260,6 +356,46 @@ def add_WorldRuntimeServicer_to_server(servicer, server):
                     servicer.Merge,
                     request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Instance.SerializeToString,
+            ),
+            'WriteFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteFiles,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.SerializeToString,
+            ),
+            'ReadFileChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadFileChunk,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.SerializeToString,
+            ),
+            'BuildImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.SerializeToString,
+            ),
+            'InspectImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectImage,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Image.SerializeToString,
             ),
             'Optimize': grpc.unary_unary_rpc_method_handler(
                     servicer.Optimize,
@@ -596,6 +732,222 @@ class WorldRuntime:
             '/worldrt.v1.WorldRuntime/Merge',
             worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.SerializeToString,
             worldrt_dot_v1_dot_world__runtime__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/WriteFiles',
+            worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ReadFile',
+            worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFileChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ReadFileChunk',
+            worldrt_dot_v1_dot_world__runtime__pb2.ReadFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ListFiles',
+            worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/BuildImage',
+            worldrt_dot_v1_dot_world__runtime__pb2.BuildImageRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.BuildImageEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ListImages',
+            worldrt_dot_v1_dot_world__runtime__pb2.ListImagesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListImagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/InspectImage',
+            worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/DeleteImage',
+            worldrt_dot_v1_dot_world__runtime__pb2.ImageRef.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.Image.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,7 +65,8 @@ def _filled(message_type: type[Message]) -> Message:
             value = field.enum_type.values[-1].number
             getattr(message, name).append(value) if field.is_repeated else setattr(message, name, value)
         else:
-            sample = {field.TYPE_STRING: f"{name}-x", field.TYPE_BOOL: True, field.TYPE_DOUBLE: 0.25}.get(field.type, 7)
+            sample = {field.TYPE_STRING: f"{name}-x", field.TYPE_BOOL: True, field.TYPE_DOUBLE: 0.25,
+                      field.TYPE_BYTES: b"\x00\xff" + name.encode()}.get(field.type, 7)
             getattr(message, name).extend([sample, sample]) if field.is_repeated else setattr(message, name, sample)
     return message
 

@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.providers.morph.conftest import BOTH_BACKENDS
 from tests.support import run, status_of, wait_for
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
@@ -44,6 +45,7 @@ def test_metering_is_reported(stub, instance: str) -> None:
     assert set(trailers) == {"x-worldrt-cost-units"}
 
 
+@BOTH_BACKENDS
 def test_shell_runs_in_the_workspace(stub, instance: str) -> None:
     run(stub, instance, "open('note.txt', 'w').write('from python')")
     result = run(stub, instance, "cat note.txt; echo; pwd; echo bad >&2; exit 3", language="shell")
@@ -68,6 +70,7 @@ def test_every_advertised_language_runs(stub, instance: str, language: str, code
     assert (result.stdout, result.exit_code) == (expected, 0), result.stderr
 
 
+@BOTH_BACKENDS
 def test_unknown_language_is_invalid(stub, instance: str) -> None:
     assert status_of(lambda: run(stub, instance, "1", language="cobol")) == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -137,6 +140,7 @@ def test_merge_keeps_the_oracles_winner_and_stops_the_rest(stub, instance: str, 
     stub.Stop(pb.InstanceRef(instance_id=winner.instance_id))
 
 
+@BOTH_BACKENDS
 def test_merge_by_explicit_winner(stub, instance: str) -> None:
     snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance))
     ids = [i.instance_id for i in stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=2)).instances]
@@ -185,6 +189,7 @@ def test_idle_instances_and_unused_snapshots_are_reaped(stub) -> None:
                           grpc.StatusCode.NOT_FOUND), 20, "the unused snapshot was not reaped", interval_s=1.5)
 
 
+@BOTH_BACKENDS
 def test_links_are_put_replaced_and_deleted(stub) -> None:
     link = pb.LinkConfig(link_id="l1", source_component="explorer", target_provider="morph", name="default",
                          interfaces=["worldrt:verse/generator"], values={"k": "1"})
@@ -239,6 +244,7 @@ def test_init_and_capabilities(stub) -> None:
     assert {"start", "snapshot", "branch", "merge", "execute"} <= set(caps.operations)
 
 
+@BOTH_BACKENDS
 def test_operations_it_lacks_name_the_provider_that_has_them(stub) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.Optimize(pb.OptimizeRequest())

@@ -1,0 +1,51 @@
+"""Serving the Morph-compatible API with uvicorn until SIGTERM or SIGINT; on the way out the
+instances and snapshots it made are stopped (its records die with it, so nothing else would own them)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from worldrt.errors import InvalidArgument
+from worldrt.host import HostAPI
+from worldrt.host.api._app import create_app
+from worldrt.host.api._morph import DEFAULT_EXEC_TIMEOUT_MS, MAX_BRANCHES, MorphApi
+from worldrt.providers import is_loopback
+
+log = logging.getLogger("worldrt.api.morph")
+DEFAULT_LISTEN = "127.0.0.1:8780"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of a loopback ``HOST:PORT``: the API is plain HTTP, so its key must not cross a network."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
+    host = host.strip("[]")
+    if not is_loopback(host):
+        raise InvalidArgument(f"refusing to serve the Morph API on {listen}: it speaks plain HTTP, so its API key "
+                              f"would cross the network readable; listen on loopback (127.0.0.1) and put a TLS "
+                              f"proxy in front of it to reach it from elsewhere")
+    return host, int(port)
+
+
+def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms: int | None = None,
+                    max_branches: int | None = None) -> int:
+    """Serve ``http://LISTEN/api`` through ``host``; the number of instances and snapshots stopped at exit."""
+    if not api_key:
+        raise InvalidArgument("the Morph API needs an API key: --api-key KEY or MORPH_API_KEY")
+    address, port = parse_listen(listen)
+    api = MorphApi(host, exec_timeout_ms=exec_timeout_ms or DEFAULT_EXEC_TIMEOUT_MS,
+                   max_branches=max_branches or MAX_BRANCHES)
+    api.link()
+    api.start_expiry()
+    server = uvicorn.Server(uvicorn.Config(create_app(api, api_key), host=address, port=port, log_level="warning",
+                                           access_log=False, lifespan="off", timeout_graceful_shutdown=5))
+    log.info("Morph-compatible API at http://%s:%d/api", address, port)
+    try:
+        server.run()
+    finally:
+        stopped = api.close()
+        log.info("Morph-compatible API stopped (%d instances and snapshots released)", stopped)
+    return stopped

@@ -1,0 +1,191 @@
+"""Files in and out of a member's workspace, done by the member itself inside its sandbox.
+
+The daemon never opens a path of the sandbox: it sends the member a request and a pipe, and the member
+(as its own uid, in its own namespaces) checks the path, then reads the bytes from the pipe into the file
+or writes the file into the pipe. The daemon caps every size itself, before it sends and while it reads,
+and checks every frame; a member that answers out of protocol is stopped by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from worldrt import errors as err
+from worldrt.providers.sandbox import _frames
+from worldrt.providers.sandbox._process import ProtocolError, SandboxProcess
+from worldrt.providers.sandbox._readiness import ready
+from worldrt.providers.sandbox._sandbox import MIB, Limits
+
+CHUNK = 1 << 20
+MAX_ENTRIES = 10_000
+FILES_TIMEOUT_S = 60.0
+_MAX_PATH = 4096
+_F_SETPIPE_SZ = 1031
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe of 1 MiB where the kernel allows it (fewer, larger chunks than its default 64 KiB)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, CHUNK)
+    return read_end, write_end
+
+
+@dataclass(frozen=True)
+class NewFile:
+    path: str
+    data: bytes
+    mode: int = 0o644
+
+
+def _refusal(reply: dict[str, Any], who: str) -> None:
+    """Raise the error kind a member's refusal names (its sentence is shown, cut short)."""
+    if reply.get("ok") is True:
+        return
+    error = reply.get("error")
+    if not isinstance(error, str):
+        raise ProtocolError(f"{who} sent a malformed frame (neither ok nor an error in answer to a file request)")
+    kind = reply.get("refused")
+    kinds: dict[Any, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
+                                              "missing": err.NotFound}
+    raise kinds.get(kind, err.FailedPrecondition)(error[:1000])
+
+
+def check_writes(files: list[NewFile], limits: Limits) -> int:
+    """The total bytes of a write, refused before anything is sent when a file or the whole is past the
+    instance's limits."""
+    total = 0
+    for f in files:
+        if not f.path or len(f.path) > _MAX_PATH:
+            raise err.InvalidArgument(f"a file path must be 1 to {_MAX_PATH} characters")
+        if len(f.data) > limits.file_size_mb * MIB:
+            raise err.ResourceExhausted(f"{f.path} is {len(f.data)} bytes, above the instance's file size limit of "
+                                        f"{limits.file_size_mb} MiB")
+        total += len(f.data)
+    if total > limits.disk_bytes:
+        raise err.ResourceExhausted(f"the files are {total} bytes together, above the instance's disk of "
+                                    f"{limits.disk_mb} MiB")
+    return total
+
+
+async def _pump(fd: int, files: list[NewFile]) -> None:
+    """Write every file's bytes into the pipe (consumed); stops quietly when the member closed its end."""
+    os.set_blocking(fd, False)
+    try:
+        for f in files:
+            view = memoryview(f.data)
+            while view:
+                try:
+                    view = view[os.write(fd, view[:CHUNK]):]
+                except BlockingIOError:
+                    await ready(fd, write=True)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
+
+
+async def write(proc: SandboxProcess, files: list[NewFile]) -> tuple[int, int]:
+    """Have the member write ``files`` (checked already): (files, bytes) it wrote."""
+    read_end, write_end = _pipe()
+    try:
+        await proc.send({"op": "write", "files": [{"path": f.path, "size": len(f.data), "mode": f.mode}
+                                                  for f in files]}, [read_end])
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    pumping = asyncio.create_task(_pump(write_end, files))
+    try:
+        reply, _ = await proc.recv()
+    finally:
+        if not pumping.done():
+            pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+    _refusal(reply, proc.key)
+    return _frames.count(reply, "files", proc.key), _frames.count(reply, "bytes", proc.key)
+
+
+def _entry(raw: Any, who: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{who} sent a malformed frame (a listing entry is not an object)")
+    out: dict[str, Any] = {}
+    for key in ("name", "path", "kind"):
+        if not isinstance(raw.get(key), str) or len(raw[key]) > _MAX_PATH:
+            raise ProtocolError(f"{who} sent a malformed frame (a listing entry's {key})")
+        out[key] = raw[key]
+    for key in ("size", "mode", "mtime_ns"):
+        out[key] = _frames.count(raw, key, who)
+    return out
+
+
+async def listing(proc: SandboxProcess, path: str) -> tuple[str, list[dict[str, Any]], bool]:
+    """(the folder relative to the workspace, its entries, whether more were left out)."""
+    await proc.send({"op": "list", "path": path})
+    reply, _ = await proc.recv()
+    _refusal(reply, proc.key)
+    entries = reply.get("entries")
+    folder = reply.get("path")
+    if not isinstance(entries, list) or len(entries) > MAX_ENTRIES or not isinstance(folder, str):
+        raise ProtocolError(f"{proc.key} sent a malformed frame (a listing)")
+    return folder, [_entry(e, proc.key) for e in entries], reply.get("truncated") is True
+
+
+@dataclass(frozen=True)
+class Opened:
+    size: int
+    mode: int
+
+
+async def read(proc: SandboxProcess, path: str, offset: int, length: int, cap: int) -> tuple[Opened,
+                                                                                             AsyncGenerator[bytes, None]]:
+    """Open a file through the member: its size and mode, and its bytes from ``offset`` (``length`` of
+    them, or to its end) in chunks. Past ``cap`` bytes the read is refused (it never reads more)."""
+    if offset < 0 or length < 0:
+        raise err.InvalidArgument("offset and length must not be negative")
+    read_end, write_end = _pipe()
+    try:
+        await proc.send({"op": "read", "path": path, "offset": offset, "length": length}, [write_end])
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    try:
+        reply, _ = await proc.recv()
+        _refusal(reply, proc.key)
+        opened = Opened(_frames.count(reply, "size", proc.key), _frames.count(reply, "mode", proc.key) & 0o7777)
+    except BaseException:
+        os.close(read_end)
+        raise
+    want = min(length, max(0, opened.size - offset)) if length else max(0, opened.size - offset)
+    if want > cap:
+        os.close(read_end)
+        raise err.ResourceExhausted(f"{path} has {want} bytes to read, above the {cap} bytes one read may take; "
+                                    f"read it in parts (offset and length)")
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        os.set_blocking(read_end, False)
+        got = 0
+        try:
+            while got < want:
+                try:
+                    chunk = os.read(read_end, min(CHUNK, want - got))
+                except BlockingIOError:
+                    await ready(read_end)
+                    continue
+                if not chunk:
+                    break  # the file shrank while it was read: what there was
+                got += len(chunk)
+                yield chunk
+        finally:
+            os.close(read_end)
+
+    return opened, chunks()
