@@ -94,7 +94,7 @@ class Pipeline {
 
   start() {
     const instance = this.call('generator.start', start, {
-      image: 'python', snapshotId: '', language: 'python', ttlS: 600, limits: undefined,
+      image: '', snapshotId: '', language: 'python', ttlS: 600, limits: undefined,
       metadata: [['verse-id', `${this.verseId}`], ['component', 'explorer-js']],
     });
     this.live.set(instance.instanceId, this.link);

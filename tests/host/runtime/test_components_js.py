@@ -34,7 +34,9 @@ from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 from worldrt.wit import WIT_DIR
 
-pytestmark = pytest.mark.daemons
+# A JavaScript component takes about a minute to build (npm ci, componentize-js) and another to compile the
+# first time, more on a busy machine: the builds are cached, but a fresh machine makes them in this module.
+pytestmark = [pytest.mark.daemons, pytest.mark.timeout(900)]
 
 RULES = ["ma_cross", "mean_revert", "breakout"]
 
