@@ -10,14 +10,14 @@ from worldrt.host._client import HOST_TOKEN_FILE, RemoteHost, Session
 from worldrt.host._paths import default_db, default_home, default_host_address
 
 if TYPE_CHECKING:
-    from worldrt.host._host import Host, HostError
+    from worldrt.host._host import OUTPUT_EVENT_CAP, Host, HostError
     from worldrt.host._lattice_host import LatticeHost
     from worldrt.host._service import serve_host
 
 # Imported on first use: the CLI talking to a running host never needs DuckDB, wasmtime or the lattice.
 # The lattice host (and the NATS client under it) is loaded only by a host that joins a lattice.
-_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "serve_host": "worldrt.host._service",
-         "LatticeHost": "worldrt.host._lattice_host"}
+_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "OUTPUT_EVENT_CAP": "worldrt.host._host",
+         "serve_host": "worldrt.host._service", "LatticeHost": "worldrt.host._lattice_host"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,5 +30,6 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = ["Host", "LatticeHost", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
-           "default_host_address", "HOST_TOKEN_FILE", "HostAPI", "EventSink"]
+           "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink"]

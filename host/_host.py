@@ -20,7 +20,7 @@ import grpc
 from worldrt.errors import InvalidArgument, NotFound, WorldError
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
-from worldrt.host.lattice import HostLink, LinkRouter, LinkTable, Supervisor
+from worldrt.host.lattice import CallReport, HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, LoadedComponent
 from worldrt.host.verse import (
@@ -38,6 +38,7 @@ from worldrt.v1 import host_pb, pb
 log = logging.getLogger("worldrt.host")
 
 InvokeSink = Callable[[host_pb.InvokeEvent], None]
+OUTPUT_EVENT_CAP = 1 << 20
 
 
 def default_cache(home: Path) -> Path:
@@ -97,6 +98,8 @@ class Host(ImagesAndFiles):
             self.registry.close()
             raise
         self._components: dict[str, LoadedComponent] = {}
+        # How many bytes of each of a component's streams one invocation sends its caller.
+        self.output_event_cap = OUTPUT_EVENT_CAP
         self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
 
@@ -231,21 +234,35 @@ class Host(ImagesAndFiles):
                 host_pb.LoadComponentRequest(path=request.path)).component_id]
         self.ensure_link(component.name, "generator", "morph")
 
-        def on_call(interface: str, operation: str, provider: str, latency_ms: float, cost: float,
-                    error: str) -> None:
+        def on_call(report: CallReport) -> None:
             if on_event is not None:
                 on_event(host_pb.InvokeEvent(call=host_pb.ProviderCall(
-                    interface=interface, operation=operation, provider_id=provider, latency_ms=latency_ms,
-                    cost_units=cost, error=error)))
+                    interface=report.interface, operation=report.operation, provider_id=report.provider,
+                    latency_ms=report.latency_ms, cost_units=report.cost_units, error=report.error,
+                    startup_ms=report.startup_ms)))
 
         def on_log(level: str, message: str) -> None:
             if on_event is not None:
                 on_event(host_pb.InvokeEvent(log=f"[{level}] {message}"))
 
+        forwarded = {"stdout": 0, "stderr": 0}
+        cap = self.output_event_cap
+
+        def on_output(stream: str, data: bytes) -> None:
+            # The caller gets the component's output as events, up to a cap per stream and invocation.
+            sent = forwarded[stream]
+            if on_event is None or sent > cap:
+                return
+            forwarded[stream] = sent + len(data)
+            if sent + len(data) > cap:
+                data = data[:cap - sent] + f"\n[{stream} cut at {cap} bytes]\n".encode()
+            on_event(host_pb.InvokeEvent(output=host_pb.ComponentOutput(stream=stream, data=data)))
+
         self.router.observe(on_call)
         try:
             result = self.runtime.invoke_detailed(component, request.verse_id, request.args,
-                                                  export=request.export or "run", on_log=on_log)
+                                                  export=request.export or "run", on_log=on_log,
+                                                  on_output=on_output)
         except GuestError as exc:
             run = exc.invocation
             return host_pb.InvokeOutcome(ok=False, value=exc.message,
@@ -295,7 +312,8 @@ class Host(ImagesAndFiles):
         return host_pb.RecentInvocationsReply(invocations=[host_pb.InvocationRow(
             invocation_id=r["invocation_id"], provider_id=r["provider_id"] or "", operation=r["operation"] or "",
             verse_id=r["verse_id"] or "", input_params=r["input_params"] or "", output_result=r["output_result"] or "",
-            latency_ms=r["latency_ms"] or 0.0, cost_units=r["cost_units"] or 0.0, invoked_at=str(r["invoked_at"]))
+            latency_ms=r["latency_ms"] or 0.0, cost_units=r["cost_units"] or 0.0, invoked_at=str(r["invoked_at"]),
+            startup_ms=r.get("startup_ms") or 0.0)
             for r in rows])
 
     # provider calls (compatible HTTP APIs) ------------------------------------------------------------

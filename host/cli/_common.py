@@ -115,3 +115,17 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:
         grid.add_row(*("" if v is None else str(v) for v in row))
     return grid
+
+
+def component_text(data: bytes) -> str:
+    """A component's output as text safe to print: terminal control characters become "?"."""
+    text = data.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
+
+
+def show_component_output(event: Any) -> None:
+    """Write an InvokeEvent's component output to this process's stderr, never its stdout."""
+    import sys
+
+    sys.stderr.write(component_text(event.output.data))
+    sys.stderr.flush()

@@ -12,12 +12,14 @@ from worldrt.host.cli._common import (
     Commands,
     Parents,
     as_dict,
+    component_text,
     console,
     emit,
     err_console,
     home,
     key_value,
     session,
+    show_component_output,
     table,
 )
 from worldrt.v1 import host_pb, pb
@@ -26,7 +28,8 @@ from worldrt.v1 import host_pb, pb
 def component_build(args: argparse.Namespace) -> int:
     from worldrt.host.runtime import build_component
 
-    with console.status(f"building {args.dir} with componentize-py"):
+    tool = "npm and its build script" if (Path(args.dir) / "package.json").is_file() else "componentize-py"
+    with console.status(f"building {args.dir} with {tool}"):
         result = build_component(args.dir, args.output)
     data = {"path": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2)}
     emit(args, data, lambda: console.print(
@@ -61,22 +64,31 @@ def component_run(args: argparse.Namespace) -> int:
             host.put_link(pb.LinkConfig(source_component=info.name, interfaces=[interface],
                                         target_provider=provider))
         calls: list[dict[str, Any]] = []
+        output = {"stdout": bytearray(), "stderr": bytearray()}
 
         def on_event(event: host_pb.InvokeEvent) -> None:
-            if event.HasField("call"):
+            if event.HasField("output"):
+                # The component's stdout and stderr: into the JSON with --json, else to stderr.
+                if args.json:
+                    output.setdefault(event.output.stream, bytearray()).extend(event.output.data)
+                else:
+                    show_component_output(event)
+            elif event.HasField("call"):
                 calls.append(as_dict(event.call))
                 if not args.json:
                     c = event.call
                     mark = f" [red]{c.error}[/red]" if c.error else ""
+                    startup = f" (start-up {c.startup_ms:.0f} ms)" if c.startup_ms >= 1 else ""
                     err_console.print(f"  {c.interface}.{c.operation} → {c.provider_id} "
-                                      f"{c.latency_ms:.1f} ms{mark}")
+                                      f"{c.latency_ms:.1f} ms{startup}{mark}")
             elif event.HasField("log") and not args.json:
                 err_console.print(f"  {event.log}")
 
         outcome = host.invoke(host_pb.InvokeRequest(component_id=info.component_id, verse_id=args.verse,
                                                     args=args.args, export=args.export), on_event)
     data = {"ok": outcome.ok, "value": outcome.value, "duration_ms": outcome.duration_ms,
-            "provider_calls": outcome.provider_calls, "component": info.name, "calls": calls}
+            "provider_calls": outcome.provider_calls, "component": info.name, "calls": calls,
+            "stdout": component_text(bytes(output["stdout"])), "stderr": component_text(bytes(output["stderr"]))}
     try:
         data["value"] = json.loads(outcome.value)
     except (json.JSONDecodeError, TypeError):
@@ -97,7 +109,8 @@ def component_run(args: argparse.Namespace) -> int:
 def add_commands(commands: Commands, parents: Parents) -> None:
     component = commands.add_parser("component", help="verse components").add_subparsers(dest="action",
                                                                                           required=True)
-    build = component.add_parser("build", parents=[parents.common], help="build a Python component with componentize-py")
+    build = component.add_parser("build", parents=[parents.common],
+                                 help="build a component: Python with componentize-py, JavaScript (package.json) with npm")
     build.add_argument("dir")
     build.add_argument("-o", "--output", required=True)
     build.set_defaults(func=component_build)

@@ -7,20 +7,34 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from worldrt.host.cli._common import Commands, Parents, console, emit, err_console, session, table
+from worldrt.host.cli._common import (
+    Commands,
+    Parents,
+    console,
+    emit,
+    err_console,
+    session,
+    show_component_output,
+    table,
+)
 from worldrt.v1 import host_pb
 
 
 def progress(args: argparse.Namespace) -> Callable[[Any], None]:
-    """Print each provider call of a running verse as it happens (to stderr, so --json stays clean)."""
+    """Print each provider call of a running verse as it happens (to stderr, so --json stays clean); the
+    component's own output goes to stderr too."""
     def on_event(event: Any) -> None:
+        if event.HasField("output"):
+            show_component_output(event)
+            return
         if args.json:
             return
         if event.HasField("call"):
             c = event.call
             mark = f" [red]{c.error}[/red]" if c.error else ""
+            startup = f" (start-up {c.startup_ms:.0f} ms)" if c.startup_ms >= 1 else ""
             err_console.print(f"  [dim]{c.interface}.{c.operation}[/dim] → {c.provider_id} {c.latency_ms:7.1f} ms"
-                              f"{mark}")
+                              f"{startup}{mark}")
         elif event.HasField("log"):
             err_console.print(f"  {event.log}", markup=False, highlight=False, style="dim")
     return on_event

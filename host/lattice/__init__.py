@@ -21,6 +21,7 @@ from worldrt.host.lattice._links import (
 )
 from worldrt.host.lattice._routers import (
     CallObserver,
+    CallReport,
     DirectRouter,
     LinkRouter,
     cost_of,
@@ -75,7 +76,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LinkTable", "HostLink", "LinkError", "INTERFACES", "ANY_SOURCE",
-    "LinkRouter", "DirectRouter", "CallObserver", "cost_of",
+    "LinkRouter", "DirectRouter", "CallObserver", "CallReport", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
     "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "check_token", "fresh",

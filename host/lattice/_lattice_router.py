@@ -21,7 +21,7 @@ from worldrt.errors import FailedPrecondition, from_status
 from worldrt.host.lattice._calls import Answer, bound_of
 from worldrt.host.lattice._links import LinkTable
 from worldrt.host.lattice._member import Member
-from worldrt.host.lattice._routers import LinkRouter, _costed, _metadata, _timeout
+from worldrt.host.lattice._routers import CallReport, LinkRouter, _costed, _metadata, _timeout
 from worldrt.host.lattice._wire import METHODS, SILENCE_S, first_id, replicas_named
 from worldrt.host.registry import Registry
 from worldrt.host.runtime import OPERATIONS, CallContext, Operation
@@ -67,10 +67,10 @@ class LatticeRouter(LinkRouter):
             error.trailers = (("x-worldrt-replica", answer.replica),)
             self._finish(context, op, provider, request, {"error": error.code.name, "message": error.message,
                                                           "replica": answer.replica},
-                         latency_ms, answer.cost, error.code.name, link.secret_values, replica)
+                         latency_ms, 0.0, answer.cost, error.code.name, link.secret_values, replica)
             raise error
         reply = op.reply.FromString(answer.data)
-        self._finish(context, op, provider, request, reply, latency_ms, answer.cost, "", link.secret_values, replica)
+        self._finish(context, op, provider, request, reply, latency_ms, 0.0, answer.cost, "", link.secret_values, replica)
         return _costed(reply, answer.cost)
 
     def stream(self, request: pb.ExecuteRequest, context: CallContext) -> Iterator[pb.ExecutionEvent]:
@@ -107,18 +107,19 @@ class LatticeRouter(LinkRouter):
             error = from_status(item.code, item.message)
             self._finish(context, streamed, provider, request, {"error": error.code.name, "message": error.message,
                                                                 "replica": item.replica},
-                         latency_ms, item.cost, error.code.name, link.secret_values, replica)
+                         latency_ms, 0.0, item.cost, error.code.name, link.secret_values, replica)
             raise error
-        self._finish(context, streamed, provider, request, result, latency_ms, item.cost, "", link.secret_values, replica)
+        self._finish(context, streamed, provider, request, result, latency_ms, 0.0, item.cost, "", link.secret_values,
+                     replica)
 
     def _finish(self, context: CallContext, op: Operation, provider: str, request: Message, result: object,
-                latency_ms: float, cost: float, error: str, secrets: tuple[str, ...],
+                latency_ms: float, startup_ms: float, cost: float, error: str, secrets: tuple[str, ...],
                 replica: str = "") -> None:
         self.registry.record_call(provider, op.name, str(context.verse_id), request, result, latency_ms, cost,
-                                  time.time(), secrets)
+                                  time.time(), secrets, startup_ms)
         observer = self._observers.get(threading.get_ident())
         if observer is not None:
-            observer(op.interface, op.name, replica or provider, latency_ms, cost, error)
+            observer(CallReport(op.interface, op.name, replica or provider, latency_ms, cost, error, startup_ms))
 
 
 def capabilities(router: LatticeRouter, provider: str) -> pb.CapabilitiesReply:

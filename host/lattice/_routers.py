@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf.message import Message
@@ -80,8 +80,19 @@ def _timeout(op: Operation, request: Message, context: CallContext, limit_s: flo
     return timeout
 
 
-# (interface, operation, provider, latency_ms, cost_units, error)
-CallObserver = Callable[[str, str, str, float, float, str], None]
+class CallReport(NamedTuple):
+    """One routed call as an observer hears of it; ``latency_ms`` includes ``startup_ms``."""
+
+    interface: str
+    operation: str
+    provider: str
+    latency_ms: float
+    cost_units: float
+    error: str
+    startup_ms: float
+
+
+CallObserver = Callable[[CallReport], None]
 
 
 class LinkRouter(Router):
@@ -100,8 +111,8 @@ class LinkRouter(Router):
         self._observers: dict[int, CallObserver] = {}
 
     def observe(self, observer: CallObserver | None) -> None:
-        """Report every call made on this thread (interface, operation, provider, latency_ms, cost, error):
-        a component's imports run on the thread that invokes it."""
+        """Report every call made on this thread (a CallReport): a component's imports run on the thread
+        that invokes it."""
         if observer is None:
             self._observers.pop(threading.get_ident(), None)
         else:
@@ -134,23 +145,26 @@ class LinkRouter(Router):
             raise FailedPrecondition(f"component {context.source!r} has no link{named} for interface "
                                      f"{op.interface!r}; link it with: worldrt link put {op.interface}=PROVIDER{option}")
         provider = link.target_provider
+        # What the caller waits for includes starting the provider's daemon when it is not running.
+        started = time.perf_counter()
         try:
             address = self._address_of(provider)
         except WorldError as exc:
             raise Unavailable(f"provider {provider} is not available: {exc.message}") from exc
+        startup_ms = (time.perf_counter() - started) * 1000
         method = getattr(self.stub(address), op.rpc)
         timeout = _timeout(op, request, context)
-        started = time.perf_counter()
         try:
             reply, call = method.with_call(request, timeout=timeout, metadata=_metadata(context, self._token, link.name))
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
             self._finish(context, op, provider, request, {"error": error.code.name, "message": error.message},
-                         (time.perf_counter() - started) * 1000, cost_of(exc), error.code.name, link.secret_values)
+                         (time.perf_counter() - started) * 1000, startup_ms, cost_of(exc), error.code.name,
+                         link.secret_values)
             raise error from None
         cost = cost_of(call)
-        self._finish(context, op, provider, request, reply, (time.perf_counter() - started) * 1000, cost, "",
-                     link.secret_values)
+        self._finish(context, op, provider, request, reply, (time.perf_counter() - started) * 1000, startup_ms, cost,
+                     "", link.secret_values)
         return _costed(reply, cost)
 
     def stream(self, request: pb.ExecuteRequest, context: CallContext) -> Iterator[pb.ExecutionEvent]:
@@ -162,12 +176,13 @@ class LinkRouter(Router):
             raise FailedPrecondition(f"{context.source!r} has no link for interface {op.interface!r}; link it with: "
                                      f"worldrt link put {op.interface}=PROVIDER")
         provider = link.target_provider
+        started = time.perf_counter()
         try:
             address = self._address_of(provider)
         except WorldError as exc:
             raise Unavailable(f"provider {provider} is not available: {exc.message}") from exc
+        startup_ms = (time.perf_counter() - started) * 1000
         streamed = Operation(op.interface, "execute_stream", "ExecuteStream", op.request, pb.ExecutionEvent)
-        started = time.perf_counter()
         call = self.stub(address).ExecuteStream(request, timeout=_timeout(op, request, context),
                                                 metadata=_metadata(context, self._token, link.name))
         result: Any = None
@@ -179,20 +194,21 @@ class LinkRouter(Router):
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
             self._finish(context, streamed, provider, request, {"error": error.code.name, "message": error.message},
-                         (time.perf_counter() - started) * 1000, cost_of(exc), error.code.name, link.secret_values)
+                         (time.perf_counter() - started) * 1000, startup_ms, cost_of(exc), error.code.name,
+                         link.secret_values)
             raise error from None
         finally:
             call.cancel()
         self._finish(context, streamed, provider, request, result, (time.perf_counter() - started) * 1000,
-                     cost_of(call), "", link.secret_values)
+                     startup_ms, cost_of(call), "", link.secret_values)
 
     def _finish(self, context: CallContext, op: Operation, provider: str, request: Message, result: Any,
-                latency_ms: float, cost: float, error: str, secrets: tuple[str, ...]) -> None:
+                latency_ms: float, startup_ms: float, cost: float, error: str, secrets: tuple[str, ...]) -> None:
         self.registry.record_call(provider, op.name, str(context.verse_id), request, result, latency_ms, cost,
-                                  time.time(), secrets)
+                                  time.time(), secrets, startup_ms)
         observer = self._observers.get(threading.get_ident())
         if observer is not None:
-            observer(op.interface, op.name, provider, latency_ms, cost, error)
+            observer(CallReport(op.interface, op.name, provider, latency_ms, cost, error, startup_ms))
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,8 @@ disk. The writer thread moves rows into DuckDB and truncates the journal wheneve
 row in it is there; ``Registry.open`` replays what an ended process left in it.
 
 A record is ``magic | u32 body length | u32 crc32(body) | body``; reading skips a torn or damaged
-record. The body holds the row's fields; a protobuf payload is kept as its serialized bytes and type
+record. The body holds the row's fields (startup_ms last, absent from records of older versions); a
+protobuf payload is kept as its serialized bytes and type
 name (its JSON is made by the writer), a plain value as its JSON (host/_redaction.py's ``Payload``).
 """
 
@@ -30,6 +31,7 @@ _FIELDS = 10
 _BODY_HEAD = struct.Struct(f"<ddd{_FIELDS}I")
 # The journal grows by at least this much at a time (rows are a few hundred bytes).
 _CHUNK = 1 << 20
+_STARTUP = struct.Struct("<d")
 
 
 _classes: dict[str, type[Message]] = {}
@@ -64,6 +66,7 @@ class Row(NamedTuple):
     latency_ms: float
     cost_units: float
     invoked_at: float
+    startup_ms: float = 0.0
 
     def journal_record(self) -> bytes:
         """The journal record of this row."""
@@ -75,7 +78,8 @@ class Row(NamedTuple):
             _BODY_HEAD.pack(self.latency_ms, self.cost_units, self.invoked_at, len(ident), len(provider),
                             len(operation), len(verse), len(in_kind), len(in_data), len(in_sizes), len(out_kind),
                             len(out_data), len(out_sizes)),
-            ident, provider, operation, verse, in_kind, in_data, in_sizes, out_kind, out_data, out_sizes))
+            ident, provider, operation, verse, in_kind, in_data, in_sizes, out_kind, out_data, out_sizes,
+            _STARTUP.pack(self.startup_ms)))
         return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
     @classmethod
@@ -87,7 +91,9 @@ class Row(NamedTuple):
             offset += length
         ident, provider, operation, verse = (p.decode() for p in parts[:4])
         params, result = Payload(parts[4], parts[5], parts[6]), Payload(parts[7], parts[8], parts[9])
-        return cls(ident, provider, operation, verse, params, result, latency, cost, at)
+        # Records written before startup_ms existed end at the last part.
+        startup = _STARTUP.unpack_from(body, offset)[0] if len(body) - offset >= _STARTUP.size else 0.0
+        return cls(ident, provider, operation, verse, params, result, latency, cost, at, startup)
 
 
 def parse_record(record: bytes) -> Row | None:

@@ -110,7 +110,13 @@ CREATE TABLE IF NOT EXISTS mv_moves (
 );
 """
 
-SCHEMA = PROVIDERS_AND_CALLS + PIPELINE_RUNS + MULTIVERSE
+# Columns added after the first release, so that a registry file made before them gains them when opened.
+ADDED_COLUMNS = """
+-- Of latency_ms, the part the call waited for its provider's daemon to start (0 when it was running).
+ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS startup_ms FLOAT DEFAULT 0;
+"""
+
+SCHEMA = PROVIDERS_AND_CALLS + PIPELINE_RUNS + MULTIVERSE + ADDED_COLUMNS
 
 # The seed's three rows, verbatim, then the two providers the seed's registry describes but did not insert.
 SEED_PROVIDERS = """

@@ -56,7 +56,7 @@ log = logging.getLogger("worldrt.registry")
 
 
 _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result",
-            "latency_ms", "cost_units", "invoked_at")
+            "latency_ms", "cost_units", "invoked_at", "startup_ms")
 _INSERT = (f"INSERT OR IGNORE INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT "
            + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS))))
 
@@ -101,6 +101,7 @@ class Invocation:
     cost_units: float
     invoked_at: float
     secrets: tuple[str, ...] = ()
+    startup_ms: float = 0.0
 
 
 def _holder(lock_path: Path) -> str:
@@ -136,7 +137,8 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
     return [[r.invocation_id for r in rows], [r.provider_id for r in rows], [r.operation for r in rows],
             [r.verse_id for r in rows], [_json(r.input_params) for r in rows], [_json(r.output_result) for r in rows],
             [r.latency_ms for r in rows], [r.cost_units for r in rows],
-            [datetime.fromtimestamp(r.invoked_at, UTC).replace(tzinfo=None) for r in rows]]
+            [datetime.fromtimestamp(r.invoked_at, UTC).replace(tzinfo=None) for r in rows],
+            [r.startup_ms for r in rows]]
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, columns: list[list[Any]]) -> None:
@@ -273,11 +275,13 @@ class Registry:
         """Make one invocation row durable (the journal) and queue it for DuckDB."""
         self.record_call(invocation.provider_id, invocation.operation, invocation.verse_id, invocation.input_params,
                          invocation.output_result, invocation.latency_ms, invocation.cost_units, invocation.invoked_at,
-                         invocation.secrets)
+                         invocation.secrets, invocation.startup_ms)
 
     def record_call(self, provider_id: str, operation: str, verse_id: str, input_params: Any, output_result: Any,
-                    latency_ms: float, cost_units: float, invoked_at: float, secrets: tuple[str, ...] = ()) -> None:
-        """``record(Invocation(...))`` without making the Invocation: the router's call path."""
+                    latency_ms: float, cost_units: float, invoked_at: float, secrets: tuple[str, ...] = (),
+                    startup_ms: float = 0.0) -> None:
+        """``record(Invocation(...))`` without making the Invocation: the router's call path. ``latency_ms``
+        is what the caller waited, ``startup_ms`` (included in it) the part spent starting the provider."""
         if secrets:
             verse_id = scrub(verse_id, secrets)
         redactor = self._redactor
@@ -286,7 +290,7 @@ class Registry:
                   else redactor.json_payload(input_params, secrets),
                   redactor.payload(output_result, secrets) if isinstance(output_result, Message)
                   else redactor.json_payload(output_result, secrets),
-                  latency_ms, cost_units, invoked_at)
+                  latency_ms, cost_units, invoked_at, startup_ms)
         record = row.journal_record()
         with self._journal_lock:
             if not self._journal_broken:

@@ -24,8 +24,10 @@ from worldrt.host.runtime._toolchain import (
     BuildResult,
     ComponentInfo,
     build_component,
+    build_js_component,
     built_once,
     inspect_component,
+    source_digest,
 )
 from worldrt.host.runtime._values import ImportCodec
 from worldrt.host.runtime._world import (
@@ -50,7 +52,8 @@ __all__ = [
     "PROVIDER_INTERFACES", "HOST_INTERFACES", "LOG_LEVELS", "check_component", "from_wit", "to_wit",
     "ImportCodec",
     # building and inspecting
-    "build_component", "built_once", "inspect_component", "BuildResult", "ComponentInfo",
+    "build_component", "build_js_component", "built_once", "inspect_component", "source_digest", "BuildResult",
+    "ComponentInfo",
     # errors
     "ComponentError", "InvocationError", "GuestError", "ComponentTrap", "ComponentTimeout",
 ]

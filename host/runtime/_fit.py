@@ -1,6 +1,6 @@
 """Check, before anything runs, that a component fits the world this host serves: it imports nothing but
-WASI and worldrt:verse interfaces, their functions have the types the host converts (see _convert), and it
-exports ``run``."""
+the WASI 0.2 interfaces the linker supplies (_wasi.py) and worldrt:verse interfaces, their functions
+have the types the host converts (see _convert), and it exports ``run``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from wasmtime.component import (
 from worldrt.descriptors import descriptor_of, is_map, is_repeated, map_value, message_type
 from worldrt.host.runtime._codec import enum_cases, kebab
 from worldrt.host.runtime._errors import ComponentError
+from worldrt.host.runtime._wasi import WASI_SUMMARY, advice, wasi_supplied
 from worldrt.host.runtime._world import (
     HOST_INTERFACES,
     LOG_LEVELS,
@@ -209,13 +210,15 @@ def check_component(component: Component, engine: Engine, label: str) -> tuple[t
     ctype = component.type
     imports = ctype.imports(engine)
     exports = ctype.exports(engine)
+    missing = sorted(name for name in imports if name not in _PROVIDED and not wasi_supplied(name))
+    if missing:
+        shown = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise ComponentError(
+            f"{label} imports {shown}, which this host does not provide "
+            f"(it provides {WIT_WORLD_IMPORTS} and {WASI_SUMMARY}): {advice(missing)}")
     for name, extern in imports.items():
         if name.startswith("wasi:"):
-            continue  # WASI imports are matched by the linker's WASI p2 at instantiation
-        if name not in _PROVIDED:
-            raise ComponentError(
-                f"{label} imports {name}, which this host does not provide "
-                f"(it provides {WIT_WORLD_IMPORTS} and WASI 0.2)")
+            continue  # the linker's WASI p2 checks their types at instantiation
         instance = extern.ty
         if not isinstance(instance, ComponentInstanceType):
             raise ComponentError(f"{label} imports {name} as a {type(instance).__name__}, expected an interface")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -41,6 +42,9 @@ from worldrt.host.runtime._values import ImportCodec
 from worldrt.host.runtime._world import CallContext, Operation, Router
 
 OutputSink = Callable[[str, bytes], None]
+# What runtimes print when an allocation fails: CPython, SpiderMonkey, Rust's alloc error handler, libc.
+_OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|memory allocation of \d+ bytes failed|Cannot allocate memory",
+                            re.IGNORECASE)
 _MIB = 1024 * 1024
 
 
@@ -65,6 +69,40 @@ class Invocation:
     provider_ms: float
 
 
+def _cause(error: WasmtimeError) -> str:
+    """wasmtime's whole reason on one line: its message and each 'Caused by' entry, without backtraces."""
+    parts: list[str] = []
+    for raw in str(error).splitlines():
+        line = raw.strip()
+        if not line or line == "Caused by:":
+            continue
+        if line.lower().startswith(("stack backtrace", "wasm backtrace")):
+            break
+        head, sep, rest = line.partition(": ")
+        parts.append(rest if sep and head.isdigit() else line)
+    return ": ".join(parts) or "unknown error"
+
+
+class OutputTail:
+    """The last ``cap`` bytes a component wrote to one stream (its stderr), for the message of a trap."""
+
+    def __init__(self, cap: int = 4096) -> None:
+        self.cap = cap
+        self._data = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self._data += data
+        if len(self._data) > 2 * self.cap:
+            del self._data[:-self.cap]
+
+    def lines(self, count: int = 8, width: int = 600) -> str:
+        """The last ``count`` non-blank lines, printable, joined with " | " and cut to ``width`` characters."""
+        text = bytes(self._data[-self.cap:]).decode("utf-8", "replace")
+        kept = ["".join(c if c.isprintable() else "?" for c in line.strip()) for line in text.splitlines()]
+        shown = " | ".join([line for line in kept if line][-count:])
+        return shown if len(shown) <= width else "…" + shown[-width:]
+
+
 def _trap_reason(error: WasmtimeError) -> str:
     """The cause of a wasmtime error (the line after 'Caused by:'), without the backtrace."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -73,6 +111,12 @@ def _trap_reason(error: WasmtimeError) -> str:
         if after:
             return after[-1].removeprefix("0: ").strip()
     return lines[0] if lines else "unknown error"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class _EpochTicker(threading.Thread):
@@ -136,7 +180,8 @@ class ComponentRuntime:
         ``on_log(level, message)`` receives the component's log calls; ``on_output(stream, data)`` its
         stdout and stderr, which are otherwise this process's."""
         limits = limits or self.limits
-        store = self._store(limits, on_output)
+        stderr = OutputTail()
+        store = self._store(limits, on_output, stderr)
         context = CallContext(verse_id=verse_id, source=component.name, invocation_id=uuid.uuid4().hex,
                               deadline=time.monotonic() + limits.timeout_s)
         codecs = self._codecs.setdefault(component.component, {})
@@ -145,8 +190,10 @@ class ComponentRuntime:
             try:
                 instance = self.linker.instantiate(store, component.component)
             except WasmtimeError as exc:
-                raise ComponentError(f"{component.name} could not be instantiated: {_trap_reason(exc)} "
-                                     f"(memory limit {limits.memory_mb} MiB)") from None
+                cause = _cause(exc)
+                # wasmtime's store limiter refused a memory: the note says which limit it was.
+                note = f" (memory limit {limits.memory_mb} MiB)" if "memory limits" in cause else ""
+                raise ComponentError(f"{component.name} could not be instantiated: {cause}{note}") from None
             instantiated = time.perf_counter()
             func = instance.get_func(store, export)
             if func is None:
@@ -155,7 +202,7 @@ class ComponentRuntime:
                 result = func(store, verse_id, args)
                 func.post_return(store)
             except Exception as exc:  # noqa: BLE001 - every way the call can end is reported below
-                error = self._failure(component, limits, scope, exc, time.perf_counter() - started)
+                error = self._failure(component, limits, scope, exc, time.perf_counter() - started, stderr)
                 host_bug = not isinstance(exc, WasmtimeError) and not scope.timed_out
                 raise error from (exc if host_bug else None)
             done = time.perf_counter()
@@ -172,10 +219,13 @@ class ComponentRuntime:
 
     @staticmethod
     def _failure(component: LoadedComponent, limits: Limits, scope: InvocationScope, exc: Exception,
-                 elapsed_s: float) -> InvocationError:
+                 elapsed_s: float, stderr: OutputTail) -> InvocationError:
         """The error for a call that did not return: its instances are stopped first."""
         reaped = scope.reap()
         note = f"; stopped the {len(reaped)} instance(s) it left running" if reaped else ""
+        said = stderr.lines()
+        if said:
+            note += f"; its stderr ended with: {said}"
         reason = _trap_reason(exc) if isinstance(exc, WasmtimeError) else ""
         if scope.timed_out or "interrupt" in reason or elapsed_s >= limits.timeout_s:
             return ComponentTimeout(f"{component.name} ran past its deadline of {limits.timeout_s:g} s "
@@ -183,22 +233,30 @@ class ComponentRuntime:
         if isinstance(exc, ExitTrap):
             return ComponentTrap(f"{component.name} exited with code {exc.code} instead of returning{note}")
         if isinstance(exc, WasmtimeError):
-            if "unreachable" in reason:
-                # How allocators (and CPython's MemoryError when uncaught) end a component.
+            if "unreachable" in reason and (not said or _OUT_OF_MEMORY.search(said)):
+                # How allocators end a component when a memory.grow is refused. wasmtime-py's store limiter
+                # cannot report a refusal, so the note needs a silent trap or the guest's own word for it.
                 note = f" (it may have run out of its {limits.memory_mb} MiB of memory){note}"
             return ComponentTrap(f"{component.name} trapped: {reason}{note}")
         return ComponentTrap(f"{component.name} stopped: the host failed during its call: "
                              f"{type(exc).__name__}: {exc}{note}")
 
-    def _store(self, limits: Limits, on_output: OutputSink | None) -> Store:
+    def _store(self, limits: Limits, on_output: OutputSink | None, stderr: OutputTail) -> Store:
         store = Store(self.engine)
         wasi = WasiConfig()
+
+        def to_stderr(data: bytes) -> None:
+            stderr.add(data)
+            if on_output is None:
+                _write_all(2, data)
+            else:
+                on_output("stderr", data)
+
         if on_output is None:
             wasi.inherit_stdout()
-            wasi.inherit_stderr()
         else:
             wasi.stdout_custom = lambda data: on_output("stdout", data)
-            wasi.stderr_custom = lambda data: on_output("stderr", data)
+        wasi.stderr_custom = to_stderr
         store.set_wasi(wasi)
         store.set_limits(memory_size=limits.memory_mb * _MIB)
         store.set_epoch_deadline(max(1, math.ceil(limits.timeout_s / self.epoch_tick_s)))

@@ -1,10 +1,14 @@
-"""Build a Python verse component with componentize-py, and tell what a component file imports and
-exports."""
+"""Build a verse component (Python with componentize-py, JavaScript with componentize-js through npm), and
+tell what a component file imports and exports."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import importlib.metadata
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,9 +63,12 @@ def _failure(stderr: str) -> str:
 
 def build_component(src_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], *, module: str = "app",
                     world: str = "verse", wit_dir: Path = WIT_DIR, timeout_s: float = 600.0) -> BuildResult:
-    """Build the Python component in ``src_dir`` (entry module ``app.py`` with ``class WitWorld``) into
-    ``out_path`` with componentize-py, offline. ComponentError with componentize-py's reason on failure."""
+    """Build the component in ``src_dir`` into ``out_path``: a folder with a package.json is JavaScript (see
+    build_js_component), otherwise Python (entry module ``app.py`` with ``class WitWorld``), built with
+    componentize-py offline. ComponentError with the toolchain's reason on failure."""
     src, out = Path(src_dir), Path(out_path)
+    if (src / "package.json").is_file():
+        return build_js_component(src, out, wit_dir=wit_dir, timeout_s=timeout_s)
     if not (src / f"{module}.py").is_file():
         raise ComponentError(f"{src} has no {module}.py: a Python verse component's entry module defines "
                              "class WitWorld(wit_world.WitWorld) with run(self, verse_id, args)")
@@ -85,6 +92,75 @@ def build_component(src_dir: str | os.PathLike[str], out_path: str | os.PathLike
     finally:
         Path(tmp).unlink(missing_ok=True)
     return BuildResult(path=out, size_bytes=out.stat().st_size, seconds=time.perf_counter() - started)
+
+
+def build_js_component(src: Path, out: Path, *, wit_dir: Path = WIT_DIR, timeout_s: float = 600.0) -> BuildResult:
+    """Build the JavaScript component in ``src``: its files are copied to a scratch folder (node_modules and
+    all stay out of the source tree), ``npm ci`` installs the versions its package-lock.json pins, and its
+    ``build`` script (componentize-js or jco componentize) writes $WORLDRT_OUT from the WIT in $WORLDRT_WIT."""
+    missing = [name for name in ("package-lock.json",) if not (src / name).is_file()]
+    if missing:
+        raise ComponentError(f"{src} has no package-lock.json: run `npm install` there once so that builds "
+                             "install pinned versions")
+    try:
+        scripts = json.loads((src / "package.json").read_text()).get("scripts") or {}
+    except (OSError, ValueError) as exc:
+        raise ComponentError(f"{src}/package.json cannot be read as JSON: {exc}") from None
+    if "build" not in scripts:
+        raise ComponentError(f"{src}/package.json has no `build` script: it should run componentize-js "
+                             '(e.g. "componentize-js app.js --wit \"$WORLDRT_WIT\" --world-name verse '
+                             '--disable http fetch-event --out \"$WORLDRT_OUT\"")')
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ComponentError("npm is not installed here: a JavaScript component needs node and npm "
+                             "(Debian: apt-get install nodejs npm)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.build-") as scratch:
+        work = Path(scratch) / "src"
+        shutil.copytree(src, work, ignore=shutil.ignore_patterns("node_modules", "*.wasm"))
+        tmp = Path(scratch) / out.name
+        env = {**os.environ, "WORLDRT_WIT": str(Path(wit_dir).resolve()), "WORLDRT_OUT": str(tmp),
+               "npm_config_audit": "false", "npm_config_fund": "false", "npm_config_update_notifier": "false"}
+        for step, argv in (("npm ci", [npm, "ci", "--no-audit", "--no-fund"]),
+                           ("npm run build", [npm, "run", "--silent", "build"])):
+            left = timeout_s - (time.perf_counter() - started)
+            try:
+                proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=max(left, 1.0),
+                                      stdin=subprocess.DEVNULL, env=env)
+            except subprocess.TimeoutExpired:
+                raise ComponentError(f"{step} did not finish building {src} within {timeout_s:g} s") from None
+            if proc.returncode != 0:
+                raise ComponentError(f"{step} could not build {src}: {_failure(proc.stderr or proc.stdout)}")
+        if not tmp.is_file():
+            raise ComponentError(f"the build script of {src} wrote no component to $WORLDRT_OUT")
+        os.replace(tmp, out)
+    return BuildResult(path=out, size_bytes=out.stat().st_size, seconds=time.perf_counter() - started)
+
+
+def source_digest(src_dir: Path, wit_dir: Path = WIT_DIR) -> str:
+    """What a build of ``src_dir`` depends on: its sources (Python, or JavaScript with its package files), the
+    WIT, and the toolchain (componentize-py's version, or node's and the lock file's pins)."""
+    digest = hashlib.sha256()
+    if (src_dir / "package.json").is_file():
+        digest.update(f"node {_node_version()}".encode())
+        sources = sorted(p for p in src_dir.glob("*") if p.suffix in (".js", ".mjs", ".json") and p.is_file())
+    else:
+        digest.update(importlib.metadata.version("componentize-py").encode())
+        sources = sorted(src_dir.glob("*.py"))
+    for path in sources + sorted(wit_dir.glob("*.wit")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        return "none"
+    try:
+        return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
 
 
 def built_once(src_dir: Path, out_path: Path) -> Path:

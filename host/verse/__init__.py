@@ -27,6 +27,7 @@ from worldrt.host.verse._pipeline import (
                                            VerseRunner,
                                            example_component,
                                            example_path,
+                                           pipeline_config,
 )
 from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
 from worldrt.host.verse._selection import (
@@ -48,6 +49,7 @@ from worldrt.host.verse._selection import (
 
 __all__ = [
     "VerseRunner", "VerseHost", "PipelineError", "example_component", "example_path", "MAX_BRANCHES",
+    "pipeline_config",
     "select_provider", "preset", "PRESETS", "ROLES", "VERIFY_MODES", "Role", "Choice", "choose", "candidates",
     "abilities", "Selection", "SelectionError", "gf3_sum", "balanced",
     "record_run", "runs", "audit", "registry_trits", "Gf3Error",

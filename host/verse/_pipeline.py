@@ -8,8 +8,6 @@ switched by the component through ``lattice.set-link-name``), invokes it, and re
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import time
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from typing import Any, Protocol
 from worldrt.errors import InvalidArgument
 from worldrt.examples import EXAMPLES_DIR
 from worldrt.host.registry import Registry
-from worldrt.host.runtime import built_once
+from worldrt.host.runtime import built_once, source_digest
 from worldrt.host.verse._multiverse import ORCHESTRATE_MODES, Multiverse, pick
 from worldrt.host.verse._runs import record_run, registry_trits
 from worldrt.host.verse._selection import (
@@ -63,15 +61,12 @@ class PipelineError(InvalidArgument):
 
 
 def example_path(name: str, cache: Path) -> Path:
-    """Where the build of example ``name`` lives: keyed by its sources, the WIT and componentize-py."""
-    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
-    for path in sorted((EXAMPLES / name).glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return cache / digest.hexdigest()[:16] / f"{name}.wasm"
+    """Where the build of example ``name`` lives: keyed by its sources, the WIT and the toolchain."""
+    return cache / source_digest(EXAMPLES / name, WIT_DIR) / f"{name}.wasm"
 
 
 def example_component(name: str, cache: Path) -> Path:
-    """The example component ``name``, built once per change of its sources, the WIT or componentize-py."""
+    """The example component ``name``, built once per change of its sources, the WIT or the toolchain."""
     return built_once(EXAMPLES / name, example_path(name, cache))
 
 

@@ -3,12 +3,10 @@ test run (and reused by later runs until its sources, the WIT or componentize-py
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import os
 from pathlib import Path
 
-from worldrt.host.runtime import built_once
+from worldrt.host.runtime import built_once, source_digest
 from worldrt.host.verse import example_component
 from worldrt.wit import WIT_DIR
 
@@ -26,8 +24,5 @@ def built_example(name: str) -> Path:
 
 
 def fixture_component(name: str) -> Path:
-    """A test component from tests/fixtures/components."""
-    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
-    for path in sorted((FIXTURES / name).glob("*.py")) + sorted(WIT_DIR.glob("*.wit")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return built_once(FIXTURES / name, CACHE / "fixtures" / digest.hexdigest()[:16] / f"{name}.wasm")
+    """A test component from tests/fixtures/components (Python, or JavaScript when it has a package.json)."""
+    return built_once(FIXTURES / name, CACHE / "fixtures" / source_digest(FIXTURES / name, WIT_DIR) / f"{name}.wasm")

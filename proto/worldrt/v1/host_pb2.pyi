@@ -180,34 +180,46 @@ class InvokeRequest(_message.Message):
     def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
-    __slots__ = ("call", "log", "outcome", "result_json", "execution")
+    __slots__ = ("call", "log", "outcome", "result_json", "execution", "output")
     CALL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     call: ProviderCall
     log: str
     outcome: InvokeOutcome
     result_json: str
     execution: _world_runtime_pb2.ExecutionEvent
-    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ...) -> None: ...
+    output: ComponentOutput
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ..., output: _Optional[_Union[ComponentOutput, _Mapping]] = ...) -> None: ...
+
+class ComponentOutput(_message.Message):
+    __slots__ = ("stream", "data")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    data: bytes
+    def __init__(self, stream: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ProviderCall(_message.Message):
-    __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error", "cost_units")
+    __slots__ = ("interface", "operation", "provider_id", "latency_ms", "error", "cost_units", "startup_ms")
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COST_UNITS_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_MS_FIELD_NUMBER: _ClassVar[int]
     interface: str
     operation: str
     provider_id: str
     latency_ms: float
     error: str
     cost_units: float
-    def __init__(self, interface: _Optional[str] = ..., operation: _Optional[str] = ..., provider_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., cost_units: _Optional[float] = ...) -> None: ...
+    startup_ms: float
+    def __init__(self, interface: _Optional[str] = ..., operation: _Optional[str] = ..., provider_id: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., cost_units: _Optional[float] = ..., startup_ms: _Optional[float] = ...) -> None: ...
 
 class InvokeOutcome(_message.Message):
     __slots__ = ("ok", "value", "duration_ms", "provider_calls")
@@ -230,7 +242,7 @@ class RecentInvocationsRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., verse_id: _Optional[str] = ...) -> None: ...
 
 class InvocationRow(_message.Message):
-    __slots__ = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result", "latency_ms", "cost_units", "invoked_at")
+    __slots__ = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result", "latency_ms", "cost_units", "invoked_at", "startup_ms")
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +252,7 @@ class InvocationRow(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     COST_UNITS_FIELD_NUMBER: _ClassVar[int]
     INVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_MS_FIELD_NUMBER: _ClassVar[int]
     invocation_id: str
     provider_id: str
     operation: str
@@ -249,7 +262,8 @@ class InvocationRow(_message.Message):
     latency_ms: float
     cost_units: float
     invoked_at: str
-    def __init__(self, invocation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., operation: _Optional[str] = ..., verse_id: _Optional[str] = ..., input_params: _Optional[str] = ..., output_result: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., invoked_at: _Optional[str] = ...) -> None: ...
+    startup_ms: float
+    def __init__(self, invocation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., operation: _Optional[str] = ..., verse_id: _Optional[str] = ..., input_params: _Optional[str] = ..., output_result: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., invoked_at: _Optional[str] = ..., startup_ms: _Optional[float] = ...) -> None: ...
 
 class RecentInvocationsReply(_message.Message):
     __slots__ = ("invocations",)

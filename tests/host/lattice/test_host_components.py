@@ -15,11 +15,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.support import built_example
-from worldrt.host import Host
+from tests.support import built_example, cli, f32
+from worldrt.host import OUTPUT_EVENT_CAP, Host
 from worldrt.v1 import host_pb, pb
 
 pytestmark = pytest.mark.daemons
+
+WAT = Path(__file__).resolve().parents[2] / "fixtures" / "wat"
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,39 @@ def test_component_run_on_the_command_line(tmp_path: Path, caller_wasm: Path) ->
                              capture_output=True, text=True, timeout=60)
     assert inspect.returncode == 0, inspect.stderr
     assert "run" in json.loads(inspect.stdout)["exports"]
+
+
+def test_a_call_that_waits_for_its_provider_to_start_records_the_wait(tmp_path: Path, caller_wasm: Path) -> None:
+    """The second command finds its link in the registry and morph not running: its first call starts it."""
+    args = ["component", "run", str(caller_wasm), "--verse", "4242", "--json", "--args",
+            json.dumps({"instance_id": "new", "calls": 1})]
+    first = cli(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    second = cli(tmp_path, *args)
+    assert second.returncode == 0, second.stderr
+    calls = json.loads(second.stdout)["calls"]
+    assert [c["operation"] for c in calls] == ["start", "execute", "stop"]
+    start = calls[0]
+    assert start["latency_ms"] >= start["startup_ms"] > 10, start
+    assert all(c.get("startup_ms", 0.0) < start["startup_ms"] for c in calls[1:])
+    con = duckdb.connect(str(tmp_path / "world.duckdb"), read_only=True)
+    rows = con.execute("SELECT latency_ms, startup_ms FROM provider_invocations WHERE operation = 'start' "
+                       "ORDER BY invoked_at").fetchall()
+    con.close()
+    assert len(rows) == 2 and rows[1] == (f32(start["latency_ms"]), f32(start["startup_ms"]))
+
+
+def test_component_output_reaches_the_caller_as_events_up_to_a_cap(host: Host) -> None:
+    assert host.output_event_cap == OUTPUT_EVENT_CAP == 1 << 20
+    printing = host.load_component(host_pb.LoadComponentRequest(path=str(WAT / "print.wat")))
+    events: list[host_pb.InvokeEvent] = []
+    host.output_event_cap = 1000  # print.wat has one page of memory for its args
+    try:
+        outcome = host.invoke(host_pb.InvokeRequest(component_id=printing.component_id, verse_id=1, args="x" * 1500),
+                              events.append)
+    finally:
+        host.output_event_cap = OUTPUT_EVENT_CAP
+    assert outcome.ok and outcome.value == "printed"
+    for stream in ("stdout", "stderr"):
+        data = b"".join(e.output.data for e in events if e.HasField("output") and e.output.stream == stream)
+        assert data == b"x" * 1000 + f"\n[{stream} cut at 1000 bytes]\n".encode()

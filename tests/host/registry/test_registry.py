@@ -31,6 +31,8 @@ SEED_COLUMNS = {
         ("input_params", "JSON", "YES", None), ("output_result", "JSON", "YES", None),
         ("latency_ms", "FLOAT", "YES", None), ("cost_units", "FLOAT", "YES", None),
         ("invoked_at", "TIMESTAMP", "YES", "CURRENT_TIMESTAMP"),
+        # Added after the seed: of latency_ms, the time spent starting the provider.
+        ("startup_ms", "FLOAT", "YES", "0"),
     ],
     "provider_links": [
         ("link_id", "VARCHAR", "NO", None), ("source_component", "VARCHAR", "YES", None),

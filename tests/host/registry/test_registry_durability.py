@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 import subprocess
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -329,3 +331,28 @@ def test_flush_of_an_unhealthy_registry_says_why(tmp_path: Path) -> None:
     finally:
         registry.close()
     assert [r.verse_id for r in read_rows(tmp_path / "w.duckdb.journal")] == ["1"]
+
+
+def test_a_registry_and_a_journal_from_before_startup_ms_are_opened_and_the_column_added(tmp_path: Path) -> None:
+    db = tmp_path / "world.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("""CREATE TABLE provider_invocations (invocation_id VARCHAR PRIMARY KEY, provider_id VARCHAR,
+                   operation VARCHAR, verse_id VARCHAR, input_params JSON, output_result JSON, latency_ms FLOAT,
+                   cost_units FLOAT, invoked_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""")
+    con.execute("INSERT INTO provider_invocations (invocation_id, provider_id, operation, verse_id, latency_ms) "
+                "VALUES ('from-before', 'morph', 'execute', 'old', 2.5)")
+    con.close()
+    # A journal record as the version before startup_ms wrote it: the body ends at the last payload.
+    record = _journal_record("d" * 32, "journal")
+    body = record[12:-8]
+    (tmp_path / "world.duckdb.journal").write_bytes(struct.pack("<4sII", b"WJr1", len(body), zlib.crc32(body)) + body)
+    registry = Registry.open(db)
+    try:
+        registry.record(Invocation("morph", "start", "new", {}, {}, 1300.0, 0.0, time.time(), startup_ms=1000.0))
+        registry.flush()
+        rows = registry.query("SELECT verse_id, latency_ms, startup_ms FROM provider_invocations ORDER BY verse_id")
+    finally:
+        registry.close()
+    assert rows == [{"verse_id": "journal", "latency_ms": 1.0, "startup_ms": 0.0},
+                    {"verse_id": "new", "latency_ms": 1300.0, "startup_ms": 1000.0},
+                    {"verse_id": "old", "latency_ms": 2.5, "startup_ms": 0.0}]

@@ -152,6 +152,8 @@ def test_missing_file(runtime: ComponentRuntime, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fixture, message", [
     ("core_module.wat", "is a core WebAssembly module, not a component"),
     ("unknown_import.wat", "imports acme:weather/forecast@1.0.0, which this host does not provide"),
+    ("wasi_http.wat", "imports wasi:cli/environment@0.3.0 and wasi:http/outgoing-handler@0.2.10, which this host "
+                      "does not provide"),
     ("wrong_import_type.wat", "imports generator.start with a type this host does not serve: its parameter is "
                               "string, expected a record for worldrt.v1.StartRequest"),
     ("no_run.wat", "has no export `run` (it exports main)"),
@@ -162,6 +164,30 @@ def test_a_component_that_does_not_fit_the_world_is_refused_before_it_runs(
     with pytest.raises(ComponentError) as info:
         runtime.load(WAT / fixture)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.daemons
+def test_every_wasi_import_the_host_lacks_is_named_with_what_to_do(runtime: ComponentRuntime) -> None:
+    with pytest.raises(ComponentError) as info:
+        runtime.load(WAT / "wasi_http.wat")
+    message = str(info.value)
+    assert "wasi:random" not in message  # 0.2.3 is served: wasmtime matches any 0.2.x
+    assert "wasi:cli is served at version 0.2.x only, not 0.3.0: build for WASI 0.2 (wasm32-wasip2)" in message
+    assert "no wasi:http; a componentize-js or jco componentize build leaves it out with " \
+           "`--disable http fetch-event`" in message
+    assert inspect_component(WAT / "wasi_http.wat", cache_dir=None).problem == message.replace(
+        str(WAT / "wasi_http.wat"), "wasi_http.wat", 1)
+
+
+@pytest.mark.daemons
+def test_an_instantiation_error_keeps_wasmtimes_cause_and_no_memory_guess(runtime: ComponentRuntime) -> None:
+    component = runtime.load(WAT / "wasi_missing_func.wat")
+    with pytest.raises(ComponentError) as info:
+        runtime.invoke(component, 1, "")
+    assert str(info.value) == (
+        "wasi_missing_func could not be instantiated: component imports instance `wasi:random/random@0.2.0`, but a "
+        "matching implementation was not found in the linker: instance export `get-random-truth` has the wrong "
+        "type: function implementation is missing")
 
 
 # limits -----------------------------------------------------------------------------------------
