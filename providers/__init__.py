@@ -44,9 +44,11 @@ from worldrt.providers._files import (
 from worldrt.providers._links import Link, LinkTable
 from worldrt.providers._metering import Meter, PriceTable
 from worldrt.providers._provider import Call, Provider, ProviderOptions
+from worldrt.providers._serve_options import add_serve_arguments, engine_values
 from worldrt.providers._server import ServerTls, bind, listen_address, serve
 
 __all__ = [
+    "add_serve_arguments", "engine_values",
     # writing a provider
     "Provider", "ProviderOptions", "Call", "PriceTable", "Meter", "Link", "LinkTable",
     # errors (the project's one root, re-exported)

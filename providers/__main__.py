@@ -12,14 +12,8 @@ from pathlib import Path
 from worldrt.errors import WorldError
 from worldrt.providers._auth import token_from
 from worldrt.providers._daemon import default_state_dir, run_provider
+from worldrt.providers._serve_options import add_serve_arguments, engine_values
 from worldrt.providers._server import ServerTls
-
-
-def _key_value(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-    return key, value
 
 
 def _terminate(_signum: int, _frame: object) -> None:
@@ -30,20 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="python -m worldrt.providers")
     commands = top.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve one provider (as worldrt provider serve)")
-    serve.add_argument("name")
-    serve.add_argument("--listen")
-    serve.add_argument("--state-dir")
-    serve.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE")
+    add_serve_arguments(serve)
     serve.add_argument("--token-file", metavar="PATH")
     serve.add_argument("--tls-cert", metavar="PEM")
     serve.add_argument("--tls-key", metavar="PEM")
     serve.add_argument("--tls-client-ca", metavar="PEM")
-    serve.add_argument("--insecure", action="store_true")
     args = top.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         run_provider(args.name, args.listen, token_from(args.token_file),
-                     Path(args.state_dir) if args.state_dir else default_state_dir(), dict(args.set),
+                     Path(args.state_dir) if args.state_dir else default_state_dir(), engine_values(args),
                      tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
     except WorldError as exc:
         print(f"worldrt: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldrt.host.cli._common import CliError, Commands, Parents, as_dict, console, emit, key_value, session, table
+from worldrt.host.cli._common import Commands, Parents, as_dict, console, emit, session, table
+from worldrt.providers import add_serve_arguments
 from worldrt.v1 import host_pb
 
 
@@ -44,19 +45,9 @@ def provider_status(args: argparse.Namespace) -> int:
 
 
 def provider_serve(args: argparse.Namespace) -> int:
-    from worldrt.providers import ServerTls, default_state_dir, run_provider, token_from
+    from worldrt.providers import ServerTls, default_state_dir, engine_values, run_provider, token_from
 
-    values = dict(key_value(item) for item in args.set)
-    if args.backend != "local" and args.name != "morph":
-        raise CliError(f"--backend {args.backend} is morph's; {args.name} has only its local engine")
-    if args.backend != "local":
-        values["backend"] = args.backend
-    elif args.base_url or args.api_key:
-        raise CliError("--base-url and --api-key are for --backend morphcloud")
-    if args.base_url:
-        values["base_url"] = args.base_url
-    if args.api_key:
-        values["api_key"] = args.api_key
+    values = engine_values(args)
     run_provider(args.name, args.listen, token_from(args.token_file),
         Path(args.state_dir) if args.state_dir else default_state_dir(), values,
         tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
@@ -75,22 +66,6 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     status.set_defaults(func=provider_status)
     serve = provider.add_parser("serve", parents=[parents.serving],
                                 help="serve one provider on the worldrt.v1.WorldRuntime contract")
-    serve.add_argument("name", help="morph, modal, primeintellect, gensyn or ritual")
-    serve.add_argument("--listen", help="unix:PATH or HOST:PORT (default unix:STATE_DIR/NAME.sock); a HOST:PORT "
-                                        "off loopback needs TLS")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow a HOST:PORT off loopback without TLS (only without a token)")
-    serve.add_argument("--state-dir", help="where sandboxes and keys live (default ./.worldrt/providers)")
-    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="engine option, e.g. pool_size=4, max_branches=256, ttl_s=3600")
-    serve.add_argument("--backend", choices=["local", "morphcloud"], default="local",
-                       help="morph only: 'local' (the Infinibranch engine on this machine, the default) or "
-                            "'morphcloud' (Morph Cloud's REST API)")
-    serve.add_argument("--base-url", metavar="URL",
-                       help="morphcloud: the API's base URL, /api included (default $MORPH_BASE_URL, else "
-                            "https://cloud.morph.so/api)")
-    serve.add_argument("--api-key", metavar="KEY",
-                       help="morphcloud: the Morph API key (default $MORPH_API_KEY; prefer the variable: a flag is "
-                            "readable in /proc/PID/cmdline)")
+    add_serve_arguments(serve)
     serve.set_defaults(func=provider_serve)
 

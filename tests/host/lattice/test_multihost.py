@@ -120,7 +120,7 @@ def test_a_pure_caller_reaches_morph_on_another_host(world: World) -> None:
     assert _replicas(calls) == {"morph@b"} and [c.call.operation for c in calls] == ["start", "execute", "execute",
                                                                                  "execute", "stop"]
     own = cmdlines(processes_under(str(world.hosts["a"].home)))
-    assert not [line for line in own.values() if b"provider\0serve" in line], "host a started a provider of its own"
+    assert not [line for line in own.values() if _provider_daemon(line)], "host a started a provider of its own"
 
 
 def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
@@ -265,6 +265,12 @@ def test_a_cut_link_stops_getting_calls(world: World) -> None:
     wait_for(lambda: _healthy(world, "modal") == {"b", "c"}, 60, "replica c back after the link is up")
 
 
+def _provider_daemon(cmdline: bytes, name: str = "") -> bool:
+    """Whether a command line is a provider daemon's (``name``'s, when given): a host starts them as
+    ``python -m worldrt.providers serve NAME``, a user as ``worldrt provider serve NAME``."""
+    return any(f"{command}\0serve\0{name}".encode() in cmdline for command in ("worldrt.providers", "provider"))
+
+
 def test_selection_falls_back_when_no_modal_replica_is_left(world: World) -> None:
     def select() -> dict[str, object]:
         events = list(world.hosts["a"].stub.RunVerse(host_pb.VerseRequest(kind="select", preset="inference"),
@@ -276,7 +282,7 @@ def test_selection_falls_back_when_no_modal_replica_is_left(world: World) -> Non
 
     assert executor() == "modal"
     daemons = [pid for host in ("b", "c") for pid, line in cmdlines(processes_under(str(world.hosts[host].home))).items()
-               if b"provider\0serve\0modal" in line]
+               if _provider_daemon(line, "modal")]
     assert len(daemons) == 2
     for pid in daemons:
         os.kill(pid, signal.SIGSTOP)
