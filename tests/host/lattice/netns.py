@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import host_channel, processes_under, wait_gone
+from tests.support import host_channel, processes_under, wait_for, wait_gone
 from worldrt.providers.testing import wait_serving
 from worldrt.v1 import host_rpc
 
@@ -210,10 +209,8 @@ class Topology:
     def serve_lattice(self) -> Proc:
         proc = self.run(self.hub, [sys.executable, "-m", "worldrt.host.cli", "lattice", "serve", "--listen",
                                    f"{self.address(1)}:{PORT}", "--store", str(self.root / "hub")], "lattice")
-        deadline = time.monotonic() + 30
-        while "lattice serving" not in proc.log():
-            assert proc.proc.poll() is None and time.monotonic() < deadline, proc.log()
-            time.sleep(0.05)
+        wait_for(lambda: "lattice serving" in proc.log() or proc.proc.poll() is not None, 30, "the lattice serving")
+        assert proc.proc.poll() is None, proc.log()
         return proc
 
     def host(self, machine: str, providers: str = "") -> Served:
