@@ -1,6 +1,11 @@
-"""Attack benchmark: the security review's whole attack set (issue 8, findings 1..18) again, in one run.
+"""Attack benchmark: the security reviews' whole attack sets again, in one run: issue 8's (findings 1..18)
+and issue 18's (rows ``r18-N``, one module per area: ``bench/attacks_r18_*.py``).
 
-    .venv/bin/python bench/attacks.py [--json bench/results/attacks.json]
+    .venv/bin/python bench/attacks.py [--json bench/results/attacks.json] [--set all|r8|r18]
+
+Issue 18's modules attack as an attacker would (raw NATS clients, raw HTTP, packages on a local index,
+hostile programs in sandboxes), so the same modules run against an older checkout too: copy them beside
+its ``bench/attacks.py`` to count what got through before.
 
 Every attack runs against real processes: provider daemons started with ``ProviderDaemon`` (morph,
 modal, primeintellect, gensyn, ritual, and a TLS gensyn with a token) and ``worldrt host serve``
@@ -1170,8 +1175,34 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
 
 
 # --- the run ------------------------------------------------------------------------------------------
-def run_all(b: Bench) -> None:
+R18_AREAS = ("images", "buildnet", "access", "latticedata", "api", "pools")
+
+
+def run_r18(b: Bench) -> None:
+    """Issue 18's attacks, one module per area; each starts (and stops) what it attacks under its own folder."""
+    import importlib
+
+    for area in R18_AREAS:
+        try:
+            module = importlib.import_module(f"attacks_r18_{area}")
+        except ImportError as exc:
+            b.rows.append(Row(f"r18-{area}", f"issue 18's {area} attacks", "run", f"not run: {exc}", None))
+            continue
+        folder = b.tmp / f"r18-{area}"
+        folder.mkdir()
+        try:
+            module.run_attacks(b.attack, folder)
+        except Exception as exc:  # noqa: BLE001 - reported as not blocked
+            b.rows.append(Row(f"r18-{area}", f"issue 18's {area} attacks", "run to the end",
+                              f"stopped: {type(exc).__name__}: {str(exc)[:300]}", False))
+
+
+def run_all(b: Bench, which: str = "all") -> None:
     b.start_daemons()
+    if which == "r18":
+        run_r18(b)
+        b.after_attacks()
+        return
     caller = example_component("caller", CACHE / "examples")
     envcaller = fixture_component("envcaller")
     A = b.attack
@@ -1244,7 +1275,7 @@ def run_all(b: Bench) -> None:
 def report(b: Bench, seconds: float, orphans: int, path: str) -> None:
     width = None if sys.stdout.isatty() else 220
     console = Console(width=width)
-    table = Table(title="security review attacks (issue 8), against real daemons and hosts")
+    table = Table(title="security review attacks (issues 8 and 18), against real daemons and hosts")
     for column in ("#", "attack", "expected", "observed", "blocked"):
         table.add_column(column, overflow="fold")
     for row in b.rows:
@@ -1306,6 +1337,7 @@ def report(b: Bench, seconds: float, orphans: int, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "attacks.json"))
+    ap.add_argument("--set", choices=("all", "r8", "r18"), default="all", help="which review's attacks to run")
     args = ap.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="worldrt-attacks-") as tmp:
@@ -1313,7 +1345,7 @@ def main() -> None:
         with ExitStack() as stack:
             bench = Bench(root, stack)
             try:
-                run_all(bench)
+                run_all(bench, args.set)
             except Exception as exc:  # noqa: BLE001 - report what ran
                 bench.rows.append(Row("-", "the bench itself", "runs to the end", f"stopped: {type(exc).__name__}: "
                                       f"{exc}", False))
