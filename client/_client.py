@@ -32,7 +32,7 @@ from worldrt.v1 import host_pb
 T = TypeVar("T")
 PathLike = str | Path
 NO_HOST = ("no host answers at {address}: instances live as long as the host that started them, so start one "
-           "with `worldrt host serve` (or connect with embed=True for a host in this process)")
+           "with `worldrt host serve`")
 
 
 def open_session(address: str | None, *, embed: bool, **settings: Any) -> Session:
