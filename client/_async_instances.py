@@ -17,7 +17,7 @@ from worldrt.client._handles import InstanceHandle, SnapshotHandle
 from worldrt.client._instances import output_of
 from worldrt.client._streams import Last, aiterate
 from worldrt.client._types import ExecResult, FileInfo, InstanceInfo, Limits, Output, SnapshotInfo, branch_failure
-from worldrt.errors import NotFound
+from worldrt.errors import FailedPrecondition, NotFound
 from worldrt.v1 import host_pb, pb
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class AsyncInstance(InstanceHandle):
                         tb: TracebackType | None) -> None:
         try:
             await self.stop()
-        except NotFound:
+        except (NotFound, FailedPrecondition):  # gone already: merged away, expired or stopped elsewhere
             self._stopped = True
 
 

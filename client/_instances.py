@@ -3,7 +3,8 @@
 Invariants: every call goes through the client's host by the Host API (CallProvider and its stream for
 instances, the file RPCs for files), so links, registry rows and a lattice apply to it; a failed call
 raises the ``worldrt.errors`` kind of its status; leaving ``with client.start(...) as inst`` stops the
-instance, and an instance already gone by then (merged away, expired) is not an error there.
+instance, and an instance already gone by then (merged away, expired, stopped elsewhere) is not an error
+there.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from worldrt.client._types import (
     SnapshotInfo,
     branch_failure,
 )
-from worldrt.errors import NotFound
+from worldrt.errors import FailedPrecondition, NotFound
 from worldrt.v1 import host_pb, pb
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Instance(InstanceHandle):
                  tb: TracebackType | None) -> None:
         try:
             self.stop()
-        except NotFound:
+        except (NotFound, FailedPrecondition):  # gone already: merged away, expired or stopped elsewhere
             self._stopped = True
 
 

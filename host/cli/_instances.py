@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from worldrt.host.cli._common import CliError, Commands, Parents, connect_options, console, emit, key_value, table
+from rich.table import Table
+
+from worldrt.host.cli._common import CliError, Commands, Parents, connect_options, console, emit, key_value
 
 if TYPE_CHECKING:
     from worldrt.client import Client, ExecResult, Instance, InstanceInfo
@@ -153,12 +155,22 @@ def instance_stop(args: argparse.Namespace) -> int:
 def instance_ls(args: argparse.Namespace) -> int:
     with client(args) as rt:
         found: list[Instance] = rt.instances(args.provider)
-    emit(args, {"instances": [info_dict(i.info) for i in found]}, lambda: console.print(table(
-        f"instances on {args.provider}", ["id", "image", "from snapshot", "created", "memory MiB", "metadata"],
-        [[i.id, i.image[:12], i.info.snapshot_id, i.created_at.strftime("%Y-%m-%d %H:%M:%S") if i.created_at else "",
-          i.info.limits.memory_mb, " ".join(f"{k}={v}" for k, v in sorted(i.info.metadata.items()))]
-         for i in found])))
+    emit(args, {"instances": [info_dict(i.info) for i in found]}, lambda: console.print(_listing(args.provider, found)))
     return 0
+
+
+def _listing(provider: str, found: list[Instance]) -> Table:
+    """Ids whole (a listing is where one copies them from); the rest may wrap."""
+    grid = Table(title=f"instances on {provider}")
+    grid.add_column("id", no_wrap=True)
+    grid.add_column("image", no_wrap=True)
+    for column in ("from snapshot", "created", "memory MiB", "metadata"):
+        grid.add_column(column)
+    for i in found:
+        grid.add_row(i.id, i.image[:12], i.info.snapshot_id,
+                     i.created_at.strftime("%Y-%m-%d %H:%M:%S") if i.created_at else "", str(i.info.limits.memory_mb),
+                     " ".join(f"{k}={v}" for k, v in sorted(i.info.metadata.items())))
+    return grid
 
 
 def add_commands(commands: Commands, parents: Parents) -> None:
