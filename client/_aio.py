@@ -19,7 +19,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
-from worldrt.errors import Aborted, from_rpc_error
+from worldrt.errors import Aborted, FailedPrecondition, from_rpc_error
 from worldrt.host import BY_NAME, HostAPI
 from worldrt.providers import ClientTls, open_aio_channel
 from worldrt.v1 import host_rpc
@@ -34,6 +34,11 @@ class AsyncHost:
 
     remote: bool = False
     address: str | None = None
+    closed: bool = False
+
+    def _open(self) -> None:
+        if self.closed:
+            raise FailedPrecondition("the client is closed: connect again")
 
     async def unary(self, name: str, request: Message) -> Any:
         """The reply of the unary method ``name``."""
@@ -62,12 +67,14 @@ class AioRemoteHost(AsyncHost):
         self._where = f"host at {address}"
 
     async def unary(self, name: str, request: Message) -> Any:
+        self._open()
         try:
             return await getattr(self._stub, BY_NAME[name].rpc)(request, metadata=self._md)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self._where) from None
 
     async def streamed(self, name: str, request: Message, on_event: Sink | None = None) -> Any:
+        self._open()
         method = BY_NAME[name]
         assert method.result_of is not None
         call = getattr(self._stub, method.rpc)(request, metadata=self._md)
@@ -85,6 +92,7 @@ class AioRemoteHost(AsyncHost):
         raise Aborted(f"{self._where} ended {name} without a result")
 
     async def close(self) -> None:
+        self.closed = True
         await self._channel.close()
 
 
@@ -96,6 +104,7 @@ class ThreadedHost(AsyncHost):
         self._pool = ThreadPoolExecutor(max_workers=EMBEDDED_THREADS, thread_name_prefix="worldrt-client")
 
     async def _run(self, call: Callable[[], Any]) -> Any:
+        self._open()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except grpc.RpcError as exc:
@@ -115,6 +124,7 @@ class ThreadedHost(AsyncHost):
         return await self._run(functools.partial(getattr(self._api, name), request, sink))
 
     async def close(self) -> None:
+        self.closed = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._api.close)
         finally:

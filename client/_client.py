@@ -25,7 +25,7 @@ from worldrt.client import _requests as requests
 from worldrt.client._instances import Instance, Snapshot, instances_of
 from worldrt.client._services import Components, Images, Links, Providers, Verse
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
-from worldrt.errors import Unavailable, from_rpc_error
+from worldrt.errors import FailedPrecondition, Unavailable, from_rpc_error
 from worldrt.host import HostAPI, RemoteHost, Session, host_session
 from worldrt.v1 import host_pb
 
@@ -140,6 +140,8 @@ class Client:
     # plumbing ------------------------------------------------------------------------------------
     def _host(self, method: Callable[..., T], *args: Any) -> T:
         """``method(*args)`` of the Host API, a failure raised as its error kind."""
+        if self._closed:
+            raise FailedPrecondition("the client is closed: connect again")
         try:
             return method(*args)
         except grpc.RpcError as exc:

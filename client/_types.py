@@ -52,6 +52,16 @@ class Limits:
         return cls(message.memory_mb, message.cpu_s, message.processes, message.file_size_mb, message.disk_mb)
 
 
+def _value(text: str) -> Any:
+    """A run's value from its JSON; the text itself if a provider sent something that is not JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 @dataclass(frozen=True)
 class ExecResult:
     """One run's outcome. ``value`` is the code's final expression decoded from JSON (REPL style; None
@@ -79,7 +89,7 @@ class ExecResult:
         """The result an ExecutionResult message carries."""
         text = message.value_json
         return cls(stdout=message.stdout, stderr=message.stderr, exit_code=message.exit_code,
-                   value=json.loads(text) if text else None, duration_ms=message.duration_ms,
+                   value=_value(text), duration_ms=message.duration_ms,
                    cpu_ms=message.cpu_ms, cost_units=message.cost_units, error=message.error,
                    instance_id=message.instance_id, value_json=text)
 

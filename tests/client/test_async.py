@@ -50,13 +50,14 @@ def test_gathered_branches_run_at_the_same_time(within: Callable[[Body], Any]) -
         async with await rt.start("morph") as inst:
             await inst.exec("import time")
             branches = await inst.branch(3)
-            results = await asyncio.gather(*(b.exec("t0 = time.time(); time.sleep(0.5); (t0, time.time())")
+            results = await asyncio.gather(*(b.exec("t0 = time.time(); time.sleep(1.5); (t0, time.time())")
                                              for b in branches))
             await asyncio.gather(*(b.stop() for b in branches))
             return list(results)
 
     spans = [tuple(r.value) for r in within(body)]
-    # Each branch slept 0.5 s; every one started before any ended, so all three ran at once.
+    # Each branch slept 1.5 s; every one started before any ended, so all three ran at once (run one after
+    # another, the first would end before the last began).
     assert len(spans) == 3 and max(start for start, _ in spans) < min(end for _, end in spans)
 
 
@@ -123,3 +124,19 @@ def test_every_public_method_of_the_blocking_client_has_an_awaited_twin() -> Non
             assert awaited or method in ("instance", "snapshot"), f"Async{name}.{method} is not awaited"
             ours, theirs = inspect.signature(fn).parameters, inspect.signature(other).parameters
             assert list(ours) == list(theirs), f"Async{name}.{method} takes other parameters"
+
+
+def test_a_closed_client_says_so(tmp_path: Path) -> None:
+    with Client.connect(home=tmp_path / "sync") as closed:
+        pass
+    with pytest.raises(FailedPrecondition, match="closed"):
+        closed.start()
+
+    async def main() -> None:
+        rt = await AsyncClient.connect(home=tmp_path / "async")
+        await rt.close()
+        with pytest.raises(FailedPrecondition, match="closed"):
+            await rt.start()
+
+    asyncio.run(main())
+    no_process_left(tmp_path)

@@ -144,3 +144,16 @@ def test_the_clients_calls_travel_a_link_of_its_own_and_are_recorded(rt: Client)
     assert (own.source, own.interfaces, own.provider) == ("client-morph", ("generator",), "morph")
     operations = {(c.provider, c.operation) for c in rt.invocations(limit=200)}
     assert {("morph", "start"), ("morph", "execute"), ("morph", "stop")} <= operations
+
+
+def test_instances_are_listed_per_provider_and_modal_s_files_go_through_it(rt: Client) -> None:
+    with rt.start("modal", ttl_s=120) as sandbox, rt.start("morph") as inst:
+        assert sandbox.provider == "modal" and sandbox.exec("21 * 2").value == 42
+        assert sandbox.files.write("m.txt", "modal") == 5 and sandbox.files.read_text("m.txt") == "modal"
+        modal_ids = {i.id for i in rt.instances("modal")}
+        assert sandbox.id in modal_ids and inst.id not in modal_ids
+        assert all(i.provider == "modal" for i in rt.instances("modal"))
+        assert sandbox.snapshot().info.kind == "disk_only"
+        with pytest.raises(NotFound):
+            rt.instance(sandbox.id).exec("1")  # a modal id asked of morph
+    assert sandbox.id not in {i.id for i in rt.instances("modal")}
