@@ -86,6 +86,7 @@ def test_components_are_inspected_and_run_with_their_calls_logs_and_output(rt: C
         rt.components.run(EXAMPLES / "no-such.wasm", verse=1)
 
 
+@pytest.mark.timeout(900)  # componentize-py takes ~10 s alone, minutes on a loaded 2-core machine
 def test_a_python_component_is_built_then_inspected_and_run(embedded: Client, tmp_path: Path) -> None:
     built = embedded.components.build(EXAMPLES / "caller", tmp_path / "caller.wasm")
     assert built.path == tmp_path / "caller.wasm" and built.size_bytes > 1_000_000 and built.seconds > 0
@@ -99,6 +100,7 @@ def test_a_python_component_is_built_then_inspected_and_run(embedded: Client, tm
     assert all(isinstance(e, (ProviderCall, LogLine, ComponentOutput)) for e in events)
 
 
+@pytest.mark.timeout(600)  # the explorer's first build, then two pipelines
 def test_a_pipeline_gives_typed_results(rt: Client) -> None:
     built_example("explorer")
     calls: list[Event] = []
@@ -114,6 +116,7 @@ def test_a_pipeline_gives_typed_results(rt: Client) -> None:
     assert (again.wev, again.winner) == (run.wev, run.winner)
 
 
+@pytest.mark.timeout(600)
 def test_solo_runs_orchestration_and_selection_give_typed_results(remote: Client) -> None:
     built_example("explorer")
     solo = remote.verse.run(1069, on="gensyn")
