@@ -1,8 +1,9 @@
 """Image builds: pip installs from a package index in a sandbox of their own, never as the daemon.
 
-The build sandbox shares the host's network (it must reach the index) but sees only system directories,
-the base interpreter (its site-packages hidden), pip (read-only) and the image folder, a tmpfs of the
-build's size limit. Its script drops to a uid of its own before pip runs, then writes the finished
+The build sandbox has a network namespace of its own whose only way out is the daemon's proxy to the
+build's package index (``_index_proxy``), and sees only system directories, the base interpreter (its
+site-packages hidden), pip (read-only) and the image folder, a tmpfs of the build's size limit.
+Its script drops to a uid of its own before pip runs, then writes the finished
 folder to its stdout as a tar stream. The daemon reads that stream up to the size limit and unpacks it
 with tarfile's ``data`` filter (no absolute paths, no links out, no devices) into a staging folder of
 its own, then names the layer by the digest of what it holds. A build that fails, runs past its time or
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from worldrt import errors as err
-from worldrt.providers.sandbox import _bwrap, _seccomp
+from worldrt.providers.sandbox import _bwrap, _index_proxy, _seccomp
 from worldrt.providers.sandbox._images import (
     ImageInfo,
     ImageStore,
@@ -289,6 +290,7 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
     pip_dir = _pip_dir()
     uid = ALLOCATOR.take()
     staging = store.new_staging()
+    network = _index_proxy.IndexProxy(spec.index, uid, byte_cap=2 * spec.max_bytes + (256 << 20))
     try:
         exe = _bwrap.base_interpreter()
         major, minor = sys.version_info.major, sys.version_info.minor
@@ -303,9 +305,9 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
         seccomp = _bwrap.memfd("build.bpf", _seccomp.sandbox_filter())
         try:
             proc = subprocess.Popen(
-                _command(f"bwrap[worldrt {store.root} build {spec.name}]", pip_dir, script, seccomp, spec.max_bytes,
-                         args),
-                executable=_bwrap.bwrap_path(), pass_fds=[script, seccomp], stdin=subprocess.DEVNULL,
+                network.confine(_command(f"bwrap[worldrt {store.root} build {spec.name}]", pip_dir, script, seccomp,
+                                         spec.max_bytes, args)),
+                executable=_bwrap.bwrap_path(), pass_fds=[script, seccomp, *network.fds], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         finally:
             os.close(script)
@@ -343,7 +345,8 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
         if isinstance(unpack_error, err.ResourceExhausted):
             raise unpack_error
         if code != 0 or run.timed_out:
-            raise _failure(run, spec, code)
+            run.tail += network.notes()  # what the build's network refused or could not reach
+            raise network.failure(spec.name) or _failure(run, spec, code)
         if unpack_error is not None:
             raise err.FailedPrecondition(f"the build of {spec.name} sent no usable image: {unpack_error}")
         make_skeleton(staging)
@@ -362,4 +365,5 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
+        network.stop()
         ALLOCATOR.release(uid)
