@@ -164,7 +164,8 @@ def test_a_name_belongs_to_whoever_built_it(stub: Any, good_index: PackageIndex,
     victim = _build(stub, name="victim-demo", pip=["rtdemo==1.0"], index_url=good_index.url)
     for replace in (False, True):
         with pytest.raises(grpc.RpcError) as info:
-            _build(stub, MALLORY, name="victim-demo", pip=["rtdemo==1.0"], index_url=evil_index.url, replace=replace)
+            _build(stub, MALLORY, name="victim-demo", pip=["rtdemo==1.0"], index_url=evil_index.url,
+                   **({"replace": True} if replace else {}))
         assert info.value.code() == (grpc.StatusCode.PERMISSION_DENIED if replace else grpc.StatusCode.ALREADY_EXISTS)
         assert "victim-demo" in info.value.details() and "operator" in info.value.details()
     assert status_of(lambda: stub.DeleteImage(pb.ImageRef(image="victim-demo"), metadata=MALLORY)) == \
