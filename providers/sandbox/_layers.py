@@ -87,14 +87,22 @@ def _pack(layer, skip):
                                 continue
                             record(b"f", st.st_mode & 0o7777, st.st_size, rel)
                             left = st.st_size
-                            while left:
-                                chunk = f.read(min(left, 1 << 20)) or bytes(min(left, 1 << 20))
+                            while left:  # exactly the size sent, whatever the file does now
+                                try:
+                                    chunk = f.read(min(left, 1 << 20))
+                                except OSError:
+                                    chunk = b""
+                                chunk = chunk or bytes(min(left, 1 << 20))
                                 out.write(chunk)
                                 left -= len(chunk)
                     else:
                         record(b"o", st.st_mode & 0o7777, 0, rel)
                 except FileNotFoundError:
                     continue
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # unreadable by the build's own uid: not part of the image
+                    print(f"worldrt: {rel!r} left out of the image: {exc}", file=sys.stderr, flush=True)
     record(b"E", 0, 0, b"")
     out.flush()
 

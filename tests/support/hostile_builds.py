@@ -18,7 +18,7 @@ The sdist has an in-tree PEP 517 backend (stdlib only, so the index needs nothin
 * ``links-out``: links to /etc, to ../../../../../../../../etc and to /etc/passwd.
 * ``special``: a fifo, and a hard link to /etc/passwd attempted.
 * ``safe``: what a layer may hold, oddly: a link inside site-packages, a setuid/setgid executable, a
-  sticky folder, a name with a newline.
+  sticky folder, a name with a newline, a file of mode 000 (which the packer leaves out).
 * ``plain``: nothing but the module (two indexes serving the same ``name==version`` with different code).
 """
 
@@ -171,6 +171,8 @@ def shape_safe():
     os.makedirs(SITE + "/sticky")
     os.chmod(SITE + "/sticky", 0o1777)
     open(SITE + "/sticky/line\nbreak.txt", "w").write("odd name\n")
+    open(SITE + "/unreadable", "w").write("mode 000: the packer cannot read it either\n")
+    os.chmod(SITE + "/unreadable", 0)
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):

@@ -123,9 +123,10 @@ import json, os, sys
 site = f"/opt/python-env/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
 import rt_safe
 json.dumps([os.readlink(site + "/alias"), oct(os.stat(site + "/tool").st_mode & 0o7777),
-            oct(os.stat(site + "/sticky").st_mode & 0o7777), os.listdir(site + "/sticky"), rt_safe.WHO])
+            oct(os.stat(site + "/sticky").st_mode & 0o7777), os.listdir(site + "/sticky"), rt_safe.WHO,
+            os.path.lexists(site + "/unreadable")])
 """))
-    assert seen == ["rt_safe", "0o755", "0o755", ["line\nbreak.txt"], "rt-safe"]
+    assert seen == ["rt_safe", "0o755", "0o755", ["line\nbreak.txt"], "rt-safe", False]
     layer = _layer(morph, image.digest)
     for folder, dirs, names in os.walk(layer):
         for name in dirs + names:
