@@ -30,6 +30,9 @@ class Call:
     source: str = ""
     # The link the call came through (the caller's own, else the one for any component), if any.
     link: Link | None = None
+    # Who the caller is, as the host or bridge that authenticated it says (x-worldrt-owner); "" for the
+    # host's own calls. Image names belong to it.
+    owner: str = ""
 
     @property
     def values(self) -> dict[str, str]:

@@ -54,7 +54,8 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
         md = _metadata(context)
         source = md.get("x-worldrt-source", "")
         return Call(operation, Meter(operation), md.get("x-worldrt-verse-id", ""), source,
-                    self.provider.links.of_call(source, md.get("x-worldrt-link-name", "")) if source else None)
+                    self.provider.links.of_call(source, md.get("x-worldrt-link-name", "")) if source else None,
+                    md.get("x-worldrt-owner", ""))
 
     async def _fail(self, exc: BaseException, call: Call, context: grpc.aio.ServicerContext) -> None:
         trailers = _finish(call, self.provider)

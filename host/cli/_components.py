@@ -23,17 +23,21 @@ from worldrt.host.cli._common import (
     table,
 )
 from worldrt.v1 import host_pb, pb
+from worldrt.wit import LATEST, WIT_VERSIONS
 
 
 def component_build(args: argparse.Namespace) -> int:
     from worldrt.host.runtime import build_component
+    from worldrt.wit import wit_dir
 
     tool = "npm and its build script" if (Path(args.dir) / "package.json").is_file() else "componentize-py"
-    with console.status(f"building {args.dir} with {tool}"):
-        result = build_component(args.dir, args.output)
-    data = {"path": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2)}
+    with console.status(f"building {args.dir} with {tool} against worldrt:verse@{args.wit_version}"):
+        result = build_component(args.dir, args.output, wit_dir=wit_dir(args.wit_version))
+    data = {"path": str(result.path), "size_bytes": result.size_bytes, "seconds": round(result.seconds, 2),
+            "wit_version": args.wit_version}
     emit(args, data, lambda: console.print(
-        f"built {result.path} ({result.size_bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s"))
+        f"built {result.path} ({result.size_bytes / 2**20:.1f} MiB) against worldrt:verse@{args.wit_version} "
+        f"in {result.seconds:.1f} s"))
     return 0
 
 
@@ -47,7 +51,8 @@ def component_inspect(args: argparse.Namespace) -> int:
         rows = [["import", name, "; ".join(f"{f}: {sig}" for f, sig in funcs.items())]
                 for name, funcs in info.imports.items()]
         rows += [["export", name, sig] for name, sig in info.exports.items()]
-        console.print(table(f"{info.path} ({info.size_bytes} bytes, sha256 {info.digest[:12]})",
+        world = ", ".join(f"worldrt:verse@{v}" for v in info.wit_versions) or "no worldrt:verse import"
+        console.print(table(f"{info.path} ({info.size_bytes} bytes, sha256 {info.digest[:12]}; {world})",
                              ["kind", "name", "functions"], rows))
         if info.problem:
             console.print(f"[yellow]does not fit the verse world:[/yellow] {info.problem}")
@@ -113,6 +118,8 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                                  help="build a component: Python with componentize-py, JavaScript (package.json) with npm")
     build.add_argument("dir")
     build.add_argument("-o", "--output", required=True)
+    build.add_argument("--wit-version", choices=WIT_VERSIONS, default=LATEST,
+                       help=f"the worldrt:verse version to build against (default {LATEST}, the latest)")
     build.set_defaults(func=component_build)
     inspect = component.add_parser("inspect", parents=[parents.common], help="imports, exports and size of a component")
     inspect.add_argument("file")

@@ -43,7 +43,7 @@ def image_build(args: argparse.Namespace) -> int:
         files.append(pb.FileEntry(path=dest or Path(source).name, data=data, mode=Path(source).stat().st_mode & 0o777))
     request = host_pb.HostBuildImageRequest(provider=args.provider, build=pb.BuildImageRequest(
         name=args.name, pip=args.pip, requirements=requirements, files=files, index_url=args.index_url or "",
-        timeout_s=args.timeout or 0, max_size_mb=args.max_size_mb or 0))
+        timeout_s=args.timeout or 0, max_size_mb=args.max_size_mb or 0, replace=args.replace))
     started = time.monotonic()
     events: list[dict[str, Any]] = []
     with session(args) as host:
@@ -72,13 +72,17 @@ def image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(image: pb.Image) -> str:
+    return image.index_url or ("" if image.layer_digest else image.source)
+
+
 def image_list(args: argparse.Namespace) -> int:
     with session(args) as host:
         reply = host.list_images(host_pb.HostImageRequest(provider=args.provider))
     emit(args, {"images": [as_dict(i) for i in reply.images]}, lambda: console.print(table(
-        "images", ["names", "digest", "python", "packages", "size", "created"],
-        [[", ".join(i.names), i.digest[:12], i.python, " ".join(i.packages)[:80], _size(i.size_bytes), _when(i)]
-         for i in reply.images])))
+        "images", ["names", "digest", "index", "python", "packages", "size", "created"],
+        [[", ".join(i.names), i.digest[:12], _index(i)[:48], i.python, " ".join(i.packages)[:80], _size(i.size_bytes),
+          _when(i)] for i in reply.images])))
     return 0
 
 
@@ -87,7 +91,11 @@ def image_inspect(args: argparse.Namespace) -> int:
         image = host.inspect_image(host_pb.HostImageRequest(provider=args.provider, image=args.image))
     emit(args, as_dict(image), lambda: console.print(table(
         f"image {args.image}", ["field", "value"],
-        [["digest", image.digest], ["names", ", ".join(image.names)], ["python", image.python],
+        [["digest", image.digest],
+         ["layer", image.layer_digest or "(not a content digest: the default image, or built before they were)"],
+         ["index", image.index_url], ["names", ", ".join(f"{n} (owner {image.owners.get(n, 'operator')})"
+                                                        for n in image.names)],
+         ["python", image.python],
          ["requested", " ".join(image.requested)], ["packages", "\n".join(image.packages)],
          ["files", "\n".join(f"{k} {v[:12]}" for k, v in sorted(image.files.items()))],
          ["size", _size(image.size_bytes)], ["source", image.source], ["created", _when(image)],
@@ -166,6 +174,8 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     build.add_argument("--index-url", help="the package index (default PyPI)")
     build.add_argument("--timeout", type=int, metavar="S", help="seconds the build may take")
     build.add_argument("--max-size-mb", type=int, metavar="MB", help="the largest the image may be")
+    build.add_argument("--replace", action="store_true",
+                       help="move NAME to this build's image when it names another already (its owner only)")
     build.set_defaults(func=image_build)
     image.add_parser("list", parents=[parents.common, provider], help="every image").set_defaults(func=image_list)
     inspect = image.add_parser("inspect", parents=[parents.common, provider], help="one image's packages and files")

@@ -37,9 +37,11 @@ from worldrt.host.runtime._world import (
     PROVIDER_INTERFACES,
     WIT_PACKAGE,
     WIT_VERSION,
+    WIT_VERSIONS,
     CallContext,
     Operation,
     Router,
+    interface_version,
     wit_interface,
 )
 
@@ -48,7 +50,8 @@ __all__ = [
     "ComponentRuntime", "Invocation", "Limits", "LoadedComponent", "ComponentLoader", "ComponentCache", "new_engine",
     "DEFAULT_CACHE_DIR",
     # the world and its calls
-    "OPERATIONS", "Operation", "CallContext", "Router", "wit_interface", "WIT_PACKAGE", "WIT_VERSION",
+    "OPERATIONS", "Operation", "CallContext", "Router", "wit_interface", "interface_version",
+    "WIT_PACKAGE", "WIT_VERSION", "WIT_VERSIONS",
     "PROVIDER_INTERFACES", "HOST_INTERFACES", "LOG_LEVELS", "check_component", "from_wit", "to_wit",
     "ImportCodec",
     # building and inspecting

@@ -1,6 +1,6 @@
 """Protobuf messages <-> the values wasmtime passes for WIT records.
 
-The mapping (components/wit/verse.wit follows it): field ``snapshot_id`` is record field ``snapshot-id``; a
+The mapping (components/wit/*/verse.wit follow it): field ``snapshot_id`` is record field ``snapshot-id``; a
 singular message field is ``option<record>``; a repeated field is ``list``; a map is
 ``list<tuple<key, value>>`` (sorted by key); enum value ``MEMORY_AND_DISK`` of ``SnapshotKind`` is case
 ``memory-and-disk`` and ``INSTANCE_STATUS_UNSPECIFIED`` is ``unspecified`` (the enum's own prefix is dropped).

@@ -44,6 +44,9 @@ from worldrt.host.runtime._world import (
     LOG_LEVELS,
     OPERATIONS,
     PROVIDER_INTERFACES,
+    WIT_PACKAGE,
+    WIT_VERSIONS,
+    interface_version,
     wit_interface,
 )
 
@@ -63,8 +66,15 @@ _PROTO_SCALARS: dict[int, type] = {
     FieldDescriptor.TYPE_BOOL: Bool, FieldDescriptor.TYPE_STRING: String,
 }
 
-_PROVIDED = {wit_interface(name) for name in PROVIDER_INTERFACES + HOST_INTERFACES}
-WIT_WORLD_IMPORTS = "worldrt:verse/{" + ",".join(PROVIDER_INTERFACES + HOST_INTERFACES) + "}@0.1.0"
+_PROVIDED = {wit_interface(name, version) for name in PROVIDER_INTERFACES + HOST_INTERFACES for version in WIT_VERSIONS}
+WIT_WORLD_IMPORTS = (f"{WIT_PACKAGE}/{{{','.join(PROVIDER_INTERFACES + HOST_INTERFACES)}}}@"
+                     f"{{{','.join(WIT_VERSIONS)}}}")
+
+
+def world_versions(imports: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The versions of worldrt:verse that these import names select, oldest first."""
+    found = {v[1] for v in map(interface_version, imports) if v is not None}
+    return tuple(v for v in WIT_VERSIONS if v in found)
 
 
 TypeNames = tuple[tuple[ValType, str], ...]

@@ -21,6 +21,7 @@ from worldrt.host.runtime._values import ImportCodec, add_import, func_type
 from worldrt.host.runtime._world import (
     OPERATIONS,
     PROVIDER_INTERFACES,
+    WIT_VERSIONS,
     CallContext,
     Operation,
     Router,
@@ -51,10 +52,11 @@ class InvocationScope:
     Entered on the thread that runs the component (host calls arrive on that thread)."""
 
     def __init__(self, router: Router, context: CallContext, on_log: LogSink | None = None,
-                 codecs: dict[Operation, ImportCodec] | None = None) -> None:
+                 codecs: dict[tuple[Operation, str], ImportCodec] | None = None) -> None:
         self.router = router
-        # The converters of the running component's imports (kept per component across invocations).
-        self.codecs: dict[Operation, ImportCodec] = {} if codecs is None else codecs
+        # The converters of the running component's imports, by operation and WIT version (kept per
+        # component across invocations).
+        self.codecs: dict[tuple[Operation, str], ImportCodec] = {} if codecs is None else codecs
         self.context = context
         self.on_log = on_log
         self.provider_calls = 0
@@ -159,15 +161,30 @@ def _scope() -> InvocationScope:
     return scope
 
 
-def _provider_func(op: Operation) -> Callable[[Any, Any, Any, Any], None]:
+def _start_as_in_0_1_0(scope: InvocationScope, op: Operation, request: Any) -> Message | Failure:
+    """0.1.0's start, as first released: an image the provider does not have means its default image."""
+    outcome = scope.provider_call(op, request)
+    if isinstance(outcome, tuple) and outcome[0] == "NOT_FOUND" and request.image and not request.snapshot_id:
+        log.info("%s: no image %r on its generator; worldrt:verse@0.1.0 starts the default image instead",
+                 scope.context.source, request.image)
+        request.image = ""
+        return scope.provider_call(op, request)
+    return outcome
+
+
+def _provider_func(op: Operation, version: str) -> Callable[[Any, Any, Any, Any], None]:
+    as_released = _start_as_in_0_1_0 if (version, op.interface, op.name) == ("0.1.0", "generator", "start") else None
+
     def call(store: Any, ty: Any, args: Any, results: Any) -> None:
         scope = _scope()
-        codec = scope.codecs.get(op)
+        key = (op, version)
+        codec = scope.codecs.get(key)
         if codec is None:
             # The component's own view of the function (it may name fewer record fields than the world).
             with func_type(store, ty) as fty:
-                codec = scope.codecs[op] = ImportCodec(fty, op.request, op.reply)
-        outcome = scope.provider_call(op, codec.lift(args))
+                codec = scope.codecs[key] = ImportCodec(fty, op.request, op.reply)
+        request = codec.lift(args)
+        outcome = as_released(scope, op, request) if as_released else scope.provider_call(op, request)
         if isinstance(outcome, tuple):
             codec.lower_err(*outcome, results)
         else:
@@ -187,16 +204,18 @@ def _set_link_name(_store: Any, name: str, interfaces: list[str]) -> None:
 
 
 def define_imports(linker: Linker) -> None:
-    """Define the world's imports (generator, coordinator, validator, lattice, log, types) in ``linker``."""
+    """Define the world's imports (generator, coordinator, validator, lattice, log, types) in ``linker``, under
+    every released version's name: a component's imports pick its version."""
     with linker.root() as root:
-        for interface in PROVIDER_INTERFACES:
-            with root.add_instance(wit_interface(interface)) as instance:
-                for (owner, name), op in OPERATIONS.items():
-                    if owner == interface:
-                        add_import(instance, name, _provider_func(op))
-        with root.add_instance(wit_interface("lattice")) as instance:
-            instance.add_func("set-link-name", _set_link_name)
-        with root.add_instance(wit_interface("log")) as instance:
-            instance.add_func("log", _log_func)
-        with root.add_instance(wit_interface("types")):
-            pass
+        for version in WIT_VERSIONS:
+            for interface in PROVIDER_INTERFACES:
+                with root.add_instance(wit_interface(interface, version)) as instance:
+                    for (owner, name), op in OPERATIONS.items():
+                        if owner == interface:
+                            add_import(instance, name, _provider_func(op, version))
+            with root.add_instance(wit_interface("lattice", version)) as instance:
+                instance.add_func("set-link-name", _set_link_name)
+            with root.add_instance(wit_interface("log", version)) as instance:
+                instance.add_func("log", _log_func)
+            with root.add_instance(wit_interface("types", version)):
+                pass

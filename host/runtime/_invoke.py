@@ -148,7 +148,7 @@ class ComponentRuntime:
         define_imports(self.linker)
         self.loader = ComponentLoader(self.engine, ComponentCache(self.engine, cache_dir, engine_key))
         # Each component's import converters, built at its first call of each import.
-        self._codecs: weakref.WeakKeyDictionary[Component, dict[Operation, ImportCodec]] = weakref.WeakKeyDictionary()
+        self._codecs: weakref.WeakKeyDictionary[Component, dict[tuple[Operation, str], ImportCodec]] = weakref.WeakKeyDictionary()
         self._ticker = _EpochTicker(self.engine, epoch_tick_s)
         self._ticker.start()
 

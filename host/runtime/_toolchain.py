@@ -25,7 +25,7 @@ from worldrt.host.runtime._components import (
     new_engine,
 )
 from worldrt.host.runtime._errors import ComponentError
-from worldrt.host.runtime._fit import check_component, render_func
+from worldrt.host.runtime._fit import check_component, render_func, world_versions
 from worldrt.wit import WIT_DIR
 
 # componentize-py's console script, run from the installed package by this interpreter.
@@ -51,6 +51,8 @@ class ComponentInfo:
     imports: dict[str, dict[str, str]] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
+    # The versions of worldrt:verse its imports select (one, unless it mixes them).
+    wit_versions: tuple[str, ...] = ()
 
 
 def _failure(stderr: str) -> str:
@@ -163,16 +165,17 @@ def _node_version() -> str:
         return "unknown"
 
 
-def built_once(src_dir: Path, out_path: Path) -> Path:
-    """``out_path``, built from ``src_dir`` unless it exists. Processes building the same output take
-    turns (a lock file beside it), so one builds and the others reuse its result."""
+def built_once(src_dir: Path, out_path: Path, wit_dir: Path = WIT_DIR) -> Path:
+    """``out_path``, built from ``src_dir`` against the WIT in ``wit_dir`` unless it exists. Processes
+    building the same output take turns (a lock file beside it), so one builds and the others reuse its
+    result."""
     if out_path.exists():
         return out_path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path.parent / f".{out_path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not out_path.exists():
-            build_component(src_dir, out_path)
+            build_component(src_dir, out_path, wit_dir=wit_dir)
     return out_path
 
 
@@ -206,4 +209,4 @@ def inspect_component(path: str | os.PathLike[str], *,
     except ComponentError as exc:
         problem = str(exc)
     return ComponentInfo(path=path, size_bytes=len(compiled.binary), digest=compiled.digest, imports=imports,
-                         exports=exports, problem=problem)
+                         exports=exports, problem=problem, wit_versions=world_versions(tuple(imports)))

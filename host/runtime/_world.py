@@ -1,8 +1,11 @@
 """What the component runtime needs from a router: the operations of the world, and the Router interface.
 
 Each imported provider function of the WIT world maps to one ``worldrt.v1.WorldRuntime`` rpc with its
-request and reply messages. A ``Router`` decides which provider serves a call (the host's
-``LinkRouter`` resolves links; ``DirectRouter`` uses fixed addresses).
+request and reply messages. The host serves every released version of the world at once
+(``WIT_VERSIONS``), each interface under each version's name. 0.1.0's text is its first release; the
+file functions and fields that were added to it in place before 0.2.0 existed stay served under 0.1.0
+too, so no component that ever loaded stops loading. A ``Router`` decides which
+provider serves a call (the host's ``LinkRouter`` resolves links; ``DirectRouter`` uses fixed addresses).
 """
 
 from __future__ import annotations
@@ -16,15 +19,26 @@ from google.protobuf.message import Message
 from worldrt.v1 import pb
 
 WIT_PACKAGE = "worldrt:verse"
-WIT_VERSION = "0.1.0"
+WIT_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0")
+WIT_VERSION = WIT_VERSIONS[-1]  # the latest: what components are built against unless they ask for another
 PROVIDER_INTERFACES: tuple[str, ...] = ("generator", "coordinator", "validator")
 HOST_INTERFACES: tuple[str, ...] = ("lattice", "log", "types")
 LOG_LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error")
 
 
-def wit_interface(name: str) -> str:
-    """The fully qualified WIT name of one of the world's interfaces."""
-    return f"{WIT_PACKAGE}/{name}@{WIT_VERSION}"
+def wit_interface(name: str, version: str = WIT_VERSION) -> str:
+    """The fully qualified WIT name of one of the world's interfaces, at ``version``."""
+    return f"{WIT_PACKAGE}/{name}@{version}"
+
+
+def interface_version(qualified: str) -> tuple[str, str] | None:
+    """``("generator", "0.1.0")`` for ``worldrt:verse/generator@0.1.0``; None for a name of another package
+    or a version this host does not serve."""
+    package, _, rest = qualified.partition("/")
+    name, _, version = rest.partition("@")
+    if package != WIT_PACKAGE or version not in WIT_VERSIONS:
+        return None
+    return name, version
 
 
 @dataclass(frozen=True)

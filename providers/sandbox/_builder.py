@@ -1,16 +1,20 @@
 """Image builds: pip installs from a package index in a sandbox of their own, never as the daemon.
 
-The build sandbox shares the host's network (it must reach the index) but sees only system directories,
-the base interpreter (its site-packages hidden), pip (read-only) and the image folder, a tmpfs of the
-build's size limit. Its script drops to a uid of its own before pip runs, then writes the finished
-folder to its stdout as a tar stream. The daemon reads that stream up to the size limit and unpacks it
-with tarfile's ``data`` filter (no absolute paths, no links out, no devices) into a staging folder of
-its own, then names the layer by the digest of what it holds. A build that fails, runs past its time or
-its size leaves nothing behind.
+The build sandbox has a network namespace of its own whose only way out is the daemon's proxy to the
+build's package index (``_index_proxy``), and sees only system directories, the base interpreter (its
+site-packages hidden), pip (read-only) and the image folder, a tmpfs of the build's size limit. Its
+script drops to a uid of its own before pip runs, then writes the finished folder to its stdout as a
+stream of entries (``_layers.PACKER``). The daemon reads that stream as data and makes each entry
+itself, relative to a descriptor of a staging folder of its own, never following a link, and refuses
+what an image may not hold (``_layers``: links out, devices, names past its caps); it never lets tarfile
+or a path walk touch what the sandbox made. The layer is named by the digest of what the daemon wrote,
+and its name by the rules of ``_images`` (a name is its owner's). A build that fails, runs past its time
+or its size leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -20,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,17 +32,19 @@ from pathlib import Path
 from typing import IO
 
 from worldrt import errors as err
-from worldrt.providers.sandbox import _bwrap, _seccomp
+from worldrt.providers.sandbox import _bwrap, _index_proxy, _layers, _seccomp
 from worldrt.providers.sandbox._images import (
+    OPERATOR,
     ImageInfo,
     ImageStore,
     check_name,
+    check_owner,
+    content_digest,
     digest_of,
     installed,
+    interpreter_links,
     make_skeleton,
     python_version,
-    site_dir,
-    spec_of,
 )
 from worldrt.providers.sandbox._uids import ALLOCATOR
 from worldrt.providers.sandbox._workspace import NewFile
@@ -61,16 +66,19 @@ _STAGES = (("Collecting", "resolving", 0.1), ("Downloading", "downloading", 0.3)
            ("Installing collected packages", "installing", 0.6), ("Successfully installed", "installed", 0.8))
 
 Progress = Callable[[str, str, float], None]
+# The longest line of the build's stderr the daemon reads at once (a longer one comes in pieces).
+_LINE_BYTES = 4096
 
 # Runs inside the build sandbox with the base interpreter (-I -S): make the venv shape, drop to the
-# build's uid, run pip, and stream the result as tar on stdout.
+# build's uid, run pip; then _layers.PACKER streams the result on stdout.
 _SCRIPT = r'''
-import json, os, resource, subprocess, sys, tarfile
+import json, os, resource, subprocess, sys
 args = json.loads(sys.argv[1])
 layer = "/opt/python-env"
 uid = args["uid"]
 os.chown(layer, uid, uid)
 os.umask(0o022)
+os.environ["SOURCE_DATE_EPOCH"] = "315532800"  # pip's .pyc files by hash, not mtime: a request's layers are alike
 os.setgroups([])
 os.setresgid(uid, uid, uid)
 os.setresuid(uid, uid, uid)
@@ -90,24 +98,11 @@ command = [layer + "/bin/python", "/opt/pip/pip", "install", "--no-cache-dir", "
            "--timeout", "20", "--index-url", args["index_url"], "-r", "/tmp/requirements.txt"]
 if args["cert"]:
     command += ["--cert", args["cert"]]
+    os.environ["PIP_CERT"] = args["cert"]  # pip's install of build dependencies gets no --cert, only the env
 code = subprocess.call(command, stdout=2, stderr=2, stdin=subprocess.DEVNULL)
 if code:
     sys.exit(code)
-print("@@worldrt packing", file=sys.stderr, flush=True)
-own = set(args["links"])
-with os.fdopen(1, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
-    for top in ("lib", "bin"):
-        for folder, dirs, names in os.walk(layer + "/" + top):
-            dirs.sort()
-            for name in sorted(names):
-                path = os.path.join(folder, name)
-                if top == "bin" and name in own:
-                    continue
-                tar.add(path, arcname=os.path.relpath(path, layer), recursive=False)
-            for name in dirs:
-                path = os.path.join(folder, name)
-                tar.add(path, arcname=os.path.relpath(path, layer), recursive=False)
-'''
+''' + _layers.PACKER
 
 
 @dataclass(frozen=True)
@@ -118,6 +113,9 @@ class BuildSpec:
     index_url: str = ""
     timeout_s: int = DEFAULT_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_MB * 1024 * 1024
+    # Who binds the name (x-worldrt-owner), and whether the build may move a name it owns to a new image.
+    owner: str = OPERATOR
+    replace: bool = False
 
     @property
     def index(self) -> str:
@@ -127,9 +125,11 @@ class BuildSpec:
         return {f.path: hashlib.sha256(f.data).hexdigest() for f in self.files}
 
     def key(self) -> str:
-        """What makes two build requests the same: a later one reuses the first one's layer."""
-        return digest_of({"python": python_version(), "requirements": sorted(self.requirements),
-                          "index": self.index, "files": self.file_hashes()})
+        """What makes two build requests the same, so a later one reuses the first one's layer: the whole
+        request (Python, requirements, index, files) and who asks, so another index's or another owner's
+        build never stands in for it. Version 2: keys of builds named by ``name==version`` are not reused."""
+        return digest_of({"v": 2, "python": python_version(), "requirements": sorted(self.requirements),
+                          "index": self.index, "files": self.file_hashes(), "owner": self.owner})
 
 
 def requirement_lines(pip: list[str], requirements_text: str) -> tuple[str, ...]:
@@ -209,20 +209,6 @@ def _command(label: str, pip_dir: Path, script_fd: int, seccomp_fd: int, layer_b
     return argv
 
 
-class _Capped:
-    """A reader that fails past ``limit`` bytes (the daemon's limit, not one the sandbox claims)."""
-
-    def __init__(self, source: IO[bytes], limit: int) -> None:
-        self.source, self.limit, self.read_bytes = source, limit, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size if size >= 0 else 1 << 20)
-        self.read_bytes += len(data)
-        if self.read_bytes > self.limit:
-            raise err.ResourceExhausted(f"the built image passed its size limit of {self.limit} bytes")
-        return data
-
-
 @dataclass
 class _Run:
     tail: list[str] = field(default_factory=list)
@@ -231,7 +217,7 @@ class _Run:
 
 def _watch_stderr(stream: IO[bytes], run: _Run, progress: Progress) -> None:
     fraction = 0.05
-    for raw in iter(stream.readline, b""):
+    for raw in iter(lambda: stream.readline(_LINE_BYTES), b""):
         line = raw.decode("utf-8", "replace").rstrip()[:500]
         if not line:
             continue
@@ -264,37 +250,29 @@ def _failure(run: _Run, spec: BuildSpec, code: int) -> err.WorldError:
     return err.FailedPrecondition(f"pip could not install the image {spec.name} (exit {code}): {last}")
 
 
-def _unpack(stream: IO[bytes], staging: Path, limit: int) -> None:
-    capped = _Capped(stream, limit)
-    with tarfile.open(fileobj=capped, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            top = member.name.split("/", 1)[0]
-            if top not in ("lib", "bin"):
-                continue
-            try:
-                tar.extract(member, staging, filter="data")
-            except tarfile.FilterError:
-                continue  # a link out of the layer or a special file: not part of any image
-
-
 def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
-    """Build (or find built) the image of ``spec``, name it, and return it. Blocking: call on a thread."""
+    """Build (or find built) the image of ``spec``, name it, and return it. Blocking: call on a thread.
+    A name that names another image already is refused before anything runs, unless its owner replaces it."""
     check_name(spec.name)
+    check_owner(spec.owner)
     known = store.cached(spec.key())
+    store.check_bind(spec.name, spec.owner, spec.replace, known.digest if known else None)
     if known is not None:
-        store.name(spec.name, known.digest)
+        with store.locked():
+            store.bind(spec.name, known.digest, spec.owner, spec.index, spec.replace)
         progress("cached", f"the same request was built before: {known.digest[:12]}", 1.0)
         return store.resolve(spec.name)
     started = time.monotonic()
     pip_dir = _pip_dir()
     uid = ALLOCATOR.take()
     staging = store.new_staging()
+    network = _index_proxy.IndexProxy(spec.index, uid, byte_cap=2 * spec.max_bytes + (256 << 20))
     try:
         exe = _bwrap.base_interpreter()
         major, minor = sys.version_info.major, sys.version_info.minor
         args = json.dumps({"uid": uid, "max_bytes": spec.max_bytes, "exe": exe,
                            "site": f"lib/python{major}.{minor}/site-packages",
-                           "links": ["python", "python3", f"python{major}.{minor}"],
+                           "links": list(interpreter_links()),
                            "cfg": f"home = {os.path.dirname(exe)}\ninclude-system-site-packages = false\n"
                                   f"version = {python_version()}\n",
                            "requirements": list(spec.requirements), "index_url": spec.index,
@@ -303,21 +281,24 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
         seccomp = _bwrap.memfd("build.bpf", _seccomp.sandbox_filter())
         try:
             proc = subprocess.Popen(
-                _command(f"bwrap[worldrt {store.root} build {spec.name}]", pip_dir, script, seccomp, spec.max_bytes,
-                         args),
-                executable=_bwrap.bwrap_path(), pass_fds=[script, seccomp], stdin=subprocess.DEVNULL,
+                network.confine(_command(f"bwrap[worldrt {store.root} build {spec.name}]", pip_dir, script, seccomp,
+                                         spec.max_bytes, args)),
+                executable=_bwrap.bwrap_path(), pass_fds=[script, seccomp, *network.fds], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         finally:
             os.close(script)
             os.close(seccomp)
         run = _Run()
 
-        def stop() -> None:
-            run.timed_out = True
+        def kill() -> None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+        def stop() -> None:
+            run.timed_out = True
+            kill()
 
         timer = threading.Timer(spec.timeout_s, stop)
         timer.start()
@@ -325,12 +306,17 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
         watcher = threading.Thread(target=_watch_stderr, args=(proc.stderr, run, progress), daemon=True)
         watcher.start()
         unpack_error: BaseException | None = None
+        unpacked: _layers.Unpacked | None = None
         try:
+            make_skeleton(staging)  # first: the stream cannot replace the image's own folders and links
             try:
-                _unpack(proc.stdout, staging, spec.max_bytes + 8 * 1024 * 1024)
-            except (tarfile.TarError, err.WorldError, OSError) as exc:
+                unpacked = _layers.unpack(proc.stdout, staging, spec.max_bytes)
+            except _layers.StreamCut as exc:
+                unpack_error = exc  # the packer stopped: pip's exit says why
+            except (err.WorldError, OSError) as exc:
                 unpack_error = exc
-                stop() if isinstance(exc, err.ResourceExhausted) else None
+                kill()
+            proc.stdout.close()  # a sandbox that writes past its end record gets EPIPE, not a reader
             code = proc.wait()
         finally:
             timer.cancel()
@@ -340,26 +326,34 @@ def build(store: ImageStore, spec: BuildSpec, progress: Progress) -> ImageInfo:
             watcher.join(5)
             proc.stdout.close()
             proc.stderr.close()
-        if isinstance(unpack_error, err.ResourceExhausted):
-            raise unpack_error
+        if isinstance(unpack_error, (err.ResourceExhausted, _layers.LayerRefused)):
+            raise type(unpack_error)(f"the build of {spec.name} made an image this daemon does not take: "
+                                     f"{unpack_error.message}")
+        if isinstance(unpack_error, OSError):
+            kind = err.ResourceExhausted if unpack_error.errno in (errno.ENOSPC, errno.EDQUOT) else err.FailedPrecondition
+            raise kind(f"the daemon could not write the image {spec.name}: {unpack_error}")
         if code != 0 or run.timed_out:
-            raise _failure(run, spec, code)
-        if unpack_error is not None:
+            run.tail += network.notes()  # what the build's network refused or could not reach
+            raise network.failure(spec.name) or _failure(run, spec, code)
+        if unpack_error is not None or unpacked is None:
             raise err.FailedPrecondition(f"the build of {spec.name} sent no usable image: {unpack_error}")
-        make_skeleton(staging)
         for f in spec.files:
             target = staging / "files" / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.data)
             os.chmod(target, (f.mode & 0o755) | 0o444 if f.mode else 0o644)
-        packages = installed(site_dir(staging))
-        info = ImageInfo(digest_of(spec_of(python_version(), packages, spec.file_hashes())), python_version(),
+        packages = installed(staging)
+        info = ImageInfo(content_digest(python_version(), unpacked.digest, spec.file_hashes()), python_version(),
                          packages, requested=list(spec.requirements), files=spec.file_hashes(),
-                         source=f"pip from {spec.index}", build_s=round(time.monotonic() - started, 3))
+                         size_bytes=unpacked.size_bytes, source=f"pip from {spec.index}",
+                         build_s=round(time.monotonic() - started, 3), index_url=spec.index,
+                         layer_digest=unpacked.digest)
         progress("done", f"{len(packages)} packages", 1.0)
-        return store.commit(staging, info, key=spec.key(), name=spec.name)
+        return store.commit(staging, info, key=spec.key(), name=spec.name, owner=spec.owner, replace=spec.replace,
+                            checked=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
+        network.stop()
         ALLOCATOR.release(uid)

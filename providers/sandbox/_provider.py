@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from worldrt import errors as err
 from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
-from worldrt.providers.sandbox._images import ImageInfo, ImageStore
+from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
 from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
@@ -115,7 +115,13 @@ def image_store(state_dir: Path, values: Mapping[str, str]) -> ImageStore:
 def image_pb(info: ImageInfo, cached: bool = False) -> pb.Image:
     return pb.Image(digest=info.digest, names=info.names, python=info.python, packages=info.packages,
                     requested=info.requested, size_bytes=info.size_bytes, created_at=timestamp(info.created_at),
-                    source=info.source, files=info.files, cached=cached, build_s=info.build_s)
+                    source=info.source, files=info.files, cached=cached, build_s=info.build_s,
+                    index_url=info.index_url, owners=info.owners, layer_digest=info.layer_digest)
+
+
+def image_owner(call: Call) -> str:
+    """Who a call's image names belong to: its x-worldrt-owner, else the operator (the host's own calls)."""
+    return check_owner(call.owner) if call.owner else OPERATOR
 
 
 class SandboxedProvider(Provider):
@@ -278,7 +284,7 @@ class SandboxedProvider(Provider):
         spec = _builder.BuildSpec(request.name, requirements, files, request.index_url,
                                   request.timeout_s or int(self.options.values.get("image_timeout_s",
                                                                                    _builder.DEFAULT_TIMEOUT_S)),
-                                  max_mb * MIB)
+                                  max_mb * MIB, image_owner(call), request.replace)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[pb.BuildImageEvent] = asyncio.Queue()
 
@@ -307,7 +313,7 @@ class SandboxedProvider(Provider):
         return image_pb(self.images.resolve(request.image))
 
     async def delete_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
-        gone = self.images.remove(request.image, self.image_in_use())
+        gone = await asyncio.to_thread(self.images.remove, request.image, self.image_in_use(), image_owner(call))
         if not gone.names:
             await self.engine.drop_image_pool(gone.digest)
         return image_pb(gone)

@@ -472,6 +472,11 @@ def _archive_to(fd: int) -> dict[str, int]:
     return counts
 
 
+# tarfile's extraction filters arrived in 3.11.4; the member's own confinement, not the filter, is what
+# keeps an archive on its own disk.
+_EXTRACT_FILTER: dict[str, str] = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+
+
 def _restore_from(fd: int) -> dict[str, int]:
     """Unpack a tar stream of ``workspace/...`` and ``tmp/...`` into this member's own disk. Runs as the
     member, inside its own namespaces: whatever the archive holds can only land on its own disk."""
@@ -484,7 +489,7 @@ def _restore_from(fd: int) -> dict[str, int]:
                 continue
             member.name = rest
             try:
-                tar.extract(member, target, set_attrs=True, filter="tar")
+                tar.extract(member, target, set_attrs=True, **_EXTRACT_FILTER)  # type: ignore[arg-type]
                 files += 1
             except (tarfile.TarError, OSError) as exc:
                 print(f"worldrt: could not restore {top}/{rest}: {exc}", file=sys.stderr)

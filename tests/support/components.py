@@ -8,7 +8,7 @@ from pathlib import Path
 
 from worldrt.host.runtime import built_once, source_digest
 from worldrt.host.verse import example_component
-from worldrt.wit import WIT_DIR
+from worldrt.wit import LATEST, wit_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "components" / "examples"
@@ -23,6 +23,8 @@ def built_example(name: str) -> Path:
     return example_component(name, CACHE / "examples")
 
 
-def fixture_component(name: str) -> Path:
-    """A test component from tests/fixtures/components (Python, or JavaScript when it has a package.json)."""
-    return built_once(FIXTURES / name, CACHE / "fixtures" / source_digest(FIXTURES / name, WIT_DIR) / f"{name}.wasm")
+def fixture_component(name: str, wit_version: str = LATEST) -> Path:
+    """A test component from tests/fixtures/components (Python, or JavaScript when it has a package.json),
+    built against worldrt:verse at ``wit_version``."""
+    wit = wit_dir(wit_version)
+    return built_once(FIXTURES / name, CACHE / "fixtures" / source_digest(FIXTURES / name, wit) / f"{name}.wasm", wit)

@@ -16,9 +16,9 @@
 // returning result<T, provider-error> returns T or throws an error whose `payload` is the provider-error;
 // run's err is whatever string it throws.
 
-import { branch, execute, merge, snapshot, start, stop } from 'worldrt:verse/generator@0.1.0';
-import { setLinkName } from 'worldrt:verse/lattice@0.1.0';
-import { log } from 'worldrt:verse/log@0.1.0';
+import { branch, execute, merge, snapshot, start, stop } from 'worldrt:verse/generator@0.2.0';
+import { setLinkName } from 'worldrt:verse/lattice@0.2.0';
+import { log } from 'worldrt:verse/log@0.2.0';
 import { SOURCE } from './market.js';
 
 const DEFAULT_BASELINE = { rule: 'ma_cross', params: { fast: 5, slow: 20 } };

@@ -555,7 +555,7 @@ class ListFilesReply(_message.Message):
     def __init__(self, path: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class BuildImageRequest(_message.Message):
-    __slots__ = ("name", "pip", "requirements", "files", "index_url", "timeout_s", "max_size_mb")
+    __slots__ = ("name", "pip", "requirements", "files", "index_url", "timeout_s", "max_size_mb", "replace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIP_FIELD_NUMBER: _ClassVar[int]
     REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -563,6 +563,7 @@ class BuildImageRequest(_message.Message):
     INDEX_URL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_MB_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     pip: _containers.RepeatedScalarFieldContainer[str]
     requirements: str
@@ -570,7 +571,8 @@ class BuildImageRequest(_message.Message):
     index_url: str
     timeout_s: int
     max_size_mb: int
-    def __init__(self, name: _Optional[str] = ..., pip: _Optional[_Iterable[str]] = ..., requirements: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., index_url: _Optional[str] = ..., timeout_s: _Optional[int] = ..., max_size_mb: _Optional[int] = ...) -> None: ...
+    replace: bool
+    def __init__(self, name: _Optional[str] = ..., pip: _Optional[_Iterable[str]] = ..., requirements: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., index_url: _Optional[str] = ..., timeout_s: _Optional[int] = ..., max_size_mb: _Optional[int] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class BuildProgress(_message.Message):
     __slots__ = ("stage", "message", "fraction")
@@ -597,8 +599,15 @@ class ImageRef(_message.Message):
     def __init__(self, image: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("digest", "names", "python", "packages", "requested", "size_bytes", "created_at", "source", "files", "cached", "build_s")
+    __slots__ = ("digest", "names", "python", "packages", "requested", "size_bytes", "created_at", "source", "files", "cached", "build_s", "index_url", "owners", "layer_digest")
     class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OwnersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -616,6 +625,9 @@ class Image(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     BUILD_S_FIELD_NUMBER: _ClassVar[int]
+    INDEX_URL_FIELD_NUMBER: _ClassVar[int]
+    OWNERS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     digest: str
     names: _containers.RepeatedScalarFieldContainer[str]
     python: str
@@ -627,7 +639,10 @@ class Image(_message.Message):
     files: _containers.ScalarMap[str, str]
     cached: bool
     build_s: float
-    def __init__(self, digest: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., python: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., requested: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., cached: _Optional[bool] = ..., build_s: _Optional[float] = ...) -> None: ...
+    index_url: str
+    owners: _containers.ScalarMap[str, str]
+    layer_digest: str
+    def __init__(self, digest: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., python: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., requested: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ..., cached: _Optional[bool] = ..., build_s: _Optional[float] = ..., index_url: _Optional[str] = ..., owners: _Optional[_Mapping[str, str]] = ..., layer_digest: _Optional[str] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
     __slots__ = ()

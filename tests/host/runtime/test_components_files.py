@@ -10,14 +10,15 @@ from collections.abc import Iterator
 import pytest
 from wasmtime.component import ComponentInstanceType
 
-from tests.support.components import CACHE, FIXTURES, ROOT, fixture_component
+from tests.support.components import CACHE, FIXTURES, fixture_component
 from worldrt.host.lattice import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, GuestError, build_component, wit_interface
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
+from worldrt.wit import wit_dir
 
 pytestmark = pytest.mark.daemons
-FIRST_WIT = ROOT / "tests" / "fixtures" / "wit-0.1.0-first"
+FIRST_WIT = wit_dir("0.1.0")  # the text of its first release
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_a_component_built_against_the_first_0_1_0_still_runs(runtime: Component
         out.parent.mkdir(parents=True, exist_ok=True)
         build_component(FIXTURES / "oldcaller", out, wit_dir=FIRST_WIT)
     old = runtime.load(out)
-    generator = old.component.type.imports(runtime.engine)[wit_interface("generator")].ty
+    generator = old.component.type.imports(runtime.engine)[wit_interface("generator", "0.1.0")].ty
     assert isinstance(generator, ComponentInstanceType)
     assert "execute" in generator.exports(runtime.engine) and "write-files" not in generator.exports(runtime.engine)
     assert json.loads(runtime.invoke(old, 1, json.dumps({"instance_id": instance, "code": "6*7", "calls": 2}))) == \

@@ -15,6 +15,7 @@ from tests.support import ROOT, built_example, sample_message
 from worldrt.host.lattice import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
+    WIT_VERSION,
     CallContext,
     ComponentRuntime,
     ImportCodec,
@@ -48,8 +49,9 @@ def _context() -> CallContext:
     return CallContext(verse_id=1, source="test")
 
 
-def _func(runtime: ComponentRuntime, component: LoadedComponent, interface: str, name: str) -> FuncType:
-    instance = component.component.type.imports(runtime.engine)[wit_interface(interface)].ty
+def _func(runtime: ComponentRuntime, component: LoadedComponent, interface: str, name: str,
+          version: str = WIT_VERSION) -> FuncType:
+    instance = component.component.type.imports(runtime.engine)[wit_interface(interface, version)].ty
     assert isinstance(instance, ComponentInstanceType)
     func = instance.exports(runtime.engine)[name].ty
     assert isinstance(func, FuncType)
@@ -113,7 +115,7 @@ def test_a_component_naming_fewer_fields_gets_its_own_converters(runtime: Compon
     start = OPERATIONS[("generator", "start")]
     instance_id = runtime.router.call(start, pb.StartRequest(), _context()).instance_id
     assert runtime.invoke(stop, 1, instance_id) == instance_id
-    func = _func(runtime, stop, "generator", "stop")
+    func = _func(runtime, stop, "generator", "stop", "0.1.0")  # a WAT component of 0.1.0
     codec = ImportCodec(func, pb.InstanceRef, pb.Instance)
     results = (ffi.wasmtime_component_val_t * 1)()
     codec.lower_ok(pb.Instance(instance_id="i-1", provider_id="morph", snapshot_id="s-1"), results)
