@@ -104,12 +104,14 @@ class AsyncComponents:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def build(self, source: PathLike, output: PathLike) -> BuiltComponent:
-        """Build the component in the folder ``source`` into ``output`` (on a thread)."""
+    async def build(self, source: PathLike, output: PathLike, *, wit_version: str | None = None) -> BuiltComponent:
+        """Build the component in the folder ``source`` into ``output`` (on a thread), against
+        ``worldrt:verse@wit_version`` (the latest released when None)."""
         from worldrt.host.runtime import build_component
 
-        built = await asyncio.to_thread(build_component, source, output)
-        return BuiltComponent(built.path, built.size_bytes, built.seconds)
+        version, wit = requests.wit_folder(wit_version)
+        built = await asyncio.to_thread(build_component, source, output, wit_dir=wit)
+        return BuiltComponent(built.path, built.size_bytes, built.seconds, version)
 
     async def inspect(self, file: PathLike) -> ComponentInspection:
         """A component's imports, exports and size, and why this host would refuse it (on a thread)."""

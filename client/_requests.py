@@ -137,6 +137,17 @@ def link_id(link: str, *, source: str, name: str) -> str:
     return link if "/" in link else f"{source}/{link}/{name}"
 
 
+def wit_folder(version: str | None) -> tuple[str, Path]:
+    """(version, its WIT folder) for a build: a released version of worldrt:verse, the latest when None."""
+    from worldrt.wit import LATEST, wit_dir
+
+    chosen = version or LATEST
+    try:
+        return chosen, wit_dir(chosen)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
 def absolute(path: str | Path | None) -> str:
     """A path the host reads, made absolute ("" for none)."""
     return str(Path(path).resolve()) if path else ""

@@ -145,11 +145,13 @@ class ComponentInspection:
 
 @dataclass(frozen=True)
 class BuiltComponent:
-    """A component file ``components.build`` made, and how long the toolchain took."""
+    """A component file ``components.build`` made, the ``worldrt:verse`` version it was built against, and
+    how long the toolchain took."""
 
     path: Path
     size_bytes: int
     seconds: float
+    wit_version: str
 
 
 @dataclass(frozen=True)

@@ -113,12 +113,14 @@ class Components:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def build(self, source: PathLike, output: PathLike) -> BuiltComponent:
-        """Build the component in the folder ``source`` (``app.py``, or a ``package.json``) into ``output``."""
+    def build(self, source: PathLike, output: PathLike, *, wit_version: str | None = None) -> BuiltComponent:
+        """Build the component in the folder ``source`` (``app.py``, or a ``package.json``) into ``output``,
+        against ``worldrt:verse@wit_version`` (the latest released when None)."""
         from worldrt.host.runtime import build_component
 
-        built = build_component(source, output)
-        return BuiltComponent(built.path, built.size_bytes, built.seconds)
+        version, wit = requests.wit_folder(wit_version)
+        built = build_component(source, output, wit_dir=wit)
+        return BuiltComponent(built.path, built.size_bytes, built.seconds, version)
 
     def inspect(self, file: PathLike) -> ComponentInspection:
         """A component's imports, exports and size, and why this host would refuse it (``.problem``)."""

@@ -19,6 +19,7 @@ from worldrt.client import (
     Strategy,
 )
 from worldrt.errors import FailedPrecondition, InvalidArgument, NotFound
+from worldrt.wit import LATEST
 
 pytestmark = pytest.mark.daemons
 
@@ -88,9 +89,13 @@ def test_components_are_inspected_and_run_with_their_calls_logs_and_output(rt: C
 
 @pytest.mark.timeout(900)  # componentize-py takes ~10 s alone, minutes on a loaded 2-core machine
 def test_a_python_component_is_built_then_inspected_and_run(embedded: Client, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="not a released version"):
+        embedded.components.build(EXAMPLES / "caller", tmp_path / "never.wasm", wit_version="9.9.9")
     built = embedded.components.build(EXAMPLES / "caller", tmp_path / "caller.wasm")
     assert built.path == tmp_path / "caller.wasm" and built.size_bytes > 1_000_000 and built.seconds > 0
-    assert embedded.components.inspect(built.path).problem is None
+    assert built.wit_version == LATEST
+    inspected = embedded.components.inspect(built.path)
+    assert inspected.problem is None and inspected.wit_versions == (LATEST,)
     events: list[Event] = []
     outcome = embedded.components.run(built.path, verse=3, args={"op": "execute", "instance_id": "new", "calls": 2,
                                                                  "code": "print('from the instance')"},
