@@ -27,6 +27,7 @@ from worldrt.client._services import Components, Images, Links, Providers, Verse
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
 from worldrt.errors import FailedPrecondition, Unavailable, from_rpc_error
 from worldrt.host import HostAPI, RemoteHost, Session, host_session
+from worldrt.providers import refuse_cleartext_token
 from worldrt.v1 import host_pb
 
 T = TypeVar("T")
@@ -38,8 +39,10 @@ NO_HOST = ("no host answers at {address}: instances live as long as the host tha
 def open_session(address: str | None, *, embed: bool, **settings: Any) -> Session:
     """The session ``connect`` uses (the CLI's rule); with ``embed`` False, Unavailable unless a host answers."""
     session = host_session(address, **settings)
-    if not embed and RemoteHost.probe(session.address, session.tls) is None:
-        raise Unavailable(NO_HOST.format(address=session.address))
+    if not embed:
+        refuse_cleartext_token(session.address, session.tls, session.token)  # before any packet, as Session does
+        if RemoteHost.probe(session.address, session.tls) is None:
+            raise Unavailable(NO_HOST.format(address=session.address))
     return session
 
 

@@ -133,7 +133,8 @@ def link(interface: str, provider: str, *, source: str, name: str, values: Mappi
 
 def link_id(link: str, *, source: str, name: str) -> str:
     """A link's id: ``link`` itself when it is one (SOURCE/INTERFACE/NAME), else the id of ``source``'s
-    link for the interface ``link`` names."""
+    link for the interface ``link`` names (the host's ``HostLink.default_id``, which the CLI's ``link del``
+    uses too; spelled out here so that a remote client never imports the host's link table)."""
     return link if "/" in link else f"{source}/{link}/{name}"
 
 

@@ -57,4 +57,6 @@ def test_what_cannot_reach_a_tcp_host_safely_is_refused(tls_host: tuple[HostProc
         Client.connect("198.18.0.1:7443", token="s3cret", home=tmp_path)
     with pytest.raises(FailedPrecondition, match="refusing to send a bearer token in cleartext"):
         asyncio.run(AsyncClient.connect("198.18.0.1:7443", token="s3cret", home=tmp_path))
+    with pytest.raises(FailedPrecondition, match="refusing to send a bearer token in cleartext"):
+        Client.connect("198.18.0.1:7443", token="s3cret", home=tmp_path, embed=False)
     assert not (tmp_path / "world.duckdb").exists()
