@@ -9,6 +9,8 @@ instance running ``1``:
 * client: ``Instance.exec("1")`` of a ``worldrt.Client`` connected to the same host;
 * the client's own cost per exec, paired: each client call's time minus the time its gRPC call took
   inside it (the stub is wrapped with a timer), so the machine's noise falls on both parts alike;
+* this process's CPU per call, raw and client, over each round's batch (less swayed by the machine's load
+  than wall time; the host and the daemon are other processes);
 * the same for an embedded host (``Client`` over the in-process ``Host`` vs ``Host.call_provider``), and
   for ``AsyncClient`` over grpc.aio vs the raw grpc.aio call (difference of p50s).
 Raw and client calls are interleaved in rounds. Target: the client's own cost <= 100 µs p50.
@@ -71,6 +73,14 @@ def paired(fn: Callable[[], object], inner: list[float], reps: int) -> tuple[lis
     return totals, own
 
 
+def cpu_per_call(fn: Callable[[], object], n: int) -> float:
+    """This process's CPU µs per call of ``fn``, over ``n`` calls."""
+    c0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - c0) * 1e6 / n
+
+
 def remote_rows(rt: Runtime, reps: int) -> dict[str, list[float]]:
     rows: dict[str, list[float]] = {}
     token = (rt.folder / "host.token").read_text().strip()
@@ -86,6 +96,7 @@ def remote_rows(rt: Runtime, reps: int) -> dict[str, list[float]]:
     api: Any = rt.client._api  # the RemoteHost behind the client: its stub gets a timer
     timer = _TimedStub(api._stub)
     api._stub = timer
+    rt.client._call_provider = api.call_provider  # the client resolves the method once: again, with the timer
     for fn in (raw, lambda: inst.exec("1")):
         timed(fn, 50, unit=1e6)
     for _ in range(ROUNDS):
@@ -93,6 +104,9 @@ def remote_rows(rt: Runtime, reps: int) -> dict[str, list[float]]:
         total, own = paired(lambda: inst.exec("1"), timer.inner, reps // ROUNDS)
         rows.setdefault("Client.exec (host serve)", []).extend(total)
         rows.setdefault("Client's own cost (host serve)", []).extend(own)
+        rows.setdefault("CPU per raw CallProvider (host serve)", []).append(cpu_per_call(raw, reps // ROUNDS))
+        rows.setdefault("CPU per Client.exec (host serve)", []).append(
+            cpu_per_call(lambda: inst.exec("1"), reps // ROUNDS))
     inst.stop()
     return rows
 
@@ -118,6 +132,7 @@ def embedded_rows(reps: int) -> dict[str, list[float]]:
             return call(host_pb.ProviderCallRequest(source="client-morph", execute=request)).execution.value_json
 
         host.call_provider = timed_call
+        client._call_provider = timed_call  # the client resolved the method once: give it the timed one
         for fn in (raw, lambda: inst.exec("1")):
             timed(fn, 50, unit=1e6)
         for _ in range(ROUNDS):
@@ -179,6 +194,8 @@ def main() -> None:
         "embedded_p50_difference": stats["Client.exec (embedded)"]["p50"]
         - stats["raw Host.call_provider (embedded)"]["p50"],
         "embedded_own_p50": stats["Client's own cost (embedded)"]["p50"],
+        "remote_cpu_p50_difference": stats["CPU per Client.exec (host serve)"]["p50"]
+        - stats["CPU per raw CallProvider (host serve)"]["p50"],
         "async_p50_difference": stats["AsyncClient.exec (host serve)"]["p50"]
         - stats["raw CallProvider, grpc.aio (host serve)"]["p50"],
     }
@@ -186,7 +203,8 @@ def main() -> None:
                 [[name, f"{s['p50']:.1f}", f"{s['p99']:.1f}", f"{s['min']:.1f}", str(s["n"])]
                  for name, s in stats.items()])
     print(f"the client's own cost per exec: {added['remote_own_p50']:.1f} µs p50 over a running host "
-          f"(p50 difference {added['remote_p50_difference']:+.1f} µs), {added['embedded_own_p50']:.1f} µs embedded "
+          f"(p50 difference {added['remote_p50_difference']:+.1f} µs, this process's CPU "
+          f"{added['remote_cpu_p50_difference']:+.1f} µs), {added['embedded_own_p50']:.1f} µs embedded "
           f"(difference {added['embedded_p50_difference']:+.1f} µs); AsyncClient {added['async_p50_difference']:+.1f} µs "
           f"over raw grpc.aio (target: own cost <= 100 µs p50)")
     write_json(args.json, {"stats_us": stats, "client_cost_us": added, "target_us_p50": 100})

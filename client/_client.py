@@ -60,6 +60,8 @@ class Client:
         self._linked: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
+        # Resolved once: a remote host makes each method on first lookup, and an exec is the hot path.
+        self._call_provider = api.call_provider
         self.images = Images(self)
         self.links = Links(self)
         self.components = Components(self)
@@ -165,7 +167,7 @@ class Client:
     def _call(self, provider: str, field: str, message: Any) -> host_pb.ProviderCallReply:
         """One generator operation on ``provider`` through the host's CallProvider."""
         self._source(provider)
-        return self._host(self._api.call_provider, requests.provider_call(provider, field, message))
+        return self._host(self._call_provider, requests.provider_call(provider, field, message))
 
     def close(self) -> None:
         """Close the channel, or stop the embedded host and every daemon and instance it started."""

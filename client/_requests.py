@@ -68,9 +68,17 @@ def execute(instance_id: str, code: str, *, language: str, argv: Sequence[str] |
         raise InvalidArgument("argv is a list of strings ([PROGRAM, ARG...]), not one string")
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidArgument(f"timeout_s must be above 0, got {timeout_s}")
-    return pb.ExecuteRequest(instance_id=instance_id, code="" if argv else code, language=language,
-                             argv=list(argv or ()), env=dict(env or {}),
-                             timeout_ms=round(timeout_s * 1000) if timeout_s else 0)
+    # Only the fields given are set: an exec is the client's hot path, and each keyword costs.
+    request = pb.ExecuteRequest(instance_id=instance_id, language=language)
+    if argv:
+        request.argv.extend(argv)
+    else:
+        request.code = code
+    if env:
+        request.env.update(env)
+    if timeout_s:
+        request.timeout_ms = round(timeout_s * 1000)
+    return request
 
 
 def oracle_of(oracle: Oracle | Mapping[Any, float] | Any, ids: Sequence[str]) -> Oracle:
