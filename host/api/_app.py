@@ -52,13 +52,13 @@ def problem(status: int, detail: str, error_code: str, headers: dict[str, str] |
     return JSONResponse({"detail": detail, "error_code": error_code}, status_code=status, headers=headers)
 
 
-def _world_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _world_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorldError)
     retry = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, (Busy, Saturated)) else None
     return problem(http_status(exc), exc.message, exc.code.name.lower(), retry)
 
 
-def _unparsable(_request: Request, exc: Exception) -> JSONResponse:
+async def _unparsable(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 list form; a body that is not UTF-8 is echoed with replacement characters (FastAPI's
     own handler fails on those bytes)."""
     assert isinstance(exc, RequestValidationError)

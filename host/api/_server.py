@@ -12,7 +12,8 @@ websockets and HTTP/2 are off.
 
 Invariants: a connection that has not sent a request's complete headers within ``header_timeout_s`` of
 opening, or of the end of its previous answer, is closed; one opened beyond ``max_connections`` is answered
-503 with ``Retry-After`` and closed before anything of it is read; the process's descriptor limit is raised
+503 with ``Retry-After`` and closed before anything of it is read (at most 64 of those are kept half-closed
+for a second, so that the answer arrives before the close); the process's descriptor limit is raised
 (to its hard limit at most) so that the connections allowed fit in it, else the cap is lowered to fit.
 """
 
@@ -36,18 +37,23 @@ log = logging.getLogger("worldrt.api.server")
 _RESERVED_FDS = 512
 # What one connection's unfinished request line and headers may buffer (uvicorn's and h11's default).
 _MAX_HEADER_BYTES = 16 * 1024
-# How long a refused connection is kept half-closed so that its client reads the 503 before the close.
+# How long a refused connection is kept half-closed so that its client reads the 503 before the close
+# (closing a socket with unread input sends a reset, which may overtake the answer), and how many may be
+# kept so at once: beyond that a refused connection is closed at once, so refusals cost no descriptors.
 _REFUSED_LINGER_S = 1.0
+_MAX_LINGERING = 64
 
 
 class _GuardedH11(H11Protocol):
     limits: ClassVar[HttpLimits]
     refusal: ClassVar[bytes]
+    lingering: ClassVar[int] = 0  # refused connections kept half-closed now (one event loop: no lock)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._lingers = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,8 +67,12 @@ class _GuardedH11(H11Protocol):
         self._refused = True
         self.transport = transport
         transport.write(self.refusal)
-        if transport.can_write_eof():
-            transport.write_eof()
+        if type(self).lingering >= _MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        type(self).lingering += 1
+        self._lingers = True
+        transport.write_eof()
         self._deadline = self.loop.call_later(_REFUSED_LINGER_S, transport.abort)
 
     def data_received(self, data: bytes) -> None:
@@ -83,6 +93,9 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._lingers:
+            self._lingers = False
+            type(self).lingering -= 1
         if self._refused:
             return
         super().connection_lost(exc)
@@ -137,8 +150,10 @@ def serve_asgi(app: AsgiApp, address: str, port: int, limits: HttpLimits, proble
     """Serve ``app`` on ``address:port`` under ``limits`` until SIGTERM or SIGINT."""
     limits = fit_descriptors(limits)
     protocol = type("GuardedH11", (_GuardedH11,), {"limits": limits, "refusal": _refusal(limits, problem)})
+    # The backlog is also how many connections asyncio accepts in one go: nginx's 511 keeps a burst of
+    # connects beyond the cap from holding many more descriptors before each is refused.
     config = uvicorn.Config(app, host=address, port=port, http=protocol, ws="none", lifespan="off",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                             timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=_MAX_HEADER_BYTES,
-                            backlog=min(limits.max_connections, 4096))
+                            backlog=min(limits.max_connections, 511))
     uvicorn.Server(config).run()
