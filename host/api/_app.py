@@ -1,7 +1,7 @@
 """The HTTP face of ``MorphApi``: Morph Cloud's REST paths under ``/api``, as the morphcloud SDK calls
 them, with its JSON and its error bodies (``{"detail": …, "error_code": …}``, or FastAPI's list form for
-a request that does not parse), behind the guard (the key, checked on the headers before any body is read,
-and the bounds of ``HttpLimits``).
+a request that does not parse). It is served behind the guard (the key, checked on the headers before any
+body is read, and the bounds of ``HttpLimits``), which answers with ``problem_body``.
 
 Handlers that only read or change the API's own records run on the event loop and hold no thread; the ones
 that wait on the host go through ``Admission`` (a thread pool of their own, per-instance turns), so a slow
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from worldrt.errors import Unimplemented, WorldError
 from worldrt.host.api._admission import Admission, Busy, Saturated
-from worldrt.host.api._guard import AsgiApp, Guard, Receive, Scope, Send, bearer
+from worldrt.host.api._guard import AsgiApp, Receive, Scope, Send
 from worldrt.host.api._limits import HttpLimits
 from worldrt.host.api._morph import MorphApi
 from worldrt.host.api._stream import stream_exec
@@ -158,9 +158,9 @@ def _collapse_slashes(app: AsgiApp) -> AsgiApp:
     return collapsed
 
 
-def create_app(api: MorphApi, api_key: str, limits: HttpLimits | None = None) -> AsgiApp:
-    """The ASGI app: every Morph route under ``/api`` (its schema and docs too), each call needing
-    ``Authorization: Bearer API_KEY``, all of it behind the guard."""
+def create_app(api: MorphApi, limits: HttpLimits | None = None) -> AsgiApp:
+    """The ASGI app: every Morph route under ``/api`` (its schema and docs too), to be served behind the
+    guard (``serve_guarded``), which lets no request without the key reach it."""
     limits = limits or HttpLimits()
     admission = Admission(limits)
     app = FastAPI(title="worldrt: Morph Cloud compatible API", docs_url="/api/docs", openapi_url="/api/openapi.json",
@@ -289,4 +289,4 @@ def create_app(api: MorphApi, api_key: str, limits: HttpLimits | None = None) ->
         r.add_api_route(path, _not_here(what, why), methods=methods, status_code=501)
 
     app.include_router(r)
-    return Guard(_collapse_slashes(app), limits, bearer(api_key), problem_body, unauthorized=UNAUTHORIZED)
+    return _collapse_slashes(app)

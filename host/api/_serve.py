@@ -8,10 +8,11 @@ import logging
 
 from worldrt.errors import InvalidArgument
 from worldrt.host import HostAPI
-from worldrt.host.api._app import create_app, problem_body
+from worldrt.host.api._app import UNAUTHORIZED, create_app, problem_body
+from worldrt.host.api._guard import bearer
 from worldrt.host.api._limits import HttpLimits
 from worldrt.host.api._morph import DEFAULT_EXEC_TIMEOUT_MS, MAX_BRANCHES, MorphApi
-from worldrt.host.api._server import serve_asgi
+from worldrt.host.api._server import serve_guarded
 from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.morph")
@@ -44,7 +45,8 @@ def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms
     limits = limits or HttpLimits()
     log.info("Morph-compatible API at http://%s:%d/api", address, port)
     try:
-        serve_asgi(create_app(api, api_key, limits), address, port, limits, problem_body)
+        serve_guarded(create_app(api, limits), address, port, limits, authorized=bearer(api_key), problem=problem_body,
+                      unauthorized=UNAUTHORIZED)
     finally:
         stopped = api.close()
         log.info("Morph-compatible API stopped (%d instances and snapshots released)", stopped)

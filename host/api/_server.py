@@ -1,5 +1,5 @@
-"""Serving a compatible API's ASGI app with uvicorn, with the two bounds no ASGI middleware can keep: a
-deadline for a request's headers, and a cap on open connections.
+"""Serving a compatible API's ASGI app with uvicorn, behind ``Guard``, with the two bounds no ASGI
+middleware can keep: a deadline for a request's headers, and a cap on open connections.
 
 Uvicorn has no header-read timeout (its issue #157 asks for ``--timeout-request-start`` since 2018): its
 keep-alive timer is not armed on a new connection and is cancelled by the first byte of a request, so a
@@ -20,6 +20,7 @@ for a second, so that the answer arrives before the close); the process's descri
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from worldrt.host.api._guard import AsgiApp, Problem
+from worldrt.host.api._guard import AsgiApp, Authorized, Guard, Problem
 from worldrt.host.api._limits import HttpLimits
 
 log = logging.getLogger("worldrt.api.server")
@@ -142,17 +143,20 @@ def fit_descriptors(limits: HttpLimits) -> HttpLimits:
         fits = max(16, soft - _RESERVED_FDS)
         log.warning("only %d descriptors may be open (ulimit -n); serving at most %d connections, not %d",
                     soft, fits, limits.max_connections)
-        return HttpLimits(**{**limits.__dict__, "max_connections": fits})
+        return dataclasses.replace(limits, max_connections=fits)
     return limits
 
 
-def serve_asgi(app: AsgiApp, address: str, port: int, limits: HttpLimits, problem: Problem) -> None:
-    """Serve ``app`` on ``address:port`` under ``limits`` until SIGTERM or SIGINT."""
+def serve_guarded(app: AsgiApp, address: str, port: int, limits: HttpLimits, *, authorized: Authorized,
+                  problem: Problem, unauthorized: str) -> None:
+    """Serve ``app`` behind ``Guard`` on ``address:port`` under ``limits`` until SIGTERM or SIGINT: the one way
+    a compatible API is served, so none can be served without the key check and the bounds."""
     limits = fit_descriptors(limits)
+    guarded = Guard(app, limits, authorized, problem, unauthorized=unauthorized)
     protocol = type("GuardedH11", (_GuardedH11,), {"limits": limits, "refusal": _refusal(limits, problem)})
     # The backlog is also how many connections asyncio accepts in one go: nginx's 511 keeps a burst of
     # connects beyond the cap from holding many more descriptors before each is refused.
-    config = uvicorn.Config(app, host=address, port=port, http=protocol, ws="none", lifespan="off",
+    config = uvicorn.Config(guarded, host=address, port=port, http=protocol, ws="none", lifespan="off",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                             timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=_MAX_HEADER_BYTES,
                             backlog=min(limits.max_connections, 511))

@@ -1,4 +1,4 @@
-"""The protections every compatible API is served with (``Guard`` and ``serve_asgi``), around a small ASGI
+"""The protections every compatible API is served with (``serve_guarded``: the guard and the server), around a small ASGI
 app of their own in a real server process, with short bounds: what the Morph API's tests cannot reach
 with its default ones (a body that stops coming, a kept-alive connection trickling its next request, the
 cap on requests in flight)."""
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.daemons
 
 _SERVER = """
 import json, sys
-from worldrt.host.api import Guard, HttpLimits, bearer, serve_asgi
+from worldrt.host.api import HttpLimits, bearer, serve_guarded
 
 async def app(scope, receive, send):
     if scope["path"] == "/hold":  # a long poll: answered never, over when its client goes
@@ -43,8 +43,8 @@ def problem(status, detail, code):
     return json.dumps({"detail": detail, "error_code": code}).encode()
 
 limits = HttpLimits(header_timeout_s=1, body_idle_timeout_s=1, max_in_flight=2, max_body_bytes=1000, retry_after_s=3)
-serve_asgi(Guard(app, limits, bearer("k"), problem, unauthorized="send the key"), "127.0.0.1", int(sys.argv[1]),
-           limits, problem)
+serve_guarded(app, "127.0.0.1", int(sys.argv[1]), limits, authorized=bearer("k"), problem=problem,
+              unauthorized="send the key")
 """
 KEY = {"Authorization": "Bearer k"}
 
