@@ -45,6 +45,7 @@ class LatticeHost(Host):
             for name in self.served:
                 self.supervisor.ensure(name)
                 self._relink(name)
+            self.member.check_served()
         except BaseException:
             self.close()
             raise

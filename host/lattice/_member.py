@@ -221,8 +221,6 @@ class Member:
             await ensure_streams(self.lattice)  # with identities, lattice serve and the registry make them
         await self._claim_id()
         self.caller = await Caller.open(self.lattice)
-        await self.bridge.tend()
-        await self._check_served()
         await self._beat()
         watcher = self._watcher = await self.link_kv.watchall()
         replicas = self._replica_watcher = await self.provider_kv.watchall()
@@ -248,9 +246,14 @@ class Member:
                                    f"{doc.get('pid')} on {doc.get('hostname')}; give this host another --host-id")
             await asyncio.sleep(0.25)
 
+    def check_served(self) -> None:
+        """Once its daemons run: join their queue groups now, and fail loudly when the server refused this
+        host a provider's subjects (its credential does not let it serve that provider): a replica that
+        cannot receive calls must not say it serves them."""
+        self.lattice.run(self._check_served(), timeout_s=15)
+
     async def _check_served(self) -> None:
-        """Fail loudly when the server refused this host a provider's subjects (its credential does not let
-        it serve that provider): a replica that cannot receive calls must not say it serves them."""
+        await self.bridge.tend()
         await self.lattice.nc.flush(timeout=5)
         await asyncio.sleep(0)  # the server's -ERR comes before the flush's PONG; let its callback run
         refused = sorted({name for name in self.providers for text in self.lattice.violations
