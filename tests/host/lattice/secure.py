@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from worldrt.host.lattice import Lattice, LatticeOptions, init_creds, init_tls, load_credential
+from worldrt.host.lattice import Lattice, LatticeOptions, init_tls
 
 LATTICE = "default"
 
@@ -38,6 +38,8 @@ class Identities:
                 "WORLDRT_LATTICE_TLS_CA": str(self.ca)}
 
     def options(self, name: str, url: str, lattice: str = LATTICE) -> LatticeOptions:
+        from worldrt.host.lattice import load_credential
+
         return LatticeOptions(url, lattice, creds=load_credential(self.cred(name)), tls_ca=str(self.ca))
 
     def connect(self, name: str, url: str, client: str = "test") -> Lattice:
@@ -47,6 +49,8 @@ class Identities:
 def make_identities(root: Path, serves: dict[str, str], hub_ips: list[str]) -> Identities:
     """Identities for the hosts ``serves`` names (host id → the providers it may serve, comma-separated;
     "" for a caller) and a certificate for the hub valid for ``hub_ips``."""
+    from worldrt.host.lattice import init_creds
+
     creds, certs = root / "creds", root / "certs"
     init_creds(creds, list(serves), [f"{host}={providers}" for host, providers in serves.items() if providers],
                LATTICE)

@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 
 from tests.host.lattice.secure import Identities, make_identities
 from tests.support import HostProcess, cmdlines, processes_under, wait_for
-from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions, load_credential
+from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions
 from worldrt.v1 import pb
 
 pytestmark = [pytest.mark.daemons, pytest.mark.timeout(300)]
@@ -155,7 +155,8 @@ async def intruder(world: World, identity: str | None) -> AsyncIterator[Intruder
 
     extra: dict[str, Any] = {}
     if identity is not None:
-        extra = {"nkeys_seed_str": load_credential(world.ids.cred(identity)).seed, "inbox_prefix": f"_INBOX_{identity}"}
+        seed = json.loads(world.ids.cred(identity).read_text())["seed"]
+        extra = {"nkeys_seed_str": seed, "inbox_prefix": f"_INBOX_{identity}"}
     nc = await nats.connect(world.url, tls=world.tls(), tls_handshake_first=True, allow_reconnect=False,
                             connect_timeout=5, error_cb=on_error, **extra)
     try:
@@ -370,22 +371,29 @@ def test_a_client_refuses_to_send_a_credential_in_cleartext_off_loopback(world: 
 
 FAKE_SERVER = """
 import socket, sys
+# A NATS server that offers no TLS: it records what every connection sends until none comes for 6 s.
 server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+server.settimeout(6)
 print("ready", flush=True)
-conn, _ = server.accept()
-conn.settimeout(5)
-conn.sendall(b'INFO {"server_id":"fake","version":"2.10.0","proto":1,"headers":true,"auth_required":true,'
-             b'"tls_required":false,"max_payload":1048576}\\r\\n')
 got = b""
-try:
-    while len(got) < 65536:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-except OSError:
-    pass
-open(sys.argv[3], "wb").write(got)
+while True:
+    try:
+        conn, _ = server.accept()
+    except OSError:
+        break
+    conn.settimeout(3)
+    conn.sendall(b'INFO {"server_id":"fake","version":"2.10.0","proto":1,"headers":true,"auth_required":true,'
+                 b'"tls_required":false,"max_payload":1048576}\\r\\n')
+    try:
+        while len(got) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    conn.close()
+    open(sys.argv[3], "wb").write(got)
 """
 
 
