@@ -521,3 +521,21 @@ def test_creds_init_writes_public_keys_and_one_private_seed_per_identity(tmp_pat
     loose = _cli("lattice", "status", "--lattice", "nats://127.0.0.1:1", env=_env(
         WORLDRT_LATTICE_CREDS=str(directory / "a.cred")), cwd=tmp_path)
     assert loose.returncode == 2 and "is readable by others (mode 0644)" in loose.stderr, loose.stderr
+
+
+def test_a_lattice_that_requires_client_certificates_takes_only_them(world: World, tmp_path: Path) -> None:
+    from worldrt.host.lattice import LatticeError, init_tls
+
+    init_tls(world.ids.certs, ["t"], [])
+    server = Served(tmp_path, *world.ids.serve_args(), "--tls-client-ca", str(world.ids.ca))
+    try:
+        without = _cli("lattice", "status", "--lattice", server.url, env=world.ids.env("t", server.url), cwd=tmp_path)
+        assert without.returncode == 2 and without.stderr.count("\n") == 1, without.stderr
+        with_cert = _cli("lattice", "status", "--json", "--lattice", server.url, "--lattice-tls-cert",
+                         str(world.ids.certs / "t.pem"), "--lattice-tls-key", str(world.ids.certs / "t.key"),
+                         env=world.ids.env("t", server.url), cwd=tmp_path)
+        assert with_cert.returncode == 0, with_cert.stderr
+        with pytest.raises(LatticeError, match="needs both --lattice-tls-cert and --lattice-tls-key"):
+            LatticeOptions(server.url, tls_cert=str(world.ids.certs / "t.pem"))
+    finally:
+        server.stop()
