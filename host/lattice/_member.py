@@ -19,6 +19,7 @@ the bridge of its local providers, the calls it makes, and the registry rows it 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -81,9 +82,21 @@ async def make_bucket(lattice: Lattice, bucket: str) -> KeyValue:
 
 
 async def make_buckets(lattice: Lattice) -> None:
-    """The lattice's three buckets, made where missing (``lattice serve --creds`` does it as admin)."""
+    """The lattice's three buckets, made where missing (``lattice serve --creds`` does it as admin); a
+    bucket an older version made with roll-up headers allowed, or unbounded, is changed in place."""
     for bucket in (hosts_bucket(lattice.name), providers_bucket(lattice.name), links_bucket(lattice.name)):
-        await ensure_bucket(lattice, bucket)
+        try:
+            info = await lattice.js.stream_info(f"KV_{bucket}")
+        except NotFoundError:
+            await make_bucket(lattice, bucket)
+            continue
+        config = info.config
+        if config.allow_rollup_hdrs or (config.max_msg_size or -1) < 0 or (config.max_bytes or -1) < 0:
+            await lattice.js.update_stream(dataclasses.replace(
+                config, allow_rollup_hdrs=False,
+                max_msg_size=BUCKET_VALUE_MAX if (config.max_msg_size or -1) < 0 else config.max_msg_size,
+                max_bytes=BUCKET_BYTES_MAX if (config.max_bytes or -1) < 0 else config.max_bytes))
+            log.info("bucket %s: roll-up headers refused and its size bounded from now on", bucket)
 
 
 async def ensure_bucket(lattice: Lattice, bucket: str, ttl_s: float | None = None) -> KeyValue:

@@ -539,3 +539,25 @@ def test_a_lattice_that_requires_client_certificates_takes_only_them(world: Worl
             LatticeOptions(server.url, tls_cert=str(world.ids.certs / "t.pem"))
     finally:
         server.stop()
+
+
+def test_buckets_an_older_version_made_refuse_roll_ups_once_the_lattice_is_served_again(tmp_path: Path) -> None:
+    from worldrt.host.lattice import make_buckets
+
+    server = Served(tmp_path, env=_env(WORLDRT_LATTICE_TOKEN=TOKEN))
+    lattice = Lattice(LatticeOptions(server.url, token=TOKEN))
+    try:
+        async def older_then_now() -> str:
+            old = await lattice.js.create_key_value(bucket="WORLDRT_HOSTS_default", history=1, ttl=5)
+            await old.put("b", b"{}")
+            await make_buckets(lattice)
+            try:
+                await lattice.js.publish("$KV.WORLDRT_HOSTS_default.a", b"{}", headers={"Nats-Rollup": "all"})
+            except nats.errors.Error as exc:
+                return str(exc)
+            return "rolled up"
+
+        assert "rollup not permitted" in lattice.run(older_then_now())
+    finally:
+        lattice.close()
+        server.stop()
