@@ -3,7 +3,9 @@
     sudo .venv/bin/python bench/lattice.py [--reps 300] [--json bench/results/lattice.json]
 
 Root only (it makes network namespaces: a hub with nats-server, machines b and c, a watcher on a; this
-process is one more machine). One run, side by side:
+process is one more machine). The lattice runs as it must off loopback: each machine with its own nkey
+identity and permissions, TLS to the hub (tests/host/lattice/secure.py); this process calls as the
+caller identity t, and puts links and feeds the rows benchmark as admin. One run, side by side:
 * a direct gRPC Execute from this machine to a morph daemon on b over TCP (the bare baseline), and the
   same Execute through the lattice (NATS to b's bridge, then b's unix socket);
 * calls per second of a waiting workload (one-shot modal Execute that sleeps) through one replica (b)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -33,8 +36,8 @@ import itertools
 import grpc
 from _report import percentiles, print_table, timed, write_json
 
-from tests.host.lattice.netns import TOKEN, Topology
-from worldrt.host.lattice import METHODS, Caller, Ingest, Lattice, LatticeOptions
+from tests.host.lattice.netns import Topology
+from worldrt.host.lattice import METHODS, Caller, Ingest, Lattice, LatticeOptions, load_credential
 from worldrt.host.registry import Registry
 from worldrt.providers import open_channel
 from worldrt.providers.testing import wait_serving
@@ -43,8 +46,8 @@ from worldrt.v1 import pb, rpc
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = """
 import sys
-from worldrt.host.lattice import Lattice, LatticeOptions
-lattice = Lattice(LatticeOptions(sys.argv[1], token=sys.argv[2]))
+from worldrt.host.lattice import Lattice, LatticeOptions, load_credential
+lattice = Lattice(LatticeOptions(sys.argv[1], creds=load_credential(sys.argv[2]), tls_ca=sys.argv[3]))
 async def serve():
     async def echo(msg):
         await msg.respond(msg.data)
@@ -57,8 +60,8 @@ lattice.run(serve(), None)
 """
 WATCH = """
 import sys, time
-from worldrt.host.lattice import Lattice, LatticeOptions
-lattice = Lattice(LatticeOptions(sys.argv[1], token=sys.argv[2]))
+from worldrt.host.lattice import Lattice, LatticeOptions, load_credential
+lattice = Lattice(LatticeOptions(sys.argv[1], creds=load_credential(sys.argv[2]), tls_ca=sys.argv[3]))
 async def watch():
     kv = await lattice.js.key_value("WORLDRT_LINKS_default")
     watcher = await kv.watchall()
@@ -131,8 +134,10 @@ def kill_gap(lattice: Lattice, caller: Caller, topology: Topology, victim: objec
 
 
 def link_propagation(lattice: Lattice, topology: Topology, reps: int) -> list[float]:
+    """``lattice``: admin's (only admin writes links); the watcher on a reads them as host a."""
     watcher = subprocess.Popen(["ip", "netns", "exec", topology.ns("a"), sys.executable, "-c", WATCH, topology.url,
-                                TOKEN], stdout=subprocess.PIPE, text=True, env=topology.env)
+                                str(topology.ids.cred("a")), str(topology.ids.ca)], stdout=subprocess.PIPE, text=True,
+                               env=topology.env("a"))
     try:
         assert watcher.stdout is not None
         while watcher.stdout.readline().strip() != "ready":
@@ -154,7 +159,7 @@ def link_propagation(lattice: Lattice, topology: Topology, reps: int) -> list[fl
         watcher.wait()
 
 
-def rows_per_second(url: str, n: int, tmp: Path) -> float:
+def rows_per_second(topology: Topology, n: int, tmp: Path) -> float:
     source = Registry.open(tmp / "source.duckdb")
     records: list[tuple[str, bytes]] = []
     source.sink = lambda kind, ident, data: records.append((ident, data))
@@ -162,7 +167,9 @@ def rows_per_second(url: str, n: int, tmp: Path) -> float:
     for _ in range(n):
         source.record_call("modal", "execute", "bench", request, reply, 0.5, 0.001, time.time())
     source.close()
-    lattice = Lattice(LatticeOptions(url, name="rows", token=TOKEN))
+    # Admin may do everything on every lattice of the server: here a lattice of its own, "rows".
+    admin = dataclasses.replace(load_credential(topology.ids.cred("admin")), lattice="rows")
+    lattice = Lattice(LatticeOptions(topology.url, name="rows", creds=admin, tls_ca=str(topology.ids.ca)))
     try:
         from worldrt.host.lattice._member import ensure_streams
         from worldrt.host.lattice._wire import invocations_subject
@@ -170,7 +177,7 @@ def rows_per_second(url: str, n: int, tmp: Path) -> float:
         async def publish() -> None:
             await ensure_streams(lattice)
             for ident, data in records:
-                await lattice.nc.publish(invocations_subject("rows"), data, headers={"Nats-Msg-Id": ident})
+                await lattice.nc.publish(invocations_subject("rows", "bench"), data, headers={"Nats-Msg-Id": ident})
             await lattice.nc.flush()
             info = await lattice.js.stream_info("WORLDRT_INVOCATIONS_rows")
             while info.state.messages < n:
@@ -202,8 +209,9 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench/lattice.py makes network namespaces: run it as root")
     tmp = Path(tempfile.mkdtemp(prefix="worldrt-bench-lattice-"))
-    topology = Topology(tmp, ["a", "b", "c"])
+    topology = Topology(tmp, ["a", "b", "c"], {"a": "", "b": "morph,modal", "c": "modal"})
     lattice: Lattice | None = None
+    admin: Lattice | None = None
     results: dict[str, object] = {}
     try:
         topology.serve_lattice()
@@ -214,7 +222,8 @@ def main() -> None:
                                                  "--listen", direct_address, "--insecure"], "direct-morph",
                               cwd=tmp / "b")
         wait_serving(direct_address, timeout_s=60, proc=daemon.proc, log_path=daemon.log_path)
-        lattice = Lattice(LatticeOptions(topology.url, token=TOKEN), client_name="bench")
+        lattice = topology.connect(client="bench")
+        admin = topology.connect("admin", "bench-admin")
         caller = lattice.run(Caller.open(lattice))
 
         # 1. one Execute: direct gRPC across namespaces, and through the lattice.
@@ -227,15 +236,17 @@ def main() -> None:
         direct_request = pb.ExecuteRequest(instance_id=direct_iid, code="1")
         lattice_request = pb.ExecuteRequest(instance_id=lattice_iid, code="1")
 
+        # The floor: a bare request/reply between two admin connections (hosts may not use other subjects).
         echo = subprocess.Popen(["ip", "netns", "exec", topology.ns("b"), sys.executable, "-c", ECHO, topology.url,
-                                 TOKEN], stdout=subprocess.PIPE, text=True, env=topology.env)
+                                 str(topology.ids.cred("admin")), str(topology.ids.ca)], stdout=subprocess.PIPE,
+                                text=True, env=topology.env("admin"))
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
 
         def direct() -> None:
             stub.Execute(direct_request, timeout=30)
 
         def bare_nats() -> None:
-            lattice.run(lattice.nc.request("bench.echo", b"x", timeout=5))  # type: ignore[union-attr]
+            admin.run(admin.nc.request("bench.echo", b"x", timeout=5))  # type: ignore[union-attr]
 
         def via_lattice() -> None:
             assert call(lattice, caller, "morph", "Execute", lattice_request)[0] == grpc.StatusCode.OK  # type: ignore[arg-type]
@@ -270,11 +281,11 @@ def main() -> None:
                        workload={"sleep_s": sleep_s, "concurrency": concurrency, "calls": calls})
 
         # 3. link propagation to another machine.
-        propagation = percentiles(link_propagation(lattice, topology, 50))
+        propagation = percentiles(link_propagation(admin, topology, 50))
         results["link_propagation_ms"] = propagation
 
         # 4. rows per second from the stream into DuckDB.
-        rows_rate = rows_per_second(topology.url, args.rows, tmp)
+        rows_rate = rows_per_second(topology, args.rows, tmp)
         results["rows_per_second"] = rows_rate
 
         # 5. SIGKILL of a replica under load (last: c stays dead).
@@ -295,8 +306,9 @@ def main() -> None:
         print(f"machine load average (1 min) at the start: {load:.1f} on {os.cpu_count()} CPUs (shared machine)")
         del b
     finally:
-        if lattice is not None:
-            lattice.close()
+        for connection in (lattice, admin):
+            if connection is not None:
+                connection.close()
         topology.close()
         shutil.rmtree(tmp, ignore_errors=True)
     write_json(args.json, results)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from worldrt.errors import PermissionDenied
 from worldrt.host._host import Host, HostError
 from worldrt.host.lattice import (
     HostLink,
@@ -44,6 +45,7 @@ class LatticeHost(Host):
             for name in self.served:
                 self.supervisor.ensure(name)
                 self._relink(name)
+            self.member.check_served()
         except BaseException:
             self.close()
             raise
@@ -78,7 +80,14 @@ class LatticeHost(Host):
         if link.target_provider in self.served:
             super()._forward_delete(link)
 
+    def _may_write_links(self) -> None:
+        if self.options.role is not None and self.options.role != "admin":
+            raise PermissionDenied(f"the lattice's links are written with its admin credential, and host "
+                                   f"{self.host_id} joined with its own: worldrt link put ... --lattice URL "
+                                   f"--lattice-creds DIR/admin.cred")
+
     def put_link(self, request: pb.LinkConfig) -> pb.LinkReply:
+        self._may_write_links()
         if request.secrets:
             raise LinkError("a lattice link names each secret by a file every host reads for itself: use "
                             "worldrt link put --lattice URL --secret-file KEY=PATH")
@@ -89,6 +98,7 @@ class LatticeHost(Host):
         return pb.LinkReply(link_id=link.link_id, existed=existed, links=len(self.links.all()))
 
     def delete_link(self, request: pb.LinkConfig) -> pb.LinkReply:
+        self._may_write_links()
         existed = self.member.delete_link(request.link_id)
         self.links.delete(request.link_id)
         return pb.LinkReply(link_id=request.link_id, existed=existed, links=len(self.links.all()))

@@ -8,10 +8,9 @@ longer knows (reaped, or stopped elsewhere) is dropped from the records when a c
 from __future__ import annotations
 
 import logging
-import queue
 import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from worldrt.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, WorldError
@@ -185,46 +184,33 @@ class MorphApi:
         result = self._on_instance(instance_id, execute=self._execute(instance_id, command)).execution
         return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
 
-    def execute_stream(self, instance_id: str, command: list[str]) -> Iterator[dict[str, str]]:
-        """Morph's SSE events (``{"type": "stdout"|"stderr"|"exit_code", "content": …}``) of one run.
-
-        The run starts on a thread; a failure before its first event is raised here (so it answers with
-        an HTTP status), one after it ends the stream with a stderr line and exit code -1."""
+    def execute_stream(self, instance_id: str, command: list[str],
+                       on_event: Callable[[pb.ExecutionEvent], None]) -> pb.ExecutionResult:
+        """Run ``command``, handing each output event to ``on_event`` as it comes; its result. It blocks
+        until the run ends: the caller runs it on a thread of its own."""
         request = host_pb.ProviderCallRequest(source=self.source, execute=self._execute(instance_id, command))
         self.records.instance(instance_id)
-        items: queue.SimpleQueue[pb.ExecutionEvent | pb.ExecutionResult | BaseException] = queue.SimpleQueue()
-
-        def run() -> None:
-            try:
-                items.put(self.host.call_provider_stream(request, lambda event: items.put(event.execution)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream's reader
-                items.put(exc)
-
-        threading.Thread(target=run, name=f"exec-sse-{instance_id}", daemon=True).start()
-        first = items.get()
-        if isinstance(first, NotFound):
+        try:
+            return self.host.call_provider_stream(request, lambda event: on_event(event.execution))
+        except NotFound as exc:
             self.records.drop_instance(instance_id)
-            raise NotFound(f"Instance {instance_id} not found: {first.message}")
-        if isinstance(first, BaseException):
-            raise first
-        return self._events(first, items)
+            raise NotFound(f"Instance {instance_id} not found: {exc.message}") from None
 
     @staticmethod
-    def _events(item: pb.ExecutionEvent | pb.ExecutionResult | BaseException,
-                items: queue.SimpleQueue[pb.ExecutionEvent | pb.ExecutionResult | BaseException]) -> Iterator[dict[str, str]]:
-        while True:
-            if isinstance(item, pb.ExecutionResult):
-                yield {"type": "exit_code", "content": str(item.exit_code)}
-                return
-            if isinstance(item, BaseException):
-                message = item.message if isinstance(item, WorldError) else repr(item)
-                yield {"type": "stderr", "content": f"worldrt: the command's stream failed: {message}\n"}
-                yield {"type": "exit_code", "content": "-1"}
-                return
-            kind = item.WhichOneof("event")
-            if kind in ("stdout", "stderr"):
-                yield {"type": kind, "content": getattr(item, kind)}
-            item = items.get()
+    def stream_events(item: pb.ExecutionEvent | pb.ExecutionResult | BaseException) -> tuple[list[dict[str, str]], bool]:
+        """Morph's SSE events (``{"type": "stdout"|"stderr"|"exit_code", "content": …}``) for one item of a
+        run, and whether it was the last: a failure after the run has started ends the stream with a stderr
+        line and exit code -1 (a failure before it answers with an HTTP status instead)."""
+        if isinstance(item, pb.ExecutionResult):
+            return [{"type": "exit_code", "content": str(item.exit_code)}], True
+        if isinstance(item, BaseException):
+            message = item.message if isinstance(item, WorldError) else repr(item)
+            return [{"type": "stderr", "content": f"worldrt: the command's stream failed: {message}\n"},
+                    {"type": "exit_code", "content": "-1"}], True
+        kind = item.WhichOneof("event")
+        if kind in ("stdout", "stderr"):
+            return [{"type": kind, "content": getattr(item, kind)}], False
+        return [], False
 
     def snapshot(self, instance_id: str, digest: str | None, metadata: dict[str, str] | None,
                  ttl_seconds: int | None) -> dict[str, Any]:

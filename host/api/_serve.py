@@ -1,16 +1,18 @@
-"""Serving the Morph-compatible API with uvicorn until SIGTERM or SIGINT; on the way out the
-instances and snapshots it made are stopped (its records die with it, so nothing else would own them)."""
+"""Serving the Morph-compatible API until SIGTERM or SIGINT, behind the guard and the server's bounds
+(``HttpLimits``); on the way out the instances and snapshots it made are stopped (its records die with it,
+so nothing else would own them)."""
 
 from __future__ import annotations
 
 import logging
 
-import uvicorn
-
 from worldrt.errors import InvalidArgument
 from worldrt.host import HostAPI
-from worldrt.host.api._app import create_app
+from worldrt.host.api._app import UNAUTHORIZED, create_app, problem_body
+from worldrt.host.api._guard import bearer
+from worldrt.host.api._limits import HttpLimits
 from worldrt.host.api._morph import DEFAULT_EXEC_TIMEOUT_MS, MAX_BRANCHES, MorphApi
+from worldrt.host.api._server import serve_guarded
 from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.morph")
@@ -31,7 +33,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms: int | None = None,
-                    max_branches: int | None = None) -> int:
+                    max_branches: int | None = None, limits: HttpLimits | None = None) -> int:
     """Serve ``http://LISTEN/api`` through ``host``; the number of instances and snapshots stopped at exit."""
     if not api_key:
         raise InvalidArgument("the Morph API needs an API key: --api-key KEY or MORPH_API_KEY")
@@ -40,11 +42,11 @@ def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms
                    max_branches=max_branches or MAX_BRANCHES)
     api.link()
     api.start_expiry()
-    server = uvicorn.Server(uvicorn.Config(create_app(api, api_key), host=address, port=port, log_level="warning",
-                                           access_log=False, lifespan="off", timeout_graceful_shutdown=5))
+    limits = limits or HttpLimits()
     log.info("Morph-compatible API at http://%s:%d/api", address, port)
     try:
-        server.run()
+        serve_guarded(create_app(api, limits), address, port, limits, authorized=bearer(api_key), problem=problem_body,
+                      unauthorized=UNAUTHORIZED)
     finally:
         stopped = api.close()
         log.info("Morph-compatible API stopped (%d instances and snapshots released)", stopped)

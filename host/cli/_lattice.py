@@ -1,5 +1,5 @@
-"""`worldrt lattice serve|status` and `worldrt registry serve`, the lattice flags every lattice-using
-command takes, and the lattice side of `worldrt link`."""
+"""`worldrt lattice creds init|serve|status` and `worldrt registry serve`, the lattice flags every
+lattice-using command takes, and the lattice side of `worldrt link`."""
 
 from __future__ import annotations
 
@@ -28,8 +28,14 @@ def add_lattice_flags(parser: argparse.ArgumentParser, *, required: bool = False
     group.add_argument("--lattice-user", metavar="USER", help="log in with this user (default $WORLDRT_LATTICE_USER) ...")
     group.add_argument("--lattice-password-file", metavar="PATH",
                        help="... and the password in this file (default $WORLDRT_LATTICE_PASSWORD)")
+    group.add_argument("--lattice-creds", metavar="PATH",
+                       help="this machine's lattice identity, a file of worldrt lattice creds init (default "
+                            "$WORLDRT_LATTICE_CREDS)")
     group.add_argument("--lattice-tls-ca", metavar="PEM",
                        help="CA of the lattice server's TLS certificate (default $WORLDRT_LATTICE_TLS_CA)")
+    group.add_argument("--lattice-tls-cert", metavar="PEM",
+                       help="a client certificate, for a server that requires one (default $WORLDRT_LATTICE_TLS_CERT)")
+    group.add_argument("--lattice-tls-key", metavar="PEM", help="its key (default $WORLDRT_LATTICE_TLS_KEY)")
 
 
 def lattice_options(args: argparse.Namespace) -> LatticeOptions | None:
@@ -39,15 +45,23 @@ def lattice_options(args: argparse.Namespace) -> LatticeOptions | None:
                                     token_file=getattr(args, "lattice_token_file", None),
                                     user=getattr(args, "lattice_user", None),
                                     password_file=getattr(args, "lattice_password_file", None),
-                                    tls_ca=getattr(args, "lattice_tls_ca", None))
+                                    tls_ca=getattr(args, "lattice_tls_ca", None),
+                                    creds_file=getattr(args, "lattice_creds", None),
+                                    tls_cert=getattr(args, "lattice_tls_cert", None),
+                                    tls_key=getattr(args, "lattice_tls_key", None))
 
 
-def connect(args: argparse.Namespace, client: str) -> Lattice:
+def connect(args: argparse.Namespace, client: str, *, roles: tuple[str, ...] = ()) -> Lattice:
+    """A connection to the lattice the flags name; ``roles``: the identities that may do what follows."""
     from worldrt.host.lattice import Lattice
 
     options = lattice_options(args)
     if options is None:
         raise CliError("name the lattice: --lattice nats://HOST:PORT (or WORLDRT_LATTICE)")
+    if roles and options.role is not None and options.role not in roles:
+        raise CliError(f"the lattice credential {options.creds.path if options.creds else ''} is {options.role} "
+                       f"{options.identity!r}'s, and this needs {' or '.join(roles)}'s: pass --lattice-creds "
+                       f"DIR/{'admin' if 'admin' in roles else roles[0]}.cred (the server would refuse it anyway)")
     return Lattice(options, client_name=client)
 
 
@@ -78,18 +92,23 @@ def lattice_serve(args: argparse.Namespace) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("TLS needs both --tls-cert and --tls-key")
+    creds = Path(args.creds) if args.creds else None
     config = ServerConfig(listen=args.listen, store=Path(args.store) if args.store else home(args) / "lattice",
-                          token=secret(args.token_file, TOKEN_ENV), user=args.user,
+                          token=None if creds else secret(args.token_file, TOKEN_ENV), user=args.user,
                           password=secret(args.password_file, PASSWORD_ENV) if args.user else None,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_client_ca,
-                          max_payload=args.max_payload)
+                          max_payload=args.max_payload, creds=creds)
+    config.check()
     server = NatsServer(config)
     restarts = 0
     try:
         server.wait_ready()
         scheme = "tls" if args.tls_cert else "nats"
+        if creds is not None:
+            _make_lattice(config, f"{scheme}://{args.listen}")
         log.info("lattice serving on %s://%s (store %s, %s)", scheme, args.listen, config.store,
-                 "token" if config.token else "user and password" if config.user else "no credentials")
+                 f"identities of {creds}" if creds else "token" if config.token else
+                 "user and password" if config.user else "no credentials")
         print(f"lattice serving on {scheme}://{args.listen}", flush=True)
         while True:
             code = server.proc.wait()
@@ -106,6 +125,62 @@ def lattice_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
+
+
+def _make_lattice(config: Any, url: str) -> None:
+    """As the lattice's admin, make its buckets and its record streams before any host joins (hosts may
+    not make them)."""
+    from urllib.parse import urlsplit
+
+    from worldrt.host.lattice import (
+        ADMIN,
+        Lattice,
+        LatticeOptions,
+        ensure_streams,
+        load_credential,
+        make_buckets,
+        read_public,
+    )
+
+    admin = load_credential(config.creds / f"{ADMIN}.cred")
+    lattice_name = read_public(config.creds)["lattice"]
+    parts = urlsplit(url)
+    host = "127.0.0.1" if parts.hostname in ("0.0.0.0", "", None) else parts.hostname
+    own = f"{parts.scheme}://{'[' + host + ']' if ':' in host else host}:{parts.port}"
+    options = LatticeOptions(own, lattice_name, creds=admin, tls_pin=config.tls_cert,
+                             tls_cert=config.tls_cert if config.tls_ca else None,
+                             tls_key=config.tls_key if config.tls_ca else None)
+    lattice = Lattice(options, client_name="worldrt-lattice-serve")
+    try:
+        async def make() -> None:
+            await make_buckets(lattice)
+            await ensure_streams(lattice)
+
+        lattice.run(make(), timeout_s=30)
+    finally:
+        lattice.close()
+
+
+def creds_init(args: argparse.Namespace) -> int:
+    from worldrt.host.lattice import HOST, init_creds
+
+    made = init_creds(Path(args.dir), args.hosts, args.serves, args.lattice_name or "default")
+    data = {"lattice": made.lattice, "public": str(made.public), "made": made.new,
+            "identities": {name: {"role": e["role"], "nkey": e["nkey"], "credential": str(made.path(name)),
+                                  **({"serves": e.get("serves", [])} if e["role"] == HOST else {})}
+                           for name, e in sorted(made.identities.items())}}
+
+    def render() -> None:
+        console.print(table(f"identities of lattice {made.lattice} ({made.public}: public keys, for lattice serve)",
+                            ["identity", "role", "serves", "credential (0600, that machine only)", "new"],
+                            [[name, e["role"], ", ".join(e.get("serves") or []) if e["role"] == HOST else "",
+                              made.path(name), "yes" if name in made.new else ""]
+                             for name, e in sorted(made.identities.items())]))
+        console.print(f"serve with: worldrt lattice serve --creds {args.dir} --tls-cert PEM --tls-key KEY; on each "
+                      f"machine: --lattice-creds NAME.cred (WORLDRT_LATTICE_CREDS), with only its own file")
+
+    emit(args, data, render)
+    return 0
 
 
 # lattice status -----------------------------------------------------------------------------------------
@@ -132,7 +207,7 @@ def status_of(lattice: Lattice) -> dict[str, Any]:
 
 
 def lattice_status(args: argparse.Namespace) -> int:
-    lattice = connect(args, "worldrt-status")
+    lattice = connect(args, "worldrt-status", roles=("admin", "host"))
     try:
         data = status_of(lattice)
     finally:
@@ -163,7 +238,7 @@ def registry_serve(args: argparse.Namespace) -> int:
     _logging("registry")
     state = private_dir(home(args))
     token = token_from(args.token_file) or ensure_token_file(state / HOST_TOKEN_FILE)
-    lattice = connect(args, "worldrt-registry")
+    lattice = connect(args, "worldrt-registry", roles=("registry", "admin"))
 
     class RegistryHost(Host):
         """A host that runs no provider: it writes the lattice's rows and answers reads of its tables."""
@@ -197,7 +272,7 @@ def link_put(args: argparse.Namespace, link_pb: Any, secret_paths: dict[str, str
 
     link = HostLink.from_pb(link_pb)
     LinkTable.validate(link, set(CATALOG))
-    lattice = connect(args, "worldrt-link")
+    lattice = connect(args, "worldrt-link", roles=("admin",))
     try:
         existed = lattice.run(put_link(lattice, link, secret_paths), timeout_s=15)
     finally:
@@ -209,7 +284,7 @@ def link_del(args: argparse.Namespace, link_id: str) -> Any:
     from worldrt.host.lattice import delete_link
     from worldrt.v1 import pb
 
-    lattice = connect(args, "worldrt-link")
+    lattice = connect(args, "worldrt-link", roles=("admin",))
     try:
         existed = lattice.run(delete_link(lattice, link_id), timeout_s=15)
     finally:
@@ -220,7 +295,7 @@ def link_del(args: argparse.Namespace, link_id: str) -> Any:
 def link_list(args: argparse.Namespace) -> list[dict[str, Any]]:
     from worldrt.host.lattice import list_links
 
-    lattice = connect(args, "worldrt-link")
+    lattice = connect(args, "worldrt-link", roles=("admin", "host"))
     try:
         return sorted(lattice.run(list_links(lattice), timeout_s=15), key=lambda link: link["link_id"])
     finally:
@@ -230,13 +305,33 @@ def link_list(args: argparse.Namespace) -> list[dict[str, Any]]:
 def add_commands(commands: Commands, parents: Parents) -> None:
     lattice = commands.add_parser("lattice", help="many machines: the NATS lattice").add_subparsers(
         dest="action", required=True)
+    creds = lattice.add_parser("creds", help="the lattice's identities").add_subparsers(dest="creds_action",
+                                                                                           required=True)
+    cinit = creds.add_parser("init", parents=[parents.base], help="an nkey identity per host, the registry and admin",
+                             description="Make DIR/lattice.json (public keys and permissions, for lattice serve "
+                                         "--creds DIR) and, per identity, DIR/NAME.cred (0600: its seed; copy each "
+                                         "host's to that host only). Run again to add hosts or change what they "
+                                         "serve: existing identities keep their keys.")
+    cinit.add_argument("dir", metavar="DIR")
+    cinit.add_argument("--host", dest="hosts", action="append", default=[], metavar="ID[,ID...]",
+                       help="host ids (repeatable): each gets an identity that only that host's id may use")
+    cinit.add_argument("--serves", action="append", default=[], metavar="ID=PROVIDER[,PROVIDER...]",
+                       help="the providers host ID may serve to the lattice (repeatable; default none: it only calls)")
+    cinit.add_argument("--lattice-name", metavar="NAME", help="the lattice's name (default default)")
+    cinit.set_defaults(func=creds_init)
+
     serve = lattice.add_parser("serve", parents=[parents.base], help="run a JetStream nats-server until SIGTERM",
-                               description="Run nats-server (JetStream on) as a supervised child. Credentials: "
+                               description="Run nats-server (JetStream on) as a supervised child. Off loopback it "
+                                           "needs --creds DIR (from worldrt lattice creds init) and TLS, and refuses "
+                                           "to start otherwise. On loopback, an older single credential also works: "
                                            "--token-file or $WORLDRT_LATTICE_TOKEN, or --user with --password-file "
                                            "or $WORLDRT_LATTICE_PASSWORD; never on the command line.")
     serve.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", help="default 127.0.0.1:4222")
+    serve.add_argument("--creds", metavar="DIR",
+                       help="serve the identities and permissions of worldrt lattice creds init DIR")
     serve.add_argument("--store", metavar="DIR", help="JetStream's files and the server's config (default HOME/lattice)")
-    serve.add_argument("--token-file", metavar="PATH", help="require this token (default $WORLDRT_LATTICE_TOKEN)")
+    serve.add_argument("--token-file", metavar="PATH",
+                       help="loopback only: require this token (default $WORLDRT_LATTICE_TOKEN)")
     serve.add_argument("--token", type=_no_token_flag, help=argparse.SUPPRESS)
     serve.add_argument("--user", help="require this user ...")
     serve.add_argument("--password-file", metavar="PATH", help="... with the password in this file")
@@ -271,7 +366,8 @@ def _no_token_flag(value: str) -> str:
 def add_host_flags(serve: argparse.ArgumentParser) -> None:
     """`host serve`'s lattice flags."""
     add_lattice_flags(serve)
-    serve.add_argument("--host-id", metavar="ID", help="this host's id on the lattice (default: the machine's name)")
+    serve.add_argument("--host-id", metavar="ID",
+                       help="this host's id on the lattice (default: its credential's, else the machine's name)")
     serve.add_argument("--providers", metavar="NAME[,NAME...]", default="",
                        help="with --lattice: the local providers this host runs and serves to the lattice "
                             "(default none: a host that only calls)")
@@ -287,5 +383,6 @@ def lattice_host(args: argparse.Namespace, db: Path | None, state: Path) -> Any:
         if providers or args.host_id:
             raise CliError("--providers and --host-id need --lattice nats://HOST:PORT")
         return None
-    return LatticeHost(db, state, lattice=options, host_id=args.host_id or default_host_id(), providers=providers,
+    host_id = args.host_id or options.identity or default_host_id()
+    return LatticeHost(db, state, lattice=options, host_id=host_id, providers=providers,
                        keep_days=args.keep_days, output_cap=args.output_cap)

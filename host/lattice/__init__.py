@@ -1,7 +1,7 @@
 """The link and routing plane: the link table, the routers that turn a component's call into a
 provider's, the supervisor of the host's provider daemons, and the certificates for TLS between
-machines, and the NATS lattice: its server, the bridge of local providers onto it, the lattice router,
-its buckets and the streams that feed one registry (LATTICE.md)."""
+machines, and the NATS lattice: its server, its identities and their permissions, the bridge of local
+providers onto it, the lattice router, its buckets and the streams that feed one registry (LATTICE.md)."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -31,10 +31,14 @@ from worldrt.host.lattice._supervisor import Child, Supervisor, SupervisorError
 # The NATS lattice is imported when first used: a host on one machine never loads the NATS client.
 _LAZY = {
     "_calls": ("Answer", "Caller"),
+    "_creds": ("ADMIN", "HOST", "REGISTRY", "Credential", "CredentialError", "init_creds", "load_credential",
+               "read_public"),
     "_ingest": ("Ingest",),
     "_lattice_router": ("LatticeRouter", "capabilities"),
-    "_member": ("Member", "bucket_values", "delete_link", "fresh", "link_from_value", "list_links", "put_link"),
-    "_nats": ("LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions", "check_token"),
+    "_member": ("Member", "bucket_values", "delete_link", "ensure_streams", "fresh", "link_from_value", "list_links",
+                "make_buckets", "put_link"),
+    "_nats": ("CREDS_ENV", "LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions",
+              "check_token"),
     "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
     "_wire": ("METHODS", "hosts_bucket", "providers_bucket", "rpc_subject"),
 }
@@ -42,18 +46,31 @@ _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:
     from worldrt.host.lattice._calls import Answer, Caller
+    from worldrt.host.lattice._creds import (
+        ADMIN,
+        HOST,
+        REGISTRY,
+        Credential,
+        CredentialError,
+        init_creds,
+        load_credential,
+        read_public,
+    )
     from worldrt.host.lattice._ingest import Ingest
     from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
     from worldrt.host.lattice._member import (
         Member,
         bucket_values,
         delete_link,
+        ensure_streams,
         fresh,
         link_from_value,
         list_links,
+        make_buckets,
         put_link,
     )
     from worldrt.host.lattice._nats import (
+        CREDS_ENV,
         LATTICE_ENV,
         PASSWORD_ENV,
         TOKEN_ENV,
@@ -79,9 +96,11 @@ __all__ = [
     "LinkRouter", "DirectRouter", "CallObserver", "CallReport", "cost_of",
     "Supervisor", "SupervisorError", "Child",
     "init_tls", "parse_hosts", "Issued", "CertificateError",
-    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "check_token", "fresh",
+    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "CREDS_ENV", "check_token",
+    "fresh",
+    "Credential", "CredentialError", "init_creds", "load_credential", "read_public", "ADMIN", "HOST", "REGISTRY",
     "NatsServer", "ServerConfig", "nats_server_binary",
     "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
-    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values",
+    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values", "make_buckets", "ensure_streams",
     "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
 ]

@@ -8,6 +8,11 @@ forwarded as its protobuf bytes to the daemon's unix socket over gRPC, with the 
 goes back with the gRPC status code and message unchanged, the replica and the cost. Ids in requests lose
 this replica's ``@REPLICA`` stamp, ids in replies get it (host/lattice/_wire.py).
 
+Only the world's operations are carried (``LATTICE_RPCS``): Init, Shutdown, ReceiveLinkConfig,
+DeleteLink, BuildImage and DeleteImage get PERMISSION_DENIED and a sentence, and never reach the daemon
+(nor its token). A call's deadline is bounded by ``MAX_CALL_S``, the time the server lets this replica
+answer it.
+
 Leaving (SIGTERM): unsubscribe first (no new calls arrive), then let the calls in flight finish.
 """
 
@@ -39,6 +44,8 @@ from worldrt.host.lattice._wire import (
     H_STATUS,
     H_TIMEOUT_MS,
     HEADER_ROOM,
+    LATTICE_RPCS,
+    MAX_CALL_S,
     METHODS,
     Method,
     carries_ids,
@@ -176,6 +183,12 @@ class Bridge:
             await self._end(reply, grpc.StatusCode.UNIMPLEMENTED,
                             f"{rpc} is not an RPC of worldrt.v1.WorldRuntime as replica {self.replica} knows it")
             return
+        if rpc not in LATTICE_RPCS:
+            log.warning("refused %s of %s over the lattice", rpc, served.name)
+            await self._end(reply, grpc.StatusCode.PERMISSION_DENIED, (
+                f"{rpc} is not carried over the lattice: replica {self.replica} of {served.name} takes only the world's "
+                f"operations ({', '.join(sorted(LATTICE_RPCS))}); {rpc} stays between a host and its own daemons"))
+            return
         self._working[reply] = (served.name, time.monotonic())
         try:
             await self._forward(served, method, msg, reply)
@@ -205,6 +218,7 @@ class Bridge:
             timeout = max(0.001, int(headers.get(H_TIMEOUT_MS, "")) / 1000)
         except ValueError:
             timeout = DEFAULT_TIMEOUT_S
+        timeout = min(timeout, MAX_CALL_S)
         metadata = [*decode_metadata(headers.get(H_METADATA)), ("authorization", f"Bearer {self.supervisor.token}")]
         data = self._request(method, msg.data)
         channel = served.channel
@@ -222,7 +236,7 @@ class Bridge:
                             f"an event of {len(event)} bytes is above the lattice's payload limit of "
                             f"{self.lattice.max_payload} bytes (nats-server max_payload)"))
                         return
-                    await self.lattice.nc.publish(reply, event, headers={H_KIND: EVENT})
+                    await self.lattice.nc.publish(reply, event, headers={H_KIND: EVENT, H_REPLICA: self.replica})
                 await self._end(reply, grpc.StatusCode.OK, "", cost=_cost(await stream.trailing_metadata()))
             else:
                 call: Any = channel.unary_unary(method.path)(data, timeout=timeout, metadata=metadata)  # type: ignore[arg-type]

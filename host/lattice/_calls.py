@@ -9,14 +9,19 @@ waits for, and the rules that make replicas and failover invisible to a componen
   not run it twice; a stream is only retried before its first event.
 * A call that names an instance or snapshot (``LOCAL@REPLICA``) goes to that replica only; if it is gone
   the call fails UNAVAILABLE naming the replica and the id.
+* Every attempt has a reply subject of its own under this connection's inbox, with a random token: an
+  answer on any other subject, or one that names another replica than the one the call went to (or
+  than the first that answered), is dropped. With identities the server lets only this connection read
+  that inbox and only the replica the call reached answer on it (host/lattice/_creds.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
+import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ from worldrt.host.lattice._wire import (
     rpc_subject,
 )
 
+log = logging.getLogger("worldrt.lattice")
 RETRIES = 4
 # The first wait for a replica to rejoin when every known one left the queue group (doubled each time).
 REJOIN_WAIT_S = 0.25
@@ -83,7 +89,6 @@ class Caller:
         self._prefix = prefix
         self._subscription = subscription
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
-        self._ids = itertools.count()
         # key (provider.replica) -> its latest heartbeat, kept by a watch of the providers bucket (a host's)
         self.table: dict[str, dict[str, object]] | None = None
 
@@ -183,7 +188,7 @@ class Caller:
 
     async def _attempt(self, provider: str, method: Method, data: bytes, metadata: list[tuple[str, str]],
                        remaining: float, target: str, on_event: EventSink) -> Answer:
-        token = str(next(self._ids))
+        token = secrets.token_hex(16)
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[token] = queue
         heard = target if target != "any" else None
@@ -207,7 +212,12 @@ class Caller:
                 if headers.get("Status") == "503":
                     raise _Lost(None if target == "any" else target, "no responders")
                 kind = headers.get(H_KIND)
-                heard = headers.get(H_REPLICA) or heard
+                replica = headers.get(H_REPLICA)
+                if not replica or (heard is not None and replica != heard):
+                    log.warning("dropped an answer to %s.%s from replica %s: the call went to %s", provider,
+                                method.rpc, replica or "(none named)", heard or "any replica")
+                    continue
+                heard = replica
                 if kind == ALIVE:
                     continue
                 if kind == EVENT:

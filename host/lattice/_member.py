@@ -3,7 +3,10 @@ the bridge of its local providers, the calls it makes, and the registry rows it 
 
 * ``WORLDRT_HOSTS_{L}`` (key: host id) and ``WORLDRT_PROVIDERS_{L}`` (key: ``provider.replica``) hold a
   heartbeat every ``HEARTBEAT_S`` and expire ``BUCKET_TTL_S`` after the last one; a host that leaves
-  deletes its keys at once (no stopped host lingers).
+  deletes its keys at once (no stopped host lingers). With identities (host/lattice/_creds.py) a host
+  writes only its own keys, its host id is its credential's, and it creates no bucket or stream:
+  ``lattice serve --creds`` makes them. Buckets refuse roll-up headers (one host's put must not erase
+  the others' keys) and per-message TTLs, and bound their size.
 * ``WORLDRT_LINKS_{L}`` holds every link of the lattice, without a secret: a secret is named by the path
   of a file each host reads for itself when it hands the link to its own provider. Every host watches
   the bucket and applies a change to its link table (and its local providers) as it arrives.
@@ -16,6 +19,7 @@ the bridge of its local providers, the calls it makes, and the registry rows it 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +35,7 @@ from nats.js.kv import KeyValue
 
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
+from worldrt.host.lattice._creds import ADMIN, HOST
 from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
 from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
 from worldrt.host.lattice._supervisor import Supervisor
@@ -53,15 +58,64 @@ DUPLICATE_WINDOW_S = 3600.0
 KEEP_RECORDS_S = 7 * 24 * 3600.0
 PUBLISH_TIMEOUT_S = 5.0
 INVOCATIONS, RUNS = "invocations", "runs"
+BUCKET_VALUE_MAX = 64 * 1024
+BUCKET_BYTES_MAX = 64 * 1024 * 1024
 
 LinkListener = Callable[[HostLink | None, HostLink | None], None]
 
 
-async def ensure_bucket(lattice: Lattice, bucket: str, ttl_s: float | None) -> KeyValue:
+def _ttl(bucket: str) -> float | None:
+    return None if bucket.startswith("WORLDRT_LINKS_") else BUCKET_TTL_S
+
+
+async def make_bucket(lattice: Lattice, bucket: str) -> KeyValue:
+    """Create ``bucket`` as nats-py's create_key_value would, but without roll-up headers (a put with
+    ``Nats-Rollup: all`` would erase every key) or per-message TTLs, and with bounded sizes."""
+    ttl = _ttl(bucket)
+    await lattice.js.add_stream(api.StreamConfig(
+        name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], allow_direct=True, allow_rollup_hdrs=False,
+        allow_msg_ttl=False, deny_delete=True, deny_purge=False, discard=api.DiscardPolicy.NEW,
+        duplicate_window=min(ttl or 120.0, 120.0), max_age=ttl, max_bytes=BUCKET_BYTES_MAX, max_consumers=-1,
+        max_msg_size=BUCKET_VALUE_MAX, max_msgs=-1, max_msgs_per_subject=1, num_replicas=1,
+        storage=api.StorageType.FILE))
+    return await lattice.js.key_value(bucket)
+
+
+async def make_buckets(lattice: Lattice) -> None:
+    """The lattice's three buckets, made where missing (``lattice serve --creds`` does it as admin); a
+    bucket an older version made with roll-up headers allowed, or unbounded, is changed in place."""
+    for bucket in (hosts_bucket(lattice.name), providers_bucket(lattice.name), links_bucket(lattice.name)):
+        try:
+            info = await lattice.js.stream_info(f"KV_{bucket}")
+        except NotFoundError:
+            await make_bucket(lattice, bucket)
+            continue
+        config = info.config
+        if config.allow_rollup_hdrs or (config.max_msg_size or -1) < 0 or (config.max_bytes or -1) < 0:
+            await lattice.js.update_stream(dataclasses.replace(
+                config, allow_rollup_hdrs=False,
+                max_msg_size=BUCKET_VALUE_MAX if (config.max_msg_size or -1) < 0 else config.max_msg_size,
+                max_bytes=BUCKET_BYTES_MAX if (config.max_bytes or -1) < 0 else config.max_bytes))
+            log.info("bucket %s: roll-up headers refused and its size bounded from now on", bucket)
+
+
+async def ensure_bucket(lattice: Lattice, bucket: str, ttl_s: float | None = None) -> KeyValue:
+    """``bucket``, made when missing by a client that may make it (admin, or the loopback token's)."""
     try:
         return await lattice.js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
-        return await lattice.js.create_key_value(api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s))
+        if lattice.options.role not in (None, ADMIN):
+            raise LatticeError(f"the lattice {lattice.name} has no bucket {bucket}: start its server with worldrt "
+                               f"lattice serve --creds DIR, which makes it") from None
+        return await make_bucket(lattice, bucket)
+
+
+async def read_bucket(lattice: Lattice, bucket: str) -> KeyValue | None:
+    """``bucket`` if it exists; reading never makes one (None: no host has joined yet)."""
+    try:
+        return await lattice.js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return None
 
 
 async def ensure_streams(lattice: Lattice) -> None:
@@ -123,7 +177,10 @@ async def list_links(lattice: Lattice) -> list[dict[str, Any]]:
 
 
 async def bucket_values(lattice: Lattice, bucket: str) -> dict[str, bytes]:
-    kv = await ensure_bucket(lattice, bucket, None if bucket.startswith("WORLDRT_LINKS_") else BUCKET_TTL_S)
+    """Every key's value; a bucket that does not exist has none (and is not made)."""
+    kv = await read_bucket(lattice, bucket)
+    if kv is None:
+        return {}
     try:
         keys = await kv.keys()
     except Exception:  # noqa: BLE001 - nats-py raises NoKeysError for an empty bucket
@@ -153,6 +210,10 @@ class Member:
         self.host_id = check_token("host id", host_id)
         if host_id == "any":
             raise LinkError("host id 'any' is reserved (it names the queue group of every replica)")
+        creds = lattice.options.creds
+        if creds is not None and (creds.role != HOST or creds.name != host_id):
+            raise LatticeError(f"the credential {creds.path} is {creds.role} {creds.name!r}'s, not host {host_id!r}'s: "
+                               f"a host joins with its own credential (worldrt lattice creds init DIR --host {host_id})")
         self.supervisor = supervisor
         self.links = links
         self.providers = providers
@@ -166,10 +227,11 @@ class Member:
         lattice.run(self._join(), timeout_s=30)
 
     async def _join(self) -> None:
-        self.hosts = await ensure_bucket(self.lattice, hosts_bucket(self.lattice.name), BUCKET_TTL_S)
-        self.provider_kv = await ensure_bucket(self.lattice, providers_bucket(self.lattice.name), BUCKET_TTL_S)
-        self.link_kv = await ensure_bucket(self.lattice, links_bucket(self.lattice.name), None)
-        await ensure_streams(self.lattice)
+        self.hosts = await ensure_bucket(self.lattice, hosts_bucket(self.lattice.name))
+        self.provider_kv = await ensure_bucket(self.lattice, providers_bucket(self.lattice.name))
+        self.link_kv = await ensure_bucket(self.lattice, links_bucket(self.lattice.name))
+        if self.lattice.options.creds is None:
+            await ensure_streams(self.lattice)  # with identities, lattice serve and the registry make them
         await self._claim_id()
         self.caller = await Caller.open(self.lattice)
         await self._beat()
@@ -196,6 +258,23 @@ class Member:
                 raise LatticeError(f"host id {self.host_id!r} is in use on the lattice {self.lattice.name} by pid "
                                    f"{doc.get('pid')} on {doc.get('hostname')}; give this host another --host-id")
             await asyncio.sleep(0.25)
+
+    def check_served(self) -> None:
+        """Once its daemons run: join their queue groups now, and fail loudly when the server refused this
+        host a provider's subjects (its credential does not let it serve that provider): a replica that
+        cannot receive calls must not say it serves them."""
+        self.lattice.run(self._check_served(), timeout_s=15)
+
+    async def _check_served(self) -> None:
+        await self.bridge.tend()
+        await self.lattice.nc.flush(timeout=5)
+        await asyncio.sleep(0)  # the server's -ERR comes before the flush's PONG; let its callback run
+        refused = sorted({name for name in self.providers for text in self.lattice.violations
+                          if f".{name.lower()}." in text and "subscription" in text})
+        if refused:
+            raise LatticeError(f"the lattice {self.lattice.name} does not let host {self.host_id} serve "
+                               f"{', '.join(refused)}: add it with worldrt lattice creds init DIR --serves "
+                               f"{self.host_id}={','.join(self.providers)}, then restart worldrt lattice serve")
 
     # heartbeat and the bridge -----------------------------------------------------------------------
     async def _beat(self) -> None:
@@ -296,7 +375,8 @@ class Member:
             os.replace(tmp, path)
 
     async def _publish(self, kind: str, msg_id: str, data: bytes) -> None:
-        subject = invocations_subject(self.lattice.name) if kind == INVOCATIONS else runs_subject(self.lattice.name)
+        name, host = self.lattice.name, self.host_id
+        subject = invocations_subject(name, host) if kind == INVOCATIONS else runs_subject(name, host)
         await self.lattice.js.publish(subject, data, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": msg_id})
 
     async def _resend(self) -> None:

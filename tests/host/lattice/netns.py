@@ -5,6 +5,10 @@ with one veth into the hub's bridge; the test process itself gets a veth too, so
 as one more machine. Addresses come from 198.18.0.0/15 only (reserved for benchmarks, never routed): one
 /24 per test process. Names start with ``wrt10`` and the process id. ``close`` kills every process
 started here and removes every namespace and veth. Root only: ``skip_unless_root`` says so otherwise.
+
+The lattice is set up as it must be off loopback (tests/host/lattice/secure.py): ``lattice serve`` with
+the identities of ``lattice creds init`` and TLS, each machine joining with its own credential (the test
+process with ``t``'s, a caller), links put with admin's.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.host.lattice.secure import Identities, make_identities
 from tests.support import host_channel, processes_under, wait_for, wait_gone
+from worldrt.host.lattice import Lattice
+from worldrt.providers import CATALOG
 from worldrt.providers.testing import wait_serving
 from worldrt.v1 import host_rpc
 
-TOKEN = "lattice-test-token"
 PORT = 4222
+# The test process's own identity: a caller.
+TESTER = "t"
 
 
 def skip_unless_root() -> None:
@@ -31,11 +39,11 @@ def skip_unless_root() -> None:
         pytest.skip("multi-host lattice tests make network namespaces and veth pairs, which needs root")
 
 
-def make_topology(root: Path, machines: list[str]) -> Topology:
+def make_topology(root: Path, machines: list[str], serves: dict[str, str] | None = None) -> Topology:
     """The topology, or a skip saying why when this root may not make network namespaces (a container)."""
     skip_unless_root()
     try:
-        return Topology(root, machines)
+        return Topology(root, machines, serves)
     except subprocess.CalledProcessError as exc:
         if "permitted" in (exc.stderr or "") or "denied" in (exc.stderr or ""):
             pytest.skip(f"multi-host lattice tests need network namespaces, which this machine refuses: {exc.stderr}")
@@ -131,9 +139,10 @@ class Served(Proc):
 
 
 class Topology:
-    """A hub and ``machines``; ``url`` is the lattice as every namespace (and this process) reaches it."""
+    """A hub and ``machines``; ``url`` is the lattice as every namespace (and this process) reaches it.
+    ``serves``: the providers each machine may serve (comma-separated; default every provider)."""
 
-    def __init__(self, root: Path, machines: list[str]) -> None:
+    def __init__(self, root: Path, machines: list[str], serves: dict[str, str] | None = None) -> None:
         self.root = root
         self.tag = f"wrt10{os.getpid()}"
         self.short = f"w{os.getpid() % 100000:05d}"
@@ -142,9 +151,10 @@ class Topology:
         self.namespaces: list[str] = []
         self.procs: list[Proc] = []
         self.hub_side: dict[str, str] = {}
-        self.env = {**os.environ, "WORLDRT_LATTICE_TOKEN": TOKEN}
-        for key in ("WORLDRT_TOKEN", "WORLDRT_DB", "WORLDRT_STATE_DIR", "WORLDRT_LATTICE"):
-            self.env.pop(key, None)
+        every = ",".join(CATALOG)
+        wanted = {machine: (serves or {}).get(machine, every if serves is None else "") for machine in machines}
+        # Not beside the machines' folders: a machine is found by its folder's path (processes_under).
+        self.ids: Identities = make_identities(root / "_identities", {**wanted, TESTER: ""}, [self.address(1)])
         try:
             self._make(machines)
         except BaseException:
@@ -156,7 +166,18 @@ class Topology:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.address(1)}:{PORT}"
+        return f"tls://{self.address(1)}:{PORT}"
+
+    def env(self, identity: str) -> dict[str, str]:
+        """The environment of a process that joins as ``identity`` (a machine, registry or admin)."""
+        env = self.ids.env(identity, self.url)
+        for key in ("WORLDRT_TOKEN", "WORLDRT_DB", "WORLDRT_STATE_DIR"):
+            env.pop(key, None)
+        return env
+
+    def connect(self, identity: str = TESTER, client: str = "test-machine") -> Lattice:
+        """This process on the lattice as ``identity``."""
+        return self.ids.connect(identity, self.url, client)
 
     def ns(self, machine: str) -> str:
         return f"{self.tag}-{machine}"
@@ -197,18 +218,22 @@ class Topology:
         """Take ``machine``'s link to the hub down (a partition), or up again."""
         _ip("-n", self.hub, "link", "set", self.hub_side[machine], "up" if up else "down")
 
-    def run(self, ns: str, argv: list[str], name: str, cwd: Path | None = None) -> Proc:
-        proc = Proc(ns, argv, self.root / f"{name}.log", self.env, cwd or self.root)
+    def run(self, ns: str, argv: list[str], name: str, cwd: Path | None = None, identity: str = "admin") -> Proc:
+        proc = Proc(ns, argv, self.root / f"{name}.log", self.env(identity), cwd or self.root)
         self.procs.append(proc)
         return proc
 
-    def cli(self, machine: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, machine: str, *args: str, timeout: float = 60, identity: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """``worldrt ARGS`` on ``machine``, as ``identity`` (default: the machine's own)."""
         return subprocess.run(["ip", "netns", "exec", self.ns(machine), sys.executable, "-m", "worldrt.host.cli",
-                               *args], env=self.env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+                               *args], env=self.env(identity or machine), cwd=self.root, capture_output=True, text=True,
+                              timeout=timeout)
 
     def serve_lattice(self) -> Proc:
         proc = self.run(self.hub, [sys.executable, "-m", "worldrt.host.cli", "lattice", "serve", "--listen",
-                                   f"{self.address(1)}:{PORT}", "--store", str(self.root / "hub")], "lattice")
+                                   f"{self.address(1)}:{PORT}", "--store", str(self.root / "hub"),
+                                   *self.ids.serve_args()], "lattice")
         wait_for(lambda: "lattice serving" in proc.log() or proc.proc.poll() is not None, 30, "the lattice serving")
         assert proc.proc.poll() is None, proc.log()
         return proc
@@ -217,7 +242,7 @@ class Topology:
         """``worldrt host serve --lattice URL --host-id MACHINE [--providers ...]`` on ``machine``."""
         args = ["host", "serve", "--lattice", self.url, "--host-id", machine]
         host = Served(self.ns(machine), self.root / machine, args + (["--providers", providers] if providers else []),
-                      self.env)
+                      self.env(machine))
         self.procs.append(host)
         return host
 
@@ -225,7 +250,7 @@ class Topology:
         """``worldrt registry serve`` in the hub, writing ROOT/registry/world.duckdb."""
         home = self.root / "registry"
         served = Served(self.hub, home, ["registry", "serve", "--lattice", self.url, "--db",
-                                         str(home / "world.duckdb")], self.env)
+                                         str(home / "world.duckdb")], self.env("registry"))
         self.procs.append(served)
         return served
 

@@ -1,12 +1,15 @@
 """Many machines: a hub (nats-server and the one registry) and three hosts in network namespaces.
 
 A is a pure caller (it runs no provider), B runs morph and modal, C runs modal, primeintellect and ritual.
-The test process is one more machine on the lattice (it calls providers directly through a Caller). The
-tests run in file order: the failover ones at the end kill, stop and cut replicas and bring them back.
+The test process is one more machine on the lattice (it calls providers directly through a Caller, as
+the caller identity t, and puts links as admin). The lattice runs as it must off loopback: identities and
+TLS (tests/host/lattice/secure.py). The tests run in file order: the failover ones at the end kill, stop
+and cut replicas and bring them back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import nats
+import nats.errors
 import pytest
 
-from tests.host.lattice.netns import TOKEN, Served, Topology, make_topology, skip_unless_root
+from tests.host.lattice.netns import Served, Topology, make_topology, skip_unless_root
 from tests.support import built_example, cmdlines, processes_under, wait_for
 from worldrt.errors import ResourceExhausted, Unavailable
-from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions
+from worldrt.host.lattice import METHODS, Caller, HostLink, Lattice, LatticeError, LatticeOptions, put_link
 from worldrt.v1 import host_pb, host_rpc, pb
 
 pytestmark = [pytest.mark.daemons, pytest.mark.timeout(300)]
@@ -28,10 +33,23 @@ pytestmark = [pytest.mark.daemons, pytest.mark.timeout(300)]
 
 class World:
     def __init__(self, topology: Topology, hosts: dict[str, Served], registry: Served, lattice: Lattice,
-                 caller: Caller, wasm: Path) -> None:
+                 caller: Caller, admin: Lattice, wasm: Path) -> None:
         self.topology, self.hosts, self.registry, self.lattice, self.caller = topology, hosts, registry, lattice, caller
+        self.admin = admin
         self.wasm = wasm
         self.calls = 0  # every provider call a host's component made: the rows the registry must hold
+
+    def link(self, host: str, provider: str) -> None:
+        """Link the caller component's generator to ``provider`` (as admin: hosts may not write links) and
+        wait until ``host`` has it."""
+        link = HostLink("caller/generator/default", "caller", ("generator",), provider)
+        self.admin.run(put_link(self.admin, link, {}))
+
+        def target() -> str:
+            links = self.hosts[host].stub.ListLinks(host_pb.ListLinksRequest(), timeout=10).links
+            return next((x.target_provider for x in links if x.link_id == link.link_id), "")
+
+        wait_for(lambda: target() == provider, 30, f"host {host} linked to {provider}")
 
     def call(self, provider: str, rpc: str, request: object, timeout_s: float = 30.0,
              on_event: object = None) -> tuple[grpc.StatusCode, str, object, str]:
@@ -49,7 +67,7 @@ class World:
             host_pb.InvokeOutcome, list[host_pb.InvokeEvent]]:
         stub = self.hosts[host].stub
         if link is not None:
-            stub.PutLink(pb.LinkConfig(source_component="caller", interfaces=["generator"], target_provider=link))
+            self.link(host, link)
         component = stub.LoadComponent(host_pb.LoadComponentRequest(path=str(self.wasm))).component_id
         events = list(stub.Invoke(host_pb.InvokeRequest(component_id=component, verse_id=verse,
                                                         args=json.dumps(spec)), timeout=300))
@@ -70,21 +88,25 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     skip_unless_root()
     wasm = built_example("caller")
-    topology = make_topology(tmp_path_factory.mktemp("lattice"), ["a", "b", "c"])
+    topology = make_topology(tmp_path_factory.mktemp("lattice"), ["a", "b", "c"],
+                             {"a": "", "b": "morph,modal", "c": "modal,primeintellect,ritual"})
     lattice: Lattice | None = None
+    admin: Lattice | None = None
     try:
         topology.serve_lattice()
         registry = topology.registry()
         hosts = {"b": topology.host("b", "morph,modal"), "c": topology.host("c", "modal,primeintellect,ritual"),
                  "a": topology.host("a")}
-        lattice = Lattice(LatticeOptions(topology.url, token=TOKEN), client_name="test-machine")
+        lattice = topology.connect()
+        admin = topology.connect("admin", "test-admin")
         caller = lattice.run(Caller.open(lattice))
-        yield World(topology, hosts, registry, lattice, caller, wasm)
+        yield World(topology, hosts, registry, lattice, caller, admin, wasm)
         for name, host in hosts.items():
             assert "Traceback" not in host.log(), f"host {name}:\n{host.log()[-4000:]}"
     finally:
-        if lattice is not None:
-            lattice.close()
+        for connection in (lattice, admin):
+            if connection is not None:
+                connection.close()
         topology.close()
 
 
@@ -113,6 +135,51 @@ def test_status_lists_every_host_and_replica(world: World) -> None:
     assert [r["replica"] for r in providers["morph"]] == ["b"]  # type: ignore[index]
 
 
+def test_off_loopback_only_identities_over_tls_reach_the_lattice(world: World) -> None:
+    """From another machine: no credential, no connection; no credential in cleartext; a member neither
+    reads other calls nor reaches a daemon's lifecycle, links or image writes."""
+    hub = world.topology.address(1)
+
+    async def bare() -> str:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        try:
+            nc = await nats.connect(f"nats://{hub}:4222", allow_reconnect=False, connect_timeout=5, error_cb=on_error)
+        except (nats.errors.Error, OSError) as exc:
+            return f"refused: {exc} {errors}"
+        await nc.close()
+        return "connected"
+
+    assert asyncio.run(bare()).startswith("refused")
+    with pytest.raises(LatticeError, match="refusing to send the lattice's credential in cleartext"):
+        LatticeOptions(f"nats://{hub}:4222", creds=world.topology.ids.options("t", world.topology.url).creds)
+    daemons = {pid for host in ("b", "c") for pid, line in cmdlines(processes_under(str(world.hosts[host].home))).items()
+               if _provider_daemon(line)}
+
+    async def spy() -> None:
+        subscription = await world.lattice.nc.subscribe("worldrt.rpc.>", cb=_ignore)
+        await world.lattice.nc.flush()
+        await subscription.unsubscribe()
+
+    world.lattice.run(spy())
+    wait_for(lambda: any('"worldrt.rpc.>"' in v for v in world.lattice.violations), 10, "the spy refused")
+    for rpc, request in (("Shutdown", pb.ShutdownRequest()), ("ReceiveLinkConfig", pb.LinkConfig()),
+                         ("BuildImage", pb.BuildImageRequest(name="x"))):
+        for _ in range(4):  # any replica of modal: b's and c's
+            code, message, _, _ = world.call("modal", rpc, request)
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "not carried over the lattice" in message
+    after = {pid for host in ("b", "c") for pid, line in cmdlines(processes_under(str(world.hosts[host].home))).items()
+             if _provider_daemon(line)}
+    assert after == daemons
+
+
+async def _ignore(msg: object) -> None:
+    pass
+
+
 def test_a_pure_caller_reaches_morph_on_another_host(world: World) -> None:
     outcome, calls = world.invoke("a", 101, {"instance_id": "new", "calls": 3}, link="morph")
     assert outcome.ok, outcome.value
@@ -126,8 +193,11 @@ def test_a_pure_caller_reaches_morph_on_another_host(world: World) -> None:
 def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
     secret = world.topology.root / "modal.key"
     secret.write_text("sk-lattice-secret\n")
+    as_host = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
+                                 world.topology.url, "--secret-file", f"api_key={secret}")
+    assert as_host.returncode == 2 and "needs admin's" in as_host.stderr, as_host.stderr
     done = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
-                              world.topology.url, "--secret-file", f"api_key={secret}")
+                              world.topology.url, "--secret-file", f"api_key={secret}", identity="admin")
     assert done.returncode == 0, done.stderr
     outcome, calls = world.invoke("c", 102, {"instance_id": "", "calls": 2})
     assert outcome.ok, outcome.value
@@ -149,8 +219,7 @@ def test_an_instance_is_reached_from_a_host_that_never_saw_its_id(world: World) 
     code, message, instance, replica = world.call("morph", "Start", pb.StartRequest())
     assert code == grpc.StatusCode.OK, message
     assert replica == "b" and instance.instance_id.endswith("@b")  # type: ignore[attr-defined]
-    world.hosts["c"].stub.PutLink(pb.LinkConfig(source_component="caller", interfaces=["generator"],
-                                                target_provider="morph"))
+    world.link("c", "morph")
     outcome, calls = world.invoke("c", 104, {"instance_id": instance.instance_id, "calls": 2})  # type: ignore[attr-defined]
     assert outcome.ok, outcome.value
     assert _replicas(calls) == {"morph@b"}
@@ -187,8 +256,7 @@ def test_rows_of_two_hosts_land_once_in_one_registry(world: World) -> None:
 
 def test_a_replica_killed_mid_200_calls_costs_none(world: World) -> None:
     c = world.hosts["c"]
-    world.hosts["a"].stub.PutLink(pb.LinkConfig(source_component="caller", interfaces=["generator"],
-                                                target_provider="modal"))
+    world.link("a", "modal")
     outcomes: list[host_pb.InvokeOutcome] = []
     seen_c = threading.Event()
 
