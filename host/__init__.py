@@ -5,8 +5,9 @@ running host or embeds one. The rooms below: ``runtime`` (wasm), ``lattice`` (li
 
 from typing import TYPE_CHECKING, Any
 
-from worldrt.host._api import EventSink, HostAPI
+from worldrt.host._api import BY_NAME, METHODS, EventSink, HostAPI, Method
 from worldrt.host._client import HOST_TOKEN_FILE, RemoteHost, Session
+from worldrt.host._connect import host_session
 from worldrt.host._paths import default_db, default_home, default_host_address
 
 if TYPE_CHECKING:
@@ -32,4 +33,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Host", "LatticeHost", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
-           "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink"]
+           "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink",
+           "host_session", "METHODS", "BY_NAME", "Method"]

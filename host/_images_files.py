@@ -1,4 +1,4 @@
-"""The host's image and file calls: each is forwarded to a sandbox provider's daemon (morph by default).
+"""The host's image, file and instance-listing calls: each is forwarded to a sandbox provider's daemon (morph by default).
 
 The host adds nothing to them but the choice of provider, the daemon's token and its errors as the
 project's error kinds; streams pass through event by event.
@@ -68,6 +68,11 @@ class ImagesAndFiles:
     def delete_image(self, request: host_pb.HostImageRequest) -> pb.Image:
         return self._unary(request.provider, "delete_image", "DeleteImage",  # type: ignore[no-any-return]
                            pb.ImageRef(image=request.image))
+
+    # instances --------------------------------------------------------------------------------------
+    def list_instances(self, request: host_pb.HostListInstancesRequest) -> pb.ListInstancesReply:
+        return self._unary(request.provider, "list_instances", "ListInstances",  # type: ignore[no-any-return]
+                           pb.ListInstancesRequest())
 
     # files ------------------------------------------------------------------------------------------
     def write_files(self, request: host_pb.HostWriteFilesRequest) -> pb.WriteFilesReply:

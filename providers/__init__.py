@@ -29,6 +29,7 @@ from worldrt.providers._channel import (
     ClientTls,
     InsecureChannelError,
     is_loopback,
+    open_aio_channel,
     open_channel,
     refuse_cleartext_token,
     tcp_host,
@@ -57,7 +58,7 @@ __all__ = [
     # running one
     "serve", "run_provider", "default_state_dir", "listen_address", "bind", "ServerTls",
     # reaching and starting daemons
-    "open_channel", "ClientTls", "InsecureChannelError", "refuse_cleartext_token", "tcp_host", "is_loopback",
+    "open_channel", "open_aio_channel", "ClientTls", "InsecureChannelError", "refuse_cleartext_token", "tcp_host", "is_loopback",
     "serving", "wait_serving", "spawn_daemon",
     # bearer tokens
     "TOKEN_ENV", "TokenError", "read_token_file", "token_from", "ensure_token_file", "bearer_problem",

@@ -109,3 +109,12 @@ def open_channel(address: str, *, tls: ClientTls | None = None, token: str | Non
     if tls is not None and tcp_host(address) is not None:
         return grpc.secure_channel(address, tls.credentials(), options=list(options))
     return grpc.insecure_channel(address, options=list(options))
+
+
+def open_aio_channel(address: str, *, tls: ClientTls | None = None, token: str | None = None,
+                     options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """``open_channel`` for asyncio (grpc.aio), by the same rules; made inside the running event loop."""
+    refuse_cleartext_token(address, tls, token)
+    if tls is not None and tcp_host(address) is not None:
+        return grpc.aio.secure_channel(address, tls.credentials(), options=list(options))
+    return grpc.aio.insecure_channel(address, options=list(options))

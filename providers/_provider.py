@@ -133,6 +133,9 @@ class Provider:
     async def merge(self, request: pb.MergeRequest, call: Call) -> pb.Instance:
         raise self._unimplemented("merge")
 
+    async def list_instances(self, request: pb.ListInstancesRequest, call: Call) -> pb.ListInstancesReply:
+        raise self._unimplemented("list_instances")
+
     async def write_files(self, request: pb.WriteFilesRequest, call: Call) -> pb.WriteFilesReply:
         raise self._unimplemented("write_files")
 

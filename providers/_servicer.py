@@ -18,7 +18,8 @@ log = logging.getLogger("worldrt.provider")
 _UNARY = {
     "Init": "init", "ReceiveLinkConfig": "receive_link_config", "DeleteLink": "delete_link",
     "Capabilities": "capabilities", "Start": "start", "Stop": "stop", "Snapshot": "snapshot",
-    "Branch": "branch", "Execute": "execute", "Merge": "merge", "Optimize": "optimize", "Verify": "verify",
+    "Branch": "branch", "Execute": "execute", "Merge": "merge", "ListInstances": "list_instances",
+    "Optimize": "optimize", "Verify": "verify",
     "WriteFiles": "write_files", "ReadFileChunk": "read_file_chunk", "ListFiles": "list_files",
     "ListImages": "list_images", "InspectImage": "inspect_image", "DeleteImage": "delete_image",
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +76,17 @@ def home(args: argparse.Namespace) -> Path:
     return Path(args.home) if args.home else default_home()
 
 
+def connect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that name a host, as ``worldrt.host.host_session`` and ``worldrt.Client.connect`` take them."""
+    return {"home": home(args), "db": args.db, "token_file": args.token_file, "tls_ca": args.tls_ca,
+            "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+
+
 def session(args: argparse.Namespace) -> Session:
     """The host the flags name: a running one, or one embedded in this process for the command."""
-    from worldrt.host import Session, default_db, default_host_address
-    from worldrt.providers import ClientTls, read_token_file
+    from worldrt.host import host_session
 
-    state = home(args)
-    address = args.host or os.environ.get("WORLDRT_HOST") or default_host_address(state)
-    return Session(address, Path(args.db) if args.db else default_db(), state,
-                   token=read_token_file(args.token_file) if args.token_file else None,
-                   tls=ClientTls.from_env(args.tls_ca, args.tls_cert, args.tls_key))
+    return host_session(args.host, **connect_options(args))
 
 
 def key_value(item: str) -> tuple[str, str]:

@@ -8,10 +8,21 @@ import signal
 import grpc
 
 from worldrt.errors import WorldError
-from worldrt.host.cli import _apis, _components, _images, _lattice, _links, _providers, _reports, _serving, _verses
+from worldrt.host.cli import (
+    _apis,
+    _components,
+    _images,
+    _instances,
+    _lattice,
+    _links,
+    _providers,
+    _reports,
+    _serving,
+    _verses,
+)
 from worldrt.host.cli._common import Parents, err_console
 
-GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _lattice, _apis)
+GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _lattice, _apis)
 
 
 def parser() -> argparse.ArgumentParser:

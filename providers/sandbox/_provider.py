@@ -172,6 +172,11 @@ class SandboxedProvider(Provider):
         assert isinstance(inst, LiveInstance)
         return self.instance_pb(inst, pb.STOPPED)
 
+    async def list_instances(self, request: pb.ListInstancesRequest, call: Call) -> pb.ListInstancesReply:
+        """Every instance this daemon holds, oldest first."""
+        live = sorted(self.engine.instances.values(), key=lambda inst: inst.created_at)
+        return pb.ListInstancesReply(instances=[self.instance_pb(inst) for inst in live])
+
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """The engine's run of the request's code: output as it comes, then the result."""
         return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,

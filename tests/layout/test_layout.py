@@ -28,11 +28,17 @@ LAYERS = [
     ("worldrt.host.verse",),
     ("worldrt.host",),
     ("worldrt.host.api",),
+    # The Python client sits above the host (it calls the Host API); the CLI is built on the client.
+    ("worldrt.client",),
+    ("worldrt.testing",),
     ("worldrt.host.cli",),
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 # The sandbox agent runs inside sandboxes as a script beside its two modules, not as part of the package.
 SCRIPTS = {"worldrt.providers.sandbox.agent", "worldrt.providers.sandbox._linux", "worldrt.providers.sandbox._wire"}
+# The one exception to "only downward": the top-level package names the client's two classes for users
+# (worldrt.Client, worldrt.AsyncClient), imported on first use or for type checkers only, never on import.
+LAZY_UPWARD = {"worldrt": {"worldrt.client", "worldrt.client.Client", "worldrt.client.AsyncClient"}}
 
 
 def _packages() -> list[str]:
@@ -68,14 +74,32 @@ def _layer_of(module: str) -> str:
     return module
 
 
+def _names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return [f"{node.module}.{alias.name}" for alias in node.names]
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return []
+
+
 def _imports(module: str) -> list[str]:
     path = MODULES[module][0]
     names = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names += [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+        names += _names(node)
+    return [n for n in names if n == "worldrt" or n.startswith("worldrt.")]
+
+
+def _imported_on_load(module: str) -> list[str]:
+    """The worldrt names ``module`` imports when it is loaded: at its top level, outside functions and
+    ``if TYPE_CHECKING:`` blocks."""
+    path = MODULES[module][0]
+    names: list[str] = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            continue
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names += [n for child in ast.walk(node) for n in _names(child)]
     return [n for n in names if n == "worldrt" or n.startswith("worldrt.")]
 
 
@@ -116,13 +140,23 @@ def test_imports_only_go_down_the_layers() -> None:
             while target not in MODULES and "." in target:
                 target = target.rpartition(".")[0]
             theirs = _layer_of(target)
-            if RANK[theirs] > RANK[mine]:
+            if RANK[theirs] > RANK[mine] and name not in LAZY_UPWARD.get(module, ()):
                 upward.append(f"{module} ({mine}) imports {name} ({theirs})")
     assert not upward, "\n".join(upward)
 
 
+def test_the_top_level_names_the_client_lazily_and_only_the_client() -> None:
+    import worldrt
+
+    assert not set(_imported_on_load("worldrt")) & LAZY_UPWARD["worldrt"], "import worldrt must not load the client"
+    upward = {n for n in _imports("worldrt") if RANK[_layer_of(n if n in MODULES else n.rpartition(".")[0])] > 0}
+    assert upward == LAZY_UPWARD["worldrt"]
+    assert worldrt.Client.__module__.startswith("worldrt.client") and {"Client", "AsyncClient"} <= set(dir(worldrt))
+
+
 def test_the_wheel_ships_every_package_and_the_layers_name_them() -> None:
-    roots = {"worldrt.providers": ROOT / "providers", "worldrt.host": ROOT / "host"}
+    roots = {"worldrt.providers": ROOT / "providers", "worldrt.host": ROOT / "host", "worldrt.client": ROOT / "client",
+             "worldrt.testing": ROOT / "testing"}
     on_disk = {f"{name}.{'.'.join(init.parent.relative_to(root).parts)}".rstrip(".")
                for name, root in roots.items() for init in root.rglob("__init__.py") if "__pycache__" not in init.parts}
     assert on_disk <= set(PACKAGES), f"packages missing from pyproject.toml: {sorted(on_disk - set(PACKAGES))}"

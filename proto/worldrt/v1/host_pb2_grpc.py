@@ -95,6 +95,11 @@ class HostStub:
                 request_serializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
                 _registered_method=True)
+        self.ListInstances = channel.unary_unary(
+                '/worldrt.v1.Host/ListInstances',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostListInstancesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.FromString,
+                _registered_method=True)
         self.BuildImage = channel.unary_stream(
                 '/worldrt.v1.Host/BuildImage',
                 request_serializer=worldrt_dot_v1_dot_host__pb2.HostBuildImageRequest.SerializeToString,
@@ -214,6 +219,13 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInstances(self, request, context):
+        """The instances a sandbox provider (morph unless `provider` names modal) holds now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BuildImage(self, request, context):
         """Images and instance files, forwarded to a sandbox provider (morph unless `provider` names modal).
         BuildImage streams the provider's progress; its last event is the image.
@@ -321,6 +333,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.CallProviderStream,
                     request_deserializer=worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_host__pb2.InvokeEvent.SerializeToString,
+            ),
+            'ListInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstances,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostListInstancesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.SerializeToString,
             ),
             'BuildImage': grpc.unary_stream_rpc_method_handler(
                     servicer.BuildImage,
@@ -682,6 +699,33 @@ class Host:
             '/worldrt.v1.Host/CallProviderStream',
             worldrt_dot_v1_dot_host__pb2.ProviderCallRequest.SerializeToString,
             worldrt_dot_v1_dot_host__pb2.InvokeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/ListInstances',
+            worldrt_dot_v1_dot_host__pb2.HostListInstancesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.FromString,
             options,
             channel_credentials,
             insecure,

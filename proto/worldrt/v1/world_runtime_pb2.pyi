@@ -212,6 +212,16 @@ class Instance(_message.Message):
     image: str
     def __init__(self, instance_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., status: _Optional[_Union[InstanceStatus, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ...) -> None: ...
 
+class ListInstancesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListInstancesReply(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[Instance]
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
+
 class InstanceRef(_message.Message):
     __slots__ = ("instance_id",)
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]

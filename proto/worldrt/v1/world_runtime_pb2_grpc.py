@@ -94,6 +94,11 @@ class WorldRuntimeStub:
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.Instance.FromString,
                 _registered_method=True)
+        self.ListInstances = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/ListInstances',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.FromString,
+                _registered_method=True)
         self.WriteFiles = channel.unary_unary(
                 '/worldrt.v1.WorldRuntime/WriteFiles',
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteFilesRequest.SerializeToString,
@@ -221,6 +226,13 @@ class WorldRuntimeServicer:
 
     def Merge(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstances(self, request, context):
+        """The instances this daemon holds now (running ones; snapshots are not instances).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -356,6 +368,11 @@ def add_WorldRuntimeServicer_to_server(servicer, server):
                     servicer.Merge,
                     request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.Instance.SerializeToString,
+            ),
+            'ListInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstances,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.SerializeToString,
             ),
             'WriteFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.WriteFiles,
@@ -732,6 +749,33 @@ class WorldRuntime:
             '/worldrt.v1.WorldRuntime/Merge',
             worldrt_dot_v1_dot_world__runtime__pb2.MergeRequest.SerializeToString,
             worldrt_dot_v1_dot_world__runtime__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ListInstances',
+            worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListInstancesReply.FromString,
             options,
             channel_credentials,
             insecure,
