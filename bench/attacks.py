@@ -96,7 +96,7 @@ FD_SLACK = 5  # descriptors above the baseline still counted as "back"
 RSS_SLACK_MIB = 32.0
 SETTLE_S = 20.0
 
-# --- attack code (the review's, as in tests/test_escapes.py) ------------------------------------------
+# --- attack code (the review's, as in tests/providers/sandbox/test_escapes.py) ----------------------------
 # Code that reaches the agent's own channel, as a hostile program in a sandbox can.
 CHANNEL = "import __main__ as _agent, array, json, socket, struct\nchan = _agent.STATE.chan\n"
 

@@ -31,6 +31,6 @@ class ComponentTrap(InvocationError):
 
 
 class ComponentTimeout(ComponentTrap):
-    code = DeadlineExceeded.code
-
     """The component ran past its deadline and was interrupted."""
+
+    code = DeadlineExceeded.code

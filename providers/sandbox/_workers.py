@@ -113,9 +113,9 @@ class CallError(WorkerError):
 
 
 class CallTimeout(WorkerError):
-    code = DeadlineExceeded.code
-
     """The call ran past its timeout; its worker was stopped and replaced."""
+
+    code = DeadlineExceeded.code
 
 
 class WorkerLost(WorkerError):
