@@ -33,7 +33,9 @@ _LAZY = {
     "_calls": ("Answer", "Caller"),
     "_ingest": ("Ingest",),
     "_lattice_router": ("LatticeRouter", "capabilities"),
-    "_member": ("Member", "bucket_values", "delete_link", "fresh", "link_from_value", "list_links", "put_link"),
+    "_member": ("Member", "StreamLimits", "bucket_values", "delete_link", "fresh", "link_from_value", "list_links",
+                "put_link"),
+    "_secrets": ("SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir"),
     "_nats": ("LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions", "check_token"),
     "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
     "_wire": ("METHODS", "hosts_bucket", "providers_bucket", "rpc_subject"),
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
     from worldrt.host.lattice._member import (
         Member,
+        StreamLimits,
         bucket_values,
         delete_link,
         fresh,
@@ -61,6 +64,13 @@ if TYPE_CHECKING:
         LatticeError,
         LatticeOptions,
         check_token,
+    )
+    from worldrt.host.lattice._secrets import (
+        SECRETS_DIR_ENV,
+        SecretError,
+        read_secret,
+        read_secret_file,
+        secrets_dir,
     )
     from worldrt.host.lattice._server import NatsServer, ServerConfig, nats_server_binary
     from worldrt.host.lattice._wire import METHODS, hosts_bucket, providers_bucket, rpc_subject
@@ -82,6 +92,7 @@ __all__ = [
     "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "check_token", "fresh",
     "NatsServer", "ServerConfig", "nats_server_binary",
     "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
-    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values",
+    "put_link", "delete_link", "list_links", "link_from_value", "bucket_values", "StreamLimits",
+    "SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir",
     "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
 ]
