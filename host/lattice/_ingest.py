@@ -86,11 +86,13 @@ class Ingest:
         self.dead_letters = 0
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[Any] = []
         lattice.run(self._start(), timeout_s=30)
 
     async def _start(self) -> None:
         await ensure_streams(self.lattice, self.limits, manage=True)
         subscriptions = {kind: await self._subscribe(stream) for kind, stream in self._streams().items()}
+        self._subscriptions = list(subscriptions.values())
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._consume(kind, self._streams()[kind], sub))
                        for kind, sub in subscriptions.items()]
@@ -271,5 +273,10 @@ class Ingest:
             self._stopping = True
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=10)
+            for subscription in self._subscriptions:
+                try:
+                    await subscription.unsubscribe()  # else draining the connection waits out its pull requests
+                except Exception as exc:  # noqa: BLE001 - a lost connection has no subscription left
+                    log.debug("unsubscribing: %s", exc)
 
         self.lattice.run(halt(), timeout_s=15)
