@@ -10,6 +10,7 @@ file order (the last ones restart the registry with small limits and then read i
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,19 +24,20 @@ from nats.js import api
 from tests.host.lattice.loopback import LoopbackLattice, Served
 from tests.support import built_example, wait_for
 from worldrt.host.lattice import Lattice
-from worldrt.host.lattice._wire import (
-    H_DEAD_REASON,
-    H_HOST,
-    deadletter_stream,
-    invocations_stream,
-    runs_stream,
-)
+from worldrt.host.lattice._wire import invocations_stream, runs_stream
 from worldrt.host.registry import Registry, parse_record
 from worldrt.host.registry._redaction import Payload
 from worldrt.v1 import host_pb, pb
 
 pytestmark = [pytest.mark.daemons, pytest.mark.timeout(600)]
 SMALL = 2 << 20
+# The wire's names as the agreement between hosts and the registry spells them (host/lattice/_wire.py).
+H_HOST, H_DEAD_REASON = "x-worldrt-host", "x-worldrt-deadletter-reason"
+
+
+def deadletter_stream(lattice: str) -> str:
+    return f"WORLDRT_DEADLETTER_{lattice}"
+
 FEW = 60
 
 
@@ -89,6 +91,11 @@ class World:
     def dead_reason(self, data: bytes) -> str | None:
         return next(((m.headers or {}).get(H_DEAD_REASON) for m in self.dead_letters() if m.data == data), None)
 
+    def in_hand(self, stream: str) -> bool:
+        """Whether the registry has been handed messages it has not acknowledged."""
+        info = self.consumer(stream)
+        return bool(info.delivered and info.ack_floor and info.delivered.stream_seq > info.ack_floor.stream_seq)
+
     def consumer(self, stream: str) -> api.ConsumerInfo:
         return self.client.run(self.client.js.consumer_info(stream, "registry"))
 
@@ -141,8 +148,16 @@ def test_poison_records_in_a_burst_go_to_the_dead_letter_stream_and_every_real_r
     burst.start()
     try:
         wait_for(lambda: world.rows(500) >= 20, 120, "the burst's first rows")
-        for data in poison.values():
-            world.publish(world.subject("invocations"), data, {H_HOST: "h1"})
+        # The registry falls behind for a moment (busy, or stopped by a debugger), so that its next batch holds
+        # many real rows, and each poison record lands among them.
+        stream = invocations_stream("default")
+        world.registry.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i, data in enumerate(poison.values(), start=1):
+                wait_for(lambda i=i: world.consumer(stream).num_pending >= 10 * i, 120, "real rows piling up")
+                world.publish(world.subject("invocations"), data, {H_HOST: "h1"})
+        finally:
+            world.registry.proc.send_signal(signal.SIGCONT)
     finally:
         burst.join(600)
     assert outcome and outcome[0].ok and outcome[0].provider_calls == 202, outcome
@@ -186,6 +201,10 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
     burst.start()
     try:
         wait_for(lambda: world.rows(700) >= 40, 120, "the burst's first rows")
+        # Killed with a batch in its hands: messages delivered to it and not yet acknowledged.
+        world.registry.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: world.in_hand(invocations_stream("default")), 60,
+                 "rows delivered to the registry and not yet acknowledged")
         world.registry.kill()
         wait_for(lambda: world.client.run(world.client.js.stream_info(invocations_stream("default"))).state.messages
                  >= 20, 120, "rows piling up while the registry is dead")
