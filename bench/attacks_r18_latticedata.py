@@ -174,6 +174,13 @@ class Bench:
             await kv.put(link_key(link_id), json.dumps(document).encode())
         self.client.run(put())
 
+    def delete_links(self, *link_ids: str) -> None:
+        async def delete() -> None:
+            kv = await self.client.js.key_value(links_bucket(NAME))
+            for link_id in link_ids:
+                await kv.purge(link_key(link_id))
+        self.client.run(delete())
+
     def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         self.client.run(self.client.js.publish(subject, data, headers=headers, timeout=5))
 
@@ -184,33 +191,40 @@ class Bench:
 
 
 # links (#3) ----------------------------------------------------------------------------------------------
-def _link_attack(bench: Bench, secrets: Callable[[Served], dict[str, object]], refused_if: Callable[[Served], bool]
-                 ) -> tuple[bool, str]:
+def _link_attack(bench: Bench, n: int, secrets: Callable[[Served], dict[str, object]],
+                 refused_if: Callable[[Served, str], bool]) -> tuple[bool, str]:
     """Put a hostile link, then a plain one: blocked when the host is alive, small, went on to the plain link,
-    and did not take the hostile one as it was meant (``refused_if``)."""
+    said it refused the hostile one and did not take it as it was meant (``refused_if``). Both links are
+    deleted afterwards (a hostile link left in the bucket would hit every host that starts later)."""
     host = bench.host()
+    evil, after = f"evil{n}/generator/default", f"after{n}/generator/default"
     try:
-        bench.put_link("evil/generator/default", **secrets(host))
-        bench.put_link("after/generator/default")
-        went_on = _wait(lambda: "after/generator/default" in host.links(), 30)
+        bench.put_link(evil, **secrets(host))
+        bench.put_link(after)
+        went_on = _wait(lambda: after in host.links(), 30)
         alive = host.proc.poll() is None
         rss = rss_mib(host.proc.pid) if alive else 0.0
-        refused = alive and refused_if(host)
-        said = [line for line in host.log().splitlines() if "refusing the link" in line]
+        refused = alive and refused_if(host, evil)
+        log = host.log()
+        said = [line for line in log.splitlines() if "refusing the link" in line and link_key(evil) in line]
+        crashed = "MemoryError" if "MemoryError" in log else "a traceback" if "Traceback" in log else ""
         observed = (f"host {'alive' if alive else 'DEAD'}, RSS {rss:.0f} MiB, later link "
                     f"{'applied' if went_on else 'NOT applied (watcher stuck)'}, hostile link "
-                    f"{'refused' if refused else 'taken'}" + (f"; log: {said[-1].split(' ', 4)[-1][:160]}" if said else ""))
-        return bool(alive and went_on and refused and rss < 1024), observed
+                    f"{'not taken' if refused else 'taken'}, {'refusal logged' if said else 'no refusal logged'}"
+                    + (f" ({said[-1].split(': ', 1)[-1][:150]})" if said else "")
+                    + (f"; the host's log has {crashed}" if crashed else ""))
+        return bool(alive and went_on and refused and said and rss < 1024), observed
     finally:
+        bench.delete_links(evil, after)
         host.stop()
 
 
-def _absent(host: Served) -> bool:
-    return "evil/generator/default" not in host.links()
+def _absent(host: Served, link_id: str) -> bool:
+    return link_id not in host.links()
 
 
-def _no_short_secret(host: Served) -> bool:
-    return host.links().get("evil/generator/default") != {"api": "<redacted>"}
+def _no_short_secret(host: Served, link_id: str) -> bool:
+    return host.links().get(link_id) != {"api": "<redacted>"}
 
 
 def link_attacks(attack: Attack, bench: Bench) -> None:
@@ -221,7 +235,7 @@ def link_attacks(attack: Attack, bench: Bench) -> None:
         f.truncate(1 << 30)
     short = bench.tmp / "short"
     short.write_text("a\n")
-    cases: list[tuple[str, Callable[[Served], dict[str, object]], Callable[[Served], bool]]] = [
+    cases: list[tuple[str, Callable[[Served], dict[str, object]], Callable[[Served, str], bool]]] = [
         ("a bucket link naming /dev/zero as a secret file", lambda h: {"secret_files": {"api": "/dev/zero"}}, _absent),
         ("a bucket link naming a FIFO as a secret file", lambda h: {"secret_files": {"api": str(fifo)}}, _absent),
         ("a bucket link naming a 1 GiB file as a secret file", lambda h: {"secret_files": {"api": str(huge)}},
@@ -233,9 +247,9 @@ def link_attacks(attack: Attack, bench: Bench) -> None:
         ("a bucket link whose secret key names a one-byte file in the host's secrets folder",
          _short_key, _absent),
     ]
-    for description, secrets, refused_if in cases:
+    for n, (description, secrets, refused_if) in enumerate(cases):
         attack("r18-3", description, "the host refuses that link with a log line, stays small and applies the next "
-               "link", lambda s=secrets, r=refused_if: _link_attack(bench, s, r))
+               "link", lambda n=n, s=secrets, r=refused_if: _link_attack(bench, n, s, r))
 
     def short_at_put() -> tuple[bool, str]:
         home = bench.tmp / "one-machine"
