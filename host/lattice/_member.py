@@ -117,25 +117,35 @@ _LIMIT_FIELDS = ("subjects", "discard", "max_bytes", "max_msgs", "max_msg_size",
 async def ensure_streams(lattice: Lattice, limits: StreamLimits | None = None, *, manage: bool = False) -> None:
     """Make the record streams when they are missing. With ``manage`` (the registry), also the dead-letter stream,
     and bring existing streams to these subjects and limits (a stream of an older version bound one subject
-    for every host and had no limits)."""
+    for every host and had no limits). A host that may not look at or make streams goes on: its records wait
+    in its outbox until the registry has made them."""
     for config in stream_configs(lattice, limits or StreamLimits(), deadletters=manage):
-        assert config.name is not None
         try:
-            info = await lattice.js.stream_info(config.name)
-        except NotFoundError:
-            await lattice.js.add_stream(config)
-            continue
-        have = info.config
-        if not manage:
-            if config.subjects and config.subjects[0] not in (have.subjects or []):
-                log.warning("the stream %s binds %s, not this host's subject: records wait in %s until `worldrt "
-                            "registry serve` of this version updates it", config.name, have.subjects, "the outbox")
-            continue
-        if any(getattr(have, f) != getattr(config, f) for f in _LIMIT_FIELDS if f != "max_age") \
-                or (have.max_age or 0) != 0:
-            await lattice.js.update_stream(config.evolve(retention=have.retention, storage=have.storage))
-            log.info("stream %s: subjects %s, at most %d bytes and %d messages of at most %d bytes", config.name,
-                     config.subjects, config.max_bytes, config.max_msgs, config.max_msg_size)
+            await _ensure_stream(lattice, config, manage)
+        except Exception as exc:
+            if manage:
+                raise
+            log.warning("cannot make sure of the stream %s (%s); records wait in the outbox until the registry "
+                        "makes it", config.name, exc)
+
+
+async def _ensure_stream(lattice: Lattice, config: api.StreamConfig, manage: bool) -> None:
+    assert config.name is not None
+    try:
+        info = await lattice.js.stream_info(config.name)
+    except NotFoundError:
+        await lattice.js.add_stream(config)
+        return
+    have = info.config
+    if not manage:
+        if config.subjects and config.subjects[0] not in (have.subjects or []):
+            log.warning("the stream %s binds %s, not this host's subject: records wait in the outbox until `worldrt "
+                        "registry serve` of this version updates it", config.name, have.subjects)
+        return
+    if any(getattr(have, f) != getattr(config, f) for f in _LIMIT_FIELDS if f != "max_age") or (have.max_age or 0) != 0:
+        await lattice.js.update_stream(config.evolve(retention=have.retention, storage=have.storage))
+        log.info("stream %s: subjects %s, at most %d bytes and %d messages of at most %d bytes", config.name,
+                 config.subjects, config.max_bytes, config.max_msgs, config.max_msg_size)
 
 
 def link_value(link: HostLink, secret_keys: dict[str, str]) -> bytes:
