@@ -172,12 +172,13 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> float:
     lattice = Lattice(LatticeOptions(topology.url, name="rows", creds=admin, tls_ca=str(topology.ids.ca)))
     try:
         from worldrt.host.lattice._member import ensure_streams
-        from worldrt.host.lattice._wire import invocations_subject
+        from worldrt.host.lattice._wire import H_HOST, invocations_subject
 
         async def publish() -> None:
             await ensure_streams(lattice)
             for ident, data in records:
-                await lattice.nc.publish(invocations_subject("rows", "bench"), data, headers={"Nats-Msg-Id": ident})
+                await lattice.nc.publish(invocations_subject("rows", "bench"), data,
+                                         headers={"Nats-Msg-Id": ident, H_HOST: "bench"})
             await lattice.nc.flush()
             info = await lattice.js.stream_info("WORLDRT_INVOCATIONS_rows")
             while info.state.messages < n:

@@ -89,8 +89,8 @@ class LatticeHost(Host):
     def put_link(self, request: pb.LinkConfig) -> pb.LinkReply:
         self._may_write_links()
         if request.secrets:
-            raise LinkError("a lattice link names each secret by a file every host reads for itself: use "
-                            "worldrt link put --lattice URL --secret-file KEY=PATH")
+            raise LinkError("a lattice link names each secret by a key every host looks up in its own secrets folder: "
+                            "use worldrt link put --lattice URL --secret NAME=KEY")
         link = HostLink.from_pb(request)
         self.links.validate(link, set(CATALOG))
         existed = self.member.put_link(link, {})

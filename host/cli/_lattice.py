@@ -154,7 +154,7 @@ def _make_lattice(config: Any, url: str) -> None:
     try:
         async def make() -> None:
             await make_buckets(lattice)
-            await ensure_streams(lattice)
+            await ensure_streams(lattice, manage=True)
 
         lattice.run(make(), timeout_s=30)
     finally:
@@ -222,7 +222,7 @@ def lattice_status(args: argparse.Namespace) -> int:
                               r.get("last_error") or ""] for name, rs in data["providers"].items() for r in rs]))
         console.print(table("links", ["link", "source", "interfaces", "name", "provider", "secrets"],
                             [[x["link_id"], x["source_component"], ", ".join(x["interfaces"]), x["name"],
-                              x["target_provider"], ", ".join(sorted(x.get("secret_files") or {}))]
+                              x["target_provider"], ", ".join(sorted(x.get("secret_keys") or {}))]
                              for x in data["links"]]))
 
     emit(args, data, render)
@@ -232,7 +232,7 @@ def lattice_status(args: argparse.Namespace) -> int:
 # registry serve -----------------------------------------------------------------------------------------
 def registry_serve(args: argparse.Namespace) -> int:
     from worldrt.host import HOST_TOKEN_FILE, Host, default_db, default_host_address, serve_host
-    from worldrt.host.lattice import Ingest
+    from worldrt.host.lattice import Ingest, StreamLimits
     from worldrt.providers import ensure_token_file, private_dir, token_from
 
     _logging("registry")
@@ -254,7 +254,8 @@ def registry_serve(args: argparse.Namespace) -> int:
         lattice.close(drain=False)
         raise
     try:
-        ingest = Ingest(lattice, host.registry)
+        ingest = Ingest(lattice, host.registry, StreamLimits(max_bytes=args.stream_max_bytes,
+                                                             max_msgs=args.stream_max_msgs))
     except BaseException:
         Host.close(host)
         lattice.close(drain=False)
@@ -353,6 +354,11 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                                              "unix:HOME/host.sock, so `worldrt invocations`, `analytics` and "
                                              "`audit gf3` in HOME read it.")
     rserve.add_argument("--listen", help="where its reads are served (default unix:HOME/host.sock)")
+    rserve.add_argument("--stream-max-bytes", type=int, default=1 << 30, metavar="BYTES",
+                        help="records not yet written that each record stream holds at most (default 1 GiB); a "
+                             "full stream refuses new ones, which wait in their host's outbox")
+    rserve.add_argument("--stream-max-msgs", type=int, default=1_000_000, metavar="N",
+                        help="... and at most this many (default 1,000,000)")
     add_lattice_flags(rserve, required=True)
     rserve.set_defaults(func=registry_serve)
 

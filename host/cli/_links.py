@@ -6,29 +6,52 @@ import argparse
 from pathlib import Path
 
 from worldrt.host.cli import _lattice
-from worldrt.host.cli._common import CliError, Commands, Parents, as_dict, console, emit, key_value, session, table
+from worldrt.host.cli._common import (
+    CliError,
+    Commands,
+    Parents,
+    as_dict,
+    console,
+    emit,
+    home,
+    key_value,
+    session,
+    table,
+)
 from worldrt.host.cli._lattice import add_lattice_flags, lattice_options
 from worldrt.v1 import host_pb, pb
 
 
+def _secrets(args: argparse.Namespace) -> dict[str, str]:
+    """The secrets' values on one machine: each ``--secret-file NAME=PATH`` and each ``--secret NAME=KEY`` (the
+    file KEY in this home's secrets folder), read as a host reads one (a regular file, capped, never blocking)."""
+    from worldrt.host.lattice import SecretError, read_secret, read_secret_file, secrets_dir
+
+    secrets = {}
+    try:
+        for name, path in map(key_value, args.secret_file):
+            secrets[name] = read_secret_file(Path(path))
+        for name, key in map(key_value, args.secret):
+            secrets[name] = read_secret(secrets_dir(home(args)), key, name=name)
+    except SecretError as exc:
+        raise CliError(f"secret {name}: {exc}") from None
+    return secrets
+
+
 def link_put(args: argparse.Namespace) -> int:
     interface, provider = key_value(args.binding)
-    secrets = {}
-    for item in args.secret_file:
-        key, path = key_value(item)
-        try:
-            secrets[key] = Path(path).read_text().rstrip("\n")
-        except OSError as exc:
-            raise CliError(f"--secret-file {key}: cannot read {path}: {exc.strerror}") from None
+    values = dict(key_value(v) for v in args.set)
     link = pb.LinkConfig(link_id=args.id or "", source_component=args.source, name=args.name,
-                         interfaces=[interface], target_provider=provider,
-                         values=dict(key_value(v) for v in args.set), secrets=secrets)
+                         interfaces=[interface], target_provider=provider, values=values)
     if lattice_options(args) is not None:
-        # The bucket names each secret by its file; every host reads the file for itself.
-        paths = {key: str(Path(path).resolve()) for key, path in map(key_value, args.secret_file)}
-        link.secrets.clear()
-        reply = _lattice.link_put(args, link, paths)
+        if args.secret_file:
+            raise CliError("on a lattice a link names each secret by a key, never a path: put the secret in the file "
+                           "KEY of each host's secrets folder (HOME/secrets, or $WORLDRT_SECRETS_DIR) and pass "
+                           "--secret NAME=KEY")
+        # The bucket names each secret by its key; every host reads the file of that key for itself.
+        reply = _lattice.link_put(args, link, dict(map(key_value, args.secret)))
     else:
+        link.secrets.update(_secrets(args))
         with session(args) as host:
             reply = host.put_link(link)
     emit(args, as_dict(reply), lambda: console.print(
@@ -76,8 +99,12 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     put.add_argument("--id", help="link id (default SOURCE/INTERFACE/NAME)")
     put.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="link values for the provider (a value named token is kept secret)")
-    put.add_argument("--secret-file", action="append", default=[], metavar="KEY=PATH",
-                     help="a link secret read from a file: forwarded to the provider, never stored or shown")
+    put.add_argument("--secret-file", action="append", default=[], metavar="NAME=PATH",
+                     help="one machine: a link secret read from this file (at least 8 bytes): forwarded to the "
+                          "provider, never stored or shown")
+    put.add_argument("--secret", action="append", default=[], metavar="NAME=KEY",
+                     help="a link secret in the file KEY of the secrets folder (HOME/secrets or "
+                          "$WORLDRT_SECRETS_DIR); on a lattice each host reads its own file of that key")
     add_lattice_flags(put)
     put.set_defaults(func=link_put)
     delete = link.add_parser("del", parents=[parents.common], help="delete a link by id or by interface")

@@ -35,8 +35,9 @@ _LAZY = {
                "read_public"),
     "_ingest": ("Ingest",),
     "_lattice_router": ("LatticeRouter", "capabilities"),
-    "_member": ("Member", "bucket_values", "delete_link", "ensure_streams", "fresh", "link_from_value", "list_links",
-                "make_buckets", "put_link"),
+    "_member": ("Member", "StreamLimits", "bucket_values", "delete_link", "ensure_streams", "fresh", "link_from_value",
+                "list_links", "make_buckets", "put_link"),
+    "_secrets": ("SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir"),
     "_nats": ("CREDS_ENV", "LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions",
               "check_token"),
     "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
     from worldrt.host.lattice._member import (
         Member,
+        StreamLimits,
         bucket_values,
         delete_link,
         ensure_streams,
@@ -78,6 +80,13 @@ if TYPE_CHECKING:
         LatticeError,
         LatticeOptions,
         check_token,
+    )
+    from worldrt.host.lattice._secrets import (
+        SECRETS_DIR_ENV,
+        SecretError,
+        read_secret,
+        read_secret_file,
+        secrets_dir,
     )
     from worldrt.host.lattice._server import NatsServer, ServerConfig, nats_server_binary
     from worldrt.host.lattice._wire import METHODS, hosts_bucket, providers_bucket, rpc_subject
@@ -102,5 +111,6 @@ __all__ = [
     "NatsServer", "ServerConfig", "nats_server_binary",
     "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
     "put_link", "delete_link", "list_links", "link_from_value", "bucket_values", "make_buckets", "ensure_streams",
+    "StreamLimits", "SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir",
     "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
 ]

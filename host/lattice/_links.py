@@ -4,8 +4,9 @@ A link names a source component (``*`` for any), the interfaces it covers, a lin
 the target provider, free-form values and secrets. Values and secrets are link data for the provider
 (forwarded in ReceiveLinkConfig); neither is ever the bearer token of a call. Secrets, and the legacy
 value ``token``, are never stored, listed or logged, and are scrubbed from every invocation row the
-registry keeps. Links are persisted in the registry's ``provider_links`` table (names of values and
-secrets only) and resolved on every call, so a change applies to the next call.
+registry keeps; so a secret must be at least MIN_SECRET_BYTES long (a shorter one would scrub common text
+out of every row) and at most MAX_SECRET_BYTES. Links are persisted in the registry's ``provider_links``
+table (names of values and secrets only) and resolved on every call, so a change applies to the next call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ INTERFACES = ("generator", "coordinator", "validator")
 ANY_SOURCE = "*"
 # Link values that are secrets although they arrive as plain values (before LinkConfig.secrets existed).
 SECRET_VALUES = ("token",)
+MIN_SECRET_BYTES = 8
+MAX_SECRET_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,16 @@ class LinkError(InvalidArgument):
     """A link that cannot be put (its message says what to change)."""
 
 
+def check_secret(link_id: str, name: str, value: str) -> None:
+    """LinkError unless ``value`` is a usable secret: every stored text of the link's calls is scrubbed of it."""
+    size = len(value.encode())
+    if size < MIN_SECRET_BYTES:
+        raise LinkError(f"link {link_id}: secret {name} is {size} byte(s); a secret needs at least {MIN_SECRET_BYTES} "
+                        f"(it is scrubbed from every row the registry keeps, and a short one would mangle them)")
+    if size > MAX_SECRET_BYTES:
+        raise LinkError(f"link {link_id}: secret {name} is {size} bytes; at most {MAX_SECRET_BYTES} are taken")
+
+
 class LinkTable:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
@@ -98,6 +111,16 @@ class LinkTable:
             raise LinkError(f"unknown provider {link.target_provider!r}; known: {', '.join(sorted(known_providers))}")
         if not link.link_id:
             raise LinkError("a link covering several interfaces needs an explicit link_id")
+        LinkTable.check_secrets(link)
+
+    @staticmethod
+    def check_secrets(link: HostLink) -> None:
+        """LinkError when a secret of ``link`` (or its legacy ``token`` value) is too short or too long."""
+        for name, value in link.secrets.items():
+            check_secret(link.link_id, name, value)
+        for name in SECRET_VALUES:
+            if name in link.values:
+                check_secret(link.link_id, f"value {name}", link.values[name])
 
     def put(self, link: HostLink) -> HostLink | None:
         """Store ``link`` (replacing one with the same id); return the link it replaced."""

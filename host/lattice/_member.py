@@ -4,16 +4,22 @@ the bridge of its local providers, the calls it makes, and the registry rows it 
 * ``WORLDRT_HOSTS_{L}`` (key: host id) and ``WORLDRT_PROVIDERS_{L}`` (key: ``provider.replica``) hold a
   heartbeat every ``HEARTBEAT_S`` and expire ``BUCKET_TTL_S`` after the last one; a host that leaves
   deletes its keys at once (no stopped host lingers). With identities (host/lattice/_creds.py) a host
-  writes only its own keys, its host id is its credential's, and it creates no bucket or stream:
-  ``lattice serve --creds`` makes them. Buckets refuse roll-up headers (one host's put must not erase
-  the others' keys) and per-message TTLs, and bound their size.
-* ``WORLDRT_LINKS_{L}`` holds every link of the lattice, without a secret: a secret is named by the path
-  of a file each host reads for itself when it hands the link to its own provider. Every host watches
-  the bucket and applies a change to its link table (and its local providers) as it arrives.
+  writes only its own keys, its host id is its credential's, and it creates no bucket: ``lattice serve
+  --creds`` makes them. Buckets refuse roll-up headers (one host's put must not erase the others' keys)
+  and per-message TTLs, and bound their size.
+* ``WORLDRT_LINKS_{L}`` holds every link of the lattice, without a secret: a secret is named by a KEY, and
+  each host reads the file KEY of its own secrets folder (host/lattice/_secrets.py: a regular file, capped,
+  never blocking) when it applies the link. A link it cannot use (an unsafe or too short secret, a path
+  where a key belongs, as links of older versions had) is refused with a log line; the version it would
+  replace is dropped. Every host watches the bucket and applies a change to its link table (and its local
+  providers) as it arrives.
 * ``WORLDRT_INVOCATIONS_{L}`` and ``WORLDRT_RUNS_{L}`` carry every invocation row and pipeline run, each
-  published with ``Nats-Msg-Id`` = its id and acknowledged by JetStream before the call that made it
-  returns. A publish that fails waits in ``HOME/lattice-outbox/`` and is sent again (the stream and the
-  registry drop duplicates), so neither a lost connection nor SIGKILL of the host loses a row.
+  published to this host's own subject (``worldrt.registry.{L}.{kind}.{host}``, naming the host in a header
+  too) with ``Nats-Msg-Id`` = ``host.id``, and acknowledged by JetStream before the call that made it
+  returns. A publish that fails (a lost connection, a full stream) waits in ``HOME/lattice-outbox/`` and
+  is sent again (the stream and the registry drop duplicates), so neither a lost connection nor SIGKILL
+  of the host loses a row. The streams are bounded (StreamLimits) and refuse new records when full
+  (DiscardPolicy.NEW): the registry empties them as it commits, and nothing unread is ever discarded.
 """
 
 from __future__ import annotations
@@ -26,28 +32,34 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nats.errors import MaxPayloadError
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
 from worldrt.host.lattice._creds import ADMIN, HOST
-from worldrt.host.lattice._links import HostLink, LinkError, LinkTable
+from worldrt.host.lattice._links import SECRET_VALUES, HostLink, LinkError, LinkTable
 from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
+from worldrt.host.lattice._secrets import SecretMissing, check_key, read_secret, secrets_dir
 from worldrt.host.lattice._supervisor import Supervisor
 from worldrt.host.lattice._wire import (
+    H_HOST,
+    deadletter_stream,
+    deadletter_subjects,
     hosts_bucket,
     invocations_stream,
-    invocations_subject,
     link_key,
     links_bucket,
     providers_bucket,
+    registry_subject,
+    registry_subjects,
     runs_stream,
-    runs_subject,
 )
 from worldrt.providers import private_dir
 
@@ -55,11 +67,29 @@ log = logging.getLogger("worldrt.lattice")
 BUCKET_TTL_S = 5.0
 # JetStream drops a message whose Nats-Msg-Id it saw within this window; the registry drops older ones.
 DUPLICATE_WINDOW_S = 3600.0
-KEEP_RECORDS_S = 7 * 24 * 3600.0
 PUBLISH_TIMEOUT_S = 5.0
 INVOCATIONS, RUNS = "invocations", "runs"
 BUCKET_VALUE_MAX = 64 * 1024
 BUCKET_BYTES_MAX = 64 * 1024 * 1024
+KINDS = (INVOCATIONS, RUNS)
+# JetStream's error codes for a record the stream will never take: larger than its max_msg_size.
+_TOO_LARGE = frozenset({10054})
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """The bounds of the record streams (each) and of the dead-letter stream. A record stream that is full
+    refuses new records (they wait in their host's outbox); the dead-letter stream drops its oldest."""
+
+    max_bytes: int = 1 << 30
+    max_msgs: int = 1_000_000
+    deadletter_max_bytes: int = 256 << 20
+    deadletter_max_msgs: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_msgs", "deadletter_max_bytes", "deadletter_max_msgs"):
+            if getattr(self, name) < 1:
+                raise LatticeError(f"stream limit {name} must be 1 or more (got {getattr(self, name)})")
 
 LinkListener = Callable[[HostLink | None, HostLink | None], None]
 
@@ -118,46 +148,130 @@ async def read_bucket(lattice: Lattice, bucket: str) -> KeyValue | None:
         return None
 
 
-async def ensure_streams(lattice: Lattice) -> None:
-    for name, subject in ((invocations_stream(lattice.name), invocations_subject(lattice.name)),
-                          (runs_stream(lattice.name), runs_subject(lattice.name))):
+def stream_configs(lattice: Lattice, limits: StreamLimits, *, deadletters: bool) -> list[api.StreamConfig]:
+    """The record streams' configurations (and the dead-letter stream's, with ``deadletters``)."""
+    size = lattice.max_payload
+    configs = [api.StreamConfig(
+        name=stream, subjects=[registry_subjects(lattice.name, kind)], storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.NEW, max_bytes=limits.max_bytes,
+        max_msgs=limits.max_msgs, max_msg_size=size, max_age=0, duplicate_window=DUPLICATE_WINDOW_S)
+        for kind, stream in ((INVOCATIONS, invocations_stream(lattice.name)), (RUNS, runs_stream(lattice.name)))]
+    if deadletters:
+        configs.append(api.StreamConfig(
+            name=deadletter_stream(lattice.name), subjects=[deadletter_subjects(lattice.name)],
+            storage=api.StorageType.FILE, retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.OLD,
+            max_bytes=limits.deadletter_max_bytes, max_msgs=limits.deadletter_max_msgs, max_msg_size=size, max_age=0,
+            duplicate_window=DUPLICATE_WINDOW_S))
+    return configs
+
+
+_LIMIT_FIELDS = ("subjects", "discard", "max_bytes", "max_msgs", "max_msg_size", "max_age")
+
+
+async def ensure_streams(lattice: Lattice, limits: StreamLimits | None = None, *, manage: bool = False) -> None:
+    """Make the record streams when they are missing. With ``manage`` (the registry), also the dead-letter stream,
+    and bring existing streams to these subjects and limits (a stream of an older version bound one subject
+    for every host and had no limits). A host that may not look at or make streams goes on: its records wait
+    in its outbox until the registry has made them."""
+    for config in stream_configs(lattice, limits or StreamLimits(), deadletters=manage):
         try:
-            await lattice.js.stream_info(name)
-        except NotFoundError:
-            await lattice.js.add_stream(api.StreamConfig(
-                name=name, subjects=[subject], storage=api.StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S,
-                max_age=KEEP_RECORDS_S))
+            await _ensure_stream(lattice, config, manage)
+        except Exception as exc:
+            if manage:
+                raise
+            log.warning("cannot make sure of the stream %s (%s); records wait in the outbox until the registry "
+                        "makes it", config.name, exc)
 
 
-def link_value(link: HostLink, secret_files: dict[str, str]) -> bytes:
-    """A link as the bucket keeps it: values (never a ``token`` value) and the paths of its secrets."""
+async def _ensure_stream(lattice: Lattice, config: api.StreamConfig, manage: bool) -> None:
+    assert config.name is not None
+    try:
+        info = await lattice.js.stream_info(config.name)
+    except NotFoundError:
+        await lattice.js.add_stream(config)
+        return
+    have = info.config
+    if not manage:
+        if config.subjects and config.subjects[0] not in (have.subjects or []):
+            log.warning("the stream %s binds %s, not this host's subject: records wait in the outbox until `worldrt "
+                        "registry serve` of this version updates it", config.name, have.subjects)
+        return
+    if any(getattr(have, f) != getattr(config, f) for f in _LIMIT_FIELDS if f != "max_age") or (have.max_age or 0) != 0:
+        await lattice.js.update_stream(config.evolve(retention=have.retention, storage=have.storage))
+        log.info("stream %s: subjects %s, at most %d bytes and %d messages of at most %d bytes", config.name,
+                 config.subjects, config.max_bytes, config.max_msgs, config.max_msg_size)
+
+
+def link_value(link: HostLink, secret_keys: dict[str, str]) -> bytes:
+    """A link as the bucket keeps it: values (never a ``token`` value) and, for each secret, the key each host
+    looks up in its own secrets folder (never a value, never a path)."""
     if "token" in link.values:
-        raise LinkError("a lattice link cannot carry a token value (buckets hold no secret); put it in a file on "
-                        "each host and pass --secret-file token=PATH")
+        raise LinkError("a lattice link cannot carry a token value (buckets hold no secret); put it in the file KEY "
+                        "of each host's secrets folder (HOME/secrets) and pass --secret token=KEY")
+    if link.secrets:
+        raise LinkError("a lattice link holds no secret value: name each secret by a key with --secret NAME=KEY, "
+                        "and put the file KEY in each host's secrets folder (HOME/secrets)")
+    for name, key in secret_keys.items():
+        if not name:
+            raise LinkError("a secret needs a name: --secret NAME=KEY")
+        check_key(key)
     return json.dumps({"link_id": link.link_id, "source_component": link.source_component,
                        "interfaces": list(link.interfaces), "target_provider": link.target_provider,
-                       "name": link.name, "values": link.values, "secret_files": secret_files},
+                       "name": link.name, "values": link.values, "secret_keys": secret_keys},
                       sort_keys=True).encode()
 
 
-def link_from_value(data: bytes) -> HostLink:
-    """A link read from the bucket, its secrets read from this host's files (a missing file is logged)."""
-    doc = json.loads(data)
-    secrets: dict[str, str] = {}
-    for key, path in (doc.get("secret_files") or {}).items():
+def _strings(value: object, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise LinkError(f"its {what} are not a map of strings")
+    return value
+
+
+def link_from_value(data: bytes, secrets: Path | None = None) -> HostLink:
+    """A link read from the bucket, each secret read from this host's secrets folder ``secrets`` (None: none
+    read). LinkError when this host must not use it; a key with no file here is logged and left out."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise LinkError("it is not a JSON document") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("link_id"), str) \
+            or not isinstance(doc.get("target_provider"), str):
+        raise LinkError("it is not a link (a JSON object with a link_id and a target_provider)")
+    link_id = doc["link_id"]
+    if doc.get("secret_files"):
+        raise LinkError(f"link {link_id} names its secrets by file path (secret_files, as worldrt wrote links before "
+                        f"secrets were named by key); a host reads no path the lattice names, so this link is not "
+                        f"used: put it again with worldrt link put --lattice ... --secret NAME=KEY, and the file "
+                        f"KEY in each host's secrets folder")
+    values = _strings(doc.get("values"), "values")
+    if any(name in values for name in SECRET_VALUES):
+        raise LinkError(f"link {link_id} carries a token value in the bucket, which holds no secret")
+    interfaces = doc.get("interfaces") or []
+    if not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces):
+        raise LinkError(f"link {link_id}: its interfaces are not a list of names")
+    found: dict[str, str] = {}
+    for name, key in _strings(doc.get("secret_keys"), "secret keys").items():
+        check_key(key)
+        if secrets is None:
+            continue
         try:
-            secrets[key] = Path(path).read_text().rstrip("\n")
-        except OSError as exc:
-            log.warning("link %s: secret %s: cannot read %s on this host (%s)", doc.get("link_id"), key, path,
-                        exc.strerror)
-    return HostLink(doc["link_id"], doc.get("source_component") or "*", tuple(doc.get("interfaces") or ()),
-                    doc["target_provider"], doc.get("name") or "default", dict(doc.get("values") or {}), secrets)
+            found[name] = read_secret(secrets, key, link_id=link_id, name=name)
+        except SecretMissing as exc:
+            log.warning("link %s: secret %s: %s on this host; it is used without that secret here", link_id, name,
+                        exc)
+    link = HostLink(link_id, doc.get("source_component") or "*", tuple(interfaces), doc["target_provider"],
+                    doc.get("name") or "default", values, found)
+    LinkTable.check_secrets(link)
+    return link
 
 
-async def put_link(lattice: Lattice, link: HostLink, secret_files: dict[str, str]) -> bool:
-    """Write ``link`` to the links bucket; whether it replaced one."""
+async def put_link(lattice: Lattice, link: HostLink, secret_keys: dict[str, str]) -> bool:
+    """Write ``link`` to the links bucket, its secrets named by ``secret_keys`` (name: key); whether it
+    replaced one."""
+    value = link_value(link, secret_keys)
     kv = await ensure_bucket(lattice, links_bucket(lattice.name), None)
-    value = link_value(link, secret_files)
     existed = await _get(kv, link_key(link.link_id)) is not None
     await kv.put(link_key(link.link_id), value)
     return existed
@@ -172,8 +286,14 @@ async def delete_link(lattice: Lattice, link_id: str) -> bool:
 
 
 async def list_links(lattice: Lattice) -> list[dict[str, Any]]:
-    """Every link in the bucket as stored (values and the paths of secrets, never a secret)."""
-    return [json.loads(data) for data in (await bucket_values(lattice, links_bucket(lattice.name))).values()]
+    """Every link in the bucket as stored (values and the keys of secrets, never a secret)."""
+    links = []
+    for key, data in (await bucket_values(lattice, links_bucket(lattice.name))).items():
+        try:
+            links.append(json.loads(data))
+        except ValueError:
+            log.warning("the links bucket holds a damaged entry under %s", key)
+    return links
 
 
 async def bucket_values(lattice: Lattice, bucket: str) -> dict[str, bytes]:
@@ -219,6 +339,11 @@ class Member:
         self.providers = providers
         self.on_link = on_link
         self.outbox = private_dir(home / "lattice-outbox")
+        self.secrets = secrets_dir(home)
+        if self.secrets == home / "secrets":
+            private_dir(self.secrets)
+        self.refused_links = 0
+        self._publish_failing = False
         self.bridge = Bridge(lattice, host_id, supervisor, providers)
         self._tasks: list[asyncio.Task[None]] = []
         self._left = False
@@ -343,19 +468,28 @@ class Member:
 
     def _apply(self, entry: Any) -> None:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            previous = next((link for link in self.links.all() if link_key(link.link_id) == entry.key), None)
-            if previous is not None:
-                self.links.delete(previous.link_id)
-                if self.on_link is not None:
-                    self.on_link(None, previous)
+            self._drop(entry.key)
             return
-        link = link_from_value(entry.value)
+        try:
+            link = link_from_value(entry.value, self.secrets)
+        except LinkError as exc:
+            self.refused_links += 1
+            log.error("refusing the link %s from the lattice: %s", entry.key, exc)
+            self._drop(entry.key)
+            return
         previous = self.links.put(link)
         if self.on_link is not None:
             self.on_link(link, previous)
 
-    def put_link(self, link: HostLink, secret_files: dict[str, str]) -> bool:
-        return self.lattice.run(put_link(self.lattice, link, secret_files), timeout_s=10)
+    def _drop(self, key: str) -> None:
+        previous = next((link for link in self.links.all() if link_key(link.link_id) == key), None)
+        if previous is not None:
+            self.links.delete(previous.link_id)
+            if self.on_link is not None:
+                self.on_link(None, previous)
+
+    def put_link(self, link: HostLink, secret_keys: dict[str, str]) -> bool:
+        return self.lattice.run(put_link(self.lattice, link, secret_keys), timeout_s=10)
 
     def delete_link(self, link_id: str) -> bool:
         return self.lattice.run(delete_link(self.lattice, link_id), timeout_s=10)
@@ -368,16 +502,26 @@ class Member:
                 raise LatticeError("not connected to the lattice")  # no call waits out a partition
             self.lattice.run(self._publish(kind, msg_id, data), timeout_s=PUBLISH_TIMEOUT_S + 1)
         except Exception as exc:  # noqa: BLE001 - the record is kept and sent again, never dropped
-            log.warning("publishing %s %s to the lattice failed (%s); kept in %s", kind, msg_id, exc, self.outbox)
+            # Said once per spell of failures (a full stream refuses every record until the registry catches up).
+            (log.debug if self._publish_failing else log.warning)(
+                "publishing %s %s to the lattice failed (%s); kept in %s and sent again", kind, msg_id, exc, self.outbox)
+            self._publish_failing = True
             path = self.outbox / f"{kind}.{msg_id}"
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{path.name}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
+        else:
+            if self._publish_failing:
+                self._publish_failing = False
+                log.info("publishing records to the lattice works again")
 
     async def _publish(self, kind: str, msg_id: str, data: bytes) -> None:
-        name, host = self.lattice.name, self.host_id
-        subject = invocations_subject(name, host) if kind == INVOCATIONS else runs_subject(name, host)
-        await self.lattice.js.publish(subject, data, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": msg_id})
+        """Publish on this host's own subject, naming this host (the registry refuses a record naming another)."""
+        if kind not in KINDS:
+            raise LatticeError(f"no record stream for {kind!r}")
+        await self.lattice.js.publish(registry_subject(self.lattice.name, kind, self.host_id), data,
+                                      timeout=PUBLISH_TIMEOUT_S,
+                                      headers={"Nats-Msg-Id": f"{self.host_id}.{msg_id}", H_HOST: self.host_id})
 
     async def _resend(self) -> None:
         while not self._left:
@@ -388,10 +532,22 @@ class Member:
                 try:
                     await self._publish(kind, msg_id, path.read_bytes())
                 except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                    if _never_taken(exc):
+                        self._set_aside(path, exc)
+                        continue
                     log.debug("outbox %s: %s", path.name, exc)
                     break
                 path.unlink(missing_ok=True)
             await asyncio.sleep(1.0)
+
+    def _set_aside(self, path: Path, exc: BaseException) -> None:
+        """A record the lattice will never take (larger than its limit) must not hold up the ones behind it: it
+        is kept in ``lattice-outbox/refused/`` (never deleted) and said once."""
+        refused = private_dir(self.outbox / "refused")
+        os.replace(path, refused / path.name)
+        log.error("the lattice refuses the record %s (%s, %d bytes): it is kept in %s; raise the lattice's "
+                  "max_payload (lattice serve --max-payload) and move it back into %s to send it", path.name, exc,
+                  (refused / path.name).stat().st_size, refused, self.outbox)
 
     # status ------------------------------------------------------------------------------------------
     def fresh_replicas(self, provider: str) -> list[str]:
@@ -428,6 +584,11 @@ class Member:
         except Exception as exc:  # noqa: BLE001 - leaving a broken lattice: the keys expire in BUCKET_TTL_S
             log.warning("leaving the lattice: %s", exc)
             self._left = True
+
+
+def _never_taken(exc: BaseException) -> bool:
+    """Whether the lattice refused a record for what it is (too large), not for now (full, disconnected)."""
+    return isinstance(exc, MaxPayloadError) or (isinstance(exc, APIError) and exc.err_code in _TOO_LARGE)
 
 
 def fresh(value: dict[str, Any]) -> bool:

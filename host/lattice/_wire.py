@@ -17,6 +17,11 @@ server handed the call to may answer on it (host/lattice/_creds.py).
 Ids: every instance or snapshot id a bridge returns is ``LOCAL@REPLICA``. Any host routes a request that
 names one to that replica without having seen it before (no lookup, nothing to go stale); the owning
 bridge strips its own suffix before the provider sees the id.
+
+Records: host H publishes each invocation row and pipeline run to ``worldrt.registry.{L}.{kind}.{H}``
+(``kind`` is ``invocations`` or ``runs``) with the header ``x-worldrt-host: H``; the registry refuses a
+record whose header and subject disagree, and puts every record it cannot insert, with the reason, on
+``worldrt.deadletter.{L}.{kind}`` (stream ``WORLDRT_DEADLETTER_{L}``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ H_STATUS = "x-worldrt-status"
 H_MESSAGE = "x-worldrt-message"
 H_REPLICA = "x-worldrt-replica"
 H_COST = "x-worldrt-cost-units"
+# A registry record names the host that wrote it; a dead letter says why and where the record came from.
+H_HOST = "x-worldrt-host"
+H_DEAD_REASON = "x-worldrt-deadletter-reason"
+H_DEAD_SUBJECT = "x-worldrt-deadletter-subject"
+H_DEAD_SEQUENCE = "x-worldrt-deadletter-sequence"
 ALIVE, EVENT, END = "alive", "event", "end"
 # A bridge says it is still working this often; a caller that hears nothing for SILENCE_S presumes the
 # replica lost (dead, hung or cut off).
@@ -110,17 +120,47 @@ def runs_stream(lattice: str) -> str:
     return f"WORLDRT_RUNS_{lattice}"
 
 
-def invocations_subject(lattice: str, host: str = "*") -> str:
-    """Where host ``host`` publishes its invocation rows (``*``: every host's, as the stream binds them)."""
-    return f"worldrt.registry.{lattice}.invocations.{host}"
-
-
-def runs_subject(lattice: str, host: str = "*") -> str:
-    return f"worldrt.registry.{lattice}.runs.{host}"
-
-
 def deadletter_stream(lattice: str) -> str:
     return f"WORLDRT_DEADLETTER_{lattice}"
+
+
+def registry_subject(lattice: str, kind: str, host: str) -> str:
+    """Where host ``host`` publishes its records of ``kind`` (``invocations`` or ``runs``): only there (the
+    registry refuses a record that names another host than the subject's)."""
+    return f"worldrt.registry.{lattice}.{kind}.{host}"
+
+
+def invocations_subject(lattice: str, host: str) -> str:
+    return registry_subject(lattice, "invocations", host)
+
+
+def runs_subject(lattice: str, host: str) -> str:
+    return registry_subject(lattice, "runs", host)
+
+
+def registry_subjects(lattice: str, kind: str) -> str:
+    """What the stream of ``kind`` binds: every host's subject."""
+    return registry_subject(lattice, kind, "*")
+
+
+def legacy_registry_subject(lattice: str, kind: str) -> str:
+    """The one subject of every host before records named their host (read, never published to again)."""
+    return f"worldrt.registry.{lattice}.{kind}"
+
+
+def host_of_subject(subject: str, lattice: str, kind: str) -> str | None:
+    """The host a record's subject names; None for the legacy subject (no host)."""
+    prefix = legacy_registry_subject(lattice, kind)
+    if subject == prefix:
+        return None
+    if not subject.startswith(prefix + ".") or "." in subject[len(prefix) + 1:]:
+        raise ValueError(f"{subject!r} is not a subject of the {kind} stream")
+    return subject[len(prefix) + 1:]
+
+
+def deadletter_subject(lattice: str, kind: str) -> str:
+    """Where the registry puts a record of ``kind`` it cannot insert, with the reason in H_DEAD_REASON."""
+    return f"worldrt.deadletter.{lattice}.{kind}"
 
 
 def deadletter_subjects(lattice: str) -> str:

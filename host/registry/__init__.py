@@ -5,7 +5,7 @@ from worldrt.host.registry._journal import Journal, Row, parse_record, read_rows
 from worldrt.host.registry._json import message_json
 from worldrt.host.registry._redaction import DEFAULT_CAP_BYTES, REDACTED, Redactor
 from worldrt.host.registry._schema import SCHEMA, SEED_PROVIDERS
-from worldrt.host.registry._store import RUN_COLUMNS, Invocation, Registry, RegistryError, Sink
+from worldrt.host.registry._store import RUN_COLUMNS, Invocation, RecordError, Registry, RegistryError, Sink
 
-__all__ = ["Registry", "RegistryError", "Invocation", "Journal", "Row", "read_rows", "parse_record", "RUN_COLUMNS",
+__all__ = ["Registry", "RegistryError", "RecordError", "Invocation", "Journal", "Row", "read_rows", "parse_record", "RUN_COLUMNS",
            "Sink", "message_json", "Redactor", "REDACTED", "DEFAULT_CAP_BYTES", "SCHEMA", "SEED_PROVIDERS"]

@@ -67,6 +67,8 @@ class Row(NamedTuple):
     cost_units: float
     invoked_at: float
     startup_ms: float = 0.0
+    # The lattice host that recorded the row (set by the registry from the subject it came on; not journaled).
+    host_id: str | None = None
 
     def journal_record(self) -> bytes:
         """The journal record of this row."""

@@ -114,6 +114,9 @@ CREATE TABLE IF NOT EXISTS mv_moves (
 ADDED_COLUMNS = """
 -- Of latency_ms, the part the call waited for its provider's daemon to start (0 when it was running).
 ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS startup_ms FLOAT DEFAULT 0;
+-- The lattice host that recorded the row or run (NULL for the host's own rows on one machine).
+ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS host_id VARCHAR;
+ALTER TABLE pipeline_runs ADD COLUMN IF NOT EXISTS host_id VARCHAR;
 """
 
 SCHEMA = PROVIDERS_AND_CALLS + PIPELINE_RUNS + MULTIVERSE + ADDED_COLUMNS

@@ -37,7 +37,7 @@ from typing import Any
 import duckdb
 from google.protobuf.message import Message
 
-from worldrt.errors import Unavailable
+from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
 from worldrt.host.registry._json import message_json
 from worldrt.host.registry._redaction import (
@@ -56,14 +56,18 @@ log = logging.getLogger("worldrt.registry")
 
 
 _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result",
-            "latency_ms", "cost_units", "invoked_at", "startup_ms")
+            "latency_ms", "cost_units", "invoked_at", "startup_ms", "host_id")
 _INSERT = (f"INSERT OR IGNORE INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT "
            + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS))))
 
 RUN_COLUMNS = ("run_id", "verse_id", "preset", "providers", "trits", "gf3_sum", "balanced", "allow_unbalanced",
                "baseline_value", "winner_value", "wev", "cost_units", "duration_ms", "started_at", "status", "result")
 _INSERT_RUN = (f"INSERT INTO pipeline_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' for _ in RUN_COLUMNS)})")
-_INGEST_RUN = _INSERT_RUN.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+_INGEST_RUN = (f"INSERT OR IGNORE INTO pipeline_runs ({', '.join(RUN_COLUMNS)}, host_id) "
+               f"VALUES ({', '.join('?' for _ in RUN_COLUMNS)}, ?)")
+# DuckDB errors that say the registry cannot write now (a full disk, a lost file), not that a record is bad.
+_STORE_ERRORS = (duckdb.OperationalError, duckdb.FatalException, duckdb.InternalError, duckdb.PermissionException,
+                 duckdb.InterruptException)
 # What a sink is told: (kind, id, record): "invocations" with a journal record, or "runs" with a run's JSON.
 Sink = Callable[[str, str, bytes], None]
 
@@ -84,6 +88,10 @@ _STOP = object()
 
 class RegistryError(Unavailable):
     """The registry file cannot be used (held by another process, corrupt, unwritable, unhealthy)."""
+
+
+class RecordError(InvalidArgument):
+    """A record from elsewhere (the lattice's streams) that cannot become a row; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,19 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
             [r.verse_id for r in rows], [_json(r.input_params) for r in rows], [_json(r.output_result) for r in rows],
             [r.latency_ms for r in rows], [r.cost_units for r in rows],
             [datetime.fromtimestamp(r.invoked_at, UTC).replace(tzinfo=None) for r in rows],
-            [r.startup_ms for r in rows]]
+            [r.startup_ms for r in rows], [r.host_id for r in rows]]
+
+
+def _run_values(run: bytes | tuple[bytes, str | None]) -> tuple[str, list[Any]]:
+    """A run's id and its INSERT values (RUN_COLUMNS, then host_id) from its JSON; ValueError when it is not one."""
+    data, host = run if isinstance(run, tuple) else (run, None)
+    values = json.loads(data)
+    if not isinstance(values, list) or len(values) != len(RUN_COLUMNS):
+        raise ValueError(f"a run is a JSON list of {len(RUN_COLUMNS)} values ({', '.join(RUN_COLUMNS)})")
+    if not isinstance(values[0], str) or not values[0]:
+        raise ValueError("a run's first value is its run_id, a string")
+    values[13] = datetime.fromisoformat(values[13]) if values[13] else None
+    return values[0], [*values, host]
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, columns: list[list[Any]]) -> None:
@@ -480,25 +500,35 @@ class Registry:
             document = [v.isoformat() if isinstance(v, datetime) else v for v in values]
             self.sink("runs", str(values[0]), json.dumps(document).encode())
 
-    def ingest(self, rows: Sequence[Row], runs: Sequence[bytes] = ()) -> None:
-        """Write invocation rows and runs (JSON, as a sink got them) other hosts recorded; committed when
-        this returns. A row or run whose id is already there is skipped: redelivery never doubles one."""
-        unique = list({r.invocation_id: r for r in rows}.values())
-        documents = {}
-        for data in runs:
-            values = json.loads(data)
-            if isinstance(values, list) and len(values) == len(RUN_COLUMNS):
-                values[13] = datetime.fromisoformat(values[13]) if values[13] else None
-                documents[values[0]] = values
-        columns = _columns(unique) if unique else None
+    def ingest(self, rows: Sequence[Row], runs: Sequence[bytes | tuple[bytes, str | None]] = ()) -> None:
+        """Write invocation rows and runs other hosts recorded, in one transaction: committed when this returns.
+        A run is its JSON (as a sink got it), or (JSON, host id). A row or run whose id is already there is
+        skipped: redelivery never doubles one. RecordError when a record cannot be a row (nothing is written;
+        write the others without it), RegistryError when the registry cannot write now (try again later)."""
+        try:
+            unique = list({r.invocation_id: r for r in rows}.values())
+            columns = _columns(unique) if unique else None
+            documents = dict(_run_values(run) for run in runs)
+        except Exception as exc:  # noqa: BLE001 - making a record's values depends on the record alone
+            raise RecordError(f"a record cannot be read ({type(exc).__name__}: {_first_line(exc)})") from None
+        if "file" in self._problems:
+            raise RegistryError(self.problem or f"the registry {self.path} cannot write")
         with self._db_lock, private_umask():
-            self._con.execute("BEGIN")
             try:
+                self._con.execute("BEGIN")
                 if columns is not None:
                     _insert_rows(self._con, columns)
                 for values in documents.values():
                     self._con.execute(_INGEST_RUN, values)
                 self._con.execute("COMMIT")
+            except duckdb.Error as exc:
+                try:
+                    self._con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # no transaction left to roll back
+                if isinstance(exc, _STORE_ERRORS):
+                    raise RegistryError(f"writing to {self.path} failed: {_first_line(exc)}") from None
+                raise RecordError(f"DuckDB refused it: {_first_line(exc)}") from None
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise

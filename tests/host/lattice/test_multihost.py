@@ -191,13 +191,14 @@ def test_a_pure_caller_reaches_morph_on_another_host(world: World) -> None:
 
 
 def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
-    secret = world.topology.root / "modal.key"
-    secret.write_text("sk-lattice-secret\n")
+    for machine in ("b", "c"):  # each host that serves modal has its own file of the key
+        (world.hosts[machine].home / "secrets").mkdir(mode=0o700, exist_ok=True)
+        (world.hosts[machine].home / "secrets" / "modal-key").write_text("sk-lattice-secret\n")
     as_host = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
-                                 world.topology.url, "--secret-file", f"api_key={secret}")
+                                 world.topology.url, "--secret", "api_key=modal-key")
     assert as_host.returncode == 2 and "needs admin's" in as_host.stderr, as_host.stderr
     done = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
-                              world.topology.url, "--secret-file", f"api_key={secret}", identity="admin")
+                              world.topology.url, "--secret", "api_key=modal-key", identity="admin")
     assert done.returncode == 0, done.stderr
     outcome, calls = world.invoke("c", 102, {"instance_id": "", "calls": 2})
     assert outcome.ok, outcome.value
@@ -205,7 +206,7 @@ def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
     listed = world.topology.cli("b", "link", "list", "--lattice", world.topology.url, "--json")
     assert "sk-lattice-secret" not in listed.stdout and "sk-lattice-secret" not in json.dumps(_status(world))
     links = json.loads(listed.stdout)["links"]
-    assert links[0]["secret_files"] == {"api_key": str(secret)}
+    assert links[0]["secret_keys"] == {"api_key": "modal-key"}
     assert [(x["link_id"], x["target_provider"]) for x in links] == [("caller/generator/default", "modal")]
 
 

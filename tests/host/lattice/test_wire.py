@@ -104,19 +104,19 @@ def test_the_registry_ingests_other_hosts_rows_and_runs_once(tmp_path: Path) -> 
     assert parse_record(b"garbage") is None and parse_record(told[0][2][:-1]) is None
 
 
-def test_a_lattice_link_holds_no_secret_each_host_reads_its_own(tmp_path: Path) -> None:
+def test_a_lattice_link_holds_no_secret_each_host_reads_its_own_file_of_its_key(tmp_path: Path) -> None:
     from worldrt.host.lattice import HostLink, LinkError, link_from_value
     from worldrt.host.lattice._member import link_value
 
-    secret = tmp_path / "api.key"
-    secret.write_text("sk-very-secret\n")
-    link = HostLink("caller/generator/default", "caller", ("generator",), "morph", values={"memory_mb": "256"},
-                    secrets={"api_key": "sk-very-secret"})
-    stored = link_value(link, {"api_key": str(secret)})
-    assert b"sk-very-secret" not in stored
-    back = link_from_value(stored)
+    (tmp_path / "api-key").write_text("sk-very-secret\n")
+    link = HostLink("caller/generator/default", "caller", ("generator",), "morph", values={"memory_mb": "256"})
+    stored = link_value(link, {"api_key": "api-key"})
+    assert b"sk-very-secret" not in stored and str(tmp_path).encode() not in stored
+    back = link_from_value(stored, tmp_path)
     assert back.secrets == {"api_key": "sk-very-secret"} and back.values == {"memory_mb": "256"}
-    secret.unlink()
-    assert link_from_value(stored).secrets == {}  # a host without the file hands the link on without it
-    with pytest.raises(LinkError, match="--secret-file token=PATH"):
+    (tmp_path / "api-key").unlink()
+    assert link_from_value(stored, tmp_path).secrets == {}  # a host without the file hands the link on without it
+    with pytest.raises(LinkError, match="--secret token=KEY"):
         link_value(HostLink("x", "*", ("generator",), "morph", values={"token": "t"}), {})
+    with pytest.raises(LinkError, match="never a path"):
+        link_value(link, {"api_key": "/etc/shadow"})

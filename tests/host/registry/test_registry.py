@@ -31,8 +31,8 @@ SEED_COLUMNS = {
         ("input_params", "JSON", "YES", None), ("output_result", "JSON", "YES", None),
         ("latency_ms", "FLOAT", "YES", None), ("cost_units", "FLOAT", "YES", None),
         ("invoked_at", "TIMESTAMP", "YES", "CURRENT_TIMESTAMP"),
-        # Added after the seed: of latency_ms, the time spent starting the provider.
-        ("startup_ms", "FLOAT", "YES", "0"),
+        # Added after the seed: of latency_ms, the time spent starting the provider; the lattice host that wrote it.
+        ("startup_ms", "FLOAT", "YES", "0"), ("host_id", "VARCHAR", "YES", None),
     ],
     "provider_links": [
         ("link_id", "VARCHAR", "NO", None), ("source_component", "VARCHAR", "YES", None),
