@@ -5,6 +5,7 @@ running host or embeds one. The rooms below: ``runtime`` (wasm), ``lattice`` (li
 
 from typing import TYPE_CHECKING, Any
 
+from worldrt.host._admission import DEFAULT_CALLS, DEFAULT_PER_INSTANCE, ServiceLimits
 from worldrt.host._api import BY_NAME, METHODS, EventSink, HostAPI, Method
 from worldrt.host._client import HOST_TOKEN_FILE, RemoteHost, Session
 from worldrt.host._connect import host_session
@@ -33,5 +34,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Host", "LatticeHost", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
-           "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink",
-           "host_session", "METHODS", "BY_NAME", "Method"]
+           "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink", "ServiceLimits",
+           "DEFAULT_CALLS", "DEFAULT_PER_INSTANCE", "host_session", "METHODS", "BY_NAME", "Method"]

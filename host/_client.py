@@ -9,6 +9,7 @@ it is on loopback.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,8 @@ from worldrt.providers import (
 from worldrt.v1 import host_rpc
 
 HOST_TOKEN_FILE = "host.token"
+# How much longer a host that listens but did not answer at once gets before it is reported busy.
+BUSY_WAIT_S = 10.0
 
 
 class RemoteHost:
@@ -44,9 +47,9 @@ class RemoteHost:
         self._stub = host_rpc.HostStub(self._channel)
 
     @staticmethod
-    def probe(address: str, tls: ClientTls | None = None) -> str | None:
+    def probe(address: str, tls: ClientTls | None = None, timeout_s: float = 1.0) -> str | None:
         """"serving" or "not serving" as the health of the host at ``address`` says; None if none answers."""
-        answer = serving(address, 1.0, tls=tls)
+        answer = serving(address, timeout_s, tls=tls)
         return None if answer is None else "serving" if answer else "not serving"
 
     @staticmethod
@@ -60,11 +63,16 @@ class RemoteHost:
         rpc = getattr(self._stub, method.rpc)
         where = f"host at {self.address}"
 
+        def failure(exc: grpc.RpcError) -> Exception:
+            # A refusal that names this host already (the host is busy) is not prefixed with it again.
+            said = exc.details() if callable(getattr(exc, "details", None)) else ""
+            return from_rpc_error(exc, "" if f"the host at {self.address}" in (said or "") else where)
+
         def unary(request: Message) -> Any:
             try:
                 return rpc(_absolute(request), metadata=self._md)
             except grpc.RpcError as exc:
-                raise from_rpc_error(exc, where) from None
+                raise failure(exc) from None
 
         def streamed(request: Message, on_event: EventSink | None = None) -> Any:
             assert method.result_of is not None
@@ -76,7 +84,7 @@ class RemoteHost:
                     if on_event is not None:
                         on_event(event)
             except grpc.RpcError as exc:
-                raise from_rpc_error(exc, where) from None
+                raise failure(exc) from None
             raise Aborted(f"{where} ended {name} without a result")
 
         return streamed if method.finish else unary
@@ -104,11 +112,28 @@ def client_token(home: Path | None) -> str | None:
     return read_token_file(path)
 
 
+def listening(address: str) -> bool:
+    """Whether a live process listens on the unix socket of ``address`` (a stale socket file refuses)."""
+    if not address.startswith("unix:"):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(address[5:])
+        except (BlockingIOError, TimeoutError):
+            return True  # its backlog is full: it is there, only slow to accept
+        except OSError:
+            return False
+    return True
+
+
 class Session:
     """``with Session(address) as host``: the running host at ``address`` if one answers, else an embedded one.
 
-    Only the local host socket (``unix:``) falls back to an embedded host: a ``HOST:PORT`` that does not
-    answer is an error, since the user asked for that host."""
+    Only the local host socket (``unix:``) falls back to an embedded host, and only when no process listens
+    there: a host that is busy still holds the registry, so it gets ``BUSY_WAIT_S`` more to answer and is
+    then reported busy, never replaced. A ``HOST:PORT`` that does not answer is an error, since the user
+    asked for that host."""
 
     def __init__(self, address: str, db: Path | None, home: Path | None, *, token: str | None = None,
                  tls: ClientTls | None = None) -> None:
@@ -121,7 +146,15 @@ class Session:
         token = self.token or client_token(self.home)
         tcp = tcp_host(self.address) is not None
         refuse_cleartext_token(self.address, self.tls, token)  # before any packet, the health probe's too
-        if RemoteHost.probe(self.address, self.tls) is not None:
+        answer = RemoteHost.probe(self.address, self.tls)
+        if answer is None and not tcp and listening(self.address):
+            answer = RemoteHost.probe(self.address, self.tls, timeout_s=BUSY_WAIT_S)
+            if answer is None:
+                raise Unavailable(
+                    f"the host at {self.address} is busy: it accepts connections but did not answer its health "
+                    f"check within {BUSY_WAIT_S + 1:g} s; it holds the registry, so no embedded host can stand in "
+                    f"for it: try again when its calls end, or look at its log")
+        if answer is not None:
             self.api = cast(HostAPI, RemoteHost(self.address, token, self.tls))
             self.remote = True
         elif tcp:

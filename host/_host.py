@@ -11,18 +11,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
-from worldrt.errors import InvalidArgument, NotFound, WorldError
+from worldrt.errors import InvalidArgument, NotFound, ResourceExhausted, WorldError
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
 from worldrt.host.lattice import CallReport, HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
-from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, LoadedComponent
+from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, Limits, LoadedComponent
 from worldrt.host.verse import (
     VerseRunner,
     audit,
@@ -39,6 +40,11 @@ log = logging.getLogger("worldrt.host")
 
 InvokeSink = Callable[[host_pb.InvokeEvent], None]
 OUTPUT_EVENT_CAP = 1 << 20
+# Component invocations running at once in one host: each may spin a core until its deadline.
+DEFAULT_MAX_COMPONENTS = 8
+# How long an invocation waits for a free place before it is refused (only in-process callers ever wait:
+# the host service admits no more invocations than there are places).
+COMPONENT_WAIT_S = 30.0
 
 
 def default_cache(home: Path) -> Path:
@@ -74,19 +80,50 @@ def _operation_of(request: host_pb.ProviderCallRequest) -> str:
     return operation
 
 
+class ComponentSlots:
+    """At most ``limit`` component invocations run at once; the next waits up to ``wait_s`` for a place,
+    then is refused with ResourceExhausted. Spinning components so take at most ``limit`` threads and
+    never the host's others (health, provider-call forwarding)."""
+
+    def __init__(self, limit: int, wait_s: float = COMPONENT_WAIT_S) -> None:
+        if limit < 1:
+            raise HostError(f"the host must run at least 1 component invocation at once, not {limit}")
+        self.limit = limit
+        self.wait_s = wait_s
+        self.running = 0
+        self._places = threading.BoundedSemaphore(limit)
+        self._count = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not self._places.acquire(timeout=self.wait_s):
+            raise ResourceExhausted(f"the host is busy: {self.running} component invocations running, its limit "
+                                    f"(--max-components {self.limit}), and none ended within {self.wait_s:g} s")
+        with self._count:
+            self.running += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._count:
+            self.running -= 1
+        self._places.release()
+
+
 class Host(ImagesAndFiles):
     """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
-    stderr and code each stored row keeps."""
+    stderr and code each stored row keeps. ``max_components`` (default $WORLDRT_MAX_COMPONENTS or 8)
+    component invocations run at once, each for at most ``component_timeout_s`` (default
+    $WORLDRT_COMPONENT_TIMEOUT_S or 120)."""
 
     def __init__(self, db_path: Path | None = None, home: Path | None = None, *, keep_days: float | None = None,
-                 output_cap: int | None = None) -> None:
+                 output_cap: int | None = None, max_components: int | None = None,
+                 component_timeout_s: float | None = None) -> None:
         self.home = private_dir(home or default_home()).resolve()
         if keep_days is None:
             keep_days = env_number("WORLDRT_KEEP_DAYS")
         if output_cap is None:
             cap = env_number("WORLDRT_OUTPUT_CAP")
             output_cap = DEFAULT_CAP_BYTES if cap is None else int(cap)
+        self.components_running = ComponentSlots(DEFAULT_MAX_COMPONENTS)
         self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap)
         try:
             self.links = LinkTable(self.registry)
@@ -94,6 +131,7 @@ class Host(ImagesAndFiles):
             self.router = self._make_router()
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
+            self.limit_components(max_components, component_timeout_s)
         except BaseException:
             self.registry.close()
             raise
@@ -102,6 +140,23 @@ class Host(ImagesAndFiles):
         self.output_event_cap = OUTPUT_EVENT_CAP
         self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def max_components(self) -> int:
+        return self.components_running.limit
+
+    def limit_components(self, max_components: int | None = None, timeout_s: float | None = None) -> None:
+        """Set how many component invocations run at once and for how long each may (None: from
+        $WORLDRT_MAX_COMPONENTS and $WORLDRT_COMPONENT_TIMEOUT_S, else 8 and 120 s); call before serving."""
+        if max_components is None:
+            configured = env_number("WORLDRT_MAX_COMPONENTS")
+            max_components = DEFAULT_MAX_COMPONENTS if configured is None else int(configured)
+        if timeout_s is None:
+            timeout_s = env_number("WORLDRT_COMPONENT_TIMEOUT_S") or Limits().timeout_s
+        if timeout_s <= 0:
+            raise HostError(f"a component's timeout must be more than 0 s, not {timeout_s:g}")
+        self.components_running = ComponentSlots(max_components)
+        self.runtime.limits = replace(self.runtime.limits, timeout_s=timeout_s)
 
     def _make_router(self) -> LinkRouter:
         """The router of this host's calls (a lattice host's goes over NATS)."""
@@ -258,11 +313,12 @@ class Host(ImagesAndFiles):
                 data = data[:cap - sent] + f"\n[{stream} cut at {cap} bytes]\n".encode()
             on_event(host_pb.InvokeEvent(output=host_pb.ComponentOutput(stream=stream, data=data)))
 
-        self.router.observe(on_call)
         try:
-            result = self.runtime.invoke_detailed(component, request.verse_id, request.args,
-                                                  export=request.export or "run", on_log=on_log,
-                                                  on_output=on_output)
+            with self.components_running:
+                self.router.observe(on_call)
+                result = self.runtime.invoke_detailed(component, request.verse_id, request.args,
+                                                      export=request.export or "run", on_log=on_log,
+                                                      on_output=on_output)
         except GuestError as exc:
             run = exc.invocation
             return host_pb.InvokeOutcome(ok=False, value=exc.message,

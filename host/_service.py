@@ -1,20 +1,26 @@
 """``worldrt host serve``: the Host as a gRPC service, with the providers' auth, health and reflection.
 
 Every call but health needs the host's bearer token (the same check providers apply). While the
-registry is unhealthy (host/_registry.py), health says NOT_SERVING and every other call is refused
+registry is unhealthy (host/registry), health says NOT_SERVING and every other call is refused
 with UNAVAILABLE and the registry's sentence; both recover when its writes work again.
+
+The server is grpc.aio. Its event loop answers health, reflection, auth and every refusal itself and
+never runs a Host method: those block (DuckDB, wasmtime, provider calls), so each runs on a thread of
+a pool of its own, admitted by ``Admission`` (host/_admission.py) within the host's limits and refused
+with RESOURCE_EXHAUSTED past them. However many long calls run, or spin, health answers at once, other
+callers are refused in a sentence rather than queued, and a slow instance slows only its own callers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import Message
@@ -22,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from worldrt.errors import WorldError, from_rpc_error
+from worldrt.host._admission import Admission, ServiceLimits, Ticket
 from worldrt.host._api import METHODS, HostAPI, Method
 from worldrt.host._host import Host
 from worldrt.host.registry import Registry
@@ -36,136 +43,199 @@ from worldrt.providers import (
 from worldrt.v1 import HOST_SERVICE_NAME, host_rpc
 
 log = logging.getLogger("worldrt.host")
+STOP_GRACE_S = 2.0
 
 
 def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that refuses the call with ``code`` and ``message``."""
 
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
 
     if handler is not None and handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer,
+                                                    handler.response_serializer)
     return grpc.unary_unary_rpc_method_handler(
         deny, handler.request_deserializer if handler else None, handler.response_serializer if handler else None)
 
 
-class _TokenCheck(grpc.ServerInterceptor):
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class _TokenCheck(grpc.aio.ServerInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = expected_header(token)
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Continuation,
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
         if details.method.startswith(OPEN_PREFIXES):
-            return continuation(details)
+            return handler
         problem = bearer_problem(details.invocation_metadata, self._expected)
         if problem is None:
-            return continuation(details)
-        return _refusal(continuation(details), grpc.StatusCode.UNAUTHENTICATED, problem)
+            return handler
+        return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, problem)
 
 
-class _RegistryGate(grpc.ServerInterceptor):
+class _RegistryGate(grpc.aio.ServerInterceptor):
     """Refuses every call but health and reflection while the registry is unhealthy."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Continuation,
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
         problem = self._registry.problem
         if problem is None or details.method.startswith((*OPEN_PREFIXES, "/grpc.reflection.")):
-            return continuation(details)
-        return _refusal(continuation(details), grpc.StatusCode.UNAVAILABLE, f"the host's registry is unhealthy: {problem}")
+            return handler
+        return _refusal(handler, grpc.StatusCode.UNAVAILABLE, f"the host's registry is unhealthy: {problem}")
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     """End the call with the status of ``exc``: its own for a WorldError or a provider's status, INTERNAL else."""
     if isinstance(exc, WorldError):
-        context.abort(exc.code, exc.message)
+        await context.abort(exc.code, exc.message)
     if isinstance(exc, grpc.RpcError):
         error = from_rpc_error(exc, "a provider call failed")
-        context.abort(error.code, error.message)
+        await context.abort(error.code, error.message)
     log.error("host call failed", exc_info=exc)
-    context.abort(grpc.StatusCode.INTERNAL, f"the host failed: {type(exc).__name__}: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, f"the host failed: {type(exc).__name__}: {exc}")
 
 
 class HostServicer(host_rpc.HostServicer):
-    """Serves every method of the Host API table from ``host``."""
+    """Serves every method of the Host API table from ``host``, each call on ``pool`` once admitted."""
 
-    def __init__(self, host: HostAPI) -> None:
+    def __init__(self, host: HostAPI, admission: Admission, pool: ThreadPoolExecutor) -> None:
         self.host = host
+        self.admission = admission
+        self.pool = pool
         for method in METHODS:
             setattr(self, method.rpc, self._streamed(method) if method.finish else self._unary(method))
 
-    def _unary(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+    async def _admit(self, method: Method, request: Message, context: grpc.aio.ServicerContext) -> Ticket:
+        try:
+            return self.admission.admit(method.name, request)
+        except WorldError as exc:  # not logged: a caller could fill the log with refusals
+            await _abort(context, exc)
+
+    def _unary(self, method: Method) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         call = getattr(self.host, method.name)
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            ticket = await self._admit(method, request, context)
+
+            def run() -> Any:
+                try:
+                    return call(request)
+                finally:
+                    ticket.release()
+
             try:
-                return call(request)
+                return await asyncio.wrap_future(self.pool.submit(run))
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a dead host
-                _abort(context, exc)
+                await _abort(context, exc)
 
         return handle
 
-    def _streamed(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-        """Run the method on its own thread, streaming the events it reports and then its result."""
+    def _streamed(self, method: Method) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        """Run the method on the pool, streaming the events it reports and then its result."""
         call, finish = getattr(self.host, method.name), method.finish
         assert finish is not None
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            events: queue.SimpleQueue[Message | BaseException | None] = queue.SimpleQueue()
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            ticket = await self._admit(method, request, context)
+            loop = asyncio.get_running_loop()
+            events: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
+
+            def put(item: Message | BaseException | None) -> None:
+                try:
+                    loop.call_soon_threadsafe(events.put_nowait, item)
+                except RuntimeError:
+                    pass  # the server's loop is gone (the host is stopping): nobody reads this stream
 
             def run() -> None:
                 try:
-                    events.put(finish(call(request, events.put)))
+                    put(finish(call(request, put)))
                 except BaseException as exc:  # noqa: BLE001 - handed to the stream below
-                    events.put(exc)
-                events.put(None)
+                    put(exc)
+                finally:
+                    ticket.release()
+                    put(None)
 
-            threading.Thread(target=run, name=method.name, daemon=True).start()
-            while (item := events.get()) is not None:
+            try:
+                self.pool.submit(run)
+            except BaseException:
+                ticket.release()
+                raise
+            while (item := await events.get()) is not None:
                 if isinstance(item, BaseException):
-                    _abort(context, item)
+                    await _abort(context, item)
                 yield item
 
         return handle
 
 
-def serve_host(host: Host, listen: str, token: str | None = None, ready: threading.Event | None = None, *,
-               tls: ServerTls | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then stop the providers the host started and flush the registry."""
-    address = listen_address(listen, tls=tls, token=token)
-    interceptors: list[grpc.ServerInterceptor] = [_TokenCheck(token)] if token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host"),
-                         interceptors=[*interceptors, _RegistryGate(host.registry)])
-    host_rpc.add_HostServicer_to_server(HostServicer(host), server)
-    health_servicer = health.HealthServicer()
+async def _serve(host: Host, address: str, token: str | None, ready: threading.Event | None,
+                 tls: ServerTls | None, limits: ServiceLimits) -> None:
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="host")
+    interceptors: list[grpc.aio.ServerInterceptor] = [_TokenCheck(token)] if token else []
+    server = grpc.aio.server(interceptors=[*interceptors, _RegistryGate(host.registry)])
+    host_rpc.add_HostServicer_to_server(HostServicer(host, Admission(address, limits), pool), server)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (HOST_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
     bind(server, address, tls)
-    stop = threading.Event()
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    server.start()
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
 
-    def registry_health(problem: str | None) -> None:
+    async def set_health(problem: str | None) -> None:
         if stop.is_set():
             return
-        status = health_pb2.HealthCheckResponse.SERVING if problem is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (health_pb2.HealthCheckResponse.SERVING if problem is None
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", HOST_SERVICE_NAME):
-            health_servicer.set(name, status)
+            await health_servicer.set(name, status)
+
+    def registry_health(problem: str | None) -> None:  # called on the registry's threads, and once here
+        try:
+            asyncio.run_coroutine_threadsafe(set_health(problem), loop)
+        except RuntimeError:
+            pass  # the loop has ended: the host is stopping
 
     host.registry.watch(registry_health)
-    log.info("host serving on %s%s", address, "" if tls is None else " with TLS"
-             + (" (client certificates required)" if tls.client_ca else ""))
+    log.info("host serving on %s%s (%d component invocations, %d other calls, %d quick ones and %d per instance "
+             "at once)", address,
+             "" if tls is None else " with TLS" + (" (client certificates required)" if tls.client_ca else ""),
+             limits.components, limits.calls, limits.quick, limits.per_instance)
     if ready is not None:
         ready.set()
     try:
-        stop.wait()
+        await stop.wait()
     finally:
-        health_servicer.enter_graceful_shutdown()
-        server.stop(grace=2).wait()
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=STOP_GRACE_S)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def serve_host(host: Host, listen: str, token: str | None = None, ready: threading.Event | None = None, *,
+               tls: ServerTls | None = None, limits: ServiceLimits | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the providers the host started and flush the registry."""
+    address = listen_address(listen, tls=tls, token=token)
+    try:
+        asyncio.run(_serve(host, address, token, ready, tls, limits or ServiceLimits(host.max_components)))
+    finally:
         host.close()
         if address.startswith("unix:"):
             Path(address[5:]).unlink(missing_ok=True)

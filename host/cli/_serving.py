@@ -12,8 +12,10 @@ from worldrt.host.cli._common import CliError, Commands, Parents, console, emit,
 
 def host_serve(args: argparse.Namespace) -> int:
     from worldrt.host import (
+        DEFAULT_CALLS,
         HOST_TOKEN_FILE,
         Host,
+        ServiceLimits,
         default_db,
         default_host_address,
         serve_host,
@@ -36,9 +38,19 @@ def host_serve(args: argparse.Namespace) -> int:
         raise CliError(f"--output-cap must be 0 bytes or more, got {args.output_cap}")
     from worldrt.host.cli._lattice import lattice_host
 
+    for flag, value in (("--max-calls", args.max_calls), ("--max-components", args.max_components)):
+        if value is not None and value < 1:
+            raise CliError(f"{flag} must be 1 or more, got {value}")
+    if args.component_timeout is not None and args.component_timeout <= 0:
+        raise CliError(f"--component-timeout must be more than 0 seconds, got {args.component_timeout:g}")
     db = Path(args.db) if args.db else default_db()
     host = lattice_host(args, db, state) or Host(db, state, keep_days=args.keep_days, output_cap=args.output_cap)
-    serve_host(host, listen, token, tls=tls)
+    try:
+        host.limit_components(args.max_components, args.component_timeout)
+    except BaseException:
+        host.close()
+        raise
+    serve_host(host, listen, token, tls=tls, limits=ServiceLimits(host.max_components, args.max_calls or DEFAULT_CALLS))
     return 0
 
 
@@ -76,6 +88,15 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     serve_parser.add_argument("--output-cap", type=int, metavar="BYTES",
                             help="bytes of stdout, stderr and code each stored invocation row keeps, with the full "
                                  "size beside them (default $WORLDRT_OUTPUT_CAP or 4096)")
+    serve_parser.add_argument("--max-components", type=int, metavar="N",
+                              help="component invocations (Invoke, verse runs) running at once; more are refused "
+                                   "as busy (default $WORLDRT_MAX_COMPONENTS or 8)")
+    serve_parser.add_argument("--component-timeout", type=float, metavar="S",
+                              help="seconds one component invocation may run, its provider calls included "
+                                   "(default $WORLDRT_COMPONENT_TIMEOUT_S or 120)")
+    serve_parser.add_argument("--max-calls", type=int, metavar="N",
+                              help="other calls running at once (provider calls, files, images, reads); more are "
+                                   "refused as busy (default 64); health is answered apart from them")
     from worldrt.host.cli._lattice import add_host_flags
 
     add_host_flags(serve_parser)

@@ -1,6 +1,7 @@
 """The host's side of the world's imports: linker definitions that hand each call to the Router of the
 invocation running on this thread, with records converted to protobuf and failures turned into
-``err(provider-error)``."""
+``err(provider-error)``. A component's ``log`` calls reach the host's log within the invocation's
+LogBudget (host/runtime/_log_budget.py); what is past it is dropped and said once, at the end."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from google.protobuf.message import Message
 from wasmtime.component import Linker
 
 from worldrt.errors import WorldError, from_rpc_error
+from worldrt.host.runtime._log_budget import LogBudget, LogLimits, LogRate
 from worldrt.host.runtime._values import ImportCodec, add_import, func_type
 from worldrt.host.runtime._world import (
     OPERATIONS,
@@ -52,8 +54,10 @@ class InvocationScope:
     Entered on the thread that runs the component (host calls arrive on that thread)."""
 
     def __init__(self, router: Router, context: CallContext, on_log: LogSink | None = None,
-                 codecs: dict[tuple[Operation, str], ImportCodec] | None = None) -> None:
+                 codecs: dict[tuple[Operation, str], ImportCodec] | None = None,
+                 log_budget: LogBudget | None = None) -> None:
         self.router = router
+        self.log_budget = log_budget or LogBudget(LogLimits(), LogRate(LogLimits().per_second))
         # The converters of the running component's imports, by operation and WIT version (kept per
         # component across invocations).
         self.codecs: dict[tuple[Operation, str], ImportCodec] = {} if codecs is None else codecs
@@ -74,6 +78,11 @@ class InvocationScope:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         _current.scope = self._outer
+        dropped = self.log_budget.dropped()
+        if dropped is not None:  # the one line that says the cut
+            log.warning("%s: %s", self.context.source, dropped)
+            if self.on_log is not None:
+                self.on_log("warn", dropped)
 
     def provider_call(self, op: Operation, request: Message) -> Message | Failure:
         """The reply to a provider call the component made, or the failure it sees as its err."""
@@ -149,9 +158,13 @@ class InvocationScope:
         return stopped
 
     def log(self, level: str, message: str) -> None:
-        log.log(_LEVELS.get(level, logging.INFO), "%s: %s", self.context.source, message)
+        """A component's log call: into the host's log and to the caller, within the invocation's budget."""
+        line = self.log_budget.admit(message)
+        if line is None:
+            return
+        log.log(_LEVELS.get(level, logging.INFO), "%s: %s", self.context.source, line)
         if self.on_log is not None:
-            self.on_log(level, message)
+            self.on_log(level, line)
 
 
 def _scope() -> InvocationScope:

@@ -11,7 +11,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -38,6 +38,7 @@ from worldrt.host.runtime._host_functions import (
     LogSink,
     define_imports,
 )
+from worldrt.host.runtime._log_budget import LogBudget, LogLimits, LogRate
 from worldrt.host.runtime._values import ImportCodec
 from worldrt.host.runtime._world import CallContext, Operation, Router
 
@@ -51,10 +52,13 @@ _MIB = 1024 * 1024
 @dataclass(frozen=True)
 class Limits:
     """Per invocation. ``timeout_s`` is wall-clock time for the whole call, provider calls included;
-    ``memory_mb`` caps the component's linear memories together."""
+    ``memory_mb`` caps the component's linear memories together; ``log`` caps what its log calls write
+    to the host's log (lines and bytes per invocation; the lines a second of the runtime's own limits hold
+    for all its invocations together)."""
 
     timeout_s: float = 120.0
     memory_mb: int = 512
+    log: LogLimits = field(default_factory=LogLimits)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _EpochTicker(threading.Thread):
+    """Moves the engine's epoch on with the wall clock: one tick per ``tick_s`` elapsed, however late this
+    thread gets to run (on a machine busy with spinning components), so deadlines stay wall-clock time."""
+
     def __init__(self, engine: Engine, tick_s: float) -> None:
         super().__init__(name="worldrt-epoch", daemon=True)
         self.engine = engine
@@ -127,8 +134,12 @@ class _EpochTicker(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        last = time.monotonic()
         while not self.stopping.wait(self.tick_s):
-            self.engine.increment_epoch()
+            ticks = max(1, int((time.monotonic() - last) / self.tick_s))
+            for _ in range(ticks):
+                self.engine.increment_epoch()
+            last += ticks * self.tick_s
 
 
 class ComponentRuntime:
@@ -151,6 +162,9 @@ class ComponentRuntime:
         self._codecs: weakref.WeakKeyDictionary[Component, dict[tuple[Operation, str], ImportCodec]] = weakref.WeakKeyDictionary()
         self._ticker = _EpochTicker(self.engine, epoch_tick_s)
         self._ticker.start()
+        self._log_rate = LogRate(limits.log.per_second)
+        # The longest epoch deadline any store was given: closing moves the epoch past it.
+        self._deadline_ticks = 0
 
     # loading -------------------------------------------------------------------------------------
     def load(self, path: str | os.PathLike[str]) -> LoadedComponent:
@@ -185,7 +199,8 @@ class ComponentRuntime:
         context = CallContext(verse_id=verse_id, source=component.name, invocation_id=uuid.uuid4().hex,
                               deadline=time.monotonic() + limits.timeout_s)
         codecs = self._codecs.setdefault(component.component, {})
-        with InvocationScope(self.router, context, on_log, codecs) as scope:
+        budget = LogBudget(limits.log, self._log_rate)
+        with InvocationScope(self.router, context, on_log, codecs, budget) as scope:
             started = time.perf_counter()
             try:
                 instance = self.linker.instantiate(store, component.component)
@@ -259,13 +274,19 @@ class ComponentRuntime:
         wasi.stderr_custom = to_stderr
         store.set_wasi(wasi)
         store.set_limits(memory_size=limits.memory_mb * _MIB)
-        store.set_epoch_deadline(max(1, math.ceil(limits.timeout_s / self.epoch_tick_s)))
+        ticks = max(1, math.ceil(limits.timeout_s / self.epoch_tick_s))
+        self._deadline_ticks = max(self._deadline_ticks, ticks)
+        store.set_epoch_deadline(ticks)
         return store
 
     # lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop the epoch; invocations still running (a component spinning) trap at once, as past their
+        deadline, so no thread outlives the runtime by more than its next instruction."""
         self._ticker.stopping.set()
         self._ticker.join()
+        for _ in range(self._deadline_ticks + 1):
+            self.engine.increment_epoch()
 
     def __enter__(self) -> Self:
         return self

@@ -53,6 +53,38 @@ MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
 # Images other than the default keep warm sandboxes too, for the most recently started of them.
 IMAGE_POOLS = 4
+# Calls on one instance run one at a time; at most this many more wait for their turn (the rest are refused).
+MAX_WAITING_CALLS = 8
+
+
+class InstanceLock:
+    """One call at a time on an instance, and at most ``limit`` calls waiting for their turn: the next one
+    is refused with RESOURCE_EXHAUSTED at once, so a slow instance slows only its own callers and holds
+    no more than ``limit`` requests in the daemon's memory. Used as ``async with inst.lock``."""
+
+    def __init__(self, owner: str, limit: int = MAX_WAITING_CALLS) -> None:
+        self.owner = owner
+        self.limit = limit
+        self.waiting = 0
+        self._lock = asyncio.Lock()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        if self._lock.locked() and self.waiting >= self.limit:
+            raise err.ResourceExhausted(
+                f"instance {self.owner} is busy: one call runs on it and {self.waiting} more wait, the limit per "
+                f"instance ({self.limit}); calls on one instance run one at a time, so wait for them or use "
+                f"another instance")
+        self.waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 @dataclass
@@ -82,7 +114,10 @@ class Member:
 class LiveInstance(Member):
     snapshot_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: InstanceLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = InstanceLock(self.id)
 
 
 @dataclass(frozen=True)

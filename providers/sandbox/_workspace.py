@@ -3,7 +3,9 @@
 The daemon never opens a path of the sandbox: it sends the member a request and a pipe, and the member
 (as its own uid, in its own namespaces) checks the path, then reads the bytes from the pipe into the file
 or writes the file into the pipe. The daemon caps every size itself, before it sends and while it reads,
-and checks every frame; a member that answers out of protocol is stopped by the caller.
+and checks every frame; a member that answers out of protocol is stopped by the caller. A caller's path is
+checked here first (valid UTF-8, at most 4096 bytes, no name over 255 bytes: INVALID_ARGUMENT), and every
+name a member sends back must be valid UTF-8: one that is not (a lone surrogate) is a protocol break.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from worldrt.providers.sandbox._sandbox import MIB, Limits
 CHUNK = 1 << 20
 MAX_ENTRIES = 10_000
 FILES_TIMEOUT_S = 60.0
+# The kernel's limits, in bytes of UTF-8: a whole path, and one name in it.
 _MAX_PATH = 4096
+_MAX_NAME = 255
 _F_SETPIPE_SZ = 1031
 
 
@@ -44,6 +48,38 @@ class NewFile:
     mode: int = 0o644
 
 
+def check_path(path: str, *, empty: bool = False) -> None:
+    """Refuse a caller's path the member could not use: InvalidArgument with the reason, before anything is sent."""
+    if not path and not empty:
+        raise err.InvalidArgument("a file path is required (a path in the workspace, like data/in.csv)")
+    if "\0" in path:
+        raise err.InvalidArgument("a file path cannot hold a NUL character")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise err.InvalidArgument(f"the path {path.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                                  f"UTF-8 (it holds a lone surrogate)") from None
+    if size > _MAX_PATH:
+        raise err.InvalidArgument(f"the path is {size} bytes long, above the {_MAX_PATH} bytes a path may have")
+    for name in path.split("/"):
+        if len(name.encode()) > _MAX_NAME:
+            raise err.InvalidArgument(f"the name {name[:40]!r}... in the path is {len(name.encode())} bytes long, "
+                                      f"above the {_MAX_NAME} bytes a file name may have")
+
+
+def _text(raw: Any, who: str, what: str, limit: int = _MAX_PATH) -> str:
+    """A string the member sent, which must be valid UTF-8 within ``limit`` characters (a name with a lone
+    surrogate cannot reach a client: it breaks the protocol)."""
+    if not isinstance(raw, str) or len(raw) > limit:
+        raise ProtocolError(f"{who} sent a malformed frame ({what})")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"{who} sent a malformed frame ({what} is not valid UTF-8: it holds a lone "
+                            f"surrogate)") from None
+    return raw
+
+
 def _refusal(reply: dict[str, Any], who: str) -> None:
     """Raise the error kind a member's refusal names (its sentence is shown, cut short)."""
     if reply.get("ok") is True:
@@ -51,6 +87,7 @@ def _refusal(reply: dict[str, Any], who: str) -> None:
     error = reply.get("error")
     if not isinstance(error, str):
         raise ProtocolError(f"{who} sent a malformed frame (neither ok nor an error in answer to a file request)")
+    error = _text(error[:1000], who, "the text of a refusal")
     kind = reply.get("refused")
     kinds: dict[Any, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
                                               "missing": err.NotFound}
@@ -62,8 +99,7 @@ def check_writes(files: list[NewFile], limits: Limits) -> int:
     instance's limits."""
     total = 0
     for f in files:
-        if not f.path or len(f.path) > _MAX_PATH:
-            raise err.InvalidArgument(f"a file path must be 1 to {_MAX_PATH} characters")
+        check_path(f.path)
         if len(f.data) > limits.file_size_mb * MIB:
             raise err.ResourceExhausted(f"{f.path} is {len(f.data)} bytes, above the instance's file size limit of "
                                         f"{limits.file_size_mb} MiB")
@@ -118,9 +154,7 @@ def _entry(raw: Any, who: str) -> dict[str, Any]:
         raise ProtocolError(f"{who} sent a malformed frame (a listing entry is not an object)")
     out: dict[str, Any] = {}
     for key in ("name", "path", "kind"):
-        if not isinstance(raw.get(key), str) or len(raw[key]) > _MAX_PATH:
-            raise ProtocolError(f"{who} sent a malformed frame (a listing entry's {key})")
-        out[key] = raw[key]
+        out[key] = _text(raw.get(key), who, f"a listing entry's {key}")
     for key in ("size", "mode", "mtime_ns"):
         out[key] = _frames.count(raw, key, who)
     return out
@@ -128,13 +162,14 @@ def _entry(raw: Any, who: str) -> dict[str, Any]:
 
 async def listing(proc: SandboxProcess, path: str) -> tuple[str, list[dict[str, Any]], bool]:
     """(the folder relative to the workspace, its entries, whether more were left out)."""
+    check_path(path, empty=True)
     await proc.send({"op": "list", "path": path})
     reply, _ = await proc.recv()
     _refusal(reply, proc.key)
     entries = reply.get("entries")
-    folder = reply.get("path")
-    if not isinstance(entries, list) or len(entries) > MAX_ENTRIES or not isinstance(folder, str):
+    if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         raise ProtocolError(f"{proc.key} sent a malformed frame (a listing)")
+    folder = _text(reply.get("path"), proc.key, "a listing's folder")
     return folder, [_entry(e, proc.key) for e in entries], reply.get("truncated") is True
 
 
@@ -150,6 +185,7 @@ async def read(proc: SandboxProcess, path: str, offset: int, length: int, cap: i
     them, or to its end) in chunks. Past ``cap`` bytes the read is refused (it never reads more)."""
     if offset < 0 or length < 0:
         raise err.InvalidArgument("offset and length must not be negative")
+    check_path(path)
     read_end, write_end = _pipe()
     try:
         await proc.send({"op": "read", "path": path, "offset": offset, "length": length}, [write_end])

@@ -499,6 +499,12 @@ def _restore_from(fd: int) -> dict[str, int]:
 # files: the daemon's WriteFiles, ReadFile and ListFiles, done by the member itself ---------------------
 FILE_CHUNK = 1 << 20
 MAX_LIST = 10_000
+# A path is at most PATH_MAX bytes and each of its names at most NAME_MAX bytes (as UTF-8), the kernel's limits.
+PATH_MAX = 4096
+NAME_MAX = 255
+# What the kernel says when a path names something a file request cannot use: refused as a bad path.
+_PATH_ERRNOS = {36: "a name in it is too long", 40: "it leads through a symlink", 20: "a folder in it is a file",
+                6: "it is not a regular file (a socket)", 21: "it is a folder"}  # ENAMETOOLONG ELOOP ENOTDIR ENXIO EISDIR
 
 
 class _Refused(Exception):
@@ -509,16 +515,23 @@ class _Refused(Exception):
         self.kind = kind
 
 
+def _os_refusal(exc: OSError) -> dict[str, Any]:
+    """The answer to a file request the kernel refused: a bad path and a full disk are the caller's to fix."""
+    if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
+        return {"ok": False, "refused": "exhausted", "error": f"{exc.strerror}: the instance's disk or file "
+                                                              f"size limit is reached"}
+    if exc.errno in _PATH_ERRNOS:
+        return {"ok": False, "refused": "invalid", "error": f"the path cannot be used: {_PATH_ERRNOS[exc.errno]}"}
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"}
+
+
 def _files_guarded(operation: Any, msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
     try:
         return {"ok": True, **operation(msg, fd)}
     except _Refused as exc:
         return {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]}
     except OSError as exc:
-        if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
-            return {"ok": False, "refused": "exhausted", "error": f"{exc.strerror}: the instance's disk or file "
-                                                                  f"size limit is reached"}
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"}
+        return _os_refusal(exc)
     finally:
         if fd is not None:
             try:
@@ -531,10 +544,36 @@ def _inside(path: str) -> bool:
     return path == WORKSPACE or path.startswith(WORKSPACE + "/")
 
 
+def _utf8(text: str, what: str) -> str:
+    """``text`` when it is valid UTF-8 (what the daemon and its callers can carry); refused otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape" if _escaped(text) else "backslashreplace")
+        raise _Refused("invalid", f"{what} {shown!r} is not valid UTF-8: rename it from code in the instance "
+                                  f"(os.rename with bytes paths)") from None
+    return text
+
+
+def _escaped(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _confined(path: Any) -> tuple[str, str]:
     """(real path, path relative to the workspace) of a requested path, which must stay in the workspace."""
-    if not isinstance(path, str) or "\0" in path or len(path) > 4096:
-        raise _Refused("invalid", "a path must be a string without NUL, at most 4096 characters")
+    if not isinstance(path, str) or "\0" in path:
+        raise _Refused("invalid", f"a path must be a string without NUL, at most {PATH_MAX} bytes")
+    encoded = _utf8(path, "the path").encode()
+    if len(encoded) > PATH_MAX:
+        raise _Refused("invalid", f"the path is {len(encoded)} bytes long, above the {PATH_MAX} bytes a path may have")
+    for name in path.split("/"):
+        if len(name.encode()) > NAME_MAX:
+            raise _Refused("invalid", f"the name {name[:40]!r}... in the path is {len(name.encode())} bytes long, "
+                                      f"above the {NAME_MAX} bytes a file name may have")
     if path.startswith("/"):
         if not _inside(os.path.normpath(path)) or "/../" in path + "/":
             raise _Refused("invalid", f"{path} is outside the workspace ({WORKSPACE})")
@@ -545,8 +584,9 @@ def _confined(path: Any) -> tuple[str, str]:
     full = os.path.join(WORKSPACE, *parts)
     real = os.path.realpath(full)
     if not _inside(real):
-        raise _Refused("invalid", f"{'/'.join(parts)} leads out of the workspace through a symlink (to {real})")
-    return real, os.path.relpath(real, WORKSPACE)
+        raise _Refused("invalid", f"{'/'.join(parts)} leads out of the workspace through a symlink "
+                                  f"(to {real.encode('utf-8', 'backslashreplace').decode()})")
+    return real, _utf8(os.path.relpath(real, WORKSPACE), "the path a symlink leads to,")
 
 
 def _read_exact(fd: int, size: int, out: int) -> int:
@@ -615,7 +655,7 @@ def _list_files(msg: dict[str, Any], _fd: int | None) -> dict[str, Any]:
                 truncated = True
                 break
             st = entry.stat(follow_symlinks=False)
-            path = os.path.normpath(os.path.join(rel, entry.name))
+            path = os.path.normpath(os.path.join(rel, _utf8(entry.name, f"a name in {'the workspace' if rel == '.' else rel}:")))
             entries.append({"name": entry.name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
                             "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
     entries.sort(key=lambda e: str(e["name"]))
@@ -631,15 +671,13 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
         if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
             raise _Refused("invalid", "offset and length must be whole numbers, not negative")
         try:
+            _regular(rel, os.lstat(real))  # a socket cannot even be opened: say what it is before trying
             src = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise _Refused("missing", f"no file {rel} in the workspace") from None
         try:
             st = os.fstat(src)
-            if stat.S_ISDIR(st.st_mode):
-                raise _Refused("invalid", f"{rel} is a folder: list it")
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused("invalid", f"{rel} is not a regular file (a device, fifo or socket)")
+            _regular(rel, st)
             _wire.send(chan, {"ok": True, "size": st.st_size, "mode": st.st_mode & 0o7777})
             answered = True
             left = max(0, st.st_size - offset) if not length else min(length, max(0, st.st_size - offset))
@@ -662,9 +700,19 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
         _wire.send(chan, {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]})
     except OSError as exc:
         if not answered:
-            _wire.send(chan, {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"})
+            _wire.send(chan, _os_refusal(exc))
     finally:
         os.close(fd)
+
+
+def _regular(rel: str, st: os.stat_result) -> None:
+    """Refuse to read what is not a regular file, naming what it is."""
+    if stat.S_ISDIR(st.st_mode):
+        raise _Refused("invalid", f"{rel} is a folder: list it")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a socket" if stat.S_ISSOCK(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode)
+                else "a symlink" if stat.S_ISLNK(st.st_mode) else "a device")
+        raise _Refused("invalid", f"{rel} is not a regular file ({kind})")
 
 
 # snapshots and branches ---------------------------------------------------------------------------
