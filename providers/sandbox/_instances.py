@@ -5,7 +5,8 @@ each Start takes a sandbox of its own and spawns its member under a fresh uid. E
 and honours its timeout (interrupt, then stop the instance if the code ignores the interrupt). The
 daemon trusts nothing the instance sends: frames are checked, output is capped here as well as inside,
 and an instance that breaks the protocol is stopped. Idle members are reaped; a sandbox ends when its
-last member is gone. Calls on stopped ids say why.
+last member is gone. Calls on stopped ids say why. Calls on one instance run one at a time, and at most
+MAX_WAITING_CALLS wait for their turn: the next is refused at once, so a slow instance slows only itself.
 """
 
 from __future__ import annotations
