@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -29,7 +30,7 @@ Sink = Callable[[Any], None]
 EMBEDDED_THREADS = 64
 
 
-class AsyncHost:
+class AsyncHost(ABC):
     """The Host API, awaited: ``remote`` says whether a running host answers the calls."""
 
     remote: bool = False
@@ -40,17 +41,17 @@ class AsyncHost:
         if self.closed:
             raise FailedPrecondition("the client is closed: connect again")
 
+    @abstractmethod
     async def unary(self, name: str, request: Message) -> Any:
         """The reply of the unary method ``name``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def streamed(self, name: str, request: Message, on_event: Sink | None = None) -> Any:
         """The result of the streamed method ``name``; each event before it goes to ``on_event``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def close(self) -> None:
         """Release the channel, or stop the embedded host and what it started."""
-        raise NotImplementedError
 
 
 class AioRemoteHost(AsyncHost):
