@@ -50,8 +50,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worldrt.host import serve_host
-from worldrt.host.lattice import DirectRouter
 from worldrt.host.registry import Registry
+from worldrt.host.routing import DirectRouter
 from worldrt.host.verse import example_component
 from worldrt.providers import (
     ClientTls,

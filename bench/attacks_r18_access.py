@@ -41,7 +41,8 @@ import nats.errors
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from tests.support import cmdlines, processes_under
-from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions
+from worldrt.host.lattice import Caller, Lattice, LatticeOptions
+from worldrt.host.routing import METHODS
 from worldrt.v1 import pb
 
 Attack = Callable[[str, str, str, Callable[[], tuple[bool, str]]], None]

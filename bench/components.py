@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json
 
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, GuestError, build_component
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb

@@ -56,8 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-host-") as tmp:
         with Host(Path(tmp) / "world.duckdb", Path(tmp)) as host:
             host.put_link(pb.LinkConfig(interfaces=["generator"], target_provider="morph"))
-            address = host.supervisor.address("morph")
-            stub = host.router.stub(address)
+            stub = host.own.stub("morph")
             md = (("authorization", f"Bearer {host.supervisor.token}"),)
             iid = stub.Start(pb.StartRequest(), metadata=md).instance_id
             request = pb.ExecuteRequest(instance_id=iid, code="1")

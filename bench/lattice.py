@@ -37,8 +37,9 @@ import grpc
 from _report import percentiles, print_table, timed, write_json
 
 from tests.host.lattice.netns import Topology
-from worldrt.host.lattice import METHODS, Caller, Ingest, Lattice, LatticeOptions, load_credential
+from worldrt.host.lattice import Caller, Ingest, Lattice, LatticeOptions, load_credential
 from worldrt.host.registry import Registry
+from worldrt.host.routing import METHODS
 from worldrt.providers import open_channel
 from worldrt.providers.testing import wait_serving
 from worldrt.v1 import pb, rpc

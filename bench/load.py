@@ -179,7 +179,7 @@ def concurrent_invocations(workdir: Path, invokers: int, seconds: float) -> dict
 
     with Host(workdir / "world.duckdb", workdir) as host:
         host.put_link(pb.LinkConfig(interfaces=["generator"], target_provider="morph"))
-        stub = host.router.stub(host.supervisor.address("morph"))
+        stub = host.own.stub("morph")
         md = (("authorization", f"Bearer {host.supervisor.token}"),)
         instances = [stub.Start(pb.StartRequest(), metadata=md, timeout=120).instance_id for _ in range(invokers)]
         info = host.load_component(host_pb.LoadComponentRequest(path=str(EXECUTE_LOOP)))

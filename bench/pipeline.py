@@ -150,7 +150,7 @@ def outcome_of(reply: Message) -> str | None:
 def replay(host: Host, calls: list[RecordedCall]) -> tuple[float, list[host_pb.ProviderCall], int]:
     """Issue the recorded calls directly on the daemons: the wall ms, each call with its latency, and how
     many replies differ from the recorded ones."""
-    stubs = {c.provider: host.router.stub(host.supervisor.address(c.provider)) for c in calls}
+    stubs = {c.provider: host.own.stub(c.provider) for c in calls}
     token = ("authorization", f"Bearer {host.supervisor.token}")
     ids: dict[str, str] = {}
     done: list[host_pb.ProviderCall] = []

@@ -1,7 +1,9 @@
 """The world-runtime host: the ``Host`` facade (registry, supervised providers, links, routers and the
 component runtime in one object), its gRPC service ``worldrt.v1.Host``, and a client that talks to a
-running host or embeds one. The rooms below: ``runtime`` (wasm), ``lattice`` (links, routing, providers),
-``registry`` (DuckDB), ``verse`` (pipeline and analytics), ``cli`` (the ``worldrt`` command)."""
+running host or embeds one. The rooms below: ``runtime`` (wasm), ``routing`` (links, the router every
+provider call takes, the supervised provider daemons), ``lattice`` (NATS: hosts on many machines as one),
+``registry`` (DuckDB), ``verse`` (pipeline and analytics), ``api`` (vendors' HTTP APIs), ``cli`` (the
+``worldrt`` command)."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -13,13 +15,12 @@ from worldrt.host._paths import default_db, default_home, default_host_address
 
 if TYPE_CHECKING:
     from worldrt.host._host import OUTPUT_EVENT_CAP, Host, HostError
-    from worldrt.host._lattice_host import LatticeHost
     from worldrt.host._service import serve_host
 
 # Imported on first use: the CLI talking to a running host never needs DuckDB, wasmtime or the lattice.
-# The lattice host (and the NATS client under it) is loaded only by a host that joins a lattice.
+# The NATS client is loaded only by a host that joins a lattice.
 _LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "OUTPUT_EVENT_CAP": "worldrt.host._host",
-         "serve_host": "worldrt.host._service", "LatticeHost": "worldrt.host._lattice_host"}
+         "serve_host": "worldrt.host._service"}
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +34,6 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["Host", "LatticeHost", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
+__all__ = ["Host", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",
            "default_host_address", "HOST_TOKEN_FILE", "OUTPUT_EVENT_CAP", "HostAPI", "EventSink", "ServiceLimits",
            "DEFAULT_CALLS", "DEFAULT_PER_INSTANCE", "host_session", "METHODS", "BY_NAME", "Method"]

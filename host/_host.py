@@ -10,19 +10,27 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
-import grpc
-
-from worldrt.errors import InvalidArgument, NotFound, ResourceExhausted, WorldError
+from worldrt.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, WorldError
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
-from worldrt.host.lattice import CallReport, HostLink, LinkRouter, LinkTable, Supervisor
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
+from worldrt.host.routing import (
+    CallReport,
+    HostLink,
+    LinkError,
+    LinkTable,
+    LocalTransport,
+    Router,
+    Supervisor,
+    Transport,
+    provider_state,
+)
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, GuestError, Limits, LoadedComponent
 from worldrt.host.verse import (
     VerseRunner,
@@ -33,13 +41,18 @@ from worldrt.host.verse import (
     wev_over_time,
     wev_per_cost,
 )
-from worldrt.providers import CATALOG, private_dir, serving
+from worldrt.providers import CATALOG, private_dir
 from worldrt.v1 import host_pb, pb
+
+if TYPE_CHECKING:
+    from worldrt.host.lattice import LatticeOptions, Member
 
 log = logging.getLogger("worldrt.host")
 
 InvokeSink = Callable[[host_pb.InvokeEvent], None]
 OUTPUT_EVENT_CAP = 1 << 20
+# Link forwarding and capabilities answer within this.
+LINK_TIMEOUT_S = 10.0
 # Component invocations running at once in one host: each may spin a core until its deadline.
 DEFAULT_MAX_COMPONENTS = 8
 # How long an invocation waits for a free place before it is refused (only in-process callers ever wait:
@@ -112,34 +125,67 @@ class Host(ImagesAndFiles):
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
     stderr and code each stored row keeps. ``max_components`` (default $WORLDRT_MAX_COMPONENTS or 8)
     component invocations run at once, each for at most ``component_timeout_s`` (default
-    $WORLDRT_COMPONENT_TIMEOUT_S or 120)."""
+    $WORLDRT_COMPONENT_TIMEOUT_S or 120).
+
+    Given ``lattice``, the host joins that NATS lattice as ``host_id``: it runs only the ``providers``
+    named (none: a pure caller that never starts a daemon) and serves each healthy one onto the lattice;
+    its router's transport is the lattice (every call reaches a replica of its provider on any host, its
+    own included), its links are the lattice's (the links bucket), and its invocation rows and runs go to
+    the lattice's streams as well as into its own DuckDB file."""
 
     def __init__(self, db_path: Path | None = None, home: Path | None = None, *, keep_days: float | None = None,
                  output_cap: int | None = None, max_components: int | None = None,
-                 component_timeout_s: float | None = None) -> None:
+                 component_timeout_s: float | None = None, lattice: LatticeOptions | None = None,
+                 host_id: str = "", providers: Sequence[str] = ()) -> None:
         self.home = private_dir(home or default_home()).resolve()
         if keep_days is None:
             keep_days = env_number("WORLDRT_KEEP_DAYS")
         if output_cap is None:
             cap = env_number("WORLDRT_OUTPUT_CAP")
             output_cap = DEFAULT_CAP_BYTES if cap is None else int(cap)
+        unknown = [p for p in providers if p not in CATALOG]
+        if unknown:
+            raise HostError(f"unknown provider {unknown[0]!r} in --providers; known: {', '.join(CATALOG)}")
+        self.served = list(dict.fromkeys(providers))
+        self.host_id = host_id
+        self.options = lattice
+        self.member: Member | None = None
         self.components_running = ComponentSlots(DEFAULT_MAX_COMPONENTS)
         self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap)
         try:
             self.links = LinkTable(self.registry)
             self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
-            self.router = self._make_router()
+            self.own = LocalTransport(self.supervisor)
+            transport: Transport = self.own if lattice is None else self._join(lattice)
+            self.router = Router(self.links, self.registry, transport, own=self.own)
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
             self.limit_components(max_components, component_timeout_s)
+            for name in self.served:
+                self.supervisor.ensure(name)
+                self._relink(name)
+            if self.member is not None:
+                self.member.check_served()
         except BaseException:
-            self.registry.close()
+            self.close()
             raise
         self._components: dict[str, LoadedComponent] = {}
         # How many bytes of each of a component's streams one invocation sends its caller.
         self.output_event_cap = OUTPUT_EVENT_CAP
         self._by_file: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
+
+    def _join(self, options: LatticeOptions) -> Transport:
+        """Join the lattice: its links replace what this host's registry remembers; rows go to its streams."""
+        from worldrt.host.lattice import Lattice, LatticeTransport, Member
+
+        for link in self.links.all():
+            self.links.delete(link.link_id)
+        self.lattice = Lattice(options, client_name=f"worldrt-host-{self.host_id}")
+        self.member = Member(self.lattice, self.host_id, self.supervisor, self.links, self.served, self.home,
+                             on_link=self._link_changed)
+        self.registry.sink = self.member.publish
+        return LatticeTransport(self.member)
 
     @property
     def max_components(self) -> int:
@@ -158,55 +204,83 @@ class Host(ImagesAndFiles):
         self.components_running = ComponentSlots(max_components)
         self.runtime.limits = replace(self.runtime.limits, timeout_s=timeout_s)
 
-    def _make_router(self) -> LinkRouter:
-        """The router of this host's calls (a lattice host's goes over NATS)."""
-        return LinkRouter(self.links, self.registry, self.supervisor.address, self.supervisor.token)
-
     # links ---------------------------------------------------------------------------------------
-    def _provider_stub(self, name: str) -> tuple[object, tuple[tuple[str, str], ...]]:
-        address = self.supervisor.address(name)
-        return self.router.stub(address), (("authorization", f"Bearer {self.supervisor.token}"),)
+    def _hands_links_to(self, provider: str) -> bool:
+        """Whether this host hands ``provider`` its links now: on one machine always (starting its daemon);
+        on a lattice only when it serves ``provider`` and its daemon runs."""
+        return self.member is None or (provider in self.served and provider in self.supervisor.running())
+
+    def _forward_link(self, link: HostLink) -> None:
+        self.router.send(link.target_provider, "ReceiveLinkConfig", link.to_pb(), timeout_s=LINK_TIMEOUT_S,
+                         record=False, own=True)
+
+    def _forward_delete(self, link: HostLink) -> None:
+        if link.target_provider not in self.supervisor.running():
+            return
+        try:
+            self.router.send(link.target_provider, "DeleteLink", pb.LinkConfig(link_id=link.link_id),
+                             timeout_s=LINK_TIMEOUT_S, record=False, own=True)
+        except WorldError as exc:
+            log.warning("could not tell %s to drop link %s: %s", link.target_provider, link.link_id, exc.message)
+
+    def _link_changed(self, link: HostLink | None, previous: HostLink | None) -> None:
+        """Hand a put or deleted link to the daemon of this host that it concerns (the lattice's watch calls
+        this for every change of its links bucket)."""
+        if previous is not None and (link is None or previous.target_provider != link.target_provider):
+            self._forward_delete(previous)
+        if link is not None and self.member is not None and self._hands_links_to(link.target_provider):
+            try:
+                self._forward_link(link)
+            except WorldError as exc:
+                log.warning("could not hand link %s to %s: %s", link.link_id, link.target_provider, exc.message)
+
+    def _may_write_links(self) -> None:
+        if self.options is not None and self.options.role is not None and self.options.role != "admin":
+            raise PermissionDenied(f"the lattice's links are written with its admin credential, and host "
+                                   f"{self.host_id} joined with its own: worldrt link put ... --lattice URL "
+                                   f"--lattice-creds DIR/admin.cred")
 
     def put_link(self, request: pb.LinkConfig) -> pb.LinkReply:
         link = HostLink.from_pb(request)
+        if self.member is not None:
+            self._may_write_links()
+            if request.secrets:
+                raise LinkError("a lattice link names each secret by a key every host looks up in its own secrets "
+                                "folder: use worldrt link put --lattice URL --secret NAME=KEY")
         self.links.validate(link, set(CATALOG))
+        if self.member is not None:
+            existed = self.member.put_link(link, {})
+            self.links.put(link)  # this host's next call uses it without waiting for the watch
+            return pb.LinkReply(link_id=link.link_id, existed=existed, links=len(self.links.all()))
         previous = self.links.get(link.link_id)
         if previous == link and link.target_provider in self.supervisor.running():
             return pb.LinkReply(link_id=link.link_id, existed=True, links=len(self.links.all()))
         self.links.put(link)
         if previous is not None and previous.target_provider != link.target_provider:
             self._forward_delete(previous)
-        stub, metadata = self._provider_stub(link.target_provider)
-        stub.ReceiveLinkConfig(link.to_pb(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
+        self._forward_link(link)
         return pb.LinkReply(link_id=link.link_id, existed=previous is not None, links=len(self.links.all()))
 
     def delete_link(self, request: pb.LinkConfig) -> pb.LinkReply:
+        if self.member is not None:
+            self._may_write_links()
+            existed = self.member.delete_link(request.link_id)
+            self.links.delete(request.link_id)
+            return pb.LinkReply(link_id=request.link_id, existed=existed, links=len(self.links.all()))
         previous = self.links.delete(request.link_id)
         if previous is not None:
             self._forward_delete(previous)
         return pb.LinkReply(link_id=request.link_id, existed=previous is not None, links=len(self.links.all()))
 
-    def _forward_delete(self, link: HostLink) -> None:
-        if link.target_provider not in self.supervisor.running():
-            return
-        try:
-            stub, metadata = self._provider_stub(link.target_provider)
-            stub.DeleteLink(pb.LinkConfig(link_id=link.link_id), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
-        except grpc.RpcError as exc:
-            log.warning("could not tell %s to drop link %s: %s", link.target_provider, link.link_id, exc.details())
-
     def _relink(self, provider: str) -> None:
         """A restarted provider gets a fresh channel and its links again (it lost them with its process)."""
-        child = self.supervisor.child(provider)
-        if child is not None:
-            self.router.forget(child.address)
+        self.own.forget(provider)
         for link in self.links.all():
             if link.target_provider == provider:
                 try:
-                    stub, metadata = self._provider_stub(provider)
-                    stub.ReceiveLinkConfig(link.to_pb(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
-                except grpc.RpcError as exc:
-                    log.warning("could not relink %s to %s: %s", link.link_id, provider, exc.details())
+                    self._forward_link(link)
+                except WorldError as exc:
+                    log.warning("could not relink %s to %s: %s", link.link_id, provider, exc.message)
 
     def list_links(self, request: host_pb.ListLinksRequest) -> host_pb.ListLinksReply:
         return host_pb.ListLinksReply(links=[link.public_pb() for link in self.links.all()])
@@ -217,39 +291,29 @@ class Host(ImagesAndFiles):
             self.put_link(pb.LinkConfig(source_component=source, interfaces=[interface], target_provider=provider))
 
     # providers -----------------------------------------------------------------------------------
-    def _state(self, row: dict[str, Any]) -> host_pb.ProviderState:
-        return host_pb.ProviderState(
-            provider_id=str(row["provider_id"]), name=str(row["name"]), trit=int(row["trit"] or 0),
-            status=str(row["status"] or ""), address=str(row["address"] or ""), pid=int(row["pid"] or 0),
-            restarts=int(row["restarts"] or 0), last_error=str(row["last_error"] or ""),
-            api_endpoint=str(row["api_endpoint"] or ""))
-
     def list_providers(self, request: host_pb.ListProvidersRequest) -> host_pb.ListProvidersReply:
-        return host_pb.ListProvidersReply(providers=[self._state(r) for r in self.registry.providers()])
+        return host_pb.ListProvidersReply(providers=[provider_state(r) for r in self.registry.providers()])
 
     def provider_status(self, request: host_pb.ProviderStatusRequest) -> host_pb.ProviderState:
-        """Start the provider if needed, ask its health and capabilities, and record what it said."""
+        """Ask the provider (starting it on one machine) its capabilities; where and how it runs."""
         name = request.provider_id
         if name not in CATALOG:
             raise HostError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
-        stub, metadata = self._provider_stub(name)
-        caps = stub.Capabilities(pb.CapabilitiesRequest(), metadata=metadata, timeout=10)  # type: ignore[attr-defined]
-        self.registry.set_status(name, "available", capabilities={
-            "languages": list(caps.languages), "operations": list(caps.operations),
-            **{c.name: json.loads(c.value_json) for c in caps.capabilities}})
-        row = next(r for r in self.registry.providers() if r["provider_id"] == name)
-        state = self._state(row)
+        caps = self.router.send(name, "Capabilities", pb.CapabilitiesRequest(), timeout_s=LINK_TIMEOUT_S)
+        assert isinstance(caps, pb.CapabilitiesReply)
+        if self.member is None:
+            self.registry.set_status(name, "available", capabilities={
+                "languages": list(caps.languages), "operations": list(caps.operations),
+                **{c.name: json.loads(c.value_json) for c in caps.capabilities}})
+        state = self.router.transport.describe(name)
+        state.trit = state.trit or caps.trit
         state.capabilities.CopyFrom(caps)
         return state
 
     def provider_healthy(self, name: str) -> bool:
-        """Whether ``name``'s daemon (started if it is not running) answers SERVING."""
-        try:
-            address = self.supervisor.ensure(name).address
-        except WorldError as exc:
-            log.warning("provider %s cannot start: %s", name, exc)
-            return False
-        return serving(address, timeout_s=2) is True
+        """Whether a call to ``name`` can be served (on one machine: its daemon, started if need be, answers
+        SERVING; on a lattice: a replica is fresh)."""
+        return self.router.transport.healthy(name)
 
     # components ----------------------------------------------------------------------------------
     def load_component(self, request: host_pb.LoadComponentRequest) -> host_pb.ComponentInfo:
@@ -397,11 +461,19 @@ class Host(ImagesAndFiles):
 
     # lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the providers it started and write every queued row."""
-        self.runtime.close()
-        self.router.close()
-        self.supervisor.close()
+        """Leave the lattice (its queue groups first: the calls in flight finish), stop the providers it
+        started and write every queued row."""
+        if self.member is not None:
+            self.member.leave()
+            self.registry.sink = None
+        for part in ("runtime", "router", "supervisor"):
+            owned = getattr(self, part, None)
+            if owned is not None:
+                owned.close()
         self.registry.close()
+        lattice = getattr(self, "lattice", None)
+        if lattice is not None:
+            lattice.close()
 
     def __enter__(self) -> Self:
         return self

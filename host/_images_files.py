@@ -1,7 +1,7 @@
-"""The host's image, file and instance-listing calls: each is forwarded to a sandbox provider's daemon (morph by default).
-
-The host adds nothing to them but the choice of provider, the daemon's token and its errors as the
-project's error kinds; streams pass through event by event.
+"""The host's image, file and instance-listing calls: each goes to a sandbox provider (morph by default)
+through the host's router, like every provider call: over the lattice on a lattice host (a call naming an
+instance reaches the replica that owns it), recorded in the registry, its failure raised as the error
+kind of its status; streams pass through event by event.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import grpc
+from google.protobuf.message import Message
 
-from worldrt.errors import InvalidArgument, from_rpc_error
+from worldrt.errors import InvalidArgument
+from worldrt.host.routing import Router
 from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
 
@@ -22,31 +23,25 @@ Sink = Callable[[Any], None]
 
 
 class ImagesAndFiles:
-    """Mixed into Host: ``_provider_stub`` gives a provider's stub and the metadata its calls carry."""
+    """Mixed into Host, whose ``router`` makes the calls."""
 
-    _provider_stub: Callable[[str], tuple[object, tuple[tuple[str, str], ...]]]
+    router: Router
 
-    def _serving(self, provider: str, operation: str) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    @staticmethod
+    def _serving(provider: str, operation: str) -> str:
         name = provider or "morph"
         info = CATALOG.get(name)
         if info is None or operation not in info.operations:
             serving = [p.provider_id for p in CATALOG.values() if operation in p.operations]
             raise InvalidArgument(f"provider {name!r} does not serve {operation}; use {' or '.join(serving)}")
-        return self._provider_stub(name)
+        return name
 
-    def _unary(self, provider: str, operation: str, rpc_name: str, request: Any) -> Any:
-        stub, metadata = self._serving(provider, operation)
-        try:
-            return getattr(stub, rpc_name)(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"{provider or 'morph'} {rpc_name}") from None
+    def _unary(self, provider: str, operation: str, rpc_name: str, request: Message) -> Any:
+        return self.router.send(self._serving(provider, operation), rpc_name, request, timeout_s=CALL_TIMEOUT_S)
 
-    def _stream(self, provider: str, operation: str, rpc_name: str, request: Any, timeout_s: float) -> Iterator[Any]:
-        stub, metadata = self._serving(provider, operation)
-        try:
-            yield from getattr(stub, rpc_name)(request, metadata=metadata, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"{provider or 'morph'} {rpc_name}") from None
+    def _stream(self, provider: str, operation: str, rpc_name: str, request: Message,
+                timeout_s: float) -> Iterator[Any]:
+        return self.router.send_stream(self._serving(provider, operation), rpc_name, request, timeout_s=timeout_s)
 
     # images -----------------------------------------------------------------------------------------
     def build_image(self, request: host_pb.HostBuildImageRequest, on_event: Sink | None = None) -> pb.Image:

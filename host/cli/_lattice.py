@@ -132,15 +132,7 @@ def _make_lattice(config: Any, url: str) -> None:
     not make them)."""
     from urllib.parse import urlsplit
 
-    from worldrt.host.lattice import (
-        ADMIN,
-        Lattice,
-        LatticeOptions,
-        ensure_streams,
-        load_credential,
-        make_buckets,
-        read_public,
-    )
+    from worldrt.host.lattice import ADMIN, Lattice, LatticeOptions, ensure_streams, load_credential, make_buckets, read_public
 
     admin = load_credential(config.creds / f"{ADMIN}.cred")
     lattice_name = read_public(config.creds)["lattice"]
@@ -267,7 +259,8 @@ def registry_serve(args: argparse.Namespace) -> int:
 
 # link put|del|list --lattice ----------------------------------------------------------------------------
 def link_put(args: argparse.Namespace, link_pb: Any, secret_paths: dict[str, str]) -> Any:
-    from worldrt.host.lattice import HostLink, LinkTable, put_link
+    from worldrt.host.lattice import put_link
+    from worldrt.host.routing import HostLink, LinkTable
     from worldrt.providers import CATALOG
     from worldrt.v1 import pb
 
@@ -380,8 +373,8 @@ def add_host_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def lattice_host(args: argparse.Namespace, db: Path | None, state: Path) -> Any:
-    """The LatticeHost the flags ask for, or None without --lattice."""
-    from worldrt.host import LatticeHost
+    """The host on the lattice the flags ask for, or None without --lattice."""
+    from worldrt.host import Host
 
     options = lattice_options(args)
     providers = [p.strip() for p in (args.providers or "").split(",") if p.strip()]
@@ -390,5 +383,5 @@ def lattice_host(args: argparse.Namespace, db: Path | None, state: Path) -> Any:
             raise CliError("--providers and --host-id need --lattice nats://HOST:PORT")
         return None
     host_id = args.host_id or options.identity or default_host_id()
-    return LatticeHost(db, state, lattice=options, host_id=host_id, providers=providers,
+    return Host(db, state, lattice=options, host_id=host_id, providers=providers,
                        keep_days=args.keep_days, output_cap=args.output_cap)

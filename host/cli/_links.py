@@ -60,7 +60,7 @@ def link_put(args: argparse.Namespace) -> int:
 
 
 def link_del(args: argparse.Namespace) -> int:
-    from worldrt.host.lattice import HostLink
+    from worldrt.host.routing import HostLink
     link_id = args.link if "/" in args.link else HostLink.default_id(args.source, args.link, args.name)
     if lattice_options(args) is not None:
         reply = _lattice.link_del(args, link_id)

@@ -55,7 +55,7 @@ def host_serve(args: argparse.Namespace) -> int:
 
 
 def tls_init(args: argparse.Namespace) -> int:
-    from worldrt.host.lattice import init_tls
+    from worldrt.host.routing import init_tls
 
     issued = init_tls(Path(args.dir), args.hosts, args.ip)
     data = {"ca": str(issued.ca_cert), "ca_key": str(issued.ca_key), "ca_made": issued.ca_made,

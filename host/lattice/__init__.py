@@ -1,47 +1,27 @@
-"""The link and routing plane: the link table, the routers that turn a component's call into a
-provider's, the supervisor of the host's provider daemons, and the certificates for TLS between
-machines, and the NATS lattice: its server, its identities and their permissions, the bridge of local
-providers onto it, the lattice router, its buckets and the streams that feed one registry (LATTICE.md)."""
+"""The NATS lattice: hosts on many machines as one (LATTICE.md in the design). Its server and the
+identities and permissions it enforces, a host's membership (heartbeats, the links bucket it watches,
+the streams it publishes its registry rows to), the bridge that serves a host's providers onto it, the
+caller and the transport that take a host's calls to a replica on any host, the secrets a link names by
+key, and the registry's consumer of those streams. Links and the router itself are host/routing's.
+
+The whole package is imported when first used: a host on one machine never loads the NATS client."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from worldrt.host.lattice._certificates import (
-    CertificateError,
-    Issued,
-    init_tls,
-    parse_hosts,
-)
-from worldrt.host.lattice._links import (
-    ANY_SOURCE,
-    INTERFACES,
-    HostLink,
-    LinkError,
-    LinkTable,
-)
-from worldrt.host.lattice._routers import (
-    CallObserver,
-    CallReport,
-    DirectRouter,
-    LinkRouter,
-    cost_of,
-)
-from worldrt.host.lattice._supervisor import Child, Supervisor, SupervisorError
-
-# The NATS lattice is imported when first used: a host on one machine never loads the NATS client.
 _LAZY = {
     "_calls": ("Answer", "Caller"),
     "_creds": ("ADMIN", "HOST", "REGISTRY", "Credential", "CredentialError", "init_creds", "load_credential",
                "read_public"),
     "_ingest": ("Ingest",),
-    "_lattice_router": ("LatticeRouter", "capabilities"),
+    "_transport": ("LatticeTransport",),
     "_member": ("Member", "StreamLimits", "bucket_values", "delete_link", "ensure_streams", "fresh", "link_from_value",
                 "list_links", "make_buckets", "put_link"),
     "_secrets": ("SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir"),
     "_nats": ("CREDS_ENV", "LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions",
               "check_token"),
     "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
-    "_wire": ("METHODS", "hosts_bucket", "providers_bucket", "rpc_subject"),
+    "_wire": ("hosts_bucket", "providers_bucket", "rpc_subject"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -58,7 +38,6 @@ if TYPE_CHECKING:
         read_public,
     )
     from worldrt.host.lattice._ingest import Ingest
-    from worldrt.host.lattice._lattice_router import LatticeRouter, capabilities
     from worldrt.host.lattice._member import (
         Member,
         StreamLimits,
@@ -89,7 +68,8 @@ if TYPE_CHECKING:
         secrets_dir,
     )
     from worldrt.host.lattice._server import NatsServer, ServerConfig, nats_server_binary
-    from worldrt.host.lattice._wire import METHODS, hosts_bucket, providers_bucket, rpc_subject
+    from worldrt.host.lattice._transport import LatticeTransport
+    from worldrt.host.lattice._wire import hosts_bucket, providers_bucket, rpc_subject
 
 
 def __getattr__(name: str) -> Any:
@@ -101,16 +81,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
-    "LinkTable", "HostLink", "LinkError", "INTERFACES", "ANY_SOURCE",
-    "LinkRouter", "DirectRouter", "CallObserver", "CallReport", "cost_of",
-    "Supervisor", "SupervisorError", "Child",
-    "init_tls", "parse_hosts", "Issued", "CertificateError",
     "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "CREDS_ENV", "check_token",
     "fresh",
     "Credential", "CredentialError", "init_creds", "load_credential", "read_public", "ADMIN", "HOST", "REGISTRY",
     "NatsServer", "ServerConfig", "nats_server_binary",
-    "Caller", "Answer", "Member", "LatticeRouter", "capabilities", "Ingest",
+    "Caller", "Answer", "Member", "LatticeTransport", "Ingest",
     "put_link", "delete_link", "list_links", "link_from_value", "bucket_values", "make_buckets", "ensure_streams",
     "StreamLimits", "SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir",
-    "METHODS", "rpc_subject", "hosts_bucket", "providers_bucket",
+    "rpc_subject", "hosts_bucket", "providers_bucket",
 ]

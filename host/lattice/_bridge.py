@@ -30,7 +30,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from worldrt.host.lattice._nats import Lattice
-from worldrt.host.lattice._supervisor import Supervisor
 from worldrt.host.lattice._wire import (
     ALIVE,
     ALIVE_EVERY_S,
@@ -46,8 +45,6 @@ from worldrt.host.lattice._wire import (
     HEADER_ROOM,
     LATTICE_RPCS,
     MAX_CALL_S,
-    METHODS,
-    Method,
     carries_ids,
     decode_metadata,
     queue_group,
@@ -55,6 +52,7 @@ from worldrt.host.lattice._wire import (
     stamp_ids,
     strip_ids,
 )
+from worldrt.host.routing import METHODS, Method, Supervisor
 
 log = logging.getLogger("worldrt.lattice")
 # A call that names no deadline gets this one (the caller's router always sends one).

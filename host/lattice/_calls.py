@@ -44,11 +44,11 @@ from worldrt.host.lattice._wire import (
     H_TIMEOUT_MS,
     HEADER_ROOM,
     SILENCE_S,
-    Method,
     encode_metadata,
     providers_bucket,
     rpc_subject,
 )
+from worldrt.host.routing import Method
 
 log = logging.getLogger("worldrt.lattice")
 RETRIES = 4

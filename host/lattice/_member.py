@@ -44,10 +44,8 @@ from nats.js.kv import KeyValue
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
 from worldrt.host.lattice._creds import ADMIN, HOST
-from worldrt.host.lattice._links import SECRET_VALUES, HostLink, LinkError, LinkTable
 from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
 from worldrt.host.lattice._secrets import SecretMissing, check_key, read_secret, secrets_dir
-from worldrt.host.lattice._supervisor import Supervisor
 from worldrt.host.lattice._wire import (
     H_HOST,
     deadletter_stream,
@@ -61,6 +59,7 @@ from worldrt.host.lattice._wire import (
     registry_subjects,
     runs_stream,
 )
+from worldrt.host.routing import SECRET_VALUES, HostLink, LinkError, LinkTable, Supervisor
 from worldrt.providers import private_dir
 
 log = logging.getLogger("worldrt.lattice")

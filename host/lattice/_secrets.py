@@ -16,7 +16,7 @@ import re
 import stat
 from pathlib import Path
 
-from worldrt.host.lattice._links import MAX_SECRET_BYTES, LinkError, check_secret
+from worldrt.host.routing import MAX_SECRET_BYTES, LinkError, check_secret
 
 SECRETS_DIR_ENV = "WORLDRT_SECRETS_DIR"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")

@@ -28,15 +28,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-
-from worldrt.v1 import pb
-
-SERVICE = pb.DESCRIPTOR.services_by_name["WorldRuntime"]
 
 H_KIND = "x-worldrt-kind"
 H_METADATA = "x-worldrt-metadata"
@@ -74,22 +68,6 @@ HEADER_ROOM = 4096
 ID_FIELDS = frozenset({"instance_id", "snapshot_id", "winner_id", "instance_ids", "snapshot_ids"})
 ID_MAPS = frozenset({"scores"})
 SEPARATOR = "@"
-
-
-@dataclass(frozen=True)
-class Method:
-    rpc: str
-    path: str
-    request: type[Message]
-    reply: type[Message]
-    streaming: bool
-
-
-METHODS: dict[str, Method] = {
-    m.name: Method(m.name, f"/{SERVICE.full_name}/{m.name}", message_factory.GetMessageClass(m.input_type),
-                   message_factory.GetMessageClass(m.output_type), bool(m.server_streaming))
-    for m in SERVICE.methods if not m.client_streaming
-}
 
 
 def rpc_subject(lattice: str, provider: str, rpc: str, replica: str = "any") -> str:

@@ -6,9 +6,10 @@ disk. The writer thread moves rows into DuckDB and truncates the journal wheneve
 row in it is there; ``Registry.open`` replays what an ended process left in it.
 
 A record is ``magic | u32 body length | u32 crc32(body) | body``; reading skips a torn or damaged
-record. The body holds the row's fields (startup_ms last, absent from records of older versions); a
-protobuf payload is kept as its serialized bytes and type
-name (its JSON is made by the writer), a plain value as its JSON (host/_redaction.py's ``Payload``).
+record. The body holds the row's fields, then startup_ms and the replica (each absent from records of
+older versions, which readers take as 0 and ""; older readers ignore what follows the fields they know); a
+protobuf payload is kept as its serialized bytes and type name (its JSON is made by the writer), a plain
+value as its JSON (``Payload`` of host/registry/_redaction.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _BODY_HEAD = struct.Struct(f"<ddd{_FIELDS}I")
 # The journal grows by at least this much at a time (rows are a few hundred bytes).
 _CHUNK = 1 << 20
 _STARTUP = struct.Struct("<d")
+_LENGTH = struct.Struct("<I")
 
 
 _classes: dict[str, type[Message]] = {}
@@ -69,6 +71,8 @@ class Row(NamedTuple):
     startup_ms: float = 0.0
     # The lattice host that recorded the row (set by the registry from the subject it came on; not journaled).
     host_id: str | None = None
+    # The lattice replica that answered the call ("" when the host's own daemon did).
+    replica: str = ""
 
     def journal_record(self) -> bytes:
         """The journal record of this row."""
@@ -76,12 +80,13 @@ class Row(NamedTuple):
         out_kind, out_data, out_sizes, _ = self.output_result
         ident, provider, operation, verse = (self.invocation_id.encode(), self.provider_id.encode(),
                                              self.operation.encode(), self.verse_id.encode())
+        replica = self.replica.encode()
         body = b"".join((
             _BODY_HEAD.pack(self.latency_ms, self.cost_units, self.invoked_at, len(ident), len(provider),
                             len(operation), len(verse), len(in_kind), len(in_data), len(in_sizes), len(out_kind),
                             len(out_data), len(out_sizes)),
             ident, provider, operation, verse, in_kind, in_data, in_sizes, out_kind, out_data, out_sizes,
-            _STARTUP.pack(self.startup_ms)))
+            _STARTUP.pack(self.startup_ms), _LENGTH.pack(len(replica)), replica))
         return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
     @classmethod
@@ -93,9 +98,15 @@ class Row(NamedTuple):
             offset += length
         ident, provider, operation, verse = (p.decode() for p in parts[:4])
         params, result = Payload(parts[4], parts[5], parts[6]), Payload(parts[7], parts[8], parts[9])
-        # Records written before startup_ms existed end at the last part.
-        startup = _STARTUP.unpack_from(body, offset)[0] if len(body) - offset >= _STARTUP.size else 0.0
-        return cls(ident, provider, operation, verse, params, result, latency, cost, at, startup)
+        # Records written before startup_ms (or the replica) existed end sooner.
+        startup, replica = 0.0, ""
+        if len(body) - offset >= _STARTUP.size:
+            startup = _STARTUP.unpack_from(body, offset)[0]
+            offset += _STARTUP.size
+            if len(body) - offset >= _LENGTH.size:
+                (length,) = _LENGTH.unpack_from(body, offset)
+                replica = body[offset + _LENGTH.size:offset + _LENGTH.size + length].decode()
+        return cls(ident, provider, operation, verse, params, result, latency, cost, at, startup, None, replica)
 
 
 def parse_record(record: bytes) -> Row | None:

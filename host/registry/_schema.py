@@ -117,6 +117,8 @@ ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS startup_ms FLOAT DEFAU
 -- The lattice host that recorded the row or run (NULL for the host's own rows on one machine).
 ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS host_id VARCHAR;
 ALTER TABLE pipeline_runs ADD COLUMN IF NOT EXISTS host_id VARCHAR;
+-- The lattice replica that answered the call (NULL when the host's own daemon did).
+ALTER TABLE provider_invocations ADD COLUMN IF NOT EXISTS replica VARCHAR;
 """
 
 SCHEMA = PROVIDERS_AND_CALLS + PIPELINE_RUNS + MULTIVERSE + ADDED_COLUMNS

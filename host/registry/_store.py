@@ -56,7 +56,7 @@ log = logging.getLogger("worldrt.registry")
 
 
 _COLUMNS = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result",
-            "latency_ms", "cost_units", "invoked_at", "startup_ms", "host_id")
+            "latency_ms", "cost_units", "invoked_at", "startup_ms", "host_id", "replica")
 _INSERT = (f"INSERT OR IGNORE INTO provider_invocations ({', '.join(_COLUMNS)}) SELECT "
            + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS))))
 
@@ -146,7 +146,7 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
             [r.verse_id for r in rows], [_json(r.input_params) for r in rows], [_json(r.output_result) for r in rows],
             [r.latency_ms for r in rows], [r.cost_units for r in rows],
             [datetime.fromtimestamp(r.invoked_at, UTC).replace(tzinfo=None) for r in rows],
-            [r.startup_ms for r in rows], [r.host_id for r in rows]]
+            [r.startup_ms for r in rows], [r.host_id for r in rows], [r.replica or None for r in rows]]
 
 
 def _run_values(run: bytes | tuple[bytes, str | None]) -> tuple[str, list[Any]]:
@@ -299,9 +299,10 @@ class Registry:
 
     def record_call(self, provider_id: str, operation: str, verse_id: str, input_params: Any, output_result: Any,
                     latency_ms: float, cost_units: float, invoked_at: float, secrets: tuple[str, ...] = (),
-                    startup_ms: float = 0.0) -> None:
+                    startup_ms: float = 0.0, replica: str = "") -> None:
         """``record(Invocation(...))`` without making the Invocation: the router's call path. ``latency_ms``
-        is what the caller waited, ``startup_ms`` (included in it) the part spent starting the provider."""
+        is what the caller waited, ``startup_ms`` (included in it) the part spent starting the provider;
+        ``replica`` is the lattice replica that answered ("" for the host's own daemon)."""
         if secrets:
             verse_id = scrub(verse_id, secrets)
         redactor = self._redactor
@@ -310,7 +311,7 @@ class Registry:
                   else redactor.json_payload(input_params, secrets),
                   redactor.payload(output_result, secrets) if isinstance(output_result, Message)
                   else redactor.json_payload(output_result, secrets),
-                  latency_ms, cost_units, invoked_at, startup_ms)
+                  latency_ms, cost_units, invoked_at, startup_ms, None, replica)
         record = row.journal_record()
         with self._journal_lock:
             if not self._journal_broken:

@@ -75,7 +75,8 @@ class CallContext:
     ``deadline`` (``time.monotonic()`` seconds; None for none) is when the invocation's time is up: a
     router gives no call a longer gRPC deadline than what remains (``remaining_s``)."""
 
-    verse_id: int
+    # The verse's number; a label (such as "benchmark") for calls made outside any verse.
+    verse_id: int | str
     source: str
     invocation_id: str = ""
     deadline: float | None = None

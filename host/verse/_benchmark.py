@@ -10,8 +10,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from worldrt.host.lattice import cost_of
-from worldrt.host.registry import Invocation
+from worldrt.host.runtime import CallContext
 from worldrt.providers import digest
 from worldrt.v1 import pb
 
@@ -29,17 +28,12 @@ def run_benchmark(host: Any, reps: int = 10) -> list[dict[str, Any]]:
     """p50/p99 of each provider's main operations over ``reps`` calls each (1 to 200)."""
     reps = max(1, min(reps, 200))
     rows: list[dict[str, Any]] = []
-    metadata = (("authorization", f"Bearer {host.supervisor.token}"), ("x-worldrt-verse-id", "benchmark"),
-                ("x-worldrt-source", "benchmark"))
+    # The calls take the host's router, as every provider call does, and are recorded under this label.
+    context = CallContext("benchmark", "benchmark")
 
     def call(provider: str, operation: str, request: Message) -> Any:
-        stub = host.router.stub(host.supervisor.address(provider))
-        t0 = time.perf_counter()
-        reply, rpc = getattr(stub, operation[0].upper() + operation[1:]).with_call(request, metadata=metadata,
-                                                                                   timeout=120)
-        host.registry.record(Invocation(provider, operation, "benchmark", request, reply,
-                                        (time.perf_counter() - t0) * 1000, cost_of(rpc), time.time()))
-        return reply
+        return host.router.send(provider, operation[0].upper() + operation[1:], request, timeout_s=120,
+                                context=context)
 
     def measure(provider: str, operation: str, fn: Callable[[], object], note: str = "") -> None:
         samples = []

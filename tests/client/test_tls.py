@@ -13,7 +13,7 @@ import pytest
 from tests.support import HostProcess, free_port
 from worldrt.client import AsyncClient, Client
 from worldrt.errors import FailedPrecondition, Unauthenticated, Unavailable
-from worldrt.host.lattice import init_tls
+from worldrt.host.routing import init_tls
 
 pytestmark = pytest.mark.daemons
 

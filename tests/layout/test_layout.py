@@ -24,6 +24,7 @@ LAYERS = [
      "worldrt.providers.gensyn", "worldrt.providers.ritual"),
     ("worldrt.host.registry",),
     ("worldrt.host.runtime",),
+    ("worldrt.host.routing",),
     ("worldrt.host.lattice",),
     ("worldrt.host.verse",),
     ("worldrt.host",),

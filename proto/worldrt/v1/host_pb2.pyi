@@ -248,7 +248,7 @@ class RecentInvocationsRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., verse_id: _Optional[str] = ...) -> None: ...
 
 class InvocationRow(_message.Message):
-    __slots__ = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result", "latency_ms", "cost_units", "invoked_at", "startup_ms")
+    __slots__ = ("invocation_id", "provider_id", "operation", "verse_id", "input_params", "output_result", "latency_ms", "cost_units", "invoked_at", "startup_ms", "replica")
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class InvocationRow(_message.Message):
     COST_UNITS_FIELD_NUMBER: _ClassVar[int]
     INVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTUP_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     invocation_id: str
     provider_id: str
     operation: str
@@ -269,7 +270,8 @@ class InvocationRow(_message.Message):
     cost_units: float
     invoked_at: str
     startup_ms: float
-    def __init__(self, invocation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., operation: _Optional[str] = ..., verse_id: _Optional[str] = ..., input_params: _Optional[str] = ..., output_result: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., invoked_at: _Optional[str] = ..., startup_ms: _Optional[float] = ...) -> None: ...
+    replica: str
+    def __init__(self, invocation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., operation: _Optional[str] = ..., verse_id: _Optional[str] = ..., input_params: _Optional[str] = ..., output_result: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., invoked_at: _Optional[str] = ..., startup_ms: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class RecentInvocationsReply(_message.Message):
     __slots__ = ("invocations",)

@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from worldrt.host.lattice import Lattice, LatticeOptions, init_tls
+from worldrt.host.lattice import Lattice, LatticeOptions
+from worldrt.host.routing import init_tls
 
 LATTICE = "default"
 

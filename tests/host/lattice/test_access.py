@@ -34,7 +34,8 @@ from nats.aio.msg import Msg
 
 from tests.host.lattice.secure import Identities, make_identities
 from tests.support import HostProcess, cmdlines, processes_under, wait_for
-from worldrt.host.lattice import METHODS, Caller, Lattice, LatticeOptions
+from worldrt.host.lattice import Caller, Lattice, LatticeOptions
+from worldrt.host.routing import METHODS
 from worldrt.v1 import pb
 
 pytestmark = [pytest.mark.daemons, pytest.mark.timeout(300)]
@@ -524,7 +525,8 @@ def test_creds_init_writes_public_keys_and_one_private_seed_per_identity(tmp_pat
 
 
 def test_a_lattice_that_requires_client_certificates_takes_only_them(world: World, tmp_path: Path) -> None:
-    from worldrt.host.lattice import LatticeError, init_tls
+    from worldrt.host.lattice import LatticeError
+    from worldrt.host.routing import init_tls
 
     init_tls(world.ids.certs, ["t"], [])
     server = Served(tmp_path, *world.ids.serve_args(), "--tls-client-ca", str(world.ids.ca))

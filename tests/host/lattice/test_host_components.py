@@ -43,7 +43,7 @@ def _link(host: Host, interface: str, provider: str) -> None:
 
 
 def _morph_instance(host: Host) -> str:
-    stub = host.router.stub(host.supervisor.address("morph"))
+    stub = host.own.stub("morph")
     return stub.Start(pb.StartRequest(), metadata=(("authorization", f"Bearer {host.supervisor.token}"),)).instance_id
 
 

@@ -112,7 +112,7 @@ def test_sigterm_stops_the_server_and_sigkill_takes_it_along(tmp_path: Path) -> 
 
 
 def test_a_lattice_with_tls_takes_its_ca_and_refuses_without_it(tmp_path: Path) -> None:
-    from worldrt.host.lattice import init_tls
+    from worldrt.host.routing import init_tls
 
     issued = init_tls(tmp_path / "certs", ["hub"], ["127.0.0.1"])
     cert, key, _ = issued.hosts["hub"]

@@ -25,7 +25,8 @@ import pytest
 from tests.host.lattice.netns import Served, Topology, make_topology, skip_unless_root
 from tests.support import built_example, cmdlines, processes_under, wait_for
 from worldrt.errors import ResourceExhausted, Unavailable
-from worldrt.host.lattice import METHODS, Caller, HostLink, Lattice, LatticeError, LatticeOptions, put_link
+from worldrt.host.lattice import Caller, Lattice, LatticeError, LatticeOptions, put_link
+from worldrt.host.routing import METHODS, HostLink
 from worldrt.v1 import host_pb, host_rpc, pb
 
 pytestmark = [pytest.mark.daemons, pytest.mark.timeout(300)]

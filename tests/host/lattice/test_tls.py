@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support import HostProcess
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.providers import ClientTls, InsecureChannelError, open_channel
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb, rpc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worldrt.host.lattice import METHODS, LatticeError, LatticeOptions
+from worldrt.host.lattice import LatticeError, LatticeOptions
 from worldrt.host.lattice._wire import (
     carries_ids,
     decode_metadata,
@@ -21,6 +21,7 @@ from worldrt.host.lattice._wire import (
     strip_ids,
 )
 from worldrt.host.registry import Registry, Sink
+from worldrt.host.routing import METHODS
 from worldrt.v1 import pb
 
 pytestmark = pytest.mark.pure
@@ -105,8 +106,9 @@ def test_the_registry_ingests_other_hosts_rows_and_runs_once(tmp_path: Path) -> 
 
 
 def test_a_lattice_link_holds_no_secret_each_host_reads_its_own_file_of_its_key(tmp_path: Path) -> None:
-    from worldrt.host.lattice import HostLink, LinkError, link_from_value
+    from worldrt.host.lattice import link_from_value
     from worldrt.host.lattice._member import link_value
+    from worldrt.host.routing import HostLink, LinkError
 
     (tmp_path / "api-key").write_text("sk-very-secret\n")
     link = HostLink("caller/generator/default", "caller", ("generator",), "morph", values={"memory_mb": "256"})

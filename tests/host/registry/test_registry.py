@@ -31,8 +31,9 @@ SEED_COLUMNS = {
         ("input_params", "JSON", "YES", None), ("output_result", "JSON", "YES", None),
         ("latency_ms", "FLOAT", "YES", None), ("cost_units", "FLOAT", "YES", None),
         ("invoked_at", "TIMESTAMP", "YES", "CURRENT_TIMESTAMP"),
-        # Added after the seed: of latency_ms, the time spent starting the provider; the lattice host that wrote it.
-        ("startup_ms", "FLOAT", "YES", "0"), ("host_id", "VARCHAR", "YES", None),
+        # Added after the seed: of latency_ms, the time spent starting the provider; the lattice host that wrote
+        # it; the lattice replica that answered.
+        ("startup_ms", "FLOAT", "YES", "0"), ("host_id", "VARCHAR", "YES", None), ("replica", "VARCHAR", "YES", None),
     ],
     "provider_links": [
         ("link_id", "VARCHAR", "NO", None), ("source_component", "VARCHAR", "YES", None),

@@ -24,7 +24,7 @@ from wasmtime.component import (
 )
 
 from tests.support import ROOT, built_example
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
     ComponentError,

@@ -11,7 +11,7 @@ import pytest
 from wasmtime.component import ComponentInstanceType
 
 from tests.support.components import CACHE, FIXTURES, fixture_component
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, GuestError, build_component, wit_interface
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tests.support import CACHE, EXAMPLES, FIXTURES, built_example, cli, fixture_component
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     ComponentError,
     ComponentRuntime,

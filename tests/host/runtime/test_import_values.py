@@ -12,7 +12,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ComponentInstanceType, FuncType, Record, Variant
 
 from tests.support import ROOT, built_example, sample_message
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
     WIT_VERSION,

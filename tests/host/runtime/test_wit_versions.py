@@ -14,7 +14,7 @@ import pytest
 from wasmtime.component import ComponentInstanceType
 
 from tests.support import CACHE, ROOT, built_example, fixture_component
-from worldrt.host.lattice import DirectRouter
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, LoadedComponent, inspect_component, wit_interface
 from worldrt.host.verse import pipeline_config
 from worldrt.providers.testing import ProviderDaemon
