@@ -433,7 +433,7 @@ class Host(ImagesAndFiles):
             invocation_id=r["invocation_id"], provider_id=r["provider_id"] or "", operation=r["operation"] or "",
             verse_id=r["verse_id"] or "", input_params=r["input_params"] or "", output_result=r["output_result"] or "",
             latency_ms=r["latency_ms"] or 0.0, cost_units=r["cost_units"] or 0.0, invoked_at=str(r["invoked_at"]),
-            startup_ms=r.get("startup_ms") or 0.0)
+            startup_ms=r.get("startup_ms") or 0.0, replica=r.get("replica") or "")
             for r in rows])
 
     # provider calls (compatible HTTP APIs) ------------------------------------------------------------

@@ -46,12 +46,15 @@ class ImagesAndFiles:
     # images -----------------------------------------------------------------------------------------
     def build_image(self, request: host_pb.HostBuildImageRequest, on_event: Sink | None = None) -> pb.Image:
         """Build on the provider, reporting its progress events; the image it made (or found made)."""
+        image: pb.Image | None = None
         for event in self._stream(request.provider, "build_image", "BuildImage", request.build, BUILD_TIMEOUT_S):
             if event.HasField("image"):
-                return event.image  # type: ignore[no-any-return]
-            if on_event is not None:
+                image = event.image
+            elif on_event is not None:
                 on_event(event)
-        raise InvalidArgument(f"{request.provider or 'morph'} ended the build without an image")
+        if image is None:
+            raise InvalidArgument(f"{request.provider or 'morph'} ended the build without an image")
+        return image
 
     def list_images(self, request: host_pb.HostImageRequest) -> pb.ListImagesReply:
         return self._unary(request.provider, "list_images", "ListImages", pb.ListImagesRequest())  # type: ignore[no-any-return]
@@ -78,9 +81,12 @@ class ImagesAndFiles:
 
     def read_file(self, request: host_pb.HostReadFileRequest, on_event: Sink | None = None) -> pb.FileChunk:
         """Each chunk with data goes to ``on_event``; the last chunk (eof) is returned."""
+        last: pb.FileChunk | None = None
         for chunk in self._stream(request.provider, "read_file", "ReadFile", request.read, CALL_TIMEOUT_S):
             if chunk.eof:
-                return chunk  # type: ignore[no-any-return]
-            if on_event is not None:
+                last = chunk
+            elif on_event is not None:
                 on_event(chunk)
-        raise InvalidArgument(f"{request.provider or 'morph'} ended the read without its last chunk")
+        if last is None:
+            raise InvalidArgument(f"{request.provider or 'morph'} ended the read without its last chunk")
+        return last

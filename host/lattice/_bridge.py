@@ -8,9 +8,10 @@ forwarded as its protobuf bytes to the daemon's unix socket over gRPC, with the 
 goes back with the gRPC status code and message unchanged, the replica and the cost. Ids in requests lose
 this replica's ``@REPLICA`` stamp, ids in replies get it (host/lattice/_wire.py).
 
-Only the world's operations are carried (``LATTICE_RPCS``): Init, Shutdown, ReceiveLinkConfig,
-DeleteLink, BuildImage and DeleteImage get PERMISSION_DENIED and a sentence, and never reach the daemon
-(nor its token). A call's deadline is bounded by ``MAX_CALL_S``, the time the server lets this replica
+Only the world's operations, files and images are carried (``LATTICE_RPCS``): Init, Shutdown,
+ReceiveLinkConfig and DeleteLink get PERMISSION_DENIED and a sentence, and never reach the daemon (nor its
+token). BuildImage and DeleteImage go with ``x-worldrt-owner: lattice``: the names they bind or remove are
+the lattice's, never the host's own. A call's deadline is bounded by ``MAX_CALL_S``, the time the server lets this replica
 answer it.
 
 Leaving (SIGTERM): unsubscribe first (no new calls arrive), then let the calls in flight finish.
@@ -43,8 +44,10 @@ from worldrt.host.lattice._wire import (
     H_STATUS,
     H_TIMEOUT_MS,
     HEADER_ROOM,
+    LATTICE_OWNER,
     LATTICE_RPCS,
     MAX_CALL_S,
+    OWNED_RPCS,
     carries_ids,
     decode_metadata,
     queue_group,
@@ -218,6 +221,8 @@ class Bridge:
             timeout = DEFAULT_TIMEOUT_S
         timeout = min(timeout, MAX_CALL_S)
         metadata = [*decode_metadata(headers.get(H_METADATA)), ("authorization", f"Bearer {self.supervisor.token}")]
+        if method.rpc in OWNED_RPCS:
+            metadata.append(("x-worldrt-owner", LATTICE_OWNER))
         data = self._request(method, msg.data)
         channel = served.channel
         if channel is None:

@@ -8,9 +8,11 @@ or ``worldrt.rpc.{L}.{provider}.{replica}.{Rpc}`` (that replica), with a reply i
 answers on that inbox with ``alive`` messages while it works, ``event`` messages for a streaming RPC, and
 one ``end`` message: the gRPC status code and message, the reply bytes, the replica and the cost.
 
-Only the world's operations cross the lattice (``LATTICE_RPCS``): a provider's lifecycle and link RPCs
-(Init, Shutdown, ReceiveLinkConfig, DeleteLink) and the image store's writes (BuildImage, DeleteImage)
-stay between a host and its own daemons, and a bridge refuses them with PERMISSION_DENIED. A call's
+Only the world's operations, files and images cross the lattice (``LATTICE_RPCS``): a provider's
+lifecycle and link RPCs (Init, Shutdown, ReceiveLinkConfig, DeleteLink) stay between a host and its own
+daemons, and a bridge refuses them with PERMISSION_DENIED. Image names bound over the lattice belong to
+the lattice (``LATTICE_OWNER``, which the bridge sets): any member may build, replace or remove those, never
+the names a host's own calls bound nor ``default``. A call's
 reply subject is the caller's own inbox (``_INBOX_{identity}.``, random per call): only the replica the
 server handed the call to may answer on it (host/lattice/_creds.py).
 
@@ -53,13 +55,17 @@ SILENCE_S = 2.0
 # The longest a call may run on another host: the server lets a replica answer a call for this long
 # (nats-server allow_responses), so the bridge bounds every call's deadline by it.
 MAX_CALL_S = 900.0
-# The RPCs of worldrt.v1.WorldRuntime a bridge carries: the world's operations, its files, and reading
-# its image store. Everything else (Init, Shutdown, ReceiveLinkConfig, DeleteLink, BuildImage,
-# DeleteImage) is refused: those are a host's business with its own daemons, never a remote caller's.
+# The RPCs of worldrt.v1.WorldRuntime a bridge carries: the world's operations, its instances' files and
+# its image store. Everything else (Init, Shutdown, ReceiveLinkConfig, DeleteLink, ListInstances) is refused: those are a
+# host's business with its own daemons, never a remote caller's.
 LATTICE_RPCS = frozenset({
     "Capabilities", "Start", "Stop", "Snapshot", "Branch", "Execute", "ExecuteStream", "Merge",
-    "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "ListImages", "InspectImage", "Optimize", "Verify",
+    "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "BuildImage", "ListImages", "InspectImage",
+    "DeleteImage", "Optimize", "Verify",
 })
+# Who the image names bound by calls from the lattice belong to (the x-worldrt-owner the bridge sends).
+LATTICE_OWNER = "lattice"
+OWNED_RPCS = frozenset({"BuildImage", "DeleteImage"})
 # Metadata a call carries across; the bearer token is the calling host's own provider token and stays there.
 FORWARDED_METADATA = ("x-worldrt-verse-id", "x-worldrt-source", "x-worldrt-link-name")
 # Room for headers within the server's payload limit.

@@ -193,10 +193,23 @@ class Router(WorldRouter):
         target, started = self._reach(route, self.transport)
         startup_ms = (time.perf_counter() - started) * 1000
         timeout = _timeout(route.method, route.interface, limit_s, context)
+        events = target.stream(route.method, request, _metadata(context, route.link), timeout)
+        last: Message | None = None
         try:
-            reply = yield from target.stream(route.method, request, _metadata(context, route.link), timeout)
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration as end:
+                    reply: Reply = end.value
+                    break
+                last = event
+                yield event
         except WorldError as error:
             self._failed(route, request, context, error, started, startup_ms)
+            raise
+        except GeneratorExit:  # the caller stopped reading: the call is cancelled, and recorded as such
+            events.close()
+            self._record(route, request, context, Reply(last, 0.0), started, startup_ms, "CANCELLED")
             raise
         self._record(route, request, context, reply, started, startup_ms, "")
 

@@ -189,10 +189,8 @@ def test_without_a_credential_nobody_connects(world: World) -> None:
     ("Shutdown", pb.ShutdownRequest()), ("Init", pb.ProviderConfig(provider_id="gensyn")),
     ("ReceiveLinkConfig", pb.LinkConfig(link_id="x", target_provider="gensyn", interfaces=["generator"])),
     ("DeleteLink", pb.LinkConfig(link_id="caller/generator/default")),
-    ("BuildImage", pb.BuildImageRequest(name="evil", pip=["rtdemo"])), ("DeleteImage", pb.ImageRef(image="python")),
 ])
-def test_a_member_cannot_reach_a_daemons_lifecycle_link_or_image_writes(world: World, rpc: str,
-                                                                      request_: Any) -> None:
+def test_a_member_cannot_reach_a_daemons_lifecycle_or_link_rpcs(world: World, rpc: str, request_: Any) -> None:
     before = world.daemons()
     assert len(before) == 2, before
 
@@ -218,6 +216,30 @@ def test_a_member_cannot_reach_a_daemons_lifecycle_link_or_image_writes(world: W
         assert answer.code == grpc.StatusCode.OK and answer.replica == "b"
     finally:
         lattice.close()
+
+
+
+@pytest.mark.parametrize("rpc, request_, code", [
+    ("BuildImage", pb.BuildImageRequest(name="default", pip=["rtdemo"], replace=True), grpc.StatusCode.PERMISSION_DENIED),
+    ("DeleteImage", pb.ImageRef(image="default"), grpc.StatusCode.FAILED_PRECONDITION),
+])
+def test_image_writes_from_the_lattice_never_reach_the_daemons_own_names(world: World, rpc: str, request_: Any,
+                                                                        code: grpc.StatusCode) -> None:
+    """Image writes cross the lattice as the lattice's (x-worldrt-owner: lattice): the daemon refuses them
+    on its own image, and nothing else changes."""
+    before = world.daemons()
+
+    async def attack() -> tuple[str, str]:
+        async with intruder(world, "a") as member:
+            reply = await member.nc.request(f"worldrt.rpc.default.modal.any.{rpc}", request_.SerializeToString(),
+                                            timeout=30, headers={"x-worldrt-timeout-ms": "20000"})
+            headers = reply.headers or {}
+            return headers.get("x-worldrt-status", ""), headers.get("x-worldrt-message", "")
+
+    status, message = asyncio.run(attack())
+    assert status == str(code.value[0]), (status, message)
+    assert "default" in message and "not carried" not in message
+    assert world.daemons() == before, "a daemon stopped or was replaced"
 
 
 def test_a_hosts_id_is_its_credentials_and_it_serves_only_what_the_lattice_lets_it(world: World) -> None:

@@ -168,7 +168,7 @@ def test_off_loopback_only_identities_over_tls_reach_the_lattice(world: World) -
     world.lattice.run(spy())
     wait_for(lambda: any('"worldrt.rpc.>"' in v for v in world.lattice.violations), 10, "the spy refused")
     for rpc, request in (("Shutdown", pb.ShutdownRequest()), ("ReceiveLinkConfig", pb.LinkConfig()),
-                         ("BuildImage", pb.BuildImageRequest(name="x"))):
+                         ("DeleteLink", pb.LinkConfig(link_id="x"))):
         for _ in range(4):  # any replica of modal: b's and c's
             code, message, _, _ = world.call("modal", rpc, request)
             assert code == grpc.StatusCode.PERMISSION_DENIED and "not carried over the lattice" in message
@@ -226,6 +226,46 @@ def test_an_instance_is_reached_from_a_host_that_never_saw_its_id(world: World) 
     assert outcome.ok, outcome.value
     assert _replicas(calls) == {"morph@b"}
     code, message, _, _ = world.call("morph", "Stop", pb.InstanceRef(instance_id=instance.instance_id))  # type: ignore[attr-defined]
+    assert code == grpc.StatusCode.OK, message
+
+
+def test_files_and_images_reach_the_owner_of_an_instance_through_a_host_that_runs_no_morph(world: World) -> None:
+    """C runs modal, primeintellect and ritual, not morph: its files and image calls for morph go over the
+    lattice (the instance's to the replica that owns it), are recorded like any call, and start nothing on C."""
+    code, message, instance, _ = world.call("morph", "Start", pb.StartRequest())
+    assert code == grpc.StatusCode.OK, message
+    iid = instance.instance_id  # type: ignore[attr-defined]
+    assert iid.endswith("@b")
+    c = world.hosts["c"].stub
+    written = c.WriteFiles(host_pb.HostWriteFilesRequest(provider="morph", files=pb.WriteFilesRequest(
+        instance_id=iid, files=[pb.FileEntry(path="notes/hello.txt", data=b"from c")])), timeout=60)
+    assert written.files == 1
+    chunks = list(c.ReadFile(host_pb.HostReadFileRequest(provider="morph", read=pb.ReadFileRequest(
+        instance_id=iid, path="notes/hello.txt")), timeout=60))
+    assert b"".join(chunk.data for chunk in chunks) == b"from c" and chunks[-1].eof
+    listed = c.ListFiles(host_pb.HostListFilesRequest(provider="morph", list=pb.ListFilesRequest(
+        instance_id=iid, path="notes")), timeout=60)
+    assert [entry.path for entry in listed.entries] == ["notes/hello.txt"]
+    events = list(c.BuildImage(host_pb.HostBuildImageRequest(provider="morph", build=pb.BuildImageRequest(
+        name="from-c", files=[pb.FileEntry(path="conf.txt", data=b"c")])), timeout=300))
+    image = next(e.image for e in events if e.HasField("image"))
+    assert image.names == ["from-c"] and image.owners["from-c"] == "lattice"
+    images = c.ListImages(host_pb.HostImageRequest(provider="morph"), timeout=60).images
+    assert any("from-c" in i.names for i in images)
+    world.calls += 5  # each of those calls is one row in the lattice's registry
+    on_c = cmdlines(processes_under(str(world.hosts["c"].home)))
+    assert not [line for line in on_c.values() if _provider_daemon(line, "morph")], "c started a morph daemon"
+    assert not (world.hosts["c"].home / "providers" / "morph.sock").exists()
+
+    def rows() -> list[host_pb.InvocationRow]:
+        reply = host_rpc.HostStub(world.registry.channel).RecentInvocations(
+            host_pb.RecentInvocationsRequest(limit=100), timeout=30)
+        return [r for r in reply.invocations if r.provider_id == "morph"
+                and r.operation in ("write-files", "read-file", "list-files", "build-image", "list-images")]
+
+    wait_for(lambda: len(rows()) >= 5, 30, "the files and image calls' rows in the registry")
+    assert {r.replica for r in rows()} == {"b"}
+    code, message, _, _ = world.call("morph", "Stop", pb.InstanceRef(instance_id=iid))
     assert code == grpc.StatusCode.OK, message
 
 
