@@ -334,7 +334,8 @@ class ProcessTable:
             raise err.Aborted(f"the process supervisor of instance {self.instance_id} answered start without a "
                               f"valid pid")
         who = f"process {process_id}"
-        proc = Process(process_id, argv, tag, os.path.join("/workspace", cwd), OutputLog(self.settings.output_cap),
+        where = os.path.normpath(os.path.join("/workspace", cwd))
+        proc = Process(process_id, argv, tag, where, OutputLog(self.settings.output_cap),
                        Stdin(ours.pop("stdin"), self.settings.stdin_pending, who) if stdin else None, pid=pid)
         self.processes[process_id] = proc
         self._by_pid[pid] = proc
