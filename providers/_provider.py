@@ -160,6 +160,27 @@ class Provider:
     async def delete_image(self, request: pb.ImageRef, call: Call) -> pb.Image:
         raise self._unimplemented("delete_image")
 
+    # processes
+    async def start_process(self, request: pb.StartProcessRequest, call: Call) -> pb.ProcessInfo:
+        raise self._unimplemented("start_process")
+
+    def read_process_output(self, request: pb.ReadProcessOutputRequest,
+                            call: Call) -> AsyncIterator[pb.ProcessOutputChunk]:
+        raise self._unimplemented("read_process_output")
+
+    async def write_process_stdin(self, request: pb.WriteProcessStdinRequest,
+                                  call: Call) -> pb.WriteProcessStdinReply:
+        raise self._unimplemented("write_process_stdin")
+
+    async def wait_process(self, request: pb.WaitProcessRequest, call: Call) -> pb.ProcessInfo:
+        raise self._unimplemented("wait_process")
+
+    async def signal_process(self, request: pb.SignalProcessRequest, call: Call) -> pb.ProcessInfo:
+        raise self._unimplemented("signal_process")
+
+    async def list_processes(self, request: pb.ListProcessesRequest, call: Call) -> pb.ListProcessesReply:
+        raise self._unimplemented("list_processes")
+
     async def optimize(self, request: pb.OptimizeRequest, call: Call) -> pb.OptimizeReply:
         raise self._unimplemented("optimize")
 

@@ -44,6 +44,8 @@ class DiskSnapshot:
     image: str = ""
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
+    # Processes running in the instance when it was taken: a snapshot carries files only.
+    processes_not_carried: list[str] = field(default_factory=list)
 
 
 class SandboxPool(InstanceEngine):
@@ -110,7 +112,8 @@ class SandboxPool(InstanceEngine):
             except (SandboxError, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         files, size = self.disk_counts(reply, iid)
-        snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image)
+        snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image,
+                            processes_not_carried=inst.running_processes())
         self.snapshots[sid] = snap
         return snap
 

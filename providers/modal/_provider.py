@@ -33,6 +33,7 @@ class ModalProvider(SandboxedProvider):
             "one_shot_execute": "Execute without instance_id runs in a fresh warm sandbox that ends with the run",
             "pool_size": e.pool_size, "idle_timeout_s": e.default_ttl_s, "lifetime_s": e.max_lifetime_s,
             "isolation": e.isolation, "default_limits": Limits().__dict__,
+            "processes": self.processes_capability("the files"),
         }
 
     async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
@@ -60,7 +61,8 @@ class ModalProvider(SandboxedProvider):
             raise err.InvalidArgument("ttl_s must not be negative")
         snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.DISK_ONLY,
-                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image)
+                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image,
+                              processes_not_carried=snap.processes_not_carried)
 
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """Without an instance id, the run has a fresh sandbox of its own (Modal's one-shot run)."""

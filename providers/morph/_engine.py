@@ -45,6 +45,8 @@ class FrozenSnapshot(Member):
     size_bytes: int = 0
     files: int = 0
     children: ReadyBranches | None = field(default=None, repr=False)
+    # Processes that ran in the instance when the snapshot was taken: its branches do not carry them.
+    processes_not_carried: list[str] = field(default_factory=list)
 
 
 def _rss_bytes(pid: int) -> int:
@@ -119,7 +121,8 @@ class Infinibranch(InstanceEngine):
             self._placing[iid] = asyncio.create_task(self._place(inst, proc, self._placing.get(iid)))
         self.uids.hold(inst.lineage.uid)
         snap = FrozenSnapshot(sid, inst.sandbox, proc, inst.limits, ttl_s or self.snapshot_ttl_s, inst.lineage,
-                              image=inst.image, instance_id=iid, files=self.disk_counts(proc.hello, sid)[0])
+                              image=inst.image, instance_id=iid, files=self.disk_counts(proc.hello, sid)[0],
+                              processes_not_carried=inst.running_processes())
         snap.size_bytes = size + _rss_bytes(proc.pid)
         snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
                                       lambda: self.archives.open(sid) if snap.files else None, self.ready_budget)

@@ -35,6 +35,7 @@ class MorphProvider(SandboxedProvider):
             "branch": True, "max_branch_count": self.engine.max_branches,
             "isolation": self.engine.isolation,
             "default_limits": Limits().__dict__,
+            "processes": self.processes_capability("the interpreter's memory and the files"),
         }
 
     async def start(self, request: pb.StartRequest, call: Call) -> pb.Instance:
@@ -66,7 +67,8 @@ class MorphProvider(SandboxedProvider):
             raise err.InvalidArgument("ttl_s must not be negative")
         snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.MEMORY_AND_DISK,
-                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image)
+                              size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image,
+                              processes_not_carried=snap.processes_not_carried)
 
     async def branch(self, request: pb.BranchRequest, call: Call) -> pb.BranchReply:
         if request.ttl_s < 0:
@@ -74,6 +76,7 @@ class MorphProvider(SandboxedProvider):
         made, errors = await self.engine.branch(request.snapshot_id, request.count, request.ttl_s)
         return pb.BranchReply(
             snapshot_id=request.snapshot_id, instances=[self.instance_pb(i) for i in made],
+            processes_not_carried=self.engine.snapshot_of(request.snapshot_id).processes_not_carried,
             errors=[pb.BranchError(index=e.get("index", 0), code="UNAVAILABLE", message=e["message"]) for e in errors],
         )
 

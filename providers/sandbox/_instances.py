@@ -40,6 +40,7 @@ from worldrt.providers.sandbox._process import (
     SandboxError,
     SandboxProcess,
 )
+from worldrt.providers.sandbox._processes import ProcessSettings, ProcessTable
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
 from worldrt.providers.sandbox._workspace import NewFile, Opened
@@ -116,9 +117,14 @@ class LiveInstance(Member):
     snapshot_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     lock: InstanceLock = field(init=False)
+    # Its long-lived processes (StartProcess), made at the first.
+    processes: ProcessTable | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = InstanceLock(self.id)
+
+    def running_processes(self) -> list[str]:
+        return self.processes.running_ids() if self.processes is not None else []
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ class InstanceEngine:
         self._reaper: asyncio.Task[None] | None = None
         self._removing_pools: set[asyncio.Task[None]] = set()
         self.cgroups = Cgroups("unopened", [])
+        self.process_settings = ProcessSettings()
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -501,6 +508,31 @@ class InstanceEngine:
             finally:
                 await chunks.aclose()
 
+    # processes ---------------------------------------------------------------------------------
+    def processes(self, iid: str) -> ProcessTable:
+        """The table of the instance's long-lived processes (made at its first use); the call touches it."""
+        inst = self.instance(iid)
+        inst.touch()
+        if inst.processes is None:
+            inst.processes = ProcessTable(iid, self.process_settings,
+                                          lambda key: self._open_supervisor(iid, key))
+        return inst.processes
+
+    async def _open_supervisor(self, iid: str, key: str) -> SandboxProcess:
+        """Have the instance fork the supervisor of its processes (one turn of the instance: it waits for a
+        running Execute to end); its channel."""
+        async with self._files_of(iid) as inst:
+            try:
+                _reply, fds = await inst.proc.request({"op": "procman", "key": key}, max_fds=1)
+            except (ChannelClosed, ProtocolError):
+                raise
+            except SandboxError as exc:  # its refusal (a fork past its process limit): the instance is fine
+                raise err.ResourceExhausted(f"instance {iid} could not start the supervisor of its processes: "
+                                            f"{exc}") from None
+            if len(fds) != 1:
+                raise ProtocolError(f"instance {iid} answered procman without a channel")
+            return await SandboxProcess.from_hello(fds[0], key)
+
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str], *, collect: bool = False,
                       argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
@@ -630,6 +662,8 @@ class InstanceEngine:
         if inst is None:
             return
         self.bury(iid, reason)
+        if inst.processes is not None:
+            inst.processes.close(reason)
         await self.release(inst)
 
     async def release(self, member: Member) -> None:

@@ -16,6 +16,7 @@ from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
 from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+from worldrt.providers.sandbox._processes import Process, ProcessSettings
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
 from worldrt.v1 import pb
@@ -133,9 +134,23 @@ class SandboxedProvider(Provider):
         self.max_limits = max_limits(self.options.values)
         self.images = image_store(self.options.state_dir, self.options.values)
         self._building = asyncio.Lock()
+        self.process_settings = ProcessSettings.from_values(self.options.values)
 
     async def open(self) -> None:
+        self.engine.process_settings = self.process_settings
         await self.engine.open()
+
+    def processes_capability(self, snapshots_carry: str) -> dict[str, object]:
+        """What Capabilities says of processes: their limits, and what a snapshot keeps of them."""
+        s = self.process_settings
+        return {"rpcs": ["StartProcess", "ReadProcessOutput", "WriteProcessStdin", "WaitProcess", "SignalProcess",
+                         "ListProcesses"],
+                "output_cap_bytes": s.output_cap, "stdin_pending_bytes": s.stdin_pending,
+                "output_drain_s_after_exit": s.drain_s, "ended_kept_per_instance": s.kept_ended,
+                "snapshots": f"carry {snapshots_carry}, not the processes running in the instance (a Branch or "
+                             f"Snapshot reply names them in processes_not_carried)",
+                "lifetime": "a process outlives the call that started it and ends with its instance (its "
+                            "cgroup: detached and double-forked children too)"}
 
     async def close(self) -> int:
         return await self.engine.close()
@@ -267,6 +282,63 @@ class SandboxedProvider(Provider):
         assert opened is not None
         data = b"".join(parts)
         return pb.FileChunk(data=data, offset=request.offset, size=opened.size, mode=opened.mode, eof=True)
+
+    # processes -------------------------------------------------------------------------------------
+    def process_pb(self, iid: str, proc: Process) -> pb.ProcessInfo:
+        states = {"running": pb.PROCESS_RUNNING, "exited": pb.PROCESS_EXITED, "killed": pb.PROCESS_KILLED,
+                  "timed_out": pb.PROCESS_TIMED_OUT}
+        out, err_ = proc.output.stdout, proc.output.stderr
+        info = pb.ProcessInfo(
+            process_id=proc.id, instance_id=iid, argv=proc.argv, tag=proc.tag, pid=proc.pid,
+            state=states[proc.state], exit_code=proc.exit_code, signal=proc.signal,
+            started_at=timestamp(proc.started_at), stdout_size=out.total, stderr_size=err_.total,
+            stdout_first_offset=out.first, stderr_first_offset=err_.first,
+            stdin_open=proc.stdin is not None and not proc.stdin.closed, cwd=proc.cwd, reason=proc.reason,
+            output_ended=proc.output.ended)
+        if proc.ended_at:
+            info.ended_at.CopyFrom(timestamp(proc.ended_at))
+        return info
+
+    async def start_process(self, request: pb.StartProcessRequest, call: Call) -> pb.ProcessInfo:
+        table = self.engine.processes(request.instance_id)
+        proc = await table.start(list(request.argv), dict(request.env), request.cwd, request.stdin,
+                                 request.timeout_ms, request.tag, request.process_id)
+        return self.process_pb(request.instance_id, proc)
+
+    async def read_process_output(self, request: pb.ReadProcessOutputRequest,
+                                  call: Call) -> AsyncIterator[pb.ProcessOutputChunk]:
+        table = self.engine.processes(request.instance_id)
+        streams = {pb.PROCESS_STREAM_BOTH: ["stdout", "stderr"], pb.PROCESS_STDOUT: ["stdout"],
+                   pb.PROCESS_STDERR: ["stderr"]}.get(request.stream)
+        if streams is None:
+            raise err.InvalidArgument(f"stream must be PROCESS_STREAM_BOTH, PROCESS_STDOUT or PROCESS_STDERR, got "
+                                      f"{request.stream}")
+        if request.stdout_offset < 0 or request.stderr_offset < 0:
+            raise err.InvalidArgument("offsets must not be negative")
+        kinds = {"stdout": pb.PROCESS_STDOUT, "stderr": pb.PROCESS_STDERR}
+        async for name, offset, data, eof in table.read(
+                request.process_id, streams, {"stdout": request.stdout_offset, "stderr": request.stderr_offset},
+                request.no_wait):
+            yield pb.ProcessOutputChunk(stream=kinds[name], offset=offset, data=data, eof=eof)
+
+    async def write_process_stdin(self, request: pb.WriteProcessStdinRequest,
+                                  call: Call) -> pb.WriteProcessStdinReply:
+        stdin = self.engine.processes(request.instance_id).write_stdin(request.process_id, request.offset,
+                                                                       request.data, request.eof)
+        return pb.WriteProcessStdinReply(offset=stdin.accepted, pending=len(stdin.pending), closed=stdin.closed)
+
+    async def wait_process(self, request: pb.WaitProcessRequest, call: Call) -> pb.ProcessInfo:
+        proc = await self.engine.processes(request.instance_id).wait(request.process_id, request.timeout_ms)
+        return self.process_pb(request.instance_id, proc)
+
+    async def signal_process(self, request: pb.SignalProcessRequest, call: Call) -> pb.ProcessInfo:
+        proc = await self.engine.processes(request.instance_id).signal(request.process_id, request.signal,
+                                                                       request.leader_only)
+        return self.process_pb(request.instance_id, proc)
+
+    async def list_processes(self, request: pb.ListProcessesRequest, call: Call) -> pb.ListProcessesReply:
+        table = self.engine.processes(request.instance_id)
+        return pb.ListProcessesReply(processes=[self.process_pb(request.instance_id, p) for p in table.all()])
 
     # images ----------------------------------------------------------------------------------------
     def image_in_use(self) -> set[str]:

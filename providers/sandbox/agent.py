@@ -212,6 +212,9 @@ def _serve_instance(chan: socket.socket) -> None:
             elif op == "list":
                 _close_all(fds)
                 _wire.send(chan, _files_guarded(_list_files, msg, None))
+            elif op == "procman":
+                _close_all(fds)
+                _start_supervisor(chan, str(msg.get("key", "")))
             elif op == "ping":
                 _close_all(fds)
                 _wire.send(chan, {"ok": True})
@@ -713,6 +716,36 @@ def _regular(rel: str, st: os.stat_result) -> None:
         kind = ("a socket" if stat.S_ISSOCK(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode)
                 else "a symlink" if stat.S_ISLNK(st.st_mode) else "a device")
         raise _Refused("invalid", f"{rel} is not a regular file ({kind})")
+
+
+# processes ----------------------------------------------------------------------------------------
+def _start_supervisor(chan: socket.socket, key: str) -> None:
+    """Fork the supervisor of this instance's long-lived processes (see _procman), as a grandchild so it
+    is not ours to reap and no snapshot of ours carries it; hand its channel to the daemon."""
+    ours, theirs = socket.socketpair()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        _wire.send(chan, {"error": f"fork failed: {exc.strerror} (the instance's process limit?)"})
+        return
+    if pid == 0:
+        try:
+            ours.close()
+            chan.close()
+            if os.fork() == 0:
+                import _procman
+
+                _procman.serve(theirs, key)
+        finally:
+            os._exit(0)
+    theirs.close()
+    os.waitpid(pid, 0)
+    _wire.send(chan, {"ok": True}, [ours.fileno()])
+    ours.close()
 
 
 # snapshots and branches ---------------------------------------------------------------------------

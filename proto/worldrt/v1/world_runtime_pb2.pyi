@@ -28,6 +28,20 @@ class VerifyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFEREE: _ClassVar[VerifyMode]
     SPOT_CHECK: _ClassVar[VerifyMode]
     ATTESTATION: _ClassVar[VerifyMode]
+
+class ProcessState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROCESS_STATE_UNSPECIFIED: _ClassVar[ProcessState]
+    PROCESS_RUNNING: _ClassVar[ProcessState]
+    PROCESS_EXITED: _ClassVar[ProcessState]
+    PROCESS_KILLED: _ClassVar[ProcessState]
+    PROCESS_TIMED_OUT: _ClassVar[ProcessState]
+
+class ProcessStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROCESS_STREAM_BOTH: _ClassVar[ProcessStream]
+    PROCESS_STDOUT: _ClassVar[ProcessStream]
+    PROCESS_STDERR: _ClassVar[ProcessStream]
 INSTANCE_STATUS_UNSPECIFIED: InstanceStatus
 RUNNING: InstanceStatus
 STOPPED: InstanceStatus
@@ -38,6 +52,14 @@ VERIFY_MODE_UNSPECIFIED: VerifyMode
 REFEREE: VerifyMode
 SPOT_CHECK: VerifyMode
 ATTESTATION: VerifyMode
+PROCESS_STATE_UNSPECIFIED: ProcessState
+PROCESS_RUNNING: ProcessState
+PROCESS_EXITED: ProcessState
+PROCESS_KILLED: ProcessState
+PROCESS_TIMED_OUT: ProcessState
+PROCESS_STREAM_BOTH: ProcessStream
+PROCESS_STDOUT: ProcessStream
+PROCESS_STDERR: ProcessStream
 
 class ProviderConfig(_message.Message):
     __slots__ = ("provider_id", "values", "json")
@@ -237,20 +259,22 @@ class SnapshotRequest(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
 
 class SnapshotRef(_message.Message):
-    __slots__ = ("snapshot_id", "instance_id", "kind", "size_bytes", "created_at", "image")
+    __slots__ = ("snapshot_id", "instance_id", "kind", "size_bytes", "created_at", "image", "processes_not_carried")
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_NOT_CARRIED_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     instance_id: str
     kind: SnapshotKind
     size_bytes: int
     created_at: _timestamp_pb2.Timestamp
     image: str
-    def __init__(self, snapshot_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., image: _Optional[str] = ...) -> None: ...
+    processes_not_carried: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., kind: _Optional[_Union[SnapshotKind, str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., image: _Optional[str] = ..., processes_not_carried: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BranchRequest(_message.Message):
     __slots__ = ("snapshot_id", "count", "ttl_s")
@@ -273,14 +297,16 @@ class BranchError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class BranchReply(_message.Message):
-    __slots__ = ("instances", "errors", "snapshot_id")
+    __slots__ = ("instances", "errors", "snapshot_id", "processes_not_carried")
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_NOT_CARRIED_FIELD_NUMBER: _ClassVar[int]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     errors: _containers.RepeatedCompositeFieldContainer[BranchError]
     snapshot_id: str
-    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
+    processes_not_carried: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., processes_not_carried: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed", "argv")
@@ -653,3 +679,156 @@ class ListImagesReply(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class StartProcessRequest(_message.Message):
+    __slots__ = ("instance_id", "argv", "env", "cwd", "stdin", "timeout_ms", "tag", "process_id")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    cwd: str
+    stdin: bool
+    timeout_ms: int
+    tag: str
+    process_id: str
+    def __init__(self, instance_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., stdin: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., tag: _Optional[str] = ..., process_id: _Optional[str] = ...) -> None: ...
+
+class ProcessInfo(_message.Message):
+    __slots__ = ("process_id", "instance_id", "argv", "tag", "pid", "state", "exit_code", "signal", "started_at", "ended_at", "stdout_size", "stderr_size", "stdout_first_offset", "stderr_first_offset", "stdin_open", "cwd", "reason", "output_ended")
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STDERR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIRST_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIRST_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDIN_OPEN_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENDED_FIELD_NUMBER: _ClassVar[int]
+    process_id: str
+    instance_id: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    tag: str
+    pid: int
+    state: ProcessState
+    exit_code: int
+    signal: int
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    stdout_size: int
+    stderr_size: int
+    stdout_first_offset: int
+    stderr_first_offset: int
+    stdin_open: bool
+    cwd: str
+    reason: str
+    output_ended: bool
+    def __init__(self, process_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ProcessState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_size: _Optional[int] = ..., stderr_size: _Optional[int] = ..., stdout_first_offset: _Optional[int] = ..., stderr_first_offset: _Optional[int] = ..., stdin_open: _Optional[bool] = ..., cwd: _Optional[str] = ..., reason: _Optional[str] = ..., output_ended: _Optional[bool] = ...) -> None: ...
+
+class ReadProcessOutputRequest(_message.Message):
+    __slots__ = ("instance_id", "process_id", "stream", "stdout_offset", "stderr_offset", "no_wait")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    process_id: str
+    stream: ProcessStream
+    stdout_offset: int
+    stderr_offset: int
+    no_wait: bool
+    def __init__(self, instance_id: _Optional[str] = ..., process_id: _Optional[str] = ..., stream: _Optional[_Union[ProcessStream, str]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., no_wait: _Optional[bool] = ...) -> None: ...
+
+class ProcessOutputChunk(_message.Message):
+    __slots__ = ("stream", "offset", "data", "eof")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    stream: ProcessStream
+    offset: int
+    data: bytes
+    eof: bool
+    def __init__(self, stream: _Optional[_Union[ProcessStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class WriteProcessStdinRequest(_message.Message):
+    __slots__ = ("instance_id", "process_id", "offset", "data", "eof")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    process_id: str
+    offset: int
+    data: bytes
+    eof: bool
+    def __init__(self, instance_id: _Optional[str] = ..., process_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class WriteProcessStdinReply(_message.Message):
+    __slots__ = ("offset", "pending", "closed")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    pending: int
+    closed: bool
+    def __init__(self, offset: _Optional[int] = ..., pending: _Optional[int] = ..., closed: _Optional[bool] = ...) -> None: ...
+
+class WaitProcessRequest(_message.Message):
+    __slots__ = ("instance_id", "process_id", "timeout_ms")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    process_id: str
+    timeout_ms: int
+    def __init__(self, instance_id: _Optional[str] = ..., process_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class SignalProcessRequest(_message.Message):
+    __slots__ = ("instance_id", "process_id", "signal", "leader_only")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    process_id: str
+    signal: int
+    leader_only: bool
+    def __init__(self, instance_id: _Optional[str] = ..., process_id: _Optional[str] = ..., signal: _Optional[int] = ..., leader_only: _Optional[bool] = ...) -> None: ...
+
+class ListProcessesRequest(_message.Message):
+    __slots__ = ("instance_id",)
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    def __init__(self, instance_id: _Optional[str] = ...) -> None: ...
+
+class ListProcessesReply(_message.Message):
+    __slots__ = ("processes",)
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    processes: _containers.RepeatedCompositeFieldContainer[ProcessInfo]
+    def __init__(self, processes: _Optional[_Iterable[_Union[ProcessInfo, _Mapping]]] = ...) -> None: ...

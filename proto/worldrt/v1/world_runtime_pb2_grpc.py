@@ -149,6 +149,36 @@ class WorldRuntimeStub:
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.VerifyReply.FromString,
                 _registered_method=True)
+        self.StartProcess = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/StartProcess',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.StartProcessRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+                _registered_method=True)
+        self.ReadProcessOutput = channel.unary_stream(
+                '/worldrt.v1.WorldRuntime/ReadProcessOutput',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadProcessOutputRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessOutputChunk.FromString,
+                _registered_method=True)
+        self.WriteProcessStdin = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/WriteProcessStdin',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinReply.FromString,
+                _registered_method=True)
+        self.WaitProcess = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/WaitProcess',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WaitProcessRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+                _registered_method=True)
+        self.SignalProcess = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/SignalProcess',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.SignalProcessRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+                _registered_method=True)
+        self.ListProcesses = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/ListProcesses',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesReply.FromString,
+                _registered_method=True)
 
 
 class WorldRuntimeServicer:
@@ -306,6 +336,48 @@ class WorldRuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartProcess(self, request, context):
+        """Processes: long-lived commands in an instance's sandbox (its files, limits and uid), which outlive
+        the call that started them and end with their instance. Output is kept per process up to the
+        daemon's cap and read by offset; stdin is written by offset. Not carried by snapshots or branches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadProcessOutput(self, request, context):
+        """Output chunks with their offsets, from any offset still kept, until the output ends (or, with
+        no_wait, until what is kept now is sent). An offset no longer kept is OUT_OF_RANGE, naming the first
+        kept one in its message and in the trailer x-worldrt-first-offset ("stdout=N,stderr=M").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteProcessStdin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitProcess(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalProcess(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcesses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorldRuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -423,6 +495,36 @@ def add_WorldRuntimeServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.VerifyRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.VerifyReply.SerializeToString,
+            ),
+            'StartProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartProcess,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.StartProcessRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.SerializeToString,
+            ),
+            'ReadProcessOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadProcessOutput,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ReadProcessOutputRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessOutputChunk.SerializeToString,
+            ),
+            'WriteProcessStdin': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteProcessStdin,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinReply.SerializeToString,
+            ),
+            'WaitProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitProcess,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WaitProcessRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.SerializeToString,
+            ),
+            'SignalProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalProcess,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.SignalProcessRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.SerializeToString,
+            ),
+            'ListProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcesses,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1046,6 +1148,168 @@ class WorldRuntime:
             '/worldrt.v1.WorldRuntime/Verify',
             worldrt_dot_v1_dot_world__runtime__pb2.VerifyRequest.SerializeToString,
             worldrt_dot_v1_dot_world__runtime__pb2.VerifyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/StartProcess',
+            worldrt_dot_v1_dot_world__runtime__pb2.StartProcessRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadProcessOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ReadProcessOutput',
+            worldrt_dot_v1_dot_world__runtime__pb2.ReadProcessOutputRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ProcessOutputChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteProcessStdin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/WriteProcessStdin',
+            worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.WriteProcessStdinReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/WaitProcess',
+            worldrt_dot_v1_dot_world__runtime__pb2.WaitProcessRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/SignalProcess',
+            worldrt_dot_v1_dot_world__runtime__pb2.SignalProcessRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ProcessInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/ListProcesses',
+            worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.ListProcessesReply.FromString,
             options,
             channel_credentials,
             insecure,
