@@ -56,12 +56,13 @@ SILENCE_S = 2.0
 # (nats-server allow_responses), so the bridge bounds every call's deadline by it.
 MAX_CALL_S = 900.0
 # The RPCs of worldrt.v1.WorldRuntime a bridge carries: the world's operations, its instances' files and
-# its image store. Everything else (Init, Shutdown, ReceiveLinkConfig, DeleteLink, ListInstances) is refused: those are a
-# host's business with its own daemons, never a remote caller's.
+# processes, and its image store. Everything else (Init, Shutdown, ReceiveLinkConfig, DeleteLink,
+# ListInstances) is refused: those are a host's business with its own daemons, never a remote caller's.
 LATTICE_RPCS = frozenset({
     "Capabilities", "Start", "Stop", "Snapshot", "Branch", "Execute", "ExecuteStream", "Merge",
     "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "BuildImage", "ListImages", "InspectImage",
     "DeleteImage", "Optimize", "Verify",
+    "StartProcess", "ReadProcessOutput", "WriteProcessStdin", "WaitProcess", "SignalProcess", "ListProcesses",
 })
 # Who the image names bound by calls from the lattice belong to (the x-worldrt-owner the bridge sends).
 LATTICE_OWNER = "lattice"
