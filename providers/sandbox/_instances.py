@@ -482,6 +482,22 @@ class InstanceEngine:
         async with self._files_of(iid) as inst:
             return await _workspace.listing(inst.proc, path)
 
+    async def stat_file(self, iid: str, path: str) -> dict[str, Any]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.stat(inst.proc, path)
+
+    async def make_directory(self, iid: str, path: str, parents: bool, mode: int) -> tuple[dict[str, Any], bool]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.make_directory(inst.proc, path, parents, mode)
+
+    async def move_file(self, iid: str, source: str, destination: str, overwrite: bool) -> dict[str, Any]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.move(inst.proc, source, destination, overwrite)
+
+    async def remove_file(self, iid: str, path: str, recursive: bool) -> tuple[str, int]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.remove(inst.proc, path, recursive)
+
     async def read_file(self, iid: str, path: str, offset: int, length: int,
                         cap: int | None = None) -> AsyncIterator[Opened | bytes]:
         """The file's size and mode, then its bytes in chunks; at most ``cap`` bytes (the instance's file

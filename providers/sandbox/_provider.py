@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -124,6 +125,15 @@ def image_owner(call: Call) -> str:
     return check_owner(call.owner) if call.owner else OPERATOR
 
 
+def file_info(entry: dict[str, Any]) -> pb.FileInfo:
+    """A FileInfo of an entry the instance described (checked by the workspace module)."""
+    info = pb.FileInfo(name=entry["name"], path=entry["path"], size=entry["size"], mode=entry["mode"],
+                       kind=entry["kind"], symlink_target=entry.get("target", ""), uid=entry.get("uid", 0),
+                       gid=entry.get("gid", 0))
+    info.modified_at.FromNanoseconds(entry["mtime_ns"])
+    return info
+
+
 class SandboxedProvider(Provider):
     engine: InstanceEngine
 
@@ -237,9 +247,24 @@ class SandboxedProvider(Provider):
         folder, entries, truncated = await self.engine.list_files(request.instance_id, request.path)
         reply = pb.ListFilesReply(path=folder, truncated=truncated)
         for e in entries:
-            info = reply.entries.add(name=e["name"], path=e["path"], size=e["size"], mode=e["mode"], kind=e["kind"])
-            info.modified_at.FromNanoseconds(e["mtime_ns"])
+            reply.entries.append(file_info(e))
         return reply
+
+    async def stat_file(self, request: pb.StatFileRequest, call: Call) -> pb.FileInfo:
+        return file_info(await self.engine.stat_file(request.instance_id, request.path))
+
+    async def make_directory(self, request: pb.MakeDirectoryRequest, call: Call) -> pb.MakeDirectoryReply:
+        entry, created = await self.engine.make_directory(request.instance_id, request.path, request.parents,
+                                                          request.mode)
+        return pb.MakeDirectoryReply(entry=file_info(entry), created=created)
+
+    async def move_file(self, request: pb.MoveFileRequest, call: Call) -> pb.FileInfo:
+        return file_info(await self.engine.move_file(request.instance_id, request.source, request.destination,
+                                                     request.overwrite))
+
+    async def remove_file(self, request: pb.RemoveFileRequest, call: Call) -> pb.RemoveFileReply:
+        kind, removed = await self.engine.remove_file(request.instance_id, request.path, request.recursive)
+        return pb.RemoveFileReply(kind=kind, removed=removed)
 
     async def read_file(self, request: pb.ReadFileRequest, call: Call) -> AsyncIterator[pb.FileChunk]:
         opened: Opened | None = None

@@ -25,6 +25,7 @@ from worldrt.providers.sandbox._readiness import ready
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 
 CHUNK = 1 << 20
+KINDS = ("file", "dir", "symlink", "other")
 MAX_ENTRIES = 10_000
 FILES_TIMEOUT_S = 60.0
 # The kernel's limits, in bytes of UTF-8: a whole path, and one name in it.
@@ -90,7 +91,7 @@ def _refusal(reply: dict[str, Any], who: str) -> None:
     error = _text(error[:1000], who, "the text of a refusal")
     kind = reply.get("refused")
     kinds: dict[Any, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
-                                              "missing": err.NotFound}
+                                              "missing": err.NotFound, "exists": err.AlreadyExists}
     raise kinds.get(kind, err.FailedPrecondition)(error[:1000])
 
 
@@ -153,11 +154,60 @@ def _entry(raw: Any, who: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{who} sent a malformed frame (a listing entry is not an object)")
     out: dict[str, Any] = {}
-    for key in ("name", "path", "kind"):
-        out[key] = _text(raw.get(key), who, f"a listing entry's {key}")
+    for key in ("name", "path", "kind", "target"):
+        out[key] = _text(raw.get(key, ""), who, f"a listing entry's {key}")
+    if out["kind"] not in KINDS:
+        raise ProtocolError(f"{who} sent a malformed frame (a listing entry's kind)")
     for key in ("size", "mode", "mtime_ns"):
         out[key] = _frames.count(raw, key, who)
+    for key in ("uid", "gid"):
+        out[key] = _frames.count(raw, key, who)
+        if out[key] >= 2**32:
+            raise ProtocolError(f"{who} sent a malformed frame (a listing entry's {key})")
+    out["mode"] &= 0o7777
     return out
+
+
+async def _ask(proc: SandboxProcess, request: dict[str, Any]) -> dict[str, Any]:
+    """One file request and its reply (a refusal raised as its error kind)."""
+    await proc.send(request)
+    reply, _ = await proc.recv()
+    _refusal(reply, proc.key)
+    return reply
+
+
+async def stat(proc: SandboxProcess, path: str) -> dict[str, Any]:
+    """The entry at ``path`` (a symlink itself, not what it leads to)."""
+    check_path(path, empty=True)
+    return _entry((await _ask(proc, {"op": "stat", "path": path})).get("entry"), proc.key)
+
+
+async def make_directory(proc: SandboxProcess, path: str, parents: bool, mode: int) -> tuple[dict[str, Any], bool]:
+    """(the folder's entry, whether it was made now)."""
+    check_path(path)
+    reply = await _ask(proc, {"op": "mkdir", "path": path, "parents": parents, "mode": mode & 0o777})
+    created = reply.get("created")
+    if not isinstance(created, bool):
+        raise ProtocolError(f"{proc.key} sent a malformed frame (created is not a boolean)")
+    return _entry(reply.get("entry"), proc.key), created
+
+
+async def move(proc: SandboxProcess, source: str, destination: str, overwrite: bool) -> dict[str, Any]:
+    """The entry at its new place."""
+    check_path(source)
+    check_path(destination)
+    reply = await _ask(proc, {"op": "move", "source": source, "destination": destination, "overwrite": overwrite})
+    return _entry(reply.get("entry"), proc.key)
+
+
+async def remove(proc: SandboxProcess, path: str, recursive: bool) -> tuple[str, int]:
+    """(what the path was, how many entries went)."""
+    check_path(path)
+    reply = await _ask(proc, {"op": "remove", "path": path, "recursive": recursive})
+    kind = reply.get("kind")
+    if kind not in KINDS:
+        raise ProtocolError(f"{proc.key} sent a malformed frame (the kind of what was removed)")
+    return kind, _frames.count(reply, "removed", proc.key)
 
 
 async def listing(proc: SandboxProcess, path: str) -> tuple[str, list[dict[str, Any]], bool]:

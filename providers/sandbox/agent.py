@@ -39,7 +39,8 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-import _linux  # the agent runs as a script, so its directory is on sys.path
+import _fsops  # type: ignore[import-not-found]  # the agent runs as a script: its folder is on sys.path
+import _linux
 import _wire
 
 # Output kept per run: under gRPC's default 4 MiB message limit, so every client can read the result.
@@ -212,6 +213,9 @@ def _serve_instance(chan: socket.socket) -> None:
             elif op == "list":
                 _close_all(fds)
                 _wire.send(chan, _files_guarded(_list_files, msg, None))
+            elif op in _FILE_OPS:
+                _close_all(fds)
+                _wire.send(chan, _files_guarded(_FILE_OPS[op], msg, None))
             elif op == "ping":
                 _close_all(fds)
                 _wire.send(chan, {"ok": True})
@@ -507,12 +511,10 @@ _PATH_ERRNOS = {36: "a name in it is too long", 40: "it leads through a symlink"
                 6: "it is not a regular file (a socket)", 21: "it is a folder"}  # ENAMETOOLONG ELOOP ENOTDIR ENXIO EISDIR
 
 
-class _Refused(Exception):
-    """A file request the member refuses: ``kind`` is "invalid" (the path) or "exhausted" (a limit)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+_Refused = _fsops.Refused
+_utf8 = _fsops.utf8
+_FILE_OPS = {"stat": _fsops.stat_file, "mkdir": _fsops.make_directory, "move": _fsops.move_file,
+             "remove": _fsops.remove_file}
 
 
 def _os_refusal(exc: OSError) -> dict[str, Any]:
@@ -540,55 +542,6 @@ def _files_guarded(operation: Any, msg: dict[str, Any], fd: int | None) -> dict[
                 pass
 
 
-def _inside(path: str) -> bool:
-    return path == WORKSPACE or path.startswith(WORKSPACE + "/")
-
-
-def _utf8(text: str, what: str) -> str:
-    """``text`` when it is valid UTF-8 (what the daemon and its callers can carry); refused otherwise."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = text.encode("utf-8", "surrogateescape" if _escaped(text) else "backslashreplace")
-        raise _Refused("invalid", f"{what} {shown!r} is not valid UTF-8: rename it from code in the instance "
-                                  f"(os.rename with bytes paths)") from None
-    return text
-
-
-def _escaped(text: str) -> bool:
-    try:
-        text.encode("utf-8", "surrogateescape")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _confined(path: Any) -> tuple[str, str]:
-    """(real path, path relative to the workspace) of a requested path, which must stay in the workspace."""
-    if not isinstance(path, str) or "\0" in path:
-        raise _Refused("invalid", f"a path must be a string without NUL, at most {PATH_MAX} bytes")
-    encoded = _utf8(path, "the path").encode()
-    if len(encoded) > PATH_MAX:
-        raise _Refused("invalid", f"the path is {len(encoded)} bytes long, above the {PATH_MAX} bytes a path may have")
-    for name in path.split("/"):
-        if len(name.encode()) > NAME_MAX:
-            raise _Refused("invalid", f"the name {name[:40]!r}... in the path is {len(name.encode())} bytes long, "
-                                      f"above the {NAME_MAX} bytes a file name may have")
-    if path.startswith("/"):
-        if not _inside(os.path.normpath(path)) or "/../" in path + "/":
-            raise _Refused("invalid", f"{path} is outside the workspace ({WORKSPACE})")
-        path = path[len(WORKSPACE):]
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _Refused("invalid", f"{path!r} climbs out with '..': paths stay in the workspace")
-    full = os.path.join(WORKSPACE, *parts)
-    real = os.path.realpath(full)
-    if not _inside(real):
-        raise _Refused("invalid", f"{'/'.join(parts)} leads out of the workspace through a symlink "
-                                  f"(to {real.encode('utf-8', 'backslashreplace').decode()})")
-    return real, _utf8(os.path.relpath(real, WORKSPACE), "the path a symlink leads to,")
-
-
 def _read_exact(fd: int, size: int, out: int) -> int:
     """Copy ``size`` bytes from ``fd`` to ``out``; how many came (fewer when the daemon's end closed)."""
     done = 0
@@ -612,22 +565,33 @@ def _write_files(msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or not isinstance(entry.get("mode"), int):
             raise _Refused("invalid", "each file needs a path, a size and a mode")
-        real, rel = _confined(entry.get("path"))
-        if real == WORKSPACE:
-            raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
         try:
-            st = os.lstat(real)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused("invalid", f"{rel} exists and is not a regular file")
-        plan.append((real, rel, entry["size"], entry["mode"] & 0o777 or 0o644))
+            with _fsops.resolve(entry.get("path"), follow=True) as where:
+                if not where.name:
+                    raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
+                try:
+                    st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if not stat.S_ISREG(st.st_mode):
+                        raise _Refused("invalid", f"{where.shown()} exists and is not a regular file")
+        except _Refused as exc:
+            if exc.kind != "missing":  # a folder on the way is missing: it is made below
+                raise
+        plan.append((entry.get("path"), entry["size"], entry["mode"] & 0o777 or 0o644))
     total = 0
-    for real, _rel, size, mode in plan:
-        os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
-        out = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    for path, size, mode in plan:
+        # Resolved again: what was checked above may have changed since (the walk is what keeps it inside).
+        with _fsops.resolve(path, follow=True, make_parents=0o755) as where:
+            if not where.name:
+                raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
+            out = os.open(where.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK |
+                          os.O_CLOEXEC, mode, dir_fd=where.dir_fd)
         try:
+            if not stat.S_ISREG(os.fstat(out).st_mode):
+                raise _Refused("invalid", f"{path} exists and is not a regular file")
+            os.set_blocking(out, True)
             got = _read_exact(fd, size, out)
             os.fchmod(out, mode)
         finally:
@@ -638,26 +602,29 @@ def _write_files(msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
     return {"files": len(plan), "bytes": total}
 
 
-def _kind(mode: int) -> str:
-    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) \
-        else "other"
+_kind = _fsops.kind
 
 
 def _list_files(msg: dict[str, Any], _fd: int | None) -> dict[str, Any]:
-    real, rel = _confined(msg.get("path") or "")
-    if not os.path.isdir(real):
-        raise _Refused("invalid", f"{rel} is not a folder")
+    folder, rel = _fsops.open_dir(msg.get("path") or "")
     entries: list[dict[str, Any]] = []
     truncated = False
-    with os.scandir(real) as it:
-        for entry in it:
-            if len(entries) >= MAX_LIST:
-                truncated = True
-                break
-            st = entry.stat(follow_symlinks=False)
-            path = os.path.normpath(os.path.join(rel, _utf8(entry.name, f"a name in {'the workspace' if rel == '.' else rel}:")))
-            entries.append({"name": entry.name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
-                            "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if len(entries) >= MAX_LIST:
+                    truncated = True
+                    break
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while listed
+                name = _utf8(entry.name, f"a name in {'the workspace' if rel == '.' else rel}:")
+                path = os.path.normpath(os.path.join(rel, name))
+                entries.append({"name": name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
+                                "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
+    finally:
+        os.close(folder)
     entries.sort(key=lambda e: str(e["name"]))
     return {"path": "" if rel == "." else rel, "entries": entries, "truncated": truncated}
 
@@ -666,15 +633,20 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
     """Answer with the file's size and mode, then write what was asked of it into ``fd`` and close it."""
     answered = False
     try:
-        real, rel = _confined(msg.get("path"))
         offset, length = msg.get("offset", 0), msg.get("length", 0)
         if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
             raise _Refused("invalid", "offset and length must be whole numbers, not negative")
-        try:
-            _regular(rel, os.lstat(real))  # a socket cannot even be opened: say what it is before trying
-            src = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise _Refused("missing", f"no file {rel} in the workspace") from None
+        with _fsops.resolve(msg.get("path"), follow=True) as where:
+            rel = where.shown()
+            if not where.name:
+                raise _Refused("invalid", "the workspace is a folder: list it")
+            try:
+                # a socket cannot even be opened: say what it is before trying
+                _regular(rel, os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False))
+                src = os.open(where.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                              dir_fd=where.dir_fd)
+            except FileNotFoundError:
+                raise _Refused("missing", f"no file {rel} in the workspace") from None
         try:
             st = os.fstat(src)
             _regular(rel, st)
