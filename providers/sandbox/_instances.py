@@ -42,6 +42,7 @@ from worldrt.providers.sandbox._process import (
 )
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
+from worldrt.providers.sandbox._watch import Change, Watch, WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
 
 log = logging.getLogger("worldrt.sandbox")
@@ -116,6 +117,8 @@ class LiveInstance(Member):
     snapshot_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     lock: InstanceLock = field(init=False)
+    # The watchers of its files (WatchFiles) now running; closed when it ends.
+    watches: set[Watch] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.lock = InstanceLock(self.id)
@@ -498,6 +501,42 @@ class InstanceEngine:
         async with self._files_of(iid) as inst:
             return await _workspace.remove(inst.proc, path, recursive)
 
+    async def watch_files(self, iid: str, path: str, recursive: bool, timeout_s: int,
+                          limits: WatchLimits) -> AsyncIterator[Change]:
+        """A watcher of a folder in the instance: "ready" once it is in place, then its changes, then
+        "ended" (its folder went, the timeout, or the instance ended)."""
+        _workspace.check_path(path, empty=True)
+        if timeout_s < 0:
+            raise err.InvalidArgument("timeout_s must not be negative")
+        async with self._files_of(iid) as inst:
+            if len(inst.watches) >= limits.per_instance:  # checked under the instance's lock: one at a time
+                raise err.ResourceExhausted(f"instance {iid} has {len(inst.watches)} watchers, its maximum; end "
+                                            f"one (cancel its stream) before starting another")
+            _folder, fd = await _workspace.watch(inst.proc, path, recursive, limits.max_dirs)
+            try:
+                watch = Watch(fd, f"a watcher of instance {iid}")
+            except OSError:
+                os.close(fd)
+                raise ProtocolError(f"instance {iid} answered a watch with a descriptor that is not a socket") \
+                    from None
+            inst.watches.add(watch)
+        seconds = min(timeout_s or limits.max_s, limits.max_s)
+        try:
+            async with asyncio.timeout(seconds):
+                async for change in watch.changes():
+                    yield change
+                    if change.kind == "ended":
+                        return
+        except TimeoutError:
+            yield Change("ended", message=f"the watch reached its timeout of {seconds} s")
+        except ProtocolError as exc:
+            raise err.Aborted(f"{exc}; the watch is ended") from None
+        except (ChannelClosed, OSError):
+            yield Change("ended", message=watch.ended or "the watcher in the instance stopped")
+        finally:
+            inst.watches.discard(watch)
+            watch.close()
+
     async def read_file(self, iid: str, path: str, offset: int, length: int,
                         cap: int | None = None) -> AsyncIterator[Opened | bytes]:
         """The file's size and mode, then its bytes in chunks; at most ``cap`` bytes (the instance's file
@@ -646,6 +685,8 @@ class InstanceEngine:
         if inst is None:
             return
         self.bury(iid, reason)
+        for watch in list(inst.watches):
+            watch.close(f"instance {iid} ended ({reason})")
         await self.release(inst)
 
     async def release(self, member: Member) -> None:

@@ -18,10 +18,14 @@ from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
 from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
 from worldrt.providers.sandbox._sandbox import MIB, Limits
+from worldrt.providers.sandbox._watch import WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
 from worldrt.v1 import pb
 
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
+_EVENT_KINDS = {"ready": pb.FILE_EVENT_READY, "create": pb.FILE_EVENT_CREATE, "modify": pb.FILE_EVENT_MODIFY,
+                "remove": pb.FILE_EVENT_REMOVE, "rename": pb.FILE_EVENT_RENAME, "chmod": pb.FILE_EVENT_CHMOD,
+                "overflow": pb.FILE_EVENT_OVERFLOW, "ended": pb.FILE_EVENT_ENDED}
 # What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.
 PARTIAL_OUTPUT_CHARS = 1536
 # What one ReadFileChunk (a component's read-file) returns at most; ReadFile streams more.
@@ -143,6 +147,7 @@ class SandboxedProvider(Provider):
         self.max_limits = max_limits(self.options.values)
         self.images = image_store(self.options.state_dir, self.options.values)
         self._building = asyncio.Lock()
+        self.watch_limits = WatchLimits.from_options(self.options.values)
 
     async def open(self) -> None:
         await self.engine.open()
@@ -261,6 +266,12 @@ class SandboxedProvider(Provider):
     async def move_file(self, request: pb.MoveFileRequest, call: Call) -> pb.FileInfo:
         return file_info(await self.engine.move_file(request.instance_id, request.source, request.destination,
                                                      request.overwrite))
+
+    async def watch_files(self, request: pb.WatchFilesRequest, call: Call) -> AsyncIterator[pb.FileWatchEvent]:
+        async for change in self.engine.watch_files(request.instance_id, request.path, request.recursive,
+                                                    request.timeout_s, self.watch_limits):
+            yield pb.FileWatchEvent(kind=_EVENT_KINDS[change.kind], path=change.path, old_path=change.old_path,
+                                    is_dir=change.is_dir, dropped=change.dropped, message=change.message)
 
     async def remove_file(self, request: pb.RemoveFileRequest, call: Call) -> pb.RemoveFileReply:
         kind, removed = await self.engine.remove_file(request.instance_id, request.path, request.recursive)

@@ -275,3 +275,21 @@ async def read(proc: SandboxProcess, path: str, offset: int, length: int, cap: i
             os.close(read_end)
 
     return opened, chunks()
+
+
+async def watch(proc: SandboxProcess, path: str, recursive: bool, max_dirs: int) -> tuple[str, int]:
+    """Have the member start a watcher of the folder ``path``: (the folder relative to the workspace, a
+    socket to the watcher)."""
+    check_path(path, empty=True)
+    await proc.send({"op": "watch", "path": path, "recursive": recursive, "max_dirs": max_dirs})
+    reply, fds = await proc.recv(max_fds=1)
+    try:
+        _refusal(reply, proc.key)
+        if len(fds) != 1:
+            raise ProtocolError(f"{proc.key} sent a malformed frame (a watch without its socket)")
+        folder = _text(reply.get("path"), proc.key, "a watched folder")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return folder, fds[0]

@@ -56,6 +56,7 @@ COLLECT_MAX = 128 * 1024
 STREAM_CHILDREN = 4
 FLUSH_AT = 8192
 WORKSPACE = "/workspace"
+AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 TMP = "/tmp"
 MEMBER_FILTER = "/opt/worldrt/member.bpf"
 # A helper that prepares namespaces for a lineage gives up after this long.
@@ -79,6 +80,7 @@ class _State:
         self.member_filter = b""
         self.member_pid = 0
         self.reopen: list[tuple[int, str, int, int]] = []
+        self.watchers: list[subprocess.Popen[bytes]] = []
 
 
 STATE = _State()
@@ -213,6 +215,9 @@ def _serve_instance(chan: socket.socket) -> None:
             elif op == "list":
                 _close_all(fds)
                 _wire.send(chan, _files_guarded(_list_files, msg, None))
+            elif op == "watch":
+                _close_all(fds)
+                _watch(chan, msg)
             elif op in _FILE_OPS:
                 _close_all(fds)
                 _wire.send(chan, _files_guarded(_FILE_OPS[op], msg, None))
@@ -675,6 +680,40 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
             _wire.send(chan, _os_refusal(exc))
     finally:
         os.close(fd)
+
+
+def _watch(chan: socket.socket, msg: dict[str, Any]) -> None:
+    """Start a watcher of a folder (``_watcher.py``, a process of its own) and hand the daemon its socket."""
+    STATE.watchers = [w for w in STATE.watchers if w.poll() is None]  # reap the ended ones
+    max_dirs = msg.get("max_dirs")
+    if not isinstance(max_dirs, int) or not 0 < max_dirs <= 100_000:
+        _wire.send(chan, {"ok": False, "refused": "invalid", "error": "max_dirs must be a count"})
+        return
+    ours, theirs = socket.socketpair()
+    folder = -1
+    try:
+        folder, rel = _fsops.open_dir(msg.get("path") or "")
+        watcher = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.join(AGENT_DIR, "_watcher.py"), str(theirs.fileno()), str(folder),
+             "" if rel == "." else rel, "1" if msg.get("recursive") is True else "0", str(max_dirs)],
+            pass_fds=(theirs.fileno(), folder), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd="/")
+    except _Refused as exc:
+        _wire.send(chan, {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]})
+    except OSError as exc:
+        if exc.errno == 11:  # EAGAIN: the instance's process limit
+            _wire.send(chan, {"ok": False, "refused": "exhausted", "error": "the instance is at its process limit: "
+                                                                            "a watcher needs one process"})
+        else:
+            _wire.send(chan, _os_refusal(exc))
+    else:
+        STATE.watchers.append(watcher)
+        _wire.send(chan, {"ok": True, "path": "" if rel == "." else rel}, [ours.fileno()])
+    finally:
+        ours.close()
+        theirs.close()
+        if folder >= 0:
+            os.close(folder)
 
 
 def _regular(rel: str, st: os.stat_result) -> None:
