@@ -78,7 +78,7 @@ class Watcher:
                 self._overflow(f"the watcher reached its cap of {self.max_dirs} folders: {path} and folders "
                                f"after it are not watched")
             return -1
-        wd = self.libc.inotify_add_watch(self.fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
+        wd: int = self.libc.inotify_add_watch(self.fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
         if wd < 0:
             os.close(dir_fd)
             self._overflow(f"{path} could not be watched ({os.strerror(ctypes.get_errno())})")
