@@ -146,7 +146,17 @@ class WarmPool:
 @dataclass(frozen=True)
 class Output:
     stream: str  # "stdout" or "stderr"
-    text: str
+    text: str | bytes  # bytes when the run was asked for them (RunInput.as_bytes)
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """What a run gets besides its code (issue 20): a working folder in the workspace (checked by the
+    instance's own walk), bytes for its stdin (capped by the caller), and output as bytes."""
+
+    cwd: str = ""
+    stdin: bytes | None = None
+    as_bytes: bool = False
 
 
 @dataclass(frozen=True)
@@ -558,7 +568,7 @@ class InstanceEngine:
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str], *, collect: bool = False,
-                      argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
+                      argv: list[str] | None = None, given: RunInput | None = None) -> AsyncIterator[Output | Done]:
         """Run code in the instance, yielding its output as it is produced and then its result. With
         ``collect`` the agent keeps the output and sends it with the result (one frame, not one per line)
         unless there is too much of it; either way the output comes before the result.
@@ -587,15 +597,28 @@ class InstanceEngine:
 
             timer = loop.call_later(timeout_s, on_deadline)
             finished = False
+            feeding: _workspace.Feed | None = None
             written = 0
             try:
-                await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env,
-                                      "collect": collect, "argv": list(argv or [])})
+                given = given or RunInput()
+                _workspace.check_path(given.cwd, empty=True)
+                request = {"op": "exec", "code": code, "language": language or "python", "env": env,
+                           "collect": collect, "argv": list(argv or []), "cwd": given.cwd,
+                           "bytes": given.as_bytes, "stdin": given.stdin is not None}
+                if given.stdin is None:
+                    await inst.proc.send(request)
+                else:
+                    feeding = _workspace.feed(given.stdin)
+                    await inst.proc.send(request, [feeding.read_end])
+                    feeding.start()
                 while True:
                     frame, _ = await inst.proc.recv()
                     event, payload = _frames.output_or_done(frame, f"instance {iid}")
                     if event == "done":
                         finished = True
+                        if payload["refused"]:
+                            inst.touch()
+                            raise _workspace.refusal_error(payload["refused"], payload["error"])
                         outputs = [("stdout", payload.pop("stdout")), ("stderr", payload.pop("stderr"))]
                     else:
                         outputs = [(event, payload)]
@@ -634,6 +657,8 @@ class InstanceEngine:
                 timer.cancel()
                 if grace is not None:
                     grace.cancel()
+                if feeding is not None:
+                    await feeding.stop()
                 if not finished and iid in self.instances:
                     await self._abandon_run(inst)
 

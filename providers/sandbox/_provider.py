@@ -16,7 +16,7 @@ from worldrt import errors as err
 from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
-from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output, RunInput
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 from worldrt.providers.sandbox._watch import WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
@@ -30,6 +30,7 @@ _EVENT_KINDS = {"ready": pb.FILE_EVENT_READY, "create": pb.FILE_EVENT_CREATE, "m
 PARTIAL_OUTPUT_CHARS = 1536
 # What one ReadFileChunk (a component's read-file) returns at most; ReadFile streams more.
 MAX_CHUNK_READ = 8 * MIB
+DEFAULT_MAX_STDIN_MB = 8
 
 
 def machine_memory_mb() -> int:
@@ -195,7 +196,17 @@ class SandboxedProvider(Provider):
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """The engine's run of the request's code: output as it comes, then the result."""
         return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
-                                   dict(request.env), collect=collect, argv=self.check_argv(request))
+                                   dict(request.env), collect=collect, argv=self.check_argv(request),
+                                   given=self.run_input(request))
+
+    def run_input(self, request: pb.ExecuteRequest) -> RunInput:
+        """The run's working folder, stdin (within ``max_stdin_mb``, 8 MiB by default) and output form."""
+        cap = int(self.options.values.get("max_stdin_mb", DEFAULT_MAX_STDIN_MB)) * MIB
+        if len(request.stdin) > cap:
+            raise err.ResourceExhausted(f"stdin is {len(request.stdin)} bytes, above the {cap} bytes a run may be "
+                                        f"given; write a file (WriteFiles) and read it instead")
+        return RunInput(request.cwd, request.stdin or None,
+                        request.output_bytes)
 
     @staticmethod
     def check_argv(request: pb.ExecuteRequest) -> list[str]:
@@ -214,30 +225,40 @@ class SandboxedProvider(Provider):
     async def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
         async for item in self.runs(request, self.check_language(request.language), collect=False):
             if isinstance(item, Output):
-                yield pb.ExecutionEvent(stdout=item.text) if item.stream == "stdout" else pb.ExecutionEvent(
-                    stderr=item.text)
+                if isinstance(item.text, bytes):
+                    yield pb.ExecutionEvent(stdout_bytes=item.text) if item.stream == "stdout" else \
+                        pb.ExecutionEvent(stderr_bytes=item.text)
+                else:
+                    yield pb.ExecutionEvent(stdout=item.text) if item.stream == "stdout" else pb.ExecutionEvent(
+                        stderr=item.text)
             else:
                 yield pb.ExecutionEvent(result=self.result_of(item, call, request.instance_id))
 
     async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
         """One result, from a run that sends its output with it (the engine streams only a flood)."""
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        raw: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         done: Done | None = None
         try:
             async for item in self.runs(request, self.check_language(request.language), collect=True):
                 if isinstance(item, Output):
-                    out[item.stream].append(item.text)
+                    if isinstance(item.text, bytes):
+                        raw[item.stream].append(item.text)
+                    else:
+                        out[item.stream].append(item.text)
                 else:
                     done = item
         except err.WorldError as exc:
-            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head("".join(out["stdout"])),
-                                         stderr=_head("".join(out["stderr"])), error=exc.message[:512])
+            text = {k: "".join(out[k]) or b"".join(raw[k]).decode("utf-8", "replace") for k in out}
+            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head(text["stdout"]),
+                                         stderr=_head(text["stderr"]), error=exc.message[:512])
             exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
             raise
         if done is None:
             raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
         result = self.result_of(done, call, request.instance_id)
         result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
+        result.stdout_bytes, result.stderr_bytes = b"".join(raw["stdout"]), b"".join(raw["stderr"])
         return result
 
     # files -----------------------------------------------------------------------------------------

@@ -90,9 +90,7 @@ def _refusal(reply: dict[str, Any], who: str) -> None:
         raise ProtocolError(f"{who} sent a malformed frame (neither ok nor an error in answer to a file request)")
     error = _text(error[:1000], who, "the text of a refusal")
     kind = reply.get("refused")
-    kinds: dict[Any, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
-                                              "missing": err.NotFound, "exists": err.AlreadyExists}
-    raise kinds.get(kind, err.FailedPrecondition)(error[:1000])
+    raise refusal_error(kind if isinstance(kind, str) else "", error)
 
 
 def check_writes(files: list[NewFile], limits: Limits) -> int:
@@ -293,3 +291,37 @@ async def watch(proc: SandboxProcess, path: str, recursive: bool, max_dirs: int)
             os.close(fd)
         raise
     return folder, fds[0]
+
+
+def refusal_error(kind: str, message: str) -> err.WorldError:
+    """The error a member's refusal of a kind names (a run's working folder, say)."""
+    kinds: dict[str, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
+                                              "missing": err.NotFound, "exists": err.AlreadyExists}
+    return kinds.get(kind, err.FailedPrecondition)(message[:1000])
+
+
+class Feed:
+    """Bytes for a run's stdin, written into a pipe the member reads (its read end goes with the request),
+    on the event loop without ever blocking on the member: a run that never reads leaves it waiting."""
+
+    def __init__(self, data: bytes) -> None:
+        self.read_end, self.write_end = _pipe()
+        self.data = data
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        os.close(self.read_end)
+        self.task = asyncio.create_task(_pump(self.write_end, [NewFile("stdin", self.data)]))
+
+    async def stop(self) -> None:
+        if self.task is None:
+            os.close(self.read_end)
+            os.close(self.write_end)
+            return
+        if not self.task.done():
+            self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def feed(data: bytes) -> Feed:
+    return Feed(data)

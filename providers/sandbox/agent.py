@@ -20,6 +20,7 @@ only: this file is executed by path inside the sandbox.
 from __future__ import annotations
 
 import ast
+import base64
 import builtins
 import io
 import json
@@ -72,7 +73,11 @@ class _State:
         self.in_user_code = False
         self.out_bytes = 0
         # A collecting run's output so far ({"stdout": [...], "stderr": [...]}), None when it streams.
-        self.collected: dict[str, list[str]] | None = None
+        self.collected: dict[str, list[Any]] | None = None
+        # The run asked for its output as bytes (ExecuteRequest.output_bytes).
+        self.as_bytes = False
+        # The pipe of a run's stdin bytes (ExecuteRequest.stdin), None without them.
+        self.stdin_fd: int | None = None
         self.collected_chars = 0
         self.namespace: dict[str, Any] = {}
         self.out_offsets = {1: 0, 2: 0}
@@ -97,6 +102,11 @@ class _FrameStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def buffer(self) -> _BinaryStream:
+        """sys.stdout.buffer: bytes written as they are (decoded with replacement for text callers)."""
+        return _BinaryStream(self)
+
     def write(self, text: str) -> int:
         if not text:
             return 0
@@ -115,25 +125,56 @@ class _FrameStream(io.TextIOBase):
         _emit(self.event, text)
 
 
-def _emit(event: str, text: str) -> None:
+class _BinaryStream(io.RawIOBase):
+    def __init__(self, text: _FrameStream) -> None:
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.text.flush()
+        raw = bytes(data)
+        if raw:
+            _emit(self.text.event, raw)
+        return len(raw)
+
+
+def _emit(event: str, data: str | bytes) -> None:
+    """Send output to the daemon: text, or bytes when the run asked for them (text encoded as UTF-8)."""
+    if STATE.as_bytes and isinstance(data, str):
+        text = data
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode("utf-8", "replace")
+    elif not STATE.as_bytes and isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
     if os.getpid() != STATE.pid:
         # A process user code forked: the channel belongs to the instance, so write to the captured fds.
-        os.write(1 if event == "stdout" else 2, text.encode("utf-8", "replace"))
+        os.write(1 if event == "stdout" else 2, data if isinstance(data, bytes) else data.encode("utf-8", "replace"))
         return
     room = MAX_OUTPUT - STATE.out_bytes
     if room <= 0:
         return
-    if len(text) > room:
-        text = text[:room] + "\n[worldrt: output truncated at 2 MiB]\n"
-    STATE.out_bytes += len(text)
+    if len(data) > room:
+        note = "\n[worldrt: output truncated at 2 MiB]\n"
+        data = data[:room] + (note.encode() if isinstance(data, bytes) else note)  # type: ignore[operator]
+    STATE.out_bytes += len(data)
     if STATE.collected is not None:
-        if STATE.collected_chars + len(text) <= COLLECT_MAX:
-            STATE.collected[event].append(text)
-            STATE.collected_chars += len(text)
+        if STATE.collected_chars + len(data) <= COLLECT_MAX:
+            STATE.collected[event].append(data)
+            STATE.collected_chars += len(data)
             return
         _stream_collected()
-    for start in range(0, len(text), OUTPUT_CHUNK):
-        _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
+    for start in range(0, len(data), OUTPUT_CHUNK):
+        _wire.send(STATE.chan, _output_frame(event, data[start:start + OUTPUT_CHUNK]))
+
+
+def _output_frame(event: str, data: str | bytes) -> dict[str, Any]:
+    if isinstance(data, bytes):
+        return {"ev": event, "b": base64.b64encode(data).decode()}
+    return {"ev": event, "d": data}
 
 
 def _on_sigint(_signum: int, _frame: Any) -> None:
@@ -200,8 +241,9 @@ def _serve_instance(chan: socket.socket) -> None:
         op = msg.get("op") if isinstance(msg, dict) else None
         try:
             if op == "exec":
-                _close_all(fds)
-                _exec(chan, msg)
+                stdin_fd = fds[0] if msg.get("stdin") is True and len(fds) == 1 else None
+                _close_all(fds if stdin_fd is None else [])
+                _exec(chan, msg, stdin_fd)
             elif op == "snapshot" and len(fds) == 1:
                 _snapshot(chan, msg, fds[0])
             elif op == "archive" and len(fds) == 1:
@@ -337,7 +379,8 @@ def _command_for(language: str, code: str) -> list[str]:
 def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run a command, streaming its output, until it exits. Output of what it left running in the
     background (``cmd &``) is read while the command runs, not waited for after it exits."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    stdin = STATE.stdin_fd if STATE.stdin_fd is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **env})
     try:
         with selectors.DefaultSelector() as sel:
@@ -354,7 +397,7 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
                     if not chunk:
                         sel.unregister(key.fileobj)
                         continue
-                    _emit(key.data, chunk.decode("utf-8", "replace"))
+                    _emit(key.data, chunk)
                 exited = exited or proc.poll() is not None
         proc.stdout.close()
         proc.stderr.close()
@@ -368,13 +411,17 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         raise
 
 
+def _joined(parts: list[Any]) -> str | bytes:
+    return b"".join(parts) if STATE.as_bytes else "".join(parts)
+
+
 def _stream_collected() -> None:
     """Too much output to return in one frame: send what was collected and stream from now on."""
     collected, STATE.collected = STATE.collected or {}, None
     for event, parts in collected.items():
-        text = "".join(parts)
-        for start in range(0, len(text), OUTPUT_CHUNK):
-            _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
+        data = _joined(parts)
+        for start in range(0, len(data), OUTPUT_CHUNK):
+            _wire.send(STATE.chan, _output_frame(event, data[start:start + OUTPUT_CHUNK]))
 
 
 def _drain_fd_output() -> None:
@@ -387,7 +434,7 @@ def _drain_fd_output() -> None:
             continue
         if data:
             STATE.out_offsets[fd] += len(data)
-            _emit(event, data.decode("utf-8", "replace"))
+            _emit(event, data)
 
 
 def _cpu_seconds() -> float:
@@ -396,7 +443,34 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
+def _exec(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None = None) -> None:
+    try:
+        _exec_in(chan, msg, stdin_fd)
+    finally:
+        STATE.stdin_fd = None
+        STATE.as_bytes = False
+        if stdin_fd is not None:
+            os.close(stdin_fd)
+        os.chdir(WORKSPACE)
+
+
+def _done_refused(chan: socket.socket, kind: str, error: str) -> None:
+    _wire.send(chan, {"ev": "done", "exit_code": 2, "error": error[:2000], "refused": kind, "interrupted": False,
+                      "cpu_ms": 0.0, "duration_ms": 0.0})
+
+
+def _enter_cwd(path: Any) -> None:
+    """Move into the run's working folder, walked like a file path (``_exec`` moves back after the run)."""
+    if not path:
+        return
+    folder, _rel = _fsops.open_dir(path)
+    try:
+        os.fchdir(folder)
+    finally:
+        os.close(folder)
+
+
+def _exec_in(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None) -> None:
     language = msg.get("language") or "python"
     env = msg.get("env") or {}
     code = msg.get("code", "")
@@ -406,15 +480,29 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
         _wire.send(chan, {"ev": "done", "exit_code": 2, "error": "malformed exec request", "interrupted": False,
                           "cpu_ms": 0.0, "duration_ms": 0.0})
         return
+    try:
+        _enter_cwd(msg.get("cwd"))
+    except _Refused as exc:
+        _done_refused(chan, exc.kind if exc.kind in ("invalid", "missing") else "invalid", f"cwd: {exc}")
+        return
+    except OSError as exc:
+        _done_refused(chan, "invalid", f"cwd cannot be used: {exc.strerror or exc}")
+        return
+    STATE.as_bytes = msg.get("bytes") is True
+    STATE.stdin_fd = stdin_fd
     STATE.out_bytes = 0
     STATE.collected = {"stdout": [], "stderr": []} if msg.get("collect") is True else None
     STATE.collected_chars = 0
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
+    saved_stdin = (sys.stdin, os.dup(0)) if stdin_fd is not None else None
     result: dict[str, Any]
     interrupted = False
     try:
         os.environ.update(env)
+        if stdin_fd is not None and not argv and language == "python":
+            os.dup2(stdin_fd, 0, inheritable=True)
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8", errors="surrogateescape")
         STATE.in_user_code = True
         if argv:
             result = _run_command(argv, env)
@@ -439,6 +527,10 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+        if saved_stdin is not None:
+            sys.stdin = saved_stdin[0]
+            os.dup2(saved_stdin[1], 0, inheritable=True)
+            os.close(saved_stdin[1])
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -448,7 +540,11 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     sys.stderr = sys.stderr if isinstance(sys.stderr, _FrameStream) else _FrameStream("stderr")
     _drain_fd_output()
     if STATE.collected is not None:
-        result.update(stdout="".join(STATE.collected["stdout"]), stderr="".join(STATE.collected["stderr"]))
+        out, err = _joined(STATE.collected["stdout"]), _joined(STATE.collected["stderr"])
+        if isinstance(out, bytes) and isinstance(err, bytes):
+            result.update(stdout_b=base64.b64encode(out).decode(), stderr_b=base64.b64encode(err).decode())
+        else:
+            result.update(stdout=out, stderr=err)
         STATE.collected = None
     result.update(ev="done", interrupted=interrupted, cpu_ms=(_cpu_seconds() - cpu0) * 1000,
                   duration_ms=(time.perf_counter() - t0) * 1000)
