@@ -26,6 +26,7 @@ from worldrt.providers.sandbox import (
     Limits,
     LiveInstance,
     Output,
+    RunInput,
     SandboxError,
     SandboxProcess,
     new_id,
@@ -58,11 +59,12 @@ class SandboxPool(InstanceEngine):
 
     async def run_once(self, code: str, language: str, timeout_ms: int, env: dict[str, str],
                        limits: Limits, *, collect: bool = False,
-                       argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
+                       argv: list[str] | None = None, given: RunInput | None = None) -> AsyncIterator[Output | Done]:
         """Run code (or a command) in a fresh warm sandbox that ends with the run."""
         inst = await self.start(limits, 0, {"one_shot": "true"})
         try:
-            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect, argv=argv):
+            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect, argv=argv,
+                                           given=given):
                 yield item
         finally:
             await self.drop_instance(inst.id, "its one-shot run ended")

@@ -18,6 +18,7 @@ from worldrt.providers.sandbox._instances import (
     LiveInstance,
     Member,
     Output,
+    RunInput,
     new_id,
 )
 from worldrt.providers.sandbox._process import (
@@ -50,7 +51,7 @@ __all__ = [
     # sandboxes and their members
     "Sandbox", "SandboxProcess", "Limits", "Cgroups", "NsSet", "ALLOCATOR", "UidAllocator",
     # instances, snapshots and branches
-    "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "new_id",
+    "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "RunInput", "new_id",
     "ImageStore", "ImageInfo", "DEFAULT_IMAGE", "LAYER_ROOT",
     "Lineage", "Branch", "ReadyBranches", "ReadyBudget", "MAX_DEPTH", "ArchiveStore", "ArchiveTooLarge",
     # errors

@@ -46,9 +46,10 @@ class ProtocolError(SandboxError):
 class SandboxProcess:
     """One zygote, instance or snapshot process. One request at a time (callers serialize)."""
 
-    def __init__(self, sock: socket.socket, pid: int, key: str) -> None:
+    def __init__(self, sock: socket.socket, pid: int, key: str, *, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.max_frame = max_frame
         self.pid = pid
         self.key = key
         self.hello: dict[str, Any] = {}
@@ -112,8 +113,8 @@ class SandboxProcess:
         if len(self._buf) < 4:
             return None
         (size,) = struct.unpack_from(">I", self._buf)
-        if size > MAX_FRAME:
-            raise ProtocolError(f"{self.key} sent a frame of {size} bytes, over the limit of {MAX_FRAME}")
+        if size > self.max_frame:
+            raise ProtocolError(f"{self.key} sent a frame of {size} bytes, over the limit of {self.max_frame}")
         if len(self._buf) < 4 + size:
             return None
         body = bytes(self._buf[4:4 + size])
