@@ -275,7 +275,7 @@ def main() -> None:
             pass
 
         def hand_off() -> None:
-            lattice.run(nothing())  # type: ignore[union-attr]
+            lattice.run(nothing())
 
         samples: dict[str, list[float]] = {}
         for fn in (direct, bare_nats, via_lattice, hand_off):
