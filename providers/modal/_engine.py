@@ -26,7 +26,7 @@ from worldrt.providers.sandbox import (
     Limits,
     LiveInstance,
     Output,
-    SandboxError,
+    SandboxFault,
     SandboxProcess,
     new_id,
 )
@@ -107,7 +107,7 @@ class SandboxPool(InstanceEngine):
                 reply, _fds, _size = await self.archive(inst, sid, {"op": "archive"})
             except ArchiveTooLarge as exc:
                 raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         files, size = self.disk_counts(reply, iid)
         snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image)

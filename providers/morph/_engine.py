@@ -29,6 +29,7 @@ from worldrt.providers.sandbox import (
     ReadyBranches,
     ReadyBudget,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
     new_id,
 )
@@ -108,7 +109,7 @@ class Infinibranch(InstanceEngine):
                 proc = await SandboxProcess.from_hello(fds[0], sid)
             except ArchiveTooLarge as exc:
                 raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 self.archives.drop(sid)
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
             if "error" in proc.hello:
@@ -138,7 +139,7 @@ class Infinibranch(InstanceEngine):
         assert snap.children is not None
         try:
             ready, failures = await snap.children.take(count)
-        except SandboxError as exc:
+        except SandboxFault as exc:
             raise err.FailedPrecondition(f"cannot branch snapshot {sid}: {exc}") from exc
         if sid not in self.snapshots:  # released while its children were being made
             for branch in ready:

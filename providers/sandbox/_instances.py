@@ -38,6 +38,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
@@ -298,7 +299,7 @@ class InstanceEngine:
             try:
                 self._pool.append(await self._warm())
                 delay_s = 0.1
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox: %s", exc)
                 if not retry:
                     return
@@ -315,7 +316,7 @@ class InstanceEngine:
                 self._image_pools.get(pool.image.digest) is pool:
             try:
                 pool.warm.append(await self._warm(pool.image))
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox of image %s: %s", pool.image.digest[:12], exc)
                 return
         if self._image_pools.get(pool.image.digest) is not pool:
@@ -425,12 +426,12 @@ class InstanceEngine:
         self.check_room(1)
         try:
             sandbox, proc, uid = await self.take_member(limits, image)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         try:
             if prepare is not None:
                 await prepare(proc)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             await sandbox.close()
             ALLOCATOR.release(uid)
             if isinstance(exc, ArchiveTooLarge):
@@ -466,7 +467,7 @@ class InstanceEngine:
             except ProtocolError as exc:
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
                 raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 await self.drop_instance(iid, "its process exited during a file request")
                 raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
             finally:
@@ -566,7 +567,7 @@ class InstanceEngine:
                 if isinstance(exc, OutputFlood):
                     raise err.ResourceExhausted(f"{exc}; the instance is stopped") from None
                 raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 finished = True
                 if phase == "unresponsive":
                     await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
@@ -591,7 +592,7 @@ class InstanceEngine:
                     event, _ = _frames.output_or_done((await inst.proc.recv())[0], f"instance {inst.id}")
                     if event == "done":
                         return
-        except (TimeoutError, ChannelClosed, OSError, SandboxError):
+        except (TimeoutError, ChannelClosed, OSError, SandboxFault):
             await self.drop_instance(inst.id, "its code ran on after its caller went away")
 
     async def archive(self, member: Member, name: str, op: dict[str, Any]) -> tuple[dict[str, Any], list[int], int]:
