@@ -40,7 +40,8 @@ class Reason:
     SNAPSHOT_GONE = "snapshot-gone"  # the snapshot existed and was dropped (its TTL, a Stop)
     SNAPSHOT_NOT_FOUND = "snapshot-not-found"  # the provider has no record of the snapshot
     IMAGE_NOT_FOUND = "image-not-found"  # no image of that name on the provider
-    HOST_BUSY = "host-busy"  # the host is past one of its admission limits; its message names it
+    HOST_BUSY = "host-busy"  # the host is past one of its admission limits (or does not answer); its message names it
+    INSTANCE_BUSY = "instance-busy"  # calls on the instance at the host are past the limit per instance
 
 
 class WorldError(Exception):

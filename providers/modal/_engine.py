@@ -95,7 +95,9 @@ class SandboxPool(InstanceEngine):
         if snap is not None:
             return snap
         reason = self.gone_reason(sid)
-        raise err.NotFound(f"snapshot {sid} no longer exists: {reason}" if reason else f"no snapshot {sid!r} on modal")
+        if reason:
+            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}", reason=err.Reason.SNAPSHOT_GONE)
+        raise err.NotFound(f"no snapshot {sid!r} on modal", reason=err.Reason.SNAPSHOT_NOT_FOUND)
 
     async def snapshot(self, iid: str, ttl_s: int) -> DiskSnapshot:
         inst = self.instance(iid)

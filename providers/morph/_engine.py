@@ -93,8 +93,8 @@ class Infinibranch(InstanceEngine):
             return snap
         reason = self.gone_reason(sid)
         if reason is not None:
-            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}")
-        raise err.NotFound(f"no snapshot {sid!r} on morph")
+            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}", reason=err.Reason.SNAPSHOT_GONE)
+        raise err.NotFound(f"no snapshot {sid!r} on morph", reason=err.Reason.SNAPSHOT_NOT_FOUND)
 
     async def snapshot(self, iid: str, ttl_s: int) -> FrozenSnapshot:
         inst = self.instance(iid)
@@ -145,7 +145,8 @@ class Infinibranch(InstanceEngine):
             for branch in ready:
                 uid = branch.lineage.uid
                 await snap.sandbox.kill_then(branch.proc, functools.partial(ALLOCATOR.release, uid))
-            raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}")
+            raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}",
+                               reason=err.Reason.SNAPSHOT_GONE)
         made = []
         for branch in ready:
             self.uids.hold(branch.lineage.uid)

@@ -409,8 +409,9 @@ class InstanceEngine:
         if inst is not None:
             return inst
         if iid in self._gone:
-            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}")
-        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)")
+            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}", reason=err.Reason.INSTANCE_GONE)
+        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)",
+                           reason=err.Reason.INSTANCE_NOT_FOUND)
 
     def check_room(self, count: int) -> None:
         if len(self.instances) + count > self.max_instances:
@@ -463,13 +464,14 @@ class InstanceEngine:
             except TimeoutError:
                 await self.drop_instance(iid, "it did not answer a file request in time")
                 raise err.DeadlineExceeded(f"instance {iid} did not answer the file request within {timeout_s:.0f} s; "
-                                           f"it is stopped") from None
+                                           f"it is stopped", reason=err.Reason.INSTANCE_GONE) from None
             except ProtocolError as exc:
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
             except (ChannelClosed, OSError, SandboxFault) as exc:
                 await self.drop_instance(iid, "its process exited during a file request")
-                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
+                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from None
             finally:
                 inst.touch()
 
@@ -565,17 +567,18 @@ class InstanceEngine:
                 finished = True
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
                 if isinstance(exc, OutputFlood):
-                    raise err.ResourceExhausted(f"{exc}; the instance is stopped") from None
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
+                    raise err.ResourceExhausted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
             except (ChannelClosed, OSError, SandboxFault) as exc:
                 finished = True
                 if phase == "unresponsive":
                     await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
                     raise err.DeadlineExceeded(
                         f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
-                        f"instance {iid} was stopped") from None
+                        f"instance {iid} was stopped", reason=err.Reason.INSTANCE_GONE) from None
                 await self.drop_instance(iid, "its process exited while running code")
-                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped") from exc
+                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from exc
             finally:
                 timer.cancel()
                 if grace is not None:
