@@ -196,7 +196,7 @@ def test_a_link_put_on_a_is_used_by_cs_next_call(world: World) -> None:
         (world.hosts[machine].home / "secrets" / "modal-key").write_text("sk-lattice-secret\n")
     as_host = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
                                  world.topology.url, "--secret", "api_key=modal-key")
-    assert as_host.returncode == 69 and "needs admin's" in as_host.stderr, as_host.stderr
+    assert as_host.returncode == 2 and "needs admin's" in as_host.stderr, as_host.stderr
     done = world.topology.cli("a", "link", "put", "generator=modal", "--source", "caller", "--lattice",
                               world.topology.url, "--secret", "api_key=modal-key", identity="admin")
     assert done.returncode == 0, done.stderr
