@@ -31,8 +31,8 @@ class HostAPI(Protocol):
     def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
     def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply: ...
-    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
-                             on_event: EventSink | None = None) -> pb.ExecutionResult: ...
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest, on_event: EventSink | None = None,
+                             ) -> pb.ExecutionResult | host_pb.ProcessOutputEnd: ...
     def build_image(self, request: host_pb.HostBuildImageRequest, on_event: Callable[[Any], None] | None = None,
                     ) -> pb.Image: ...
     def list_images(self, request: host_pb.HostImageRequest) -> pb.ListImagesReply: ...
@@ -60,10 +60,19 @@ def _outcome_of(event: host_pb.InvokeEvent) -> host_pb.InvokeOutcome | None:
     return event.outcome if event.HasField("outcome") else None
 
 
-def _execution_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | None:
+def _call_stream_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | host_pb.ProcessOutputEnd | None:
+    """CallProviderStream's result: an execute's ExecutionResult, or where a read_process_output stopped."""
     if event.HasField("execution") and event.execution.HasField("result"):
         return event.execution.result
+    if event.HasField("process_end"):
+        return event.process_end
     return None
+
+
+def _call_stream_finish(result: pb.ExecutionResult | host_pb.ProcessOutputEnd) -> host_pb.InvokeEvent:
+    if isinstance(result, host_pb.ProcessOutputEnd):
+        return host_pb.InvokeEvent(process_end=result)
+    return host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result))
 
 
 def _verse_result_of(event: host_pb.InvokeEvent) -> dict[str, Any] | None:
@@ -86,8 +95,7 @@ METHODS: tuple[Method, ...] = (
     Method("recent_invocations", "RecentInvocations", host_pb.RecentInvocationsRequest),
     Method("call_provider", "CallProvider", host_pb.ProviderCallRequest),
     Method("call_provider_stream", "CallProviderStream", host_pb.ProviderCallRequest,
-           finish=lambda result: host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result)),
-           result_of=_execution_result_of),
+           finish=_call_stream_finish, result_of=_call_stream_result_of),
     Method("build_image", "BuildImage", host_pb.HostBuildImageRequest,
            finish=lambda image: pb.BuildImageEvent(image=image),
            result_of=lambda event: event.image if event.HasField("image") else None),

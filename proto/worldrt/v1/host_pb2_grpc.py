@@ -214,6 +214,7 @@ class HostServicer:
 
     def CallProviderStream(self, request, context):
         """`execute` over ExecuteStream: its stdout and stderr events as they come; the last event's result ends it.
+        `read_process_output` over ReadProcessOutput: its chunks as `process_output` events, then `process_end`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
