@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING, Any, Self
 from worldrt.client import _requests as requests
 from worldrt.client._handles import InstanceHandle, SnapshotHandle
 from worldrt.client._instances import output_of
+from worldrt.client._processes import AsyncProcess, processes_of
 from worldrt.client._streams import Last, aiterate
-from worldrt.client._types import ExecResult, FileInfo, InstanceInfo, Limits, Output, SnapshotInfo, branch_failure
+from worldrt.client._types import (
+    ExecResult,
+    FileInfo,
+    InstanceInfo,
+    Limits,
+    Output,
+    ProcessStatus,
+    SnapshotInfo,
+    branch_failure,
+)
 from worldrt.errors import FailedPrecondition, NotFound
 from worldrt.v1 import host_pb, pb
 
@@ -94,6 +104,25 @@ class AsyncInstance(InstanceHandle):
                 yield ExecResult.of(item.result)
             elif (output := output_of(item)) is not None:
                 yield output
+
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              stdin: bool = False, timeout_s: float | None = None, tag: str = "") -> AsyncProcess:
+        """Start ``argv`` as a long-lived process in the instance (its files, limits and uid) and return at
+        once; it outlives this call and ends with the instance. ``env`` adds to the instance's environment,
+        ``cwd`` is under /workspace, ``stdin`` pipes its stdin (else /dev/null), ``timeout_s`` kills it (and
+        its process group) after that long, ``tag`` is a label of yours, shown in listings."""
+        request = requests.spawn(self.id, argv, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s, tag=tag)
+        status = ProcessStatus.of((await self._client._call(self.provider, "start_process", request)).process)
+        return AsyncProcess(self, status.id, status, 0 if stdin else None)
+
+    def process(self, process_id: str) -> AsyncProcess:
+        """A handle of a process of this instance that exists already (by its id); nothing is asked."""
+        return AsyncProcess(self, process_id)
+
+    async def processes(self) -> builtins.list[AsyncProcess]:
+        """Its processes: the running ones and the most recent ended ones, oldest first."""
+        reply = await self._client._call(self.provider, "list_processes", pb.ListProcessesRequest(instance_id=self.id))
+        return [AsyncProcess(self, status.id, status) for status in processes_of(reply)]
 
     async def snapshot(self, *, ttl_s: int | None = None) -> AsyncSnapshot:
         """Freeze a copy of the instance (memory and disk on morph, disk on modal); it keeps running."""

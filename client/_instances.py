@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from worldrt.client import _requests as requests
 from worldrt.client._handles import InstanceHandle, SnapshotHandle
+from worldrt.client._processes import Process, processes_of
 from worldrt.client._streams import Last, iterate
 from worldrt.client._types import (
     ExecResult,
@@ -22,6 +23,7 @@ from worldrt.client._types import (
     InstanceInfo,
     Limits,
     Output,
+    ProcessStatus,
     SnapshotInfo,
     branch_failure,
 )
@@ -116,6 +118,25 @@ class Instance(InstanceHandle):
                 yield ExecResult.of(item.result)
             elif (output := output_of(item)) is not None:
                 yield output
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              stdin: bool = False, timeout_s: float | None = None, tag: str = "") -> Process:
+        """Start ``argv`` as a long-lived process in the instance (its files, limits and uid) and return at
+        once; it outlives this call and ends with the instance. ``env`` adds to the instance's environment,
+        ``cwd`` is under /workspace, ``stdin`` pipes its stdin (else /dev/null), ``timeout_s`` kills it (and
+        its process group) after that long, ``tag`` is a label of yours, shown in listings."""
+        request = requests.spawn(self.id, argv, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s, tag=tag)
+        status = ProcessStatus.of((self._client._call(self.provider, "start_process", request)).process)
+        return Process(self, status.id, status, 0 if stdin else None)
+
+    def process(self, process_id: str) -> Process:
+        """A handle of a process of this instance that exists already (by its id); nothing is asked."""
+        return Process(self, process_id)
+
+    def processes(self) -> builtins.list[Process]:
+        """Its processes: the running ones and the most recent ended ones, oldest first."""
+        reply = self._client._call(self.provider, "list_processes", pb.ListProcessesRequest(instance_id=self.id))
+        return [Process(self, status.id, status) for status in processes_of(reply)]
 
     def snapshot(self, *, ttl_s: int | None = None) -> Snapshot:
         """Freeze a copy of the instance (memory and disk on morph, disk on modal); it keeps running."""
