@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from worldrt.errors import ResourceExhausted
+from worldrt.errors import Reason, ResourceExhausted
 
 COMPONENT_METHODS = frozenset({"invoke", "run_verse"})
 # Calls that only read what the host knows (or stop an instance): short, whatever else runs.
@@ -134,30 +134,33 @@ class Admission:
             if kind == "components" and running >= self.limits.components:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} component invocations running, its limit "
-                    f"(host serve --max-components {self.limits.components}); try again when one ends")
+                    f"(host serve --max-components {self.limits.components}); try again when one ends", reason=Reason.HOST_BUSY)
             if kind == "calls" and running >= self.limits.calls:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} calls running, its limit (host serve "
-                    f"--max-calls {self.limits.calls}); try again when some end")
+                    f"--max-calls {self.limits.calls}); try again when some end", reason=Reason.HOST_BUSY)
             if kind == "quick" and running >= self.limits.quick:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} quick calls (listings, Stop) running, its "
-                    f"limit ({self.limits.quick}); try again in a moment")
+                    f"limit ({self.limits.quick}); try again in a moment", reason=Reason.HOST_BUSY)
             if kind == "follows" and running >= self.limits.follows:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} calls follow processes (output streams, waits), "
-                    f"its limit ({self.limits.follows}); stop a reader or try again when one ends")
+                    f"its limit ({self.limits.follows}); stop a reader or try again when one ends",
+                    reason=Reason.HOST_BUSY)
             per_instance = self._follows_per_instance if kind == "follows" else self._per_instance
             if kind == "follows" and instance and per_instance[instance] >= self.limits.follows_per_instance:
                 raise ResourceExhausted(
                     f"instance {instance} is busy: {per_instance[instance]} calls follow its processes (output "
                     f"streams, waits) at the host at {self.address}, the limit per instance "
-                    f"({self.limits.follows_per_instance}); stop a reader or read with no_wait")
+                    f"({self.limits.follows_per_instance}); stop a reader or read with no_wait",
+                    reason=Reason.INSTANCE_BUSY)
             if kind != "follows" and instance and per_instance[instance] >= self.limits.per_instance:
                 raise ResourceExhausted(
                     f"instance {instance} is busy: {self._per_instance[instance]} calls on it run or wait at the "
                     f"host at {self.address}, the limit per instance ({self.limits.per_instance}); calls on one "
-                    f"instance run one at a time, so wait for them or use another instance")
+                    f"instance run one at a time, so wait for them or use another instance",
+                    reason=Reason.INSTANCE_BUSY)
             self._running[kind] += 1
             if instance:
                 per_instance[instance] += 1

@@ -30,8 +30,8 @@ class LatticeTransport(Transport):
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    def reach(self, provider: str) -> Target:
-        return _Replicas(self.member, provider)
+    def reach(self, provider: str) -> tuple[Target, float]:
+        return _Replicas(self.member, provider), 0.0
 
     def healthy(self, provider: str) -> bool:
         return bool(self.member.fresh_replicas(provider))

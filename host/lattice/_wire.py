@@ -60,7 +60,8 @@ MAX_CALL_S = 900.0
 # ListInstances) is refused: those are a host's business with its own daemons, never a remote caller's.
 LATTICE_RPCS = frozenset({
     "Capabilities", "Start", "Stop", "Snapshot", "Branch", "Execute", "ExecuteStream", "Merge",
-    "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "BuildImage", "ListImages", "InspectImage",
+    "WriteFiles", "ReadFile", "ReadFileChunk", "ListFiles", "StatFile", "MakeDirectory", "MoveFile", "RemoveFile",
+    "WatchFiles", "BuildImage", "ListImages", "InspectImage",
     "DeleteImage", "Optimize", "Verify",
     "StartProcess", "ReadProcessOutput", "WriteProcessStdin", "WaitProcess", "SignalProcess", "ListProcesses",
 })
