@@ -36,6 +36,7 @@ from worldrt.client._services import Components, Images, Links, Providers, Verse
 from worldrt.client._types import (
     BuildProgress,
     ExecResult,
+    FileEvent,
     FileInfo,
     Image,
     InstanceInfo,
@@ -60,7 +61,7 @@ __all__ = [
     "AsyncImages", "AsyncLinks", "AsyncComponents", "AsyncVerse", "AsyncProviders",
     # what calls take and return
     "Limits", "Oracle", "ExecResult", "Output", "InstanceInfo", "SnapshotInfo", "FileInfo", "Image", "BuildProgress",
-    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk",
+    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk", "FileEvent",
     # components and verses
     "ComponentOutcome", "ComponentInspection", "BuiltComponent", "Event", "ProviderCall", "LogLine",
     "ComponentOutput", "PipelineRun", "SoloRun", "Orchestration", "Selection", "Strategy",

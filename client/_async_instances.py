@@ -9,6 +9,7 @@ branches))``); leaving ``async with`` stops the instance, one already gone is no
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -19,6 +20,7 @@ from worldrt.client._processes import AsyncProcess, processes_of
 from worldrt.client._streams import Last, aiterate
 from worldrt.client._types import (
     ExecResult,
+    FileEvent,
     FileInfo,
     InstanceInfo,
     Limits,
@@ -75,6 +77,44 @@ class AsyncFiles:
         reply = await inst._client._aio.unary("list_files", host_pb.HostListFilesRequest(
             provider=inst.provider, list=pb.ListFilesRequest(instance_id=inst.id, path=path)))
         return [FileInfo.of(entry) for entry in reply.entries]
+
+    async def stat(self, path: str = "") -> FileInfo:
+        """One entry (a symlink itself, not what it leads to); NotFound when it is missing."""
+        inst = self._instance
+        return FileInfo.of(await inst._client._aio.unary("stat_file", host_pb.HostStatFileRequest(
+            provider=inst.provider, stat=pb.StatFileRequest(instance_id=inst.id, path=path))))
+
+    async def mkdir(self, path: str, *, parents: bool = False, mode: int | None = None) -> bool:
+        """Make a folder (see ``Files.mkdir``); True when it was made."""
+        inst = self._instance
+        reply = await inst._client._aio.unary("make_directory", host_pb.HostMakeDirectoryRequest(
+            provider=inst.provider, mkdir=pb.MakeDirectoryRequest(instance_id=inst.id, path=path, parents=parents,
+                                                                  mode=mode or 0)))
+        return bool(reply.created)
+
+    async def move(self, source: str, destination: str, *, overwrite: bool = False) -> FileInfo:
+        """Rename a file or folder within the workspace; the entry at its new path."""
+        inst = self._instance
+        return FileInfo.of(await inst._client._aio.unary("move_file", host_pb.HostMoveFileRequest(
+            provider=inst.provider, move=pb.MoveFileRequest(instance_id=inst.id, source=source,
+                                                            destination=destination, overwrite=overwrite))))
+
+    async def remove(self, path: str, *, recursive: bool = False) -> int:
+        """Remove a file, a symlink or an empty folder (with ``recursive``, a folder and its contents)."""
+        inst = self._instance
+        reply = await inst._client._aio.unary("remove_file", host_pb.HostRemoveFileRequest(
+            provider=inst.provider, remove=pb.RemoveFileRequest(instance_id=inst.id, path=path, recursive=recursive)))
+        return int(reply.removed)
+
+    async def watch(self, path: str = "", *, recursive: bool = False,
+                    timeout_s: int | None = None) -> AsyncIterator[FileEvent]:
+        """Changes under a folder as they happen (see ``Files.watch``); leaving the loop cancels the watch."""
+        inst = self._instance
+        request = host_pb.HostWatchFilesRequest(provider=inst.provider, watch=pb.WatchFilesRequest(
+            instance_id=inst.id, path=path, recursive=recursive, timeout_s=timeout_s or 0))
+        async for item in aiterate(functools.partial(inst._client._aio.streamed, "watch_files", request)):
+            if not isinstance(item, Last):
+                yield FileEvent.of(item)
 
 
 class AsyncInstance(InstanceHandle):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -359,3 +359,27 @@ class ProcessChunk:
     stream: Stream
     offset: int
     data: bytes
+
+
+FileEventKind = Literal["ready", "create", "modify", "remove", "rename", "chmod", "overflow", "ended"]
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    """A change a watch saw: ``kind`` "create", "modify", "remove", "rename" (``path`` the new name,
+    ``old_path`` the old), "chmod", "overflow" (``dropped`` events were lost) or "ready" (the watch is in
+    place). Paths are relative to /workspace."""
+
+    kind: FileEventKind
+    path: str
+    old_path: str = ""
+    is_dir: bool = False
+    dropped: int = 0
+    message: str = ""
+
+    @classmethod
+    def of(cls, message: pb.FileWatchEvent) -> FileEvent:
+        """The change a FileWatchEvent reports."""
+        name = pb.FileEventKind.Name(message.kind).removeprefix("FILE_EVENT_").lower()
+        return cls(cast(FileEventKind, name), message.path, message.old_path, message.is_dir, message.dropped,
+                   message.message)

@@ -10,10 +10,11 @@ thread of its pool until the method returns. Admission keeps that bounded and fa
 * calls that take an instance's turn (execute, snapshot, files) are at most ``per_instance`` per instance,
   since a provider runs them one at a time: a slow instance slows only its own callers;
 * calls that follow a process (an output stream, which lasts as long as the process writes, and a wait,
-  at most the host's wait slice) are at most ``follows`` at once and ``follows_per_instance`` on one
-  instance, apart from every other call: however many readers follow however many processes, an exec, a
-  file call or a stdin write on the same instance still gets its place. The other process calls (start,
-  stdin, list, a wait of 0) are short "calls" that wait for no turn; a signal is quick, as Stop is.
+  at most the host's wait slice) and watches of an instance's files are at most ``follows`` at once and
+  ``follows_per_instance`` on one instance, apart from every other call: however many readers follow
+  however many processes, an exec, a file call or a stdin write on the same instance still gets its place.
+  The other process calls (start, stdin, list, a wait of 0) are short "calls" that wait for no turn; a
+  signal is quick, as Stop is.
 
 A call past a limit is refused at once with RESOURCE_EXHAUSTED and a sentence naming the host, what is
 running and the limit. The pool has a thread for every call the limits admit, so an admitted call never
@@ -37,7 +38,8 @@ COMPONENT_METHODS = frozenset({"invoke", "run_verse"})
 QUICK_METHODS = frozenset({"list_links", "list_providers", "recent_invocations", "list_images", "inspect_image"})
 # Calls that wait for an instance's turn at its provider (Stop does not: it is what frees a busy instance).
 _TURN_OPERATIONS = frozenset({"execute", "snapshot"})
-_FILE_METHODS = {"write_files": "files", "read_file": "read", "list_files": "list"}
+_FILE_METHODS = {"write_files": "files", "read_file": "read", "list_files": "list", "stat_file": "stat",
+                 "make_directory": "mkdir", "move_file": "move", "remove_file": "remove", "watch_files": "watch"}
 _QUICK_OPERATIONS = frozenset({"stop", "signal_process"})
 DEFAULT_CALLS = 64
 DEFAULT_QUICK = 8
@@ -66,6 +68,8 @@ class ServiceLimits:
 
 def _follows(method: str, request: Message) -> bool:
     """Whether the call follows a process: reads its output, or waits for its end."""
+    if method == "watch_files":
+        return True
     if method not in ("call_provider", "call_provider_stream"):
         return False
     operation = request.WhichOneof("request")

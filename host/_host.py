@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from worldrt.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, WorldError
+from worldrt.host._file_ops import FileOps
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
 from worldrt.host._processes import PROCESS_CALLS, Processes
@@ -123,7 +124,7 @@ class ComponentSlots:
         self._places.release()
 
 
-class Host(ImagesAndFiles, Processes):
+class Host(ImagesAndFiles, FileOps, Processes):
     """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
     stderr and code each stored row keeps. ``max_components`` (default $WORLDRT_MAX_COMPONENTS or 8)

@@ -1,6 +1,6 @@
 """`worldrt process` and `worldrt instance exec -i` against a running host: ids and offsets printed (or
 --json), output passed through as bytes, the process's exit status passed through by `wait` and `exec -i`,
-piped stdin reaching the process; failures one line on stderr and exit 2."""
+piped stdin reaching the process; failures one line on stderr and the exit status of their kind."""
 
 from __future__ import annotations
 
@@ -80,17 +80,17 @@ def test_instance_exec_i_pipes_stdin_to_the_command_and_passes_its_status_throug
     ok(served.home, "instance", "stop", iid)
 
 
-def test_process_failures_are_one_line_and_exit_2(served: HostProcess, iid: str) -> None:
+def test_process_failures_are_one_line_and_exit_with_their_kinds_status(served: HostProcess, iid: str) -> None:
     home = served.home
     for args in (("wait", iid, "p-000000000000"), ("logs", iid, "p-000000000000"), ("kill", iid, "p-000000000000"),
                  ("write", iid, "p-000000000000", "x")):
         failed = cli(home, "process", *args)
-        assert failed.returncode == 2 and "no process 'p-000000000000'" in failed.stderr, failed.stderr
+        assert failed.returncode == 3 and "no process 'p-000000000000'" in failed.stderr, failed.stderr
         assert failed.stderr.count("\n") == 1 and failed.stdout == ""
     flood = ok(home, "process", "start", iid, "--", "sh", "-c", "head -c 18000000 /dev/zero").strip()
     assert cli(home, "process", "wait", iid, flood, "--timeout", "60").returncode == 0
     dropped = cli(home, "process", "logs", iid, flood, "--stream", "stdout")
-    assert dropped.returncode == 2 and "is no longer kept: the first kept offset is" in dropped.stderr, dropped.stderr
+    assert dropped.returncode == 6 and "is no longer kept: the first kept offset is" in dropped.stderr, dropped.stderr
     for args, said in ((("start", iid), "give the command after --"), (("write", iid, "p-1"), "give DATA"),
                        (("kill", iid, "p-1", "--signal", "NOPE"), "unknown signal")):
         refused = cli(home, "process", *args)

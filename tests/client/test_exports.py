@@ -23,7 +23,7 @@ CLIENT = [
     "Images", "Links", "Components", "Verse", "Providers",
     "AsyncImages", "AsyncLinks", "AsyncComponents", "AsyncVerse", "AsyncProviders",
     "Limits", "Oracle", "ExecResult", "Output", "InstanceInfo", "SnapshotInfo", "FileInfo", "Image", "BuildProgress",
-    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk",
+    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk", "FileEvent",
     "ComponentOutcome", "ComponentInspection", "BuiltComponent", "Event", "ProviderCall", "LogLine",
     "ComponentOutput", "PipelineRun", "SoloRun", "Orchestration", "Selection", "Strategy",
 ]
@@ -38,7 +38,7 @@ SURFACE = {
                 "instance"},
     "ProcessStatus": {"id", "state", "exit_code", "signal", "running", "ok", "stdout_size", "stderr_size"},
     "Snapshot": {"branch", "start", "delete", "id", "provider"},
-    "Files": {"write", "write_many", "read", "read_text", "list"},
+    "Files": {"write", "write_many", "read", "read_text", "list", "stat", "mkdir", "move", "remove", "watch"},
     "Images": {"build", "list", "inspect", "remove"},
     "Links": {"put", "delete", "list"},
     "Components": {"build", "inspect", "run"},

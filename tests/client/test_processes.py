@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.client.conftest import no_process_left
-from tests.support import HostProcess
+from tests.support import HostProcess, wait_for
 from worldrt.client import AsyncClient, AsyncProcess, Client, Process, ProcessChunk
 from worldrt.errors import InvalidArgument, NotFound, OutOfRange
 
@@ -88,9 +88,10 @@ def test_unknown_processes_are_not_found_and_dropped_offsets_out_of_range(rt: Cl
             with pytest.raises(NotFound, match="no process 'p-000000000000'"):
                 call()
         flood = inst.spawn(FLOOD)
-        status = flood.wait(60)
-        assert status.ok and status.stdout_first_offset > 0
-        with pytest.raises(OutOfRange, match=str(status.stdout_first_offset)):
+        assert flood.wait(60).ok
+        status = wait_for(lambda: (now := flood.poll()).output_ended and now, 30, "its output did not end")
+        assert status.stdout_size == 18_000_000 and status.stdout_first_offset > 0
+        with pytest.raises(OutOfRange, match=r"offset 0 is no longer kept: the first kept offset is [1-9]"):
             list(flood.output("stdout", 0))
         tail = flood.stdout(status.stdout_size - 10)
         assert tail == b"\0" * 10

@@ -7,6 +7,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HostStatFileRequest(_message.Message):
+    __slots__ = ("provider", "stat")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    stat: _world_runtime_pb2.StatFileRequest
+    def __init__(self, provider: _Optional[str] = ..., stat: _Optional[_Union[_world_runtime_pb2.StatFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostMakeDirectoryRequest(_message.Message):
+    __slots__ = ("provider", "mkdir")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MKDIR_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mkdir: _world_runtime_pb2.MakeDirectoryRequest
+    def __init__(self, provider: _Optional[str] = ..., mkdir: _Optional[_Union[_world_runtime_pb2.MakeDirectoryRequest, _Mapping]] = ...) -> None: ...
+
+class HostMoveFileRequest(_message.Message):
+    __slots__ = ("provider", "move")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    move: _world_runtime_pb2.MoveFileRequest
+    def __init__(self, provider: _Optional[str] = ..., move: _Optional[_Union[_world_runtime_pb2.MoveFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostRemoveFileRequest(_message.Message):
+    __slots__ = ("provider", "remove")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    remove: _world_runtime_pb2.RemoveFileRequest
+    def __init__(self, provider: _Optional[str] = ..., remove: _Optional[_Union[_world_runtime_pb2.RemoveFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostWatchFilesRequest(_message.Message):
+    __slots__ = ("provider", "watch")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    watch: _world_runtime_pb2.WatchFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., watch: _Optional[_Union[_world_runtime_pb2.WatchFilesRequest, _Mapping]] = ...) -> None: ...
+
 class HostListInstancesRequest(_message.Message):
     __slots__ = ("provider",)
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
