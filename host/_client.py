@@ -76,8 +76,9 @@ class RemoteHost:
 
         def streamed(request: Message, on_event: EventSink | None = None) -> Any:
             assert method.result_of is not None
+            call = rpc(_absolute(request), metadata=self._md)
             try:
-                for event in rpc(_absolute(request), metadata=self._md):
+                for event in call:
                     result = method.result_of(event)
                     if result is not None:
                         return result
@@ -85,6 +86,8 @@ class RemoteHost:
                         on_event(event)
             except grpc.RpcError as exc:
                 raise failure(exc) from None
+            finally:
+                call.cancel()  # an on_event that raised leaves the stream: the host hears it at once
             raise Aborted(f"{where} ended {name} without a result")
 
         return streamed if method.finish else unary

@@ -192,10 +192,12 @@ class MorphApi:
         request = host_pb.ProviderCallRequest(source=self.source, execute=self._execute(instance_id, command))
         self.records.instance(instance_id)
         try:
-            return self.host.call_provider_stream(request, lambda event: on_event(event.execution))
+            result = self.host.call_provider_stream(request, lambda event: on_event(event.execution))
         except NotFound as exc:
             self.records.drop_instance(instance_id)
             raise NotFound(f"Instance {instance_id} not found: {exc.message}") from None
+        assert isinstance(result, pb.ExecutionResult)  # an execute's stream ends in its result
+        return result
 
     @staticmethod
     def stream_events(item: pb.ExecutionEvent | pb.ExecutionResult | BaseException) -> tuple[list[dict[str, str]], bool]:

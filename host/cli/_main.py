@@ -16,6 +16,7 @@ from worldrt.host.cli import (
     _instances,
     _lattice,
     _links,
+    _processes,
     _providers,
     _reports,
     _serving,
@@ -23,7 +24,8 @@ from worldrt.host.cli import (
 )
 from worldrt.host.cli._common import Parents, err_console
 
-GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _lattice, _apis)
+GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _processes, _lattice,
+          _apis)
 
 
 def parser() -> argparse.ArgumentParser:
