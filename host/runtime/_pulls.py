@@ -39,7 +39,7 @@ def _field(name: str, number: int, kind: int, type_name: str = "", repeated: boo
     return field
 
 
-def _declare() -> tuple[type[Message], type[Message]]:
+def _declare() -> tuple[Any, Any]:
     file = descriptor_pb2.FileDescriptorProto(
         name="worldrt/component/pulls.proto", package=_PACKAGE, syntax="proto3",
         dependency=[pb.DESCRIPTOR.name])
@@ -67,6 +67,7 @@ def _declare() -> tuple[type[Message], type[Message]]:
             GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.ProcessOutput")))
 
 
+# Built at import, so their fields are not known to mypy: instances are used as Any.
 ReadProcessOutputPull, ProcessOutput = _declare()
 
 # Opens the provider's stream for a request with a gRPC deadline of ``timeout_s``; closing the iterator
@@ -81,7 +82,7 @@ class _Output:
     """What one pull has gathered: chunks within the byte budget and each stream's next offset."""
 
     def __init__(self, request: Any) -> None:
-        self.reply: Any = ProcessOutput(stdout_offset=request.stdout_offset, stderr_offset=request.stderr_offset)
+        self.reply = ProcessOutput(stdout_offset=request.stdout_offset, stderr_offset=request.stderr_offset)
         self.budget = min(request.max_bytes or MAX_BYTES, MAX_BYTES)
         self.open = set(_STREAMS.get(request.stream, ()))
         self.data = False
@@ -130,8 +131,9 @@ def read_process_output(request: Any, open_stream: OpenStream, default_timeout_s
             output.read(open_stream(rpc, request.wait_ms / 1000), first_data=True)
         except DeadlineExceeded:
             pass  # nothing came within the wait: the answer so far (none) stands
+    reply: Message = output.reply
     output.reply.ended = not output.open
-    return output.reply
+    return reply
 
 
 # The pull of each server-streaming rpc a component imports, by rpc.

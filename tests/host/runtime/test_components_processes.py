@@ -2,7 +2,8 @@
 long-lived processes in a real morph instance through the host's imports: stdin written by offset (a retry
 not applied twice), output pulled by offset within each read's bounds (bytes per read, the wait for the
 first byte), wait, signal, timeout and list; what the provider refuses reaches it as its err. A component
-of 0.1.0 cannot import the process functions."""
+of 0.1.0 cannot import the process functions. The JavaScript example (componentize-js) does the same
+basic calls."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from wasmtime.component import ComponentInstanceType
 
-from tests.support import built_example
+from tests.support import built_example, cli
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     ComponentError,
@@ -121,13 +122,32 @@ def test_the_process_functions_are_in_0_2_0_only(runtime: ComponentRuntime, proc
                                                  tmp_path: Any) -> None:
     generator = processes.component.type.imports(runtime.engine)[wit_interface("generator", "0.2.0")].ty
     assert isinstance(generator, ComponentInstanceType)
-    assert PROCESS_FUNCTIONS <= set(generator.exports(runtime.engine))
-    info = inspect_component(built_example("processes"), cache_dir=tmp_path)
+    assert set(generator.exports(runtime.engine)) >= PROCESS_FUNCTIONS
+    info = inspect_component(built_example("processes"), cache_dir=tmp_path / "cache")
     shown = info.imports[wit_interface("generator", "0.2.0")]
     assert info.problem is None and info.wit_versions == ("0.2.0",)
     assert shown["read-process-output"] == \
         "func(request: read-process-output-request) -> result<process-output, provider-error>"
     assert shown["wait-process"] == "func(request: wait-process-request) -> result<process-info, provider-error>"
+    # `worldrt component inspect` shows them.
+    out = cli(tmp_path, "component", "inspect", str(built_example("processes")), "--json")
+    assert out.returncode == 0, out.stderr
+    inspected = json.loads(out.stdout)
+    assert inspected["wit_versions"] == ["0.2.0"] and inspected["problem"] is None
+    assert inspected["imports"][wit_interface("generator", "0.2.0")] == shown
+
+
+@pytest.mark.timeout(900)  # a JavaScript component: a minute to build and another to compile, once
+def test_the_javascript_example_feeds_a_process_and_pulls_its_output(runtime: ComponentRuntime,
+                                                                     instance: str) -> None:
+    js = runtime.load(built_example("processes-js"))
+    assert wit_interface("generator", "0.2.0") in js.imports
+    out = json.loads(runtime.invoke(js, 1, json.dumps({
+        "instance_id": instance, "argv": ["sh", "-c", "tr a-z A-Z; echo bye >&2"], "stdin": "from js\n",
+        "max_bytes": 3})))
+    assert (out["stdout"], out["stderr"], out["stdin_offset"]) == ("FROM JS\n", "bye\n", 8)
+    assert (out["state"], out["exit_code"]) == ("exited", 0)
+    assert max(out["reads"]) <= 3 and sum(out["reads"]) == 12
 
 
 OLD_LIST_PROCESSES = """
