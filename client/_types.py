@@ -262,7 +262,8 @@ class ProviderState:
 @dataclass(frozen=True)
 class Invocation:
     """One provider call the registry recorded: ``latency_ms`` is what the caller waited, of which
-    ``startup_ms`` went to starting the provider's daemon."""
+    ``startup_ms`` went to starting the provider's daemon; ``replica`` is the lattice host whose replica
+    answered ("" when the host's own daemon did)."""
 
     invocation_id: str
     provider: str
@@ -274,13 +275,14 @@ class Invocation:
     cost_units: float
     invoked_at: str
     startup_ms: float
+    replica: str = ""
 
     @classmethod
     def of(cls, message: host_pb.InvocationRow) -> Invocation:
         """The call an InvocationRow records."""
         return cls(message.invocation_id, message.provider_id, message.operation, message.verse_id,
                    message.input_params, message.output_result, message.latency_ms, message.cost_units,
-                   message.invoked_at, message.startup_ms)
+                   message.invoked_at, message.startup_ms, message.replica)
 
 
 @dataclass(frozen=True)

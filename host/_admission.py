@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from worldrt.errors import ResourceExhausted
+from worldrt.errors import Reason, ResourceExhausted
 
 COMPONENT_METHODS = frozenset({"invoke", "run_verse"})
 # Calls that only read what the host knows (or stop an instance): short, whatever else runs.
@@ -109,20 +109,21 @@ class Admission:
             if kind == "components" and running >= self.limits.components:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} component invocations running, its limit "
-                    f"(host serve --max-components {self.limits.components}); try again when one ends")
+                    f"(host serve --max-components {self.limits.components}); try again when one ends", reason=Reason.HOST_BUSY)
             if kind == "calls" and running >= self.limits.calls:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} calls running, its limit (host serve "
-                    f"--max-calls {self.limits.calls}); try again when some end")
+                    f"--max-calls {self.limits.calls}); try again when some end", reason=Reason.HOST_BUSY)
             if kind == "quick" and running >= self.limits.quick:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} quick calls (listings, Stop) running, its "
-                    f"limit ({self.limits.quick}); try again in a moment")
+                    f"limit ({self.limits.quick}); try again in a moment", reason=Reason.HOST_BUSY)
             if instance and self._per_instance[instance] >= self.limits.per_instance:
                 raise ResourceExhausted(
                     f"instance {instance} is busy: {self._per_instance[instance]} calls on it run or wait at the "
                     f"host at {self.address}, the limit per instance ({self.limits.per_instance}); calls on one "
-                    f"instance run one at a time, so wait for them or use another instance")
+                    f"instance run one at a time, so wait for them or use another instance",
+                    reason=Reason.INSTANCE_BUSY)
             self._running[kind] += 1
             if instance:
                 self._per_instance[instance] += 1

@@ -18,7 +18,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
-from worldrt.errors import Aborted, Unavailable, from_rpc_error
+from worldrt.errors import Aborted, Reason, Unavailable, from_rpc_error
 from worldrt.host._api import BY_NAME, EventSink, HostAPI
 from worldrt.providers import (
     TOKEN_ENV,
@@ -64,9 +64,9 @@ class RemoteHost:
         where = f"host at {self.address}"
 
         def failure(exc: grpc.RpcError) -> Exception:
-            # A refusal that names this host already (the host is busy) is not prefixed with it again.
-            said = exc.details() if callable(getattr(exc, "details", None)) else ""
-            return from_rpc_error(exc, "" if f"the host at {self.address}" in (said or "") else where)
+            # A refusal by the host's admission names the host already: it is not prefixed with it again.
+            error = from_rpc_error(exc)
+            return error if error.reason in (Reason.HOST_BUSY, Reason.INSTANCE_BUSY) else from_rpc_error(exc, where)
 
         def unary(request: Message) -> Any:
             try:
@@ -153,7 +153,7 @@ class Session:
                 raise Unavailable(
                     f"the host at {self.address} is busy: it accepts connections but did not answer its health "
                     f"check within {BUSY_WAIT_S + 1:g} s; it holds the registry, so no embedded host can stand in "
-                    f"for it: try again when its calls end, or look at its log")
+                    f"for it: try again when its calls end, or look at its log", reason=Reason.HOST_BUSY)
         if answer is not None:
             self.api = cast(HostAPI, RemoteHost(self.address, token, self.tls))
             self.remote = True

@@ -99,9 +99,11 @@ class _RegistryGate(grpc.aio.ServerInterceptor):
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     """End the call with the status of ``exc``: its own for a WorldError or a provider's status, INTERNAL else."""
     if isinstance(exc, WorldError):
+        context.set_trailing_metadata(exc.trailers)  # its reason, so the caller can act on more than the kind
         await context.abort(exc.code, exc.message)
     if isinstance(exc, grpc.RpcError):
         error = from_rpc_error(exc, "a provider call failed")
+        context.set_trailing_metadata(error.trailers)
         await context.abort(error.code, error.message)
     log.error("host call failed", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"the host failed: {type(exc).__name__}: {exc}")

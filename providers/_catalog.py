@@ -18,6 +18,7 @@ class ProviderInfo:
 _LIFECYCLE = ("init", "shutdown", "receive_link_config", "delete_link", "capabilities")
 # What providers whose instances live in sandboxes serve besides their instances' lifecycle (and listing them).
 _FILES_AND_IMAGES = ("list_instances", "write_files", "read_file", "read_file_chunk", "list_files",
+                     "stat_file", "make_directory", "move_file", "remove_file", "watch_files",
                      "build_image", "list_images", "inspect_image", "delete_image")
 _PROCESSES = ("start_process", "read_process_output", "write_process_stdin", "wait_process", "signal_process",
               "list_processes")

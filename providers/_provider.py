@@ -148,6 +148,21 @@ class Provider:
     async def list_files(self, request: pb.ListFilesRequest, call: Call) -> pb.ListFilesReply:
         raise self._unimplemented("list_files")
 
+    async def stat_file(self, request: pb.StatFileRequest, call: Call) -> pb.FileInfo:
+        raise self._unimplemented("stat_file")
+
+    async def make_directory(self, request: pb.MakeDirectoryRequest, call: Call) -> pb.MakeDirectoryReply:
+        raise self._unimplemented("make_directory")
+
+    async def move_file(self, request: pb.MoveFileRequest, call: Call) -> pb.FileInfo:
+        raise self._unimplemented("move_file")
+
+    async def remove_file(self, request: pb.RemoveFileRequest, call: Call) -> pb.RemoveFileReply:
+        raise self._unimplemented("remove_file")
+
+    def watch_files(self, request: pb.WatchFilesRequest, call: Call) -> AsyncIterator[pb.FileWatchEvent]:
+        raise self._unimplemented("watch_files")
+
     def build_image(self, request: pb.BuildImageRequest, call: Call) -> AsyncIterator[pb.BuildImageEvent]:
         raise self._unimplemented("build_image")
 

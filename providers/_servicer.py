@@ -21,12 +21,13 @@ _UNARY = {
     "Branch": "branch", "Execute": "execute", "Merge": "merge", "ListInstances": "list_instances",
     "Optimize": "optimize", "Verify": "verify",
     "WriteFiles": "write_files", "ReadFileChunk": "read_file_chunk", "ListFiles": "list_files",
-    "ListImages": "list_images", "InspectImage": "inspect_image", "DeleteImage": "delete_image",
+    "StatFile": "stat_file", "MakeDirectory": "make_directory", "MoveFile": "move_file",
+    "RemoveFile": "remove_file", "ListImages": "list_images", "InspectImage": "inspect_image", "DeleteImage": "delete_image",
 }
 _UNARY.update({"StartProcess": "start_process", "WriteProcessStdin": "write_process_stdin",
                "WaitProcess": "wait_process", "SignalProcess": "signal_process", "ListProcesses": "list_processes"})
 # Server-streamed rpcs other than ExecuteStream: their events pass through as the provider yields them.
-_STREAMED = {"ReadFile": "read_file", "BuildImage": "build_image"}
+_STREAMED = {"ReadFile": "read_file", "BuildImage": "build_image", "WatchFiles": "watch_files"}
 _STREAMED.update({"ReadProcessOutput": "read_process_output"})
 
 

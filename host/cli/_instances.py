@@ -5,7 +5,8 @@ Instances live as long as the host that started them, so these commands use a ru
 (``worldrt host serve``) and refuse to embed one. Ids are printed one per line (``ID=$(worldrt instance
 start morph)``); ``--json`` prints what the client returned. ``instance exec`` streams the run's stdout and
 stderr to this process's, prints the value of Python's final expression (if any) as JSON, and exits with
-the run's exit status; a failed call is one line on stderr and exit 2, as for every command.
+the run's exit status; a failed call is one line on stderr and the exit status of its error's kind, as
+for every command (``worldrt --help`` lists them).
 """
 
 from __future__ import annotations

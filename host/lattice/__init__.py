@@ -1,4 +1,4 @@
-"""The NATS lattice: hosts on many machines as one (LATTICE.md in the design). Its server and the
+"""The NATS lattice: hosts on many machines as one (README, "Many machines"). Its server and the
 identities and permissions it enforces, a host's membership (heartbeats, the links bucket it watches,
 the streams it publishes its registry rows to), the bridge that serves a host's providers onto it, the
 caller and the transport that take a host's calls to a replica on any host, the secrets a link names by

@@ -30,8 +30,8 @@ class LatticeTransport(Transport):
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    def reach(self, provider: str) -> Target:
-        return _Replicas(self.member, provider)
+    def reach(self, provider: str) -> tuple[Target, float]:
+        return _Replicas(self.member, provider), 0.0
 
     def healthy(self, provider: str) -> bool:
         return bool(self.member.fresh_replicas(provider))
@@ -59,8 +59,8 @@ class _Replicas(Target):
     @staticmethod
     def _checked(answer: Answer) -> None:
         if answer.code.value[0] != 0:
-            error = from_status(answer.code, answer.message)
-            error.trailers = ((REPLICA, answer.replica), (COST, str(answer.cost)))
+            error = from_status(answer.code, answer.message, reason=answer.reason)
+            error.add_trailers((REPLICA, answer.replica), (COST, str(answer.cost)))
             raise error
 
     def unary(self, method: Method, request: Message, metadata: Metadata, timeout_s: float) -> Reply:

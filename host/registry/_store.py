@@ -4,7 +4,7 @@ Tables ``runtime_providers``, ``provider_invocations`` and ``provider_links`` ar
 for column; ``provider_daemons`` records where each local engine runs.
 
 An invocation row is durable before its caller sees the result it describes: ``record()`` (on the call
-path) redacts it (host/_redaction.py), appends it to the journal (host/_journal.py: survives SIGKILL of
+path) redacts it (_redaction.py), appends it to the journal (_journal.py: survives SIGKILL of
 the host, not a machine crash) and queues it. A writer thread makes its JSON and writes batches of rows
 (one multi-row INSERT each), then empties the journal when every row in it is in DuckDB; ``open()``
 replays whatever a process that ended left there. The writer never gives a row up: a failed write is
@@ -210,7 +210,7 @@ class Registry:
         """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``."""
         path = Path(path)
         if keep_days is not None and keep_days <= 0:
-            raise RegistryError(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
+            raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
         try:
             redactor = Redactor(cap_bytes)
         except ValueError as exc:

@@ -172,18 +172,18 @@ class Router(WorldRouter):
         return self._stream(_Route(provider, METHODS[rpc], "provider", None), request, context, timeout_s)
 
     # the path ------------------------------------------------------------------------------------------
-    def _reach(self, route: _Route, transport: Transport) -> tuple[Target, float]:
+    def _reach(self, route: _Route, transport: Transport) -> tuple[Target, float, float]:
+        """The target, when the call started, and its start-up wait (ms)."""
         started = time.perf_counter()
         try:
-            target = transport.reach(route.provider)
+            target, startup_ms = transport.reach(route.provider)
         except WorldError as exc:
             raise Unavailable(f"provider {route.provider} is not available: {exc.message}") from exc
-        return target, started
+        return target, started, startup_ms
 
     def _unary(self, route: _Route, request: Message, context: CallContext | None, limit_s: float,
                transport: Transport, record: bool) -> Message:
-        target, started = self._reach(route, transport)
-        startup_ms = (time.perf_counter() - started) * 1000
+        target, started, startup_ms = self._reach(route, transport)
         timeout = _timeout(route.method, route.interface, limit_s, context)
         try:
             reply = target.unary(route.method, request, _metadata(context, route.link), timeout)
@@ -197,8 +197,7 @@ class Router(WorldRouter):
 
     def _stream(self, route: _Route, request: Message, context: CallContext | None,
                 limit_s: float) -> Generator[Message, None, None]:
-        target, started = self._reach(route, self.transport)
-        startup_ms = (time.perf_counter() - started) * 1000
+        target, started, startup_ms = self._reach(route, self.transport)
         timeout = _timeout(route.method, route.interface, limit_s, context)
         events = target.stream(route.method, request, _metadata(context, route.link), timeout)
         last: Message | None = None

@@ -94,12 +94,17 @@ class Supervisor:
     def child(self, name: str) -> Child | None:
         return self._children.get(name)
 
+    def alive(self, name: str) -> Child | None:
+        """The child serving ``name`` if its process runs (None: ``ensure`` would start it)."""
+        child = self._children.get(name)
+        return child if child is not None and child.proc is not None and child.proc.poll() is None else None
+
     def ensure(self, name: str) -> Child:
         """The child serving ``name``, started (and waited for) if it is not running."""
         if name not in CATALOG:
             raise SupervisorError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
-        child = self._children.get(name)
-        if child is not None and child.proc is not None and child.proc.poll() is None:
+        child = self.alive(name)
+        if child is not None:
             return child
         with self._lock:
             child = self._children.get(name)

@@ -1,8 +1,8 @@
 """Where a provider call runs, apart from what it does: a transport takes a call the router has resolved,
 timed and will record, to a provider, and brings back its answer.
 
-``Transport.reach(provider)`` gives a ``Target`` (starting the provider's daemon if that is the
-transport's way; the router counts the time as the call's start-up wait). A target makes the call:
+``Transport.reach(provider)`` gives a ``Target`` and the milliseconds spent making it ready (starting
+the provider's daemon, if that is the transport's way; 0 when it was ready): the call's start-up wait. A target makes the call:
 ``unary`` answers a ``Reply``; ``stream`` yields the events and returns the ``Reply`` (its ``message`` is
 the last event). A failure is raised as the ``WorldError`` kind of its status, with the cost and the
 replica in its ``trailers`` (``x-worldrt-cost-units``, ``x-worldrt-replica``).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable
 from typing import Any, NamedTuple
@@ -88,8 +89,8 @@ class Transport(ABC):
     link_hint = ""
 
     @abstractmethod
-    def reach(self, provider: str) -> Target:
-        """``provider`` ready to be called; a WorldError kind when it cannot be."""
+    def reach(self, provider: str) -> tuple[Target, float]:
+        """``provider`` ready to be called, and the ms that took; a WorldError kind when it cannot be."""
 
     @abstractmethod
     def healthy(self, provider: str) -> bool:
@@ -108,7 +109,7 @@ def _failure(exc: grpc.RpcError) -> WorldError:
     trailers: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     cost = cost_of(trailers)
     if cost:
-        error.trailers = (*error.trailers, (COST, str(cost)))
+        error.add_trailers((COST, str(cost)))
     return error
 
 
@@ -157,8 +158,13 @@ class LocalTransport(Transport):
         self._targets: dict[str, _Channel] = {}
         self._lock = threading.Lock()
 
-    def reach(self, provider: str) -> Target:
-        return self.at(self.supervisor.address(provider))
+    def reach(self, provider: str) -> tuple[Target, float]:
+        child = self.supervisor.alive(provider)
+        if child is not None:
+            return self.at(child.address), 0.0
+        started = time.perf_counter()
+        address = self.supervisor.address(provider)
+        return self.at(address), (time.perf_counter() - started) * 1000
 
     def at(self, address: str) -> _Channel:
         """The target at a daemon's address (one channel per address, kept until ``forget``)."""

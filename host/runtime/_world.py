@@ -5,8 +5,8 @@ request and reply messages. The host serves every released version of the world 
 (``WIT_VERSIONS``), each interface under each version's name. 0.1.0's text is its first release; the
 file functions and fields that were added to it in place before 0.2.0 existed stay served under 0.1.0
 too, so no component that ever loaded stops loading; what is added later is served from its version on
-(``Operation.since``). A ``Router`` decides which
-provider serves a call (the host's ``LinkRouter`` resolves links; ``DirectRouter`` uses fixed addresses).
+(``Operation.since``). A ``Router`` decides which provider serves a call (the host's router resolves
+links, host/routing; ``DirectRouter`` uses fixed channels).
 """
 
 from __future__ import annotations

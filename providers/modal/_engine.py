@@ -26,7 +26,8 @@ from worldrt.providers.sandbox import (
     Limits,
     LiveInstance,
     Output,
-    SandboxError,
+    RunInput,
+    SandboxFault,
     SandboxProcess,
     new_id,
 )
@@ -58,11 +59,12 @@ class SandboxPool(InstanceEngine):
 
     async def run_once(self, code: str, language: str, timeout_ms: int, env: dict[str, str],
                        limits: Limits, *, collect: bool = False,
-                       argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
+                       argv: list[str] | None = None, given: RunInput | None = None) -> AsyncIterator[Output | Done]:
         """Run code (or a command) in a fresh warm sandbox that ends with the run."""
         inst = await self.start(limits, 0, {"one_shot": "true"})
         try:
-            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect, argv=argv):
+            async for item in self.execute(inst.id, code, language, timeout_ms, env, collect=collect, argv=argv,
+                                           given=given):
                 yield item
         finally:
             await self.drop_instance(inst.id, "its one-shot run ended")
@@ -97,7 +99,9 @@ class SandboxPool(InstanceEngine):
         if snap is not None:
             return snap
         reason = self.gone_reason(sid)
-        raise err.NotFound(f"snapshot {sid} no longer exists: {reason}" if reason else f"no snapshot {sid!r} on modal")
+        if reason:
+            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}", reason=err.Reason.SNAPSHOT_GONE)
+        raise err.NotFound(f"no snapshot {sid!r} on modal", reason=err.Reason.SNAPSHOT_NOT_FOUND)
 
     async def snapshot(self, iid: str, ttl_s: int) -> DiskSnapshot:
         inst = self.instance(iid)
@@ -109,7 +113,7 @@ class SandboxPool(InstanceEngine):
                 reply, _fds, _size = await self.archive(inst, sid, {"op": "archive"})
             except ArchiveTooLarge as exc:
                 raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         files, size = self.disk_counts(reply, iid)
         snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image,

@@ -69,4 +69,4 @@ class ModalProvider(SandboxedProvider):
         if request.instance_id:
             return super().runs(request, language, collect=collect)
         return self.engine.run_once(request.code, language, request.timeout_ms, dict(request.env), Limits(),
-                                    collect=collect, argv=self.check_argv(request))
+                                    collect=collect, argv=self.check_argv(request), given=self.run_input(request))

@@ -18,12 +18,14 @@ from worldrt.providers.sandbox._instances import (
     LiveInstance,
     Member,
     Output,
+    RunInput,
     new_id,
 )
 from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._provider import (
@@ -39,6 +41,7 @@ from worldrt.providers.sandbox._workers import (
     CallTimeout,
     ProgramError,
     WorkerError,
+    WorkerFault,
     WorkerLease,
     WorkerLost,
     WorkerPool,
@@ -50,11 +53,11 @@ __all__ = [
     # sandboxes and their members
     "Sandbox", "SandboxProcess", "Limits", "Cgroups", "NsSet", "ALLOCATOR", "UidAllocator",
     # instances, snapshots and branches
-    "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "new_id",
+    "InstanceEngine", "Member", "LiveInstance", "Output", "Done", "RunInput", "new_id",
     "ImageStore", "ImageInfo", "DEFAULT_IMAGE", "LAYER_ROOT",
     "Lineage", "Branch", "ReadyBranches", "ReadyBudget", "MAX_DEPTH", "ArchiveStore", "ArchiveTooLarge",
     # errors
-    "SandboxError", "ProtocolError", "ChannelClosed",
+    "SandboxFault", "SandboxError", "ProtocolError", "ChannelClosed",
     # workers
-    "WorkerPool", "WorkerLease", "WorkerError", "ProgramError", "CallError", "CallTimeout", "WorkerLost",
+    "WorkerPool", "WorkerLease", "WorkerFault", "WorkerError", "ProgramError", "CallError", "CallTimeout", "WorkerLost",
 ]

@@ -21,7 +21,7 @@ from worldrt.providers.sandbox import _seccomp
 
 AGENT_DIR = Path(__file__).resolve().parent
 AGENT_MOUNT = "/opt/worldrt"
-AGENT_FILES = ("agent.py", "_wire.py", "_linux.py", "_procman.py")
+AGENT_FILES = ("agent.py", "_wire.py", "_linux.py", "_procman.py", "_fsops.py", "_watcher.py")
 # Only what programs need to run: no /home, /root, /etc/shadow or host sockets are visible inside.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = (

@@ -7,6 +7,7 @@ nothing of the frame reaches a client.
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 from worldrt.providers.sandbox._process import ProtocolError, SandboxError
@@ -22,10 +23,21 @@ def _fail(who: str, why: str) -> ProtocolError:
     return ProtocolError(f"{who} sent a malformed frame ({why})")
 
 
+def _b64(raw: Any, who: str, what: str) -> bytes:
+    if not isinstance(raw, str):
+        raise _fail(who, f"{what} is not base64 text")
+    try:
+        return binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise _fail(who, f"{what} is not base64") from None
+
+
 def output_or_done(frame: dict[str, Any], who: str) -> tuple[str, Any]:
-    """("stdout"|"stderr", text) or ("done", checked result) of one frame of a run."""
+    """("stdout"|"stderr", text or bytes) or ("done", checked result) of one frame of a run."""
     event = frame.get("ev")
     if event in ("stdout", "stderr"):
+        if "b" in frame:
+            return event, _b64(frame["b"], who, f"{event} bytes")
         text = frame.get("d")
         if not isinstance(text, str):
             raise _fail(who, f"{event} without text")
@@ -53,15 +65,21 @@ def done(frame: dict[str, Any], who: str) -> dict[str, Any]:
         if not isinstance(number, (int, float)) or isinstance(number, bool) or not 0 <= number < 1e12:
             raise _fail(who, f"{name} is not a duration")
         numbers[name] = float(number)
-    collected = {}
+    collected: dict[str, str | bytes] = {}
     for stream in ("stdout", "stderr"):
+        if f"{stream}_b" in frame:
+            collected[stream] = _b64(frame[f"{stream}_b"], who, f"{stream} bytes")
+            continue
         text = frame.get(stream, "")
         if not isinstance(text, str):
             raise _fail(who, f"{stream} is not a string")
         collected[stream] = text
     if len(collected["stdout"]) + len(collected["stderr"]) > MAX_COLLECTED:
         raise _fail(who, f"a result frame carries more than {MAX_COLLECTED} characters of output")
-    return {"exit_code": code, "value_json": value, "error": error,
+    refused = frame.get("refused", "")
+    if refused not in ("", "invalid", "missing"):
+        raise _fail(who, "refused is not a known kind")
+    return {"exit_code": code, "value_json": value, "error": error, "refused": refused,
             "interrupted": frame.get("interrupted") is True, **numbers, **collected}
 
 

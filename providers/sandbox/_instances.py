@@ -38,11 +38,13 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._processes import ProcessSettings, ProcessTable
 from worldrt.providers.sandbox._sandbox import Limits, Sandbox
 from worldrt.providers.sandbox._uids import ALLOCATOR
+from worldrt.providers.sandbox._watch import Change, Watch, WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
 
 log = logging.getLogger("worldrt.sandbox")
@@ -119,6 +121,8 @@ class LiveInstance(Member):
     lock: InstanceLock = field(init=False)
     # Its long-lived processes (StartProcess), made at the first.
     processes: ProcessTable | None = field(default=None, repr=False)
+    # The watchers of its files (WatchFiles) now running; closed when it ends.
+    watches: set[Watch] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.lock = InstanceLock(self.id)
@@ -149,7 +153,17 @@ class WarmPool:
 @dataclass(frozen=True)
 class Output:
     stream: str  # "stdout" or "stderr"
-    text: str
+    text: str | bytes  # bytes when the run was asked for them (RunInput.as_bytes)
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """What a run gets besides its code (issue 20): a working folder in the workspace (checked by the
+    instance's own walk), bytes for its stdin (capped by the caller), and output as bytes."""
+
+    cwd: str = ""
+    stdin: bytes | None = None
+    as_bytes: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,7 +319,7 @@ class InstanceEngine:
             try:
                 self._pool.append(await self._warm())
                 delay_s = 0.1
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox: %s", exc)
                 if not retry:
                     return
@@ -322,7 +336,7 @@ class InstanceEngine:
                 self._image_pools.get(pool.image.digest) is pool:
             try:
                 pool.warm.append(await self._warm(pool.image))
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox of image %s: %s", pool.image.digest[:12], exc)
                 return
         if self._image_pools.get(pool.image.digest) is not pool:
@@ -415,8 +429,9 @@ class InstanceEngine:
         if inst is not None:
             return inst
         if iid in self._gone:
-            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}")
-        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)")
+            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}", reason=err.Reason.INSTANCE_GONE)
+        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)",
+                           reason=err.Reason.INSTANCE_NOT_FOUND)
 
     def check_room(self, count: int) -> None:
         if len(self.instances) + count > self.max_instances:
@@ -432,12 +447,12 @@ class InstanceEngine:
         self.check_room(1)
         try:
             sandbox, proc, uid = await self.take_member(limits, image)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         try:
             if prepare is not None:
                 await prepare(proc)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             await sandbox.close()
             ALLOCATOR.release(uid)
             if isinstance(exc, ArchiveTooLarge):
@@ -469,13 +484,14 @@ class InstanceEngine:
             except TimeoutError:
                 await self.drop_instance(iid, "it did not answer a file request in time")
                 raise err.DeadlineExceeded(f"instance {iid} did not answer the file request within {timeout_s:.0f} s; "
-                                           f"it is stopped") from None
+                                           f"it is stopped", reason=err.Reason.INSTANCE_GONE) from None
             except ProtocolError as exc:
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 await self.drop_instance(iid, "its process exited during a file request")
-                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
+                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from None
             finally:
                 inst.touch()
 
@@ -488,6 +504,58 @@ class InstanceEngine:
     async def list_files(self, iid: str, path: str) -> tuple[str, list[dict[str, Any]], bool]:
         async with self._files_of(iid) as inst:
             return await _workspace.listing(inst.proc, path)
+
+    async def stat_file(self, iid: str, path: str) -> dict[str, Any]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.stat(inst.proc, path)
+
+    async def make_directory(self, iid: str, path: str, parents: bool, mode: int) -> tuple[dict[str, Any], bool]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.make_directory(inst.proc, path, parents, mode)
+
+    async def move_file(self, iid: str, source: str, destination: str, overwrite: bool) -> dict[str, Any]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.move(inst.proc, source, destination, overwrite)
+
+    async def remove_file(self, iid: str, path: str, recursive: bool) -> tuple[str, int]:
+        async with self._files_of(iid) as inst:
+            return await _workspace.remove(inst.proc, path, recursive)
+
+    async def watch_files(self, iid: str, path: str, recursive: bool, timeout_s: int,
+                          limits: WatchLimits) -> AsyncIterator[Change]:
+        """A watcher of a folder in the instance: "ready" once it is in place, then its changes, then
+        "ended" (its folder went, the timeout, or the instance ended)."""
+        _workspace.check_path(path, empty=True)
+        if timeout_s < 0:
+            raise err.InvalidArgument("timeout_s must not be negative")
+        async with self._files_of(iid) as inst:
+            if len(inst.watches) >= limits.per_instance:  # checked under the instance's lock: one at a time
+                raise err.ResourceExhausted(f"instance {iid} has {len(inst.watches)} watchers, its maximum; end "
+                                            f"one (cancel its stream) before starting another")
+            _folder, fd = await _workspace.watch(inst.proc, path, recursive, limits.max_dirs)
+            try:
+                watch = Watch(fd, f"a watcher of instance {iid}")
+            except OSError:
+                os.close(fd)
+                raise ProtocolError(f"instance {iid} answered a watch with a descriptor that is not a socket") \
+                    from None
+            inst.watches.add(watch)
+        seconds = min(timeout_s or limits.max_s, limits.max_s)
+        try:
+            async with asyncio.timeout(seconds):
+                async for change in watch.changes():
+                    yield change
+                    if change.kind == "ended":
+                        return
+        except TimeoutError:
+            yield Change("ended", message=f"the watch reached its timeout of {seconds} s")
+        except ProtocolError as exc:
+            raise err.Aborted(f"{exc}; the watch is ended") from None
+        except (ChannelClosed, OSError):
+            yield Change("ended", message=watch.ended or "the watcher in the instance stopped")
+        finally:
+            inst.watches.discard(watch)
+            watch.close()
 
     async def read_file(self, iid: str, path: str, offset: int, length: int,
                         cap: int | None = None) -> AsyncIterator[Opened | bytes]:
@@ -535,7 +603,7 @@ class InstanceEngine:
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str], *, collect: bool = False,
-                      argv: list[str] | None = None) -> AsyncIterator[Output | Done]:
+                      argv: list[str] | None = None, given: RunInput | None = None) -> AsyncIterator[Output | Done]:
         """Run code in the instance, yielding its output as it is produced and then its result. With
         ``collect`` the agent keeps the output and sends it with the result (one frame, not one per line)
         unless there is too much of it; either way the output comes before the result.
@@ -564,15 +632,28 @@ class InstanceEngine:
 
             timer = loop.call_later(timeout_s, on_deadline)
             finished = False
+            feeding: _workspace.Feed | None = None
             written = 0
             try:
-                await inst.proc.send({"op": "exec", "code": code, "language": language or "python", "env": env,
-                                      "collect": collect, "argv": list(argv or [])})
+                given = given or RunInput()
+                _workspace.check_path(given.cwd, empty=True)
+                request = {"op": "exec", "code": code, "language": language or "python", "env": env,
+                           "collect": collect, "argv": list(argv or []), "cwd": given.cwd,
+                           "bytes": given.as_bytes, "stdin": given.stdin is not None}
+                if given.stdin is None:
+                    await inst.proc.send(request)
+                else:
+                    feeding = _workspace.feed(given.stdin)
+                    await inst.proc.send(request, [feeding.read_end])
+                    feeding.start()
                 while True:
                     frame, _ = await inst.proc.recv()
                     event, payload = _frames.output_or_done(frame, f"instance {iid}")
                     if event == "done":
                         finished = True
+                        if payload["refused"]:
+                            inst.touch()
+                            raise _workspace.refusal_error(payload["refused"], payload["error"])
                         outputs = [("stdout", payload.pop("stdout")), ("stderr", payload.pop("stderr"))]
                     else:
                         outputs = [(event, payload)]
@@ -596,21 +677,24 @@ class InstanceEngine:
                 finished = True
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
                 if isinstance(exc, OutputFlood):
-                    raise err.ResourceExhausted(f"{exc}; the instance is stopped") from None
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+                    raise err.ResourceExhausted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 finished = True
                 if phase == "unresponsive":
                     await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
                     raise err.DeadlineExceeded(
                         f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
-                        f"instance {iid} was stopped") from None
+                        f"instance {iid} was stopped", reason=err.Reason.INSTANCE_GONE) from None
                 await self.drop_instance(iid, "its process exited while running code")
-                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped") from exc
+                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from exc
             finally:
                 timer.cancel()
                 if grace is not None:
                     grace.cancel()
+                if feeding is not None:
+                    await feeding.stop()
                 if not finished and iid in self.instances:
                     await self._abandon_run(inst)
 
@@ -623,7 +707,7 @@ class InstanceEngine:
                     event, _ = _frames.output_or_done((await inst.proc.recv())[0], f"instance {inst.id}")
                     if event == "done":
                         return
-        except (TimeoutError, ChannelClosed, OSError, SandboxError):
+        except (TimeoutError, ChannelClosed, OSError, SandboxFault):
             await self.drop_instance(inst.id, "its code ran on after its caller went away")
 
     async def archive(self, member: Member, name: str, op: dict[str, Any]) -> tuple[dict[str, Any], list[int], int]:
@@ -664,6 +748,8 @@ class InstanceEngine:
         self.bury(iid, reason)
         if inst.processes is not None:
             inst.processes.close(reason)
+        for watch in list(inst.watches):
+            watch.close(f"instance {iid} ended ({reason})")
         await self.release(inst)
 
     async def release(self, member: Member) -> None:

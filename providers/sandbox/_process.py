@@ -18,7 +18,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from worldrt.errors import Aborted, Unavailable
+from worldrt.errors import Aborted, ErrorFamily, Unavailable
 from worldrt.providers.sandbox import _wire
 from worldrt.providers.sandbox._readiness import ready
 
@@ -29,7 +29,12 @@ _CREDS_SPACE = socket.CMSG_SPACE(12)
 _MSG_CMSG_CLOEXEC = 0x40000000
 
 
-class SandboxError(Unavailable):
+class SandboxFault(ErrorFamily):
+    """The family of what goes wrong with a process in a sandbox, whatever its kind: catch this to catch
+    them all (SandboxError, ChannelClosed, ProtocolError, ArchiveTooLarge, ...)."""
+
+
+class SandboxError(SandboxFault, Unavailable):
     """A process in a sandbox could not do what it was asked (its message says why)."""
 
 
@@ -37,18 +42,17 @@ class ChannelClosed(SandboxError):
     """The process at the other end of a channel has gone (or the channel was closed here)."""
 
 
-class ProtocolError(SandboxError):
+class ProtocolError(SandboxFault, Aborted):
     """A process in a sandbox sent something the protocol does not allow; it is not trusted further."""
-
-    code = Aborted.code
 
 
 class SandboxProcess:
     """One zygote, instance or snapshot process. One request at a time (callers serialize)."""
 
-    def __init__(self, sock: socket.socket, pid: int, key: str) -> None:
+    def __init__(self, sock: socket.socket, pid: int, key: str, *, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.max_frame = max_frame
         self.pid = pid
         self.key = key
         self.hello: dict[str, Any] = {}
@@ -112,8 +116,8 @@ class SandboxProcess:
         if len(self._buf) < 4:
             return None
         (size,) = struct.unpack_from(">I", self._buf)
-        if size > MAX_FRAME:
-            raise ProtocolError(f"{self.key} sent a frame of {size} bytes, over the limit of {MAX_FRAME}")
+        if size > self.max_frame:
+            raise ProtocolError(f"{self.key} sent a frame of {size} bytes, over the limit of {self.max_frame}")
         if len(self._buf) < 4 + size:
             return None
         body = bytes(self._buf[4:4 + size])

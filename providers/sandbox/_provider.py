@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,17 +16,22 @@ from worldrt import errors as err
 from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
-from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output
+from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output, RunInput
 from worldrt.providers.sandbox._processes import Process, ProcessSettings
 from worldrt.providers.sandbox._sandbox import MIB, Limits
+from worldrt.providers.sandbox._watch import WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
 from worldrt.v1 import pb
 
 _TOOLCHAINS = {"js": ("node",), "cpp": ("g++",)}
+_EVENT_KINDS = {"ready": pb.FILE_EVENT_READY, "create": pb.FILE_EVENT_CREATE, "modify": pb.FILE_EVENT_MODIFY,
+                "remove": pb.FILE_EVENT_REMOVE, "rename": pb.FILE_EVENT_RENAME, "chmod": pb.FILE_EVENT_CHMOD,
+                "overflow": pb.FILE_EVENT_OVERFLOW, "ended": pb.FILE_EVENT_ENDED}
 # What a failed Execute's partial result may carry in its trailer: gRPC refuses metadata over 8 KiB.
 PARTIAL_OUTPUT_CHARS = 1536
 # What one ReadFileChunk (a component's read-file) returns at most; ReadFile streams more.
 MAX_CHUNK_READ = 8 * MIB
+DEFAULT_MAX_STDIN_MB = 8
 
 
 def machine_memory_mb() -> int:
@@ -125,6 +131,15 @@ def image_owner(call: Call) -> str:
     return check_owner(call.owner) if call.owner else OPERATOR
 
 
+def file_info(entry: dict[str, Any]) -> pb.FileInfo:
+    """A FileInfo of an entry the instance described (checked by the workspace module)."""
+    info = pb.FileInfo(name=entry["name"], path=entry["path"], size=entry["size"], mode=entry["mode"],
+                       kind=entry["kind"], symlink_target=entry.get("target", ""), uid=entry.get("uid", 0),
+                       gid=entry.get("gid", 0))
+    info.modified_at.FromNanoseconds(entry["mtime_ns"])
+    return info
+
+
 class SandboxedProvider(Provider):
     engine: InstanceEngine
 
@@ -135,6 +150,7 @@ class SandboxedProvider(Provider):
         self.images = image_store(self.options.state_dir, self.options.values)
         self._building = asyncio.Lock()
         self.process_settings = ProcessSettings.from_values(self.options.values)
+        self.watch_limits = WatchLimits.from_options(self.options.values)
 
     async def open(self) -> None:
         self.engine.process_settings = self.process_settings
@@ -195,7 +211,17 @@ class SandboxedProvider(Provider):
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
         """The engine's run of the request's code: output as it comes, then the result."""
         return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
-                                   dict(request.env), collect=collect, argv=self.check_argv(request))
+                                   dict(request.env), collect=collect, argv=self.check_argv(request),
+                                   given=self.run_input(request))
+
+    def run_input(self, request: pb.ExecuteRequest) -> RunInput:
+        """The run's working folder, stdin (within ``max_stdin_mb``, 8 MiB by default) and output form."""
+        cap = int(self.options.values.get("max_stdin_mb", DEFAULT_MAX_STDIN_MB)) * MIB
+        if len(request.stdin) > cap:
+            raise err.ResourceExhausted(f"stdin is {len(request.stdin)} bytes, above the {cap} bytes a run may be "
+                                        f"given; write a file (WriteFiles) and read it instead")
+        return RunInput(request.cwd, request.stdin or None,
+                        request.output_bytes)
 
     @staticmethod
     def check_argv(request: pb.ExecuteRequest) -> list[str]:
@@ -214,30 +240,40 @@ class SandboxedProvider(Provider):
     async def execute_stream(self, request: pb.ExecuteRequest, call: Call) -> AsyncIterator[pb.ExecutionEvent]:
         async for item in self.runs(request, self.check_language(request.language), collect=False):
             if isinstance(item, Output):
-                yield pb.ExecutionEvent(stdout=item.text) if item.stream == "stdout" else pb.ExecutionEvent(
-                    stderr=item.text)
+                if isinstance(item.text, bytes):
+                    yield pb.ExecutionEvent(stdout_bytes=item.text) if item.stream == "stdout" else \
+                        pb.ExecutionEvent(stderr_bytes=item.text)
+                else:
+                    yield pb.ExecutionEvent(stdout=item.text) if item.stream == "stdout" else pb.ExecutionEvent(
+                        stderr=item.text)
             else:
                 yield pb.ExecutionEvent(result=self.result_of(item, call, request.instance_id))
 
     async def execute(self, request: pb.ExecuteRequest, call: Call) -> pb.ExecutionResult:
         """One result, from a run that sends its output with it (the engine streams only a flood)."""
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        raw: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         done: Done | None = None
         try:
             async for item in self.runs(request, self.check_language(request.language), collect=True):
                 if isinstance(item, Output):
-                    out[item.stream].append(item.text)
+                    if isinstance(item.text, bytes):
+                        raw[item.stream].append(item.text)
+                    else:
+                        out[item.stream].append(item.text)
                 else:
                     done = item
         except err.WorldError as exc:
-            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head("".join(out["stdout"])),
-                                         stderr=_head("".join(out["stderr"])), error=exc.message[:512])
+            text = {k: "".join(out[k]) or b"".join(raw[k]).decode("utf-8", "replace") for k in out}
+            partial = pb.ExecutionResult(instance_id=request.instance_id, stdout=_head(text["stdout"]),
+                                         stderr=_head(text["stderr"]), error=exc.message[:512])
             exc.trailers = (("x-worldrt-partial-result-bin", partial.SerializeToString()),)
             raise
         if done is None:
             raise err.Aborted(f"instance {request.instance_id} ended the run without a result")
         result = self.result_of(done, call, request.instance_id)
         result.stdout, result.stderr = "".join(out["stdout"]), "".join(out["stderr"])
+        result.stdout_bytes, result.stderr_bytes = b"".join(raw["stdout"]), b"".join(raw["stderr"])
         return result
 
     # files -----------------------------------------------------------------------------------------
@@ -252,9 +288,30 @@ class SandboxedProvider(Provider):
         folder, entries, truncated = await self.engine.list_files(request.instance_id, request.path)
         reply = pb.ListFilesReply(path=folder, truncated=truncated)
         for e in entries:
-            info = reply.entries.add(name=e["name"], path=e["path"], size=e["size"], mode=e["mode"], kind=e["kind"])
-            info.modified_at.FromNanoseconds(e["mtime_ns"])
+            reply.entries.append(file_info(e))
         return reply
+
+    async def stat_file(self, request: pb.StatFileRequest, call: Call) -> pb.FileInfo:
+        return file_info(await self.engine.stat_file(request.instance_id, request.path))
+
+    async def make_directory(self, request: pb.MakeDirectoryRequest, call: Call) -> pb.MakeDirectoryReply:
+        entry, created = await self.engine.make_directory(request.instance_id, request.path, request.parents,
+                                                          request.mode)
+        return pb.MakeDirectoryReply(entry=file_info(entry), created=created)
+
+    async def move_file(self, request: pb.MoveFileRequest, call: Call) -> pb.FileInfo:
+        return file_info(await self.engine.move_file(request.instance_id, request.source, request.destination,
+                                                     request.overwrite))
+
+    async def watch_files(self, request: pb.WatchFilesRequest, call: Call) -> AsyncIterator[pb.FileWatchEvent]:
+        async for change in self.engine.watch_files(request.instance_id, request.path, request.recursive,
+                                                    request.timeout_s, self.watch_limits):
+            yield pb.FileWatchEvent(kind=_EVENT_KINDS[change.kind], path=change.path, old_path=change.old_path,
+                                    is_dir=change.is_dir, dropped=change.dropped, message=change.message)
+
+    async def remove_file(self, request: pb.RemoveFileRequest, call: Call) -> pb.RemoveFileReply:
+        kind, removed = await self.engine.remove_file(request.instance_id, request.path, request.recursive)
+        return pb.RemoveFileReply(kind=kind, removed=removed)
 
     async def read_file(self, request: pb.ReadFileRequest, call: Call) -> AsyncIterator[pb.FileChunk]:
         opened: Opened | None = None

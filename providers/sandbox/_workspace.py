@@ -25,6 +25,7 @@ from worldrt.providers.sandbox._readiness import ready
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 
 CHUNK = 1 << 20
+KINDS = ("file", "dir", "symlink", "other")
 MAX_ENTRIES = 10_000
 FILES_TIMEOUT_S = 60.0
 # The kernel's limits, in bytes of UTF-8: a whole path, and one name in it.
@@ -89,9 +90,7 @@ def _refusal(reply: dict[str, Any], who: str) -> None:
         raise ProtocolError(f"{who} sent a malformed frame (neither ok nor an error in answer to a file request)")
     error = _text(error[:1000], who, "the text of a refusal")
     kind = reply.get("refused")
-    kinds: dict[Any, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
-                                              "missing": err.NotFound}
-    raise kinds.get(kind, err.FailedPrecondition)(error[:1000])
+    raise refusal_error(kind if isinstance(kind, str) else "", error)
 
 
 def check_writes(files: list[NewFile], limits: Limits) -> int:
@@ -153,11 +152,60 @@ def _entry(raw: Any, who: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{who} sent a malformed frame (a listing entry is not an object)")
     out: dict[str, Any] = {}
-    for key in ("name", "path", "kind"):
-        out[key] = _text(raw.get(key), who, f"a listing entry's {key}")
+    for key in ("name", "path", "kind", "target"):
+        out[key] = _text(raw.get(key, ""), who, f"a listing entry's {key}")
+    if out["kind"] not in KINDS:
+        raise ProtocolError(f"{who} sent a malformed frame (a listing entry's kind)")
     for key in ("size", "mode", "mtime_ns"):
         out[key] = _frames.count(raw, key, who)
+    for key in ("uid", "gid"):
+        out[key] = _frames.count(raw, key, who)
+        if out[key] >= 2**32:
+            raise ProtocolError(f"{who} sent a malformed frame (a listing entry's {key})")
+    out["mode"] &= 0o7777
     return out
+
+
+async def _ask(proc: SandboxProcess, request: dict[str, Any]) -> dict[str, Any]:
+    """One file request and its reply (a refusal raised as its error kind)."""
+    await proc.send(request)
+    reply, _ = await proc.recv()
+    _refusal(reply, proc.key)
+    return reply
+
+
+async def stat(proc: SandboxProcess, path: str) -> dict[str, Any]:
+    """The entry at ``path`` (a symlink itself, not what it leads to)."""
+    check_path(path, empty=True)
+    return _entry((await _ask(proc, {"op": "stat", "path": path})).get("entry"), proc.key)
+
+
+async def make_directory(proc: SandboxProcess, path: str, parents: bool, mode: int) -> tuple[dict[str, Any], bool]:
+    """(the folder's entry, whether it was made now)."""
+    check_path(path)
+    reply = await _ask(proc, {"op": "mkdir", "path": path, "parents": parents, "mode": mode & 0o777})
+    created = reply.get("created")
+    if not isinstance(created, bool):
+        raise ProtocolError(f"{proc.key} sent a malformed frame (created is not a boolean)")
+    return _entry(reply.get("entry"), proc.key), created
+
+
+async def move(proc: SandboxProcess, source: str, destination: str, overwrite: bool) -> dict[str, Any]:
+    """The entry at its new place."""
+    check_path(source)
+    check_path(destination)
+    reply = await _ask(proc, {"op": "move", "source": source, "destination": destination, "overwrite": overwrite})
+    return _entry(reply.get("entry"), proc.key)
+
+
+async def remove(proc: SandboxProcess, path: str, recursive: bool) -> tuple[str, int]:
+    """(what the path was, how many entries went)."""
+    check_path(path)
+    reply = await _ask(proc, {"op": "remove", "path": path, "recursive": recursive})
+    kind = reply.get("kind")
+    if kind not in KINDS:
+        raise ProtocolError(f"{proc.key} sent a malformed frame (the kind of what was removed)")
+    return kind, _frames.count(reply, "removed", proc.key)
 
 
 async def listing(proc: SandboxProcess, path: str) -> tuple[str, list[dict[str, Any]], bool]:
@@ -225,3 +273,55 @@ async def read(proc: SandboxProcess, path: str, offset: int, length: int, cap: i
             os.close(read_end)
 
     return opened, chunks()
+
+
+async def watch(proc: SandboxProcess, path: str, recursive: bool, max_dirs: int) -> tuple[str, int]:
+    """Have the member start a watcher of the folder ``path``: (the folder relative to the workspace, a
+    socket to the watcher)."""
+    check_path(path, empty=True)
+    await proc.send({"op": "watch", "path": path, "recursive": recursive, "max_dirs": max_dirs})
+    reply, fds = await proc.recv(max_fds=1)
+    try:
+        _refusal(reply, proc.key)
+        if len(fds) != 1:
+            raise ProtocolError(f"{proc.key} sent a malformed frame (a watch without its socket)")
+        folder = _text(reply.get("path"), proc.key, "a watched folder")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return folder, fds[0]
+
+
+def refusal_error(kind: str, message: str) -> err.WorldError:
+    """The error a member's refusal of a kind names (a run's working folder, say)."""
+    kinds: dict[str, type[err.WorldError]] = {"invalid": err.InvalidArgument, "exhausted": err.ResourceExhausted,
+                                              "missing": err.NotFound, "exists": err.AlreadyExists}
+    return kinds.get(kind, err.FailedPrecondition)(message[:1000])
+
+
+class Feed:
+    """Bytes for a run's stdin, written into a pipe the member reads (its read end goes with the request),
+    on the event loop without ever blocking on the member: a run that never reads leaves it waiting."""
+
+    def __init__(self, data: bytes) -> None:
+        self.read_end, self.write_end = _pipe()
+        self.data = data
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        os.close(self.read_end)
+        self.task = asyncio.create_task(_pump(self.write_end, [NewFile("stdin", self.data)]))
+
+    async def stop(self) -> None:
+        if self.task is None:
+            os.close(self.read_end)
+            os.close(self.write_end)
+            return
+        if not self.task.done():
+            self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def feed(data: bytes) -> Feed:
+    return Feed(data)

@@ -20,6 +20,7 @@ only: this file is executed by path inside the sandbox.
 from __future__ import annotations
 
 import ast
+import base64
 import builtins
 import io
 import json
@@ -39,7 +40,8 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-import _linux  # the agent runs as a script, so its directory is on sys.path
+import _fsops  # type: ignore[import-not-found]  # the agent runs as a script: its folder is on sys.path
+import _linux
 import _wire
 
 # Output kept per run: under gRPC's default 4 MiB message limit, so every client can read the result.
@@ -55,6 +57,7 @@ COLLECT_MAX = 128 * 1024
 STREAM_CHILDREN = 4
 FLUSH_AT = 8192
 WORKSPACE = "/workspace"
+AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 TMP = "/tmp"
 MEMBER_FILTER = "/opt/worldrt/member.bpf"
 # A helper that prepares namespaces for a lineage gives up after this long.
@@ -70,7 +73,11 @@ class _State:
         self.in_user_code = False
         self.out_bytes = 0
         # A collecting run's output so far ({"stdout": [...], "stderr": [...]}), None when it streams.
-        self.collected: dict[str, list[str]] | None = None
+        self.collected: dict[str, list[Any]] | None = None
+        # The run asked for its output as bytes (ExecuteRequest.output_bytes).
+        self.as_bytes = False
+        # The pipe of a run's stdin bytes (ExecuteRequest.stdin), None without them.
+        self.stdin_fd: int | None = None
         self.collected_chars = 0
         self.namespace: dict[str, Any] = {}
         self.out_offsets = {1: 0, 2: 0}
@@ -78,6 +85,7 @@ class _State:
         self.member_filter = b""
         self.member_pid = 0
         self.reopen: list[tuple[int, str, int, int]] = []
+        self.watchers: list[subprocess.Popen[bytes]] = []
 
 
 STATE = _State()
@@ -93,6 +101,11 @@ class _FrameStream(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
+    @property
+    def buffer(self) -> _BinaryStream:
+        """sys.stdout.buffer: bytes written as they are (decoded with replacement for text callers)."""
+        return _BinaryStream(self)
 
     def write(self, text: str) -> int:
         if not text:
@@ -112,25 +125,56 @@ class _FrameStream(io.TextIOBase):
         _emit(self.event, text)
 
 
-def _emit(event: str, text: str) -> None:
+class _BinaryStream(io.RawIOBase):
+    def __init__(self, text: _FrameStream) -> None:
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.text.flush()
+        raw = bytes(data)
+        if raw:
+            _emit(self.text.event, raw)
+        return len(raw)
+
+
+def _emit(event: str, data: str | bytes) -> None:
+    """Send output to the daemon: text, or bytes when the run asked for them (text encoded as UTF-8)."""
+    if STATE.as_bytes and isinstance(data, str):
+        text = data
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode("utf-8", "replace")
+    elif not STATE.as_bytes and isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
     if os.getpid() != STATE.pid:
         # A process user code forked: the channel belongs to the instance, so write to the captured fds.
-        os.write(1 if event == "stdout" else 2, text.encode("utf-8", "replace"))
+        os.write(1 if event == "stdout" else 2, data if isinstance(data, bytes) else data.encode("utf-8", "replace"))
         return
     room = MAX_OUTPUT - STATE.out_bytes
     if room <= 0:
         return
-    if len(text) > room:
-        text = text[:room] + "\n[worldrt: output truncated at 2 MiB]\n"
-    STATE.out_bytes += len(text)
+    if len(data) > room:
+        note = "\n[worldrt: output truncated at 2 MiB]\n"
+        data = data[:room] + (note.encode() if isinstance(data, bytes) else note)  # type: ignore[operator]
+    STATE.out_bytes += len(data)
     if STATE.collected is not None:
-        if STATE.collected_chars + len(text) <= COLLECT_MAX:
-            STATE.collected[event].append(text)
-            STATE.collected_chars += len(text)
+        if STATE.collected_chars + len(data) <= COLLECT_MAX:
+            STATE.collected[event].append(data)
+            STATE.collected_chars += len(data)
             return
         _stream_collected()
-    for start in range(0, len(text), OUTPUT_CHUNK):
-        _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
+    for start in range(0, len(data), OUTPUT_CHUNK):
+        _wire.send(STATE.chan, _output_frame(event, data[start:start + OUTPUT_CHUNK]))
+
+
+def _output_frame(event: str, data: str | bytes) -> dict[str, Any]:
+    if isinstance(data, bytes):
+        return {"ev": event, "b": base64.b64encode(data).decode()}
+    return {"ev": event, "d": data}
 
 
 def _on_sigint(_signum: int, _frame: Any) -> None:
@@ -197,8 +241,9 @@ def _serve_instance(chan: socket.socket) -> None:
         op = msg.get("op") if isinstance(msg, dict) else None
         try:
             if op == "exec":
-                _close_all(fds)
-                _exec(chan, msg)
+                stdin_fd = fds[0] if msg.get("stdin") is True and len(fds) == 1 else None
+                _close_all(fds if stdin_fd is None else [])
+                _exec(chan, msg, stdin_fd)
             elif op == "snapshot" and len(fds) == 1:
                 _snapshot(chan, msg, fds[0])
             elif op == "archive" and len(fds) == 1:
@@ -215,6 +260,12 @@ def _serve_instance(chan: socket.socket) -> None:
             elif op == "procman":
                 _close_all(fds)
                 _start_supervisor(chan, str(msg.get("key", "")))
+            elif op == "watch":
+                _close_all(fds)
+                _watch(chan, msg)
+            elif op in _FILE_OPS:
+                _close_all(fds)
+                _wire.send(chan, _files_guarded(_FILE_OPS[op], msg, None))
             elif op == "ping":
                 _close_all(fds)
                 _wire.send(chan, {"ok": True})
@@ -331,7 +382,8 @@ def _command_for(language: str, code: str) -> list[str]:
 def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run a command, streaming its output, until it exits. Output of what it left running in the
     background (``cmd &``) is read while the command runs, not waited for after it exits."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    stdin = STATE.stdin_fd if STATE.stdin_fd is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **env})
     try:
         with selectors.DefaultSelector() as sel:
@@ -348,7 +400,7 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
                     if not chunk:
                         sel.unregister(key.fileobj)
                         continue
-                    _emit(key.data, chunk.decode("utf-8", "replace"))
+                    _emit(key.data, chunk)
                 exited = exited or proc.poll() is not None
         proc.stdout.close()
         proc.stderr.close()
@@ -362,13 +414,17 @@ def _run_command(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         raise
 
 
+def _joined(parts: list[Any]) -> str | bytes:
+    return b"".join(parts) if STATE.as_bytes else "".join(parts)
+
+
 def _stream_collected() -> None:
     """Too much output to return in one frame: send what was collected and stream from now on."""
     collected, STATE.collected = STATE.collected or {}, None
     for event, parts in collected.items():
-        text = "".join(parts)
-        for start in range(0, len(text), OUTPUT_CHUNK):
-            _wire.send(STATE.chan, {"ev": event, "d": text[start:start + OUTPUT_CHUNK]})
+        data = _joined(parts)
+        for start in range(0, len(data), OUTPUT_CHUNK):
+            _wire.send(STATE.chan, _output_frame(event, data[start:start + OUTPUT_CHUNK]))
 
 
 def _drain_fd_output() -> None:
@@ -381,7 +437,7 @@ def _drain_fd_output() -> None:
             continue
         if data:
             STATE.out_offsets[fd] += len(data)
-            _emit(event, data.decode("utf-8", "replace"))
+            _emit(event, data)
 
 
 def _cpu_seconds() -> float:
@@ -390,7 +446,34 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
+def _exec(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None = None) -> None:
+    try:
+        _exec_in(chan, msg, stdin_fd)
+    finally:
+        STATE.stdin_fd = None
+        STATE.as_bytes = False
+        if stdin_fd is not None:
+            os.close(stdin_fd)
+        os.chdir(WORKSPACE)
+
+
+def _done_refused(chan: socket.socket, kind: str, error: str) -> None:
+    _wire.send(chan, {"ev": "done", "exit_code": 2, "error": error[:2000], "refused": kind, "interrupted": False,
+                      "cpu_ms": 0.0, "duration_ms": 0.0})
+
+
+def _enter_cwd(path: Any) -> None:
+    """Move into the run's working folder, walked like a file path (``_exec`` moves back after the run)."""
+    if not path:
+        return
+    folder, _rel = _fsops.open_dir(path)
+    try:
+        os.fchdir(folder)
+    finally:
+        os.close(folder)
+
+
+def _exec_in(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None) -> None:
     language = msg.get("language") or "python"
     env = msg.get("env") or {}
     code = msg.get("code", "")
@@ -400,15 +483,29 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
         _wire.send(chan, {"ev": "done", "exit_code": 2, "error": "malformed exec request", "interrupted": False,
                           "cpu_ms": 0.0, "duration_ms": 0.0})
         return
+    try:
+        _enter_cwd(msg.get("cwd"))
+    except _Refused as exc:
+        _done_refused(chan, exc.kind if exc.kind in ("invalid", "missing") else "invalid", f"cwd: {exc}")
+        return
+    except OSError as exc:
+        _done_refused(chan, "invalid", f"cwd cannot be used: {exc.strerror or exc}")
+        return
+    STATE.as_bytes = msg.get("bytes") is True
+    STATE.stdin_fd = stdin_fd
     STATE.out_bytes = 0
     STATE.collected = {"stdout": [], "stderr": []} if msg.get("collect") is True else None
     STATE.collected_chars = 0
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
+    saved_stdin = (sys.stdin, os.dup(0)) if stdin_fd is not None else None
     result: dict[str, Any]
     interrupted = False
     try:
         os.environ.update(env)
+        if stdin_fd is not None and not argv and language == "python":
+            os.dup2(stdin_fd, 0, inheritable=True)
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8", errors="surrogateescape")
         STATE.in_user_code = True
         if argv:
             result = _run_command(argv, env)
@@ -433,6 +530,10 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+        if saved_stdin is not None:
+            sys.stdin = saved_stdin[0]
+            os.dup2(saved_stdin[1], 0, inheritable=True)
+            os.close(saved_stdin[1])
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -442,7 +543,11 @@ def _exec(chan: socket.socket, msg: dict[str, Any]) -> None:
     sys.stderr = sys.stderr if isinstance(sys.stderr, _FrameStream) else _FrameStream("stderr")
     _drain_fd_output()
     if STATE.collected is not None:
-        result.update(stdout="".join(STATE.collected["stdout"]), stderr="".join(STATE.collected["stderr"]))
+        out, err = _joined(STATE.collected["stdout"]), _joined(STATE.collected["stderr"])
+        if isinstance(out, bytes) and isinstance(err, bytes):
+            result.update(stdout_b=base64.b64encode(out).decode(), stderr_b=base64.b64encode(err).decode())
+        else:
+            result.update(stdout=out, stderr=err)
         STATE.collected = None
     result.update(ev="done", interrupted=interrupted, cpu_ms=(_cpu_seconds() - cpu0) * 1000,
                   duration_ms=(time.perf_counter() - t0) * 1000)
@@ -510,12 +615,10 @@ _PATH_ERRNOS = {36: "a name in it is too long", 40: "it leads through a symlink"
                 6: "it is not a regular file (a socket)", 21: "it is a folder"}  # ENAMETOOLONG ELOOP ENOTDIR ENXIO EISDIR
 
 
-class _Refused(Exception):
-    """A file request the member refuses: ``kind`` is "invalid" (the path) or "exhausted" (a limit)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+_Refused = _fsops.Refused
+_utf8 = _fsops.utf8
+_FILE_OPS = {"stat": _fsops.stat_file, "mkdir": _fsops.make_directory, "move": _fsops.move_file,
+             "remove": _fsops.remove_file}
 
 
 def _os_refusal(exc: OSError) -> dict[str, Any]:
@@ -543,55 +646,6 @@ def _files_guarded(operation: Any, msg: dict[str, Any], fd: int | None) -> dict[
                 pass
 
 
-def _inside(path: str) -> bool:
-    return path == WORKSPACE or path.startswith(WORKSPACE + "/")
-
-
-def _utf8(text: str, what: str) -> str:
-    """``text`` when it is valid UTF-8 (what the daemon and its callers can carry); refused otherwise."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = text.encode("utf-8", "surrogateescape" if _escaped(text) else "backslashreplace")
-        raise _Refused("invalid", f"{what} {shown!r} is not valid UTF-8: rename it from code in the instance "
-                                  f"(os.rename with bytes paths)") from None
-    return text
-
-
-def _escaped(text: str) -> bool:
-    try:
-        text.encode("utf-8", "surrogateescape")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _confined(path: Any) -> tuple[str, str]:
-    """(real path, path relative to the workspace) of a requested path, which must stay in the workspace."""
-    if not isinstance(path, str) or "\0" in path:
-        raise _Refused("invalid", f"a path must be a string without NUL, at most {PATH_MAX} bytes")
-    encoded = _utf8(path, "the path").encode()
-    if len(encoded) > PATH_MAX:
-        raise _Refused("invalid", f"the path is {len(encoded)} bytes long, above the {PATH_MAX} bytes a path may have")
-    for name in path.split("/"):
-        if len(name.encode()) > NAME_MAX:
-            raise _Refused("invalid", f"the name {name[:40]!r}... in the path is {len(name.encode())} bytes long, "
-                                      f"above the {NAME_MAX} bytes a file name may have")
-    if path.startswith("/"):
-        if not _inside(os.path.normpath(path)) or "/../" in path + "/":
-            raise _Refused("invalid", f"{path} is outside the workspace ({WORKSPACE})")
-        path = path[len(WORKSPACE):]
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _Refused("invalid", f"{path!r} climbs out with '..': paths stay in the workspace")
-    full = os.path.join(WORKSPACE, *parts)
-    real = os.path.realpath(full)
-    if not _inside(real):
-        raise _Refused("invalid", f"{'/'.join(parts)} leads out of the workspace through a symlink "
-                                  f"(to {real.encode('utf-8', 'backslashreplace').decode()})")
-    return real, _utf8(os.path.relpath(real, WORKSPACE), "the path a symlink leads to,")
-
-
 def _read_exact(fd: int, size: int, out: int) -> int:
     """Copy ``size`` bytes from ``fd`` to ``out``; how many came (fewer when the daemon's end closed)."""
     done = 0
@@ -615,22 +669,33 @@ def _write_files(msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or not isinstance(entry.get("mode"), int):
             raise _Refused("invalid", "each file needs a path, a size and a mode")
-        real, rel = _confined(entry.get("path"))
-        if real == WORKSPACE:
-            raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
         try:
-            st = os.lstat(real)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused("invalid", f"{rel} exists and is not a regular file")
-        plan.append((real, rel, entry["size"], entry["mode"] & 0o777 or 0o644))
+            with _fsops.resolve(entry.get("path"), follow=True) as where:
+                if not where.name:
+                    raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
+                try:
+                    st = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if not stat.S_ISREG(st.st_mode):
+                        raise _Refused("invalid", f"{where.shown()} exists and is not a regular file")
+        except _Refused as exc:
+            if exc.kind != "missing":  # a folder on the way is missing: it is made below
+                raise
+        plan.append((entry.get("path"), entry["size"], entry["mode"] & 0o777 or 0o644))
     total = 0
-    for real, _rel, size, mode in plan:
-        os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
-        out = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    for path, size, mode in plan:
+        # Resolved again: what was checked above may have changed since (the walk is what keeps it inside).
+        with _fsops.resolve(path, follow=True, make_parents=0o755) as where:
+            if not where.name:
+                raise _Refused("invalid", "a file needs a name (the path names the workspace itself)")
+            out = os.open(where.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK |
+                          os.O_CLOEXEC, mode, dir_fd=where.dir_fd)
         try:
+            if not stat.S_ISREG(os.fstat(out).st_mode):
+                raise _Refused("invalid", f"{path} exists and is not a regular file")
+            os.set_blocking(out, True)
             got = _read_exact(fd, size, out)
             os.fchmod(out, mode)
         finally:
@@ -641,26 +706,29 @@ def _write_files(msg: dict[str, Any], fd: int | None) -> dict[str, Any]:
     return {"files": len(plan), "bytes": total}
 
 
-def _kind(mode: int) -> str:
-    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) \
-        else "other"
+_kind = _fsops.kind
 
 
 def _list_files(msg: dict[str, Any], _fd: int | None) -> dict[str, Any]:
-    real, rel = _confined(msg.get("path") or "")
-    if not os.path.isdir(real):
-        raise _Refused("invalid", f"{rel} is not a folder")
+    folder, rel = _fsops.open_dir(msg.get("path") or "")
     entries: list[dict[str, Any]] = []
     truncated = False
-    with os.scandir(real) as it:
-        for entry in it:
-            if len(entries) >= MAX_LIST:
-                truncated = True
-                break
-            st = entry.stat(follow_symlinks=False)
-            path = os.path.normpath(os.path.join(rel, _utf8(entry.name, f"a name in {'the workspace' if rel == '.' else rel}:")))
-            entries.append({"name": entry.name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
-                            "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if len(entries) >= MAX_LIST:
+                    truncated = True
+                    break
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while listed
+                name = _utf8(entry.name, f"a name in {'the workspace' if rel == '.' else rel}:")
+                path = os.path.normpath(os.path.join(rel, name))
+                entries.append({"name": name, "path": path, "size": st.st_size, "mode": st.st_mode & 0o7777,
+                                "kind": _kind(st.st_mode), "mtime_ns": st.st_mtime_ns})
+    finally:
+        os.close(folder)
     entries.sort(key=lambda e: str(e["name"]))
     return {"path": "" if rel == "." else rel, "entries": entries, "truncated": truncated}
 
@@ -669,15 +737,20 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
     """Answer with the file's size and mode, then write what was asked of it into ``fd`` and close it."""
     answered = False
     try:
-        real, rel = _confined(msg.get("path"))
         offset, length = msg.get("offset", 0), msg.get("length", 0)
         if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
             raise _Refused("invalid", "offset and length must be whole numbers, not negative")
-        try:
-            _regular(rel, os.lstat(real))  # a socket cannot even be opened: say what it is before trying
-            src = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise _Refused("missing", f"no file {rel} in the workspace") from None
+        with _fsops.resolve(msg.get("path"), follow=True) as where:
+            rel = where.shown()
+            if not where.name:
+                raise _Refused("invalid", "the workspace is a folder: list it")
+            try:
+                # a socket cannot even be opened: say what it is before trying
+                _regular(rel, os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False))
+                src = os.open(where.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                              dir_fd=where.dir_fd)
+            except FileNotFoundError:
+                raise _Refused("missing", f"no file {rel} in the workspace") from None
         try:
             st = os.fstat(src)
             _regular(rel, st)
@@ -706,6 +779,40 @@ def _read_file(chan: socket.socket, msg: dict[str, Any], fd: int) -> None:
             _wire.send(chan, _os_refusal(exc))
     finally:
         os.close(fd)
+
+
+def _watch(chan: socket.socket, msg: dict[str, Any]) -> None:
+    """Start a watcher of a folder (``_watcher.py``, a process of its own) and hand the daemon its socket."""
+    STATE.watchers = [w for w in STATE.watchers if w.poll() is None]  # reap the ended ones
+    max_dirs = msg.get("max_dirs")
+    if not isinstance(max_dirs, int) or not 0 < max_dirs <= 100_000:
+        _wire.send(chan, {"ok": False, "refused": "invalid", "error": "max_dirs must be a count"})
+        return
+    ours, theirs = socket.socketpair()
+    folder = -1
+    try:
+        folder, rel = _fsops.open_dir(msg.get("path") or "")
+        watcher = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.join(AGENT_DIR, "_watcher.py"), str(theirs.fileno()), str(folder),
+             "" if rel == "." else rel, "1" if msg.get("recursive") is True else "0", str(max_dirs)],
+            pass_fds=(theirs.fileno(), folder), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd="/")
+    except _Refused as exc:
+        _wire.send(chan, {"ok": False, "refused": exc.kind, "error": str(exc)[:2000]})
+    except OSError as exc:
+        if exc.errno == 11:  # EAGAIN: the instance's process limit
+            _wire.send(chan, {"ok": False, "refused": "exhausted", "error": "the instance is at its process limit: "
+                                                                            "a watcher needs one process"})
+        else:
+            _wire.send(chan, _os_refusal(exc))
+    else:
+        STATE.watchers.append(watcher)
+        _wire.send(chan, {"ok": True, "path": "" if rel == "." else rel}, [ours.fileno()])
+    finally:
+        ours.close()
+        theirs.close()
+        if folder >= 0:
+            os.close(folder)
 
 
 def _regular(rel: str, st: os.stat_result) -> None:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tests.support import HostProcess, cli
+from worldrt.errors import NotFound
 from worldrt.host import Host
 from worldrt.providers import open_channel
 from worldrt.v1 import host_pb, pb, rpc
@@ -52,13 +53,13 @@ def test_the_cli_shows_images_and_says_why_a_build_fails(host: HostProcess) -> N
     shown = cli(host.home, "image", "inspect", "default")
     assert shown.returncode == 0 and "numpy==" in shown.stdout
     failed = cli(host.home, "image", "build", "offline", "--pip", "six", "--index-url", "http://127.0.0.1:9/simple")
-    assert failed.returncode == 2 and "could not be reached" in failed.stderr and "Traceback" not in failed.stderr
+    assert failed.returncode == 69 and "could not be reached" in failed.stderr and "Traceback" not in failed.stderr
     refused = cli(host.home, "image", "rm", "default")
-    assert refused.returncode == 2 and "cannot be deleted" in refused.stderr
+    assert refused.returncode == 5 and "cannot be deleted" in refused.stderr
     for args in (("files", "ls", "i-000000000000"), ("files", "read", "i-000000000000", "a.txt"),
                  ("files", "ls", "i-000000000000", "--provider", "modal")):
         missing = cli(host.home, *args)
-        assert missing.returncode == 2 and "no instance 'i-000000000000'" in missing.stderr, missing.stderr
+        assert missing.returncode == 3 and "no instance 'i-000000000000'" in missing.stderr, missing.stderr
         assert missing.stderr.count("\n") == 1
 
 
@@ -80,3 +81,30 @@ def test_files_go_through_an_embedded_host(tmp_path: Path) -> None:
                                                                                                path="in")))
             assert [(e.name, e.size) for e in listing.entries] == [("a.txt", 3_000_000)]
             morph.Stop(pb.InstanceRef(instance_id=iid), metadata=md)
+
+
+def test_files_and_images_take_the_routers_path_and_each_call_is_one_row(tmp_path: Path) -> None:
+    """Like a component's call: recorded in the registry, failures with their status, the daemon's start-up
+    wait counted on the first call."""
+    with Host(tmp_path / "world.duckdb", tmp_path) as host:
+        images = host.list_images(host_pb.HostImageRequest())
+        assert any("default" in i.names for i in images.images)
+        host.ensure_link("test", "generator", "morph")
+        iid = host.call_provider(host_pb.ProviderCallRequest(source="test", start=pb.StartRequest())).instance.instance_id
+        host.write_files(host_pb.HostWriteFilesRequest(files=pb.WriteFilesRequest(
+            instance_id=iid, files=[pb.FileEntry(path="a.txt", data=b"routed")])))
+        chunks: list[pb.FileChunk] = []
+        last = host.read_file(host_pb.HostReadFileRequest(read=pb.ReadFileRequest(instance_id=iid, path="a.txt")),
+                              chunks.append)
+        assert b"".join(c.data for c in [*chunks, last]) == b"routed"
+        assert [e.path for e in host.list_files(host_pb.HostListFilesRequest(
+            list=pb.ListFilesRequest(instance_id=iid))).entries] == ["a.txt"]
+        with pytest.raises(NotFound):
+            host.inspect_image(host_pb.HostImageRequest(image="nothing-here"))
+        host.registry.flush()
+        rows = host.registry.query("SELECT operation, output_result, startup_ms FROM provider_invocations "
+                                   "WHERE provider_id = 'morph' ORDER BY invoked_at")
+    assert [r["operation"] for r in rows] == ["list-images", "start", "write-files", "read-file", "list-files",
+                                              "inspect-image"]
+    assert rows[0]["startup_ms"] > 0 and all(r["startup_ms"] == 0 for r in rows[1:])
+    assert json.loads(rows[-1]["output_result"])["error"] == "NOT_FOUND"

@@ -29,6 +29,18 @@ class VerifyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SPOT_CHECK: _ClassVar[VerifyMode]
     ATTESTATION: _ClassVar[VerifyMode]
 
+class FileEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILE_EVENT_UNSPECIFIED: _ClassVar[FileEventKind]
+    FILE_EVENT_READY: _ClassVar[FileEventKind]
+    FILE_EVENT_CREATE: _ClassVar[FileEventKind]
+    FILE_EVENT_MODIFY: _ClassVar[FileEventKind]
+    FILE_EVENT_REMOVE: _ClassVar[FileEventKind]
+    FILE_EVENT_RENAME: _ClassVar[FileEventKind]
+    FILE_EVENT_CHMOD: _ClassVar[FileEventKind]
+    FILE_EVENT_OVERFLOW: _ClassVar[FileEventKind]
+    FILE_EVENT_ENDED: _ClassVar[FileEventKind]
+
 class ProcessState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROCESS_STATE_UNSPECIFIED: _ClassVar[ProcessState]
@@ -52,6 +64,15 @@ VERIFY_MODE_UNSPECIFIED: VerifyMode
 REFEREE: VerifyMode
 SPOT_CHECK: VerifyMode
 ATTESTATION: VerifyMode
+FILE_EVENT_UNSPECIFIED: FileEventKind
+FILE_EVENT_READY: FileEventKind
+FILE_EVENT_CREATE: FileEventKind
+FILE_EVENT_MODIFY: FileEventKind
+FILE_EVENT_REMOVE: FileEventKind
+FILE_EVENT_RENAME: FileEventKind
+FILE_EVENT_CHMOD: FileEventKind
+FILE_EVENT_OVERFLOW: FileEventKind
+FILE_EVENT_ENDED: FileEventKind
 PROCESS_STATE_UNSPECIFIED: ProcessState
 PROCESS_RUNNING: ProcessState
 PROCESS_EXITED: ProcessState
@@ -309,7 +330,7 @@ class BranchReply(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., processes_not_carried: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed", "argv")
+    __slots__ = ("instance_id", "code", "language", "timeout_ms", "env", "input_json", "seed", "argv", "cwd", "stdin", "output_bytes")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +346,9 @@ class ExecuteRequest(_message.Message):
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     code: str
     language: str
@@ -333,10 +357,13 @@ class ExecuteRequest(_message.Message):
     input_json: str
     seed: int
     argv: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., input_json: _Optional[str] = ..., seed: _Optional[int] = ..., argv: _Optional[_Iterable[str]] = ...) -> None: ...
+    cwd: str
+    stdin: bytes
+    output_bytes: bool
+    def __init__(self, instance_id: _Optional[str] = ..., code: _Optional[str] = ..., language: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., input_json: _Optional[str] = ..., seed: _Optional[int] = ..., argv: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., stdin: _Optional[bytes] = ..., output_bytes: _Optional[bool] = ...) -> None: ...
 
 class ExecutionResult(_message.Message):
-    __slots__ = ("stdout", "stderr", "exit_code", "value_json", "duration_ms", "cpu_ms", "cost_units", "state_digest", "attestation_json", "instance_id", "error")
+    __slots__ = ("stdout", "stderr", "exit_code", "value_json", "duration_ms", "cpu_ms", "cost_units", "state_digest", "attestation_json", "instance_id", "error", "stdout_bytes", "stderr_bytes")
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +375,8 @@ class ExecutionResult(_message.Message):
     ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
     stdout: str
     stderr: str
     exit_code: int
@@ -359,17 +388,23 @@ class ExecutionResult(_message.Message):
     attestation_json: str
     instance_id: str
     error: str
-    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., exit_code: _Optional[int] = ..., value_json: _Optional[str] = ..., duration_ms: _Optional[float] = ..., cpu_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., state_digest: _Optional[str] = ..., attestation_json: _Optional[str] = ..., instance_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., exit_code: _Optional[int] = ..., value_json: _Optional[str] = ..., duration_ms: _Optional[float] = ..., cpu_ms: _Optional[float] = ..., cost_units: _Optional[float] = ..., state_digest: _Optional[str] = ..., attestation_json: _Optional[str] = ..., instance_id: _Optional[str] = ..., error: _Optional[str] = ..., stdout_bytes: _Optional[bytes] = ..., stderr_bytes: _Optional[bytes] = ...) -> None: ...
 
 class ExecutionEvent(_message.Message):
-    __slots__ = ("stdout", "stderr", "result")
+    __slots__ = ("stdout", "stderr", "result", "stdout_bytes", "stderr_bytes")
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
     stdout: str
     stderr: str
     result: ExecutionResult
-    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ...) -> None: ...
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    def __init__(self, stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., stdout_bytes: _Optional[bytes] = ..., stderr_bytes: _Optional[bytes] = ...) -> None: ...
 
 class OracleResult(_message.Message):
     __slots__ = ("rule", "scores", "winner_id")
@@ -555,20 +590,112 @@ class ListFilesRequest(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("name", "path", "size", "mode", "kind", "modified_at")
+    __slots__ = ("name", "path", "size", "mode", "kind", "modified_at", "symlink_target", "uid", "gid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    SYMLINK_TARGET_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     size: int
     mode: int
     kind: str
     modified_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., kind: _Optional[str] = ..., modified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    symlink_target: str
+    uid: int
+    gid: int
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., kind: _Optional[str] = ..., modified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., symlink_target: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+
+class StatFileRequest(_message.Message):
+    __slots__ = ("instance_id", "path")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class MakeDirectoryRequest(_message.Message):
+    __slots__ = ("instance_id", "path", "parents", "mode")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    parents: bool
+    mode: int
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ..., parents: _Optional[bool] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class MakeDirectoryReply(_message.Message):
+    __slots__ = ("entry", "created")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    entry: FileInfo
+    created: bool
+    def __init__(self, entry: _Optional[_Union[FileInfo, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class MoveFileRequest(_message.Message):
+    __slots__ = ("instance_id", "source", "destination", "overwrite")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    source: str
+    destination: str
+    overwrite: bool
+    def __init__(self, instance_id: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class RemoveFileRequest(_message.Message):
+    __slots__ = ("instance_id", "path", "recursive")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    recursive: bool
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class RemoveFileReply(_message.Message):
+    __slots__ = ("kind", "removed")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    removed: int
+    def __init__(self, kind: _Optional[str] = ..., removed: _Optional[int] = ...) -> None: ...
+
+class WatchFilesRequest(_message.Message):
+    __slots__ = ("instance_id", "path", "recursive", "timeout_s")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    path: str
+    recursive: bool
+    timeout_s: int
+    def __init__(self, instance_id: _Optional[str] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ..., timeout_s: _Optional[int] = ...) -> None: ...
+
+class FileWatchEvent(_message.Message):
+    __slots__ = ("kind", "path", "old_path", "is_dir", "dropped", "message")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    IS_DIR_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: FileEventKind
+    path: str
+    old_path: str
+    is_dir: bool
+    dropped: int
+    message: str
+    def __init__(self, kind: _Optional[_Union[FileEventKind, str]] = ..., path: _Optional[str] = ..., old_path: _Optional[str] = ..., is_dir: _Optional[bool] = ..., dropped: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListFilesReply(_message.Message):
     __slots__ = ("path", "entries", "truncated")

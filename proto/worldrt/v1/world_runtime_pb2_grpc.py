@@ -119,6 +119,31 @@ class WorldRuntimeStub:
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
                 _registered_method=True)
+        self.StatFile = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/StatFile',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.StatFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.MakeDirectory = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/MakeDirectory',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.FromString,
+                _registered_method=True)
+        self.MoveFile = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/MoveFile',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MoveFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.RemoveFile = channel.unary_unary(
+                '/worldrt.v1.WorldRuntime/RemoveFile',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.FromString,
+                _registered_method=True)
+        self.WatchFiles = channel.unary_stream(
+                '/worldrt.v1.WorldRuntime/WatchFiles',
+                request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.WatchFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.FromString,
+                _registered_method=True)
         self.BuildImage = channel.unary_stream(
                 '/worldrt.v1.WorldRuntime/BuildImage',
                 request_serializer=worldrt_dot_v1_dot_world__runtime__pb2.BuildImageRequest.SerializeToString,
@@ -297,6 +322,50 @@ class WorldRuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatFile(self, request, context):
+        """Files, the rest of a filesystem (issue 20), under the same rules as above. The instance resolves
+        each path itself one name at a time from its workspace, never following a symlink that leads out
+        (a symlink swapped in during the call included).
+        One entry, not followed when it is a symlink (its target is told); NOT_FOUND when it is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeDirectory(self, request, context):
+        """A folder (and its missing parents with parents); ALREADY_EXISTS when it is there and parents is false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveFile(self, request, context):
+        """Rename a file or folder within the workspace; ALREADY_EXISTS when the destination is there and
+        overwrite is false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFile(self, request, context):
+        """Remove a file, a symlink (not what it leads to) or an empty folder; a folder with its contents with
+        recursive. NOT_FOUND when it is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFiles(self, request, context):
+        """Changes under a folder as they happen: the first event is FILE_EVENT_READY (the watch is in place),
+        then create, modify, remove and rename events. Bounded: a watcher that falls behind loses events and
+        says so (FILE_EVENT_OVERFLOW with the count); an instance holds a few watchers at most
+        (RESOURCE_EXHAUSTED past them). The stream ends with FILE_EVENT_ENDED when the folder goes, the
+        timeout passes or the instance ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BuildImage(self, request, context):
         """Images: read-only layers instances start from (StartRequest.image), addressed by the digest of
         their spec. Build streams progress; its last event is the image.
@@ -465,6 +534,31 @@ def add_WorldRuntimeServicer_to_server(servicer, server):
                     servicer.ListFiles,
                     request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.SerializeToString,
+            ),
+            'StatFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatFile,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.StatFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.SerializeToString,
+            ),
+            'MakeDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeDirectory,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.SerializeToString,
+            ),
+            'MoveFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveFile,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MoveFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.SerializeToString,
+            ),
+            'RemoveFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFile,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.SerializeToString,
+            ),
+            'WatchFiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFiles,
+                    request_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.WatchFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.SerializeToString,
             ),
             'BuildImage': grpc.unary_stream_rpc_method_handler(
                     servicer.BuildImage,
@@ -986,6 +1080,141 @@ class WorldRuntime:
             '/worldrt.v1.WorldRuntime/ListFiles',
             worldrt_dot_v1_dot_world__runtime__pb2.ListFilesRequest.SerializeToString,
             worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/StatFile',
+            worldrt_dot_v1_dot_world__runtime__pb2.StatFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/MakeDirectory',
+            worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/MoveFile',
+            worldrt_dot_v1_dot_world__runtime__pb2.MoveFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/RemoveFile',
+            worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.WorldRuntime/WatchFiles',
+            worldrt_dot_v1_dot_world__runtime__pb2.WatchFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.FromString,
             options,
             channel_credentials,
             insecure,

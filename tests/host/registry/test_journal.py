@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
-from worldrt.host.registry import Journal, Row, read_rows
+from worldrt.host.registry import Journal, Row, parse_record, read_rows
 from worldrt.host.registry._redaction import Payload
 
 pytestmark = pytest.mark.pure
@@ -47,3 +49,16 @@ def test_a_truncated_journal_is_empty_takes_rows_again_and_closes_empty(tmp_path
     journal.truncate()
     journal.close()
     assert path.stat().st_size == 0
+
+
+def test_a_record_keeps_its_start_up_wait_and_replica_and_older_records_read_without_them() -> None:
+    payload = Payload(b"j", b"{}", b"")
+    row = Row("r1", "morph", "execute", "1", payload, payload, 2.0, 0.5, 1.0, 1.5, None, "b")
+    assert parse_record(row.journal_record()) == row
+    # A record of a version before the replica (its body ends after startup_ms), and one before startup_ms.
+    body = row.journal_record()[12:]
+    for cut, startup in ((len(body) - 4 - len(b"b"), 1.5), (len(body) - 4 - len(b"b") - 8, 0.0)):
+        older = body[:cut]
+        parsed = parse_record(struct.pack("<4sII", b"WJr1", len(older), zlib.crc32(older)) + older)
+        assert parsed is not None and parsed.replica == "" and parsed.startup_ms == startup
+        assert parsed.invocation_id == "r1" and parsed.latency_ms == 2.0
