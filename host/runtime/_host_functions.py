@@ -6,6 +6,7 @@ LogBudget (host/runtime/_log_budget.py); what is past it is dropped and said onc
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +40,6 @@ _LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": log
 _current = threading.local()
 REAP_GRACE_S = 10.0
 _GRPC_EARLY_S = 0.01
-# The gRPC deadline of a pull's read of what the provider keeps now (it does not wait for output).
-PULL_TIMEOUT_S = 30.0
 
 
 class DeadlinePassed(Exception):
@@ -117,7 +116,8 @@ class InvocationScope:
             return self.router.call_stream(op, rpc, self.context, timeout_s)
 
         try:
-            reply = self._route(op, request, lambda: PULLS[op.rpc](request, open_stream, PULL_TIMEOUT_S))
+            reply = self._route(op, request,
+                                lambda: PULLS[op.rpc](request, open_stream, self.context.remaining_s(math.inf)))
         finally:
             self.provider_s += time.perf_counter() - started
         # The wait's gRPC deadline may have been the invocation's (it is the smaller): then the time is up.

@@ -1,12 +1,15 @@
 """Server-streaming RPCs as one bounded import call: a component cannot hold a stream across its calls,
 so it pulls. ``generator.read-process-output`` reads ``ReadProcessOutput`` from the offsets asked and
-answers the chunks with where the next read starts.
+answers the chunks with where the next read starts; ``generator.watch-files`` watches a folder for a
+while (``WatchFiles`` with its timeout) and answers the events.
 
 Bounds, each enforced here whatever the component asks: at most ``MAX_BYTES`` of output per call
 (``max-bytes`` 0 or larger means that); the wait for output is ``wait-ms`` at most and never past the
 invocation's deadline (the stream's gRPC deadline is the smaller of the two). A read first takes what the
 provider keeps now (``no_wait``); only when that is nothing does it follow the stream, and it answers at
-the first data. Either stream is cancelled as soon as its bound is reached.
+the first data. Either stream is cancelled as soon as its bound is reached. A watch lasts ``timeout-s``
+(1 s at least), ending a second before the invocation does when that comes sooner, and answers at most
+``MAX_EVENTS`` changes.
 
 The request and reply of such a pull are not messages of the contract (the contract's request has no
 ``max_bytes`` or ``wait_ms``, and its reply is a stream), so they are declared here, in package
@@ -16,6 +19,7 @@ field like every other record of the world.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +31,11 @@ from worldrt.errors import DeadlineExceeded
 from worldrt.v1 import pb
 
 MAX_BYTES = 1024 * 1024
+MAX_EVENTS = 1000
+# The gRPC deadline of a read of what the provider keeps now (it does not wait for output).
+NO_WAIT_TIMEOUT_S = 30.0
+# How long past its own timeout a watch may take to end before the host stops waiting for it.
+_WATCH_GRACE_S = 5.0
 _PACKAGE = "worldrt.component"
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -39,7 +48,7 @@ def _field(name: str, number: int, kind: int, type_name: str = "", repeated: boo
     return field
 
 
-def _declare() -> tuple[Any, Any]:
+def _declare() -> tuple[Any, Any, Any, Any]:
     file = descriptor_pb2.FileDescriptorProto(
         name="worldrt/component/pulls.proto", package=_PACKAGE, syntax="proto3",
         dependency=[pb.DESCRIPTOR.name])
@@ -58,17 +67,28 @@ def _declare() -> tuple[Any, Any]:
         _field("stderr_offset", 3, _F.TYPE_INT64),
         _field("ended", 4, _F.TYPE_BOOL),
     ])
+    file.message_type.add(name="WatchFilesRequest", field=[
+        _field("instance_id", 1, _F.TYPE_STRING),
+        _field("path", 2, _F.TYPE_STRING),
+        _field("recursive", 3, _F.TYPE_BOOL),
+        _field("timeout_s", 4, _F.TYPE_UINT32),
+        _field("max_events", 5, _F.TYPE_UINT32),
+    ])
+    file.message_type.add(name="WatchFilesReply", field=[
+        _field("events", 1, _F.TYPE_MESSAGE, ".worldrt.v1.FileWatchEvent", repeated=True),
+        _field("ended", 2, _F.TYPE_BOOL),
+    ])
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(file.name)
     except KeyError:
         pool.AddSerializedFile(file.SerializeToString())
-    return (GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.ReadProcessOutputRequest")),
-            GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.ProcessOutput")))
+    return tuple(GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in (
+        "ReadProcessOutputRequest", "ProcessOutput", "WatchFilesRequest", "WatchFilesReply"))  # type: ignore[return-value]
 
 
 # Built at import, so their fields are not known to mypy: instances are used as Any.
-ReadProcessOutputPull, ProcessOutput = _declare()
+ReadProcessOutputPull, ProcessOutput, WatchFilesPull, WatchFilesOutput = _declare()
 
 # Opens the provider's stream for a request with a gRPC deadline of ``timeout_s``; closing the iterator
 # cancels the call. Raises the WorldError kind of a failure, DeadlineExceeded included.
@@ -115,14 +135,14 @@ class _Output:
                 close()
 
 
-def read_process_output(request: Any, open_stream: OpenStream, default_timeout_s: float) -> Message:
+def read_process_output(request: Any, open_stream: OpenStream, remaining_s: float) -> Message:
     """The ``ProcessOutput`` for a ``ReadProcessOutputPull``; a DeadlineExceeded of the wait answers what
     came before it (the caller tells the invocation's own deadline from the wait's)."""
     output = _Output(request)
     rpc = pb.ReadProcessOutputRequest(instance_id=request.instance_id, process_id=request.process_id,
                                       stream=request.stream, stdout_offset=request.stdout_offset,
                                       stderr_offset=request.stderr_offset, no_wait=True)
-    output.read(open_stream(rpc, default_timeout_s), first_data=False)
+    output.read(open_stream(rpc, NO_WAIT_TIMEOUT_S), first_data=False)
     if not output.data and output.open and request.wait_ms:
         rpc.no_wait = False
         if len(output.open) == 1:  # the other one ended: its eof is in the answer already
@@ -136,6 +156,49 @@ def read_process_output(request: Any, open_stream: OpenStream, default_timeout_s
     return reply
 
 
-# The pull of each server-streaming rpc a component imports, by rpc.
+class _Events:
+    """What one watch pull has gathered: events, at most ``MAX_EVENTS`` changes past the READY."""
+
+    def __init__(self, request: Any) -> None:
+        self.reply = WatchFilesOutput()
+        self.budget = min(request.max_events or MAX_EVENTS, MAX_EVENTS)
+
+    def read(self, events: Iterator[Message]) -> None:
+        try:
+            for event in events:
+                self.reply.events.add().CopyFrom(event)
+                kind = getattr(event, "kind", 0)
+                if kind == pb.FILE_EVENT_ENDED:
+                    self.reply.ended = True
+                    break
+                if kind != pb.FILE_EVENT_READY:
+                    self.budget -= 1
+                    if self.budget <= 0:
+                        break
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+
+def watch_files(request: Any, open_stream: OpenStream, remaining_s: float) -> Message:
+    """The ``WatchFilesOutput`` for a ``WatchFilesPull``: the provider's watch for ``timeout_s`` (1 s at least,
+    and ending a second before the invocation does when it has less), its events up to the bound."""
+    seconds = max(1, request.timeout_s or 1)
+    if remaining_s < seconds + 1:
+        seconds = max(1, math.floor(remaining_s) - 1)
+    gathered = _Events(request)
+    rpc = pb.WatchFilesRequest(instance_id=request.instance_id, path=request.path, recursive=request.recursive,
+                               timeout_s=seconds)
+    try:
+        gathered.read(open_stream(rpc, seconds + _WATCH_GRACE_S))
+    except DeadlineExceeded:
+        pass  # the watch outlived its window: the events so far stand
+    reply: Message = gathered.reply
+    return reply
+
+
+# The pull of each server-streaming rpc a component imports, by rpc: (request, open_stream, the seconds
+# the invocation has left) -> reply.
 Pull = Callable[[Any, OpenStream, float], Message]
-PULLS: dict[str, Pull] = {"ReadProcessOutput": read_process_output}
+PULLS: dict[str, Pull] = {"ReadProcessOutput": read_process_output, "WatchFiles": watch_files}

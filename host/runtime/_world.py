@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from worldrt.errors import Unimplemented
-from worldrt.host.runtime._pulls import ProcessOutput, ReadProcessOutputPull
+from worldrt.host.runtime._pulls import ProcessOutput, ReadProcessOutputPull, WatchFilesOutput, WatchFilesPull
 from worldrt.v1 import pb
 
 WIT_PACKAGE = "worldrt:verse"
@@ -75,6 +75,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Operation("generator", "write-files", "WriteFiles", pb.WriteFilesRequest, pb.WriteFilesReply),
         Operation("generator", "read-file", "ReadFileChunk", pb.ReadFileRequest, pb.FileChunk),
         Operation("generator", "list-files", "ListFiles", pb.ListFilesRequest, pb.ListFilesReply),
+        Operation("generator", "stat-file", "StatFile", pb.StatFileRequest, pb.FileInfo, "0.2.0"),
+        Operation("generator", "make-directory", "MakeDirectory", pb.MakeDirectoryRequest, pb.MakeDirectoryReply,
+                  "0.2.0"),
+        Operation("generator", "move-file", "MoveFile", pb.MoveFileRequest, pb.FileInfo, "0.2.0"),
+        Operation("generator", "remove-file", "RemoveFile", pb.RemoveFileRequest, pb.RemoveFileReply, "0.2.0"),
+        Operation("generator", "watch-files", "WatchFiles", WatchFilesPull, WatchFilesOutput, "0.2.0", pull=True),
         Operation("generator", "start-process", "StartProcess", pb.StartProcessRequest, pb.ProcessInfo, "0.2.0"),
         Operation("generator", "read-process-output", "ReadProcessOutput", ReadProcessOutputPull, ProcessOutput,
                   "0.2.0", pull=True),
