@@ -566,7 +566,7 @@ def f5_writer_error(b: Bench, caller: Path) -> Outcome:
             unhealthy = until(lambda: host.health() == NOT_SERVING, 15)
             noticed = time.monotonic() - t0
             out = worldrt("providers", "list", home=home)
-            said = out.returncode == 2 and "registry is unhealthy" in out.stderr and "No space" in out.stderr
+            said = out.returncode == 69 and "registry is unhealthy" in out.stderr and "No space" in out.stderr
             filler.unlink()
             recovered = until(lambda: host.health() == SERVING, 20)
             kept = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="909", limit=100),
@@ -606,7 +606,7 @@ def f6_deleted_db(b: Bench, caller: Path) -> Outcome:
                 ok = event.outcome.ok
         unhealthy = until(lambda: host.health() == NOT_SERVING, 10)
         out = worldrt("providers", "list", home=home)
-        said = (out.returncode == 2 and f"the registry file {db} was deleted while the host ran" in out.stderr
+        said = (out.returncode == 69 and f"the registry file {db} was deleted while the host ran" in out.stderr
                 and "restart the host" in out.stderr)
         code = host.stop()
     finally:
@@ -889,7 +889,7 @@ def f12_cli(b: Bench) -> Outcome:
     out = worldrt("providers", "list", "--host", target, "--home", str(home), env={"WORLDRT_TOKEN": "t0ken"},
                   cwd=b.tmp)
     took = time.monotonic() - t0
-    refused = out.returncode == 2 and f"refusing to send a bearer token in cleartext to {target}" in out.stderr
+    refused = out.returncode == 5 and f"refusing to send a bearer token in cleartext to {target}" in out.stderr
     embedded = (home / "world.duckdb").exists()
     return refused and not embedded and took < 30, (
         f"exit {out.returncode} in {took:.1f} s: {last_line(out.stderr)[:100]!r}; embedded host made instead: "
@@ -1235,8 +1235,8 @@ def run_all(b: Bench, which: str = "all") -> None:
       lambda: f12_open_channel(b))
     A("12", f"DirectRouter linking to {UNREACHABLE}:50051 with a token, no TLS", "refused",
       lambda: f12_router(b))
-    A("12", f"worldrt providers list --host {UNREACHABLE}:50051 with WORLDRT_TOKEN", "exit 2, one line, no embedded "
-      "host", lambda: f12_cli(b))
+    A("12", f"worldrt providers list --host {UNREACHABLE}:50051 with WORLDRT_TOKEN",
+      "exit 5 (FailedPrecondition), one line, no embedded host", lambda: f12_cli(b))
     A("12", f"provider/host serve --listen {UNREACHABLE}:PORT in cleartext", "refused to listen",
       lambda: f12_listen(b))
     A("12", "a TLS daemon called without its CA (system roots; cleartext)", "UNAVAILABLE; with the CA: served",

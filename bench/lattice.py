@@ -59,6 +59,24 @@ async def serve():
     await asyncio.Event().wait()
 lattice.run(serve(), None)
 """
+HAND_OFF = "a caller's hand-off to the lattice's loop and back, no I/O"
+# The daemon's own share of a call: Execute timed from inside b, on b's own stack (what the bridge's second
+# hop costs, less its unix socket being a little cheaper than TCP on loopback).
+LOCAL = """
+import statistics, sys, time
+import grpc
+from worldrt.v1 import pb, rpc
+stub = rpc.WorldRuntimeStub(grpc.insecure_channel(sys.argv[1]))
+iid = stub.Start(pb.StartRequest(), timeout=30).instance_id
+request = pb.ExecuteRequest(instance_id=iid, code="1")
+samples = []
+for i in range(int(sys.argv[2]) + 30):
+    t0 = time.perf_counter()
+    stub.Execute(request, timeout=30)
+    if i >= 30:
+        samples.append((time.perf_counter() - t0) * 1e6)
+print(statistics.median(samples))
+"""
 WATCH = """
 import sys, time
 from worldrt.host.lattice import Lattice, LatticeOptions, load_credential
@@ -253,8 +271,14 @@ def main() -> None:
         def via_lattice() -> None:
             assert call(lattice, caller, "morph", "Execute", lattice_request)[0] == grpc.StatusCode.OK  # type: ignore[arg-type]
 
+        async def nothing() -> None:
+            pass
+
+        def hand_off() -> None:
+            lattice.run(nothing())
+
         samples: dict[str, list[float]] = {}
-        for fn in (direct, bare_nats, via_lattice):
+        for fn in (direct, bare_nats, via_lattice, hand_off):
             timed(fn, 30, unit=1e6)
         for _ in range(5):
             samples.setdefault("direct gRPC Execute (namespace to namespace)", []).extend(
@@ -262,6 +286,12 @@ def main() -> None:
             samples.setdefault("bare NATS request/reply, no bridge (floor)", []).extend(
                 timed(bare_nats, args.reps // 5, unit=1e6))
             samples.setdefault("Execute through the lattice", []).extend(timed(via_lattice, args.reps // 5, unit=1e6))
+            samples.setdefault(HAND_OFF, []).extend(
+                timed(hand_off, args.reps // 5, unit=1e6))
+        local = subprocess.run(["ip", "netns", "exec", topology.ns("b"), sys.executable, "-c", LOCAL, direct_address,
+                                str(args.reps)], capture_output=True, text=True, env=topology.env("admin"), timeout=300)
+        assert local.returncode == 0, local.stderr
+        results["execute_inside_b_us_p50"] = float(local.stdout.strip())
         channel.close()
         echo.kill()
         echo.wait()
@@ -271,6 +301,14 @@ def main() -> None:
                     [[name, f"{s['p50']:.0f}", f"{s['p99']:.0f}", str(s["n"]), f"{s['p50'] - base:+.0f}"]
                      for name, s in stats.items()])
         added = stats["Execute through the lattice"]["p50"] - base
+        inside = float(results["execute_inside_b_us_p50"])  # type: ignore[arg-type]
+        floor = stats["bare NATS request/reply, no bridge (floor)"]["p50"]
+        glue = stats["Execute through the lattice"]["p50"] - floor - inside
+        print(f"where the lattice's Execute goes (p50): the NATS hop {floor:.0f} µs (bare request/reply) + the daemon's "
+              f"Execute timed inside b {inside:.0f} µs + the rest {glue:.0f} µs (Python on both ends: the caller's "
+              f"hand-off to its loop {stats[HAND_OFF]['p50']:.0f} µs, "
+              f"the bridge's task, headers and its grpc.aio call)")
+        results["lattice_split_us_p50"] = {"nats_hop": floor, "daemon_execute_inside_b": inside, "python_glue": glue}
         load = os.getloadavg()[0]
         results.update(stats_us=stats, added_us_p50=added, load_average_1m=load)
 

@@ -17,6 +17,7 @@ from worldrt.client._async_instances import AsyncFiles, AsyncInstance, AsyncSnap
 from worldrt.client._async_services import AsyncComponents, AsyncImages, AsyncLinks, AsyncProviders, AsyncVerse
 from worldrt.client._client import Client
 from worldrt.client._instances import Files, Instance, Snapshot
+from worldrt.client._processes import AsyncProcess, Process
 from worldrt.client._results import (
     BuiltComponent,
     ComponentInspection,
@@ -35,6 +36,7 @@ from worldrt.client._services import Components, Images, Links, Providers, Verse
 from worldrt.client._types import (
     BuildProgress,
     ExecResult,
+    FileEvent,
     FileInfo,
     Image,
     InstanceInfo,
@@ -43,6 +45,8 @@ from worldrt.client._types import (
     Link,
     Oracle,
     Output,
+    ProcessChunk,
+    ProcessStatus,
     ProviderState,
     SnapshotInfo,
 )
@@ -51,13 +55,13 @@ __all__ = [
     # connecting
     "Client", "AsyncClient",
     # handles
-    "Instance", "Snapshot", "Files", "AsyncInstance", "AsyncSnapshot", "AsyncFiles",
+    "Instance", "Snapshot", "Files", "AsyncInstance", "AsyncSnapshot", "AsyncFiles", "Process", "AsyncProcess",
     # namespaces of a client
     "Images", "Links", "Components", "Verse", "Providers",
     "AsyncImages", "AsyncLinks", "AsyncComponents", "AsyncVerse", "AsyncProviders",
     # what calls take and return
     "Limits", "Oracle", "ExecResult", "Output", "InstanceInfo", "SnapshotInfo", "FileInfo", "Image", "BuildProgress",
-    "Link", "ProviderState", "Invocation",
+    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk", "FileEvent",
     # components and verses
     "ComponentOutcome", "ComponentInspection", "BuiltComponent", "Event", "ProviderCall", "LogLine",
     "ComponentOutput", "PipelineRun", "SoloRun", "Orchestration", "Selection", "Strategy",

@@ -9,14 +9,26 @@ branches))``); leaving ``async with`` stops the instance, one already gone is no
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from worldrt.client import _requests as requests
 from worldrt.client._handles import InstanceHandle, SnapshotHandle
 from worldrt.client._instances import output_of
+from worldrt.client._processes import AsyncProcess, processes_of
 from worldrt.client._streams import Last, aiterate
-from worldrt.client._types import ExecResult, FileInfo, InstanceInfo, Limits, Output, SnapshotInfo, branch_failure
+from worldrt.client._types import (
+    ExecResult,
+    FileEvent,
+    FileInfo,
+    InstanceInfo,
+    Limits,
+    Output,
+    ProcessStatus,
+    SnapshotInfo,
+    branch_failure,
+)
 from worldrt.errors import FailedPrecondition, NotFound
 from worldrt.v1 import host_pb, pb
 
@@ -66,6 +78,44 @@ class AsyncFiles:
             provider=inst.provider, list=pb.ListFilesRequest(instance_id=inst.id, path=path)))
         return [FileInfo.of(entry) for entry in reply.entries]
 
+    async def stat(self, path: str = "") -> FileInfo:
+        """One entry (a symlink itself, not what it leads to); NotFound when it is missing."""
+        inst = self._instance
+        return FileInfo.of(await inst._client._aio.unary("stat_file", host_pb.HostStatFileRequest(
+            provider=inst.provider, stat=pb.StatFileRequest(instance_id=inst.id, path=path))))
+
+    async def mkdir(self, path: str, *, parents: bool = False, mode: int | None = None) -> bool:
+        """Make a folder (see ``Files.mkdir``); True when it was made."""
+        inst = self._instance
+        reply = await inst._client._aio.unary("make_directory", host_pb.HostMakeDirectoryRequest(
+            provider=inst.provider, mkdir=pb.MakeDirectoryRequest(instance_id=inst.id, path=path, parents=parents,
+                                                                  mode=mode or 0)))
+        return bool(reply.created)
+
+    async def move(self, source: str, destination: str, *, overwrite: bool = False) -> FileInfo:
+        """Rename a file or folder within the workspace; the entry at its new path."""
+        inst = self._instance
+        return FileInfo.of(await inst._client._aio.unary("move_file", host_pb.HostMoveFileRequest(
+            provider=inst.provider, move=pb.MoveFileRequest(instance_id=inst.id, source=source,
+                                                            destination=destination, overwrite=overwrite))))
+
+    async def remove(self, path: str, *, recursive: bool = False) -> int:
+        """Remove a file, a symlink or an empty folder (with ``recursive``, a folder and its contents)."""
+        inst = self._instance
+        reply = await inst._client._aio.unary("remove_file", host_pb.HostRemoveFileRequest(
+            provider=inst.provider, remove=pb.RemoveFileRequest(instance_id=inst.id, path=path, recursive=recursive)))
+        return int(reply.removed)
+
+    async def watch(self, path: str = "", *, recursive: bool = False,
+                    timeout_s: int | None = None) -> AsyncIterator[FileEvent]:
+        """Changes under a folder as they happen (see ``Files.watch``); leaving the loop cancels the watch."""
+        inst = self._instance
+        request = host_pb.HostWatchFilesRequest(provider=inst.provider, watch=pb.WatchFilesRequest(
+            instance_id=inst.id, path=path, recursive=recursive, timeout_s=timeout_s or 0))
+        async for item in aiterate(functools.partial(inst._client._aio.streamed, "watch_files", request)):
+            if not isinstance(item, Last):
+                yield FileEvent.of(item)
+
 
 class AsyncInstance(InstanceHandle):
     """``Instance`` with ``await``: ``async with await client.start(...) as inst:`` stops it on exit."""
@@ -94,6 +144,25 @@ class AsyncInstance(InstanceHandle):
                 yield ExecResult.of(item.result)
             elif (output := output_of(item)) is not None:
                 yield output
+
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              stdin: bool = False, timeout_s: float | None = None, tag: str = "") -> AsyncProcess:
+        """Start ``argv`` as a long-lived process in the instance (its files, limits and uid) and return at
+        once; it outlives this call and ends with the instance. ``env`` adds to the instance's environment,
+        ``cwd`` is under /workspace, ``stdin`` pipes its stdin (else /dev/null), ``timeout_s`` kills it (and
+        its process group) after that long, ``tag`` is a label of yours, shown in listings."""
+        request = requests.spawn(self.id, argv, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s, tag=tag)
+        status = ProcessStatus.of((await self._client._call(self.provider, "start_process", request)).process)
+        return AsyncProcess(self, status.id, status, 0 if stdin else None)
+
+    def process(self, process_id: str) -> AsyncProcess:
+        """A handle of a process of this instance that exists already (by its id); nothing is asked."""
+        return AsyncProcess(self, process_id)
+
+    async def processes(self) -> builtins.list[AsyncProcess]:
+        """Its processes: the running ones and the most recent ended ones, oldest first."""
+        reply = await self._client._call(self.provider, "list_processes", pb.ListProcessesRequest(instance_id=self.id))
+        return [AsyncProcess(self, status.id, status) for status in processes_of(reply)]
 
     async def snapshot(self, *, ttl_s: int | None = None) -> AsyncSnapshot:
         """Freeze a copy of the instance (memory and disk on morph, disk on modal); it keeps running."""

@@ -10,18 +10,22 @@ there.
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from worldrt.client import _requests as requests
 from worldrt.client._handles import InstanceHandle, SnapshotHandle
+from worldrt.client._processes import Process, processes_of
 from worldrt.client._streams import Last, iterate
 from worldrt.client._types import (
     ExecResult,
+    FileEvent,
     FileInfo,
     InstanceInfo,
     Limits,
     Output,
+    ProcessStatus,
     SnapshotInfo,
     branch_failure,
 )
@@ -86,6 +90,49 @@ class Files:
             provider=inst.provider, list=pb.ListFilesRequest(instance_id=inst.id, path=path)))
         return [FileInfo.of(entry) for entry in reply.entries]
 
+    def stat(self, path: str = "") -> FileInfo:
+        """One entry (a symlink itself, not what it leads to); NotFound when it is missing."""
+        inst = self._instance
+        return FileInfo.of(inst._client._host(inst._client._api.stat_file, host_pb.HostStatFileRequest(
+            provider=inst.provider, stat=pb.StatFileRequest(instance_id=inst.id, path=path))))
+
+    def mkdir(self, path: str, *, parents: bool = False, mode: int | None = None) -> bool:
+        """Make a folder (with ``parents``, its missing parents too, and no error when it is there); True
+        when it was made. AlreadyExists when it is there and ``parents`` is False."""
+        inst = self._instance
+        reply = inst._client._host(inst._client._api.make_directory, host_pb.HostMakeDirectoryRequest(
+            provider=inst.provider, mkdir=pb.MakeDirectoryRequest(instance_id=inst.id, path=path, parents=parents,
+                                                                  mode=mode or 0)))
+        return bool(reply.created)
+
+    def move(self, source: str, destination: str, *, overwrite: bool = False) -> FileInfo:
+        """Rename a file or folder within the workspace; the entry at its new path. AlreadyExists when the
+        destination is there and ``overwrite`` is False."""
+        inst = self._instance
+        return FileInfo.of(inst._client._host(inst._client._api.move_file, host_pb.HostMoveFileRequest(
+            provider=inst.provider, move=pb.MoveFileRequest(instance_id=inst.id, source=source,
+                                                            destination=destination, overwrite=overwrite))))
+
+    def remove(self, path: str, *, recursive: bool = False) -> int:
+        """Remove a file, a symlink or an empty folder (a folder and its contents with ``recursive``); how
+        many entries were removed. NotFound when it is missing."""
+        inst = self._instance
+        reply = inst._client._host(inst._client._api.remove_file, host_pb.HostRemoveFileRequest(
+            provider=inst.provider, remove=pb.RemoveFileRequest(instance_id=inst.id, path=path, recursive=recursive)))
+        return int(reply.removed)
+
+    def watch(self, path: str = "", *, recursive: bool = False, timeout_s: int | None = None) -> Iterator[FileEvent]:
+        """Changes under a folder as they happen, first a "ready" event (the watch is in place); the
+        iterator ends when the folder goes, ``timeout_s`` passes (the provider's maximum when None) or the
+        instance ends. Leaving the loop ends the watch at its next event."""
+        inst = self._instance
+        client = inst._client
+        request = host_pb.HostWatchFilesRequest(provider=inst.provider, watch=pb.WatchFilesRequest(
+            instance_id=inst.id, path=path, recursive=recursive, timeout_s=timeout_s or 0))
+        for item in iterate(functools.partial(client._host, client._api.watch_files, request), stop_when_left=True):
+            if not isinstance(item, Last):
+                yield FileEvent.of(item)
+
 
 class Instance(InstanceHandle):
     """A running instance of a sandbox provider: run code in it (``exec``, ``exec_stream``), move files
@@ -116,6 +163,25 @@ class Instance(InstanceHandle):
                 yield ExecResult.of(item.result)
             elif (output := output_of(item)) is not None:
                 yield output
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              stdin: bool = False, timeout_s: float | None = None, tag: str = "") -> Process:
+        """Start ``argv`` as a long-lived process in the instance (its files, limits and uid) and return at
+        once; it outlives this call and ends with the instance. ``env`` adds to the instance's environment,
+        ``cwd`` is under /workspace, ``stdin`` pipes its stdin (else /dev/null), ``timeout_s`` kills it (and
+        its process group) after that long, ``tag`` is a label of yours, shown in listings."""
+        request = requests.spawn(self.id, argv, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s, tag=tag)
+        status = ProcessStatus.of((self._client._call(self.provider, "start_process", request)).process)
+        return Process(self, status.id, status, 0 if stdin else None)
+
+    def process(self, process_id: str) -> Process:
+        """A handle of a process of this instance that exists already (by its id); nothing is asked."""
+        return Process(self, process_id)
+
+    def processes(self) -> builtins.list[Process]:
+        """Its processes: the running ones and the most recent ended ones, oldest first."""
+        reply = self._client._call(self.provider, "list_processes", pb.ListProcessesRequest(instance_id=self.id))
+        return [Process(self, status.id, status) for status in processes_of(reply)]
 
     def snapshot(self, *, ttl_s: int | None = None) -> Snapshot:
         """Freeze a copy of the instance (memory and disk on morph, disk on modal); it keeps running."""

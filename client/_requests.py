@@ -165,3 +165,52 @@ def absolute(path: str | Path | None) -> str:
 def verse(verse_id: int, kind: str, *, component: str | Path | None = None, **fields: Any) -> host_pb.VerseRequest:
     """A RunVerse request of ``kind`` (pipeline, solo, orchestrate or select)."""
     return host_pb.VerseRequest(verse_id=verse_id, kind=kind, component_path=absolute(component), **fields)
+
+
+_STREAMS = {"both": pb.PROCESS_STREAM_BOTH, "stdout": pb.PROCESS_STDOUT, "stderr": pb.PROCESS_STDERR}
+
+
+def spawn(instance_id: str, argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: str | None, stdin: bool,
+          timeout_s: float | None, tag: str) -> pb.StartProcessRequest:
+    """A StartProcess request: ``argv`` run in the instance (its first word looked up on the instance's PATH)."""
+    if isinstance(argv, str):
+        raise InvalidArgument("argv is a list of strings ([PROGRAM, ARG...]), not one string")
+    if not argv:
+        raise InvalidArgument("spawn needs a command: argv=[PROGRAM, ARG...]")
+    if timeout_s is not None and timeout_s <= 0:
+        raise InvalidArgument(f"timeout_s must be above 0, got {timeout_s}")
+    return pb.StartProcessRequest(instance_id=instance_id, argv=list(argv), env=dict(env or {}), cwd=cwd or "",
+                                  stdin=stdin, timeout_ms=round(timeout_s * 1000) if timeout_s else 0, tag=tag)
+
+
+def read_output(instance_id: str, process_id: str, stream: str, offset: int, follow: bool,
+                ) -> pb.ReadProcessOutputRequest:
+    """A ReadProcessOutput request for ``stream`` ("stdout", "stderr" or "both"), each stream from ``offset``."""
+    kind = _STREAMS.get(stream)
+    if kind is None:
+        raise InvalidArgument(f"stream must be stdout, stderr or both, not {stream!r}")
+    if offset < 0:
+        raise InvalidArgument(f"offset must be 0 or more, got {offset}")
+    return pb.ReadProcessOutputRequest(instance_id=instance_id, process_id=process_id, stream=kind,
+                                       stdout_offset=offset, stderr_offset=offset, no_wait=not follow)
+
+
+def signal_number(sig: int | str) -> int:
+    """A signal's number from its number, its name ("TERM", "SIGTERM") or a ``signal.Signals``."""
+    import signal as signals
+
+    if isinstance(sig, int):
+        number = int(sig)
+    else:
+        text = sig.strip().upper()
+        if text.isdigit():
+            number = int(text)
+        else:
+            name = text if text.startswith("SIG") else f"SIG{text}"
+            found = signals.Signals.__members__.get(name)
+            if found is None:
+                raise InvalidArgument(f"unknown signal {sig!r}: give a name (TERM, KILL, INT, HUP) or a number")
+            number = int(found)
+    if not 0 < number < 65:
+        raise InvalidArgument(f"a signal is a number from 1 to 64, not {number}")
+    return number

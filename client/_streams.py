@@ -31,24 +31,39 @@ class _Failed:
     error: BaseException
 
 
-def iterate(run: Callable[[Sink], Any]) -> Iterator[Any]:
-    """The events ``run(sink)`` reports to ``sink`` as they come, then ``Last(its result)``."""
+class _Stopped(Exception):
+    """Raised into a call whose iterator was left: its reader is gone."""
+
+
+def iterate(run: Callable[[Sink], Any], *, stop_when_left: bool = False) -> Iterator[Any]:
+    """The events ``run(sink)`` reports to ``sink`` as they come, then ``Last(its result)``. With
+    ``stop_when_left``, leaving the iterator early makes the sink raise at the call's next event, which
+    ends the call there (a remote host's stream is cancelled) instead of at its own end."""
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    left = threading.Event()
+
+    def sink(event: Any) -> None:
+        if left.is_set():
+            raise _Stopped("the reader left")
+        items.put(event)
 
     def work() -> None:
         try:
-            items.put(Last(run(items.put)))
+            items.put(Last(run(sink if stop_when_left else items.put)))
         except BaseException as exc:  # noqa: BLE001 - raised where the iterator is read
             items.put(_Failed(exc))
 
     threading.Thread(target=work, name="worldrt-stream", daemon=True).start()
-    while True:
-        item = items.get()
-        if isinstance(item, _Failed):
-            raise item.error
-        yield item
-        if isinstance(item, Last):
-            return
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+            if isinstance(item, Last):
+                return
+    finally:
+        left.set()
 
 
 async def aiterate(run: Callable[[Sink], Awaitable[Any]]) -> AsyncIterator[Any]:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -297,3 +297,89 @@ class Oracle:
     def to_pb(self) -> pb.OracleResult:
         """The contract's OracleResult message."""
         return pb.OracleResult(rule=self.rule, scores=dict(self.scores), winner_id=self.winner)
+
+
+ProcessState = Literal["running", "exited", "killed", "timed_out"]
+_PROCESS_STATES: dict[int, ProcessState] = {pb.PROCESS_RUNNING: "running", pb.PROCESS_EXITED: "exited",
+                                            pb.PROCESS_KILLED: "killed", pb.PROCESS_TIMED_OUT: "timed_out"}
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """A process as its provider last described it. ``state`` is "running", "exited" (``exit_code`` says
+    how), "killed" (by ``signal``: a signal sent, the instance's end, or its own doing) or "timed_out"
+    (killed with ``signal`` at its timeout). Sizes are the bytes written to each stream so far; the first
+    offsets, the oldest still kept (older output was dropped past the provider's cap)."""
+
+    id: str
+    instance_id: str
+    state: ProcessState
+    exit_code: int
+    signal: int
+    argv: tuple[str, ...]
+    tag: str
+    pid: int
+    cwd: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    stdout_size: int
+    stderr_size: int
+    stdout_first_offset: int
+    stderr_first_offset: int
+    stdin_open: bool
+    output_ended: bool
+    reason: str
+
+    @property
+    def running(self) -> bool:
+        """True while the process runs."""
+        return self.state == "running"
+
+    @property
+    def ok(self) -> bool:
+        """True when it exited by itself with status 0."""
+        return self.state == "exited" and self.exit_code == 0
+
+    @classmethod
+    def of(cls, message: pb.ProcessInfo) -> ProcessStatus:
+        """The process a ProcessInfo message describes."""
+        return cls(id=message.process_id, instance_id=message.instance_id,
+                   state=_PROCESS_STATES.get(message.state, "running"), exit_code=message.exit_code,
+                   signal=message.signal, argv=tuple(message.argv), tag=message.tag, pid=message.pid, cwd=message.cwd,
+                   started_at=when(message.started_at), ended_at=when(message.ended_at),
+                   stdout_size=message.stdout_size, stderr_size=message.stderr_size,
+                   stdout_first_offset=message.stdout_first_offset, stderr_first_offset=message.stderr_first_offset,
+                   stdin_open=message.stdin_open, output_ended=message.output_ended, reason=message.reason)
+
+
+@dataclass(frozen=True)
+class ProcessChunk:
+    """Bytes a process wrote to ``stream`` ("stdout" or "stderr"), the first of them at ``offset`` in it."""
+
+    stream: Stream
+    offset: int
+    data: bytes
+
+
+FileEventKind = Literal["ready", "create", "modify", "remove", "rename", "chmod", "overflow", "ended"]
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    """A change a watch saw: ``kind`` "create", "modify", "remove", "rename" (``path`` the new name,
+    ``old_path`` the old), "chmod", "overflow" (``dropped`` events were lost) or "ready" (the watch is in
+    place). Paths are relative to /workspace."""
+
+    kind: FileEventKind
+    path: str
+    old_path: str = ""
+    is_dir: bool = False
+    dropped: int = 0
+    message: str = ""
+
+    @classmethod
+    def of(cls, message: pb.FileWatchEvent) -> FileEvent:
+        """The change a FileWatchEvent reports."""
+        name = pb.FileEventKind.Name(message.kind).removeprefix("FILE_EVENT_").lower()
+        return cls(cast(FileEventKind, name), message.path, message.old_path, message.is_dir, message.dropped,
+                   message.message)

@@ -8,7 +8,13 @@ thread of its pool until the method returns. Admission keeps that bounded and fa
   so they never wait behind long ones: an instance can always be stopped, however busy the host is;
 * every other call is at most ``calls`` at once;
 * calls that take an instance's turn (execute, snapshot, files) are at most ``per_instance`` per instance,
-  since a provider runs them one at a time: a slow instance slows only its own callers.
+  since a provider runs them one at a time: a slow instance slows only its own callers;
+* calls that follow a process (an output stream, which lasts as long as the process writes, and a wait,
+  at most the host's wait slice) and watches of an instance's files are at most ``follows`` at once and
+  ``follows_per_instance`` on one instance, apart from every other call: however many readers follow
+  however many processes, an exec, a file call or a stdin write on the same instance still gets its place.
+  The other process calls (start, stdin, list, a wait of 0) are short "calls" that wait for no turn; a
+  signal is quick, as Stop is.
 
 A call past a limit is refused at once with RESOURCE_EXHAUSTED and a sentence naming the host, what is
 running and the limit. The pool has a thread for every call the limits admit, so an admitted call never
@@ -25,48 +31,70 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from worldrt.errors import ResourceExhausted
+from worldrt.errors import Reason, ResourceExhausted
 
 COMPONENT_METHODS = frozenset({"invoke", "run_verse"})
 # Calls that only read what the host knows (or stop an instance): short, whatever else runs.
 QUICK_METHODS = frozenset({"list_links", "list_providers", "recent_invocations", "list_images", "inspect_image"})
 # Calls that wait for an instance's turn at its provider (Stop does not: it is what frees a busy instance).
 _TURN_OPERATIONS = frozenset({"execute", "snapshot"})
-_FILE_METHODS = {"write_files": "files", "read_file": "read", "list_files": "list"}
+_FILE_METHODS = {"write_files": "files", "read_file": "read", "list_files": "list", "stat_file": "stat",
+                 "make_directory": "mkdir", "move_file": "move", "remove_file": "remove", "watch_files": "watch"}
+_QUICK_OPERATIONS = frozenset({"stop", "signal_process"})
 DEFAULT_CALLS = 64
 DEFAULT_QUICK = 8
 DEFAULT_PER_INSTANCE = 8
+DEFAULT_FOLLOWS = 64
+DEFAULT_FOLLOWS_PER_INSTANCE = 16
 
 
 @dataclass(frozen=True)
 class ServiceLimits:
     """How many calls the host service runs at once: ``components`` invocations, ``calls`` others, ``quick``
-    quick ones, and ``per_instance`` calls on one instance."""
+    quick ones, ``per_instance`` calls on one instance, and ``follows`` calls following a process
+    (``follows_per_instance`` on one instance)."""
 
     components: int
     calls: int = DEFAULT_CALLS
     per_instance: int = DEFAULT_PER_INSTANCE
     quick: int = DEFAULT_QUICK
+    follows: int = DEFAULT_FOLLOWS
+    follows_per_instance: int = DEFAULT_FOLLOWS_PER_INSTANCE
 
     @property
     def threads(self) -> int:
-        return self.components + self.calls + self.quick
+        return self.components + self.calls + self.quick + self.follows
+
+
+def _follows(method: str, request: Message) -> bool:
+    """Whether the call follows a process: reads its output, or waits for its end."""
+    if method == "watch_files":
+        return True
+    if method not in ("call_provider", "call_provider_stream"):
+        return False
+    operation = request.WhichOneof("request")
+    if operation == "read_process_output":
+        return True
+    return operation == "wait_process" and int(getattr(request, operation).timeout_ms) > 0
 
 
 def kind_of(method: str, request: Message) -> str:
-    """"components", "quick" or "calls": the limit a call counts against."""
+    """"components", "quick", "follows" or "calls": the limit a call counts against."""
     if method in COMPONENT_METHODS:
         return "components"
-    if method in QUICK_METHODS or (method == "call_provider" and request.WhichOneof("request") == "stop"):
+    if method in QUICK_METHODS or (method == "call_provider" and request.WhichOneof("request") in _QUICK_OPERATIONS):
         return "quick"
+    if _follows(method, request):
+        return "follows"
     return "calls"
 
 
 def instance_of(method: str, request: Message) -> str:
-    """The instance whose turn the call waits for at its provider ("" for calls that wait for none)."""
+    """The instance whose turn the call waits for at its provider, or (for a call following a process)
+    whose processes it follows; "" for calls that wait for neither."""
     if method in ("call_provider", "call_provider_stream"):
         operation = request.WhichOneof("request")
-        if operation in _TURN_OPERATIONS:
+        if operation in _TURN_OPERATIONS or _follows(method, request):
             return str(getattr(request, operation).instance_id)
         return ""
     field = _FILE_METHODS.get(method)
@@ -95,6 +123,7 @@ class Admission:
         self._lock = threading.Lock()
         self._running: Counter[str] = Counter()
         self._per_instance: Counter[str] = Counter()
+        self._follows_per_instance: Counter[str] = Counter()
 
     def running(self) -> int:
         with self._lock:
@@ -109,23 +138,36 @@ class Admission:
             if kind == "components" and running >= self.limits.components:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} component invocations running, its limit "
-                    f"(host serve --max-components {self.limits.components}); try again when one ends")
+                    f"(host serve --max-components {self.limits.components}); try again when one ends", reason=Reason.HOST_BUSY)
             if kind == "calls" and running >= self.limits.calls:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} calls running, its limit (host serve "
-                    f"--max-calls {self.limits.calls}); try again when some end")
+                    f"--max-calls {self.limits.calls}); try again when some end", reason=Reason.HOST_BUSY)
             if kind == "quick" and running >= self.limits.quick:
                 raise ResourceExhausted(
                     f"the host at {self.address} is busy: {running} quick calls (listings, Stop) running, its "
-                    f"limit ({self.limits.quick}); try again in a moment")
-            if instance and self._per_instance[instance] >= self.limits.per_instance:
+                    f"limit ({self.limits.quick}); try again in a moment", reason=Reason.HOST_BUSY)
+            if kind == "follows" and running >= self.limits.follows:
+                raise ResourceExhausted(
+                    f"the host at {self.address} is busy: {running} calls follow processes (output streams, waits), "
+                    f"its limit ({self.limits.follows}); stop a reader or try again when one ends",
+                    reason=Reason.HOST_BUSY)
+            per_instance = self._follows_per_instance if kind == "follows" else self._per_instance
+            if kind == "follows" and instance and per_instance[instance] >= self.limits.follows_per_instance:
+                raise ResourceExhausted(
+                    f"instance {instance} is busy: {per_instance[instance]} calls follow its processes (output "
+                    f"streams, waits) at the host at {self.address}, the limit per instance "
+                    f"({self.limits.follows_per_instance}); stop a reader or read with no_wait",
+                    reason=Reason.INSTANCE_BUSY)
+            if kind != "follows" and instance and per_instance[instance] >= self.limits.per_instance:
                 raise ResourceExhausted(
                     f"instance {instance} is busy: {self._per_instance[instance]} calls on it run or wait at the "
                     f"host at {self.address}, the limit per instance ({self.limits.per_instance}); calls on one "
-                    f"instance run one at a time, so wait for them or use another instance")
+                    f"instance run one at a time, so wait for them or use another instance",
+                    reason=Reason.INSTANCE_BUSY)
             self._running[kind] += 1
             if instance:
-                self._per_instance[instance] += 1
+                per_instance[instance] += 1
         return Ticket(self, kind, instance)
 
     def _release(self, ticket: Ticket) -> None:
@@ -135,6 +177,7 @@ class Admission:
             ticket._released = True
             self._running[ticket.kind] -= 1
             if ticket.instance:
-                self._per_instance[ticket.instance] -= 1
-                if self._per_instance[ticket.instance] <= 0:
-                    del self._per_instance[ticket.instance]
+                per_instance = self._follows_per_instance if ticket.kind == "follows" else self._per_instance
+                per_instance[ticket.instance] -= 1
+                if per_instance[ticket.instance] <= 0:
+                    del per_instance[ticket.instance]

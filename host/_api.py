@@ -31,8 +31,8 @@ class HostAPI(Protocol):
     def analytics(self, request: host_pb.AnalyticsRequest) -> host_pb.AnalyticsReply: ...
     def recent_invocations(self, request: host_pb.RecentInvocationsRequest) -> host_pb.RecentInvocationsReply: ...
     def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply: ...
-    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
-                             on_event: EventSink | None = None) -> pb.ExecutionResult: ...
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest, on_event: EventSink | None = None,
+                             ) -> pb.ExecutionResult | host_pb.ProcessOutputEnd: ...
     def build_image(self, request: host_pb.HostBuildImageRequest, on_event: Callable[[Any], None] | None = None,
                     ) -> pb.Image: ...
     def list_images(self, request: host_pb.HostImageRequest) -> pb.ListImagesReply: ...
@@ -43,6 +43,12 @@ class HostAPI(Protocol):
     def read_file(self, request: host_pb.HostReadFileRequest, on_event: Callable[[Any], None] | None = None,
                   ) -> pb.FileChunk: ...
     def list_files(self, request: host_pb.HostListFilesRequest) -> pb.ListFilesReply: ...
+    def stat_file(self, request: host_pb.HostStatFileRequest) -> pb.FileInfo: ...
+    def make_directory(self, request: host_pb.HostMakeDirectoryRequest) -> pb.MakeDirectoryReply: ...
+    def move_file(self, request: host_pb.HostMoveFileRequest) -> pb.FileInfo: ...
+    def remove_file(self, request: host_pb.HostRemoveFileRequest) -> pb.RemoveFileReply: ...
+    def watch_files(self, request: host_pb.HostWatchFilesRequest, on_event: Callable[[Any], None] | None = None,
+                    ) -> pb.FileWatchEvent: ...
     def close(self) -> None: ...
 
 
@@ -60,10 +66,19 @@ def _outcome_of(event: host_pb.InvokeEvent) -> host_pb.InvokeOutcome | None:
     return event.outcome if event.HasField("outcome") else None
 
 
-def _execution_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | None:
+def _call_stream_result_of(event: host_pb.InvokeEvent) -> pb.ExecutionResult | host_pb.ProcessOutputEnd | None:
+    """CallProviderStream's result: an execute's ExecutionResult, or where a read_process_output stopped."""
     if event.HasField("execution") and event.execution.HasField("result"):
         return event.execution.result
+    if event.HasField("process_end"):
+        return event.process_end
     return None
+
+
+def _call_stream_finish(result: pb.ExecutionResult | host_pb.ProcessOutputEnd) -> host_pb.InvokeEvent:
+    if isinstance(result, host_pb.ProcessOutputEnd):
+        return host_pb.InvokeEvent(process_end=result)
+    return host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result))
 
 
 def _verse_result_of(event: host_pb.InvokeEvent) -> dict[str, Any] | None:
@@ -86,8 +101,7 @@ METHODS: tuple[Method, ...] = (
     Method("recent_invocations", "RecentInvocations", host_pb.RecentInvocationsRequest),
     Method("call_provider", "CallProvider", host_pb.ProviderCallRequest),
     Method("call_provider_stream", "CallProviderStream", host_pb.ProviderCallRequest,
-           finish=lambda result: host_pb.InvokeEvent(execution=pb.ExecutionEvent(result=result)),
-           result_of=_execution_result_of),
+           finish=_call_stream_finish, result_of=_call_stream_result_of),
     Method("build_image", "BuildImage", host_pb.HostBuildImageRequest,
            finish=lambda image: pb.BuildImageEvent(image=image),
            result_of=lambda event: event.image if event.HasField("image") else None),
@@ -99,5 +113,11 @@ METHODS: tuple[Method, ...] = (
     Method("read_file", "ReadFile", host_pb.HostReadFileRequest,
            finish=lambda chunk: chunk, result_of=lambda chunk: chunk if chunk.eof else None),
     Method("list_files", "ListFiles", host_pb.HostListFilesRequest),
+    Method("stat_file", "StatFile", host_pb.HostStatFileRequest),
+    Method("make_directory", "MakeDirectory", host_pb.HostMakeDirectoryRequest),
+    Method("move_file", "MoveFile", host_pb.HostMoveFileRequest),
+    Method("remove_file", "RemoveFile", host_pb.HostRemoveFileRequest),
+    Method("watch_files", "WatchFiles", host_pb.HostWatchFilesRequest,
+           finish=lambda event: event, result_of=lambda event: event if event.kind == pb.FILE_EVENT_ENDED else None),
 )
 BY_NAME = {m.name: m for m in METHODS}

@@ -18,7 +18,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
-from worldrt.errors import Aborted, Unavailable, from_rpc_error
+from worldrt.errors import Aborted, Reason, Unavailable, from_rpc_error
 from worldrt.host._api import BY_NAME, EventSink, HostAPI
 from worldrt.providers import (
     TOKEN_ENV,
@@ -64,9 +64,9 @@ class RemoteHost:
         where = f"host at {self.address}"
 
         def failure(exc: grpc.RpcError) -> Exception:
-            # A refusal that names this host already (the host is busy) is not prefixed with it again.
-            said = exc.details() if callable(getattr(exc, "details", None)) else ""
-            return from_rpc_error(exc, "" if f"the host at {self.address}" in (said or "") else where)
+            # A refusal by the host's admission names the host already: it is not prefixed with it again.
+            error = from_rpc_error(exc)
+            return error if error.reason in (Reason.HOST_BUSY, Reason.INSTANCE_BUSY) else from_rpc_error(exc, where)
 
         def unary(request: Message) -> Any:
             try:
@@ -76,8 +76,9 @@ class RemoteHost:
 
         def streamed(request: Message, on_event: EventSink | None = None) -> Any:
             assert method.result_of is not None
+            call = rpc(_absolute(request), metadata=self._md)
             try:
-                for event in rpc(_absolute(request), metadata=self._md):
+                for event in call:
                     result = method.result_of(event)
                     if result is not None:
                         return result
@@ -85,6 +86,8 @@ class RemoteHost:
                         on_event(event)
             except grpc.RpcError as exc:
                 raise failure(exc) from None
+            finally:
+                call.cancel()  # an on_event that raised leaves the stream: the host hears it at once
             raise Aborted(f"{where} ended {name} without a result")
 
         return streamed if method.finish else unary
@@ -153,7 +156,7 @@ class Session:
                 raise Unavailable(
                     f"the host at {self.address} is busy: it accepts connections but did not answer its health "
                     f"check within {BUSY_WAIT_S + 1:g} s; it holds the registry, so no embedded host can stand in "
-                    f"for it: try again when its calls end, or look at its log")
+                    f"for it: try again when its calls end, or look at its log", reason=Reason.HOST_BUSY)
         if answer is not None:
             self.api = cast(HostAPI, RemoteHost(self.address, token, self.tls))
             self.remote = True

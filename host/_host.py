@@ -17,8 +17,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from worldrt.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, WorldError
+from worldrt.host._file_ops import FileOps
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
+from worldrt.host._processes import PROCESS_CALLS, Processes
 from worldrt.host.registry import DEFAULT_CAP_BYTES, Registry, RegistryError
 from worldrt.host.routing import (
     CallReport,
@@ -89,7 +91,9 @@ def _operation_of(request: host_pb.ProviderCallRequest) -> str:
         raise HostError("ProviderCallRequest.source is required: the name whose generator link picks the provider")
     operation: str | None = request.WhichOneof("request")
     if operation is None:
-        raise HostError("ProviderCallRequest names no operation: set start, stop, snapshot, branch, execute or merge")
+        raise HostError("ProviderCallRequest names no operation: set start, stop, snapshot, branch, execute, merge "
+                        "or a process operation (start_process, write_process_stdin, wait_process, signal_process, "
+                        "list_processes)")
     return operation
 
 
@@ -120,7 +124,7 @@ class ComponentSlots:
         self._places.release()
 
 
-class Host(ImagesAndFiles):
+class Host(ImagesAndFiles, FileOps, Processes):
     """``keep_days`` (default $WORLDRT_KEEP_DAYS; None keeps every row) prunes provider_invocations rows
     older than that; ``output_cap`` (default $WORLDRT_OUTPUT_CAP or 4096) is how many bytes of stdout,
     stderr and code each stored row keeps. ``max_components`` (default $WORLDRT_MAX_COMPONENTS or 8)
@@ -440,17 +444,25 @@ class Host(ImagesAndFiles):
     def call_provider(self, request: host_pb.ProviderCallRequest) -> host_pb.ProviderCallReply:
         """One generator operation through ``request.source``'s link, recorded like a component's import."""
         operation = _operation_of(request)
+        if operation in PROCESS_CALLS:
+            return self.process_call(request, operation)
+        if operation == "read_process_output":
+            raise HostError("read_process_output is a stream: call CallProviderStream")
         reply = self.router.call(OPERATIONS[("generator", operation)], getattr(request, operation),
                                  CallContext(request.verse_id, request.source))
         answer = host_pb.ProviderCallReply()
         getattr(answer, _REPLY_FIELD[type(reply)]).CopyFrom(reply)
         return answer
 
-    def call_provider_stream(self, request: host_pb.ProviderCallRequest,
-                             on_event: InvokeSink | None = None) -> pb.ExecutionResult:
-        """``execute`` over ExecuteStream: each output event to ``on_event``; the result is returned."""
-        if _operation_of(request) != "execute":
-            raise HostError("CallProviderStream streams only execute")
+    def call_provider_stream(self, request: host_pb.ProviderCallRequest, on_event: InvokeSink | None = None,
+                             ) -> pb.ExecutionResult | host_pb.ProcessOutputEnd:
+        """``execute`` over ExecuteStream: each output event to ``on_event``; the result is returned.
+        ``read_process_output``: each chunk to ``on_event``; where the read stopped is returned."""
+        operation = _operation_of(request)
+        if operation == "read_process_output":
+            return self.process_output(request, on_event)
+        if operation != "execute":
+            raise HostError("CallProviderStream streams only execute and read_process_output")
         result = pb.ExecutionResult()
         for event in self.router.stream(request.execute, CallContext(request.verse_id, request.source)):
             if event.HasField("result"):

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldrt.errors import WorldError, from_rpc_error
+from worldrt.errors import Cancelled, WorldError, from_rpc_error
 from worldrt.host._admission import Admission, ServiceLimits, Ticket
 from worldrt.host._api import METHODS, HostAPI, Method
 from worldrt.host._host import Host
@@ -99,9 +99,11 @@ class _RegistryGate(grpc.aio.ServerInterceptor):
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     """End the call with the status of ``exc``: its own for a WorldError or a provider's status, INTERNAL else."""
     if isinstance(exc, WorldError):
+        context.set_trailing_metadata(exc.trailers)  # its reason, so the caller can act on more than the kind
         await context.abort(exc.code, exc.message)
     if isinstance(exc, grpc.RpcError):
         error = from_rpc_error(exc, "a provider call failed")
+        context.set_trailing_metadata(error.trailers)
         await context.abort(error.code, error.message)
     log.error("host call failed", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"the host failed: {type(exc).__name__}: {exc}")
@@ -151,6 +153,7 @@ class HostServicer(host_rpc.HostServicer):
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             ticket = await self._admit(method, request, context)
+            follows = ticket.kind == "follows"
             loop = asyncio.get_running_loop()
             events: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
 
@@ -160,9 +163,18 @@ class HostServicer(host_rpc.HostServicer):
                 except RuntimeError:
                     pass  # the server's loop is gone (the host is stopping): nobody reads this stream
 
+            gone = threading.Event()
+
+            def report(event: Message) -> None:
+                # A reader that went away ends a stream that follows a process at its next event, rather
+                # than at the process's end: its thread and its place are given back.
+                if gone.is_set() and follows:
+                    raise Cancelled("the caller stopped reading")
+                put(event)
+
             def run() -> None:
                 try:
-                    put(finish(call(request, put)))
+                    put(finish(call(request, report)))
                 except BaseException as exc:  # noqa: BLE001 - handed to the stream below
                     put(exc)
                 finally:
@@ -174,10 +186,13 @@ class HostServicer(host_rpc.HostServicer):
             except BaseException:
                 ticket.release()
                 raise
-            while (item := await events.get()) is not None:
-                if isinstance(item, BaseException):
-                    await _abort(context, item)
-                yield item
+            try:
+                while (item := await events.get()) is not None:
+                    if isinstance(item, BaseException):
+                        await _abort(context, item)
+                    yield item
+            finally:
+                gone.set()
 
         return handle
 
@@ -216,9 +231,10 @@ async def _serve(host: Host, address: str, token: str | None, ready: threading.E
 
     host.registry.watch(registry_health)
     log.info("host serving on %s%s (%d component invocations, %d other calls, %d quick ones and %d per instance "
-             "at once)", address,
+             "at once; %d calls following processes, %d per instance)", address,
              "" if tls is None else " with TLS" + (" (client certificates required)" if tls.client_ca else ""),
-             limits.components, limits.calls, limits.quick, limits.per_instance)
+             limits.components, limits.calls, limits.quick, limits.per_instance, limits.follows,
+             limits.follows_per_instance)
     if ready is not None:
         ready.set()
     try:

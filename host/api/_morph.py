@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from worldrt.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, WorldError
+from worldrt.errors import FailedPrecondition, InvalidArgument, NotFound, Reason, Unavailable, WorldError
 from worldrt.host import HostAPI
 from worldrt.host.api._images import Images
 from worldrt.host.api._state import InstanceRecord, Records, SnapshotRecord, Spec, Ttl, now_s
@@ -34,10 +34,11 @@ def _positive(name: str, value: int | None) -> None:
         raise InvalidArgument(f"{name} must be at least 1, got {value}")
 
 
-def _gone(error: WorldError, instance_id: str) -> bool:
+def _gone(error: WorldError) -> bool:
     """Whether worldrt's answer says the instance no longer runs: unknown (reaped), or stopped (by Stop, a
-    merge, its interpreter dying). Morph has no stopped state: such an instance is simply not found."""
-    return isinstance(error, NotFound) or f"instance {instance_id} is stopped" in error.message
+    merge, its interpreter dying), as the provider's reason says. Morph has no stopped state: such an
+    instance is simply not found."""
+    return isinstance(error, NotFound) or error.reason in (Reason.INSTANCE_GONE, Reason.INSTANCE_NOT_FOUND)
 
 
 def _code(command: list[str]) -> str:
@@ -79,7 +80,7 @@ class MorphApi:
         try:
             return self._call(**request)
         except (NotFound, FailedPrecondition) as exc:
-            if not _gone(exc, instance_id):
+            if not _gone(exc):
                 raise
             self.records.drop_instance(instance_id)
             raise NotFound(f"Instance {instance_id} not found: {exc.message}") from None
@@ -173,7 +174,7 @@ class MorphApi:
         try:
             self._call(stop=pb.InstanceRef(instance_id=instance_id))
         except (NotFound, FailedPrecondition) as exc:
-            if not _gone(exc, instance_id):
+            if not _gone(exc):
                 raise
 
     def _execute(self, instance_id: str, command: list[str]) -> pb.ExecuteRequest:
@@ -191,10 +192,12 @@ class MorphApi:
         request = host_pb.ProviderCallRequest(source=self.source, execute=self._execute(instance_id, command))
         self.records.instance(instance_id)
         try:
-            return self.host.call_provider_stream(request, lambda event: on_event(event.execution))
+            result = self.host.call_provider_stream(request, lambda event: on_event(event.execution))
         except NotFound as exc:
             self.records.drop_instance(instance_id)
             raise NotFound(f"Instance {instance_id} not found: {exc.message}") from None
+        assert isinstance(result, pb.ExecutionResult)  # an execute's stream ends in its result
+        return result
 
     @staticmethod
     def stream_events(item: pb.ExecutionEvent | pb.ExecutionResult | BaseException) -> tuple[list[dict[str, str]], bool]:

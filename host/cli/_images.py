@@ -200,3 +200,6 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     ls.add_argument("instance", metavar="INSTANCE")
     ls.add_argument("path", nargs="?", default="", metavar="PATH")
     ls.set_defaults(func=files_ls)
+    from worldrt.host.cli._files import add_file_commands
+
+    add_file_commands(files, parents, provider)

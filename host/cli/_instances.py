@@ -1,11 +1,12 @@
-"""`worldrt instance`: start, exec, snapshot, branch, merge, stop and list instances, built on
-``worldrt.Client``.
+"""`worldrt instance`: start, exec (``-i``: a process fed from our stdin), snapshot, branch, merge, stop and list
+instances, built on ``worldrt.Client``.
 
 Instances live as long as the host that started them, so these commands use a running host
 (``worldrt host serve``) and refuse to embed one. Ids are printed one per line (``ID=$(worldrt instance
 start morph)``); ``--json`` prints what the client returned. ``instance exec`` streams the run's stdout and
 stderr to this process's, prints the value of Python's final expression (if any) as JSON, and exits with
-the run's exit status; a failed call is one line on stderr and exit 2, as for every command.
+the run's exit status; a failed call is one line on stderr and the exit status of its error's kind, as
+for every command (``worldrt --help`` lists them).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def instance_exec(args: argparse.Namespace) -> int:
         raise CliError("give the code to run, or a command after --: worldrt instance exec ID -- ls -l")
     if args.argv == []:
         raise CliError("give the command to run after --")
+    if args.interactive:
+        return _exec_interactive(args)
     options = {"language": args.language, "argv": args.argv, "env": dict(key_value(e) for e in args.env),
                "timeout_s": args.timeout}
     with client(args) as rt:
@@ -105,6 +108,19 @@ def instance_exec(args: argparse.Namespace) -> int:
     if last.value is not None:
         print(last.value_json)
     return _exit_status(last)
+
+
+def _exec_interactive(args: argparse.Namespace) -> int:
+    """``exec -i``: the command as a process with this terminal's stdin piped to it, its output to ours."""
+    from worldrt.host.cli._processes import run_interactive
+
+    if args.argv is None:
+        raise CliError("exec -i runs a command: worldrt instance exec -i ID -- PROGRAM [ARG ...]")
+    if args.json:
+        raise CliError("exec -i passes the command's bytes through: it has no --json")
+    with client(args) as rt:
+        inst = rt.instance(args.instance, provider=args.provider)
+        return run_interactive(inst, args.argv, dict(key_value(e) for e in args.env), args.timeout)
 
 
 def instance_snapshot(args: argparse.Namespace) -> int:
@@ -202,6 +218,9 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     run.add_argument("--language", default="python", help="python (default), shell, js or cpp")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)")
     run.add_argument("--timeout", type=float, metavar="S", help="seconds the run may take")
+    run.add_argument("-i", "--interactive", action="store_true",
+                     help="run the command as a process with our stdin piped to it (until its end) and its bytes "
+                          "to our stdout and stderr")
     run.set_defaults(func=instance_exec)
 
     snapshot = group.add_parser("snapshot", parents=[parents.common, provider], help="snapshot an instance; prints its id")

@@ -1,4 +1,5 @@
-"""The ``worldrt`` parser, built from each command group, and ``main``: one line and exit 2 per error."""
+"""The ``worldrt`` parser, built from each command group, and ``main``: one line per error, and the exit
+status of its kind (``worldrt.errors.EXIT_CODES``, shown in ``worldrt --help``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import signal
 
 import grpc
 
-from worldrt.errors import WorldError
+from worldrt.errors import EXIT_CODES, Cancelled, WorldError, exit_code_table, from_rpc_error, kind_of_os_error
 from worldrt.host.cli import (
     _apis,
     _components,
@@ -15,6 +16,7 @@ from worldrt.host.cli import (
     _instances,
     _lattice,
     _links,
+    _processes,
     _providers,
     _reports,
     _serving,
@@ -22,11 +24,14 @@ from worldrt.host.cli import (
 )
 from worldrt.host.cli._common import Parents, err_console
 
-GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _lattice, _apis)
+GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _processes, _lattice,
+          _apis)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="worldrt", description="Run portable verse programs across providers.")
+    top = argparse.ArgumentParser(prog="worldrt", description="Run portable verse programs across providers.",
+                                  epilog=f"exit status:\n{exit_code_table()}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True)
     parents = Parents.make()
     for group in GROUPS:
@@ -39,24 +44,27 @@ def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _say(problem: str) -> int:
+def _say(problem: str, exit_code: int) -> int:
     err_console.print(f"worldrt: {' '.join(problem.split())}", markup=False, highlight=False, soft_wrap=True)
-    return 2
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 1 when the command ran and its answer is "no" (a component returned err, an audit
-    found unbalanced runs), 2 on an error, 130 when interrupted."""
+    found unbalanced runs), else the status of the error's kind (``worldrt.errors.EXIT_CODES``: 2 for a
+    wrong command line or request, 3 for not found, ..., 130 when interrupted)."""
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int = args.func(args)
     except WorldError as exc:
-        return _say(str(exc))
+        return _say(str(exc), exc.exit_code)
     except grpc.RpcError as exc:
-        return _say(f"{exc.code().name}: {exc.details()}")
+        error = from_rpc_error(exc)
+        return _say(f"{error.code.name}: {error.message}", error.exit_code)
     except OSError as exc:
-        return _say(f"{exc.filename or ''}: {exc.strerror or exc}" if exc.filename else str(exc))
+        problem = f"{exc.filename or ''}: {exc.strerror or exc}" if exc.filename else str(exc)
+        return _say(problem, EXIT_CODES[kind_of_os_error(exc)])
     except KeyboardInterrupt:
-        return 130
+        return EXIT_CODES[Cancelled]
     return code

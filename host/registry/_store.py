@@ -210,7 +210,7 @@ class Registry:
         """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``."""
         path = Path(path)
         if keep_days is not None and keep_days <= 0:
-            raise RegistryError(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
+            raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
         try:
             redactor = Redactor(cap_bytes)
         except ValueError as exc:

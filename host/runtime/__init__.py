@@ -13,6 +13,7 @@ from worldrt.host.runtime._components import (
 )
 from worldrt.host.runtime._errors import (
     ComponentError,
+    ComponentFault,
     ComponentTimeout,
     ComponentTrap,
     GuestError,
@@ -58,5 +59,5 @@ __all__ = [
     "build_component", "build_js_component", "built_once", "inspect_component", "source_digest", "BuildResult",
     "ComponentInfo",
     # errors
-    "ComponentError", "InvocationError", "GuestError", "ComponentTrap", "ComponentTimeout",
+    "ComponentFault", "ComponentError", "InvocationError", "GuestError", "ComponentTrap", "ComponentTimeout",
 ]

@@ -24,7 +24,6 @@ from worldrt.host.verse._runs import record_run, registry_trits
 from worldrt.host.verse._selection import (
     PRESETS,
     Selection,
-    SelectionError,
     choose,
     gf3_sum,
     select_provider,
@@ -117,10 +116,9 @@ class VerseRunner:
         preferred = list(dict.fromkeys(PRESETS[preset].values()))
         with ThreadPoolExecutor(max_workers=len(preferred), thread_name_prefix="provider-start") as pool:
             known = dict(zip(preferred, pool.map(self.healthy, preferred), strict=True))
-        try:
-            return choose(preset, lambda provider: known[provider] if provider in known else self.healthy(provider))
-        except SelectionError as exc:
-            raise PipelineError(str(exc)) from None
+        # A SelectionError (a role's provider is not healthy) goes out as it is: FailedPrecondition, not a
+        # wrong argument.
+        return choose(preset, lambda provider: known[provider] if provider in known else self.healthy(provider))
 
     def selection(self, preset: str) -> dict[str, Any]:
         """The seed's select-provider for the preset's needs, and the providers the preset would use now."""

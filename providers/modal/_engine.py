@@ -27,7 +27,7 @@ from worldrt.providers.sandbox import (
     LiveInstance,
     Output,
     RunInput,
-    SandboxError,
+    SandboxFault,
     SandboxProcess,
     new_id,
 )
@@ -99,7 +99,9 @@ class SandboxPool(InstanceEngine):
         if snap is not None:
             return snap
         reason = self.gone_reason(sid)
-        raise err.NotFound(f"snapshot {sid} no longer exists: {reason}" if reason else f"no snapshot {sid!r} on modal")
+        if reason:
+            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}", reason=err.Reason.SNAPSHOT_GONE)
+        raise err.NotFound(f"no snapshot {sid!r} on modal", reason=err.Reason.SNAPSHOT_NOT_FOUND)
 
     async def snapshot(self, iid: str, ttl_s: int) -> DiskSnapshot:
         inst = self.instance(iid)
@@ -111,7 +113,7 @@ class SandboxPool(InstanceEngine):
                 reply, _fds, _size = await self.archive(inst, sid, {"op": "archive"})
             except ArchiveTooLarge as exc:
                 raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
         files, size = self.disk_counts(reply, iid)
         snap = DiskSnapshot(sid, iid, size, files, ttl_s or self.snapshot_ttl_s, image=inst.image,

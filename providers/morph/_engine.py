@@ -29,6 +29,7 @@ from worldrt.providers.sandbox import (
     ReadyBranches,
     ReadyBudget,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
     new_id,
 )
@@ -94,8 +95,8 @@ class Infinibranch(InstanceEngine):
             return snap
         reason = self.gone_reason(sid)
         if reason is not None:
-            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}")
-        raise err.NotFound(f"no snapshot {sid!r} on morph")
+            raise err.NotFound(f"snapshot {sid} no longer exists: {reason}", reason=err.Reason.SNAPSHOT_GONE)
+        raise err.NotFound(f"no snapshot {sid!r} on morph", reason=err.Reason.SNAPSHOT_NOT_FOUND)
 
     async def snapshot(self, iid: str, ttl_s: int) -> FrozenSnapshot:
         inst = self.instance(iid)
@@ -110,7 +111,7 @@ class Infinibranch(InstanceEngine):
                 proc = await SandboxProcess.from_hello(fds[0], sid)
             except ArchiveTooLarge as exc:
                 raise err.ResourceExhausted(f"snapshot of {iid} failed: {exc}") from exc
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 self.archives.drop(sid)
                 raise err.Aborted(f"snapshot of {iid} failed: {exc}") from exc
             if "error" in proc.hello:
@@ -141,13 +142,14 @@ class Infinibranch(InstanceEngine):
         assert snap.children is not None
         try:
             ready, failures = await snap.children.take(count)
-        except SandboxError as exc:
+        except SandboxFault as exc:
             raise err.FailedPrecondition(f"cannot branch snapshot {sid}: {exc}") from exc
         if sid not in self.snapshots:  # released while its children were being made
             for branch in ready:
                 uid = branch.lineage.uid
                 await snap.sandbox.kill_then(branch.proc, functools.partial(ALLOCATOR.release, uid))
-            raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}")
+            raise err.NotFound(f"snapshot {sid} no longer exists: {self.gone_reason(sid)}",
+                               reason=err.Reason.SNAPSHOT_GONE)
         made = []
         for branch in ready:
             self.uids.hold(branch.lineage.uid)

@@ -25,6 +25,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._provider import (
@@ -40,6 +41,7 @@ from worldrt.providers.sandbox._workers import (
     CallTimeout,
     ProgramError,
     WorkerError,
+    WorkerFault,
     WorkerLease,
     WorkerLost,
     WorkerPool,
@@ -55,7 +57,7 @@ __all__ = [
     "ImageStore", "ImageInfo", "DEFAULT_IMAGE", "LAYER_ROOT",
     "Lineage", "Branch", "ReadyBranches", "ReadyBudget", "MAX_DEPTH", "ArchiveStore", "ArchiveTooLarge",
     # errors
-    "SandboxError", "ProtocolError", "ChannelClosed",
+    "SandboxFault", "SandboxError", "ProtocolError", "ChannelClosed",
     # workers
-    "WorkerPool", "WorkerLease", "WorkerError", "ProgramError", "CallError", "CallTimeout", "WorkerLost",
+    "WorkerPool", "WorkerLease", "WorkerFault", "WorkerError", "ProgramError", "CallError", "CallTimeout", "WorkerLost",
 ]

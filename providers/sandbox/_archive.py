@@ -12,17 +12,15 @@ import os
 from pathlib import Path
 
 from worldrt.errors import ResourceExhausted
-from worldrt.providers.sandbox._process import SandboxError
+from worldrt.providers.sandbox._process import SandboxFault
 from worldrt.providers.sandbox._readiness import ready
 
 # A tar stream of a disk of N bytes is at most this much larger (headers and the end-of-archive record).
 OVERHEAD_BYTES = 4 * 1024 * 1024
 
 
-class ArchiveTooLarge(SandboxError):
+class ArchiveTooLarge(SandboxFault, ResourceExhausted):
     """A member's archive ran past the limit the daemon allows for its disk."""
-
-    code = ResourceExhausted.code
 
 
 class ArchiveStore:

@@ -25,6 +25,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._sandbox import Limits, NsSet, Sandbox
@@ -113,7 +114,7 @@ class ReadyBranches:
         try:
             made, errors = await self.sandbox.prepare(self.lineage.uid, uids, self.limits.disk_bytes,
                                                       self._parent_userns(), hand if on_set is not None else None)
-        except (SandboxError, OSError) as exc:
+        except (SandboxFault, OSError) as exc:
             made, errors = [], [str(exc)]
         for uid in set(uids) - {s.uid for s in made} - handed:
             ALLOCATOR.release(uid)
@@ -162,7 +163,7 @@ class ReadyBranches:
                     continue
                 self.sandbox.members.add(proc.key)
                 coming.append(asyncio.create_task(self._bring_up(proc, sets, warming)))
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             errors.append(f"the snapshot did not fork: {exc}")
         if preparing is not None:
             _made, set_errors = await preparing
@@ -331,5 +332,5 @@ async def stream_branches(snapshot: SandboxProcess, iids: list[str]) -> AsyncIte
                 continue
             try:
                 yield await SandboxProcess.from_hello(fd, iid), ""
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 yield None, f"branch did not come up: {exc}"

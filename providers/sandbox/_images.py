@@ -350,7 +350,8 @@ class ImageStore:
         info = self.manifest(digest) if digest else None
         if info is None:
             known = ", ".join(p.name for p in sorted(self.names.glob("*")) if _NAME.match(p.name)) or "none"
-            raise err.NotFound(f"no image {ref!r} here (images: {known}); build it with worldrt image build")
+            raise err.NotFound(f"no image {ref!r} here (images: {known}); build it with worldrt image build",
+                               reason=err.Reason.IMAGE_NOT_FOUND)
         return info
 
     def all(self) -> list[ImageInfo]:

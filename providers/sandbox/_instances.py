@@ -38,6 +38,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._processes import ProcessSettings, ProcessTable
@@ -318,7 +319,7 @@ class InstanceEngine:
             try:
                 self._pool.append(await self._warm())
                 delay_s = 0.1
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox: %s", exc)
                 if not retry:
                     return
@@ -335,7 +336,7 @@ class InstanceEngine:
                 self._image_pools.get(pool.image.digest) is pool:
             try:
                 pool.warm.append(await self._warm(pool.image))
-            except (SandboxError, ChannelClosed, OSError) as exc:
+            except (SandboxFault, ChannelClosed, OSError) as exc:
                 log.error("could not pre-start a sandbox of image %s: %s", pool.image.digest[:12], exc)
                 return
         if self._image_pools.get(pool.image.digest) is not pool:
@@ -428,8 +429,9 @@ class InstanceEngine:
         if inst is not None:
             return inst
         if iid in self._gone:
-            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}")
-        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)")
+            raise err.FailedPrecondition(f"instance {iid} is stopped: {self._gone[iid]}", reason=err.Reason.INSTANCE_GONE)
+        raise err.NotFound(f"no instance {iid!r} on {self.provider_id} (it never existed here)",
+                           reason=err.Reason.INSTANCE_NOT_FOUND)
 
     def check_room(self, count: int) -> None:
         if len(self.instances) + count > self.max_instances:
@@ -445,12 +447,12 @@ class InstanceEngine:
         self.check_room(1)
         try:
             sandbox, proc, uid = await self.take_member(limits, image)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             raise err.Unavailable(f"could not start an instance: {exc}") from exc
         try:
             if prepare is not None:
                 await prepare(proc)
-        except (SandboxError, ChannelClosed, OSError) as exc:
+        except (SandboxFault, ChannelClosed, OSError) as exc:
             await sandbox.close()
             ALLOCATOR.release(uid)
             if isinstance(exc, ArchiveTooLarge):
@@ -482,13 +484,14 @@ class InstanceEngine:
             except TimeoutError:
                 await self.drop_instance(iid, "it did not answer a file request in time")
                 raise err.DeadlineExceeded(f"instance {iid} did not answer the file request within {timeout_s:.0f} s; "
-                                           f"it is stopped") from None
+                                           f"it is stopped", reason=err.Reason.INSTANCE_GONE) from None
             except ProtocolError as exc:
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 await self.drop_instance(iid, "its process exited during a file request")
-                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped") from None
+                raise err.Aborted(f"instance {iid} exited during the file request ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from None
             finally:
                 inst.touch()
 
@@ -674,17 +677,18 @@ class InstanceEngine:
                 finished = True
                 await self.drop_instance(iid, f"it broke the sandbox protocol: {exc}")
                 if isinstance(exc, OutputFlood):
-                    raise err.ResourceExhausted(f"{exc}; the instance is stopped") from None
-                raise err.Aborted(f"{exc}; the instance is stopped") from None
-            except (ChannelClosed, OSError, SandboxError) as exc:
+                    raise err.ResourceExhausted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+                raise err.Aborted(f"{exc}; the instance is stopped", reason=err.Reason.INSTANCE_GONE) from None
+            except (ChannelClosed, OSError, SandboxFault) as exc:
                 finished = True
                 if phase == "unresponsive":
                     await self.drop_instance(iid, "its code ignored the interrupt at its timeout")
                     raise err.DeadlineExceeded(
                         f"code ran past its timeout of {timeout_s * 1000:.0f} ms and could not be interrupted; "
-                        f"instance {iid} was stopped") from None
+                        f"instance {iid} was stopped", reason=err.Reason.INSTANCE_GONE) from None
                 await self.drop_instance(iid, "its process exited while running code")
-                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped") from exc
+                raise err.Aborted(f"instance {iid} exited while running the code ({exc}); it is stopped",
+                                  reason=err.Reason.INSTANCE_GONE) from exc
             finally:
                 timer.cancel()
                 if grace is not None:
@@ -703,7 +707,7 @@ class InstanceEngine:
                     event, _ = _frames.output_or_done((await inst.proc.recv())[0], f"instance {inst.id}")
                     if event == "done":
                         return
-        except (TimeoutError, ChannelClosed, OSError, SandboxError):
+        except (TimeoutError, ChannelClosed, OSError, SandboxFault):
             await self.drop_instance(inst.id, "its code ran on after its caller went away")
 
     async def archive(self, member: Member, name: str, op: dict[str, Any]) -> tuple[dict[str, Any], list[int], int]:

@@ -18,7 +18,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from worldrt.errors import Aborted, Unavailable
+from worldrt.errors import Aborted, ErrorFamily, Unavailable
 from worldrt.providers.sandbox import _wire
 from worldrt.providers.sandbox._readiness import ready
 
@@ -29,7 +29,12 @@ _CREDS_SPACE = socket.CMSG_SPACE(12)
 _MSG_CMSG_CLOEXEC = 0x40000000
 
 
-class SandboxError(Unavailable):
+class SandboxFault(ErrorFamily):
+    """The family of what goes wrong with a process in a sandbox, whatever its kind: catch this to catch
+    them all (SandboxError, ChannelClosed, ProtocolError, ArchiveTooLarge, ...)."""
+
+
+class SandboxError(SandboxFault, Unavailable):
     """A process in a sandbox could not do what it was asked (its message says why)."""
 
 
@@ -37,10 +42,8 @@ class ChannelClosed(SandboxError):
     """The process at the other end of a channel has gone (or the channel was closed here)."""
 
 
-class ProtocolError(SandboxError):
+class ProtocolError(SandboxFault, Aborted):
     """A process in a sandbox sent something the protocol does not allow; it is not trusted further."""
-
-    code = Aborted.code
 
 
 class SandboxProcess:

@@ -22,6 +22,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._uids import HIGH, LOW
@@ -111,7 +112,7 @@ class Sandbox:
                 os.close(fd)
             if not isinstance(ready, dict) or ready.get("ready") is not True:
                 raise SandboxError(f"sandbox {name} sent {str(ready)[:200]} instead of ready")
-        except (OSError, ValueError, _wire.ChannelClosed, SandboxError) as exc:
+        except (OSError, ValueError, _wire.ChannelClosed, SandboxFault) as exc:
             popen.kill()
             popen.wait()
             ours.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from worldrt.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from worldrt.errors import DeadlineExceeded, ErrorFamily, InvalidArgument, Unavailable
 from worldrt.providers.sandbox import _frames
 from worldrt.providers.sandbox._branches import Lineage, ReadyBranches, ReadyBudget
 from worldrt.providers.sandbox._cgroup import Cgroups
@@ -33,6 +33,7 @@ from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
     SandboxError,
+    SandboxFault,
     SandboxProcess,
 )
 from worldrt.providers.sandbox._readiness import ready
@@ -93,14 +94,17 @@ _gc.freeze()  # forks of this process then leave its objects' pages shared
 '''
 
 
-class WorkerError(Unavailable):
+class WorkerFault(ErrorFamily):
+    """The family of what keeps a call on a sandboxed worker from producing a result, whatever its kind:
+    catch this to catch them all (WorkerError, ProgramError, CallError, CallTimeout, WorkerLost)."""
+
+
+class WorkerError(WorkerFault, Unavailable):
     """A call on a sandboxed worker did not produce a result; the message says why."""
 
 
-class ProgramError(WorkerError):
+class ProgramError(WorkerFault, InvalidArgument):
     """The program does not compile."""
-
-    code = InvalidArgument.code
 
 
 class CallError(WorkerError):
@@ -112,10 +116,8 @@ class CallError(WorkerError):
         self.stderr = stderr
 
 
-class CallTimeout(WorkerError):
+class CallTimeout(WorkerFault, DeadlineExceeded):
     """The call ran past its timeout; its worker was stopped and replaced."""
-
-    code = DeadlineExceeded.code
 
 
 class WorkerLost(WorkerError):
@@ -249,11 +251,11 @@ class WorkerPool:
                 await self._restart("its sandbox exited")
             try:
                 return await self._fork(count)
-            except (TimeoutError, ChannelClosed, SandboxError, OSError) as exc:
+            except (TimeoutError, ChannelClosed, SandboxFault, OSError) as exc:
                 await self._restart(f"the template did not fork workers: {str(exc) or type(exc).__name__}")
                 try:
                     return await self._fork(count)
-                except (TimeoutError, ChannelClosed, SandboxError, OSError) as again:
+                except (TimeoutError, ChannelClosed, SandboxFault, OSError) as again:
                     raise WorkerLost(f"could not start sandboxed workers: {again}") from again
 
     async def _fork(self, count: int) -> list[SandboxProcess]:
@@ -377,7 +379,7 @@ class WorkerLease:
 
         try:
             await asyncio.gather(*(load(p) for p in procs))
-        except (ChannelClosed, OSError, SandboxError) as exc:
+        except (ChannelClosed, OSError, SandboxFault) as exc:
             raise WorkerLost(f"a worker died while loading the program: {exc}") from exc
         return procs
 
@@ -416,7 +418,7 @@ class WorkerLease:
             return
         try:
             (fresh,) = await self._start(1)
-        except WorkerError as exc:
+        except WorkerFault as exc:
             self._broken = WorkerLost(f"a worker could not be replaced: {exc}")
             return
         self._idle.put_nowait(fresh)
@@ -431,10 +433,10 @@ class WorkerLease:
             proc.signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(running, INTERRUPT_GRACE_S)
-            except (TimeoutError, ChannelClosed, OSError, SandboxError):
+            except (TimeoutError, ChannelClosed, OSError, SandboxFault):
                 pass
             raise CallTimeout(f"{function}() ran past its timeout of {timeout_s * 1000:.0f} ms") from None
-        except (ChannelClosed, OSError, SandboxError) as exc:
+        except (ChannelClosed, OSError, SandboxFault) as exc:
             raise WorkerLost(f"the worker died during {function}() ({exc}); "
                              f"a memory or cpu limit, or the program ended its process") from exc
         except asyncio.CancelledError:

@@ -19,11 +19,11 @@ import worldrt.testing
 TOP = ["__version__", "Client", "AsyncClient"]
 CLIENT = [
     "Client", "AsyncClient",
-    "Instance", "Snapshot", "Files", "AsyncInstance", "AsyncSnapshot", "AsyncFiles",
+    "Instance", "Snapshot", "Files", "AsyncInstance", "AsyncSnapshot", "AsyncFiles", "Process", "AsyncProcess",
     "Images", "Links", "Components", "Verse", "Providers",
     "AsyncImages", "AsyncLinks", "AsyncComponents", "AsyncVerse", "AsyncProviders",
     "Limits", "Oracle", "ExecResult", "Output", "InstanceInfo", "SnapshotInfo", "FileInfo", "Image", "BuildProgress",
-    "Link", "ProviderState", "Invocation",
+    "Link", "ProviderState", "Invocation", "ProcessStatus", "ProcessChunk", "FileEvent",
     "ComponentOutcome", "ComponentInspection", "BuiltComponent", "Event", "ProviderCall", "LogLine",
     "ComponentOutput", "PipelineRun", "SoloRun", "Orchestration", "Selection", "Strategy",
 ]
@@ -32,9 +32,13 @@ TESTING = ["Runtime", "AsyncRuntime"]
 SURFACE = {
     "Client": {"connect", "start", "instance", "instances", "snapshot", "merge", "invocations", "close",
                "images", "links", "components", "verse", "providers", "remote", "address", "home"},
-    "Instance": {"exec", "exec_stream", "files", "snapshot", "branch", "stop", "id", "provider", "image", "stopped"},
+    "Instance": {"exec", "exec_stream", "files", "snapshot", "branch", "stop", "id", "provider", "image", "stopped",
+                 "spawn", "process", "processes"},
+    "Process": {"id", "output", "stdout", "stderr", "write", "close_stdin", "wait", "poll", "kill", "signal",
+                "instance"},
+    "ProcessStatus": {"id", "state", "exit_code", "signal", "running", "ok", "stdout_size", "stderr_size"},
     "Snapshot": {"branch", "start", "delete", "id", "provider"},
-    "Files": {"write", "write_many", "read", "read_text", "list"},
+    "Files": {"write", "write_many", "read", "read_text", "list", "stat", "mkdir", "move", "remove", "watch"},
     "Images": {"build", "list", "inspect", "remove"},
     "Links": {"put", "delete", "list"},
     "Components": {"build", "inspect", "run"},

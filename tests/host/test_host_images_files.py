@@ -53,13 +53,13 @@ def test_the_cli_shows_images_and_says_why_a_build_fails(host: HostProcess) -> N
     shown = cli(host.home, "image", "inspect", "default")
     assert shown.returncode == 0 and "numpy==" in shown.stdout
     failed = cli(host.home, "image", "build", "offline", "--pip", "six", "--index-url", "http://127.0.0.1:9/simple")
-    assert failed.returncode == 2 and "could not be reached" in failed.stderr and "Traceback" not in failed.stderr
+    assert failed.returncode == 69 and "could not be reached" in failed.stderr and "Traceback" not in failed.stderr
     refused = cli(host.home, "image", "rm", "default")
-    assert refused.returncode == 2 and "cannot be deleted" in refused.stderr
+    assert refused.returncode == 5 and "cannot be deleted" in refused.stderr
     for args in (("files", "ls", "i-000000000000"), ("files", "read", "i-000000000000", "a.txt"),
                  ("files", "ls", "i-000000000000", "--provider", "modal")):
         missing = cli(host.home, *args)
-        assert missing.returncode == 2 and "no instance 'i-000000000000'" in missing.stderr, missing.stderr
+        assert missing.returncode == 3 and "no instance 'i-000000000000'" in missing.stderr, missing.stderr
         assert missing.stderr.count("\n") == 1
 
 

@@ -139,7 +139,7 @@ def test_16_spinning_components_leave_health_and_provider_calls_alone(tmp_path: 
         listed = cli(host.home, "providers", "list", "--json")
         assert listed.returncode == 0 and json.loads(listed.stdout)["providers"], listed.stderr
         run = cli(host.home, "component", "run", str(WAT / "loop.wat"), "--verse", "1")
-        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert run.returncode == 9 and run.stderr.count("\n") == 1, run.stderr
         assert f"the host at {host.address} is busy: 4 component invocations running" in run.stderr
         assert "in use by" not in run.stderr
         assert health_within(host) == SERVING
@@ -162,7 +162,7 @@ def test_a_host_that_does_not_answer_is_reported_busy_never_replaced(host: HostP
         out = cli(host.home, "providers", "list")
     finally:
         os.kill(host.proc.pid, signal.SIGCONT)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.returncode == 69 and out.stderr.count("\n") == 1, out.stderr
     assert f"the host at unix:{host.home / 'host.sock'} is busy" in out.stderr, out.stderr
     assert "in use by" not in out.stderr and "Traceback" not in out.stderr
     wait_for(lambda: health_within(host) == SERVING, 30, "the host did not answer again")

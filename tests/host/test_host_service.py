@@ -98,7 +98,7 @@ def test_the_registry_has_one_writer(host: HostProcess, tmp_path: Path) -> None:
 def test_the_cli_refuses_a_corrupt_registry_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.duckdb").write_bytes(b"\x00garbage" * 512)
     out = cli(tmp_path, "providers", "list", "--db", str(tmp_path / "bad.duckdb"))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 69 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "not a valid DuckDB database" in out.stderr
 
 

@@ -7,6 +7,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HostStatFileRequest(_message.Message):
+    __slots__ = ("provider", "stat")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    stat: _world_runtime_pb2.StatFileRequest
+    def __init__(self, provider: _Optional[str] = ..., stat: _Optional[_Union[_world_runtime_pb2.StatFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostMakeDirectoryRequest(_message.Message):
+    __slots__ = ("provider", "mkdir")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MKDIR_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mkdir: _world_runtime_pb2.MakeDirectoryRequest
+    def __init__(self, provider: _Optional[str] = ..., mkdir: _Optional[_Union[_world_runtime_pb2.MakeDirectoryRequest, _Mapping]] = ...) -> None: ...
+
+class HostMoveFileRequest(_message.Message):
+    __slots__ = ("provider", "move")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    move: _world_runtime_pb2.MoveFileRequest
+    def __init__(self, provider: _Optional[str] = ..., move: _Optional[_Union[_world_runtime_pb2.MoveFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostRemoveFileRequest(_message.Message):
+    __slots__ = ("provider", "remove")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    remove: _world_runtime_pb2.RemoveFileRequest
+    def __init__(self, provider: _Optional[str] = ..., remove: _Optional[_Union[_world_runtime_pb2.RemoveFileRequest, _Mapping]] = ...) -> None: ...
+
+class HostWatchFilesRequest(_message.Message):
+    __slots__ = ("provider", "watch")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    watch: _world_runtime_pb2.WatchFilesRequest
+    def __init__(self, provider: _Optional[str] = ..., watch: _Optional[_Union[_world_runtime_pb2.WatchFilesRequest, _Mapping]] = ...) -> None: ...
+
 class HostListInstancesRequest(_message.Message):
     __slots__ = ("provider",)
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -186,20 +226,34 @@ class InvokeRequest(_message.Message):
     def __init__(self, component_id: _Optional[str] = ..., path: _Optional[str] = ..., export: _Optional[str] = ..., verse_id: _Optional[int] = ..., args: _Optional[str] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
-    __slots__ = ("call", "log", "outcome", "result_json", "execution", "output")
+    __slots__ = ("call", "log", "outcome", "result_json", "execution", "output", "process_output", "process_end")
     CALL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_END_FIELD_NUMBER: _ClassVar[int]
     call: ProviderCall
     log: str
     outcome: InvokeOutcome
     result_json: str
     execution: _world_runtime_pb2.ExecutionEvent
     output: ComponentOutput
-    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ..., output: _Optional[_Union[ComponentOutput, _Mapping]] = ...) -> None: ...
+    process_output: _world_runtime_pb2.ProcessOutputChunk
+    process_end: ProcessOutputEnd
+    def __init__(self, call: _Optional[_Union[ProviderCall, _Mapping]] = ..., log: _Optional[str] = ..., outcome: _Optional[_Union[InvokeOutcome, _Mapping]] = ..., result_json: _Optional[str] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionEvent, _Mapping]] = ..., output: _Optional[_Union[ComponentOutput, _Mapping]] = ..., process_output: _Optional[_Union[_world_runtime_pb2.ProcessOutputChunk, _Mapping]] = ..., process_end: _Optional[_Union[ProcessOutputEnd, _Mapping]] = ...) -> None: ...
+
+class ProcessOutputEnd(_message.Message):
+    __slots__ = ("stdout_offset", "stderr_offset", "ended")
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    stdout_offset: int
+    stderr_offset: int
+    ended: bool
+    def __init__(self, stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., ended: _Optional[bool] = ...) -> None: ...
 
 class ComponentOutput(_message.Message):
     __slots__ = ("stream", "data")
@@ -280,7 +334,7 @@ class RecentInvocationsReply(_message.Message):
     def __init__(self, invocations: _Optional[_Iterable[_Union[InvocationRow, _Mapping]]] = ...) -> None: ...
 
 class ProviderCallRequest(_message.Message):
-    __slots__ = ("source", "verse_id", "start", "stop", "snapshot", "branch", "execute", "merge")
+    __slots__ = ("source", "verse_id", "start", "stop", "snapshot", "branch", "execute", "merge", "start_process", "write_process_stdin", "wait_process", "signal_process", "list_processes", "read_process_output")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     VERSE_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +343,12 @@ class ProviderCallRequest(_message.Message):
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
+    START_PROCESS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_PROCESS_STDIN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_PROCESS_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_PROCESS_FIELD_NUMBER: _ClassVar[int]
+    LIST_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    READ_PROCESS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     source: str
     verse_id: int
     start: _world_runtime_pb2.StartRequest
@@ -297,16 +357,28 @@ class ProviderCallRequest(_message.Message):
     branch: _world_runtime_pb2.BranchRequest
     execute: _world_runtime_pb2.ExecuteRequest
     merge: _world_runtime_pb2.MergeRequest
-    def __init__(self, source: _Optional[str] = ..., verse_id: _Optional[int] = ..., start: _Optional[_Union[_world_runtime_pb2.StartRequest, _Mapping]] = ..., stop: _Optional[_Union[_world_runtime_pb2.InstanceRef, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRequest, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchRequest, _Mapping]] = ..., execute: _Optional[_Union[_world_runtime_pb2.ExecuteRequest, _Mapping]] = ..., merge: _Optional[_Union[_world_runtime_pb2.MergeRequest, _Mapping]] = ...) -> None: ...
+    start_process: _world_runtime_pb2.StartProcessRequest
+    write_process_stdin: _world_runtime_pb2.WriteProcessStdinRequest
+    wait_process: _world_runtime_pb2.WaitProcessRequest
+    signal_process: _world_runtime_pb2.SignalProcessRequest
+    list_processes: _world_runtime_pb2.ListProcessesRequest
+    read_process_output: _world_runtime_pb2.ReadProcessOutputRequest
+    def __init__(self, source: _Optional[str] = ..., verse_id: _Optional[int] = ..., start: _Optional[_Union[_world_runtime_pb2.StartRequest, _Mapping]] = ..., stop: _Optional[_Union[_world_runtime_pb2.InstanceRef, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRequest, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchRequest, _Mapping]] = ..., execute: _Optional[_Union[_world_runtime_pb2.ExecuteRequest, _Mapping]] = ..., merge: _Optional[_Union[_world_runtime_pb2.MergeRequest, _Mapping]] = ..., start_process: _Optional[_Union[_world_runtime_pb2.StartProcessRequest, _Mapping]] = ..., write_process_stdin: _Optional[_Union[_world_runtime_pb2.WriteProcessStdinRequest, _Mapping]] = ..., wait_process: _Optional[_Union[_world_runtime_pb2.WaitProcessRequest, _Mapping]] = ..., signal_process: _Optional[_Union[_world_runtime_pb2.SignalProcessRequest, _Mapping]] = ..., list_processes: _Optional[_Union[_world_runtime_pb2.ListProcessesRequest, _Mapping]] = ..., read_process_output: _Optional[_Union[_world_runtime_pb2.ReadProcessOutputRequest, _Mapping]] = ...) -> None: ...
 
 class ProviderCallReply(_message.Message):
-    __slots__ = ("instance", "snapshot", "branch", "execution")
+    __slots__ = ("instance", "snapshot", "branch", "execution", "process", "stdin", "processes")
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
     instance: _world_runtime_pb2.Instance
     snapshot: _world_runtime_pb2.SnapshotRef
     branch: _world_runtime_pb2.BranchReply
     execution: _world_runtime_pb2.ExecutionResult
-    def __init__(self, instance: _Optional[_Union[_world_runtime_pb2.Instance, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRef, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchReply, _Mapping]] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionResult, _Mapping]] = ...) -> None: ...
+    process: _world_runtime_pb2.ProcessInfo
+    stdin: _world_runtime_pb2.WriteProcessStdinReply
+    processes: _world_runtime_pb2.ListProcessesReply
+    def __init__(self, instance: _Optional[_Union[_world_runtime_pb2.Instance, _Mapping]] = ..., snapshot: _Optional[_Union[_world_runtime_pb2.SnapshotRef, _Mapping]] = ..., branch: _Optional[_Union[_world_runtime_pb2.BranchReply, _Mapping]] = ..., execution: _Optional[_Union[_world_runtime_pb2.ExecutionResult, _Mapping]] = ..., process: _Optional[_Union[_world_runtime_pb2.ProcessInfo, _Mapping]] = ..., stdin: _Optional[_Union[_world_runtime_pb2.WriteProcessStdinReply, _Mapping]] = ..., processes: _Optional[_Union[_world_runtime_pb2.ListProcessesReply, _Mapping]] = ...) -> None: ...

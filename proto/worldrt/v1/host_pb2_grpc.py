@@ -135,6 +135,31 @@ class HostStub:
                 request_serializer=worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.SerializeToString,
                 response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
                 _registered_method=True)
+        self.StatFile = channel.unary_unary(
+                '/worldrt.v1.Host/StatFile',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostStatFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.MakeDirectory = channel.unary_unary(
+                '/worldrt.v1.Host/MakeDirectory',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostMakeDirectoryRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.FromString,
+                _registered_method=True)
+        self.MoveFile = channel.unary_unary(
+                '/worldrt.v1.Host/MoveFile',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostMoveFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.RemoveFile = channel.unary_unary(
+                '/worldrt.v1.Host/RemoveFile',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostRemoveFileRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.FromString,
+                _registered_method=True)
+        self.WatchFiles = channel.unary_stream(
+                '/worldrt.v1.Host/WatchFiles',
+                request_serializer=worldrt_dot_v1_dot_host__pb2.HostWatchFilesRequest.SerializeToString,
+                response_deserializer=worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -214,6 +239,7 @@ class HostServicer:
 
     def CallProviderStream(self, request, context):
         """`execute` over ExecuteStream: its stdout and stderr events as they come; the last event's result ends it.
+        `read_process_output` over ReadProcessOutput: its chunks as `process_output` events, then `process_end`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -266,6 +292,38 @@ class HostServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatFile(self, request, context):
+        """The rest of a filesystem, forwarded likewise: stat, make a folder, move, remove, and watch a folder
+        (its events as they come; the last one is FILE_EVENT_ENDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeDirectory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFiles(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +431,31 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.ListFiles,
                     request_deserializer=worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.FromString,
                     response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.SerializeToString,
+            ),
+            'StatFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatFile,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostStatFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.SerializeToString,
+            ),
+            'MakeDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeDirectory,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostMakeDirectoryRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.SerializeToString,
+            ),
+            'MoveFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveFile,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostMoveFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.SerializeToString,
+            ),
+            'RemoveFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFile,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostRemoveFileRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.SerializeToString,
+            ),
+            'WatchFiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFiles,
+                    request_deserializer=worldrt_dot_v1_dot_host__pb2.HostWatchFilesRequest.FromString,
+                    response_serializer=worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -915,6 +998,141 @@ class Host:
             '/worldrt.v1.Host/ListFiles',
             worldrt_dot_v1_dot_host__pb2.HostListFilesRequest.SerializeToString,
             worldrt_dot_v1_dot_world__runtime__pb2.ListFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/StatFile',
+            worldrt_dot_v1_dot_host__pb2.HostStatFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/MakeDirectory',
+            worldrt_dot_v1_dot_host__pb2.HostMakeDirectoryRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.MakeDirectoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/MoveFile',
+            worldrt_dot_v1_dot_host__pb2.HostMoveFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worldrt.v1.Host/RemoveFile',
+            worldrt_dot_v1_dot_host__pb2.HostRemoveFileRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.RemoveFileReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/worldrt.v1.Host/WatchFiles',
+            worldrt_dot_v1_dot_host__pb2.HostWatchFilesRequest.SerializeToString,
+            worldrt_dot_v1_dot_world__runtime__pb2.FileWatchEvent.FromString,
             options,
             channel_credentials,
             insecure,

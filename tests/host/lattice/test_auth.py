@@ -123,7 +123,7 @@ def test_tokens_come_from_a_private_file_or_the_environment_never_a_flag(tmp_pat
     loose.write_text("s3cret\n")
     loose.chmod(0o644)
     out = _serve("provider", "serve", "gensyn", "--token-file", str(loose), "--state-dir", str(tmp_path / "p"))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert out.returncode == 5 and out.stderr.count("\n") == 1
     assert f"token file {loose} is readable by others (mode 0644): chmod 600 {loose}" in out.stderr
     private = tmp_path / "private.token"
     private.write_text("fr0m-file\n")

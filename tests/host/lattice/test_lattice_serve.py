@@ -80,7 +80,7 @@ def test_jetstream_works_and_the_token_is_in_no_command_line(served: Served) -> 
 
 def test_a_wrong_token_is_a_one_line_error(served: Served, tmp_path: Path) -> None:
     done = _cli("lattice", "status", "--lattice", served.url, env=_env(WORLDRT_LATTICE_TOKEN="wrong"), cwd=tmp_path)
-    assert done.returncode == 2
+    assert done.returncode == 69
     assert done.stderr.count("\n") == 1 and "refused our credentials" in done.stderr, done.stderr
     with pytest.raises(LatticeError, match="refused our credentials"):
         Lattice(LatticeOptions(served.url))
@@ -88,7 +88,7 @@ def test_a_wrong_token_is_a_one_line_error(served: Served, tmp_path: Path) -> No
 
 def test_no_lattice_at_the_address_is_a_one_line_error(tmp_path: Path) -> None:
     done = _cli("lattice", "status", "--lattice", f"nats://127.0.0.1:{_free_port()}", env=_env(), cwd=tmp_path)
-    assert done.returncode == 2
+    assert done.returncode == 69
     assert done.stderr.count("\n") == 1 and "no lattice answers" in done.stderr, done.stderr
 
 
@@ -126,7 +126,7 @@ def test_a_lattice_with_tls_takes_its_ca_and_refuses_without_it(tmp_path: Path) 
         lattice = Lattice(LatticeOptions(url, token=TOKEN, tls_ca=str(issued.ca_cert)))
         lattice.close()
         done = _cli("lattice", "status", "--lattice", url, env=_env(WORLDRT_LATTICE_TOKEN=TOKEN), cwd=tmp_path)
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 69 and done.stderr.count("\n") == 1, done.stderr
         assert "--lattice-tls-ca" in done.stderr or "TLS" in done.stderr, done.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

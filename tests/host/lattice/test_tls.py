@@ -119,7 +119,7 @@ def test_a_token_is_never_sent_in_cleartext_off_loopback(tmp_path: Path) -> None
     with pytest.raises(InsecureChannelError):
         DirectRouter({"generator": target}, token="t0ken")
     out = _worldrt("providers", "list", "--host", target, "--home", str(tmp_path), env={"WORLDRT_TOKEN": "t0ken"})
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.returncode == 5 and out.stderr.count("\n") == 1, out.stderr
     assert f"refusing to send a bearer token in cleartext to {target}" in out.stderr
     assert time.monotonic() - started < 30, "a refusal is immediate, never a connection attempt"
     assert not (tmp_path / "world.duckdb").exists(), "no embedded host stands in for the one asked for"
@@ -141,7 +141,7 @@ def test_daemons_refuse_to_listen_off_loopback_without_tls(tmp_path: Path) -> No
     assert no_token.returncode == 2 and "or --insecure to serve it without TLS and without a token" in no_token.stderr
     # With --insecure and no token the refusal is lifted: what stops it now is that the address is not this host's.
     lifted = _worldrt("provider", "serve", "gensyn", "--listen", listen, "--insecure", "--state-dir", str(tmp_path))
-    assert lifted.returncode == 2 and "refusing" not in lifted.stderr and f"cannot listen on {listen}" in lifted.stderr
+    assert lifted.returncode == 69 and "refusing" not in lifted.stderr and f"cannot listen on {listen}" in lifted.stderr
     host = _worldrt("host", "serve", "--listen", listen, "--home", str(tmp_path / "h"))
     assert host.returncode == 2 and host.stderr.count("\n") == 1, host.stderr
     assert f"refusing to listen on {listen} in cleartext" in host.stderr
@@ -162,7 +162,7 @@ def test_the_cli_reaches_a_tls_host_with_its_ca(tmp_path: Path, certs: Path) -> 
         assert by_env.returncode == 0, by_env.stderr
         untrusted = _worldrt("link", "list", "--host", address, "--tls-ca", str(tmp_path / "nothing.pem"),
                              "--home", str(tmp_path / "elsewhere"), env=env)
-        assert untrusted.returncode == 2 and untrusted.stderr.count("\n") == 1, untrusted.stderr
+        assert untrusted.returncode == 5 and untrusted.stderr.count("\n") == 1, untrusted.stderr
         assert "cannot read the TLS CA certificate" in untrusted.stderr
         assert not (tmp_path / "elsewhere").exists(), "no embedded host stands in for the one asked for"
         assert host.stop() == 0

@@ -139,7 +139,7 @@ def test_selection_replaces_an_unhealthy_provider_or_refuses(tmp_path: Path) -> 
     (tmp_path / "providers" / "gensyn.sock").mkdir()
     refused = cli(tmp_path, "verse", "pipeline", "1069")
     last = refused.stderr.strip().splitlines()[-1]
-    assert refused.returncode == 2 and last.startswith("worldrt: ") and "gensyn" in last
+    assert refused.returncode == 5 and last.startswith("worldrt: ") and "gensyn" in last
     assert "Traceback" not in refused.stderr
 
 
