@@ -43,7 +43,8 @@ class ModalApi:
         return await self.admission.run(key, fn, *args)
 
 
-async def _abort(context: Context, exc: BaseException) -> None:
+async def answer_error(context: Context, exc: BaseException) -> None:
+    """End the call with ``exc`` as a status: a WorldError's code and sentence, anything else INTERNAL."""
     if isinstance(exc, WorldError):
         await context.abort(exc.code, exc.message)
     log.exception("a Modal API call failed", exc_info=exc)
@@ -60,7 +61,7 @@ def unary(fn: Callable[[Any, Any, Context], Awaitable[T]]) -> Callable[[Any, Any
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _abort(context, exc)
+            await answer_error(context, exc)
             raise AssertionError("abort returned") from None
 
     return handler
@@ -77,7 +78,7 @@ def streaming(fn: Callable[[Any, Any, Context], AsyncIterator[T]]) -> Callable[[
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _abort(context, exc)
+            await answer_error(context, exc)
 
     return handler
 

@@ -15,6 +15,8 @@ from modal_proto import task_command_router_pb2_grpc
 
 from worldrt.errors import Unimplemented
 from worldrt.host.api.modal._calls import Context, ModalApi, bearer_subject, refuse_the_rest, unary
+from worldrt.host.api.modal._execs import ExecCalls
+from worldrt.host.api.modal._processes import Processes
 from worldrt.host.api.modal._records import SandboxRecord
 
 _Base: Any = task_command_router_pb2_grpc.TaskCommandRouterServicer
@@ -22,9 +24,10 @@ _DISK_ONLY = ("worldrt's modal provider snapshots a sandbox's files only (its wo
               "memory: use sb.snapshot_filesystem() and Sandbox.create(image=...)")
 
 
-class Router(_Base):
-    def __init__(self, api: ModalApi) -> None:
-        self.api = api
+class Router(ExecCalls, _Base):
+    def __init__(self, api: ModalApi, processes: Processes) -> None:
+        ExecCalls.__init__(self)
+        self.api, self.processes = api, processes
         refuse_the_rest(self, _Base)
 
     def live(self, task_id: str, context: Context) -> SandboxRecord:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from modal_proto import api_pb2
 
@@ -62,9 +62,18 @@ def refuse_definition(definition: api_pb2.Sandbox) -> None:
             raise Unimplemented(f"{what} cannot work in worldrt's Modal-compatible API: {why}")
 
 
+class EntrypointCalls(Protocol):
+    """The process calls a sandbox's entrypoint takes (``_processes.Processes``)."""
+
+    def start_entrypoint(self, record: SandboxRecord, argv: list[str]) -> None: ...
+    def entrypoint_result(self, record: SandboxRecord, wait_s: float) -> api_pb2.GenericResult | None: ...
+    def running(self, record: SandboxRecord) -> bool: ...
+
+
 class Sandboxes:
     def __init__(self, host: HostAPI, images: Images, records: Records, *, source: str = SOURCE) -> None:
         self.host, self.images, self.records, self.source = host, images, records, source
+        self.processes: EntrypointCalls | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._expiry: threading.Thread | None = None
@@ -125,11 +134,13 @@ class Sandboxes:
         return record
 
     def start_entrypoint(self, record: SandboxRecord, argv: list[str]) -> None:
-        raise Unimplemented("a sandbox entrypoint needs the host's process calls, which this host does not have")
+        if self.processes is None:
+            raise Unimplemented("a sandbox entrypoint needs the host's process calls")
+        self.processes.start_entrypoint(record, argv)
 
     def entrypoint_result(self, record: SandboxRecord, wait_s: float) -> api_pb2.GenericResult | None:
         """Its entrypoint's result once it ended (waiting up to ``wait_s``); None while it runs."""
-        return None
+        return None if self.processes is None else self.processes.entrypoint_result(record, wait_s)
 
     def end(self, record: SandboxRecord, result: api_pb2.GenericResult, *, stop_now: bool = True) -> None:
         """Set its result (once) and, unless its output is kept a while, stop its instance."""
@@ -189,7 +200,10 @@ class Sandboxes:
 
     def busy(self, record: SandboxRecord) -> bool:
         """Whether a process of its own runs in it now (an idle timeout waits for them)."""
-        return False
+        try:
+            return self.processes is not None and self.processes.running(record)
+        except WorldError:
+            return False
 
     def start_expiry(self, interval_s: float = EXPIRY_INTERVAL_S) -> None:
         def loop() -> None:

@@ -34,6 +34,7 @@ from worldrt.host.api.modal._auth import Gate, Tokens
 from worldrt.host.api.modal._calls import ModalApi
 from worldrt.host.api.modal._control import ControlPlane
 from worldrt.host.api.modal._images import Images
+from worldrt.host.api.modal._processes import Processes
 from worldrt.host.api.modal._records import Records
 from worldrt.host.api.modal._router import Router
 from worldrt.host.api.modal._sandboxes import Sandboxes
@@ -84,15 +85,15 @@ def _options(limits: HttpLimits) -> list[tuple[str, int]]:
     ]
 
 
-async def _serve(api_parts: tuple[Images, Records, Sandboxes, Tokens], address: str, port: int,
+async def _serve(api_parts: tuple[Images, Records, Sandboxes, Processes, Tokens], address: str, port: int,
                  limits: HttpLimits) -> None:
-    images, records, sandboxes, tokens = api_parts
+    images, records, sandboxes, processes, tokens = api_parts
     host_part = f"[{address}]" if ":" in address else address
     api = ModalApi(images, records, sandboxes, tokens, Admission(limits), f"http://{host_part}:{port}")
     server = grpc.aio.server(interceptors=[Gate(tokens)], options=_options(limits),
                              maximum_concurrent_rpcs=limits.max_in_flight)
     api_pb2_grpc.add_ModalClientServicer_to_server(ControlPlane(api), server)  # type: ignore[arg-type]
-    task_command_router_pb2_grpc.add_TaskCommandRouterServicer_to_server(Router(api), server)  # type: ignore[arg-type]
+    task_command_router_pb2_grpc.add_TaskCommandRouterServicer_to_server(Router(api, processes), server)  # type: ignore[arg-type]
     try:
         bound = server.add_insecure_port(f"{host_part}:{port}")
     except RuntimeError as exc:
@@ -122,10 +123,11 @@ def serve_modal_api(host: HostAPI, listen: str, token_id: str, token_secret: str
     tokens = Tokens(token_id, token_secret)
     images, records = Images(host), Records()
     sandboxes = Sandboxes(host, images, records)
+    processes = sandboxes.processes = Processes(sandboxes)
     sandboxes.link()
     sandboxes.start_expiry()
     try:
-        asyncio.run(_serve((images, records, sandboxes, tokens), address, port, limits))
+        asyncio.run(_serve((images, records, sandboxes, processes, tokens), address, port, limits))
     finally:
         stopped = sandboxes.close()
         log.info("Modal-compatible API stopped (%d running sandboxes stopped)", stopped)
