@@ -231,7 +231,7 @@ async def _serve(host: Host, address: str, token: str | None, ready: threading.E
 
     host.registry.watch(registry_health)
     log.info("host serving on %s%s (%d component invocations, %d other calls, %d quick ones and %d per instance "
-             "at once; %d calls following processes, %d per instance)", address,
+             "at once) and %d calls following processes or files (%d per instance)", address,
              "" if tls is None else " with TLS" + (" (client certificates required)" if tls.client_ca else ""),
              limits.components, limits.calls, limits.quick, limits.per_instance, limits.follows,
              limits.follows_per_instance)

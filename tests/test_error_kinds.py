@@ -26,11 +26,12 @@ from worldrt.errors import (
     from_status,
     kind_of,
 )
+from worldrt.providers.sandbox._bwrap import AGENT_FILES
 
 pytestmark = pytest.mark.pure
 
 # Run inside sandboxes as scripts, not importable as part of the package.
-SCRIPTS = {"worldrt.providers.sandbox.agent", "worldrt.providers.sandbox._linux", "worldrt.providers.sandbox._wire"}
+SCRIPTS = {f"worldrt.providers.sandbox.{name.removesuffix('.py')}" for name in AGENT_FILES}
 
 
 def _import_everything() -> list[str]:

@@ -4,8 +4,9 @@ built on ``worldrt.Client``; and the stdin pump of ``worldrt instance exec -i``.
 Like `worldrt instance`, these need a running host (processes live in its instances). ``start`` prints the
 process id; ``logs`` writes the process's stdout to ours and its stderr to ours (``--json``: one JSON
 object per chunk and line, its bytes in base64 and as text); ``wait`` exits with the process's own status
-(128+N when signal N killed it, 124 when its timeout did, 1 when it still runs at --timeout); a failed
-call is one line on stderr and exit 2, as for every command.
+(128+N when signal N killed it, 124 when its timeout did, 1 when it still runs at --timeout), so a script
+tells a failed call (one line on stderr, the status of its error's kind, as for every command) from the
+process's own status by that line.
 """
 
 from __future__ import annotations

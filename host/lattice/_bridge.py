@@ -30,6 +30,7 @@ import grpc.aio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from worldrt.errors import reason_in
 from worldrt.host.lattice._nats import Lattice
 from worldrt.host.lattice._wire import (
     ALIVE,
@@ -40,6 +41,7 @@ from worldrt.host.lattice._wire import (
     H_KIND,
     H_MESSAGE,
     H_METADATA,
+    H_REASON,
     H_REPLICA,
     H_STATUS,
     H_TIMEOUT_MS,
@@ -146,10 +148,13 @@ class Bridge:
         except Exception:  # noqa: BLE001 - the server forgets a lost connection's subscriptions itself
             pass
 
-    async def _end(self, reply: str, code: grpc.StatusCode, message: str, data: bytes = b"", cost: str = "") -> None:
+    async def _end(self, reply: str, code: grpc.StatusCode, message: str, data: bytes = b"", cost: str = "",
+                   reason: str = "") -> None:
         headers = {H_KIND: END, H_STATUS: str(code.value[0]), H_MESSAGE: message, H_REPLICA: self.replica}
         if cost:
             headers[H_COST] = cost
+        if reason:
+            headers[H_REASON] = reason
         limit = self.lattice.max_payload - HEADER_ROOM
         if len(data) > limit:
             headers.update({H_STATUS: str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]), H_MESSAGE: (
@@ -247,7 +252,8 @@ class Bridge:
                 await self._end(reply, grpc.StatusCode.OK, "", self._reply(method, out),
                                 _cost(await call.trailing_metadata()))
         except grpc.aio.AioRpcError as exc:
-            await self._end(reply, exc.code(), exc.details() or "", cost=_cost(exc.trailing_metadata()))
+            trailers = exc.trailing_metadata()
+            await self._end(reply, exc.code(), exc.details() or "", cost=_cost(trailers), reason=reason_in(trailers))
 
     async def leave(self, grace_s: float = 30.0) -> None:
         """Leave every queue group, then wait (up to ``grace_s``) for the calls in flight to finish."""

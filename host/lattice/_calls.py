@@ -39,6 +39,7 @@ from worldrt.host.lattice._wire import (
     H_KIND,
     H_MESSAGE,
     H_METADATA,
+    H_REASON,
     H_REPLICA,
     H_STATUS,
     H_TIMEOUT_MS,
@@ -67,6 +68,7 @@ class Answer:
     data: bytes
     replica: str
     cost: float
+    reason: str = ""
 
 
 class _Lost(Exception):
@@ -225,7 +227,7 @@ class Caller:
                     continue
                 code = _CODES.get(int(headers.get(H_STATUS, "2")), grpc.StatusCode.UNKNOWN)
                 return Answer(code, headers.get(H_MESSAGE, ""), msg.data, headers.get(H_REPLICA, "") or "?",
-                              float(headers.get(H_COST) or 0.0))
+                              float(headers.get(H_COST) or 0.0), headers.get(H_REASON, ""))
         finally:
             self._waiting.pop(token, None)
 

@@ -31,6 +31,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.protocol.parser import AUTHORIZATION_VIOLATION, PERMISSIONS_ERR
 
 from worldrt.errors import Unavailable
 from worldrt.host.lattice._creds import Credential, CredentialError, load_credential
@@ -204,7 +205,7 @@ def _wait_listening(host: str, port: int, timeout_s: float) -> None:
 
 def _why(exc: BaseException, options: LatticeOptions) -> str:
     text = str(exc) or type(exc).__name__
-    if "authorization" in text.lower() or isinstance(exc, nats.errors.AuthorizationError):
+    if isinstance(exc, nats.errors.AuthorizationError) or AUTHORIZATION_VIOLATION in text.lower():
         return (f"the lattice at {options.url} refused our credentials (authorization violation): give its token "
                 f"in {TOKEN_ENV} or --lattice-token-file, or its user and password")
     if isinstance(exc, ssl.SSLError) or "ssl" in text.lower() or "tls" in text.lower():
@@ -240,12 +241,14 @@ class Lattice:
         refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
         async def error_cb(exc: BaseException) -> None:
+            # NATS reports these as protocol text (-ERR 'Permissions Violation for ...'); its tokens are the
+            # protocol's, as nats-py's own parser names them.
             text = str(exc).lower()
-            if "permissions violation" in text:
+            if PERMISSIONS_ERR in text:
                 self.violations.append(text)
                 log.warning("the lattice refused %s: %s", self.options.identity or "this client", text)
                 return
-            hopeless = "authorization" in text or "authentication" in text or isinstance(exc, ssl.SSLError) \
+            hopeless = AUTHORIZATION_VIOLATION in text or "authentication" in text or isinstance(exc, ssl.SSLError) \
                 or "certificate" in text
             if not refused.done() and hopeless:
                 refused.set_result(exc)

@@ -59,8 +59,8 @@ class _Replicas(Target):
     @staticmethod
     def _checked(answer: Answer) -> None:
         if answer.code.value[0] != 0:
-            error = from_status(answer.code, answer.message)
-            error.trailers = ((REPLICA, answer.replica), (COST, str(answer.cost)))
+            error = from_status(answer.code, answer.message, reason=answer.reason)
+            error.add_trailers((REPLICA, answer.replica), (COST, str(answer.cost)))
             raise error
 
     def unary(self, method: Method, request: Message, metadata: Metadata, timeout_s: float) -> Reply:

@@ -42,6 +42,8 @@ H_STATUS = "x-worldrt-status"
 H_MESSAGE = "x-worldrt-message"
 H_REPLICA = "x-worldrt-replica"
 H_COST = "x-worldrt-cost-units"
+# The machine-readable reason of a failure (worldrt.errors.Reason), as the provider sent it in its trailers.
+H_REASON = "x-worldrt-reason"
 # A registry record names the host that wrote it; a dead letter says why and where the record came from.
 H_HOST = "x-worldrt-host"
 H_DEAD_REASON = "x-worldrt-deadletter-reason"

@@ -109,7 +109,7 @@ def _failure(exc: grpc.RpcError) -> WorldError:
     trailers: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     cost = cost_of(trailers)
     if cost:
-        error.trailers = (*error.trailers, (COST, str(cost)))
+        error.add_trailers((COST, str(cost)))
     return error
 
 

@@ -66,6 +66,10 @@ class WorldError(Exception):
     def trailers(self, extra: Iterable[tuple[str, str | bytes]]) -> None:
         self._extra = tuple(extra)
 
+    def add_trailers(self, *pairs: tuple[str, str | bytes]) -> None:
+        """Send ``pairs`` too, after the trailers already set."""
+        self._extra += pairs
+
     @property
     def exit_code(self) -> int:
         """The CLI's exit status for this error: its kind's number in ``EXIT_CODES``."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT
+from worldrt.providers.sandbox._bwrap import AGENT_FILES
 
 pytestmark = pytest.mark.pure
 
@@ -36,8 +37,8 @@ LAYERS = [
     ("worldrt.host.cli",),
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
-# The sandbox agent runs inside sandboxes as a script beside its two modules, not as part of the package.
-SCRIPTS = {"worldrt.providers.sandbox.agent", "worldrt.providers.sandbox._linux", "worldrt.providers.sandbox._wire"}
+# The sandbox agent and the modules beside it (_bwrap.AGENT_FILES) run inside sandboxes as scripts, not as part of the package.
+SCRIPTS = {f"worldrt.providers.sandbox.{name.removesuffix('.py')}" for name in AGENT_FILES}
 # The one exception to "only downward": the top-level package names the client's two classes for users
 # (worldrt.Client, worldrt.AsyncClient), imported on first use or for type checkers only, never on import.
 LAZY_UPWARD = {"worldrt": {"worldrt.client", "worldrt.client.Client", "worldrt.client.AsyncClient"}}

@@ -24,7 +24,7 @@ import pytest
 
 from tests.host.lattice.netns import Served, Topology, make_topology, skip_unless_root
 from tests.support import built_example, cmdlines, processes_under, wait_for
-from worldrt.errors import ResourceExhausted, Unavailable
+from worldrt.errors import Reason, ResourceExhausted, Unavailable
 from worldrt.host.lattice import Caller, Lattice, LatticeError, LatticeOptions, put_link
 from worldrt.host.routing import METHODS, HostLink
 from worldrt.v1 import host_pb, host_rpc, pb
@@ -269,9 +269,12 @@ def test_files_and_images_reach_the_owner_of_an_instance_through_a_host_that_run
     assert code == grpc.StatusCode.OK, message
 
 
-def test_status_codes_and_messages_come_back_unchanged(world: World) -> None:
+def test_status_codes_messages_and_reasons_come_back_unchanged(world: World) -> None:
     code, message, _, replica = world.call("morph", "Execute", pb.ExecuteRequest(instance_id="nope@b", code="1"))
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in message and "@b" not in message and replica == "b"
+    answer = world.lattice.run(world.caller.call("morph", METHODS["Execute"], pb.ExecuteRequest(
+        instance_id="nope", code="1").SerializeToString(), [], 30, bound=("b", "nope@b")), 50)
+    assert answer.reason == Reason.INSTANCE_NOT_FOUND, answer
 
 
 def test_execute_stream_crosses_hosts(world: World) -> None:

@@ -78,8 +78,15 @@ def test_worker_pool_runs_calls_in_fresh_namespaces_and_survives_failures(tmp_pa
                 with pytest.raises(WorkerLost):
                     await lease.call("leave", [], 5)
                 assert await lease.call("add", ["a", "b"], 5) == "ab"  # replaced workers serve on
-                members = set(pool._sandbox.members) - {w.proc.key for w in pool._ready.ready}  # type: ignore
-                assert len(members) == 3  # the frozen template and two workers (besides those kept ready)
+                def leased() -> set[str]:
+                    return set(pool._sandbox.members) - {w.proc.key for w in pool._ready.ready}  # type: ignore
+
+                # The frozen template and two workers (besides those kept ready), once the replacements are in.
+                for _ in range(200):
+                    if len(leased()) == 3:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(leased()) == 3, leased()
             await pool.settle()
             ready = {w.proc.key for w in pool._ready.ready}  # type: ignore[union-attr]
             assert set(pool._sandbox.members) - ready == {pool._template.key}  # type: ignore[union-attr]
