@@ -5,6 +5,7 @@ stdin, files a process sees, isolation, a snapshot image carrying its files), an
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import modal
@@ -203,3 +204,13 @@ def test_the_async_interface_execs(app: modal.App) -> None:
             await sb.terminate.aio()
 
     assert asyncio.run(flow()) == ("async\n", 4)
+
+
+def test_an_idle_sandbox_ends_at_its_idle_timeout(app: modal.App) -> None:
+    sb = modal.Sandbox.create(app=app, image=modal.Image.debian_slim(), idle_timeout=2)
+    started = time.monotonic()
+    sb.wait(raise_on_termination=False)  # nothing touches it: it ends by itself, long before its 300 s timeout
+    assert time.monotonic() - started < 60
+    assert sb.poll() is not None
+    with pytest.raises(Exception, match="finished|already"):
+        sb.exec("true").wait()
