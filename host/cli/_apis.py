@@ -57,6 +57,29 @@ def api_serve_morph(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_serve_modal(args: argparse.Namespace) -> int:
+    try:
+        from worldrt.host.api.modal import DEFAULT_LISTEN, parse_listen, profile, serve_modal_api
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+
+    token_id, token_secret = os.environ.get("MODAL_TOKEN_ID", ""), os.environ.get("MODAL_TOKEN_SECRET", "")
+    if not token_id or not token_secret:
+        raise CliError("the Modal API needs the token pair its clients send: set MODAL_TOKEN_ID and "
+                       "MODAL_TOKEN_SECRET in the server's environment (never on the command line)")
+    listen = args.listen or DEFAULT_LISTEN
+    parse_listen(listen)
+    if args.print_profile:
+        print(profile(listen, token_id, token_secret), end="")
+        return 0
+    limits = http_limits(args)
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    with session(args) as host:
+        serve_modal_api(host, listen, token_id, token_secret, limits=limits)
+    return 0
+
+
 def add_commands(commands: Commands, parents: Parents) -> None:
     api = commands.add_parser("api", help="vendor APIs served on worldrt").add_subparsers(dest="action", required=True)
     serve = api.add_parser("serve", help="serve a vendor's API until SIGTERM").add_subparsers(dest="vendor",
@@ -76,3 +99,18 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     morph.add_argument("--max-branches", type=int, metavar="N", help="the largest branch count (default 256)")
     add_http_limits(morph)
     morph.set_defaults(func=api_serve_morph)
+
+    modal = serve.add_parser(
+        "modal", parents=[parents.common], help="Modal's gRPC API (control plane and task router) at http://LISTEN",
+        description="Serve Modal's API (modal.client.ModalClient and the task command router, as the modal SDK "
+                    "speaks them) on one loopback h2c port, through the running host (else an embedded one): "
+                    "sandboxes are instances of the modal provider, over the generator link of 'modal-api' (made "
+                    "to modal if missing), and every call is recorded in the registry. The token pair comes from "
+                    "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET in this environment. Point the SDK at it with "
+                    "MODAL_SERVER_URL=http://LISTEN and the same pair, or the profile --print-profile prints. "
+                    "Needs the extra: pip install 'world-runtime[modal]'.")
+    modal.add_argument("--listen", metavar="HOST:PORT", help="where to listen, on loopback (default 127.0.0.1:8790)")
+    modal.add_argument("--print-profile", action="store_true",
+                       help="print a ~/.modal.toml profile for this server and its token pair, and exit")
+    add_http_limits(modal)
+    modal.set_defaults(func=api_serve_modal)

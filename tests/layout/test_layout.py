@@ -30,6 +30,7 @@ LAYERS = [
     ("worldrt.host.verse",),
     ("worldrt.host",),
     ("worldrt.host.api",),
+    ("worldrt.host.api.modal",),
     # The Python client sits above the host (it calls the Host API); the CLI is built on the client.
     ("worldrt.client",),
     ("worldrt.testing",),

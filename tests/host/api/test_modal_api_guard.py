@@ -1,0 +1,111 @@
+"""Hostile clients of `worldrt api serve modal`: the token checked before a request is read, bodies capped,
+unfinished connections closed, and one slow sandbox slowing only its own calls; the server keeps serving."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import modal
+import modal.client
+import pytest
+from modal_proto import api_pb2, api_pb2_grpc
+
+from tests.support import HostProcess, ModalApiServer, wait_for
+
+pytestmark = pytest.mark.daemons
+
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
+    running = HostProcess(tmp_path_factory.mktemp("modal-guard-host"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(host: HostProcess) -> Iterator[ModalApiServer]:
+    api = ModalApiServer(host.home, host=host.address,
+                         args=("--max-body-bytes", str(MAX_BODY), "--header-timeout-s", "1"))
+    yield api
+    assert api.stop() in (0, 130)
+    assert "Traceback" not in api.log(), api.log()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def app(server: ModalApiServer) -> Iterator[modal.App]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.client_env().items():
+            patch.setenv(name, value)
+        modal.client._Client._client_from_env = None
+        yield modal.App.lookup("worldrt-guard", create_if_missing=True)
+        modal.client._Client._client_from_env = None
+
+
+def _control(server: ModalApiServer) -> tuple[grpc.Channel, api_pb2_grpc.ModalClientStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", -1)])
+    return channel, api_pb2_grpc.ModalClientStub(channel)
+
+
+def test_a_call_without_the_token_is_refused_unread(server: ModalApiServer) -> None:
+    channel, control = _control(server)
+    with channel:
+        huge = api_pb2.AppGetOrCreateRequest(app_name="x" * (4 * MAX_BODY))
+        with pytest.raises(grpc.RpcError) as refused:
+            control.AppGetOrCreate(huge, metadata=[("x-modal-token-id", server.token[0]),
+                                                   ("x-modal-token-secret", "wrong")])
+        # The token decided it: the body (larger than the cap) was never read.
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_body_over_the_cap_is_refused_and_the_server_serves_on(server: ModalApiServer) -> None:
+    channel, control = _control(server)
+    pair = [("x-modal-token-id", server.token[0]), ("x-modal-token-secret", server.token[1])]
+    with channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            control.AppGetOrCreate(api_pb2.AppGetOrCreateRequest(app_name="x" * (2 * MAX_BODY)), metadata=pair)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert control.AppGetOrCreate(api_pb2.AppGetOrCreateRequest(
+            app_name="fine", object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING), metadata=pair).app_id
+
+
+def test_a_connection_that_never_speaks_is_closed(server: ModalApiServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as silent:
+        silent.settimeout(15)
+        started = time.monotonic()
+        while silent.recv(1024):  # the server's own SETTINGS, then its close: no preface came in time
+            assert time.monotonic() - started < 15
+
+
+def test_a_slow_sandbox_slows_only_its_own_calls(app: modal.App) -> None:
+    slow = modal.Sandbox.create(app=app, image=modal.Image.debian_slim())
+    other = modal.Sandbox.create(app=app, image=modal.Image.debian_slim())
+    waiting: list[threading.Thread] = []
+    try:
+        # Far more waits on the slow sandbox than it is given turns for.
+        procs = [slow.exec("sleep", "30") for _ in range(8)]
+        for p in procs:
+            thread = threading.Thread(target=lambda p=p: _quietly(p.wait), daemon=True)
+            thread.start()
+            waiting.append(thread)
+        wait_for(lambda: all(t.is_alive() for t in waiting), 5, "the slow sandbox's waits are pending")
+        p = other.exec("sh", "-c", "echo quick")
+        assert p.stdout.read() == "quick\n" and p.wait() == 0
+        assert all(t.is_alive() for t in waiting)  # the other sandbox answered while they still waited
+    finally:
+        slow.terminate()
+        other.terminate()
+    for thread in waiting:
+        thread.join(60)
+
+
+def _quietly(fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - the sandbox is terminated under it
+        pass
