@@ -599,7 +599,7 @@ class InstanceEngine:
                                             f"{exc}") from None
             if len(fds) != 1:
                 raise ProtocolError(f"instance {iid} answered procman without a channel")
-            return await SandboxProcess.from_hello(fds[0], key)
+            return await SandboxProcess.from_hello(fds[0], key, hold_pid=True)
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str], *, collect: bool = False,

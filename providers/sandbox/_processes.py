@@ -26,6 +26,7 @@ import os
 import secrets
 import signal as signals
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,11 @@ MIB = 1024 * 1024
 READ_CHUNK = 256 * 1024
 _F_SETPIPE_SZ = 1031
 REQUEST_TIMEOUT_S = 10.0
-_MAX_EARLY_EXITS = 1024
+# Requests an instance may have waiting on its supervisor at once (past it RESOURCE_EXHAUSTED); also the
+# bound on exits that may come before their start is registered.
+MAX_IN_FLIGHT = 64
+# Ids of forgotten processes remembered (for a NotFound that says so, and so an id is not reused soon).
+_MAX_FORGOTTEN = 4096
 _MAX_ID = 128
 _MAX_ARGV_BYTES = 1 * MIB
 _PID_MAX = 1 << 22
@@ -197,8 +202,13 @@ class ProcessTable:
         self._sending = asyncio.Lock()
         self._seq = 0
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._starts: set[int] = set()  # the seqs of requests that are starts
+        self._answered: set[int] = set()  # pids a start reply named, not registered yet
+        self._orphans: set[int] = set()  # pids a start reply named after its caller had gone
+        self._in_flight = 0
         self._closed = ""
-        self._forgotten: set[str] = set()
+        self._lost = ""
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
 
     # lookups ---------------------------------------------------------------------------------------
     def get(self, process_id: str) -> Process:
@@ -226,27 +236,47 @@ class ProcessTable:
                 self._listening = asyncio.create_task(self._listen(self._supervisor))
             return self._supervisor
 
-    async def _request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        sup = await self._channel()
-        self._seq += 1
-        seq = self._seq
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[seq] = reply
+    async def _request(self, msg: dict[str, Any],
+                       make_fds: Callable[[], list[int]] | None = None) -> tuple[dict[str, Any], SandboxProcess]:
+        """Send ``msg`` (with the descriptors ``make_fds`` makes once it is this request's turn to send) and
+        wait for its reply: (the reply, the supervisor that answered). The wait for the turn, the send and
+        the reply together get REQUEST_TIMEOUT_S; past it the supervisor is lost (killed)."""
+        if self._in_flight >= MAX_IN_FLIGHT:
+            raise err.ResourceExhausted(
+                f"instance {self.instance_id} has {self._in_flight} process requests waiting for its supervisor "
+                f"already (at most {MAX_IN_FLIGHT}): try again once they are answered")
+        self._in_flight += 1
         try:
-            async with self._sending:
-                await sup.send({**msg, "seq": seq}, fds)
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                return await reply
-        except TimeoutError:
-            self._lose(sup, f"its supervisor did not answer within {REQUEST_TIMEOUT_S:.0f} s")
-            raise err.Unavailable(f"the process supervisor of instance {self.instance_id} did not answer in time; "
-                                  f"its processes were ended") from None
-        except (ChannelClosed, OSError) as exc:
-            self._lose(sup, f"its supervisor's channel closed ({exc})")
-            raise err.Unavailable(f"the process supervisor of instance {self.instance_id} is gone; its processes "
-                                  f"ended with it; start them again") from None
+            sup = await self._channel()
+            self._seq += 1
+            seq = self._seq
+            reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._replies[seq] = reply
+            if msg.get("op") == "start":
+                self._starts.add(seq)
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    try:
+                        async with self._sending:
+                            await sup.send({**msg, "seq": seq}, make_fds() if make_fds is not None else None)
+                    finally:
+                        if sup.mid_frame:  # cut off mid-frame: what the supervisor reads next is garbage
+                            self._lose(sup, "a request to its supervisor was cut off part-way")
+                    return await reply, sup
+            except TimeoutError:
+                self._lose(sup, f"its supervisor did not answer within {REQUEST_TIMEOUT_S:.0f} s and was killed, "
+                                    f"its processes with it")
+                raise err.Unavailable(f"the process supervisor of instance {self.instance_id} did not answer in "
+                                      f"time: it was killed, and its processes with it") from None
+            except (ChannelClosed, OSError) as exc:
+                self._lose(sup, f"its supervisor's channel closed ({exc})")
+                raise err.Unavailable(f"the process supervisor of instance {self.instance_id} is gone; its "
+                                      f"processes ended with it; start them again") from None
+            finally:
+                self._replies.pop(seq, None)
+                self._starts.discard(seq)
         finally:
-            self._replies.pop(seq, None)
+            self._in_flight -= 1
 
     async def _listen(self, sup: SandboxProcess) -> None:
         why = "its supervisor ended"
@@ -272,22 +302,46 @@ class ProcessTable:
             proc = self._by_pid.pop(pid, None)
             if proc is not None:
                 self._ended(proc, code, sig, "")
-            elif len(self._early_exits) < _MAX_EARLY_EXITS:
+            elif pid in self._answered and len(self._early_exits) < MAX_IN_FLIGHT:
+                # its start's reply is in, its caller not yet back to register it
+                self._answered.discard(pid)
                 self._early_exits[pid] = frame
+            elif pid in self._orphans:
+                self._orphans.discard(pid)
+            else:
+                raise ProtocolError(f"{who} reported the exit of pid {pid}, which it did not start (or did not "
+                                    f"start again)")
             return
         seq = frame.get("seq")
         waiter = self._replies.get(seq) if isinstance(seq, int) else None
-        if waiter is None:
+        if waiter is None or (waiter.done() and not waiter.cancelled()):
             raise ProtocolError(f"{who} sent a frame nobody asked for")
-        if not waiter.done():
+        pid = frame.get("pid") if seq in self._starts and frame.get("ok") is True else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _PID_MAX:
+            pid = None
+        if not waiter.cancelled():
             waiter.set_result(frame)
+            if pid is not None:
+                self._answered.add(pid)
+        elif pid is not None and len(self._orphans) < _MAX_FORGOTTEN:
+            # its caller went away after asking: nobody will know of it, so it is ended now
+            self._orphans.add(pid)
+            task = asyncio.ensure_future(self._request({"op": "signal", "pid": pid, "signal": signals.SIGKILL,
+                                                        "group": True}))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _lose(self, sup: SandboxProcess, why: str) -> None:
-        """The supervisor is gone (or no longer trusted): its processes died with it (PDEATHSIG)."""
+        """The supervisor is gone (or no longer trusted, or stopped answering): it is killed (through its
+        pidfd, so a stopped one too) and its processes die with it (PDEATHSIG)."""
         if self._supervisor is not sup:
             return
         self._supervisor = None
+        self._lost = why
+        sup.kill()
         sup.close()
+        self._answered.clear()
+        self._orphans.clear()
+        self._early_exits.clear()
         for waiter in self._replies.values():
             if not waiter.done():
                 waiter.set_exception(ChannelClosed(why))
@@ -305,7 +359,8 @@ class ProcessTable:
                                     f"another id")
         ours: dict[str, int] = {}
         theirs: list[int] = []
-        try:
+
+        def pipes() -> list[int]:  # made once it is this start's turn to send, so a waiting call holds none
             for name, size in (("stdout", MIB), ("stderr", 0)):
                 mine, other, _ = _nonblocking_pipe(ours="read", size=size)
                 ours[name] = mine
@@ -314,8 +369,11 @@ class ProcessTable:
                 mine, other, _ = _nonblocking_pipe(ours="write")
                 ours["stdin"] = mine
                 theirs.append(other)
-            reply = await self._request({"op": "start", "argv": argv, "env": env, "cwd": cwd, "stdin": stdin},
-                                        theirs)
+            return theirs
+
+        try:
+            reply, sup = await self._request(
+                {"op": "start", "argv": argv, "env": env, "cwd": cwd, "stdin": stdin}, pipes)
         except BaseException:
             for fd in ours.values():
                 os.close(fd)
@@ -328,6 +386,8 @@ class ProcessTable:
                 os.close(fd)
             raise _refusal(reply, self.instance_id)
         pid = reply.get("pid")
+        if isinstance(pid, int):
+            self._answered.discard(pid)
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _PID_MAX or pid in self._by_pid:
             for fd in ours.values():
                 os.close(fd)
@@ -349,6 +409,9 @@ class ProcessTable:
         if early is not None:
             self._by_pid.pop(pid, None)
             self._ended(proc, early.get("code"), early.get("signal"), "")
+        elif sup is not self._supervisor:  # lost between its reply and now
+            self._by_pid.pop(pid, None)
+            self._ended(proc, None, signals.SIGKILL, self._lost)
         self._forget_old()
         return proc
 
@@ -419,12 +482,14 @@ class ProcessTable:
         ended = [p for p in self.all() if not p.running and p.output.ended]
         for proc in ended[:max(0, len(ended) - self.settings.kept_ended)]:
             del self.processes[proc.id]
-            self._forgotten.add(proc.id)
+            self._forgotten[proc.id] = None
+            if len(self._forgotten) > _MAX_FORGOTTEN:
+                self._forgotten.popitem(last=False)
 
     async def _send_signal(self, proc: Process, signum: int, *, group: bool) -> None:
         if not proc.running:
             return
-        reply = await self._request({"op": "signal", "pid": proc.pid, "signal": signum, "group": group})
+        reply, _ = await self._request({"op": "signal", "pid": proc.pid, "signal": signum, "group": group})
         if reply.get("ok") is not True and proc.running:
             raise _refusal(reply, self.instance_id)
 
