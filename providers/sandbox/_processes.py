@@ -255,20 +255,26 @@ class ProcessTable:
             if msg.get("op") == "start":
                 self._starts.add(seq)
             try:
+                sending = False
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    try:
-                        async with self._sending:
-                            await sup.send({**msg, "seq": seq}, make_fds() if make_fds is not None else None)
-                    finally:
-                        if sup.mid_frame:  # cut off mid-frame: what the supervisor reads next is garbage
-                            self._lose(sup, "a request to its supervisor was cut off part-way")
+                    async with self._sending:
+                        sending = True
+                        await sup.send({**msg, "seq": seq}, make_fds() if make_fds is not None else None)
+                        sending = False
                     return await reply, sup
+            except asyncio.CancelledError:
+                if sending and sup.mid_frame:  # cut off mid-frame: what the supervisor would read next is garbage
+                    self._lose(sup, "a request to its supervisor was cut off part-way (its caller went away)")
+                raise
             except TimeoutError:
                 self._lose(sup, f"its supervisor did not answer within {REQUEST_TIMEOUT_S:.0f} s and was killed, "
                                     f"its processes with it")
                 raise err.Unavailable(f"the process supervisor of instance {self.instance_id} did not answer in "
                                       f"time: it was killed, and its processes with it") from None
             except (ChannelClosed, OSError) as exc:
+                if self._closed:
+                    raise err.FailedPrecondition(f"instance {self.instance_id} ended while the request waited: "
+                                                 f"{self._closed}", reason=err.Reason.INSTANCE_GONE) from None
                 self._lose(sup, f"its supervisor's channel closed ({exc})")
                 raise err.Unavailable(f"the process supervisor of instance {self.instance_id} is gone; its "
                                       f"processes ended with it; start them again") from None

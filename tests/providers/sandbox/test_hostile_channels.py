@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from tests.support import module_daemon, wait_for
-from worldrt.providers.testing import ProviderDaemon
+from tests.support.processes import alive, open_fds
+from worldrt.providers.testing import ProviderDaemon, pids_of_uid
 from worldrt.v1 import pb
 
 pytestmark = pytest.mark.daemons
@@ -130,3 +131,81 @@ def test_a_run_flooding_small_frames_still_times_out_on_time(stub: Any, tenants:
     assert isinstance(got, pb.ExecutionResult), got
     assert got.value_json == '"stopped"'
     assert 0 < len(got.stdout) < 2 * 1024 * 1024
+
+
+def _sleeper_and_parent(uid: int) -> tuple[int, int, str] | None:
+    """(pid, parent pid, the parent's state letter) of the instance's ``sleep 600``, as the host sees them."""
+    for pid in alive(pids_of_uid(uid)):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() != b"sleep\x00600\x00":
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{ppid}/stat") as f:
+                return pid, ppid, f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+def _code(future: Any) -> grpc.StatusCode | None:
+    if not future.done():
+        return None
+    error = future.exception()
+    return error.code() if error is not None else grpc.StatusCode.OK
+
+
+def test_a_stopped_supervisor_holds_no_call_and_no_descriptor_and_is_killed(
+        stub: Any, daemon: ProviderDaemon, tenants: tuple[str, str]) -> None:
+    """The tenant SIGSTOPs its supervisor, then sends a start whose argv fills the channel and a crowd of
+    starts behind it: past a bound they are refused at once, those waiting hold no descriptors, all end
+    within the request timeout, the supervisor is killed with its processes, and B is served throughout."""
+    a, b = tenants
+    assert daemon.proc is not None
+    uid = int(stub.Execute(pb.ExecuteRequest(instance_id=a, code="import os; os.getuid()"), timeout=30).value_json)
+    stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["sh", "-c", "sleep 1; kill -STOP $PPID; exec sleep 600"]),
+                      timeout=30)
+    sleeper, _, _ = wait_for(lambda: (lambda found: found if found and found[2] == "T" else None)(
+        _sleeper_and_parent(uid)), 20, "the supervisor did not stop")
+    before = open_fds(daemon.proc.pid)
+    big = stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true", "x" * 900_000]), timeout=30)
+    crowd = [stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=30)
+             for _ in range(150)]
+    wait_for(lambda: any(_code(f) == grpc.StatusCode.RESOURCE_EXHAUSTED for f in crowd), 20,
+             "no start past the bound was refused")
+    held = open_fds(daemon.proc.pid) - before
+    assert held < 40, f"the waiting starts hold {held} descriptors of the daemon"
+    assert stub.Execute(pb.ExecuteRequest(instance_id=b, code="6*7"), timeout=10).value_json == "42"
+    codes = [_code(f) for f in wait_for(lambda: [f for f in [big, *crowd] if f.done()] == [big, *crowd] and
+                                        [big, *crowd], 25, "the starts did not end")]
+    assert set(codes) == {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes[0] == grpc.StatusCode.UNAVAILABLE and "did not answer in time" in big.exception().details()
+    assert "at most 64" in next(f.exception().details() for f in crowd
+                                if _code(f) == grpc.StatusCode.RESOURCE_EXHAUSTED)
+    # The stopped supervisor was killed, and the process it started with it.
+    wait_for(lambda: sleeper not in alive({sleeper}), 20, "the stopped supervisor's process outlived it")
+    wait_for(lambda: open_fds(daemon.proc.pid) <= before + 4, 20, "the daemon did not release the descriptors")
+    listed = stub.ListProcesses(pb.ListProcessesRequest(instance_id=a), timeout=10).processes
+    assert [p.state for p in listed] == [pb.PROCESS_KILLED] and "was killed" in listed[0].reason
+    real = stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=30)
+    ended = stub.WaitProcess(pb.WaitProcessRequest(instance_id=a, process_id=real.process_id, timeout_ms=10_000),
+                             timeout=20)
+    assert ended.state == pb.PROCESS_EXITED
+
+
+def test_stopping_the_instance_ends_a_start_stuck_sending(stub: Any, tenants: tuple[str, str]) -> None:
+    a, _ = tenants
+    uid = int(stub.Execute(pb.ExecuteRequest(instance_id=a, code="import os; os.getuid()"), timeout=30).value_json)
+    stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["sh", "-c", "sleep 1; kill -STOP $PPID; exec sleep 600"]),
+                      timeout=30)
+    wait_for(lambda: (lambda found: found and found[2] == "T")(_sleeper_and_parent(uid)), 20,
+             "the supervisor did not stop")
+    big = stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true", "x" * 900_000]), timeout=30)
+    with pytest.raises(grpc.RpcError):  # a start behind it waits its turn (not an answer yet: it times out here)
+        stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=0.5)
+    stub.Stop(pb.InstanceRef(instance_id=a), timeout=10)
+    wait_for(big.done, 5, "the start stuck sending outlived the instance's Stop")
+    error = big.exception()
+    assert error is not None and error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+    assert "ended while the request waited" in error.details()
