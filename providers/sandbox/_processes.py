@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worldrt import errors as err
-from worldrt.providers.sandbox._output import OutputLog
+from worldrt.providers.sandbox._output import OutputBudget, OutputLog
 from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
 
 MIB = 1024 * 1024
@@ -42,8 +42,13 @@ REQUEST_TIMEOUT_S = 10.0
 # Requests an instance may have waiting on its supervisor at once (past it RESOURCE_EXHAUSTED); also the
 # bound on exits that may come before their start is registered.
 MAX_IN_FLIGHT = 64
-# Ids of forgotten processes remembered (for a NotFound that says so, and so an id is not reused soon).
-_MAX_FORGOTTEN = 4096
+# Ids of forgotten processes remembered, per process kept (for a NotFound that says so, and so an id is
+# not reused soon); older ones answer a plain NotFound and may be used again.
+_REMEMBERED_PER_KEPT = 64
+_MAX_ORPHANS = 1024
+# Output streams (ReadProcessOutput) open at once on one process, and on all of an instance's.
+MAX_READERS_PER_PROCESS = 8
+MAX_READERS_PER_INSTANCE = 32
 _MAX_ID = 128
 _MAX_ARGV_BYTES = 1 * MIB
 _PID_MAX = 1 << 22
@@ -57,6 +62,9 @@ class ProcessSettings:
     stdin_pending: int = 1 * MIB
     drain_s: float = 2.0
     kept_ended: int = 64
+    # What an instance's processes keep together, and every process of the daemon (see OutputBudget).
+    instance_output: int = 64 * MIB
+    total_output: int = 512 * MIB
 
     @classmethod
     def from_values(cls, values: dict[str, str]) -> ProcessSettings:
@@ -64,13 +72,16 @@ class ProcessSettings:
             settings = cls(output_cap=int(float(values.get("process_output_mb", 16)) * MIB),
                            stdin_pending=int(float(values.get("process_stdin_kb", 1024)) * 1024),
                            drain_s=float(values.get("process_drain_s", 2.0)),
-                           kept_ended=int(values.get("processes_kept", 64)))
+                           kept_ended=int(values.get("processes_kept", 64)),
+                           instance_output=int(float(values.get("process_output_instance_mb", 64)) * MIB),
+                           total_output=int(float(values.get("process_output_total_mb", 512)) * MIB))
         except ValueError as exc:
             raise err.InvalidArgument(f"a process option is not a number: {exc}") from None
         if settings.output_cap < MIB or settings.stdin_pending < 4096 or settings.drain_s < 0 or \
-                settings.kept_ended < 1:
-            raise err.InvalidArgument("process_output_mb must be at least 1, process_stdin_kb at least 4, "
-                                      "process_drain_s not negative and processes_kept at least 1")
+                settings.kept_ended < 1 or settings.instance_output < MIB or settings.total_output < MIB:
+            raise err.InvalidArgument("process_output_mb, process_output_instance_mb and process_output_total_mb "
+                                      "must be at least 1, process_stdin_kb at least 4, process_drain_s not "
+                                      "negative and processes_kept at least 1")
         return settings
 
 
@@ -177,6 +188,7 @@ class Process:
     reason: str = ""
     timed_out: bool = False
     readers: dict[str, int] = field(default_factory=dict)
+    reading: int = 0  # output streams open on it
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -189,9 +201,10 @@ class ProcessTable:
     """The processes of one instance."""
 
     def __init__(self, instance_id: str, settings: ProcessSettings,
-                 open_supervisor: Callable[[str], Awaitable[SandboxProcess]]) -> None:
+                 open_supervisor: Callable[[str], Awaitable[SandboxProcess]], budget: OutputBudget) -> None:
         self.instance_id = instance_id
         self.settings = settings
+        self.budget = budget
         self._open_supervisor = open_supervisor
         self.processes: dict[str, Process] = {}
         self._by_pid: dict[int, Process] = {}
@@ -206,6 +219,7 @@ class ProcessTable:
         self._answered: set[int] = set()  # pids a start reply named, not registered yet
         self._orphans: set[int] = set()  # pids a start reply named after its caller had gone
         self._in_flight = 0
+        self._reading = 0
         self._closed = ""
         self._lost = ""
         self._forgotten: OrderedDict[str, None] = OrderedDict()
@@ -329,7 +343,7 @@ class ProcessTable:
             waiter.set_result(frame)
             if pid is not None:
                 self._answered.add(pid)
-        elif pid is not None and len(self._orphans) < _MAX_FORGOTTEN:
+        elif pid is not None and len(self._orphans) < _MAX_ORPHANS:
             # its caller went away after asking: nobody will know of it, so it is ended now
             self._orphans.add(pid)
             task = asyncio.ensure_future(self._request({"op": "signal", "pid": pid, "signal": signals.SIGKILL,
@@ -401,7 +415,7 @@ class ProcessTable:
                               f"valid pid")
         who = f"process {process_id}"
         where = os.path.normpath(os.path.join("/workspace", cwd))
-        proc = Process(process_id, argv, tag, where, OutputLog(self.settings.output_cap),
+        proc = Process(process_id, argv, tag, where, OutputLog(self.settings.output_cap, self.budget, self.instance_id),
                        Stdin(ours.pop("stdin"), self.settings.stdin_pending, who) if stdin else None, pid=pid)
         self.processes[process_id] = proc
         self._by_pid[pid] = proc
@@ -479,6 +493,7 @@ class ProcessTable:
         for timer in proc.timers:
             timer.cancel()
         proc.timers = [asyncio.get_running_loop().call_later(self.settings.drain_s, self._drain, proc)]
+        self.budget.ended(proc.output)
         if proc.stdin is not None:
             proc.stdin.close("the process ended")
         if not proc.done.done():
@@ -488,8 +503,9 @@ class ProcessTable:
         ended = [p for p in self.all() if not p.running and p.output.ended]
         for proc in ended[:max(0, len(ended) - self.settings.kept_ended)]:
             del self.processes[proc.id]
+            proc.output.release()
             self._forgotten[proc.id] = None
-            if len(self._forgotten) > _MAX_FORGOTTEN:
+            if len(self._forgotten) > _REMEMBERED_PER_KEPT * self.settings.kept_ended:
                 self._forgotten.popitem(last=False)
 
     async def _send_signal(self, proc: Process, signum: int, *, group: bool) -> None:
@@ -528,6 +544,22 @@ class ProcessTable:
         """(stream, offset, data, eof) chunks from ``offsets`` on, until the streams end (or, with
         ``no_wait``, until what is kept now is sent)."""
         proc = self.get(process_id)
+        if proc.reading >= MAX_READERS_PER_PROCESS or self._reading >= MAX_READERS_PER_INSTANCE:
+            raise err.ResourceExhausted(
+                f"{'process ' + process_id if proc.reading >= MAX_READERS_PER_PROCESS else 'instance ' + self.instance_id}"
+                f" has as many output streams open as it may ({MAX_READERS_PER_PROCESS} a process, "
+                f"{MAX_READERS_PER_INSTANCE} an instance): read on one of them, or close one first")
+        proc.reading += 1
+        self._reading += 1
+        try:
+            async for item in self._read(proc, streams, offsets, no_wait):
+                yield item
+        finally:
+            proc.reading -= 1
+            self._reading -= 1
+
+    async def _read(self, proc: Process, streams: list[str], offsets: dict[str, int],
+                    no_wait: bool) -> AsyncIterator[tuple[str, int, bytes, bool]]:
         position = dict(offsets)
         open_streams = list(streams)
         while open_streams:
@@ -573,6 +605,7 @@ class ProcessTable:
             if proc.stdin is not None:
                 proc.stdin.close("the instance ended")
         self._by_pid.clear()
+        self.budget.forget(self.instance_id)
 
 
 def _check_start(argv: list[str], env: dict[str, str], cwd: str, tag: str, process_id: str) -> None:

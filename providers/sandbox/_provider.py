@@ -161,7 +161,8 @@ class SandboxedProvider(Provider):
         s = self.process_settings
         return {"rpcs": ["StartProcess", "ReadProcessOutput", "WriteProcessStdin", "WaitProcess", "SignalProcess",
                          "ListProcesses"],
-                "output_cap_bytes": s.output_cap, "stdin_pending_bytes": s.stdin_pending,
+                "output_cap_bytes": s.output_cap, "output_instance_bytes": s.instance_output,
+                "output_total_bytes": s.total_output, "stdin_pending_bytes": s.stdin_pending,
                 "output_drain_s_after_exit": s.drain_s, "ended_kept_per_instance": s.kept_ended,
                 "snapshots": f"carry {snapshots_carry}, not the processes running in the instance (a Branch or "
                              f"Snapshot reply names them in processes_not_carried)",

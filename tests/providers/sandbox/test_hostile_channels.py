@@ -149,6 +149,21 @@ def _sleeper_and_parent(uid: int) -> tuple[int, int, str] | None:
     return None
 
 
+def stop_supervisor(stub: Any, iid: str) -> int:
+    """Have the instance SIGSTOP the supervisor of its processes (the parent of a process it starts); the
+    pid of that process (``sleep 600``) as the host sees it."""
+    uid = int(stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.getuid()"), timeout=30).value_json)
+    stub.StartProcess(pb.StartProcessRequest(instance_id=iid, argv=["sh", "-c", "sleep 1; kill -STOP $PPID; "
+                                                                                "exec sleep 600"]), timeout=30)
+
+    def stopped() -> int | None:
+        found = _sleeper_and_parent(uid)
+        return found[0] if found is not None and found[2] == "T" else None
+
+    pid: int = wait_for(stopped, 20, "the supervisor did not stop")
+    return pid
+
+
 def _code(future: Any) -> grpc.StatusCode | None:
     if not future.done():
         return None
@@ -163,11 +178,7 @@ def test_a_stopped_supervisor_holds_no_call_and_no_descriptor_and_is_killed(
     within the request timeout, the supervisor is killed with its processes, and B is served throughout."""
     a, b = tenants
     assert daemon.proc is not None
-    uid = int(stub.Execute(pb.ExecuteRequest(instance_id=a, code="import os; os.getuid()"), timeout=30).value_json)
-    stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["sh", "-c", "sleep 1; kill -STOP $PPID; exec sleep 600"]),
-                      timeout=30)
-    sleeper, _, _ = wait_for(lambda: (lambda found: found if found and found[2] == "T" else None)(
-        _sleeper_and_parent(uid)), 20, "the supervisor did not stop")
+    sleeper = stop_supervisor(stub, a)
     before = open_fds(daemon.proc.pid)
     big = stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true", "x" * 900_000]), timeout=30)
     crowd = [stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=30)
@@ -196,11 +207,7 @@ def test_a_stopped_supervisor_holds_no_call_and_no_descriptor_and_is_killed(
 
 def test_stopping_the_instance_ends_a_start_stuck_sending(stub: Any, tenants: tuple[str, str]) -> None:
     a, _ = tenants
-    uid = int(stub.Execute(pb.ExecuteRequest(instance_id=a, code="import os; os.getuid()"), timeout=30).value_json)
-    stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["sh", "-c", "sleep 1; kill -STOP $PPID; exec sleep 600"]),
-                      timeout=30)
-    wait_for(lambda: (lambda found: found and found[2] == "T")(_sleeper_and_parent(uid)), 20,
-             "the supervisor did not stop")
+    stop_supervisor(stub, a)
     big = stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true", "x" * 900_000]), timeout=30)
     with pytest.raises(grpc.RpcError):  # a start behind it waits its turn (not an answer yet: it times out here)
         stub.StartProcess(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=0.5)
