@@ -195,3 +195,17 @@ def test_a_snapshot_names_the_processes_it_does_not_carry(stub: Any, iid: str, d
     finally:
         stub.Stop(pb.InstanceRef(instance_id=child))
         stub.Stop(pb.InstanceRef(instance_id=snap.snapshot_id))
+
+
+def test_the_working_directory_is_confined_to_the_workspace_as_executes_is(stub: Any, iid: str) -> None:
+    stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os\nos.makedirs('in/side')\nos.symlink('/etc', 'out')\n"
+                                                        "os.symlink('in/side', 'near')"))
+    for cwd in ("..", "../etc", "/etc", "/in", "out", "in/../../etc"):
+        with pytest.raises(grpc.RpcError) as caught:
+            start(stub, iid, "pwd", cwd=cwd)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (cwd, caught.value.details())
+        assert "working directory" in (caught.value.details() or ""), caught.value.details()
+    for cwd, where in (("near", "/workspace/in/side"), ("/workspace/in", "/workspace/in"), ("", "/workspace")):
+        proc = start(stub, iid, "pwd", cwd=cwd)
+        assert wait(stub, iid, proc.process_id).exit_code == 0
+        assert read_all(stub, iid, proc.process_id)["stdout"] == where.encode() + b"\n", cwd
