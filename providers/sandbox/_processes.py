@@ -11,10 +11,16 @@ every pipe itself and hands the supervisor only the sandbox's ends, so:
   kept up to ``stdin_pending`` bytes, and a write past it is RESOURCE_EXHAUSTED, never a wait;
 * no descriptor the sandbox can change the mode of is ever read or written here.
 
-Nothing the supervisor sends is trusted: frames are checked, an exit of an unknown pid is dropped (with
-a bound), and one that breaks the protocol or stops answering loses its channel; its processes die with
-it (PDEATHSIG). Processes end with their instance (its cgroup); a process's output is read for
-``drain_s`` after it exits, then closed even if something it left running holds the pipe.
+Nothing the supervisor sends is trusted (the tenant can replace it): every frame must answer a request
+still waiting (once) or report the exit of a pid a start reply named, and anything else is a protocol
+error. A supervisor that breaks the protocol, or does not answer a request (its turn to send, the send and
+the reply together) within REQUEST_TIMEOUT_S, is lost: killed through its pidfd (a stopped one too), its
+processes dying with it (PDEATHSIG). At most MAX_IN_FLIGHT requests of an instance wait on it (past it
+RESOURCE_EXHAUSTED), and a request's pipes are made only once it is its turn to send, so waiting calls
+hold no descriptors. Processes end with their instance (its cgroup); a process's output is read for
+``drain_s`` after it exits, then closed even if something it left running holds the pipe. What output is
+kept is bounded per process, per instance and for the daemon (``OutputBudget``); at most
+MAX_READERS_PER_PROCESS output streams are open on a process and MAX_READERS_PER_INSTANCE on an instance.
 """
 
 from __future__ import annotations

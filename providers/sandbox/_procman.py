@@ -74,7 +74,7 @@ def _folder(cwd: str) -> int:
     """A descriptor of the working folder: ``cwd`` walked within the workspace as Execute's is (``_fsops``:
     no symlink or ``..`` leading out of it)."""
     try:
-        folder, _shown = _fsops.open_dir(cwd)
+        folder: int = _fsops.open_dir(cwd)[0]
     except _fsops.Refused as exc:
         raise ValueError(f"the working directory cannot be used: {exc}") from None
     except OSError as exc:
