@@ -24,8 +24,10 @@ from modal_proto import task_command_router_pb2 as tcr
 from worldrt.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from worldrt.host.api import Admission
 from worldrt.host.api.modal._calls import Context, ModalApi, answer_error, bearer_subject, streaming, unary
+from worldrt.host.api.modal._fstools import TOOL_PATH
 from worldrt.host.api.modal._processes import ENTRYPOINT, RUNNING, WAIT_SLICE_S, Processes
 from worldrt.host.api.modal._records import SandboxRecord
+from worldrt.host.api.modal._watch import Watches, watch_command
 from worldrt.v1 import host_pb, pb
 
 _WINDOW = 8
@@ -51,8 +53,10 @@ class ExecCalls:
     api: ModalApi
     processes: Processes
 
-    def __init__(self) -> None:
+    def __init__(self, api: ModalApi) -> None:
         self._stdin: dict[tuple[str, str], StdinState] = {}
+        # sb.filesystem.watch() execs, served by watches of the host's, not by a process (``_watch``).
+        self.watches = Watches(api.sandboxes.host, api.admission)
 
     def _record(self, task_id: str, context: Context, *, ended_ok: bool = False) -> SandboxRecord:
         """The sandbox of ``task_id``; ``ended_ok``: also one that ended but whose output is still kept."""
@@ -74,6 +78,10 @@ class ExecCalls:
             raise InvalidArgument("a PTY cannot be given here: worldrt sandboxes have no terminal")
         if not request.command_args:
             raise InvalidArgument("exec needs a command")
+        watch = watch_command(list(request.command_args), TOOL_PATH)
+        if watch is not None:
+            self.watches.start(record, request.exec_id, watch)
+            return tcr.TaskExecStartResponse()
         env = self.api.sandboxes.env_of(list(request.secret_sources), list(request.secret_ids))
         env.update(dict(request.env))
         await self.api.host(record.instance_id, self.processes.start, record, request.exec_id,
@@ -86,6 +94,10 @@ class ExecCalls:
     @unary
     async def TaskExecWait(self, request: tcr.TaskExecWaitRequest, context: Context) -> tcr.TaskExecWaitResponse:
         record = self._record(request.task_id, context, ended_ok=True)
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            while (code := await watch.wait(WAIT_SLICE_S)) is None:
+                pass
+            return tcr.TaskExecWaitResponse(code=code)
         while True:  # in slices: a client that gives up cancels this between two of them
             info = await self._ended(record, request.exec_id, WAIT_SLICE_S)
             if info.state != RUNNING:
@@ -94,12 +106,20 @@ class ExecCalls:
     @unary
     async def TaskExecPoll(self, request: tcr.TaskExecPollRequest, context: Context) -> tcr.TaskExecPollResponse:
         record = self._record(request.task_id, context, ended_ok=True)
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            return tcr.TaskExecPollResponse() if watch.code is None else tcr.TaskExecPollResponse(code=watch.code)
         info = await self._ended(record, request.exec_id, 0)
         return tcr.TaskExecPollResponse() if info.state == RUNNING else _exit(info, tcr.TaskExecPollResponse())
 
     # stdin -----------------------------------------------------------------------------------------
     async def _write(self, record: SandboxRecord, process_id: str, offset: int, data: bytes, eof: bool) -> None:
         state = self._stdin.setdefault((record.id, process_id), StdinState())
+        if (watch := self.watches.get(record, process_id)) is not None:
+            # A watch reads no input: its end ends the watch (the SDK leaves a watch so).
+            state.written, state.closed = max(state.written, offset + len(data)), state.closed or eof
+            if eof:
+                watch.close()
+            return
         waited = 0.0
         while True:
             try:
@@ -191,6 +211,11 @@ class ExecCalls:
                                 context: Context) -> AsyncIterator[tcr.TaskExecStdioReadResponse]:
         record = self._record(request.task_id, context, ended_ok=True)
         stream = pb.PROCESS_STDOUT if request.file_descriptor in _STDOUT else pb.PROCESS_STDERR
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            read = watch.stdout if stream == pb.PROCESS_STDOUT else watch.stderr
+            async for data in read(request.offset):
+                yield tcr.TaskExecStdioReadResponse(data=data)
+            return
         async for chunk in self._follow(record, request.exec_id, stream, request.offset):
             yield tcr.TaskExecStdioReadResponse(data=chunk.data)
 
