@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,6 +35,9 @@ _WINDOW = 8
 _STDOUT = (tcr.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT, tcr.SANDBOX_STDIO_FILE_DESCRIPTOR_STDOUT)
 # How long a stdin write waits in all for a process that does not take its input, then RESOURCE_EXHAUSTED.
 _STDIN_PATIENCE_S = 30.0
+# Stdin states remembered (what TaskExecStdinStatus answers, which the SDK asks right after its writes);
+# past it the least recently written are forgotten, and one forgotten answers as a stdin never written.
+MAX_STDIN_STATES = 4096
 _END = object()
 
 
@@ -41,6 +45,29 @@ _END = object()
 class StdinState:
     written: int = 0
     closed: bool = False
+
+
+class StdinStates:
+    """The stdin state of each exec written to, by (sandbox, exec id): at most ``bound``, the least recently
+    written forgotten past it (one forgotten answers as a stdin never written). Made by a write that was
+    applied only, so ids a client makes up leave nothing here."""
+
+    def __init__(self, bound: int = MAX_STDIN_STATES) -> None:
+        self.bound = bound
+        self._states: OrderedDict[tuple[str, str], StdinState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: tuple[str, str]) -> StdinState:
+        return self._states.get(key, StdinState())
+
+    def set(self, key: tuple[str, str], written: int, closed: bool) -> None:
+        state = self._states.setdefault(key, StdinState())
+        state.written, state.closed = max(state.written, written), state.closed or closed
+        self._states.move_to_end(key)
+        while len(self._states) > self.bound:
+            self._states.popitem(last=False)
 
 
 class _Gone(Exception):
@@ -54,7 +81,7 @@ class ExecCalls:
     processes: Processes
 
     def __init__(self, api: ModalApi) -> None:
-        self._stdin: dict[tuple[str, str], StdinState] = {}
+        self._stdin = StdinStates()
         # sb.filesystem.watch() execs, served by watches of the host's, not by a process (``_watch``).
         self.watches = Watches(api.sandboxes.host, api.admission)
 
@@ -113,10 +140,10 @@ class ExecCalls:
 
     # stdin -----------------------------------------------------------------------------------------
     async def _write(self, record: SandboxRecord, process_id: str, offset: int, data: bytes, eof: bool) -> None:
-        state = self._stdin.setdefault((record.id, process_id), StdinState())
+        key = (record.id, process_id)
         if (watch := self.watches.get(record, process_id)) is not None:
             # A watch reads no input: its end ends the watch (the SDK leaves a watch so).
-            state.written, state.closed = max(state.written, offset + len(data)), state.closed or eof
+            self._stdin.set(key, offset + len(data), eof)
             if eof:
                 watch.close()
             return
@@ -132,7 +159,7 @@ class ExecCalls:
                     raise
                 await asyncio.sleep(0.05)
                 waited += 0.05
-        state.written, state.closed = reply.offset, reply.closed or eof
+        self._stdin.set(key, reply.offset, reply.closed or eof)
 
     @unary
     async def TaskExecStdinWrite(self, request: tcr.TaskExecStdinWriteRequest,
@@ -175,7 +202,7 @@ class ExecCalls:
     async def TaskExecStdinStatus(self, request: tcr.TaskExecStdinStatusRequest,
                                   context: Context) -> tcr.TaskExecStdinStatusResponse:
         record = self._record(request.task_id, context, ended_ok=True)
-        state = self._stdin.get((record.id, request.exec_id), StdinState())
+        state = self._stdin.get((record.id, request.exec_id))
         return tcr.TaskExecStdinStatusResponse(num_bytes_written=state.written, closed=state.closed)
 
     @unary

@@ -16,6 +16,7 @@ from google.protobuf import empty_pb2
 from modal_proto import api_pb2, api_pb2_grpc
 
 from tests.support import HostProcess, ModalApiServer, wait_for
+from worldrt.host.api.modal._images import MAX_IMAGES
 
 pytestmark = pytest.mark.daemons
 
@@ -165,3 +166,33 @@ def test_connections_past_the_cap_are_closed_and_the_server_serves_on(host: Host
         for sock in held:
             sock.close()
         assert api.stop() in (0, 130)
+
+
+def test_image_records_are_bounded_and_keep_the_recently_used(server: ModalApiServer) -> None:
+    pair = [("x-modal-token-id", server.token[0]), ("x-modal-token-secret", server.token[1])]
+    channel, control = _control(server)
+    with channel:
+        def image(*commands: str) -> str:
+            return str(control.ImageGetOrCreate(api_pb2.ImageGetOrCreateRequest(
+                image=api_pb2.Image(dockerfile_commands=list(commands)), builder_version="2026.10"),
+                metadata=pair).image_id)
+
+        def known(image_id: str) -> bool:
+            try:
+                control.ImageFromId(api_pb2.ImageFromIdRequest(image_id=image_id), metadata=pair)
+                return True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+                return False
+
+        default = image("FROM python:3.11-slim-trixie")
+        # More refused recipes than the server keeps images (any client can make endless distinct ones).
+        refused = []
+        for n in range(MAX_IMAGES + 100):
+            refused.append(image("FROM python:3.11-slim-trixie", f"RUN echo {n}"))
+            if n % 100 == 0:
+                assert known(default)  # used: kept
+        assert not known(refused[0]) and not known(refused[99])
+        assert known(refused[-1]) and known(default)
+        # A forgotten recipe asked again is the same image again.
+        assert image("FROM python:3.11-slim-trixie", "RUN echo 0") == refused[0] and known(refused[0])
