@@ -159,6 +159,7 @@ class Watches:
     def __init__(self, host: Any, admission: Admission) -> None:
         self.host, self.admission = host, admission
         self._watches: dict[tuple[str, str], FsWatch] = {}
+        self._starting: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     def get(self, record: SandboxRecord, exec_id: str) -> FsWatch | None:
         return self._watches.get((record.id, exec_id))
@@ -171,7 +172,9 @@ class Watches:
             watch.finish(1, "Other", f"this sandbox has {running} watches running, its maximum: end one (leave "
                                      f"its loop) first")
             return watch
-        asyncio.get_running_loop().create_task(self._run(watch))
+        task = asyncio.get_running_loop().create_task(self._run(watch))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
         return watch
 
     def __len__(self) -> int:
