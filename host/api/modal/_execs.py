@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,14 +25,19 @@ from modal_proto import task_command_router_pb2 as tcr
 from worldrt.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from worldrt.host.api import Admission
 from worldrt.host.api.modal._calls import Context, ModalApi, answer_error, bearer_subject, streaming, unary
+from worldrt.host.api.modal._fstools import TOOL_PATH
 from worldrt.host.api.modal._processes import ENTRYPOINT, RUNNING, WAIT_SLICE_S, Processes
 from worldrt.host.api.modal._records import SandboxRecord
+from worldrt.host.api.modal._watch import Watches, watch_command
 from worldrt.v1 import host_pb, pb
 
 _WINDOW = 8
 _STDOUT = (tcr.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT, tcr.SANDBOX_STDIO_FILE_DESCRIPTOR_STDOUT)
 # How long a stdin write waits in all for a process that does not take its input, then RESOURCE_EXHAUSTED.
 _STDIN_PATIENCE_S = 30.0
+# Stdin states remembered (what TaskExecStdinStatus answers, which the SDK asks right after its writes);
+# past it the least recently written are forgotten, and one forgotten answers as a stdin never written.
+MAX_STDIN_STATES = 4096
 _END = object()
 
 
@@ -39,6 +45,29 @@ _END = object()
 class StdinState:
     written: int = 0
     closed: bool = False
+
+
+class StdinStates:
+    """The stdin state of each exec written to, by (sandbox, exec id): at most ``bound``, the least recently
+    written forgotten past it (one forgotten answers as a stdin never written). Made by a write that was
+    applied only, so ids a client makes up leave nothing here."""
+
+    def __init__(self, bound: int = MAX_STDIN_STATES) -> None:
+        self.bound = bound
+        self._states: OrderedDict[tuple[str, str], StdinState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: tuple[str, str]) -> StdinState:
+        return self._states.get(key, StdinState())
+
+    def set(self, key: tuple[str, str], written: int, closed: bool) -> None:
+        state = self._states.setdefault(key, StdinState())
+        state.written, state.closed = max(state.written, written), state.closed or closed
+        self._states.move_to_end(key)
+        while len(self._states) > self.bound:
+            self._states.popitem(last=False)
 
 
 class _Gone(Exception):
@@ -51,8 +80,10 @@ class ExecCalls:
     api: ModalApi
     processes: Processes
 
-    def __init__(self) -> None:
-        self._stdin: dict[tuple[str, str], StdinState] = {}
+    def __init__(self, api: ModalApi) -> None:
+        self._stdin = StdinStates()
+        # sb.filesystem.watch() execs, served by watches of the host's, not by a process (``_watch``).
+        self.watches = Watches(api.sandboxes.host, api.admission)
 
     def _record(self, task_id: str, context: Context, *, ended_ok: bool = False) -> SandboxRecord:
         """The sandbox of ``task_id``; ``ended_ok``: also one that ended but whose output is still kept."""
@@ -74,6 +105,10 @@ class ExecCalls:
             raise InvalidArgument("a PTY cannot be given here: worldrt sandboxes have no terminal")
         if not request.command_args:
             raise InvalidArgument("exec needs a command")
+        watch = watch_command(list(request.command_args), TOOL_PATH)
+        if watch is not None:
+            self.watches.start(record, request.exec_id, watch)
+            return tcr.TaskExecStartResponse()
         env = self.api.sandboxes.env_of(list(request.secret_sources), list(request.secret_ids))
         env.update(dict(request.env))
         await self.api.host(record.instance_id, self.processes.start, record, request.exec_id,
@@ -86,6 +121,10 @@ class ExecCalls:
     @unary
     async def TaskExecWait(self, request: tcr.TaskExecWaitRequest, context: Context) -> tcr.TaskExecWaitResponse:
         record = self._record(request.task_id, context, ended_ok=True)
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            while (code := await watch.wait(WAIT_SLICE_S)) is None:
+                pass
+            return tcr.TaskExecWaitResponse(code=code)
         while True:  # in slices: a client that gives up cancels this between two of them
             info = await self._ended(record, request.exec_id, WAIT_SLICE_S)
             if info.state != RUNNING:
@@ -94,12 +133,20 @@ class ExecCalls:
     @unary
     async def TaskExecPoll(self, request: tcr.TaskExecPollRequest, context: Context) -> tcr.TaskExecPollResponse:
         record = self._record(request.task_id, context, ended_ok=True)
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            return tcr.TaskExecPollResponse() if watch.code is None else tcr.TaskExecPollResponse(code=watch.code)
         info = await self._ended(record, request.exec_id, 0)
         return tcr.TaskExecPollResponse() if info.state == RUNNING else _exit(info, tcr.TaskExecPollResponse())
 
     # stdin -----------------------------------------------------------------------------------------
     async def _write(self, record: SandboxRecord, process_id: str, offset: int, data: bytes, eof: bool) -> None:
-        state = self._stdin.setdefault((record.id, process_id), StdinState())
+        key = (record.id, process_id)
+        if (watch := self.watches.get(record, process_id)) is not None:
+            # A watch reads no input: its end ends the watch (the SDK leaves a watch so).
+            self._stdin.set(key, offset + len(data), eof)
+            if eof:
+                watch.close()
+            return
         waited = 0.0
         while True:
             try:
@@ -112,7 +159,7 @@ class ExecCalls:
                     raise
                 await asyncio.sleep(0.05)
                 waited += 0.05
-        state.written, state.closed = reply.offset, reply.closed or eof
+        self._stdin.set(key, reply.offset, reply.closed or eof)
 
     @unary
     async def TaskExecStdinWrite(self, request: tcr.TaskExecStdinWriteRequest,
@@ -155,7 +202,7 @@ class ExecCalls:
     async def TaskExecStdinStatus(self, request: tcr.TaskExecStdinStatusRequest,
                                   context: Context) -> tcr.TaskExecStdinStatusResponse:
         record = self._record(request.task_id, context, ended_ok=True)
-        state = self._stdin.get((record.id, request.exec_id), StdinState())
+        state = self._stdin.get((record.id, request.exec_id))
         return tcr.TaskExecStdinStatusResponse(num_bytes_written=state.written, closed=state.closed)
 
     @unary
@@ -191,6 +238,11 @@ class ExecCalls:
                                 context: Context) -> AsyncIterator[tcr.TaskExecStdioReadResponse]:
         record = self._record(request.task_id, context, ended_ok=True)
         stream = pb.PROCESS_STDOUT if request.file_descriptor in _STDOUT else pb.PROCESS_STDERR
+        if (watch := self.watches.get(record, request.exec_id)) is not None:
+            read = watch.stdout if stream == pb.PROCESS_STDOUT else watch.stderr
+            async for data in read(request.offset):
+                yield tcr.TaskExecStdioReadResponse(data=data)
+            return
         async for chunk in self._follow(record, request.exec_id, stream, request.offset):
             yield tcr.TaskExecStdioReadResponse(data=chunk.data)
 

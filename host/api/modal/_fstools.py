@@ -6,8 +6,8 @@ So a file operation reaches exactly what a process in the sandbox may reach (its
 the sandbox's own uid and confinement; the daemon and this server never open a path of the sandbox. The
 helper speaks the protocol of Modal's Rust tool as the SDK reads it (``modal/_utils/sandbox_fs_utils.py``):
 file bytes on stdout (ReadFile) or from stdin (WriteFile), JSON entries on stdout (ListFiles, Stat), and on
-failure a JSON ``{"error_kind", "message"}`` on stderr with exit status 1. ``Watch`` is answered with an
-error the SDK raises, naming why.
+failure a JSON ``{"error_kind", "message"}`` on stderr with exit status 1. ``Watch`` never reaches the
+helper: the router serves it with a watch of the host's (``_watch``).
 """
 
 from __future__ import annotations
@@ -76,9 +76,6 @@ def main():
                     os.rmdir(path)
             else:
                 os.unlink(path)
-        elif name == "Watch":
-            fail("Unsupported", "watch() is not supported by worldrt's Modal-compatible API yet: poll with "
-                                "list_files() or stat() instead")
         else:
             fail("Unsupported", f"{name} is not a command this helper knows")
     except OSError as exc:

@@ -25,6 +25,7 @@ import shlex
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,11 @@ _DEBIAN_SLIM_STEPS = (re.compile(r"^RUN apt-get update$"),
                       re.compile(r"^RUN python -m pip install --no-cache-dir -r /modal_requirements\.txt$"),
                       re.compile(r"^RUN rm /modal_requirements\.txt$"))
 _PIP = "RUN python -m pip install "
+# Images remembered at most: past it the least recently used are forgotten (refused recipes first; never
+# one still building). A forgotten image's id is NotFound; its recipe, asked again, is the same id again.
+MAX_IMAGES = 1024
+# Build log lines kept per image (what ImageJoinStreaming replays); past it one line says the rest was cut.
+MAX_LOG_LINES = 2000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~ ]*$")
 
 
@@ -86,6 +92,12 @@ class ModalImage:
         if self.kind != "pip":
             return ""
         return "modal-" + hashlib.sha256("\n".join(self.packages).encode()).hexdigest()[:24]
+
+    def log(self, line: str) -> None:
+        if len(self.logs) < MAX_LOG_LINES:
+            self.logs.append(line)
+        elif len(self.logs) == MAX_LOG_LINES:
+            self.logs.append(f"(more build output is not kept: {MAX_LOG_LINES} lines are)\n")
 
     def result(self) -> api_pb2.GenericResult:
         return api_pb2.GenericResult(status=self.status, exception=self.exception)  # type: ignore[arg-type]
@@ -151,23 +163,46 @@ def _pip_packages(command: str) -> list[str]:
 
 
 class Images:
-    """Every image this server has answered for, by id; builds run on threads of their own."""
+    """The images this server has answered for (at most ``max_images``, the least recently used forgotten
+    past it), by id; builds run on threads of their own."""
 
-    def __init__(self, host: HostAPI) -> None:
+    def __init__(self, host: HostAPI, *, max_images: int = MAX_IMAGES) -> None:
         self.host = host
+        self.max_images = max_images
         self._lock = threading.Lock()
-        self._images: dict[str, ModalImage] = {}
+        self._images: OrderedDict[str, ModalImage] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._images)
 
     def get(self, image_id: str) -> ModalImage:
         with self._lock:
             image = self._images.get(image_id)
+            if image is not None:
+                self._images.move_to_end(image_id)
         if image is None:
-            raise NotFound(f"Image {image_id} not found on this server")
+            raise NotFound(f"Image {image_id} not found on this server (or forgotten: it keeps the "
+                           f"{self.max_images} most recently used); define the image again")
         return image
 
     def _put(self, image: ModalImage) -> ModalImage:
         with self._lock:
-            return self._images.setdefault(image.id, image)
+            known = self._images.setdefault(image.id, image)
+            self._images.move_to_end(image.id)
+            self._forget_least_used()
+            return known
+
+    def _forget_least_used(self) -> None:
+        excess = len(self._images) - self.max_images
+        if excess <= 0:
+            return
+        # Refused recipes first (any client can make endless distinct ones), then the least recently used;
+        # an image still building is kept (its build reports to it, and a join waits on it).
+        order = [i for i in self._images.values() if i.kind == "refused"] + \
+                [i for i in self._images.values() if i.kind != "refused"]
+        for old in [i for i in order if i.status != 0][:excess]:
+            del self._images[old.id]
 
     def get_or_create(self, request: api_pb2.ImageGetOrCreateRequest) -> ModalImage:
         """The image of one layer: known, or planned now (and its build started when it needs one)."""
@@ -223,21 +258,21 @@ class Images:
             log.warning("could not look up image %s: %s", name, exc.message)
             found = None
         if found is not None:
-            image.logs.append(f"worldrt image {name} ({found.digest[:19]}) is built already\n")
+            image.log(f"worldrt image {name} ({found.digest[:19]}) is built already\n")
             image.status = SUCCESS
             return
-        image.logs.append(f"building worldrt image {name}: pip install {' '.join(image.packages)}\n")
+        image.log(f"building worldrt image {name}: pip install {' '.join(image.packages)}\n")
 
         def progress(event: Any) -> None:
             if isinstance(event, pb.BuildImageEvent) and event.HasField("progress"):
-                image.logs.append(f"{event.progress.stage}: {event.progress.message}\n")
+                image.log(f"{event.progress.stage}: {event.progress.message}\n")
 
         try:
             built = self.host.build_image(host_pb.HostBuildImageRequest(
                 provider=PROVIDER, build=pb.BuildImageRequest(name=name, pip=list(image.packages))), progress)
         except WorldError as exc:
             image.exception = f"pip install {' '.join(image.packages)} failed: {exc.message}"
-            image.logs.append(image.exception + "\n")
+            image.log(image.exception + "\n")
             image.status = FAILURE
             return
         except Exception as exc:  # a build thread reports, never dies silently
@@ -245,7 +280,7 @@ class Images:
             image.exception = f"the build failed: {exc!r}"
             image.status = FAILURE
             return
-        image.logs.append(f"built worldrt image {name} ({built.digest[:19]})\n")
+        image.log(f"built worldrt image {name} ({built.digest[:19]})\n")
         image.status = SUCCESS
 
     def snapshot_image(self, snapshot_id: str) -> ModalImage:

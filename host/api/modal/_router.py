@@ -26,8 +26,8 @@ _DISK_ONLY = ("worldrt's modal provider snapshots a sandbox's files only (its wo
 
 class Router(ExecCalls, _Base):
     def __init__(self, api: ModalApi, processes: Processes) -> None:
-        ExecCalls.__init__(self)
         self.api, self.processes = api, processes
+        ExecCalls.__init__(self, api)
         refuse_the_rest(self, _Base)
 
     def live(self, task_id: str, context: Context) -> SandboxRecord:

@@ -7,7 +7,9 @@ of ``HttpLimits``, as gRPC holds them:
 - a request message larger than ``max_body_bytes`` is refused (RESOURCE_EXHAUSTED) by grpc itself;
 - a connection that has not finished its HTTP/2 preface within ``header_timeout_s`` is closed
   (``grpc.server_handshake_timeout_ms``); one idle (no call) for ``IDLE_CONNECTION_S`` is sent GOAWAY;
-- at most ``max_connections`` connections are held (``grpc.max_allowed_incoming_connections``), at most
+- at most ``max_connections`` connections are held (``grpc.max_allowed_incoming_connections``: grpc closes
+  one past it as it is accepted, before reading its preface; a test holds the cap with raw HTTP/2
+  connections), at most
   ``MAX_STREAMS_PER_CONNECTION`` calls on one, and at most ``max_in_flight`` calls in all (one more is
   RESOURCE_EXHAUSTED at once);
 - calls that wait on the host are admitted per sandbox (``Admission``): one slow sandbox slows only its

@@ -12,9 +12,11 @@ import grpc
 import modal
 import modal.client
 import pytest
+from google.protobuf import empty_pb2
 from modal_proto import api_pb2, api_pb2_grpc
 
 from tests.support import HostProcess, ModalApiServer, wait_for
+from worldrt.host.api.modal._images import MAX_IMAGES
 
 pytestmark = pytest.mark.daemons
 
@@ -109,3 +111,88 @@ def _quietly(fn: object) -> None:
         fn()  # type: ignore[operator]
     except Exception:  # noqa: BLE001 - the sandbox is terminated under it
         pass
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS
+
+
+def _h2_connection(port: int) -> tuple[socket.socket, bool]:
+    """A raw HTTP/2 connection that sent its preface; whether the server answered with its SETTINGS (else it
+    closed the connection)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(15)
+    try:
+        sock.sendall(PREFACE)
+        head = sock.recv(9)
+    except (ConnectionResetError, BrokenPipeError):
+        return sock, False
+    return sock, len(head) == 9 and head[3] == 0x04
+
+
+def test_connections_past_the_cap_are_closed_and_the_server_serves_on(host: HostProcess) -> None:
+    cap = 3
+    api = ModalApiServer(host.home, host=host.address, args=("--max-connections", str(cap)))
+    held: list[socket.socket] = []
+    try:
+        pair = (("x-modal-token-id", api.token[0]), ("x-modal-token-secret", api.token[1]))
+        with grpc.insecure_channel(f"127.0.0.1:{api.port}") as channel:  # one connection of the cap
+            hello = api_pb2_grpc.ModalClientStub(channel).ClientHello
+            hello(empty_pb2.Empty(), metadata=pair, timeout=10)
+            for _ in range(cap - 1):
+                sock, answered = _h2_connection(api.port)
+                held.append(sock)
+                assert answered
+            for _ in range(3):  # past the cap: each closed at once, never served
+                sock, answered = _h2_connection(api.port)
+                sock.close()
+                assert not answered
+            # The connections within the cap are served still.
+            hello(empty_pb2.Empty(), metadata=pair, timeout=10)
+        for sock in held:
+            sock.close()
+        held.clear()
+
+        def served() -> bool:
+            with grpc.insecure_channel(f"127.0.0.1:{api.port}") as fresh:
+                try:
+                    api_pb2_grpc.ModalClientStub(fresh).ClientHello(empty_pb2.Empty(), metadata=pair, timeout=5)
+                    return True
+                except grpc.RpcError:
+                    return False
+
+        # Once they are gone, a new connection is taken again.
+        wait_for(served, 30, "a new connection is served once the held ones closed")
+    finally:
+        for sock in held:
+            sock.close()
+        assert api.stop() in (0, 130)
+
+
+def test_image_records_are_bounded_and_keep_the_recently_used(server: ModalApiServer) -> None:
+    pair = [("x-modal-token-id", server.token[0]), ("x-modal-token-secret", server.token[1])]
+    channel, control = _control(server)
+    with channel:
+        def image(*commands: str) -> str:
+            return str(control.ImageGetOrCreate(api_pb2.ImageGetOrCreateRequest(
+                image=api_pb2.Image(dockerfile_commands=list(commands)), builder_version="2026.10"),
+                metadata=pair).image_id)
+
+        def known(image_id: str) -> bool:
+            try:
+                control.ImageFromId(api_pb2.ImageFromIdRequest(image_id=image_id), metadata=pair)
+                return True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+                return False
+
+        default = image("FROM python:3.11-slim-trixie")
+        # More refused recipes than the server keeps images (any client can make endless distinct ones).
+        refused = []
+        for n in range(MAX_IMAGES + 100):
+            refused.append(image("FROM python:3.11-slim-trixie", f"RUN echo {n}"))
+            if n % 100 == 0:
+                assert known(default)  # used: kept
+        assert not known(refused[0]) and not known(refused[99])
+        assert known(refused[-1]) and known(default)
+        # A forgotten recipe asked again is the same image again.
+        assert image("FROM python:3.11-slim-trixie", "RUN echo 0") == refused[0] and known(refused[0])

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import modal
 import modal.client
 import pytest
-from modal.exception import NotFoundError, SandboxFilesystemNotFoundError, UnimplementedError
+from modal.exception import (
+    NotFoundError,
+    SandboxFilesystemError,
+    SandboxFilesystemNotFoundError,
+    UnimplementedError,
+)
+from modal.types import FileWatchEvent, FileWatchEventType
 
 from tests.support import HostProcess, ModalApiServer, wait_for
 from worldrt.v1 import host_pb, pb
@@ -214,3 +220,42 @@ def test_an_idle_sandbox_ends_at_its_idle_timeout(app: modal.App) -> None:
     assert sb.poll() is not None
     with pytest.raises(Exception, match="finished|already"):
         sb.exec("true").wait()
+
+
+WRITER = "mkdir -p /workspace/w; i=0; while [ $i -lt 300 ]; do echo $i >> /workspace/w/{name}; i=$((i+1)); sleep 0.2; done"
+
+
+def _events(watch: Iterator[FileWatchEvent], until: Callable[[FileWatchEvent], bool], limit: int = 200,
+            ) -> list[FileWatchEvent]:
+    """The events of ``watch`` up to the first ``until`` accepts (leaving the loop then), at most ``limit``."""
+    seen = []
+    for event in watch:
+        seen.append(event)
+        if until(event) or len(seen) >= limit:
+            break
+    return seen
+
+
+def test_watch_reports_changes_in_the_workspace(sb: modal.Sandbox) -> None:
+    sb.filesystem.make_directory("/workspace/w")
+    sb.exec("sh", "-c", WRITER.format(name="a.txt"))
+    seen = _events(sb.filesystem.watch("/workspace/w", timeout=60), lambda e: e.type == FileWatchEventType.Modify)
+    assert seen[-1].type == FileWatchEventType.Modify and seen[-1].paths == ["/workspace/w/a.txt"], seen
+    # A file is watched on its own, and a filter keeps only its kinds; leaving the loop ends each watch, so
+    # more watches than a sandbox may hold at once run one after another.
+    sb.exec("sh", "-c", WRITER.format(name="other.txt"))
+    for _ in range(6):
+        seen = _events(sb.filesystem.watch("/workspace/w/a.txt", filter=[FileWatchEventType.Modify], timeout=60),
+                       lambda e: True, limit=3)
+        assert [e.paths for e in seen] == [["/workspace/w/a.txt"]] and seen[0].type == FileWatchEventType.Modify
+
+
+def test_watch_ends_at_its_timeout_and_refuses_what_it_cannot_watch(sb: modal.Sandbox) -> None:
+    sb.filesystem.make_directory("/workspace/quiet")
+    assert list(sb.filesystem.watch("/workspace/quiet", timeout=2)) == []
+    with pytest.raises(SandboxFilesystemNotFoundError):
+        list(sb.filesystem.watch("/workspace/missing", timeout=5))
+    with pytest.raises(SandboxFilesystemError, match="workspace"):
+        list(sb.filesystem.watch("/tmp", timeout=5))
+    # The server serves on, and the sandbox too.
+    assert sb.exec("sh", "-c", "echo alive").stdout.read() == "alive\n"
