@@ -29,7 +29,7 @@ LAYERS = [
     ("worldrt.host.lattice",),
     ("worldrt.host.verse",),
     ("worldrt.host",),
-    ("worldrt.host.api",),
+    ("worldrt.host.api", "worldrt.host.api.e2b"),
     # The Python client sits above the host (it calls the Host API); the CLI is built on the client.
     ("worldrt.client",),
     ("worldrt.testing",),
