@@ -5,6 +5,7 @@ API's generator link to a real morph daemon and is recorded."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 
 import httpx
@@ -108,6 +109,9 @@ def test_background_commands_stdin_list_connect_and_kill(sbx: Sandbox) -> None:
 
 def test_files_through_envd(sbx: Sandbox) -> None:
     sbx.files.write("/home/user/d/b.bin", b"\x00\x01\xff")
+    sbx.files.write("/home/user/d/stream.txt", io.BytesIO(b"streamed"))
+    assert sbx.files.read("/home/user/d/stream.txt") == "streamed"
+    sbx.files.remove("/home/user/d/stream.txt")
     assert sbx.files.read("/home/user/d/b.bin", format="bytes") == b"\x00\x01\xff"
     assert sbx.files.exists("/home/user/d/b.bin") and not sbx.files.exists("/home/user/none")
     info = sbx.files.get_info("/home/user/d/b.bin")
