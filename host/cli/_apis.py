@@ -80,6 +80,25 @@ def api_serve_modal(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_serve_e2b(args: argparse.Namespace) -> int:
+    try:
+        from worldrt.host.api.e2b import DEFAULT_LISTEN, parse_listen, serve_e2b_api
+    except ImportError as exc:
+        raise CliError(f"the E2B API needs the e2b SDK's server classes: pip install 'world-runtime[e2b]' ({exc})") from None
+
+    api_key = os.environ.get("E2B_API_KEY", "")
+    if not api_key:
+        raise CliError("the E2B API needs the key its clients send: set E2B_API_KEY in the server's environment")
+    listen = args.listen or DEFAULT_LISTEN
+    parse_listen(listen)
+    limits = http_limits(args)
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    with session(args) as host:
+        serve_e2b_api(host, listen, api_key, limits=limits)
+    return 0
+
+
 def add_commands(commands: Commands, parents: Parents) -> None:
     api = commands.add_parser("api", help="vendor APIs served on worldrt").add_subparsers(dest="action", required=True)
     serve = api.add_parser("serve", help="serve a vendor's API until SIGTERM").add_subparsers(dest="vendor",
@@ -114,3 +133,14 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                        help="print a ~/.modal.toml profile for this server and its token pair, and exit")
     add_http_limits(modal)
     modal.set_defaults(func=api_serve_modal)
+
+    e2b = serve.add_parser(
+        "e2b", parents=[parents.common], help="E2B's API (control plane, envd, code interpreter) at http://LISTEN",
+        description="Serve E2B's API as the e2b and e2b-code-interpreter SDKs speak it, on one plain HTTP/1.1 port, "
+                    "through the running host (else an embedded one): calls go over the generator link of 'e2b-api' "
+                    "(made to morph if missing) and are recorded. The key is $E2B_API_KEY. Point the SDK at it with "
+                    "E2B_API_URL=http://LISTEN, E2B_SANDBOX_URL=http://LISTEN and the same E2B_API_KEY. Needs "
+                    "world-runtime[e2b].")
+    e2b.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8791; loopback only)")
+    add_http_limits(e2b)
+    e2b.set_defaults(func=api_serve_e2b)
