@@ -624,7 +624,11 @@ def _check_start(argv: list[str], env: dict[str, str], cwd: str, tag: str, proce
         if not key or "=" in key or "\0" in key + value:
             raise err.InvalidArgument(f"env name {key[:40]!r} must be non-empty without '=' or NUL, its value "
                                       f"without NUL")
-    _workspace.check_path(cwd, empty=True)  # walked within the workspace by the supervisor, as Execute's is
+    if cwd.startswith("/"):
+        if "\0" in cwd or len(cwd.encode("utf-8", "replace")) > 4096:
+            raise err.InvalidArgument("cwd must be a path without NUL, at most 4096 bytes")
+    else:
+        _workspace.check_path(cwd, empty=True)  # walked within the workspace by the supervisor, as Execute's is
     if len(tag) > 1024:
         raise err.InvalidArgument("tag must be at most 1024 characters")
     if process_id and (len(process_id) > _MAX_ID or not all(c.isalnum() or c in "-_." for c in process_id)):

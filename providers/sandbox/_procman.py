@@ -71,9 +71,12 @@ def _checked(msg: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
 
 
 def _folder(cwd: str) -> int:
-    """A descriptor of the working folder: ``cwd`` walked within the workspace as Execute's is (``_fsops``:
-    no symlink or ``..`` leading out of it)."""
+    """A descriptor of the working folder. A relative ``cwd`` is walked within the workspace as Execute's is
+    (``_fsops``: no symlink or ``..`` leading out of it); an absolute one is any folder of the instance its
+    processes may enter (``/tmp``), opened here, inside the sandbox, as the process itself could ``cd``."""
     try:
+        if cwd.startswith("/"):
+            return os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         folder: int = _fsops.open_dir(cwd)[0]
     except _fsops.Refused as exc:
         raise ValueError(f"the working directory cannot be used: {exc}") from None
