@@ -50,7 +50,7 @@ ROUNDS = 3
 # The morph provider keeps this many default-image interpreters started ahead (its pool_size option, 2 unless
 # the host's provider config says otherwise: providers/morph); a create takes one when there is one ("warm
 # pool": the bench waits REFILL_S for the pool to refill first) and starts its own otherwise ("pool drained":
-# POOL_SIZE creates just before take them all).
+# the pool refilled the same way, then POOL_SIZE creates just before take all of it).
 POOL_SIZE = 2
 REFILL_S = 4.0
 HOLD_256MB = "__held = bytearray(256 << 20)\nfor __i in range(0, len(__held), 4096): __held[__i] = 1"
@@ -91,7 +91,12 @@ def measure(server: E2bApiServer, host: HostProcess, reps: int, rows: dict[str, 
     made: list[Any] = []
 
     def drain(create: Callable[[], object]) -> Callable[[], None]:
-        return lambda: made.extend(create() for _ in range(POOL_SIZE))
+        def refilled_then_taken() -> None:
+            # From a full pool (refilled while the bench waits), so the create measured next finds it empty
+            # whatever the previous rep left: a refill in flight during the clean-up could otherwise leave it one.
+            settle()
+            made.extend(create() for _ in range(POOL_SIZE))
+        return refilled_then_taken
 
     def settle() -> None:
         time.sleep(REFILL_S)
