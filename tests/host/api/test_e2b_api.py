@@ -5,6 +5,7 @@ API's generator link to a real morph daemon and is recorded."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import time
 from collections.abc import Iterator
@@ -198,6 +199,35 @@ def test_code_interpreter_keeps_state_streams_and_reports_errors(server: E2bApiS
         assert ctx.id not in {c.id for c in sbx.list_code_contexts()}
         with pytest.raises(SandboxException):
             sbx.run_code("1", language="r")
+    finally:
+        sbx.kill()
+
+
+# A PNG of one black pixel, made with the standard library only (the default image has no PIL or matplotlib).
+_PNG_CELL = """import struct, zlib
+def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+class Pixel:
+    def _repr_png_(self):
+        return (b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 1, 1, 8, 0, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(b'\\x00\\x00')) + chunk(b'IEND', b''))
+    def _repr_html_(self):
+        return '<b>pixel</b>'
+Pixel()"""
+
+
+def test_rich_results_come_back_and_missing_chart_libraries_say_so(server: E2bApiServer) -> None:
+    sbx = Interpreter.create()
+    try:
+        run = sbx.run_code(_PNG_CELL)
+        assert run.error is None and len(run.results) == 1
+        shown = run.results[0]
+        assert shown.is_main_result and shown.html == "<b>pixel</b>" and shown.text.startswith("<__main__.Pixel object")
+        assert base64.b64decode(shown.png).startswith(b"\x89PNG\r\n\x1a\n") and {"png", "html"} <= set(shown.formats())
+        failed = sbx.run_code("import matplotlib.pyplot as plt")
+        assert failed.error is not None and failed.error.name == "ModuleNotFoundError"
+        assert "default image has Python's standard library and numpy only" in failed.error.value
+        assert sbx.run_code("import numpy\nint(numpy.arange(4).sum())").text == "6"
     finally:
         sbx.kill()
 
