@@ -85,6 +85,7 @@ class NewSandbox(_Loose):
     template_id: str = Field("base", alias="templateID")
     timeout: int | None = None
     auto_pause: bool = Field(False, alias="autoPause")
+    auto_resume: dict[str, Any] | None = Field(None, alias="autoResume")
     allow_internet_access: bool | None = Field(None, alias="allowInternetAccess")
     metadata: dict[str, str] | None = None
     env_vars: dict[str, str] | None = Field(None, alias="envVars")
@@ -178,6 +179,10 @@ def create_app(api: E2bApi, limits: HttpLimits | None = None) -> Any:
 
     # control plane -----------------------------------------------------------------------------------
     async def create(body: NewSandbox) -> JSONResponse:
+        if (body.auto_resume or {}).get("enabled"):
+            raise InvalidArgument("auto_resume=True is not supported by worldrt's E2B-compatible API: a paused "
+                                  "sandbox here resumes only through Sandbox.connect(sandbox_id); create it with "
+                                  "lifecycle={'on_timeout': 'pause'} and call connect to resume it")
         made = await host(None, api.create, body.template_id, body.timeout, body.metadata, body.env_vars,
                           body.auto_pause, body.allow_internet_access)
         return JSONResponse(made, status_code=201)
@@ -226,8 +231,8 @@ def create_app(api: E2bApi, limits: HttpLimits | None = None) -> Any:
         return JSONResponse(made, status_code=201)
 
     @r.get("/snapshots")
-    async def list_snapshots(sandboxID: str | None = None) -> list[dict[str, Any]]:
-        return api.list_snapshots(sandboxID)
+    async def list_snapshots(sandboxID: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        return api.list_snapshots(sandboxID, name)
 
     @r.delete("/templates/{template_id}", status_code=204)
     async def delete_snapshot(template_id: str) -> Response:

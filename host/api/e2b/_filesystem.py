@@ -134,8 +134,9 @@ class FilesystemService(Filesystem):
             raise connect_error(exc) from None
 
     # watches ---------------------------------------------------------------------------------------
-    def _watch(self, sandbox_id: str, path: str, recursive: bool, on_event: Any) -> _Watch:
-        """A watch of ``path`` on a thread of its own, each event to ``on_event`` (and kept on the watch)."""
+    def _watch(self, sandbox_id: str, path: str, recursive: bool, on_event: Any, on_end: Any = None) -> _Watch:
+        """A watch of ``path`` on a thread of its own, each event to ``on_event`` (and kept on the watch), and
+        ``on_end()`` once it has ended (stopped, timed out, or its sandbox gone)."""
         sandbox = self.api.running(sandbox_id)
         with self._lock:
             if len(self._watches) >= MAX_WATCHES:
@@ -175,6 +176,8 @@ class FilesystemService(Filesystem):
                 watch.stopped.set()
                 with self._lock:
                     self._watches.pop(watch_id, None)
+                if on_end is not None:
+                    on_end()
 
         threading.Thread(target=run, name=f"e2b-watch-{watch_id}", daemon=True).start()
         ready.wait(30)
@@ -187,22 +190,28 @@ class FilesystemService(Filesystem):
         sandbox_id = self.envd.sandbox_id(ctx)
         path = await self._path(request.path)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[fpb.FilesystemEvent] = asyncio.Queue()
+        queue: asyncio.Queue[fpb.FilesystemEvent | None] = asyncio.Queue()
 
-        def put(event: fpb.FilesystemEvent) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        def put(event: fpb.FilesystemEvent | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:
+                pass  # the loop is closed: the server has stopped, and nobody reads the stream
 
-        watch = await self.envd.run(sandbox_id, self._watch, sandbox_id, path, request.recursive, put)
+        watch = await self.envd.run(sandbox_id, self._watch, sandbox_id, path, request.recursive, put,
+                                    lambda: put(None))
         try:
             yield fpb.WatchDirResponse(event=Oneof[Literal["start"], fpb.WatchDirResponse.StartEvent](
                 "start", fpb.WatchDirResponse.StartEvent()))
-            while not watch.stopped.is_set() or not queue.empty():
+            while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield fpb.WatchDirResponse(event=Oneof[Literal["keepalive"], fpb.WatchDirResponse.KeepAlive](
                         "keepalive", fpb.WatchDirResponse.KeepAlive()))
                     continue
+                if event is None:  # the watch ended (its sandbox is gone, or it timed out): so does the stream
+                    break
                 yield fpb.WatchDirResponse(event=Oneof[Literal["filesystem"], fpb.FilesystemEvent]("filesystem", event))
         finally:
             watch.stopped.set()

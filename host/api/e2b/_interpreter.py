@@ -7,7 +7,9 @@ runs the code in its context's namespace, evaluates a last expression, and answe
 its repr, and whatever ``_repr_html_``/``_repr_png_``/… the value offers; open matplotlib figures as PNG)
 or the error's name, value and traceback as the cell's value. So the state lives in the instance's
 memory: it is kept between cells and carried by a fork or a pause. Only Python runs: other languages are
-refused with a sentence.
+refused with a sentence. The default image has no matplotlib (nor PIL, pandas, …): importing one of those
+answers ModuleNotFoundError with a sentence saying library-made rich results are not supported here, while a
+value's own ``_repr_*_`` formats still come back.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def __worldrt_e2b_run(context, code, env):
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        out["error"] = {"name": type(exc).__name__, "value": str(exc),
+        value = str(exc)
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").partition(".")[0] in NOT_IN_IMAGE:
+            value += NOT_IN_IMAGE_NOTE
+        out["error"] = {"name": type(exc).__name__, "value": value,
                         "traceback": "".join(traceback.format_exception(exc))}
     finally:
         for key, old in saved.items():
@@ -90,9 +95,19 @@ def __worldrt_e2b_run(context, code, env):
 '''
 
 
+# Libraries E2B's code-interpreter template has for rich results that worldrt's default image (Python's
+# standard library and numpy) does not: importing one answers ModuleNotFoundError with this note added.
+NOT_IN_IMAGE = ("matplotlib", "PIL", "pandas", "seaborn", "plotly", "bokeh", "IPython", "scipy", "sklearn")
+NOT_IN_IMAGE_NOTE = (": worldrt's default image has Python's standard library and numpy only, so matplotlib charts "
+                     "and other library-made rich results (figures as PNG, DataFrames as HTML) are not supported here; "
+                     "a value's own _repr_png_/_repr_html_/_repr_svg_/... still comes back as a rich result")
+
+_SOURCE = _HELPER.replace("NOT_IN_IMAGE_NOTE", repr(NOT_IN_IMAGE_NOTE)).replace("NOT_IN_IMAGE", repr(NOT_IN_IMAGE))
+
+
 def cell(context: str, code: str, env: dict[str, str]) -> str:
     """The code Execute runs for one cell: the helper defined once, then called (its value is the cell's)."""
-    return (f"if '__worldrt_e2b_run' not in globals():\n    exec({_HELPER!r})\n"
+    return (f"if '__worldrt_e2b_run' not in globals():\n    exec({_SOURCE!r})\n"
             f"__worldrt_e2b_run({context!r}, {code!r}, {env!r})")
 
 

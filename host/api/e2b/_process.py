@@ -6,7 +6,9 @@ A process outlives the request that started it (``commands.run(background=True)`
 process, kept by the provider until it ends or its sandbox does. Its output is followed by short reads
 (``no_wait``) between bounded waits for its end, each on an admitted thread, so a stream that lasts hours
 holds no thread while it waits and sends a keepalive event at least every ``KEEPALIVE_S``. PTYs are not
-served (Start with a pty and Update answer UNIMPLEMENTED with a sentence).
+served (Start with a pty and Update answer UNIMPLEMENTED with a sentence). As in envd, a Start's
+``Connect-Timeout-Ms`` is the process's own deadline: the provider kills it (and its group) then, whether or not
+anyone still follows its stream.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from worldrt.host.api.e2b._envd import KEEPALIVE_S, Envd
 from worldrt.host.api.e2b._paths import HOME
 from worldrt.v1 import pb
 
+_MAX_DEADLINE_MS = 2**32 - 1  # StartProcessRequest.timeout_ms is a uint32
 _WAIT_MS = 250  # one bounded wait for the process's end between two reads of its output
 _NO_PTY = ("PTYs are not supported by worldrt's E2B-compatible API (its processes have pipes, not terminals): "
            "use commands.run, with background=True and send_stdin for interactive programs")
@@ -123,7 +126,7 @@ class ProcessService(Process):
         stdin = request.stdin if request.has_field("stdin") else True
         tag = request.tag if request.has_field("tag") else ""
         info = await self.envd.run(sandbox_id, self.api.start_process, sandbox_id, config.cmd, list(config.args),
-                                   dict(config.envs), cwd, stdin, tag)
+                                   dict(config.envs), cwd, stdin, tag, _deadline_ms(ctx))
         yield epb.StartResponse(event=_started(info.pid))
         async for event in self._follow(sandbox_id, info.process_id):
             yield epb.StartResponse(event=event)
@@ -190,6 +193,19 @@ class ProcessService(Process):
 
     async def update(self, request: epb.UpdateRequest, ctx: RequestContext[Any, Any]) -> epb.UpdateResponse:
         raise ConnectError(Code.UNIMPLEMENTED, _NO_PTY)
+
+
+def _deadline_ms(ctx: RequestContext[Any, Any]) -> int:
+    """The process's own deadline, as envd sets it: the Start call's ``Connect-Timeout-Ms`` (the SDK's
+    ``commands.run(timeout=...)``, 60 s unless given), counted from its start; 0, absent or negative: none
+    (the SDK sends no header for ``timeout=0``). It outlives the stream: a process started in the background
+    is killed at it too."""
+    given = ctx.request_headers.get("connect-timeout-ms", "")
+    try:
+        value = int(given)  # the Connect protocol layer has refused a header that is not a number
+    except ValueError:
+        return 0
+    return min(value, _MAX_DEADLINE_MS) if value > 0 else 0
 
 
 def _stdin_of(given: epb.ProcessInput | None) -> bytes:

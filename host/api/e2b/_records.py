@@ -65,7 +65,8 @@ class Sandbox:
         return {"templateID": self.template, "sandboxID": self.id, "clientID": CLIENT_ID,
                 "startedAt": iso(self.started_at), "endAt": iso(self.end_at), "envdVersion": ENVD_VERSION,
                 "cpuCount": CPU_COUNT, "memoryMB": MEMORY_MB, "diskSizeMB": DISK_MB, "state": self.state,
-                "metadata": dict(self.metadata), "allowInternetAccess": False}
+                "metadata": dict(self.metadata), "allowInternetAccess": False,
+                "lifecycle": {"onTimeout": "pause" if self.auto_pause else "kill", "autoResume": False}}
 
 
 @dataclass

@@ -148,6 +148,7 @@ class E2bApi:
                 snapshot=pb.SnapshotRequest(instance_id=iid, ttl_s=_PAUSED_TTL_S)).snapshot)
             instance_id = sandbox.instance_id
             sandbox.paused_snapshot, sandbox.instance_id = ref.snapshot_id, ""
+            sandbox.end_at = time.time() + _PAUSED_TTL_S  # paused: kept as long as its snapshot, not ended at its timeout
             sandbox.pids.clear()
             sandbox.stdin_offsets.clear()
         self.quietly_stop(instance_id)
@@ -164,9 +165,14 @@ class E2bApi:
                     raise NotFound(f"paused sandbox {sandbox_id} is gone: {exc.message}") from None
                 snapshot, sandbox.instance_id, sandbox.paused_snapshot = sandbox.paused_snapshot, instance.instance_id, ""
                 self.quietly_stop(snapshot)
+                resumed = True
+            else:
+                resumed = False
             if timeout is not None:
                 sandbox.timeout_s = _timeout(timeout)
-            sandbox.end_at = max(sandbox.end_at, time.time() + sandbox.timeout_s)
+            # A resumed sandbox runs for its timeout from now; a running one is extended, never shortened.
+            later = time.time() + sandbox.timeout_s
+            sandbox.end_at = later if resumed else max(sandbox.end_at, later)
         return sandbox.to_json()
 
     def create_snapshot(self, sandbox_id: str, name: str | None) -> dict[str, Any]:
@@ -178,8 +184,10 @@ class E2bApi:
         return self.records.add_snapshot(Snapshot(ref.snapshot_id, names, sandbox.template, dict(sandbox.envs),
                                                    sandbox.id)).to_json()
 
-    def list_snapshots(self, sandbox_id: str | None) -> list[dict[str, Any]]:
-        return [s.to_json() for s in self.records.listed_snapshots(sandbox_id)]
+    def list_snapshots(self, sandbox_id: str | None, name: str | None = None) -> list[dict[str, Any]]:
+        """The snapshots taken here, of ``sandbox_id`` only and named (or with the id) ``name`` only when given."""
+        return [s.to_json() for s in self.records.listed_snapshots(sandbox_id)
+                if not name or name == s.id or name in s.names]
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         snap = self.records.snapshot(snapshot_id)
@@ -244,14 +252,14 @@ class E2bApi:
 
     # processes ---------------------------------------------------------------------------------------
     def start_process(self, sandbox_id: str, cmd: str, args: list[str], envs: dict[str, str], cwd: str | None,
-                      stdin: bool, tag: str) -> pb.ProcessInfo:
+                      stdin: bool, tag: str, timeout_ms: int = 0) -> pb.ProcessInfo:
         sandbox = self.running(sandbox_id)
         argv = [cmd, *args]
         if cmd in ("/bin/bash", "bash") and args[:2] == ["-l", "-c"]:
             # The SDK wraps every command in a login shell; the login profile would reset the image's PATH.
             argv = [cmd, *args[1:]]
         request = pb.StartProcessRequest(argv=argv, env={**sandbox.envs, **envs}, cwd=to_sandbox_cwd(cwd),
-                                         stdin=stdin, tag=tag)
+                                         stdin=stdin, tag=tag, timeout_ms=timeout_ms)
 
         def start(iid: str) -> pb.ProcessInfo:
             request.instance_id = iid
@@ -350,7 +358,7 @@ class E2bApi:
             if sandbox.auto_pause and sandbox.instance_id:
                 try:
                     self.pause(sandbox.id)
-                    sandbox.end_at = time.time() + MAX_TIMEOUT_S  # paused: kept, not ended
+                    log.info("sandbox %s reached its timeout and was paused (auto_pause)", sandbox.id)
                     continue
                 except WorldError as exc:
                     log.warning("could not pause sandbox %s at its timeout: %s", sandbox.id, exc.message)

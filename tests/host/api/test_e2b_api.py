@@ -5,7 +5,9 @@ API's generator link to a real morph daemon and is recorded."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,8 +16,8 @@ import pytest
 pytest.importorskip("e2b")
 pytest.importorskip("e2b_code_interpreter")
 
-from e2b import AsyncSandbox, CommandExitException, Sandbox
-from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+from e2b import AsyncSandbox, CommandExitException, FilesystemEventType, Sandbox
+from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException, TimeoutException
 from e2b_code_interpreter import AsyncSandbox as AsyncInterpreter
 from e2b_code_interpreter import Sandbox as Interpreter
 
@@ -107,6 +109,19 @@ def test_background_commands_stdin_list_connect_and_kill(sbx: Sandbox) -> None:
     wait_for(lambda: sleeper.pid not in {p.pid for p in sbx.commands.list()}, 30, "the killed process leaves the list")
 
 
+def test_a_command_ends_at_its_timeout_in_the_sdk_and_in_the_sandbox(sbx: Sandbox) -> None:
+    # The SDK sends its `timeout` as the Start stream's Connect-Timeout-Ms and gives up on the stream then;
+    # the server, as envd does, makes it the process's own deadline, so the process does not outlive it.
+    with pytest.raises(TimeoutException):
+        sbx.commands.run("sleep 300", timeout=2)
+    wait_for(lambda: not sbx.commands.list(), 30, "the timed-out command is killed in the sandbox")
+    background = sbx.commands.run("sleep 300", background=True, timeout=2)
+    assert background.pid in {p.pid for p in sbx.commands.list()}
+    wait_for(lambda: background.pid not in {p.pid for p in sbx.commands.list()}, 30,
+             "a background command is killed at its timeout too")
+    assert sbx.commands.run("sleep 3; echo done", timeout=0).stdout == "done\n"  # 0: no timeout
+
+
 def test_files_through_envd(sbx: Sandbox) -> None:
     sbx.files.write("/home/user/d/b.bin", b"\x00\x01\xff")
     sbx.files.write("/home/user/d/stream.txt", io.BytesIO(b"streamed"))
@@ -137,6 +152,31 @@ def test_watch_dir_reports_writes(sbx: Sandbox) -> None:
         handle.stop()
 
 
+def test_the_async_watch_dir_streams_events(server: E2bApiServer) -> None:
+    async def flow() -> None:
+        sbx = await AsyncSandbox.create()
+        try:
+            await sbx.files.make_dir("/home/user/aw")
+            seen: list[tuple[str, FilesystemEventType]] = []
+            arrived = asyncio.Event()
+
+            def on_event(event: object) -> None:
+                seen.append((event.name, event.type))  # type: ignore[attr-defined]
+                if event.name == "streamed.txt":  # type: ignore[attr-defined]
+                    arrived.set()
+
+            handle = await sbx.files.watch_dir("/home/user/aw", on_event=on_event)
+            await sbx.files.write("/home/user/aw/streamed.txt", "1")
+            await asyncio.wait_for(arrived.wait(), 30)
+            await handle.stop()
+            assert {kind for name, kind in seen if name == "streamed.txt"} <= {
+                FilesystemEventType.CREATE, FilesystemEventType.WRITE}, seen
+        finally:
+            await sbx.kill()
+
+    asyncio.run(flow())
+
+
 def test_code_interpreter_keeps_state_streams_and_reports_errors(server: E2bApiServer) -> None:
     sbx = Interpreter.create()
     try:
@@ -159,6 +199,35 @@ def test_code_interpreter_keeps_state_streams_and_reports_errors(server: E2bApiS
         assert ctx.id not in {c.id for c in sbx.list_code_contexts()}
         with pytest.raises(SandboxException):
             sbx.run_code("1", language="r")
+    finally:
+        sbx.kill()
+
+
+# A PNG of one black pixel, made with the standard library only (the default image has no PIL or matplotlib).
+_PNG_CELL = """import struct, zlib
+def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+class Pixel:
+    def _repr_png_(self):
+        return (b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 1, 1, 8, 0, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(b'\\x00\\x00')) + chunk(b'IEND', b''))
+    def _repr_html_(self):
+        return '<b>pixel</b>'
+Pixel()"""
+
+
+def test_rich_results_come_back_and_missing_chart_libraries_say_so(server: E2bApiServer) -> None:
+    sbx = Interpreter.create()
+    try:
+        run = sbx.run_code(_PNG_CELL)
+        assert run.error is None and len(run.results) == 1
+        shown = run.results[0]
+        assert shown.is_main_result and shown.html == "<b>pixel</b>" and shown.text.startswith("<__main__.Pixel object")
+        assert base64.b64decode(shown.png).startswith(b"\x89PNG\r\n\x1a\n") and {"png", "html"} <= set(shown.formats())
+        failed = sbx.run_code("import matplotlib.pyplot as plt")
+        assert failed.error is not None and failed.error.name == "ModuleNotFoundError"
+        assert "default image has Python's standard library and numpy only" in failed.error.value
+        assert sbx.run_code("import numpy\nint(numpy.arange(4).sum())").text == "6"
     finally:
         sbx.kill()
 
@@ -197,6 +266,51 @@ def test_pause_and_connect_keep_files_and_memory(server: E2bApiServer) -> None:
         assert Sandbox.get_info(sbx.sandbox_id).state.value == "running"
     finally:
         sbx.kill()
+
+
+def test_auto_pause_at_the_timeout_keeps_files_and_memory(server: E2bApiServer) -> None:
+    sbx = Interpreter.create(lifecycle={"on_timeout": "pause"})
+    try:
+        assert sbx.get_info().lifecycle == {"on_timeout": "pause", "auto_resume": False}
+        sbx.run_code("kept = 7")
+        sbx.files.write("/home/user/auto.txt", "paused by its timeout")
+        sbx.set_timeout(1)
+        wait_for(lambda: Sandbox.get_info(sbx.sandbox_id).state.value == "paused", 30,
+                 "the sandbox pauses at its timeout")
+        # Paused, it is kept (not ended at its old timeout) until it is resumed or killed.
+        assert Sandbox.get_info(sbx.sandbox_id).end_at.timestamp() > time.time() + 3600
+        resumed = Interpreter.connect(sbx.sandbox_id, timeout=300)
+        assert resumed.run_code("kept").text == "7"
+        assert resumed.files.read("/home/user/auto.txt") == "paused by its timeout"
+        assert Sandbox.get_info(sbx.sandbox_id).end_at.timestamp() < time.time() + 301
+    finally:
+        sbx.kill()
+    with pytest.raises(SandboxException, match="auto_resume=True is not supported"):
+        Sandbox.create(lifecycle={"on_timeout": "pause", "auto_resume": True})
+    plain = Sandbox.create()
+    try:
+        assert plain.get_info().lifecycle == {"on_timeout": "kill", "auto_resume": False}
+    finally:
+        plain.kill()
+
+
+def test_list_snapshots_filters_by_sandbox_and_name(server: E2bApiServer) -> None:
+    a, b = Sandbox.create(), Sandbox.create()
+    taken = []
+    try:
+        taken = [a.create_snapshot(), b.create_snapshot(name="of-b")]
+        of_a = {s.snapshot_id for s in a.list_snapshots().next_items()}  # on an instance: its own only
+        assert of_a == {taken[0].snapshot_id}
+        of_b = {s.snapshot_id for s in Sandbox.list_snapshots(sandbox_id=b.sandbox_id).next_items()}
+        assert of_b == {taken[1].snapshot_id}
+        assert [s.snapshot_id for s in Sandbox.list_snapshots(name="of-b").next_items()] == [taken[1].snapshot_id]
+        assert {t.snapshot_id for t in taken} <= {s.snapshot_id for s in Sandbox.list_snapshots().next_items()}
+        assert not Sandbox.list_snapshots(sandbox_id="no-such-sandbox").next_items()
+    finally:
+        for snap in taken:
+            Sandbox.delete_snapshot(snap.snapshot_id)
+        a.kill()
+        b.kill()
 
 
 def test_snapshots_are_templates(sbx: Sandbox) -> None:

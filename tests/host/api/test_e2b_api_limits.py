@@ -13,13 +13,17 @@ import httpx
 import pytest
 
 pytest.importorskip("e2b")
+pytest.importorskip("e2b_code_interpreter")
 
 from e2b import Sandbox
+from e2b_code_interpreter import Sandbox as Interpreter
 
 from tests.support import HostProcess, wait_for
 from tests.support.e2b_api import E2bApiServer
 
 pytestmark = pytest.mark.daemons
+QUEUED = 16  # HttpLimits.queued_per_instance (no flag: its default)
+FLOOD = 40
 
 
 @pytest.fixture(scope="module")
@@ -94,30 +98,55 @@ def test_unfinished_headers_are_cut(server: E2bApiServer) -> None:
         assert time.monotonic() - started < 9  # closed by the 1 s header deadline, not by this socket's timeout
 
 
-def test_a_flood_on_one_sandbox_slows_only_that_sandbox(server: E2bApiServer) -> None:
-    busy, calm = Sandbox.create(), Sandbox.create()
+def test_a_flood_on_one_sandbox_slows_only_that_sandbox(host: HostProcess) -> None:
+    # With `--calls-per-instance 1`, a cell that holds its sandbox's turn until the sandbox is killed (its
+    # printed line says it has it) leaves room for QUEUED waiting calls: of FLOOD calls exactly QUEUED wait
+    # and the rest are refused 429 at once, whatever order they arrive in. The other sandbox is answered
+    # all along.
+    narrow = E2bApiServer(host.home, host=host.address, args=("--calls-per-instance", "1"))
     try:
-        refused: list[int] = []
+        with narrow.environment():
+            flood_one_sandbox(narrow)
+    finally:
+        assert narrow.stop() in (0, 130)
+    assert "Traceback" not in narrow.log(), narrow.log()[-4000:]
 
-        def flood() -> None:
-            with httpx.Client() as http:
-                answer = http.get(f"{server.url}/files", params={"path": "none"},
-                                  headers={"E2b-Sandbox-Id": busy.sandbox_id,
-                                           "X-Access-Token": busy._envd_access_token or ""})
-                refused.append(answer.status_code)
 
-        sleepers = [busy.commands.run("sleep 30", background=True) for _ in range(2)]
-        threads = [threading.Thread(target=flood) for _ in range(40)]
+def flood_one_sandbox(server: E2bApiServer) -> None:
+    busy, calm = Interpreter.create(), Sandbox.create()
+    holding: list[str] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def hold() -> None:
+        try:
+            busy.run_code("import time\nprint('holding', flush=True)\ntime.sleep(280)",
+                          on_stdout=lambda m: holding.append(m.line), timeout=400)
+        except Exception:  # noqa: BLE001 - the cell ends when the test kills its sandbox
+            pass
+
+    def flood() -> None:
+        with httpx.Client(timeout=120) as http:
+            answer = http.get(f"{server.url}/files", params={"path": "none"},
+                              headers={"E2b-Sandbox-Id": busy.sandbox_id,
+                                       "X-Access-Token": busy._envd_access_token or ""})
+        with lock:
+            statuses.append(answer.status_code)
+
+    holder = threading.Thread(target=hold)
+    threads = [threading.Thread(target=flood) for _ in range(FLOOD)]
+    try:
+        holder.start()
+        wait_for(lambda: holding, 60, "the cell holds its sandbox's turn")
         for thread in threads:
             thread.start()
+        wait_for(lambda: statuses.count(429) == FLOOD - QUEUED, 60, "the calls over the bound are refused")
         assert calm.commands.run("echo calm").stdout == "calm\n"
-        for thread in threads:
-            thread.join(60)
-        # Each is answered (not found, or told to retry: two turns and sixteen waiting per sandbox), none fails.
-        assert len(refused) == 40 and set(refused) <= {404, 429}, refused
-        for sleeper in sleepers:
-            sleeper.kill()
-        wait_for(lambda: not busy.commands.list(), 30, "the sleepers end")
+        assert len(statuses) == FLOOD - QUEUED  # the QUEUED others still wait for the turn
     finally:
-        busy.kill()
+        busy.kill()  # the holding cell ends, and the waiting calls get their turn: the sandbox is gone
+        for thread in [holder, *threads]:
+            if thread.is_alive():
+                thread.join(120)
         calm.kill()
+    assert sorted(statuses) == [404] * QUEUED + [429] * (FLOOD - QUEUED), statuses
