@@ -9,6 +9,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_dropped_watches_free_the_providers_watchers(sbx: Sandbox) -> None:
     handle = wait_for(lambda: _try_watch(sbx), 10, "a watch after all of them starts")
     try:
         sbx.files.write("/home/user/w/seen.txt", "1")
-        events = wait_for(lambda: handle.get_new_events(), 30, "the live watch reports the write")
+        events = wait_for(handle.get_new_events, 30, "the live watch reports the write")
         assert {e.name for e in events} == {"seen.txt"}, [(e.name, e.type) for e in events]  # no wake markers
     finally:
         handle.stop()
@@ -101,7 +102,7 @@ def test_dropped_watches_free_the_providers_watchers(sbx: Sandbox) -> None:
              "the wake markers are removed as soon as they are made")
 
 
-def _try_watch(sbx: Sandbox) -> object | None:
+def _try_watch(sbx: Sandbox) -> Any:
     try:
         return sbx.files.watch_dir("/home/user/w")
     except SandboxException as exc:
