@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("e2b")
@@ -207,3 +212,36 @@ def test_the_async_interpreter_gets_the_same_results(server: E2bApiServer) -> No
             await sbx.kill()
 
     asyncio.run(flow())
+
+
+# Issue 22's remaining items: the command's refusals, the old create path, template builds, on_stderr.
+def test_the_command_needs_a_key_and_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "E2B_API_KEY"} | {"WORLDRT_STATE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "worldrt.host.cli", "api", "serve", "e2b"]
+    keyless = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert keyless.returncode != 0 and "set E2B_API_KEY in the server's environment" in keyless.stderr
+    exposed = subprocess.run([*command, "--listen", "0.0.0.0:8791"], env={**env, "E2B_API_KEY": "k"},
+                             capture_output=True, text=True, timeout=60)
+    assert exposed.returncode != 0 and "refusing to serve the E2B API on 0.0.0.0:8791" in exposed.stderr
+
+
+def test_the_old_create_path_and_template_builds(server: E2bApiServer) -> None:
+    keyed = {"X-API-KEY": server.key}
+    made = httpx.post(f"{server.url}/sandboxes", json={"templateID": "base"}, headers=keyed, timeout=60)
+    assert made.status_code == 201, made.text
+    sandbox_id = made.json()["sandboxID"]
+    assert sandbox_id in {s.sandbox_id for s in Sandbox.list().next_items()}
+    assert httpx.delete(f"{server.url}/sandboxes/{sandbox_id}", headers=keyed, timeout=60).status_code == 204
+    built = httpx.post(f"{server.url}/v3/templates", json={"name": "mine"}, headers=keyed, timeout=60)
+    assert built.status_code == 501 and "custom template builds need Docker" in built.json()["message"]
+    assert httpx.post(f"{server.url}/sandboxes", json={}, timeout=60).status_code == 401
+
+
+def test_on_stderr_gets_the_cells_stderr(server: E2bApiServer) -> None:
+    sbx = Interpreter.create()
+    try:
+        err: list[str] = []
+        run = sbx.run_code("import sys\nprint('oops', file=sys.stderr)", on_stderr=lambda m: err.append(m.line))
+        assert err == ["oops\n"] and run.logs.stderr == ["oops\n"]
+    finally:
+        sbx.kill()
