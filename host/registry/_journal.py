@@ -90,7 +90,7 @@ class Row(NamedTuple):
         return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
     @classmethod
-    def from_body(cls, body: bytes) -> Row:
+    def from_body(cls, body: bytes, host_id: str | None = None) -> Row:
         latency, cost, at, *lengths = _BODY_HEAD.unpack_from(body)
         parts, offset = [], _BODY_HEAD.size
         for length in lengths:
@@ -106,11 +106,11 @@ class Row(NamedTuple):
             if len(body) - offset >= _LENGTH.size:
                 (length,) = _LENGTH.unpack_from(body, offset)
                 replica = body[offset + _LENGTH.size:offset + _LENGTH.size + length].decode()
-        return cls(ident, provider, operation, verse, params, result, latency, cost, at, startup, None, replica)
+        return cls(ident, provider, operation, verse, params, result, latency, cost, at, startup, host_id, replica)
 
 
-def parse_record(record: bytes) -> Row | None:
-    """The row in one journal record (None when it is torn, damaged or not a record)."""
+def parse_record(record: bytes, host_id: str | None = None) -> Row | None:
+    """The row in one journal record (None when it is torn, damaged or not a record), with ``host_id`` set."""
     if len(record) < _HEAD.size or not record.startswith(MAGIC):
         return None
     _, length, crc = _HEAD.unpack_from(record)
@@ -118,7 +118,7 @@ def parse_record(record: bytes) -> Row | None:
     if len(body) != length or zlib.crc32(body) != crc:
         return None
     try:
-        return Row.from_body(body)
+        return Row.from_body(body, host_id)
     except (struct.error, ValueError, KeyError, UnicodeDecodeError):
         return None
 
