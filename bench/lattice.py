@@ -8,11 +8,16 @@ identity and permissions, TLS to the hub (tests/host/lattice/secure.py); this pr
 caller identity t, and puts links and feeds the rows benchmark as admin. One run, side by side:
 * a direct gRPC Execute from this machine to a morph daemon on b over TCP (the bare baseline), and the
   same Execute through the lattice (NATS to b's bridge, then b's unix socket);
-* calls per second of a waiting workload (one-shot modal Execute that sleeps) through one replica (b)
-  and through the queue group of two (b and c), with the same concurrency;
+* calls per second of a waiting workload (modal Executes that sleep, on instances started beforehand on
+  each replica: an instance runs one call at a time, so instances are a replica's capacity) on one
+  replica's instances (b) and on both replicas' (b and c), with the same callers; beside it the ideal
+  (instances / sleep) and the CPU each process used (this caller, each host with its bridge, its provider
+  daemon and instances, the hub's nats-server), so a shortfall names the busy process;
 * the longest gap without an answer, and failed calls, while replica c is killed with SIGKILL mid-load;
 * link propagation: a put in the links bucket until a watcher on machine a sees it;
-* rows per second from the invocations stream into DuckDB by the registry's consumer.
+* rows per second from the invocations stream into DuckDB by the registry's consumer, beside its two floors
+  in the same run: a bare pull and acknowledgement of the same messages (nats-py, no DuckDB) and a bare
+  ``Registry.ingest`` of the same rows (DuckDB, no NATS).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,10 +41,13 @@ import itertools
 
 import grpc
 from _report import percentiles, print_table, timed, write_json
+from nats.js import api
 
 from tests.host.lattice.netns import Topology
 from worldrt.host.lattice import Caller, Ingest, Lattice, LatticeOptions, load_credential
-from worldrt.host.registry import Registry
+from worldrt.host.lattice._ingest import BATCH
+from worldrt.host.lattice._pull import Puller
+from worldrt.host.registry import Registry, parse_record
 from worldrt.host.routing import METHODS
 from worldrt.providers import open_channel
 from worldrt.providers.testing import wait_serving
@@ -99,25 +108,87 @@ def call(lattice: Lattice, caller: Caller, provider: str, rpc_name: str, request
     return answer.code, answer.data, answer.replica
 
 
-def throughput(lattice: Lattice, caller: Caller, replica: str | None, calls: int, concurrency: int,
+def start_instances(lattice: Lattice, caller: Caller, replica: str, count: int) -> list[tuple[str, str]]:
+    """``count`` modal instances started on ``replica`` beforehand: (replica, instance id) each."""
+    found = []
+    for _ in range(count):
+        code, data, _ = call(lattice, caller, "modal", "Start", pb.StartRequest(), replica=replica)
+        assert code == grpc.StatusCode.OK, data
+        found.append((replica, pb.Instance.FromString(data).instance_id))
+    return found
+
+
+def throughput(lattice: Lattice, caller: Caller, instances: list[tuple[str, str]], calls: int, concurrency: int,
                sleep_s: float) -> float:
-    request = pb.ExecuteRequest(code=f"import time\ntime.sleep({sleep_s})\n", language="python", timeout_ms=30_000)
+    """Calls per second of Executes that only wait ``sleep_s``, caller i on instance i mod len(instances), each
+    call to the replica holding its instance (an instance runs one call at a time: instances are capacity)."""
+    code = f"import time\ntime.sleep({sleep_s})\n"
 
     async def run() -> float:
         left = [calls]
 
-        async def worker() -> None:
+        async def worker(i: int) -> None:
+            replica, iid = instances[i % len(instances)]
+            request = pb.ExecuteRequest(instance_id=iid, code=code, language="python", timeout_ms=30_000)
             while left[0] > 0:
                 left[0] -= 1
                 answer = await caller.call("modal", METHODS["Execute"], request.SerializeToString(), [], 60,
-                                           bound=(replica, "") if replica else None)
+                                           bound=(replica, iid))
                 assert answer.code == grpc.StatusCode.OK, answer.message
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
         return calls / (time.perf_counter() - t0)
 
     return lattice.run(run(), timeout_s=600)
+
+
+def _cpu_ticks(pid: int) -> tuple[int, int, str] | None:
+    """(CPU ticks used, parent pid, name) of ``pid`` from /proc, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+        fields = tail.split()
+        return int(fields[11]) + int(fields[12]), int(fields[1]), head.split("(", 1)[1]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_roles(topology: Topology, hosts: dict[str, int]) -> dict[int, str]:
+    """Every process of the run by its role: this bench (the caller), each host (its bridge is in it), each
+    host's provider daemons (its children) and their instances (deeper), and the hub's nats-server."""
+    parents = {pid: info[1] for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+               if (info := _cpu_ticks(pid)) is not None}
+    roles = {os.getpid(): "bench process (the caller, its lattice loop)"}
+    for machine, root in hosts.items():
+        roles[root] = f"host {machine} (bridge, supervisor)"
+        for pid in parents:
+            depth, up = 0, pid
+            while up in parents and up != root and depth < 12:
+                up, depth = parents[up], depth + 1
+            if up == root and pid != root:
+                roles[pid] = f"host {machine}: provider daemon" if depth == 1 else f"host {machine}: instances"
+    for proc in topology.procs:
+        if "lattice" in proc.argv:
+            for pid in parents:
+                if parents.get(pid) == proc.proc.pid or pid == proc.proc.pid:
+                    name = (_cpu_ticks(pid) or (0, 0, "?"))[2]
+                    roles[pid] = "hub: nats-server" if "nats" in name else "hub: lattice serve"
+    return roles
+
+
+def cpu_shares(roles: dict[int, str], fn: Callable[[], float]) -> tuple[float, dict[str, float]]:
+    """``fn()``'s result, and the CPU each role used while it ran, in % of one CPU."""
+    before = {pid: (_cpu_ticks(pid) or (0, 0, ""))[0] for pid in roles}
+    t0 = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - t0
+    shares: dict[str, float] = {}
+    for pid, role in roles.items():
+        after = _cpu_ticks(pid)
+        if after is not None:
+            shares[role] = shares.get(role, 0.0) + (after[0] - before[pid]) / os.sysconf("SC_CLK_TCK") / wall * 100
+    return result, shares
 
 
 def kill_gap(lattice: Lattice, caller: Caller, topology: Topology, victim: object, seconds: float,
@@ -178,7 +249,9 @@ def link_propagation(lattice: Lattice, topology: Topology, reps: int) -> list[fl
         watcher.wait()
 
 
-def rows_per_second(topology: Topology, n: int, tmp: Path) -> float:
+def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
+    """The registry's rows/s from the stream into DuckDB, and its floors on the same records: a bare pull and
+    acknowledgement of each (no DuckDB), a bare ``Registry.ingest`` in batches (no NATS)."""
     source = Registry.open(tmp / "source.duckdb")
     records: list[tuple[str, bytes]] = []
     source.sink = lambda kind, ident, data: records.append((ident, data))
@@ -205,6 +278,31 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> float:
                 info = await lattice.js.stream_info("WORLDRT_INVOCATIONS_rows")
 
         lattice.run(publish(), timeout_s=300)
+
+        async def bare_pull() -> float:
+            stream = "WORLDRT_INVOCATIONS_rows"
+            await lattice.js.add_consumer(stream, api.ConsumerConfig(
+                durable_name="bench-floor", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
+            puller = await Puller.open(lattice.nc, stream, "bench-floor", BATCH)
+            got, t0 = 0, time.perf_counter()
+            while got < n:
+                for msg in await puller.fetch(0.5):
+                    await msg.ack()
+                    got += 1
+            await lattice.nc.flush()
+            rate = n / (time.perf_counter() - t0)
+            await puller.unsubscribe()
+            await lattice.js.delete_consumer(stream, "bench-floor")
+            return rate
+
+        pull_rate = lattice.run(bare_pull(), timeout_s=300)
+        rows = [row for _, data in records if (row := parse_record(data, "bench")) is not None]
+        bare = Registry.open(tmp / "bare.duckdb")
+        t0 = time.perf_counter()
+        for start in range(0, n, BATCH):
+            bare.ingest(rows[start:start + BATCH])
+        duckdb_rate = n / (time.perf_counter() - t0)
+        bare.close()
         registry = Registry.open(tmp / "one.duckdb")
         t0 = time.perf_counter()
         ingest = Ingest(lattice, registry)
@@ -215,7 +313,8 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> float:
         count = registry.query("SELECT count(*) AS n FROM provider_invocations")[0]["n"]
         registry.close()
         assert count == n, count
-        return rate
+        return {"rows_per_second": rate, "bare_pull_ack_per_second": pull_rate,
+                "bare_registry_ingest_per_second": duckdb_rate}
     finally:
         lattice.close()
 
@@ -312,36 +411,61 @@ def main() -> None:
         load = os.getloadavg()[0]
         results.update(stats_us=stats, added_us_p50=added, load_average_1m=load)
 
-        # 2. a waiting workload through one replica and through two.
-        concurrency, calls, sleep_s = 8, 64, 0.2
-        throughput(lattice, caller, None, 16, concurrency, sleep_s)
-        one = throughput(lattice, caller, "b", calls, concurrency, sleep_s)
-        two = throughput(lattice, caller, None, calls, concurrency, sleep_s)
+        # 2. a waiting workload on instances started beforehand: each replica holds `per` instances (an instance
+        # runs one call at a time, so they are the replica's capacity); the same callers use b's alone, then
+        # b's and c's. The ideal is instances / sleep; what falls short is in the CPU of the busiest process.
+        concurrency, per, calls, sleep_s = 8, 4, 64, 0.2
+        on_b, on_c = start_instances(lattice, caller, "b", per), start_instances(lattice, caller, "c", per)
+        throughput(lattice, caller, on_b + on_c, 16, concurrency, sleep_s)
+        roles = process_roles(topology, {"b": b.proc.pid, "c": c.proc.pid})
+        one, one_cpu = cpu_shares(roles, lambda: throughput(lattice, caller, on_b, calls, concurrency, sleep_s))
+        two, two_cpu = cpu_shares(roles, lambda: throughput(lattice, caller, on_b + on_c, calls, concurrency, sleep_s))
+        ideal_one, ideal_two = min(per, concurrency) / sleep_s, min(2 * per, concurrency) / sleep_s
+        busiest = max(two_cpu, key=lambda role: two_cpu[role])
         results.update(calls_per_s_one_replica=one, calls_per_s_two_replicas=two, replica_speedup=two / one,
-                       workload={"sleep_s": sleep_s, "concurrency": concurrency, "calls": calls})
+                       ideal_calls_per_s={"one": ideal_one, "two": ideal_two},
+                       cpu_percent={"one_replica": one_cpu, "two_replicas": two_cpu}, busiest_process=busiest,
+                       workload={"sleep_s": sleep_s, "concurrency": concurrency, "calls": calls,
+                                 "instances_per_replica": per})
+        print_table(f"replica scaling: {concurrency} callers, Executes that sleep {sleep_s}s on {per} instances per "
+                    "replica started beforehand", ["figure", "one replica (b)", "two replicas (b, c)"], [
+                        ["calls/s", f"{one:.1f}", f"{two:.1f}"],
+                        ["ideal calls/s (instances / sleep)", f"{ideal_one:.1f}", f"{ideal_two:.1f}"],
+                        ["of the ideal", f"{one / ideal_one:.0%}", f"{two / ideal_two:.0%}"],
+                        *[[f"CPU % of one core: {role}", f"{one_cpu.get(role, 0):.0f}", f"{two_cpu.get(role, 0):.0f}"]
+                          for role in sorted(set(one_cpu) | set(two_cpu), key=lambda r: -two_cpu.get(r, 0))],
+                    ])
+        print(f"busiest process with two replicas: {busiest} ({two_cpu[busiest]:.0f}% of one core; "
+              f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
         # 3. link propagation to another machine.
         propagation = percentiles(link_propagation(admin, topology, 50))
         results["link_propagation_ms"] = propagation
 
         # 4. rows per second from the stream into DuckDB.
-        rows_rate = rows_per_second(topology, args.rows, tmp)
-        results["rows_per_second"] = rows_rate
+        rows = rows_per_second(topology, args.rows, tmp)
+        rows_rate = rows["rows_per_second"]
+        results.update(rows)
 
         # 5. SIGKILL of a replica under load (last: c stays dead).
         gap = kill_gap(lattice, caller, topology, c, 6.0, 4)
         results["kill"] = gap
 
         print_table("replicas, failover, links and the registry", ["figure", "value", "target"], [
-            ["added by the lattice, p50", f"{added:+.0f} µs", "≤ +500 µs"],
-            [f"calls/s, one replica (b), sleep {sleep_s}s ×{concurrency}", f"{one:.1f}", ""],
-            ["calls/s, two replicas (b, c)", f"{two:.1f}", ""],
+            ["added by the lattice, p50", f"{added:+.0f} µs", "≤ +300 µs"],
+            [f"calls/s, one replica (b), {per} instances, sleep {sleep_s}s ×{concurrency}", f"{one:.1f}",
+             f"ideal {ideal_one:.0f}"],
+            [f"calls/s, two replicas (b, c), {per} instances each", f"{two:.1f}", f"ideal {ideal_two:.0f}"],
             ["two replicas vs one", f"{two / one:.2f}×", "≥ 1.8×"],
             ["longest gap without an answer, replica SIGKILLed", f"{gap['longest_gap_ms']:.0f} ms", ""],
             ["slowest call across the kill", f"{gap['slowest_call_ms']:.0f} ms", ""],
             ["failed calls across the kill", f"{gap['failed']:.0f} of {gap['calls']:.0f}", "0"],
             ["link propagation p50 (p99)", f"{propagation['p50']:.1f} ms ({propagation['p99']:.1f})", "≤ 50 ms"],
-            ["rows/s, stream into DuckDB", f"{rows_rate:,.0f}", "≥ 20,000/s"],
+            ["rows/s, stream into DuckDB", f"{rows_rate:,.0f}", "≥ 40,000/s"],
+            ["  floor: bare pull + ack of the same messages, no DuckDB", f"{rows['bare_pull_ack_per_second']:,.0f}",
+             ""],
+            ["  floor: bare Registry.ingest of the same rows, no NATS",
+             f"{rows['bare_registry_ingest_per_second']:,.0f}", ""],
         ])
         print(f"machine load average (1 min) at the start: {load:.1f} on {os.cpu_count()} CPUs (shared machine)")
         del b
