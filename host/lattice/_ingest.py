@@ -1,10 +1,10 @@
 """``worldrt registry serve``'s consumer: the lattice's invocation and run streams into one DuckDB file.
 
-* One durable pull consumer ``registry`` per stream (its batches gathered by host/lattice/_pull.py)
-  acknowledges each message by itself (AckPolicy.EXPLICIT), and only once the DuckDB transaction holding
-  its row has committed, or once the record is in the dead-letter stream. Nothing is ever acknowledged for
-  another message: a registry killed at any point gets every message it had not acknowledged again (after
-  ACK_WAIT_S), and ``Registry.ingest`` skips ids already there, so redelivery never doubles a row.
+* One durable pull consumer ``registry`` per stream acknowledges each message by itself (AckPolicy.EXPLICIT),
+  and only once the DuckDB transaction holding its row has committed, or once the record is in the
+  dead-letter stream. Nothing is ever acknowledged for another message: a registry killed at any point gets
+  every message it had not acknowledged again (after ACK_WAIT_S), and ``Registry.ingest`` skips ids already
+  there, so redelivery never doubles a row.
 * A batch is one transaction. When a record in it cannot be a row (RecordError), the batch is split in
   halves until each such record is alone: every other row lands, and each such record goes to
   ``WORLDRT_DEADLETTER_{L}`` (subject ``worldrt.deadletter.{L}.{kind}``) with the reason and is then
@@ -31,7 +31,6 @@ from nats.js.errors import NotFoundError
 
 from worldrt.host.lattice._member import INVOCATIONS, RUNS, StreamLimits, ensure_streams
 from worldrt.host.lattice._nats import Lattice
-from worldrt.host.lattice._pull import Puller
 from worldrt.host.lattice._wire import (
     H_DEAD_REASON,
     H_DEAD_SEQUENCE,
@@ -101,7 +100,7 @@ class Ingest:
     def _streams(self) -> dict[str, str]:
         return {INVOCATIONS: invocations_stream(self.lattice.name), RUNS: runs_stream(self.lattice.name)}
 
-    async def _subscribe(self, stream: str) -> Puller:
+    async def _subscribe(self, stream: str) -> Any:
         """Bind the durable consumer; one an older registry made (acknowledging all below each batch) is made
         again to acknowledge each message, starting after the last message it had acknowledged."""
         js = self.lattice.js
@@ -120,12 +119,15 @@ class Ingest:
             info = None
         if info is None:
             await js.add_consumer(stream, config)
-        return await Puller.open(self.lattice.nc, stream, DURABLE, BATCH)
+        return await js.pull_subscribe_bind(durable=DURABLE, stream=stream)
 
-    async def _fetch(self, subscription: Puller, timeout: float) -> list[Any]:
-        return await subscription.fetch(timeout)
+    async def _fetch(self, subscription: Any, timeout: float) -> list[Any]:
+        try:
+            return await subscription.fetch(BATCH, timeout=timeout)  # type: ignore[no-any-return]
+        except TimeoutError:
+            return []
 
-    async def _consume(self, kind: str, stream: str, subscription: Puller) -> None:
+    async def _consume(self, kind: str, stream: str, subscription: Any) -> None:
         """Write batch after batch; the next batch is fetched while this one is written."""
         loop = asyncio.get_running_loop()
         ahead: asyncio.Task[list[Any]] = loop.create_task(self._fetch(subscription, 0.5))
@@ -165,9 +167,11 @@ class Ingest:
                              f"on host {record.host!r}'s subject {msg.subject}")
             return record
         if kind == INVOCATIONS:
-            record.item = parse_record(msg.data, record.host)
-            if record.item is None:
+            row = parse_record(msg.data)
+            if row is None:
                 record.reason = "not an intact invocation record (damaged, torn or of another format)"
+            else:
+                record.item = row._replace(host_id=record.host)
         else:
             record.item = (msg.data, record.host)
         return record

@@ -195,23 +195,6 @@ def test_a_record_naming_another_host_than_its_subject_is_refused(world: World) 
         world.publish("worldrt.registry.default.invocations", forged_row, {H_HOST: "h1"})
 
 
-def test_a_record_posing_as_the_servers_status_is_a_dead_letter_and_the_rows_behind_it_land(world: World) -> None:
-    # The registry's consumer tells the server's status messages (end of a pull) from deliveries: a record
-    # shaped like one (no data, a Status header) must neither end a batch nor be skipped unacknowledged.
-    before = len([m for m in world.dead_letters() if not m.data])
-    for status in ("404", "408", "100"):
-        world.publish(world.subject("invocations"), b"", {H_HOST: "h1", "Status": status, "Description": "No Messages"})
-    real = _records(world.root, "9091", 3)
-    for data in real:
-        world.publish(world.subject("invocations"), data, {H_HOST: "h1"})
-    wait_for(lambda: world.rows(9091) == 3, 60, "the three rows behind the fake statuses")
-    wait_for(lambda: len([m for m in world.dead_letters() if not m.data]) == before + 3, 60,
-             "the three fake statuses in the dead-letter stream")
-    stream = invocations_stream("default")
-    wait_for(lambda: world.consumer(stream).num_ack_pending == 0 and world.consumer(stream).num_pending == 0, 60,
-             "every record acknowledged")
-
-
 def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
     # Bursts go on until the registry has restarted, so there are always rows to hand it and to pile up.
     outcomes: list[host_pb.InvokeOutcome] = []
