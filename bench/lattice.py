@@ -16,7 +16,7 @@ caller identity t, and puts links and feeds the rows benchmark as admin. One run
 * the longest gap without an answer, and failed calls, while replica c is killed with SIGKILL mid-load;
 * link propagation: a put in the links bucket until a watcher on machine a sees it;
 * rows per second from the invocations stream into DuckDB by the registry's consumer, beside its two floors
-  in the same run: a bare pull and acknowledgement of the same messages (nats-py, no DuckDB) and a bare
+  in the same run: a bare nats-py fetch and acknowledgement of the same messages (no DuckDB) and a bare
   ``Registry.ingest`` of the same rows (DuckDB, no NATS).
 """
 
@@ -46,7 +46,6 @@ from nats.js import api
 from tests.host.lattice.netns import Topology
 from worldrt.host.lattice import Caller, Ingest, Lattice, LatticeOptions, load_credential
 from worldrt.host.lattice._ingest import BATCH
-from worldrt.host.lattice._pull import Puller
 from worldrt.host.registry import Registry, parse_record
 from worldrt.host.routing import METHODS
 from worldrt.providers import open_channel
@@ -283,10 +282,10 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
             stream = "WORLDRT_INVOCATIONS_rows"
             await lattice.js.add_consumer(stream, api.ConsumerConfig(
                 durable_name="bench-floor", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
-            puller = await Puller.open(lattice.nc, stream, "bench-floor", BATCH)
+            puller = await lattice.js.pull_subscribe_bind(durable="bench-floor", stream=stream)
             got, t0 = 0, time.perf_counter()
             while got < n:
-                for msg in await puller.fetch(0.5):
+                for msg in await puller.fetch(BATCH, timeout=5):
                     await msg.ack()
                     got += 1
             await lattice.nc.flush()

@@ -167,11 +167,9 @@ class Ingest:
                              f"on host {record.host!r}'s subject {msg.subject}")
             return record
         if kind == INVOCATIONS:
-            row = parse_record(msg.data)
-            if row is None:
+            record.item = parse_record(msg.data, record.host)
+            if record.item is None:
                 record.reason = "not an intact invocation record (damaged, torn or of another format)"
-            else:
-                record.item = row._replace(host_id=record.host)
         else:
             record.item = (msg.data, record.host)
         return record
