@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -49,8 +48,9 @@ def api_serve_morph(args: argparse.Namespace) -> int:
     listen = args.listen or DEFAULT_LISTEN
     parse_listen(listen)
     limits = http_limits(args)
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    from worldrt import telemetry
+
+    telemetry.setup("api", "worldrt-api", args)
     with session(args) as host:
         serve_morph_api(host, listen, api_key, exec_timeout_ms=args.exec_timeout_ms, max_branches=args.max_branches,
                         limits=limits)
@@ -75,4 +75,7 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                        help="how long one exec may run (default 300000; the SDK sends no timeout)")
     morph.add_argument("--max-branches", type=int, metavar="N", help="the largest branch count (default 256)")
     add_http_limits(morph)
+    from worldrt.telemetry import add_telemetry_arguments
+
+    add_telemetry_arguments(morph)
     morph.set_defaults(func=api_serve_morph)

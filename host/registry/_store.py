@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 from google.protobuf.message import Message
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
 from worldrt.host.registry._json import message_json
@@ -190,6 +191,7 @@ class Registry:
         self._keep_days = keep_days
         self._prune_every_s = prune_every_s
         self._queue: queue.SimpleQueue[Row | object] = queue.SimpleQueue()
+        telemetry.watch("worldrt_registry_rows_queued", lambda: {(): len(self._uncommitted)})
         # Invocation ids: 64 random bits for this process, then a counter (32 hex digits, as uuid4().hex).
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -414,6 +416,11 @@ class Registry:
         with self._progress:
             self._committed += len(batch)
             self._progress.notify_all()
+        if telemetry.metrics_on():
+            now = time.time()
+            telemetry.inc("worldrt_registry_rows_written_total", "provider_invocations", by=len(batch))
+            for row in batch:
+                telemetry.observe("worldrt_registry_write_lag_seconds", max(0.0, now - row.invoked_at))
         if failures:
             log.info("writing invocation rows to %s works again", self.path)
         if "writes" in self._problems:

@@ -134,7 +134,9 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         logs = private_dir(self.state_dir / "logs")
         # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
+        # Telemetry settings (OTEL_*, WORLDRT_LOG_FORMAT) are inherited; the service name is the daemon's own.
         env = {**os.environ, "WORLDRT_PARENT_PID": str(os.getpid())}
+        env.pop("OTEL_SERVICE_NAME", None)
         self._note(child.name, "starting", address=child.address)
         # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
         child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
