@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,10 +25,10 @@ def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_a_daemon_counts_exactly_the_requests_it_handled(tmp_path: object) -> None:
+def test_a_daemon_counts_exactly_the_requests_it_handled() -> None:
     with ProviderDaemon("morph", serve_args=("--metrics-listen", "127.0.0.1:0", "--log-format", "json")) as daemon:
         def url() -> str | None:
-            for line in open(daemon.log_path, errors="replace"):
+            for line in Path(daemon.log_path).read_text(errors="replace").splitlines():
                 if line.startswith("{") and json.loads(line).get("message", "").startswith("metrics at "):
                     return str(json.loads(line)["message"]).removeprefix("metrics at ")
             return None
