@@ -57,6 +57,48 @@ def api_serve_morph(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_serve_modal(args: argparse.Namespace) -> int:
+    try:
+        from worldrt.host.api.modal import DEFAULT_LISTEN, parse_listen, profile, serve_modal_api
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+
+    token_id, token_secret = os.environ.get("MODAL_TOKEN_ID", ""), os.environ.get("MODAL_TOKEN_SECRET", "")
+    if not token_id or not token_secret:
+        raise CliError("the Modal API needs the token pair its clients send: set MODAL_TOKEN_ID and "
+                       "MODAL_TOKEN_SECRET in the server's environment (never on the command line)")
+    listen = args.listen or DEFAULT_LISTEN
+    parse_listen(listen)
+    if args.print_profile:
+        print(profile(listen, token_id, token_secret), end="")
+        return 0
+    limits = http_limits(args)
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    with session(args) as host:
+        serve_modal_api(host, listen, token_id, token_secret, limits=limits)
+    return 0
+
+
+def api_serve_e2b(args: argparse.Namespace) -> int:
+    try:
+        from worldrt.host.api.e2b import DEFAULT_LISTEN, parse_listen, serve_e2b_api
+    except ImportError as exc:
+        raise CliError(f"the E2B API needs the e2b SDK's server classes: pip install 'world-runtime[e2b]' ({exc})") from None
+
+    api_key = os.environ.get("E2B_API_KEY", "")
+    if not api_key:
+        raise CliError("the E2B API needs the key its clients send: set E2B_API_KEY in the server's environment")
+    listen = args.listen or DEFAULT_LISTEN
+    parse_listen(listen)
+    limits = http_limits(args)
+    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
+                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    with session(args) as host:
+        serve_e2b_api(host, listen, api_key, limits=limits)
+    return 0
+
+
 def add_commands(commands: Commands, parents: Parents) -> None:
     api = commands.add_parser("api", help="vendor APIs served on worldrt").add_subparsers(dest="action", required=True)
     serve = api.add_parser("serve", help="serve a vendor's API until SIGTERM").add_subparsers(dest="vendor",
@@ -79,3 +121,29 @@ def add_commands(commands: Commands, parents: Parents) -> None:
 
     add_telemetry_arguments(morph)
     morph.set_defaults(func=api_serve_morph)
+
+    modal = serve.add_parser(
+        "modal", parents=[parents.common], help="Modal's gRPC API (control plane and task router) at http://LISTEN",
+        description="Serve Modal's API (modal.client.ModalClient and the task command router, as the modal SDK "
+                    "speaks them) on one loopback h2c port, through the running host (else an embedded one): "
+                    "sandboxes are instances of the modal provider, over the generator link of 'modal-api' (made "
+                    "to modal if missing), and every call is recorded in the registry. The token pair comes from "
+                    "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET in this environment. Point the SDK at it with "
+                    "MODAL_SERVER_URL=http://LISTEN and the same pair, or the profile --print-profile prints. "
+                    "Needs the extra: pip install 'world-runtime[modal]'.")
+    modal.add_argument("--listen", metavar="HOST:PORT", help="where to listen, on loopback (default 127.0.0.1:8790)")
+    modal.add_argument("--print-profile", action="store_true",
+                       help="print a ~/.modal.toml profile for this server and its token pair, and exit")
+    add_http_limits(modal)
+    modal.set_defaults(func=api_serve_modal)
+
+    e2b = serve.add_parser(
+        "e2b", parents=[parents.common], help="E2B's API (control plane, envd, code interpreter) at http://LISTEN",
+        description="Serve E2B's API as the e2b and e2b-code-interpreter SDKs speak it, on one plain HTTP/1.1 port, "
+                    "through the running host (else an embedded one): calls go over the generator link of 'e2b-api' "
+                    "(made to morph if missing) and are recorded. The key is $E2B_API_KEY. Point the SDK at it with "
+                    "E2B_API_URL=http://LISTEN, E2B_SANDBOX_URL=http://LISTEN and the same E2B_API_KEY. Needs "
+                    "world-runtime[e2b].")
+    e2b.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8791; loopback only)")
+    add_http_limits(e2b)
+    e2b.set_defaults(func=api_serve_e2b)

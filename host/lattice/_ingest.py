@@ -131,7 +131,8 @@ class Ingest:
         """Write batch after batch; the next batch is fetched while this one is written."""
         loop = asyncio.get_running_loop()
         ahead: asyncio.Task[list[Any]] = loop.create_task(self._fetch(subscription, 0.5))
-        purged, next_purge, acked = 0, 0.0, False
+        # At start, what an earlier run acknowledged and did not purge yet is purged too (acked=True).
+        purged, next_purge, acked = 0, 0.0, True
         while not self._stopping:
             try:
                 batch = await ahead

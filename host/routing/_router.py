@@ -71,7 +71,7 @@ class _Route(NamedTuple):
 
 def _deadline_s(method: Method, request: Message) -> float:
     timeout_ms = getattr(request, "timeout_ms", 0)
-    if timeout_ms and method.rpc in ("Execute", "ExecuteStream"):
+    if timeout_ms and method.rpc in ("Execute", "ExecuteStream", "WaitProcess"):
         return timeout_ms / 1000 + 5.0
     return LONG_DEADLINE_S if method.rpc in _LONG else DEFAULT_DEADLINE_S
 
@@ -162,6 +162,13 @@ class Router(WorldRouter):
         method = METHODS[op.rpc]
         route = _Route(link.target_provider, method, op.interface, link)
         return self._unary(route, request, context, _deadline_s(method, request), self.transport, True)
+
+    def call_stream(self, op: Operation, request: Message, context: CallContext,
+                    timeout_s: float) -> Iterator[Message]:
+        """A component's bounded read of a streaming rpc (a pull: host/runtime/_pulls.py) over its link."""
+        link = self.resolve(context, op.interface)
+        return self._stream(_Route(link.target_provider, METHODS[op.rpc], op.interface, link), request, context,
+                            timeout_s)
 
     def stream(self, request: pb.ExecuteRequest, context: CallContext) -> Iterator[pb.ExecutionEvent]:
         """ExecuteStream on the provider of ``context.source``'s generator link."""
@@ -321,6 +328,15 @@ class DirectRouter(WorldRouter):
         reply = target.unary(method, request, _metadata(context, None),
                              _timeout(method, op.interface, self.timeout_s, context))
         return _costed(reply.message, reply.cost)
+
+    def call_stream(self, op: Operation, request: Message, context: CallContext,
+                    timeout_s: float) -> Iterator[Message]:
+        target = self._targets.get(op.interface)
+        if target is None:
+            raise FailedPrecondition(f"no provider is set for interface {op.interface}")
+        method = METHODS[op.rpc]
+        return target.stream(method, request, _metadata(context, None),
+                             _timeout(method, op.interface, timeout_s, context))
 
     def close(self) -> None:
         for channel in self._owned:

@@ -3,7 +3,9 @@
 The mapping (components/wit/*/verse.wit follow it): field ``snapshot_id`` is record field ``snapshot-id``; a
 singular message field is ``option<record>``; a repeated field is ``list``; a map is
 ``list<tuple<key, value>>`` (sorted by key); enum value ``MEMORY_AND_DISK`` of ``SnapshotKind`` is case
-``memory-and-disk`` and ``INSTANCE_STATUS_UNSPECIFIED`` is ``unspecified`` (the enum's own prefix is dropped).
+``memory-and-disk`` and ``INSTANCE_STATUS_UNSPECIFIED`` is ``unspecified`` (the enum's own prefix is dropped,
+or as many of its leading words as the value starts with: ``PROCESS_RUNNING`` of ``ProcessState`` is
+``running``).
 """
 
 from __future__ import annotations
@@ -36,15 +38,20 @@ def _screaming_prefix(enum: EnumDescriptor) -> str:
     return "".join(out) + "_"
 
 
+def _case_name(value: str, enum_words: list[str]) -> str:
+    """``value`` without the longest run of the enum's leading words it starts with (one word always stays)."""
+    words = value.split("_")
+    kept = 0
+    while kept < len(enum_words) and kept < len(words) - 1 and words[kept] == enum_words[kept]:
+        kept += 1
+    return "_".join(words[kept:])
+
+
 @cache
 def enum_cases(enum: EnumDescriptor) -> dict[int, str]:
     """The WIT case name of each value of a protobuf enum."""
-    prefix = _screaming_prefix(enum)
-    cases = {}
-    for value in enum.values:
-        name = value.name[len(prefix):] if value.name.startswith(prefix) else value.name
-        cases[value.number] = kebab(name.lower())
-    return cases
+    enum_words = _screaming_prefix(enum).rstrip("_").split("_")
+    return {value.number: kebab(_case_name(value.name, enum_words).lower()) for value in enum.values}
 
 
 def _scalar_to_wit(field: FieldDescriptor) -> _ToWit:

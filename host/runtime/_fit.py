@@ -173,7 +173,7 @@ def _check_provider_error(ty: ValType | None) -> None:
                         "expected provider-error {code: string, message: string}")
 
 
-def _check_import_func(interface: str, name: str, ty: FuncType) -> None:
+def _check_import_func(interface: str, version: str, name: str, ty: FuncType) -> None:
     if interface == "lattice":
         params = ty.params
         if name != "set-link-name":
@@ -191,9 +191,10 @@ def _check_import_func(interface: str, name: str, ty: FuncType) -> None:
             raise _Mismatch(f"it is {render_func(ty)}, expected func(level: level, message: string)")
         return
     op = OPERATIONS.get((interface, name))
-    if op is None:
-        known = sorted(n for (i, n) in OPERATIONS if i == interface)
-        raise _Mismatch(f"{interface} has no function `{name}` (it has {', '.join(known)})")
+    if op is None or not op.served_in(version):
+        known = sorted(n for (i, n), o in OPERATIONS.items() if i == interface and o.served_in(version))
+        since = f" (it is new in {op.since})" if op is not None else ""
+        raise _Mismatch(f"{interface}@{version} has no function `{name}`{since} (it has {', '.join(known)})")
     params, result = ty.params, ty.result
     if len(params) != 1:
         raise _Mismatch(f"it takes {len(params)} parameters, expected one {op.request.DESCRIPTOR.name} record")
@@ -232,12 +233,12 @@ def check_component(component: Component, engine: Engine, label: str) -> tuple[t
         instance = extern.ty
         if not isinstance(instance, ComponentInstanceType):
             raise ComponentError(f"{label} imports {name} as a {type(instance).__name__}, expected an interface")
-        interface = name.split("/", 1)[1].split("@", 1)[0]
+        interface, version = name.split("/", 1)[1].split("@", 1)
         for func_name, item in instance.exports(engine).items():
             ty = item.ty
             if isinstance(ty, FuncType):
                 try:
-                    _check_import_func(interface, func_name, ty)
+                    _check_import_func(interface, version, func_name, ty)
                 except _Mismatch as exc:
                     raise ComponentError(
                         f"{label} imports {interface}.{func_name} with a type this host does not serve: {exc}"

@@ -6,9 +6,10 @@ LogBudget (host/runtime/_log_budget.py); what is past it is dropped and said onc
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +20,7 @@ from wasmtime.component import Linker
 
 from worldrt.errors import WorldError, from_rpc_error
 from worldrt.host.runtime._log_budget import LogBudget, LogLimits, LogRate
+from worldrt.host.runtime._pulls import PULLS
 from worldrt.host.runtime._values import ImportCodec, add_import, func_type
 from worldrt.host.runtime._world import (
     OPERATIONS,
@@ -103,10 +105,30 @@ class InvocationScope:
             self._track(op.name, request, reply)
         return reply
 
-    def _route(self, op: Operation, request: Message) -> Message | Failure:
-        """The router's reply, or ``err(provider-error)`` for any way it can fail."""
+    def pull(self, op: Operation, request: Message) -> Message | Failure:
+        """A pull (``op.pull``): the provider's stream read within the pull's bounds (host/runtime/_pulls.py),
+        or the failure the component sees as its err."""
+        self._check_deadline(op)
+        started = time.perf_counter()
+
+        def open_stream(rpc: Message, timeout_s: float) -> Iterator[Message]:
+            self.provider_calls += 1
+            return self.router.call_stream(op, rpc, self.context, timeout_s)
+
         try:
-            reply = self.router.call(op, request, self.context)
+            reply = self._route(op, request,
+                                lambda: PULLS[op.rpc](request, open_stream, self.context.remaining_s(math.inf)))
+        finally:
+            self.provider_s += time.perf_counter() - started
+        # The wait's gRPC deadline may have been the invocation's (it is the smaller): then the time is up.
+        self._check_deadline(op, slack_s=_GRPC_EARLY_S)
+        return reply
+
+    def _route(self, op: Operation, request: Message,
+               make: Callable[[], Message] | None = None) -> Message | Failure:
+        """The router's reply (or ``make()``'s), or ``err(provider-error)`` for any way it can fail."""
+        try:
+            reply = make() if make is not None else self.router.call(op, request, self.context)
         except WorldError as exc:
             return exc.code.name, exc.message
         except grpc.RpcError as exc:
@@ -197,7 +219,12 @@ def _provider_func(op: Operation, version: str) -> Callable[[Any, Any, Any, Any]
             with func_type(store, ty) as fty:
                 codec = scope.codecs[key] = ImportCodec(fty, op.request, op.reply)
         request = codec.lift(args)
-        outcome = as_released(scope, op, request) if as_released else scope.provider_call(op, request)
+        if op.pull:
+            outcome = scope.pull(op, request)
+        elif as_released:
+            outcome = as_released(scope, op, request)
+        else:
+            outcome = scope.provider_call(op, request)
         if isinstance(outcome, tuple):
             codec.lower_err(*outcome, results)
         else:
@@ -224,7 +251,7 @@ def define_imports(linker: Linker) -> None:
             for interface in PROVIDER_INTERFACES:
                 with root.add_instance(wit_interface(interface, version)) as instance:
                     for (owner, name), op in OPERATIONS.items():
-                        if owner == interface:
+                        if owner == interface and op.served_in(version):
                             add_import(instance, name, _provider_func(op, version))
             with root.add_instance(wit_interface("lattice", version)) as instance:
                 instance.add_func("set-link-name", _set_link_name)

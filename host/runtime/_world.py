@@ -4,18 +4,22 @@ Each imported provider function of the WIT world maps to one ``worldrt.v1.WorldR
 request and reply messages. The host serves every released version of the world at once
 (``WIT_VERSIONS``), each interface under each version's name. 0.1.0's text is its first release; the
 file functions and fields that were added to it in place before 0.2.0 existed stay served under 0.1.0
-too, so no component that ever loaded stops loading. A ``Router`` decides which
-provider serves a call (the host's router resolves links, host/routing; ``DirectRouter`` uses fixed channels).
+too, so no component that ever loaded stops loading; what is added later is served from its version on
+(``Operation.since``). A ``Router`` decides which provider serves a call (the host's router resolves
+links, host/routing; ``DirectRouter`` uses fixed channels).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from worldrt.errors import Unimplemented
+from worldrt.host.runtime._pulls import ProcessOutput, ReadProcessOutputPull, WatchFilesOutput, WatchFilesPull
 from worldrt.v1 import pb
 
 WIT_PACKAGE = "worldrt:verse"
@@ -43,11 +47,20 @@ def interface_version(qualified: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class Operation:
+    """An imported function and the rpc that serves it. ``since`` is the first version of the world that
+    has it (older versions do not serve it); a ``pull`` reads a server-streaming rpc within bounds, its
+    request and reply the pull's own messages (host/runtime/_pulls.py)."""
+
     interface: str
     name: str
     rpc: str
     request: type[Message]
     reply: type[Message]
+    since: str = WIT_VERSIONS[0]
+    pull: bool = False
+
+    def served_in(self, version: str) -> bool:
+        return WIT_VERSIONS.index(version) >= WIT_VERSIONS.index(self.since)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -62,6 +75,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Operation("generator", "write-files", "WriteFiles", pb.WriteFilesRequest, pb.WriteFilesReply),
         Operation("generator", "read-file", "ReadFileChunk", pb.ReadFileRequest, pb.FileChunk),
         Operation("generator", "list-files", "ListFiles", pb.ListFilesRequest, pb.ListFilesReply),
+        Operation("generator", "stat-file", "StatFile", pb.StatFileRequest, pb.FileInfo, "0.2.0"),
+        Operation("generator", "make-directory", "MakeDirectory", pb.MakeDirectoryRequest, pb.MakeDirectoryReply,
+                  "0.2.0"),
+        Operation("generator", "move-file", "MoveFile", pb.MoveFileRequest, pb.FileInfo, "0.2.0"),
+        Operation("generator", "remove-file", "RemoveFile", pb.RemoveFileRequest, pb.RemoveFileReply, "0.2.0"),
+        Operation("generator", "watch-files", "WatchFiles", WatchFilesPull, WatchFilesOutput, "0.2.0", pull=True),
+        Operation("generator", "start-process", "StartProcess", pb.StartProcessRequest, pb.ProcessInfo, "0.2.0"),
+        Operation("generator", "read-process-output", "ReadProcessOutput", ReadProcessOutputPull, ProcessOutput,
+                  "0.2.0", pull=True),
+        Operation("generator", "write-process-stdin", "WriteProcessStdin", pb.WriteProcessStdinRequest,
+                  pb.WriteProcessStdinReply, "0.2.0"),
+        Operation("generator", "wait-process", "WaitProcess", pb.WaitProcessRequest, pb.ProcessInfo, "0.2.0"),
+        Operation("generator", "signal-process", "SignalProcess", pb.SignalProcessRequest, pb.ProcessInfo, "0.2.0"),
+        Operation("generator", "list-processes", "ListProcesses", pb.ListProcessesRequest, pb.ListProcessesReply,
+                  "0.2.0"),
         Operation("coordinator", "optimize", "Optimize", pb.OptimizeRequest, pb.OptimizeReply),
         Operation("validator", "verify", "Verify", pb.VerifyRequest, pb.VerifyReply),
     )
@@ -98,6 +126,13 @@ class Router(ABC):
     def call(self, op: Operation, request: Message, context: CallContext) -> Message:
         """Make the provider call of ``op``; raise the WorldError kind of its failure when the provider
         (or the route) fails."""
+
+    def call_stream(self, op: Operation, request: Message, context: CallContext,
+                    timeout_s: float) -> Iterator[Message]:
+        """The server-streaming rpc of ``op`` on the provider ``call`` would reach, with a gRPC deadline of
+        ``timeout_s`` (or less: what the invocation has left); closing the iterator cancels the call. A
+        router without streams answers Unimplemented."""
+        raise Unimplemented(f"this host's router does not stream, so {op.interface}.{op.name} is not served")
 
     def close(self) -> None:  # noqa: B027 - a router without channels has nothing to release
         """Release channels."""

@@ -37,11 +37,16 @@ def output_or_done(frame: dict[str, Any], who: str) -> tuple[str, Any]:
     event = frame.get("ev")
     if event in ("stdout", "stderr"):
         if "b" in frame:
-            return event, _b64(frame["b"], who, f"{event} bytes")
-        text = frame.get("d")
-        if not isinstance(text, str):
-            raise _fail(who, f"{event} without text")
-        return event, text
+            data: str | bytes = _b64(frame["b"], who, f"{event} bytes")
+        else:
+            data = frame.get("d")  # type: ignore[assignment]
+            if not isinstance(data, str):
+                raise _fail(who, f"{event} without text")
+        if not data:
+            # The agent never sends one; a flood of them would cost the daemon work without counting
+            # against a run's output cap.
+            raise _fail(who, f"an empty {event} frame")
+        return event, data
     if event != "done":
         if "error" in frame and isinstance(frame["error"], str):
             raise _fail(who, f"an error instead of a result: {frame['error'][:200]}")

@@ -246,7 +246,22 @@ def make_directory(msg: dict[str, Any], _fd: int | None) -> dict[str, Any]:
             if not parents or not stat.S_ISDIR(_lstat(where).st_mode):
                 raise Refused("exists", f"{where.shown()} is already there") from None
             created = False
+        if created:
+            _set_mode(where, mode)
         return {"entry": _entry(where), "created": created}
+
+
+def _set_mode(where: Resolved, mode: int) -> None:
+    """Give the folder just made exactly ``mode`` (mkdir took the umask off), through a descriptor opened
+    without following a symlink; one swapped in meanwhile keeps what it has."""
+    try:
+        fd = os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _renameat2(src_fd: int, src: str, dst_fd: int, dst: str) -> None:

@@ -167,7 +167,7 @@ class IndexProxy:
         self.bytes = 0
         self.index_refused = ""
         self._notes: list[str] = []
-        self._active = 0
+        self._active = self._refusing = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -273,6 +273,7 @@ class IndexProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if self._active >= self.max_connections:
+                await self._read_head_of_refused(reader)
                 raise _Refused(503, f"the build has {self._active} connections open, the most it may")
             self._active += 1
             try:
@@ -286,6 +287,19 @@ class IndexProxy:
             pass
         finally:
             writer.close()
+
+    async def _read_head_of_refused(self, reader: asyncio.StreamReader) -> None:
+        """Take the request a refused client has sent, so it reads our answer instead of a broken pipe. At
+        most ``max_connections`` refused connections wait, each at most ``head_s``; more are answered at once."""
+        if self._refusing >= self.max_connections:
+            return
+        self._refusing += 1
+        try:
+            await asyncio.wait_for(reader.read(HEAD_LIMIT), self.head_s)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._refusing -= 1
 
     async def _answer(self, writer: asyncio.StreamWriter, code: int, reason: str) -> None:
         body = f"worldrt build network: {reason}\n".encode()

@@ -34,6 +34,7 @@ from worldrt.providers.sandbox._archive import (
 from worldrt.providers.sandbox._branches import Lineage
 from worldrt.providers.sandbox._cgroup import Cgroups
 from worldrt.providers.sandbox._images import DEFAULT, ImageInfo, ImageStore
+from worldrt.providers.sandbox._output import OutputBudget
 from worldrt.providers.sandbox._process import (
     ChannelClosed,
     ProtocolError,
@@ -226,6 +227,7 @@ class InstanceEngine:
         self._removing_pools: set[asyncio.Task[None]] = set()
         self.cgroups = Cgroups("unopened", [])
         self.process_settings = ProcessSettings()
+        self._output_budget: OutputBudget | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -590,8 +592,11 @@ class InstanceEngine:
         inst = self.instance(iid)
         inst.touch()
         if inst.processes is None:
+            if self._output_budget is None:
+                self._output_budget = OutputBudget(self.process_settings.instance_output,
+                                                   self.process_settings.total_output)
             inst.processes = ProcessTable(iid, self.process_settings,
-                                          lambda key: self._open_supervisor(iid, key))
+                                          lambda key: self._open_supervisor(iid, key), self._output_budget)
         return inst.processes
 
     async def _open_supervisor(self, iid: str, key: str) -> SandboxProcess:
@@ -607,7 +612,7 @@ class InstanceEngine:
                                             f"{exc}") from None
             if len(fds) != 1:
                 raise ProtocolError(f"instance {iid} answered procman without a channel")
-            return await SandboxProcess.from_hello(fds[0], key)
+            return await SandboxProcess.from_hello(fds[0], key, hold_pid=True)
 
     async def execute(self, iid: str, code: str, language: str, timeout_ms: int,
                       env: dict[str, str], *, collect: bool = False,

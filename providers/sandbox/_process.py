@@ -25,6 +25,10 @@ from worldrt.providers.sandbox._readiness import ready
 # The largest frame a sandboxed process may send: an output chunk or a result of at most 1 MiB of JSON.
 MAX_FRAME = 4 * 1024 * 1024
 _READ = 262144
+# recv gives the event loop a turn after this much work without a wait (a frame counts 1, a read of the
+# socket _FILL_WORK), so a sandbox that keeps its channel full never holds the loop from other tenants.
+_YIELD_AFTER = 64
+_FILL_WORK = 8
 _CREDS_SPACE = socket.CMSG_SPACE(12)
 _MSG_CMSG_CLOEXEC = 0x40000000
 
@@ -61,10 +65,16 @@ class SandboxProcess:
         self._creds: list[int] = []
         self._passcred = False
         self._waiter: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
+        self._work = 0
+        self._mid_frame = False
+        # A pidfd of the process (from_hello with hold_pid): signalled without a race on its pid's reuse.
+        self.pidfd: int | None = None
 
     @classmethod
-    async def from_hello(cls, fd: int, key: str) -> SandboxProcess:
-        """Adopt a channel to a freshly forked process and read its hello (which carries its pid)."""
+    async def from_hello(cls, fd: int, key: str, *, hold_pid: bool = False) -> SandboxProcess:
+        """Adopt a channel to a freshly forked process and read its hello (which carries its pid); with
+        ``hold_pid``, open a pidfd of it at once (``kill`` uses it)."""
         sock = socket.socket(fileno=fd)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         proc = cls(sock, 0, key)
@@ -80,6 +90,12 @@ class SandboxProcess:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
         proc.pid = proc._creds[0]
         proc.hello = msg
+        if hold_pid:
+            try:
+                proc.pidfd = os.pidfd_open(proc.pid)
+            except OSError:
+                proc.close()
+                raise ChannelClosed(f"process for {key} ended right after its hello") from None
         return proc
 
     async def _readable(self) -> None:
@@ -131,16 +147,31 @@ class SandboxProcess:
         return msg
 
     async def recv(self, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
-        """The next frame, and up to ``max_fds`` descriptors that came with it. Safe to cancel while waiting."""
+        """The next frame, and up to ``max_fds`` descriptors that came with it. Safe to cancel while waiting.
+
+        It gives the event loop a turn after every ``_YIELD_AFTER`` units of work done without waiting, so
+        a channel that is never empty (a sandbox flooding frames) takes its turn like any other call."""
         while True:
+            if self._work >= _YIELD_AFTER:
+                self._work = 0
+                await asyncio.sleep(0)  # before taking a frame, so a cancel here loses nothing
             msg = self._frame()
             if msg is not None:
+                self._work += 1
                 fds, self._fds = self._fds, []
                 for extra in fds[max_fds:]:
                     os.close(extra)
                 return msg, fds[:max_fds]
-            if not self._fill(max_fds):
+            if self._fill(max_fds):
+                self._work += _FILL_WORK
+            else:
+                self._work = 0
                 await self._readable()
+
+    @property
+    def mid_frame(self) -> bool:
+        """A send was cut off (cancelled, timed out) after part of its frame: the channel is out of step."""
+        return self._mid_frame
 
     async def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
         data = memoryview(_wire.encode(msg))
@@ -152,10 +183,20 @@ class SandboxProcess:
                 else:
                     sent = self.sock.send(data)
                 data = data[sent:]
+                self._mid_frame = bool(data)
             except (BlockingIOError, InterruptedError):
-                await ready(self.sock.fileno(), write=True)
+                await self._writable()
             except OSError as exc:
                 raise ChannelClosed(f"sandbox process of {self.key} is gone: {exc}") from exc
+
+    async def _writable(self) -> None:
+        if self.sock.fileno() < 0:
+            raise ChannelClosed(f"channel of {self.key} is closed")
+        self._writer = asyncio.get_running_loop().create_future()
+        try:
+            await ready(self.sock.fileno(), write=True, future=self._writer)
+        finally:
+            self._writer = None
 
     async def request(self, msg: dict[str, Any], fds: list[int] | None = None,
                       max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
@@ -185,6 +226,14 @@ class SandboxProcess:
         except ProcessLookupError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL the process through its pidfd (from_hello with hold_pid); nothing without one."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def kill_group(self) -> None:
         """SIGKILL the process and its process group (the fallback when no cgroup is available)."""
         for kill in (os.killpg, os.kill):
@@ -194,14 +243,20 @@ class SandboxProcess:
                 pass
 
     def close(self) -> None:
-        """Close the channel; a call waiting on it fails with ChannelClosed. Call on the event loop."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            waiter.set_exception(ChannelClosed(f"channel of {self.key} was closed"))
+        """Close the channel; a call waiting to read or write on it fails with ChannelClosed (its watch is
+        removed before the descriptor is closed, so no stale one is left in the selector). Call on the
+        event loop."""
+        loop = asyncio.get_running_loop()
+        for waiter, unwatch in ((self._waiter, loop.remove_reader), (self._writer, loop.remove_writer)):
+            if waiter is not None and not waiter.done():
+                unwatch(self.sock.fileno())
+                waiter.set_exception(ChannelClosed(f"channel of {self.key} was closed"))
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         if self.sock.fileno() < 0:
             return
         try:

@@ -11,10 +11,16 @@ every pipe itself and hands the supervisor only the sandbox's ends, so:
   kept up to ``stdin_pending`` bytes, and a write past it is RESOURCE_EXHAUSTED, never a wait;
 * no descriptor the sandbox can change the mode of is ever read or written here.
 
-Nothing the supervisor sends is trusted: frames are checked, an exit of an unknown pid is dropped (with
-a bound), and one that breaks the protocol or stops answering loses its channel; its processes die with
-it (PDEATHSIG). Processes end with their instance (its cgroup); a process's output is read for
-``drain_s`` after it exits, then closed even if something it left running holds the pipe.
+Nothing the supervisor sends is trusted (the tenant can replace it): every frame must answer a request
+still waiting (once) or report the exit of a pid a start reply named, and anything else is a protocol
+error. A supervisor that breaks the protocol, or does not answer a request (its turn to send, the send and
+the reply together) within REQUEST_TIMEOUT_S, is lost: killed through its pidfd (a stopped one too), its
+processes dying with it (PDEATHSIG). At most MAX_IN_FLIGHT requests of an instance wait on it (past it
+RESOURCE_EXHAUSTED), and a request's pipes are made only once it is its turn to send, so waiting calls
+hold no descriptors. Processes end with their instance (its cgroup); a process's output is read for
+``drain_s`` after it exits, then closed even if something it left running holds the pipe. What output is
+kept is bounded per process, per instance and for the daemon (``OutputBudget``); at most
+MAX_READERS_PER_PROCESS output streams are open on a process and MAX_READERS_PER_INSTANCE on an instance.
 """
 
 from __future__ import annotations
@@ -26,19 +32,30 @@ import os
 import secrets
 import signal as signals
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from worldrt import errors as err
-from worldrt.providers.sandbox._output import OutputLog
+from worldrt.providers.sandbox import _workspace
+from worldrt.providers.sandbox._output import OutputBudget, OutputLog
 from worldrt.providers.sandbox._process import ChannelClosed, ProtocolError, SandboxError, SandboxProcess
 
 MIB = 1024 * 1024
 READ_CHUNK = 256 * 1024
 _F_SETPIPE_SZ = 1031
 REQUEST_TIMEOUT_S = 10.0
-_MAX_EARLY_EXITS = 1024
+# Requests an instance may have waiting on its supervisor at once (past it RESOURCE_EXHAUSTED); also the
+# bound on exits that may come before their start is registered.
+MAX_IN_FLIGHT = 64
+# Ids of forgotten processes remembered, per process kept (for a NotFound that says so, and so an id is
+# not reused soon); older ones answer a plain NotFound and may be used again.
+_REMEMBERED_PER_KEPT = 64
+_MAX_ORPHANS = 1024
+# Output streams (ReadProcessOutput) open at once on one process, and on all of an instance's.
+MAX_READERS_PER_PROCESS = 8
+MAX_READERS_PER_INSTANCE = 32
 _MAX_ID = 128
 _MAX_ARGV_BYTES = 1 * MIB
 _PID_MAX = 1 << 22
@@ -52,6 +69,9 @@ class ProcessSettings:
     stdin_pending: int = 1 * MIB
     drain_s: float = 2.0
     kept_ended: int = 64
+    # What an instance's processes keep together, and every process of the daemon (see OutputBudget).
+    instance_output: int = 64 * MIB
+    total_output: int = 512 * MIB
 
     @classmethod
     def from_values(cls, values: dict[str, str]) -> ProcessSettings:
@@ -59,13 +79,16 @@ class ProcessSettings:
             settings = cls(output_cap=int(float(values.get("process_output_mb", 16)) * MIB),
                            stdin_pending=int(float(values.get("process_stdin_kb", 1024)) * 1024),
                            drain_s=float(values.get("process_drain_s", 2.0)),
-                           kept_ended=int(values.get("processes_kept", 64)))
+                           kept_ended=int(values.get("processes_kept", 64)),
+                           instance_output=int(float(values.get("process_output_instance_mb", 64)) * MIB),
+                           total_output=int(float(values.get("process_output_total_mb", 512)) * MIB))
         except ValueError as exc:
             raise err.InvalidArgument(f"a process option is not a number: {exc}") from None
         if settings.output_cap < MIB or settings.stdin_pending < 4096 or settings.drain_s < 0 or \
-                settings.kept_ended < 1:
-            raise err.InvalidArgument("process_output_mb must be at least 1, process_stdin_kb at least 4, "
-                                      "process_drain_s not negative and processes_kept at least 1")
+                settings.kept_ended < 1 or settings.instance_output < MIB or settings.total_output < MIB:
+            raise err.InvalidArgument("process_output_mb, process_output_instance_mb and process_output_total_mb "
+                                      "must be at least 1, process_stdin_kb at least 4, process_drain_s not "
+                                      "negative and processes_kept at least 1")
         return settings
 
 
@@ -172,6 +195,7 @@ class Process:
     reason: str = ""
     timed_out: bool = False
     readers: dict[str, int] = field(default_factory=dict)
+    reading: int = 0  # output streams open on it
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -184,9 +208,10 @@ class ProcessTable:
     """The processes of one instance."""
 
     def __init__(self, instance_id: str, settings: ProcessSettings,
-                 open_supervisor: Callable[[str], Awaitable[SandboxProcess]]) -> None:
+                 open_supervisor: Callable[[str], Awaitable[SandboxProcess]], budget: OutputBudget) -> None:
         self.instance_id = instance_id
         self.settings = settings
+        self.budget = budget
         self._open_supervisor = open_supervisor
         self.processes: dict[str, Process] = {}
         self._by_pid: dict[int, Process] = {}
@@ -197,8 +222,14 @@ class ProcessTable:
         self._sending = asyncio.Lock()
         self._seq = 0
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._starts: set[int] = set()  # the seqs of requests that are starts
+        self._answered: set[int] = set()  # pids a start reply named, not registered yet
+        self._orphans: set[int] = set()  # pids a start reply named after its caller had gone
+        self._in_flight = 0
+        self._reading = 0
         self._closed = ""
-        self._forgotten: set[str] = set()
+        self._lost = ""
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
 
     # lookups ---------------------------------------------------------------------------------------
     def get(self, process_id: str) -> Process:
@@ -226,27 +257,53 @@ class ProcessTable:
                 self._listening = asyncio.create_task(self._listen(self._supervisor))
             return self._supervisor
 
-    async def _request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        sup = await self._channel()
-        self._seq += 1
-        seq = self._seq
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[seq] = reply
+    async def _request(self, msg: dict[str, Any],
+                       make_fds: Callable[[], list[int]] | None = None) -> tuple[dict[str, Any], SandboxProcess]:
+        """Send ``msg`` (with the descriptors ``make_fds`` makes once it is this request's turn to send) and
+        wait for its reply: (the reply, the supervisor that answered). The wait for the turn, the send and
+        the reply together get REQUEST_TIMEOUT_S; past it the supervisor is lost (killed)."""
+        if self._in_flight >= MAX_IN_FLIGHT:
+            raise err.ResourceExhausted(
+                f"instance {self.instance_id} has {self._in_flight} process requests waiting for its supervisor "
+                f"already (at most {MAX_IN_FLIGHT}): try again once they are answered")
+        self._in_flight += 1
         try:
-            async with self._sending:
-                await sup.send({**msg, "seq": seq}, fds)
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                return await reply
-        except TimeoutError:
-            self._lose(sup, f"its supervisor did not answer within {REQUEST_TIMEOUT_S:.0f} s")
-            raise err.Unavailable(f"the process supervisor of instance {self.instance_id} did not answer in time; "
-                                  f"its processes were ended") from None
-        except (ChannelClosed, OSError) as exc:
-            self._lose(sup, f"its supervisor's channel closed ({exc})")
-            raise err.Unavailable(f"the process supervisor of instance {self.instance_id} is gone; its processes "
-                                  f"ended with it; start them again") from None
+            sup = await self._channel()
+            self._seq += 1
+            seq = self._seq
+            reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._replies[seq] = reply
+            if msg.get("op") == "start":
+                self._starts.add(seq)
+            try:
+                sending = False
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    async with self._sending:
+                        sending = True
+                        await sup.send({**msg, "seq": seq}, make_fds() if make_fds is not None else None)
+                        sending = False
+                    return await reply, sup
+            except asyncio.CancelledError:
+                if sending and sup.mid_frame:  # cut off mid-frame: what the supervisor would read next is garbage
+                    self._lose(sup, "a request to its supervisor was cut off part-way (its caller went away)")
+                raise
+            except TimeoutError:
+                self._lose(sup, f"its supervisor did not answer within {REQUEST_TIMEOUT_S:.0f} s and was killed, "
+                                    f"its processes with it")
+                raise err.Unavailable(f"the process supervisor of instance {self.instance_id} did not answer in "
+                                      f"time: it was killed, and its processes with it") from None
+            except (ChannelClosed, OSError) as exc:
+                if self._closed:
+                    raise err.FailedPrecondition(f"instance {self.instance_id} ended while the request waited: "
+                                                 f"{self._closed}", reason=err.Reason.INSTANCE_GONE) from None
+                self._lose(sup, f"its supervisor's channel closed ({exc})")
+                raise err.Unavailable(f"the process supervisor of instance {self.instance_id} is gone; its "
+                                      f"processes ended with it; start them again") from None
+            finally:
+                self._replies.pop(seq, None)
+                self._starts.discard(seq)
         finally:
-            self._replies.pop(seq, None)
+            self._in_flight -= 1
 
     async def _listen(self, sup: SandboxProcess) -> None:
         why = "its supervisor ended"
@@ -272,22 +329,46 @@ class ProcessTable:
             proc = self._by_pid.pop(pid, None)
             if proc is not None:
                 self._ended(proc, code, sig, "")
-            elif len(self._early_exits) < _MAX_EARLY_EXITS:
+            elif pid in self._answered and len(self._early_exits) < MAX_IN_FLIGHT:
+                # its start's reply is in, its caller not yet back to register it
+                self._answered.discard(pid)
                 self._early_exits[pid] = frame
+            elif pid in self._orphans:
+                self._orphans.discard(pid)
+            else:
+                raise ProtocolError(f"{who} reported the exit of pid {pid}, which it did not start (or did not "
+                                    f"start again)")
             return
         seq = frame.get("seq")
         waiter = self._replies.get(seq) if isinstance(seq, int) else None
-        if waiter is None:
+        if waiter is None or (waiter.done() and not waiter.cancelled()):
             raise ProtocolError(f"{who} sent a frame nobody asked for")
-        if not waiter.done():
+        pid = frame.get("pid") if seq in self._starts and frame.get("ok") is True else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _PID_MAX:
+            pid = None
+        if not waiter.cancelled():
             waiter.set_result(frame)
+            if pid is not None:
+                self._answered.add(pid)
+        elif pid is not None and len(self._orphans) < _MAX_ORPHANS:
+            # its caller went away after asking: nobody will know of it, so it is ended now
+            self._orphans.add(pid)
+            task = asyncio.ensure_future(self._request({"op": "signal", "pid": pid, "signal": signals.SIGKILL,
+                                                        "group": True}))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _lose(self, sup: SandboxProcess, why: str) -> None:
-        """The supervisor is gone (or no longer trusted): its processes died with it (PDEATHSIG)."""
+        """The supervisor is gone (or no longer trusted, or stopped answering): it is killed (through its
+        pidfd, so a stopped one too) and its processes die with it (PDEATHSIG)."""
         if self._supervisor is not sup:
             return
         self._supervisor = None
+        self._lost = why
+        sup.kill()
         sup.close()
+        self._answered.clear()
+        self._orphans.clear()
+        self._early_exits.clear()
         for waiter in self._replies.values():
             if not waiter.done():
                 waiter.set_exception(ChannelClosed(why))
@@ -305,7 +386,8 @@ class ProcessTable:
                                     f"another id")
         ours: dict[str, int] = {}
         theirs: list[int] = []
-        try:
+
+        def pipes() -> list[int]:  # made once it is this start's turn to send, so a waiting call holds none
             for name, size in (("stdout", MIB), ("stderr", 0)):
                 mine, other, _ = _nonblocking_pipe(ours="read", size=size)
                 ours[name] = mine
@@ -314,8 +396,11 @@ class ProcessTable:
                 mine, other, _ = _nonblocking_pipe(ours="write")
                 ours["stdin"] = mine
                 theirs.append(other)
-            reply = await self._request({"op": "start", "argv": argv, "env": env, "cwd": cwd, "stdin": stdin},
-                                        theirs)
+            return theirs
+
+        try:
+            reply, sup = await self._request(
+                {"op": "start", "argv": argv, "env": env, "cwd": cwd, "stdin": stdin}, pipes)
         except BaseException:
             for fd in ours.values():
                 os.close(fd)
@@ -328,6 +413,8 @@ class ProcessTable:
                 os.close(fd)
             raise _refusal(reply, self.instance_id)
         pid = reply.get("pid")
+        if isinstance(pid, int):
+            self._answered.discard(pid)
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _PID_MAX or pid in self._by_pid:
             for fd in ours.values():
                 os.close(fd)
@@ -335,7 +422,7 @@ class ProcessTable:
                               f"valid pid")
         who = f"process {process_id}"
         where = os.path.normpath(os.path.join("/workspace", cwd))
-        proc = Process(process_id, argv, tag, where, OutputLog(self.settings.output_cap),
+        proc = Process(process_id, argv, tag, where, OutputLog(self.settings.output_cap, self.budget, self.instance_id),
                        Stdin(ours.pop("stdin"), self.settings.stdin_pending, who) if stdin else None, pid=pid)
         self.processes[process_id] = proc
         self._by_pid[pid] = proc
@@ -349,6 +436,9 @@ class ProcessTable:
         if early is not None:
             self._by_pid.pop(pid, None)
             self._ended(proc, early.get("code"), early.get("signal"), "")
+        elif sup is not self._supervisor:  # lost between its reply and now
+            self._by_pid.pop(pid, None)
+            self._ended(proc, None, signals.SIGKILL, self._lost)
         self._forget_old()
         return proc
 
@@ -410,6 +500,7 @@ class ProcessTable:
         for timer in proc.timers:
             timer.cancel()
         proc.timers = [asyncio.get_running_loop().call_later(self.settings.drain_s, self._drain, proc)]
+        self.budget.ended(proc.output)
         if proc.stdin is not None:
             proc.stdin.close("the process ended")
         if not proc.done.done():
@@ -419,12 +510,15 @@ class ProcessTable:
         ended = [p for p in self.all() if not p.running and p.output.ended]
         for proc in ended[:max(0, len(ended) - self.settings.kept_ended)]:
             del self.processes[proc.id]
-            self._forgotten.add(proc.id)
+            proc.output.release()
+            self._forgotten[proc.id] = None
+            if len(self._forgotten) > _REMEMBERED_PER_KEPT * self.settings.kept_ended:
+                self._forgotten.popitem(last=False)
 
     async def _send_signal(self, proc: Process, signum: int, *, group: bool) -> None:
         if not proc.running:
             return
-        reply = await self._request({"op": "signal", "pid": proc.pid, "signal": signum, "group": group})
+        reply, _ = await self._request({"op": "signal", "pid": proc.pid, "signal": signum, "group": group})
         if reply.get("ok") is not True and proc.running:
             raise _refusal(reply, self.instance_id)
 
@@ -457,6 +551,22 @@ class ProcessTable:
         """(stream, offset, data, eof) chunks from ``offsets`` on, until the streams end (or, with
         ``no_wait``, until what is kept now is sent)."""
         proc = self.get(process_id)
+        if proc.reading >= MAX_READERS_PER_PROCESS or self._reading >= MAX_READERS_PER_INSTANCE:
+            raise err.ResourceExhausted(
+                f"{'process ' + process_id if proc.reading >= MAX_READERS_PER_PROCESS else 'instance ' + self.instance_id}"
+                f" has as many output streams open as it may ({MAX_READERS_PER_PROCESS} a process, "
+                f"{MAX_READERS_PER_INSTANCE} an instance): read on one of them, or close one first")
+        proc.reading += 1
+        self._reading += 1
+        try:
+            async for item in self._read(proc, streams, offsets, no_wait):
+                yield item
+        finally:
+            proc.reading -= 1
+            self._reading -= 1
+
+    async def _read(self, proc: Process, streams: list[str], offsets: dict[str, int],
+                    no_wait: bool) -> AsyncIterator[tuple[str, int, bytes, bool]]:
         position = dict(offsets)
         open_streams = list(streams)
         while open_streams:
@@ -502,6 +612,7 @@ class ProcessTable:
             if proc.stdin is not None:
                 proc.stdin.close("the instance ended")
         self._by_pid.clear()
+        self.budget.forget(self.instance_id)
 
 
 def _check_start(argv: list[str], env: dict[str, str], cwd: str, tag: str, process_id: str) -> None:
@@ -513,8 +624,11 @@ def _check_start(argv: list[str], env: dict[str, str], cwd: str, tag: str, proce
         if not key or "=" in key or "\0" in key + value:
             raise err.InvalidArgument(f"env name {key[:40]!r} must be non-empty without '=' or NUL, its value "
                                       f"without NUL")
-    if "\0" in cwd or len(cwd.encode("utf-8", "replace")) > 4096:
-        raise err.InvalidArgument("cwd must be a path without NUL, at most 4096 bytes")
+    if cwd.startswith("/"):
+        if "\0" in cwd or len(cwd.encode("utf-8", "replace")) > 4096:
+            raise err.InvalidArgument("cwd must be a path without NUL, at most 4096 bytes")
+    else:
+        _workspace.check_path(cwd, empty=True)  # walked within the workspace by the supervisor, as Execute's is
     if len(tag) > 1024:
         raise err.InvalidArgument("tag must be at most 1024 characters")
     if process_id and (len(process_id) > _MAX_ID or not all(c.isalnum() or c in "-_." for c in process_id)):

@@ -27,15 +27,17 @@ import signal
 import socket
 from typing import Any
 
+import _fsops  # type: ignore[import-not-found]  # beside this file in the sandbox
 import _linux
 import _wire
 
 _MAX_ARGS = 4096
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], report: int) -> None:
-    """In the forked child: become the process (never returns)."""
+def _child(argv: list[str], env: dict[str, str], folder: int, fds: list[int], report: int) -> None:
+    """In the forked child: become the process, in ``folder`` (never returns)."""
     try:
+        os.fchdir(folder)
         os.setsid()
         _linux.die_with_parent(signal.SIGKILL)
         for signum in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
@@ -46,11 +48,6 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], repor
             os.dup2(fd, target, inheritable=True)
         os.closerange(3, report)
         os.closerange(report + 1, 65536)
-        try:
-            os.chdir(cwd)
-        except OSError as exc:
-            os.write(report, f"cwd:{exc.errno}:{cwd}: {exc.strerror}".encode()[:400])
-            return
         os.execvpe(argv[0], argv, env)
     except OSError as exc:
         os.write(report, f"exec:{exc.errno}:{argv[0]}: {exc.strerror or exc}".encode()[:400])
@@ -70,7 +67,22 @@ def _checked(msg: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
         raise ValueError("env must map names (without '=' or NUL) to strings")
     if not isinstance(cwd, str) or "\0" in cwd:
         raise ValueError("cwd must be a path")
-    return argv, {**os.environ, **env}, os.path.join("/workspace", cwd)
+    return argv, {**os.environ, **env}, cwd
+
+
+def _folder(cwd: str) -> int:
+    """A descriptor of the working folder. A relative ``cwd`` is walked within the workspace as Execute's is
+    (``_fsops``: no symlink or ``..`` leading out of it); an absolute one is any folder of the instance its
+    processes may enter (``/tmp``), opened here, inside the sandbox, as the process itself could ``cd``."""
+    try:
+        if cwd.startswith("/"):
+            return os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        folder: int = _fsops.open_dir(cwd)[0]
+    except _fsops.Refused as exc:
+        raise ValueError(f"the working directory cannot be used: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"the working directory cannot be used: {cwd}: {exc.strerror or exc}") from None
+    return folder
 
 
 class Supervisor:
@@ -83,6 +95,7 @@ class Supervisor:
             if len(fds) != (3 if msg.get("stdin") is True else 2):
                 raise ValueError(f"start came with {len(fds)} descriptors")
             argv, env, cwd = _checked(msg)
+            folder = _folder(cwd)
         except ValueError as exc:
             return {"ok": False, "refused": "invalid", "error": str(exc)}
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -91,21 +104,22 @@ class Supervisor:
         except OSError as exc:
             os.close(report_r)
             os.close(report_w)
+            os.close(folder)
             return {"ok": False, "refused": "exhausted" if exc.errno == errno.EAGAIN else "",
                     "error": f"could not fork: {exc.strerror} (the instance's process limit?)"}
         if pid == 0:
             self.chan.close()
             os.close(report_r)
-            _child(argv, env, cwd, fds, report_w)
+            _child(argv, env, folder, fds, report_w)
         os.close(report_w)
+        os.close(folder)
         with os.fdopen(report_r, "rb") as report:
             failure = report.read(512).decode("utf-8", "replace")  # empty once exec closed it
         if failure:
             os.waitpid(pid, 0)
             stage, code, text = (failure.split(":", 2) + ["", ""])[:3]
             missing = stage == "exec" and code == str(errno.ENOENT)
-            what = "no program" if missing else "the working directory cannot be used:" if stage == "cwd" \
-                else "could not start"
+            what = "no program" if missing else "could not start"
             return {"ok": False, "refused": "missing" if missing else "invalid", "error": f"{what} {text}"}
         self.running.add(pid)
         return {"ok": True, "pid": pid}

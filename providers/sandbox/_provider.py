@@ -19,7 +19,13 @@ from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
 from worldrt.providers.sandbox._instances import Done, InstanceEngine, LiveInstance, Output, RunInput
-from worldrt.providers.sandbox._processes import Process, ProcessSettings
+from worldrt.providers.sandbox._processes import (
+    MAX_IN_FLIGHT,
+    MAX_READERS_PER_INSTANCE,
+    MAX_READERS_PER_PROCESS,
+    Process,
+    ProcessSettings,
+)
 from worldrt.providers.sandbox._sandbox import MIB, Limits
 from worldrt.providers.sandbox._watch import WatchLimits
 from worldrt.providers.sandbox._workspace import NewFile, Opened
@@ -176,7 +182,10 @@ class SandboxedProvider(Provider):
         s = self.process_settings
         return {"rpcs": ["StartProcess", "ReadProcessOutput", "WriteProcessStdin", "WaitProcess", "SignalProcess",
                          "ListProcesses"],
-                "output_cap_bytes": s.output_cap, "stdin_pending_bytes": s.stdin_pending,
+                "output_cap_bytes": s.output_cap, "output_instance_bytes": s.instance_output,
+                "output_total_bytes": s.total_output, "output_streams_per_process": MAX_READERS_PER_PROCESS,
+                "output_streams_per_instance": MAX_READERS_PER_INSTANCE,
+                "requests_waiting_per_instance": MAX_IN_FLIGHT, "stdin_pending_bytes": s.stdin_pending,
                 "output_drain_s_after_exit": s.drain_s, "ended_kept_per_instance": s.kept_ended,
                 "snapshots": f"carry {snapshots_carry}, not the processes running in the instance (a Branch or "
                              f"Snapshot reply names them in processes_not_carried)",

@@ -51,9 +51,12 @@ def refused(stream: Any) -> str:
 
 def test_readers_and_waiters_of_an_instance_leave_its_other_calls_their_places(host: HostProcess) -> None:
     iid = call(host, start=pb.StartRequest()).instance.instance_id
-    cat = call(host, start_process=pb.StartProcessRequest(instance_id=iid, argv=["sh", "-c", "echo up; cat"],
-                                                          stdin=True)).process.process_id
-    readers = [follow(host, iid, cat) for _ in range(PER_INSTANCE)]
+    # The provider lets 8 streams follow one process (and 32 an instance): the host's followers of the
+    # instance are spread over two processes, so its own limit is the one reached.
+    cats = [call(host, start_process=pb.StartProcessRequest(instance_id=iid, argv=["sh", "-c", "echo up; cat"],
+                                                            stdin=True)).process.process_id for _ in range(2)]
+    cat = cats[0]
+    readers = [follow(host, iid, cats[i % 2]) for i in range(PER_INSTANCE)]
     assert [refused(r) for r in readers] == [""] * PER_INSTANCE  # each admitted, "up" read
     # A blocking wait is one more follower of the instance: past its limit, refused in a sentence.
     with pytest.raises(grpc.RpcError) as caught:
@@ -66,7 +69,7 @@ def test_readers_and_waiters_of_an_instance_leave_its_other_calls_their_places(h
         instance_id=iid, process_id=cat, offset=0, data=b"more\n")).stdin.offset == 5
     assert call(host, wait_process=pb.WaitProcessRequest(instance_id=iid, process_id=cat)).process.state \
         == pb.PROCESS_RUNNING
-    assert len(call(host, list_processes=pb.ListProcessesRequest(instance_id=iid)).processes.processes) == 1
+    assert len(call(host, list_processes=pb.ListProcessesRequest(instance_id=iid)).processes.processes) == 2
     # Readers that go away give their places back at the next output.
     for reader in readers:
         reader.cancel()
@@ -74,12 +77,14 @@ def test_readers_and_waiters_of_an_instance_leave_its_other_calls_their_places(h
                                                                data=b"again\n"))
 
     def nudge() -> None:
-        at = call(host, write_process_stdin=pb.WriteProcessStdinRequest(instance_id=iid, process_id=cat)).stdin.offset
-        call(host, write_process_stdin=pb.WriteProcessStdinRequest(instance_id=iid, process_id=cat, offset=at,
-                                                                   data=b".\n"))
+        for each in cats:
+            at = call(host, write_process_stdin=pb.WriteProcessStdinRequest(instance_id=iid, process_id=each)
+                      ).stdin.offset
+            call(host, write_process_stdin=pb.WriteProcessStdinRequest(instance_id=iid, process_id=each, offset=at,
+                                                                       data=b".\n"))
 
     def all_admitted() -> bool:
-        streams = [follow(host, iid, cat) for _ in range(PER_INSTANCE)]
+        streams = [follow(host, iid, cats[i % 2]) for i in range(PER_INSTANCE)]
         answers = [refused(s) for s in streams]
         for stream in streams:
             stream.cancel()

@@ -31,6 +31,7 @@ LAYERS = [
     ("worldrt.host.verse",),
     ("worldrt.host",),
     ("worldrt.host.api",),
+    ("worldrt.host.api.modal", "worldrt.host.api.e2b"),
     # The Python client sits above the host (it calls the Host API); the CLI is built on the client.
     ("worldrt.client",),
     ("worldrt.testing",),

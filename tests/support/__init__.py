@@ -6,6 +6,7 @@ from tests.support.calls import run, status_of
 from tests.support.components import CACHE, EXAMPLES, FIXTURES, ROOT, built_example, fixture_component
 from tests.support.hosts import HostProcess, cli, host_channel, module_daemon
 from tests.support.messages import sample_message
+from tests.support.modal_api import ModalApiServer
 from tests.support.morph_api import MorphApiServer, free_port
 from tests.support.processes import (
     alive,
@@ -27,7 +28,7 @@ __all__ = [
     "run", "status_of",
     "CACHE", "EXAMPLES", "FIXTURES", "ROOT", "built_example", "fixture_component",
     "HostProcess", "cli", "host_channel", "module_daemon",
-    "MorphApiServer", "free_port",
+    "MorphApiServer", "ModalApiServer", "free_port",
     "sample_message",
     "alive", "cmdlines", "environ_token", "open_fds", "processes_under", "rss_mib", "settle",
     "sigterm_mid_call_leaves_nothing", "wait_for", "wait_gone",

@@ -37,7 +37,8 @@ class WitWorld(wit_world.WitWorld):
             instance_id = _call(generator.start, StartRequest(image="", snapshot_id="", language="python", ttl_s=0,
                                                               limits=None, metadata=[])).instance_id
         request = ExecuteRequest(instance_id=instance_id, code=spec.get("code", "1"), language="python",
-                                 timeout_ms=int(spec.get("timeout_ms", 10_000)), env=[], input_json="", seed=0, argv=[])
+                                 timeout_ms=int(spec.get("timeout_ms", 10_000)), env=[], input_json="", seed=0, argv=[],
+                                 cwd="", stdin=b"", output_bytes=False)
         try:
             for _ in range(int(spec.get("calls", 1))):
                 _call(generator.execute, request)

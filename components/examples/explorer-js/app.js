@@ -85,6 +85,7 @@ class Pipeline {
   execute(instanceId, code) {
     const result = this.call('generator.execute', execute, {
       instanceId, code, language: 'python', timeoutMs: 60000, env: [], inputJson: '', seed: 0n, argv: [],
+      cwd: '', stdin: new Uint8Array(0), outputBytes: false,
     });
     if (result.error || result.exitCode) {
       throw new PipelineFailed(`code in ${instanceId} failed: ${result.error || result.stderr.trim()}`);

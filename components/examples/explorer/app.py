@@ -63,7 +63,7 @@ class Explorer:
         self.calls += 1
         result: ExecutionResult = _provider("execute", generator.execute, ExecuteRequest(
             instance_id=instance_id, code=code, language="python", timeout_ms=self.timeout_ms, env=[],
-            input_json="", seed=0, argv=[]))
+            input_json="", seed=0, argv=[], cwd="", stdin=b"", output_bytes=False))
         if result.error or result.exit_code:
             raise VerseFailed(f"code in {instance_id} failed: {result.error or result.stderr.strip()}")
         return json.loads(result.value_json) if result.value_json else None

@@ -80,7 +80,7 @@ class Pipeline:
     def _execute(self, instance_id: str, code: str):
         result = self._call("generator.execute", generator.execute, ExecuteRequest(
             instance_id=instance_id, code=code, language="python", timeout_ms=60_000, env=[], input_json="",
-            seed=0, argv=[]))
+            seed=0, argv=[], cwd="", stdin=b"", output_bytes=False))
         if result.error or result.exit_code:
             raise PipelineFailed(f"code in {instance_id} failed: {result.error or result.stderr.strip()}")
         return json.loads(result.value_json) if result.value_json else None
@@ -149,7 +149,7 @@ class Pipeline:
         result = self._call("generator.execute (attested)", generator.execute, ExecuteRequest(
             instance_id="", code=code, language="python", timeout_ms=60_000, env=[],
             input_json=json.dumps({"verse_id": self.verse_id, "rule": winner["rule"], "params": winner["params"]}),
-            seed=self.verse_id, argv=[]))
+            seed=self.verse_id, argv=[], cwd="", stdin=b"", output_bytes=False))
         if result.error or result.exit_code:
             raise PipelineFailed(f"attested inference failed: {result.error or result.stderr.strip()}")
         output = json.loads(result.value_json)

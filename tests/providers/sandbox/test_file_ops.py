@@ -92,6 +92,10 @@ def test_make_directory_with_and_without_parents(gen: Any, inst: str) -> None:
     code, details = _failure(lambda: gen.MakeDirectory(pb.MakeDirectoryRequest(instance_id=inst, path="x/y")))
     assert code == grpc.StatusCode.NOT_FOUND and "x" in details
     assert gen.MakeDirectory(pb.MakeDirectoryRequest(instance_id=inst, path="a/d")).created
+    # The asked bits are what is made (only the 0777 ones count; the sandbox's umask does not apply).
+    wide = gen.MakeDirectory(pb.MakeDirectoryRequest(instance_id=inst, path="wide", mode=0o7777))
+    assert wide.entry.mode == 0o777
+    assert _value(gen, inst, "import os, stat\nstat.S_IMODE(os.stat('wide').st_mode)") == str(0o777)
     _write(gen, inst, "f.txt")
     code, _ = _failure(lambda: gen.MakeDirectory(pb.MakeDirectoryRequest(instance_id=inst, path="f.txt",
                                                                          parents=True)))

@@ -155,10 +155,11 @@ def test_bad_requests_get_clear_statuses(stub: Any, iid: str) -> None:
 def test_processes_end_with_their_instance(stub: Any) -> None:
     iid = stub.Start(pb.StartRequest()).instance_id
     uid = int(stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.getuid()")).value_json)
-    proc = start(stub, iid, "sh", "-c", "sleep 600 & sleep 601", stdin=True)
+    proc = start(stub, iid, "sh", "-c", "echo up; sleep 600 & sleep 601", stdin=True)
     wait_for(lambda: len(alive(pids_of_uid(uid))) >= 4, 20, "the processes did not start")
     reader = stub.ReadProcessOutput(pb.ReadProcessOutputRequest(instance_id=iid, process_id=proc.process_id),
                                     timeout=30)
+    assert next(reader).data == b"up\n"  # the stream is being served (not still on its way) when Stop comes
     stub.Stop(pb.InstanceRef(instance_id=iid))
     assert [c.eof for c in reader if c.eof] == [True, True]  # a follower ends with the instance
     wait_for(lambda: not alive(pids_of_uid(uid)), 20, "the instance's processes did not end with it")
@@ -195,3 +196,20 @@ def test_a_snapshot_names_the_processes_it_does_not_carry(stub: Any, iid: str, d
     finally:
         stub.Stop(pb.InstanceRef(instance_id=child))
         stub.Stop(pb.InstanceRef(instance_id=snap.snapshot_id))
+
+
+def test_a_relative_working_directory_is_walked_in_the_workspace_an_absolute_one_is_the_instances(
+        stub: Any, iid: str) -> None:
+    stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os\nos.makedirs('in/side')\nos.symlink('/etc', 'out')\n"
+                                                        "os.symlink('in/side', 'near')"))
+    for cwd in ("..", "../etc", "out", "in/../../etc", "/no/such/folder"):
+        with pytest.raises(grpc.RpcError) as caught:
+            start(stub, iid, "pwd", cwd=cwd)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (cwd, caught.value.details())
+        assert "working directory" in (caught.value.details() or ""), caught.value.details()
+    # An absolute folder is the instance's own view (its /tmp, its /etc), as the process could cd there itself.
+    for cwd, where in (("near", "/workspace/in/side"), ("/workspace/in", "/workspace/in"), ("", "/workspace"),
+                       ("/tmp", "/tmp"), ("/etc", "/etc")):
+        proc = start(stub, iid, "pwd", cwd=cwd)
+        assert wait(stub, iid, proc.process_id).exit_code == 0
+        assert read_all(stub, iid, proc.process_id)["stdout"] == where.encode() + b"\n", cwd
