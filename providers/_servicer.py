@@ -52,13 +52,19 @@ def _finish(call: Call, provider: Provider, reply: Any = None) -> tuple[tuple[st
     return (("x-worldrt-cost-units", f"{cost:.6f}"),)
 
 
+_SPAN_ATTRIBUTES: dict[tuple[str, str], dict[str, str | int | float | bool]] = {}
+
+
 def _span(provider: Provider, rpc_name: str, context: grpc.aio.ServicerContext) -> telemetry.Span:
     """The RPC's server span, child of the caller's (telemetry.NOOP while tracing is off)."""
     if not telemetry.tracing():
         return telemetry.NOOP
-    return telemetry.span(f"worldrt.v1.WorldRuntime/{rpc_name}", {
-        "rpc.system": "grpc", "rpc.service": "worldrt.v1.WorldRuntime", "rpc.method": rpc_name,
-        "worldrt.provider": provider.provider_id}, kind="server", parent=context.invocation_metadata())
+    key = (provider.provider_id, rpc_name)
+    attributes = _SPAN_ATTRIBUTES.get(key)
+    if attributes is None:
+        attributes = _SPAN_ATTRIBUTES[key] = {"rpc.method": rpc_name, "worldrt.provider": provider.provider_id}
+    return telemetry.span(f"worldrt.v1.WorldRuntime/{rpc_name}", attributes, kind="server",
+                          parent=context.invocation_metadata())
 
 
 def _counted(provider: Provider, rpc_name: str, started: float, code: grpc.StatusCode) -> None:

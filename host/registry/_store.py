@@ -388,7 +388,8 @@ class Registry:
         batch = pending[:MAX_BATCH]
         try:
             columns = _columns(batch)
-            with self._db_lock, private_umask():
+            # One span per batch written (telemetry.NOOP while tracing is off), not one per row.
+            with telemetry.span("registry.write", {"worldrt.rows": len(batch)}), self._db_lock, private_umask():
                 _insert_rows(self._con, columns)
         except Exception as exc:  # noqa: BLE001 - any failure is retried; the rows stay queued
             failures += 1

@@ -94,20 +94,30 @@ def _metadata(context: CallContext | None, link: HostLink | None) -> list[tuple[
     return metadata
 
 
+_SPAN_ATTRIBUTES: dict[tuple[str, str, str, str, str], dict[str, str | int | float | bool]] = {}
+
+
 def _span(route: _Route, context: CallContext | None) -> telemetry.Span:
-    """The call's client span (telemetry.NOOP while tracing is off)."""
+    """The call's client span (telemetry.NOOP while tracing is off); a route's attributes are built once."""
     if not telemetry.tracing():
         return telemetry.NOOP
-    attributes: dict[str, str | int | float | bool] = {
-        "rpc.system": "grpc", "rpc.service": "worldrt.v1.WorldRuntime", "rpc.method": route.method.rpc,
-        "worldrt.provider": route.provider, "worldrt.operation": route.method.operation,
-        "worldrt.interface": route.interface}
-    if route.link is not None:
-        attributes["worldrt.link"] = route.link.name or "default"
-        attributes["worldrt.link_id"] = route.link.link_id
+    link = route.link
+    key = (route.provider, route.method.rpc, route.interface, link.link_id if link else "", link.name if link else "")
+    attributes = _SPAN_ATTRIBUTES.get(key)
+    if attributes is None:
+        # Few attributes: each costs the exporter's encoder a few microseconds per span.
+        attributes = {"rpc.method": route.method.rpc, "worldrt.provider": route.provider,
+                      "worldrt.operation": route.method.operation}
+        if link is not None:
+            attributes["worldrt.link"] = link.name or "default"
+            attributes["worldrt.link_id"] = link.link_id
+        if len(_SPAN_ATTRIBUTES) > 4096:  # links come and go: a bound, not a leak
+            _SPAN_ATTRIBUTES.clear()
+        _SPAN_ATTRIBUTES[key] = attributes
+    traced = telemetry.span(route.method.path[1:], attributes, kind="client")
     if context is not None:
-        attributes["worldrt.source"] = context.source
-    return telemetry.span(f"worldrt.v1.WorldRuntime/{route.method.rpc}", attributes, kind="client")
+        traced.set("worldrt.source", context.source)
+    return traced
 
 
 def _costed(reply: Message, cost: float) -> Message:
@@ -277,10 +287,9 @@ class Router(WorldRouter):
         if reply.replica:
             traced.set("worldrt.replica", reply.replica)
         traced.set("worldrt.cost_units", reply.cost)
-        with traced.child("registry.record_call", {"worldrt.provider": route.provider}):
-            self.registry.record_call(route.provider, route.method.operation,
-                                      str(context.verse_id) if context is not None else "", request, result,
-                                      latency_ms, reply.cost, time.time(), secrets, startup_ms, reply.replica)
+        self.registry.record_call(route.provider, route.method.operation,
+                                  str(context.verse_id) if context is not None else "", request, result, latency_ms,
+                                  reply.cost, time.time(), secrets, startup_ms, reply.replica)
         if telemetry.metrics_on():
             code = error or "OK"
             telemetry.inc("worldrt_provider_calls_total", route.provider, route.method.operation, code)

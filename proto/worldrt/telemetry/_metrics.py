@@ -58,30 +58,104 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 _metrics: dict[str, Any] | None = None  # name -> the prometheus_client metric, once metrics are on
 _lock = threading.Lock()
+_children: dict[tuple[str, tuple[str, ...]], Any] = {}  # (name, label values) -> bound child
 
 
 def metrics_on() -> bool:
     return _metrics is not None
 
 
+def _child(name: str, labels: tuple[str, ...]) -> Any:
+    """The metric ``name`` bound to these label values, bound once and kept (no lock on the hot path)."""
+    key = (name, labels)
+    found = _children.get(key)
+    if found is None:
+        metric = _metrics[name]  # type: ignore[index]
+        found = _children[key] = metric.labels(*labels) if labels else metric
+    return found
+
+
 def inc(name: str, *labels: str, by: float = 1.0) -> None:
     """Add ``by`` to the counter ``name`` with these label values (nothing while metrics are off)."""
     if _metrics is None:
         return
-    metric = _metrics[name]
-    (metric.labels(*labels) if labels else metric).inc(by)
+    _child(name, labels).inc(by)
 
 
 def observe(name: str, value: float, *labels: str) -> None:
     """One observation of the histogram ``name``; or the gauge's value."""
     if _metrics is None:
         return
-    metric = _metrics[name]
-    target = metric.labels(*labels) if labels else metric
+    target = _child(name, labels)
     if METRICS[name][0] == "gauge":
         target.set(value)
     else:
         target.observe(value)
+
+
+# name -> a function giving {provider: its /metrics URL} at each scrape (``federate``)
+_federated: dict[str, Callable[[], Mapping[str, str]]] = {}
+FEDERATE_TIMEOUT_S = 2.0
+MAX_FEDERATED_BYTES = 4 << 20
+
+
+def federate(name: str, targets: Callable[[], Mapping[str, str]]) -> None:
+    """Re-expose, at each scrape of this process's /metrics, the metrics of the daemons ``targets()`` names
+    ({provider: URL}), each sample labelled ``provider`` (when it has none) and ``worldrt_daemon_up{provider}``
+    1 or 0 as its scrape went. Registering ``name`` again replaces its function."""
+    _federated[name] = targets
+
+
+def _scrape(provider: str, url: str) -> list[Any] | None:
+    """The families at ``url`` (a daemon this process started, on loopback), labelled; None if unreachable."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=FEDERATE_TIMEOUT_S) as reply:
+            text = reply.read(MAX_FEDERATED_BYTES + 1)
+        if len(text) > MAX_FEDERATED_BYTES:
+            return None
+        families = list(text_string_to_metric_families(text.decode("utf-8", "replace")))
+    except (OSError, ValueError):
+        return None
+    for family in families:
+        family.samples = [s if "provider" in s.labels else s._replace(labels={**s.labels, "provider": provider})
+                          for s in family.samples]
+    return families
+
+
+class _Merged:
+    """This process's registry and the federated daemons' families, merged by name (a family appears once
+    in an exposition, however many processes report it)."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.registry import REGISTRY
+
+        merged: dict[str, Any] = {}
+        for family in REGISTRY.collect():
+            merged[family.name] = family
+        if _federated:
+            up = GaugeMetricFamily("worldrt_daemon_up", "Whether the host's last scrape of a daemon's metrics worked",
+                                   labels=["provider"])
+            for targets in list(_federated.values()):
+                try:
+                    listed = dict(targets())
+                except Exception:  # noqa: BLE001 - a scrape must not fail for one list
+                    listed = {}
+                for provider, url in sorted(listed.items()):
+                    families = _scrape(provider, url)
+                    up.add_metric([provider], 0.0 if families is None else 1.0)
+                    for family in families or ():
+                        have = merged.get(family.name)
+                        if have is None:
+                            merged[family.name] = family
+                        elif have.type == family.type:
+                            have.samples = [*have.samples, *family.samples]
+            merged[up.name] = up
+        yield from merged.values()
 
 
 def watch(name: str, read: Callable[[], Mapping[tuple[str, ...], float]]) -> None:
@@ -170,7 +244,7 @@ def serve_metrics(listen: str, *, cert: str | None = None, key: str | None = Non
             _metrics = made
     try:
         server, _thread = start_http_server(port, host, certfile=cert, keyfile=key, client_cafile=client_ca,
-                                            client_auth_required=bool(client_ca))
+                                            client_auth_required=bool(client_ca), registry=_Merged())  # type: ignore[arg-type]
     except OSError as exc:
         raise Unavailable(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
     return MetricsListener(host, int(server.server_address[1]), bool(cert))
