@@ -29,6 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from worldrt import telemetry
 from worldrt.host.api._guard import AsgiApp, Authorized, Guard, Problem
 from worldrt.host.api._limits import HttpLimits
 
@@ -152,7 +153,8 @@ def serve_guarded(app: AsgiApp, address: str, port: int, limits: HttpLimits, *, 
     """Serve ``app`` behind ``Guard`` on ``address:port`` under ``limits`` until SIGTERM or SIGINT: the one way
     a compatible API is served, so none can be served without the key check and the bounds."""
     limits = fit_descriptors(limits)
-    guarded = Guard(app, limits, authorized, problem, unauthorized=unauthorized)
+    # Each admitted request is a server span while tracing is on (an incoming traceparent its parent).
+    guarded = Guard(telemetry.asgi_spans(app), limits, authorized, problem, unauthorized=unauthorized)
     protocol = type("GuardedH11", (_GuardedH11,), {"limits": limits, "refusal": _refusal(limits, problem)})
     # The backlog is also how many connections asyncio accepts in one go: nginx's 511 keeps a burst of
     # connects beyond the cap from holding many more descriptors before each is refused.

@@ -29,6 +29,7 @@ import grpc
 import grpc.aio
 from modal_proto import api_pb2_grpc, task_command_router_pb2_grpc
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host import HostAPI
 from worldrt.host.api import Admission, HttpLimits
@@ -92,7 +93,7 @@ async def _serve(api_parts: tuple[Images, Records, Sandboxes, Processes, Tokens]
     images, records, sandboxes, processes, tokens = api_parts
     host_part = f"[{address}]" if ":" in address else address
     api = ModalApi(images, records, sandboxes, tokens, Admission(limits), f"http://{host_part}:{port}")
-    server = grpc.aio.server(interceptors=[Gate(tokens)], options=_options(limits),
+    server = grpc.aio.server(interceptors=[Gate(tokens), *telemetry.server_interceptors()], options=_options(limits),
                              maximum_concurrent_rpcs=limits.max_in_flight)
     api_pb2_grpc.add_ModalClientServicer_to_server(ControlPlane(api), server)  # type: ignore[arg-type]
     task_command_router_pb2_grpc.add_TaskCommandRouterServicer_to_server(Router(api, processes), server)  # type: ignore[arg-type]

@@ -12,13 +12,15 @@ from worldrt.telemetry._logs import FORMAT_ENV, FORMATS, log_format, setup_loggi
 from worldrt.telemetry._metrics import (
     METRICS,
     MetricsListener,
+    federate,
     inc,
     metrics_on,
     observe,
     serve_metrics,
     watch,
 )
-from worldrt.telemetry._setup import add_telemetry_arguments, setup
+from worldrt.telemetry._servers import asgi_spans, server_interceptors
+from worldrt.telemetry._setup import ANNOUNCE_ENV, add_telemetry_arguments, flush, setup, suspended
 from worldrt.telemetry._traces import (
     GRPC_STATUS,
     NOOP,
@@ -37,8 +39,8 @@ from worldrt.telemetry._traces import (
 )
 
 __all__ = [
-    "FORMAT_ENV", "FORMATS", "GRPC_STATUS", "METRICS", "NOOP", "TRACE_KEYS", "Carrier", "MetricsListener", "Span",
-    "add_telemetry_arguments", "carrier", "current_ids", "inc", "log_format", "metrics_on", "observe",
-    "serve_metrics", "setup", "setup_logging", "span", "start_tracing", "stop_tracing", "traced", "tracing", "wanted",
-    "watch", "without_trace",
+    "ANNOUNCE_ENV", "Carrier", "FORMATS", "FORMAT_ENV", "GRPC_STATUS", "METRICS", "MetricsListener", "NOOP", "Span",
+    "TRACE_KEYS", "add_telemetry_arguments", "asgi_spans", "carrier", "current_ids", "federate", "flush", "inc",
+    "log_format", "metrics_on", "observe", "serve_metrics", "server_interceptors", "setup", "setup_logging", "span",
+    "start_tracing", "stop_tracing", "suspended", "traced", "tracing", "wanted", "watch", "without_trace",
 ]

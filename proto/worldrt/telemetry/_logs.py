@@ -3,7 +3,9 @@
 ``setup_logging(who, fmt)`` configures the root logger once for a daemon: ``text`` (the default) is
 ``TIME WHO[PID] LEVEL MESSAGE`` with `` trace_id=… span_id=…`` added while a span is current; ``json``
 is one object per line (time, level, logger, service, pid, message, trace_id, span_id, and the
-exception's text). The format goes back in the environment (``WORLDRT_LOG_FORMAT``), so a daemon
+exception's text). A provider daemon's line forwarded by its host (host/routing/_daemon_logs.py) is named:
+``provider NAME: …`` in text, ``"provider": NAME`` in JSON, with the daemon's own trace ids.
+The format goes back in the environment (``WORLDRT_LOG_FORMAT``), so a daemon
 this process starts logs the same way.
 """
 
@@ -23,6 +25,8 @@ FORMAT_ENV = "WORLDRT_LOG_FORMAT"
 
 class _TraceFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", ""):
+            return True  # a line forwarded from a daemon keeps the daemon's trace ids
         ids = current_ids()
         record.trace_id, record.span_id = ids if ids is not None else ("", "")
         return True
@@ -33,6 +37,10 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {who}[%(process)d] %(levelname)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        provider = getattr(record, "provider", "")
+        if provider:  # a provider daemon's line, forwarded by the host: named (on a copy of the record)
+            record = logging.makeLogRecord({**record.__dict__, "msg": f"provider {provider}: {record.getMessage()}",
+                                            "args": None})
         line = super().format(record)
         trace_id = getattr(record, "trace_id", "")
         return f"{line} trace_id={trace_id} span_id={record.span_id}" if trace_id else line  # type: ignore[attr-defined]
@@ -49,6 +57,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname, "logger": record.name, "service": self.who, "pid": record.process,
             "message": record.getMessage(),
         }
+        if getattr(record, "provider", ""):
+            data["provider"] = record.provider  # type: ignore[attr-defined]
         if getattr(record, "trace_id", ""):
             data["trace_id"], data["span_id"] = record.trace_id, record.span_id  # type: ignore[attr-defined]
         if record.exc_info:
