@@ -244,7 +244,7 @@ def serve_metrics(listen: str, *, cert: str | None = None, key: str | None = Non
             _metrics = made
     try:
         server, _thread = start_http_server(port, host, certfile=cert, keyfile=key, client_cafile=client_ca,
-                                            client_auth_required=bool(client_ca), registry=_Merged())  # type: ignore[arg-type]
+                                            client_auth_required=bool(client_ca), registry=_Merged())
     except OSError as exc:
         raise Unavailable(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
     return MetricsListener(host, int(server.server_address[1]), bool(cert))

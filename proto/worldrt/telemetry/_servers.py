@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -97,7 +97,7 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     return [_ServerSpans()] if _traces.tracing() else []
 
 
-AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+AsgiApp = TypeVar("AsgiApp", bound=Callable[..., Awaitable[None]])
 
 
 def asgi_spans(app: AsgiApp) -> AsgiApp:
@@ -131,4 +131,4 @@ def asgi_spans(app: AsgiApp) -> AsgiApp:
             if status[0] >= 500:
                 current.status(grpc.StatusCode.INTERNAL, f"HTTP {status[0]}")
 
-    return traced
+    return cast(AsgiApp, traced)
