@@ -90,17 +90,21 @@ def test_a_component_run_is_one_trace_counted_and_logged(tmp_path: Path, receive
         spans = receiver.spans
         root = next(s for s in spans if s.name == "component caller.run")
         trace = [s for s in spans if s.trace_id == root.trace_id]
-        assert root.parent_id == "" and root.service == "worldrt-host"
+        # the client's call to the host is the trace's root; the run is its child
+        served = next(s for s in trace if s.span_id == root.parent_id)
+        assert (served.name, served.kind, served.parent_id) == ("worldrt.v1.Host/Invoke", SERVER, "")
+        assert root.service == "worldrt-host"
         exec_spans = [s for s in trace if s.name == "sandbox.exec"]
         assert len(exec_spans) == 2
         for leaf in exec_spans:
             path = chain(trace, leaf)
             assert [(s.service, s.name, s.kind) for s in path] == [
+                ("worldrt-host", "worldrt.v1.Host/Invoke", SERVER),
                 ("worldrt-host", "component caller.run", INTERNAL),
                 ("worldrt-host", "worldrt.v1.WorldRuntime/Execute", CLIENT),
                 ("worldrt-provider-morph", "worldrt.v1.WorldRuntime/Execute", SERVER),
                 ("worldrt-provider-morph", "sandbox.exec", INTERNAL)]
-            client = path[1]
+            client = path[2]
             assert client.attributes["worldrt.provider"] == "morph"
             assert client.attributes["worldrt.link"] == "default"
             assert client.attributes["rpc.grpc.status_code"] == 0
@@ -108,7 +112,7 @@ def test_a_component_run_is_one_trace_counted_and_logged(tmp_path: Path, receive
         router = Counter(s.attributes["worldrt.operation"] for s in trace if s.kind == CLIENT)
         assert router == made
         assert Counter(s.name for s in trace if s.kind == SERVER) == {
-            "worldrt.v1.WorldRuntime/Start": 1, "worldrt.v1.WorldRuntime/Execute": 2, "worldrt.v1.WorldRuntime/Stop": 1}
+            "worldrt.v1.Host/Invoke": 1, "worldrt.v1.WorldRuntime/Start": 1, "worldrt.v1.WorldRuntime/Execute": 2, "worldrt.v1.WorldRuntime/Stop": 1}
         # the registry's writes are spans of their own (one per batch written, not one per call)
         wait_for(lambda: [s for s in receiver.spans if s.name == "registry.write" and s.service == "worldrt-host"], 30,
                  "a span of the registry's batch writer")
