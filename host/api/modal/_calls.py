@@ -37,7 +37,7 @@ class ModalApi:
     admission: Admission
     # The URL the SDK reaches this server's task command router at (this server itself).
     router_url: str
-    # Blobs (payloads of 4 MiB or more) and their HTTP/1.1 listener.
+    # Blobs (payloads of 4 MiB or more) and their HTTP/1.1 listener (uvicorn, as a task of this loop).
     blobs: BlobStore
 
     async def host(self, key: str | None, fn: Callable[..., T], *args: Any) -> T:

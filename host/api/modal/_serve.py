@@ -15,7 +15,8 @@ of ``HttpLimits``, as gRPC holds them:
 - calls that wait on the host are admitted per sandbox (``Admission``): one slow sandbox slows only its
   own calls;
 - blobs (payloads of 4 MiB or more) go over a second listener on the same loopback address, an ephemeral
-  port, HTTP/1.1 (``_blobs.BlobStore``, with its own bounds).
+  port, HTTP/1.1 (``_blobs.BlobStore``: an ASGI app on the shared uvicorn stack, ``start_guarded``, with
+  its own bounds).
 
 The SDK pings every 30 s; pings without calls are permitted so that its connections are not dropped.
 On the way out every sandbox it started is stopped.
