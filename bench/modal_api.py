@@ -37,6 +37,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json
+from _rounds import Op, timed_rounds
 
 from tests.support import HostProcess, ModalApiServer
 from worldrt.client import Client
@@ -160,7 +161,7 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         made.clear()
 
     # name -> (call, untimed preparation, untimed clean-up, reps per round weight)
-    ops: dict[str, tuple[Callable[[], object], Callable[[], None] | None, Callable[[object], None] | None, int]] = {
+    ops: dict[str, Op] = {
         "bare: gRPC ClientHello to the API server": (lambda: hello(empty_pb2.Empty(), metadata=pair), None, None, 4),
         "bare: local subprocess `true`": (lambda: subprocess.run(["true"], check=True), None, None, 4),
         "bare: local subprocess `python -c print(1)`": (
@@ -180,25 +181,8 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         "Client inst.files.read 16 MiB (6 parts)": (client_read_big, None, None, 1),
     }
 
-    def run(name: str, times: int, *, record: bool = True) -> None:
-        fn, prepare, after, _ = ops[name]
-        for _ in range(times):
-            if prepare is not None:
-                prepare()
-            t0 = time.perf_counter()
-            out = fn()
-            took = (time.perf_counter() - t0) * 1000
-            if record:
-                rows.setdefault(name, []).append(took)
-            if after is not None:
-                after(out)
-
     try:
-        for name in ops:  # warm each once
-            run(name, 1, record=False)
-        for _ in range(ROUNDS):
-            for name, (_fn, _prepare, _after, per) in ops.items():
-                run(name, max(1, reps * per // (2 * ROUNDS)))
+        timed_rounds(ops, rows, reps, ROUNDS)
         assert sdk_print() == "1\n" and client_print() == b"1\n"
     finally:
         channel.close()
