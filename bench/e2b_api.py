@@ -38,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json
+from _rounds import Op, timed_rounds
 
 from tests.support import HostProcess
 from tests.support.e2b_api import E2bApiServer
@@ -167,7 +168,7 @@ def measure(server: E2bApiServer, host: HostProcess, reps: int, rows: dict[str, 
         return Sandbox.create()
 
     # name -> (call, untimed preparation, untimed clean-up, reps per round weight)
-    ops: dict[str, tuple[Callable[[], object], Callable[[], None] | None, Callable[[Any], None] | None, int]] = {
+    ops: dict[str, Op] = {
         "bare: HTTP GET /health (token checked)": (lambda: http.get(f"{server.url}/health", headers=health),
                                                    None, None, 4),
         "bare: local subprocess `true`": (lambda: subprocess.run(["true"], check=True), None, None, 4),
@@ -190,25 +191,8 @@ def measure(server: E2bApiServer, host: HostProcess, reps: int, rows: dict[str, 
         "Client snapshot.start() (resume)": (client_resume, client_pause_first, release, 1),
     }
 
-    def run(name: str, times: int, *, record: bool = True) -> None:
-        fn, prepare, after, _ = ops[name]
-        for _ in range(times):
-            if prepare is not None:
-                prepare()
-            t0 = time.perf_counter()
-            out = fn()
-            took = (time.perf_counter() - t0) * 1000
-            if record:
-                rows.setdefault(name, []).append(took)
-            if after is not None:
-                after(out)
-
     try:
-        for name in ops:  # warm each once
-            run(name, 1, record=False)
-        for _ in range(ROUNDS):
-            for name, (_fn, _prepare, _after, per) in ops.items():
-                run(name, max(1, reps * per // (2 * ROUNDS)))
+        timed_rounds(ops, rows, reps, ROUNDS)
         forks = sbx.fork(count=3)
         assert all(isinstance(f, Sandbox) for f in forks), forks
         end_all(forks)

@@ -1,6 +1,8 @@
 """The official modal SDK through `worldrt api serve modal`, beside the same operations over worldrt's gRPC
 (``worldrt.Client`` on the same host) and beside Modal's published sub-second cold start, in one run; plus
-the seed's snippet end to end (a cold image build on the first run, the image reused on the second).
+the seed's snippet end to end (a cold image build on the first run, the image reused on the second); and a
+16 MiB file written and read back through ``sb.filesystem`` beside ``worldrt.Client``'s write/read of the
+same bytes.
 
     python bench/modal_api.py [--reps 20] [--json bench/results/modal_api.json]
 
@@ -35,6 +37,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import percentiles, print_table, write_json
+from _rounds import Op, timed_rounds
 
 from tests.support import HostProcess, ModalApiServer
 from worldrt.client import Client
@@ -54,6 +57,10 @@ ROUNDS = 4
 # otherwise ("pool drained": POOL_SIZE creates just before take them all).
 POOL_SIZE = 4
 REFILL_S = 5.0
+# The file of the write/read rows (the SDK's sb.filesystem runs a helper in the sandbox, its bytes over stdin
+# and stdout; the Client's write/read are the host's WriteFiles/ReadFile).
+BIG = 16 * 1024 * 1024
+PART = 3 * 1024 * 1024
 
 
 def _script_ms(server: ModalApiServer, source: str, expect: str) -> float:
@@ -121,6 +128,22 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         proc.wait()
         return out
 
+    big = os.urandom(BIG)
+
+    def sdk_write_big() -> None:
+        sb.filesystem.write_bytes(big, "/workspace/big.bin")
+
+    def sdk_read_big() -> None:
+        assert sb.filesystem.read_bytes("/workspace/big.bin") == big
+
+    def client_write_big() -> None:
+        # One WriteFiles message is capped at the host's 4 MiB: the same bytes as parts, one call each.
+        for n, start in enumerate(range(0, BIG, PART)):
+            inst.files.write(f"big.part{n}", big[start:start + PART])
+
+    def client_read_big() -> None:
+        assert b"".join(inst.files.read(f"big.part{n}") for n in range(-(-BIG // PART))) == big
+
     made: list[object] = []
 
     def drain(create: Callable[[], object]) -> Callable[[], None]:
@@ -138,7 +161,7 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         made.clear()
 
     # name -> (call, untimed preparation, untimed clean-up, reps per round weight)
-    ops: dict[str, tuple[Callable[[], object], Callable[[], None] | None, Callable[[object], None] | None, int]] = {
+    ops: dict[str, Op] = {
         "bare: gRPC ClientHello to the API server": (lambda: hello(empty_pb2.Empty(), metadata=pair), None, None, 4),
         "bare: local subprocess `true`": (lambda: subprocess.run(["true"], check=True), None, None, 4),
         "bare: local subprocess `python -c print(1)`": (
@@ -152,27 +175,14 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         "Client inst.spawn(['true']).wait()": (lambda: inst.spawn(["true"]).wait(), None, None, 2),
         "SDK exec python -c print(1), stdout.read()": (sdk_print, None, None, 2),
         "Client spawn python -c print(1), stdout()": (client_print, None, None, 2),
+        "SDK sb.filesystem.write_bytes 16 MiB": (sdk_write_big, None, None, 1),
+        "Client inst.files.write 16 MiB (6 parts of <= 3 MiB)": (client_write_big, None, None, 1),
+        "SDK sb.filesystem.read_bytes 16 MiB": (sdk_read_big, None, None, 1),
+        "Client inst.files.read 16 MiB (6 parts)": (client_read_big, None, None, 1),
     }
 
-    def run(name: str, times: int, *, record: bool = True) -> None:
-        fn, prepare, after, _ = ops[name]
-        for _ in range(times):
-            if prepare is not None:
-                prepare()
-            t0 = time.perf_counter()
-            out = fn()
-            took = (time.perf_counter() - t0) * 1000
-            if record:
-                rows.setdefault(name, []).append(took)
-            if after is not None:
-                after(out)
-
     try:
-        for name in ops:  # warm each once
-            run(name, 1, record=False)
-        for _ in range(ROUNDS):
-            for name, (_fn, _prepare, _after, per) in ops.items():
-                run(name, max(1, reps * per // (2 * ROUNDS)))
+        timed_rounds(ops, rows, reps, ROUNDS)
         assert sdk_print() == "1\n" and client_print() == b"1\n"
     finally:
         channel.close()
@@ -185,7 +195,9 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
 PAIRS = {"SDK Sandbox.create (image reused), warm pool": "Client.start('modal'), warm pool",
          "SDK Sandbox.create (image reused), pool drained": "Client.start('modal'), pool drained",
          "SDK sb.exec('true').wait()": "Client inst.spawn(['true']).wait()",
-         "SDK exec python -c print(1), stdout.read()": "Client spawn python -c print(1), stdout()"}
+         "SDK exec python -c print(1), stdout.read()": "Client spawn python -c print(1), stdout()",
+         "SDK sb.filesystem.write_bytes 16 MiB": "Client inst.files.write 16 MiB (6 parts of <= 3 MiB)",
+         "SDK sb.filesystem.read_bytes 16 MiB": "Client inst.files.read 16 MiB (6 parts)"}
 CLAIMED = ("SDK Sandbox.create (image reused), warm pool", "Client.start('modal'), warm pool",
            "SDK Sandbox.create (image reused), pool drained", "Client.start('modal'), pool drained",
            "snippet end to end, first run (cold pip_install build)", "snippet end to end, second run (image reused)")

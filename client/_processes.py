@@ -11,6 +11,7 @@ across the host's stream slices until its output ends.
 
 from __future__ import annotations
 
+import abc
 import builtins
 import functools
 import signal as signals
@@ -72,7 +73,7 @@ def _data(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
 
 
-class _ProcessBase:
+class _ProcessBase(abc.ABC):
     def __init__(self, process_id: str, status: ProcessStatus | None, stdin_offset: int | None) -> None:
         self._id = process_id
         self._status = status
@@ -103,8 +104,9 @@ class _ProcessBase:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    @abc.abstractmethod
     def _key(self) -> tuple[str, str, str]:
-        raise NotImplementedError
+        """(provider, instance id, process id): what makes two handles the same process."""
 
     def __repr__(self) -> str:
         state = f" {self._status.state}" if self._status is not None else ""

@@ -19,6 +19,7 @@ _LAZY = {
                 "list_links", "make_buckets", "put_link"),
     "_secrets": ("SECRETS_DIR_ENV", "SecretError", "read_secret", "read_secret_file", "secrets_dir"),
     "_nats": ("CREDS_ENV", "LATTICE_ENV", "PASSWORD_ENV", "TOKEN_ENV", "Lattice", "LatticeError", "LatticeOptions",
+              "LatticeDown", "LatticeRefused", "LatticeForbidden", "LatticeConflict", "LatticeConfigError",
               "check_token"),
     "_server": ("NatsServer", "ServerConfig", "nats_server_binary"),
     "_wire": ("hosts_bucket", "providers_bucket", "rpc_subject"),
@@ -56,8 +57,13 @@ if TYPE_CHECKING:
         PASSWORD_ENV,
         TOKEN_ENV,
         Lattice,
+        LatticeConfigError,
+        LatticeConflict,
+        LatticeDown,
         LatticeError,
+        LatticeForbidden,
         LatticeOptions,
+        LatticeRefused,
         check_token,
     )
     from worldrt.host.lattice._secrets import (
@@ -81,7 +87,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
-    "Lattice", "LatticeOptions", "LatticeError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "CREDS_ENV", "check_token",
+    "Lattice", "LatticeOptions", "LatticeError", "LatticeDown", "LatticeRefused", "LatticeForbidden",
+    "LatticeConflict", "LatticeConfigError", "LATTICE_ENV", "TOKEN_ENV", "PASSWORD_ENV", "CREDS_ENV", "check_token",
     "fresh",
     "Credential", "CredentialError", "init_creds", "load_credential", "read_public", "ADMIN", "HOST", "REGISTRY",
     "NatsServer", "ServerConfig", "nats_server_binary",

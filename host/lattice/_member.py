@@ -46,7 +46,14 @@ from worldrt import telemetry
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
 from worldrt.host.lattice._creds import ADMIN, HOST
-from worldrt.host.lattice._nats import Lattice, LatticeError, check_token
+from worldrt.host.lattice._nats import (
+    Lattice,
+    LatticeConfigError,
+    LatticeConflict,
+    LatticeDown,
+    LatticeForbidden,
+    check_token,
+)
 from worldrt.host.lattice._secrets import SecretMissing, check_key, read_secret, secrets_dir
 from worldrt.host.lattice._wire import (
     H_HOST,
@@ -90,7 +97,7 @@ class StreamLimits:
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_msgs", "deadletter_max_bytes", "deadletter_max_msgs"):
             if getattr(self, name) < 1:
-                raise LatticeError(f"stream limit {name} must be 1 or more (got {getattr(self, name)})")
+                raise LatticeConfigError(f"stream limit {name} must be 1 or more (got {getattr(self, name)})")
 
 LinkListener = Callable[[HostLink | None, HostLink | None], None]
 
@@ -136,7 +143,7 @@ async def ensure_bucket(lattice: Lattice, bucket: str, ttl_s: float | None = Non
         return await lattice.js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
         if lattice.options.role not in (None, ADMIN):
-            raise LatticeError(f"the lattice {lattice.name} has no bucket {bucket}: start its server with worldrt "
+            raise LatticeDown(f"the lattice {lattice.name} has no bucket {bucket}: start its server with worldrt "
                                f"lattice serve --creds DIR, which makes it") from None
         return await make_bucket(lattice, bucket)
 
@@ -333,7 +340,7 @@ class Member:
             raise LinkError("host id 'any' is reserved (it names the queue group of every replica)")
         creds = lattice.options.creds
         if creds is not None and (creds.role != HOST or creds.name != host_id):
-            raise LatticeError(f"the credential {creds.path} is {creds.role} {creds.name!r}'s, not host {host_id!r}'s: "
+            raise LatticeForbidden(f"the credential {creds.path} is {creds.role} {creds.name!r}'s, not host {host_id!r}'s: "
                                f"a host joins with its own credential (worldrt lattice creds init DIR --host {host_id})")
         self.supervisor = supervisor
         self.links = links
@@ -382,7 +389,7 @@ class Member:
             if not doc or not fresh(doc) or (doc.get("pid"), doc.get("hostname")) == ours:
                 return
             if time.monotonic() > deadline:
-                raise LatticeError(f"host id {self.host_id!r} is in use on the lattice {self.lattice.name} by pid "
+                raise LatticeConflict(f"host id {self.host_id!r} is in use on the lattice {self.lattice.name} by pid "
                                    f"{doc.get('pid')} on {doc.get('hostname')}; give this host another --host-id")
             await asyncio.sleep(0.25)
 
@@ -399,7 +406,7 @@ class Member:
         refused = sorted({name for name in self.providers for text in self.lattice.violations
                           if f".{name.lower()}." in text and "subscription" in text})
         if refused:
-            raise LatticeError(f"the lattice {self.lattice.name} does not let host {self.host_id} serve "
+            raise LatticeForbidden(f"the lattice {self.lattice.name} does not let host {self.host_id} serve "
                                f"{', '.join(refused)}: add it with worldrt lattice creds init DIR --serves "
                                f"{self.host_id}={','.join(self.providers)}, then restart worldrt lattice serve")
 
@@ -501,7 +508,7 @@ class Member:
         """Publish one record and wait for JetStream's ack; on failure keep it in the outbox for later."""
         try:
             if not self.lattice.nc.is_connected:
-                raise LatticeError("not connected to the lattice")  # no call waits out a partition
+                raise LatticeDown("not connected to the lattice")  # no call waits out a partition
             self.lattice.run(self._publish(kind, msg_id, data), timeout_s=PUBLISH_TIMEOUT_S + 1)
         except Exception as exc:  # noqa: BLE001 - the record is kept and sent again, never dropped
             # Said once per spell of failures (a full stream refuses every record until the registry catches up).
@@ -520,7 +527,7 @@ class Member:
     async def _publish(self, kind: str, msg_id: str, data: bytes) -> None:
         """Publish on this host's own subject, naming this host (the registry refuses a record naming another)."""
         if kind not in KINDS:
-            raise LatticeError(f"no record stream for {kind!r}")
+            raise LatticeConfigError(f"no record stream for {kind!r}")
         await self.lattice.js.publish(registry_subject(self.lattice.name, kind, self.host_id), data,
                                       timeout=PUBLISH_TIMEOUT_S,
                                       headers={"Nats-Msg-Id": f"{self.host_id}.{msg_id}", H_HOST: self.host_id})

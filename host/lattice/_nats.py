@@ -33,7 +33,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION, PERMISSIONS_ERR
 
-from worldrt.errors import Unavailable
+from worldrt.errors import (
+    AlreadyExists,
+    ErrorFamily,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from worldrt.host.lattice._creds import Credential, CredentialError, load_credential
 from worldrt.providers import is_loopback
 
@@ -68,13 +75,34 @@ class _QuietTlsEof(logging.Filter):
 logging.getLogger("asyncio").addFilter(_QuietTlsEof())
 
 
-class LatticeError(Unavailable):
-    """The lattice cannot be reached or used; the message says what to change."""
+class LatticeError(ErrorFamily):
+    """The lattice cannot be reached or used; the message says what to change. Each member is also the
+    kind its status says, so a refused credential is not "try again"."""
+
+
+class LatticeDown(LatticeError, Unavailable):
+    """No lattice answers, or it stopped answering."""
+
+
+class LatticeRefused(LatticeError, Unauthenticated):
+    """The lattice refused our credentials."""
+
+
+class LatticeForbidden(LatticeError, PermissionDenied):
+    """Our identity may not do this on the lattice."""
+
+
+class LatticeConflict(LatticeError, AlreadyExists):
+    """What we would claim on the lattice is another's."""
+
+
+class LatticeConfigError(LatticeError, InvalidArgument):
+    """The lattice options or files are wrong."""
 
 
 def check_token(kind: str, value: str) -> str:
     if not _TOKEN.match(value):
-        raise LatticeError(f"{kind} {value!r} must be 1-64 letters, digits, '-' or '_' (it names NATS subjects)")
+        raise LatticeConfigError(f"{kind} {value!r} must be 1-64 letters, digits, '-' or '_' (it names NATS subjects)")
     return value
 
 
@@ -83,7 +111,7 @@ def _secret(path: str | None, env: str) -> str | None:
         try:
             return Path(path).read_text().strip() or None
         except OSError as exc:
-            raise LatticeError(f"cannot read {path}: {exc.strerror}") from None
+            raise LatticeConfigError(f"cannot read {path}: {exc.strerror}") from None
     return os.environ.get(env) or None
 
 
@@ -108,14 +136,14 @@ class LatticeOptions:
         check_token("lattice name", self.name)
         parts = urlsplit(self.url)
         if parts.scheme not in ("nats", "tls") or not parts.hostname or not parts.port:
-            raise LatticeError(f"--lattice {self.url!r} must look like nats://HOST:PORT or tls://HOST:PORT")
+            raise LatticeConfigError(f"--lattice {self.url!r} must look like nats://HOST:PORT or tls://HOST:PORT")
         if sum(map(bool, (self.token, self.user, self.creds))) > 1:
-            raise LatticeError("give the lattice one credential, not both: --lattice-creds FILE, a token, or a user and "
+            raise LatticeConfigError("give the lattice one credential, not both: --lattice-creds FILE, a token, or a user and "
                                "password")
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise LatticeError("a lattice client certificate needs both --lattice-tls-cert and --lattice-tls-key")
+            raise LatticeConfigError("a lattice client certificate needs both --lattice-tls-cert and --lattice-tls-key")
         if self.creds is not None and self.creds.lattice != self.name:
-            raise LatticeError(f"the credential {self.creds.path} is for lattice {self.creds.lattice!r}, not "
+            raise LatticeConfigError(f"the credential {self.creds.path} is for lattice {self.creds.lattice!r}, not "
                                f"{self.name!r}: pass --lattice-name {self.creds.lattice} or that lattice's credential")
         self.refuse_cleartext()
 
@@ -132,7 +160,7 @@ class LatticeOptions:
         """Before anything is sent: no credential in cleartext to an address off this machine."""
         host = urlsplit(self.url).hostname or ""
         if self.credential and not self.tls and not is_loopback(host):
-            raise LatticeError(
+            raise LatticeConfigError(
                 f"refusing to send the lattice's {self.credential} in cleartext to {self.url}: use "
                 f"tls://{host}:{urlsplit(self.url).port} with --lattice-tls-ca (make certificates with: worldrt tls "
                 f"init DIR --host NAME --ip ADDR)")
@@ -160,7 +188,7 @@ class LatticeOptions:
         try:
             creds = load_credential(creds_path) if creds_path else None
         except CredentialError as exc:
-            raise LatticeError(exc.message) from None
+            raise LatticeConfigError(exc.message) from None
         name = name or os.environ.get(NAME_ENV) or (creds.lattice if creds else None) or DEFAULT_NAME
         return cls(url, name, token=_secret(token_file, TOKEN_ENV),
                    user=user, password=_secret(password_file, PASSWORD_ENV) if user else None,
@@ -188,7 +216,7 @@ class LatticeOptions:
             if self.tls_cert and self.tls_key:
                 context.load_cert_chain(self.tls_cert, self.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            raise LatticeError(f"cannot use the lattice's TLS files ({self.tls_pin or self.tls_ca or 'system CAs'}, "
+            raise LatticeConfigError(f"cannot use the lattice's TLS files ({self.tls_pin or self.tls_ca or 'system CAs'}, "
                                f"{self.tls_cert or 'no client certificate'}): {exc}") from None
         return context
 
@@ -199,19 +227,19 @@ def _wait_listening(host: str, port: int, timeout_s: float) -> None:
         with socket.create_connection((host, port), timeout=timeout_s):
             return
     except OSError as exc:
-        raise LatticeError(f"no lattice answers at nats://{host}:{port} ({exc.strerror or exc}); start one with: "
+        raise LatticeDown(f"no lattice answers at nats://{host}:{port} ({exc.strerror or exc}); start one with: "
                            f"worldrt lattice serve --listen {host}:{port}") from None
 
 
-def _why(exc: BaseException, options: LatticeOptions) -> str:
+def _why(exc: BaseException, options: LatticeOptions) -> LatticeError:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, nats.errors.AuthorizationError) or AUTHORIZATION_VIOLATION in text.lower():
-        return (f"the lattice at {options.url} refused our credentials (authorization violation): give its token "
-                f"in {TOKEN_ENV} or --lattice-token-file, or its user and password")
+        return LatticeRefused(f"the lattice at {options.url} refused our credentials (authorization violation): give "
+                              f"its token in {TOKEN_ENV} or --lattice-token-file, or its user and password")
     if isinstance(exc, ssl.SSLError) or "ssl" in text.lower() or "tls" in text.lower():
-        return (f"TLS with the lattice at {options.url} failed ({text.splitlines()[0]}); give its CA with "
-                f"--lattice-tls-ca (the server must take the TLS handshake first, as worldrt lattice serve does)")
-    return f"cannot join the lattice at {options.url}: {text.splitlines()[0]}"
+        return LatticeDown(f"TLS with the lattice at {options.url} failed ({text.splitlines()[0]}); give its CA with "
+                           f"--lattice-tls-ca (the server must take the TLS handshake first, as worldrt lattice serve does)")
+    return LatticeDown(f"cannot join the lattice at {options.url}: {text.splitlines()[0]}")
 
 
 class Lattice:
@@ -276,12 +304,12 @@ class Lattice:
         if joining not in done:
             joining.cancel()
             await asyncio.gather(joining, return_exceptions=True)
-            raise LatticeError(_why(refused.result(), o) if refused.done() else
-                               f"cannot join the lattice at {o.url} within {timeout_s:.0f} s")
+            raise (_why(refused.result(), o) if refused.done() else
+                   LatticeDown(f"cannot join the lattice at {o.url} within {timeout_s:.0f} s"))
         try:
             self.nc = joining.result()
         except Exception as exc:  # noqa: BLE001 - every failure to join is one sentence
-            raise LatticeError(_why(refused.result() if refused.done() else exc, o)) from None
+            raise _why(refused.result() if refused.done() else exc, o) from None
         self.js = self.nc.jetstream()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 30.0) -> T:
@@ -291,7 +319,7 @@ class Lattice:
             return future.result(timeout_s)
         except TimeoutError:
             future.cancel()
-            raise LatticeError(f"the lattice at {self.options.url} did not answer within {timeout_s} s") from None
+            raise LatticeDown(f"the lattice at {self.options.url} did not answer within {timeout_s} s") from None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` on the loop without waiting for it."""

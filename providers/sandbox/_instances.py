@@ -462,12 +462,14 @@ class InstanceEngine:
         try:
             if prepare is not None:
                 await prepare(proc)
-        except (SandboxFault, ChannelClosed, OSError) as exc:
+        except BaseException as exc:  # a Start cancelled meanwhile (its caller's deadline) leaves no sandbox either
             await sandbox.close()
             ALLOCATOR.release(uid)
             if isinstance(exc, ArchiveTooLarge):
                 raise err.ResourceExhausted(str(exc)) from exc
-            raise err.Unavailable(f"could not start an instance: {exc}") from exc
+            if isinstance(exc, (SandboxFault, ChannelClosed, OSError)):
+                raise err.Unavailable(f"could not start an instance: {exc}") from exc
+            raise
         self.uids.hold(uid)
         inst = LiveInstance(proc.key, sandbox, proc, limits, ttl_s or self.default_ttl_s, Lineage(uid),
                             image=sandbox.image, metadata=metadata)

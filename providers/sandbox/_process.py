@@ -68,6 +68,12 @@ class SandboxProcess:
         self._writer: asyncio.Future[None] | None = None
         self._work = 0
         self._mid_frame = False
+        # The channel stays watched between reads (one epoll registration, not two changes per read); a
+        # watch that fires with nobody reading twice running is dropped, so unread input never spins the loop.
+        self._watched: asyncio.AbstractEventLoop | None = None
+        self._idle_fires = 0
+        # False once a read found the socket drained: the next read waits for readiness instead of trying.
+        self._maybe_more = True
         # A pidfd of the process (from_hello with hold_pid): signalled without a race on its pid's reuse.
         self.pidfd: int | None = None
 
@@ -98,14 +104,38 @@ class SandboxProcess:
                 raise ChannelClosed(f"process for {key} ended right after its hello") from None
         return proc
 
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._idle_fires = 0
+            waiter.set_result(None)
+            return
+        # A fire queued before the last read took the data is expected once; twice means unread input.
+        self._idle_fires += 1
+        if self._idle_fires >= 2:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            self._watched.remove_reader(self.sock.fileno())
+            self._watched = None
+        self._idle_fires = 0
+
     async def _readable(self) -> None:
-        if self.sock.fileno() < 0:
+        fd = self.sock.fileno()
+        if fd < 0:
             raise ChannelClosed(f"channel of {self.key} is closed")
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        if self._watched is not loop:
+            self._unwatch()
+            loop.add_reader(fd, self._on_readable)
+            self._watched = loop
         try:
-            await ready(self.sock.fileno(), future=self._waiter)
+            await self._waiter
         finally:
             self._waiter = None
+        self._maybe_more = True
 
     def _fill(self, max_fds: int) -> bool:
         """Read what the socket has; False when it would block."""
@@ -126,6 +156,8 @@ class SandboxProcess:
         if not data:
             raise ChannelClosed(f"sandbox process of {self.key} closed its channel")
         self._buf += data
+        # A short read of a stream socket drained it: the next read waits for readiness first.
+        self._maybe_more = len(data) >= _READ
         return True
 
     def _frame(self) -> dict[str, Any] | None:
@@ -162,9 +194,10 @@ class SandboxProcess:
                 for extra in fds[max_fds:]:
                     os.close(extra)
                 return msg, fds[:max_fds]
-            if self._fill(max_fds):
+            if self._maybe_more and self._fill(max_fds):
                 self._work += _FILL_WORK
             else:
+                self._maybe_more = False
                 self._work = 0
                 await self._readable()
 
@@ -247,9 +280,12 @@ class SandboxProcess:
         removed before the descriptor is closed, so no stale one is left in the selector). Call on the
         event loop."""
         loop = asyncio.get_running_loop()
-        for waiter, unwatch in ((self._waiter, loop.remove_reader), (self._writer, loop.remove_writer)):
+        if self.sock.fileno() >= 0:
+            self._unwatch()
+        for waiter, unwatch in ((self._waiter, None), (self._writer, loop.remove_writer)):
             if waiter is not None and not waiter.done():
-                unwatch(self.sock.fileno())
+                if unwatch is not None:
+                    unwatch(self.sock.fileno())
                 waiter.set_exception(ChannelClosed(f"channel of {self.key} was closed"))
         for fd in self._fds:
             os.close(fd)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worldrt.errors import InvalidArgument, Unimplemented, WorldError
 from worldrt.host.api import Admission, Busy, HttpLimits, Saturated
+from worldrt.host.api.e2b._disconnect import until_disconnect
 from worldrt.host.api.e2b._envd import SANDBOX_HEADER, Envd
 from worldrt.host.api.e2b._filesystem import FilesystemService
 from worldrt.host.api.e2b._interpreter import Interpreter
@@ -329,6 +330,8 @@ def create_app(api: E2bApi, limits: HttpLimits | None = None) -> Any:
     app.include_router(r)
     process = ProcessASGIApplication(ProcessService(envd), read_max_bytes=limits.max_body_bytes)
     filesystem = FilesystemASGIApplication(FilesystemService(envd), read_max_bytes=limits.max_body_bytes)
+    # A stream (Start, Connect, WatchDir) whose client goes away ends then, not at its next write.
+    process_app, filesystem_app = until_disconnect(process), until_disconnect(filesystem)
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -344,9 +347,9 @@ def create_app(api: E2bApi, limits: HttpLimits | None = None) -> Any:
                                    f"timeout)")(scope, receive, send)
                 return
         if path.startswith(process.path + "/"):
-            await process(scope, receive, send)
+            await process_app(scope, receive, send)
         elif path.startswith(filesystem.path + "/"):
-            await filesystem(scope, receive, send)
+            await filesystem_app(scope, receive, send)
         else:
             await app(scope, receive, send)
 

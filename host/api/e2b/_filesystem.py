@@ -4,8 +4,12 @@ stream) and the polled watchers (CreateWatcher, GetWatcherEvents, RemoveWatcher)
 
 Every path is mapped from ``/home/user`` into the instance's workspace first (``_paths``); the provider
 confines it to the workspace again. A watch is a stream of the host's that lasts its timeout, so each one
-has a thread of its own, outside the admitted pool, and at most ``MAX_WATCHES`` run at once; a watch that
-was removed (or whose client went away) ends at its next event or at its timeout.
+has a thread of its own, outside the admitted pool, and at most ``MAX_WATCHES`` run at once. A watch that
+is removed, or whose WatchDir client went away (``_disconnect`` cancels the stream at once), is stopped and
+then woken: the provider's watch has no heartbeat and would end only at its next event or its timeout, so an
+empty marker file (``WAKE_PREFIX`` + the watch's id) is made and removed in the watched folder; the event
+it raises ends the watch's thread, which cancels the provider's stream. Marker events are never reported to
+any watch.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from worldrt.host.api.e2b._sandboxes import PROVIDER
 from worldrt.v1 import host_pb, pb
 
 MAX_WATCHES = 64
+WAKE_PREFIX = ".worldrt-e2b-wake-"
 WATCH_TIMEOUT_S = 600
 _MAX_DEPTH = 8
 _MAX_ENTRIES = 10_000
@@ -55,6 +60,7 @@ def entry(info: pb.FileInfo) -> fpb.EntryInfo:
 class _Watch:
     sandbox_id: str
     id: str
+    path: str = ""  # the watched folder, in the workspace
     events: list[fpb.FilesystemEvent] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
     ended: str = ""  # why it ended, when it did by itself
@@ -143,7 +149,7 @@ class FilesystemService(Filesystem):
                 raise ConnectError(Code.RESOURCE_EXHAUSTED, f"{MAX_WATCHES} directory watches run already; "
                                                             f"stop one (WatchHandle.stop) first")
             watch_id = secrets.token_hex(8)
-            watch = self._watches[watch_id] = _Watch(sandbox_id, watch_id)
+            watch = self._watches[watch_id] = _Watch(sandbox_id, watch_id, path)
         ready = threading.Event()
 
         def sink(event: pb.FileWatchEvent) -> None:
@@ -153,7 +159,7 @@ class FilesystemService(Filesystem):
                 ready.set()
                 return
             kind = _EVENTS.get(event.kind)
-            if kind is None or not event.path:
+            if kind is None or not event.path or posixpath.basename(event.path).startswith(WAKE_PREFIX):
                 return
             name = posixpath.relpath(event.path, path or ".")
             found = fpb.FilesystemEvent(name=name, type=kind)
@@ -214,7 +220,24 @@ class FilesystemService(Filesystem):
                     break
                 yield fpb.WatchDirResponse(event=Oneof[Literal["filesystem"], fpb.FilesystemEvent]("filesystem", event))
         finally:
-            watch.stopped.set()
+            self._stop(watch)
+
+    def _stop(self, watch: _Watch) -> None:
+        """Stop ``watch`` and wake its thread (see the module's docstring); returns at once."""
+        if watch.stopped.is_set():
+            return  # it ended by itself, or was stopped already
+        watch.stopped.set()
+        threading.Thread(target=self._wake, args=(watch,), name=f"e2b-wake-{watch.id}", daemon=True).start()
+
+    def _wake(self, watch: _Watch) -> None:
+        marker = posixpath.join(watch.path, WAKE_PREFIX + watch.id) if watch.path else WAKE_PREFIX + watch.id
+        try:
+            self.api.file_op(watch.sandbox_id, lambda iid: self.host.write_files(host_pb.HostWriteFilesRequest(
+                provider=PROVIDER, files=pb.WriteFilesRequest(instance_id=iid, files=[pb.FileEntry(path=marker)]))))
+            self.api.file_op(watch.sandbox_id, lambda iid: self.host.remove_file(host_pb.HostRemoveFileRequest(
+                provider=PROVIDER, remove=pb.RemoveFileRequest(instance_id=iid, path=marker))))
+        except WorldError:
+            pass  # the folder or the sandbox is gone: so is the provider's watch, or it ends at its timeout
 
     async def create_watcher(self, request: fpb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
                              ) -> fpb.CreateWatcherResponse:
@@ -239,7 +262,7 @@ class FilesystemService(Filesystem):
     async def remove_watcher(self, request: fpb.RemoveWatcherRequest, ctx: RequestContext[Any, Any]
                              ) -> fpb.RemoveWatcherResponse:
         watch = self._mine(self.envd.sandbox_id(ctx), request.watcher_id)
-        watch.stopped.set()
+        self._stop(watch)
         with self._lock:
             self._watches.pop(request.watcher_id, None)
         return fpb.RemoveWatcherResponse()

@@ -2,10 +2,13 @@
 /execute`` answers E2B's NDJSON (stdout and stderr as they come, the result, an error, the execution
 count), and contexts are namespaces in that interpreter (create, list, restart, remove).
 
-Each cell runs in the interpreter through ``_CELL`` (Execute, language python): the helper it defines once
+Each cell runs in the interpreter through ``cell`` (Execute, language python): the helper it defines once
 runs the code in its context's namespace, evaluates a last expression, and answers its formats (``text``
-its repr, and whatever ``_repr_html_``/``_repr_png_``/… the value offers; open matplotlib figures as PNG)
-or the error's name, value and traceback as the cell's value. So the state lives in the instance's
+its repr, and whatever ``_repr_html_``/``_repr_png_``/``_repr_markdown_``/``_repr_svg_``/``_repr_jpeg_``/
+``_repr_pdf_``/``_repr_latex_``/``_repr_json_``/``_repr_javascript_`` the value offers, as the SDK's
+``Result`` with ``is_main_result``), each value given to ``display(...)`` (a name of every context, as in
+IPython) as a result of its own, open matplotlib figures as PNG results (where matplotlib exists), or the
+error's name, value and traceback as the cell's value. So the state lives in the instance's
 memory: it is kept between cells and carried by a fork or a pause. Only Python runs: other languages are
 refused with a sentence. The default image has no matplotlib (nor PIL, pandas, …): importing one of those
 answers ModuleNotFoundError with a sentence saying library-made rich results are not supported here, while a
@@ -34,7 +37,7 @@ _LANGUAGES = ("python", "", None)
 
 _HELPER = r'''
 def __worldrt_e2b_run(context, code, env):
-    import ast, base64, os, sys, traceback
+    import ast, base64, json, os, sys, traceback
     spaces = globals().setdefault("__worldrt_e2b_contexts", {})
     counts = globals().setdefault("__worldrt_e2b_counts", {})
     space = spaces.setdefault(context, {"__name__": "__main__", "__builtins__": __builtins__})
@@ -44,20 +47,33 @@ def __worldrt_e2b_run(context, code, env):
     def formats(value):
         found = {"text": repr(value)}
         for name, key in (("_repr_html_", "html"), ("_repr_markdown_", "markdown"), ("_repr_svg_", "svg"),
-                          ("_repr_png_", "png"), ("_repr_jpeg_", "jpeg"), ("_repr_latex_", "latex"),
-                          ("_repr_json_", "json"), ("_repr_javascript_", "javascript")):
+                          ("_repr_png_", "png"), ("_repr_jpeg_", "jpeg"), ("_repr_pdf_", "pdf"),
+                          ("_repr_latex_", "latex"), ("_repr_json_", "json"), ("_repr_javascript_", "javascript")):
             method = getattr(value, name, None)
             if callable(method):
                 try:
                     made = method()
                 except Exception:
                     continue
-                if isinstance(made, bytes):
+                if isinstance(made, tuple) and len(made) == 2:
+                    made = made[0]  # IPython's (data, metadata) form
+                if isinstance(made, (bytes, bytearray)):
                     made = base64.b64encode(made).decode()
+                if key == "json":
+                    try:
+                        json.dumps(made)
+                    except (TypeError, ValueError):
+                        continue  # not JSON after all: the cell's answer must stay JSON
                 if made is not None:
                     found[key] = made
         return found
 
+    def display(*values, **_options):
+        """As IPython's display(): each value's formats, a result of its own (not the cell's main one)."""
+        for value in values:
+            out["displays"].append(formats(value))
+
+    space["display"] = display
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

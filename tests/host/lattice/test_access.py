@@ -246,11 +246,11 @@ def test_a_hosts_id_is_its_credentials_and_it_serves_only_what_the_lattice_lets_
     (world.root / "fake-b").mkdir(exist_ok=True)
     claim = _cli("host", "serve", "--host-id", "b", "--home", str(world.root / "fake-b"),
                  env=world.ids.env("a", world.url), cwd=world.root)
-    assert claim.returncode == 69 and "is host 'a''s, not host 'b''s" in claim.stderr, claim.stderr
+    assert claim.returncode == 7 and "is host 'a''s, not host 'b''s" in claim.stderr, claim.stderr
     (world.root / "greedy-a").mkdir(exist_ok=True)
     greedy = _cli("host", "serve", "--providers", "gensyn", "--home", str(world.root / "greedy-a"),
                   env=world.ids.env("a", world.url), cwd=world.root, timeout=120)
-    assert greedy.returncode == 69, greedy.stderr
+    assert greedy.returncode == 7, greedy.stderr  # PermissionDenied
     assert "does not let host a serve gensyn" in greedy.stderr and "--serves a=gensyn" in greedy.stderr, greedy.stderr
     assert not processes_under(str(world.root / "greedy-a")), "the refused host left a process"
 
@@ -383,7 +383,7 @@ def test_a_client_refuses_to_send_a_credential_in_cleartext_off_loopback(world: 
     started = time.monotonic()
     for env in (_env(WORLDRT_LATTICE_TOKEN=TOKEN), _env(WORLDRT_LATTICE_CREDS=str(world.ids.cred("t")))):
         done = _cli("lattice", "status", "--lattice", f"nats://{UNREACHABLE}:4222", env=env, cwd=tmp_path)
-        assert done.returncode == 69 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # InvalidArgument
         assert "refusing to send the lattice's" in done.stderr and f"in cleartext to nats://{UNREACHABLE}:4222" in done.stderr
         assert f"tls://{UNREACHABLE}:4222" in done.stderr
     assert time.monotonic() - started < 30, "a refusal is immediate, never a connection attempt"
@@ -463,7 +463,7 @@ def test_in_a_namespace_off_loopback_the_token_never_leaves_in_cleartext(tmp_pat
             done = subprocess.run([*inside, sys.executable, "-m", "worldrt.host.cli", "lattice", "status", "--lattice",
                                    f"nats://{address}:4222"], env=_env(WORLDRT_LATTICE_TOKEN=TOKEN), cwd=tmp_path,
                                   text=True, capture_output=True, timeout=60)
-            assert done.returncode == 69 and "refusing to send the lattice's token in cleartext" in done.stderr, done.stderr
+            assert done.returncode == 2 and "refusing to send the lattice's token in cleartext" in done.stderr, done.stderr
         finally:
             fake.kill()
             fake.wait()
@@ -486,7 +486,7 @@ def test_lattice_serve_refuses_to_listen_off_loopback_without_identities_and_tls
                         cwd=tmp_path, timeout=30)
         except subprocess.TimeoutExpired:
             pytest.fail(f"lattice serve {listen} {args} served")
-        assert done.returncode == 69 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"refusing to serve the lattice on {listen} without" in done.stderr, done.stderr
         assert "worldrt lattice creds init" in done.stderr
     assert not processes_under(str(tmp_path / "store"))
@@ -543,7 +543,7 @@ def test_creds_init_writes_public_keys_and_one_private_seed_per_identity(tmp_pat
     (directory / "a.cred").chmod(0o644)
     loose = _cli("lattice", "status", "--lattice", "nats://127.0.0.1:1", env=_env(
         WORLDRT_LATTICE_CREDS=str(directory / "a.cred")), cwd=tmp_path)
-    assert loose.returncode == 69 and "is readable by others (mode 0644)" in loose.stderr, loose.stderr
+    assert loose.returncode == 2 and "is readable by others (mode 0644)" in loose.stderr, loose.stderr
 
 
 def test_a_lattice_that_requires_client_certificates_takes_only_them(world: World, tmp_path: Path) -> None:

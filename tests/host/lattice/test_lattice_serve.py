@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import processes_under, wait_for, wait_gone
+from worldrt.errors import Unauthenticated
 from worldrt.host.lattice import Lattice, LatticeError, LatticeOptions
 
 pytestmark = pytest.mark.daemons
@@ -80,10 +81,11 @@ def test_jetstream_works_and_the_token_is_in_no_command_line(served: Served) -> 
 
 def test_a_wrong_token_is_a_one_line_error(served: Served, tmp_path: Path) -> None:
     done = _cli("lattice", "status", "--lattice", served.url, env=_env(WORLDRT_LATTICE_TOKEN="wrong"), cwd=tmp_path)
-    assert done.returncode == 69
+    assert done.returncode == 8  # Unauthenticated: a wrong token is not "try again"
     assert done.stderr.count("\n") == 1 and "refused our credentials" in done.stderr, done.stderr
-    with pytest.raises(LatticeError, match="refused our credentials"):
+    with pytest.raises(LatticeError, match="refused our credentials") as info:
         Lattice(LatticeOptions(served.url))
+    assert isinstance(info.value, Unauthenticated)
 
 
 def test_no_lattice_at_the_address_is_a_one_line_error(tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ def test_a_component_run_is_one_trace_counted_and_logged(tmp_path: Path, receive
         router = Counter(s.attributes["worldrt.operation"] for s in trace if s.kind == CLIENT)
         assert router == made
         assert Counter(s.name for s in trace if s.kind == SERVER) == {
-            "worldrt.v1.Host/Invoke": 1, "worldrt.v1.WorldRuntime/Start": 1, "worldrt.v1.WorldRuntime/Execute": 2, "worldrt.v1.WorldRuntime/Stop": 1}
+            "worldrt.v1.Host/Invoke": 1,
+            "worldrt.v1.WorldRuntime/Start": 1, "worldrt.v1.WorldRuntime/Execute": 2, "worldrt.v1.WorldRuntime/Stop": 1}
         # the registry's writes are spans of their own (one per batch written, not one per call)
         wait_for(lambda: [s for s in receiver.spans if s.name == "registry.write" and s.service == "worldrt-host"], 30,
                  "a span of the registry's batch writer")

@@ -1,0 +1,86 @@
+"""What the ``worldrt api serve KIND`` test servers share: a free loopback port, and the server as a real
+process (its state in a home folder, its key in its environment, started again on another port when the one
+found free was taken first, ready when an authorized request is answered 200, stopped with everything it
+started)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import processes_under, wait_for, wait_gone
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ApiServerProcess:
+    """``worldrt api serve KIND --listen 127.0.0.1:PORT`` with ``WORLDRT_STATE_DIR=home`` and ``KEY_VAR=key``,
+    for the host at ``host`` (a running one) or an embedded one. Subclasses name the kind and how a ready
+    server is asked (``ready_path`` with ``ready_headers()``), relative to ``url_of(port)``."""
+
+    kind = ""
+    key_var = ""
+    ready_path = ""
+
+    def __init__(self, home: Path, key: str, *, host: str | None = None, args: tuple[str, ...] = ()) -> None:
+        self.home, self.key = home, key
+        home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "WORLDRT_STATE_DIR": str(home), self.key_var: key}
+        env.pop("WORLDRT_TOKEN", None)
+        env.pop("WORLDRT_DB", None)
+        self.log_path = home / f"{self.kind}-api-{time.monotonic_ns()}.log"
+        last = ""
+        for _attempt in range(3):  # a port found free can be taken before the server binds it
+            self.port = free_port()
+            self.url = self.url_of(self.port)
+            command = [sys.executable, "-m", "worldrt.host.cli", "api", "serve", self.kind,
+                       "--listen", f"127.0.0.1:{self.port}", *(("--host", host) if host else ()), *args]
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL)
+            if wait_for(self._up_or_dead, 60, f"the {self.kind} API on port {self.port} answers") == "up":
+                return
+            last = self.log_path.read_text(errors="replace")
+            if "address already in use" not in last.lower():
+                break
+        raise AssertionError(f"worldrt api serve {self.kind} did not start:\n{last[-3000:]}")
+
+    @staticmethod
+    def url_of(port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+    def ready_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _up_or_dead(self) -> str | None:
+        if self.proc.poll() is not None:
+            return "dead"
+        try:
+            answer = httpx.get(f"{self.url}{self.ready_path}", headers=self.ready_headers(), timeout=2)
+        except httpx.TransportError:
+            return None
+        return "up" if answer.status_code == 200 else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, and wait for it and everything it started (an embedded host's providers) to be gone."""
+        tree = processes_under(f"--listen 127.0.0.1:{self.port}")
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        wait_gone(tree)
+        return code
