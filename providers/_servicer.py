@@ -62,7 +62,7 @@ def _span(provider: Provider, rpc_name: str, context: grpc.aio.ServicerContext) 
     key = (provider.provider_id, rpc_name)
     attributes = _SPAN_ATTRIBUTES.get(key)
     if attributes is None:
-        attributes = _SPAN_ATTRIBUTES[key] = {"rpc.method": rpc_name, "worldrt.provider": provider.provider_id}
+        attributes = _SPAN_ATTRIBUTES[key] = {"worldrt.provider": provider.provider_id}
     return telemetry.span(f"worldrt.v1.WorldRuntime/{rpc_name}", attributes, kind="server",
                           parent=context.invocation_metadata())
 

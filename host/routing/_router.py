@@ -105,12 +105,10 @@ def _span(route: _Route, context: CallContext | None) -> telemetry.Span:
     key = (route.provider, route.method.rpc, route.interface, link.link_id if link else "", link.name if link else "")
     attributes = _SPAN_ATTRIBUTES.get(key)
     if attributes is None:
-        # Few attributes: each costs the exporter's encoder a few microseconds per span.
-        attributes = {"rpc.method": route.method.rpc, "worldrt.provider": route.provider,
-                      "worldrt.operation": route.method.operation}
+        # The span's name carries the RPC; each attribute costs the exporter a few microseconds a span.
+        attributes = {"worldrt.provider": route.provider, "worldrt.operation": route.method.operation}
         if link is not None:
             attributes["worldrt.link"] = link.name or "default"
-            attributes["worldrt.link_id"] = link.link_id
         if len(_SPAN_ATTRIBUTES) > 4096:  # links come and go: a bound, not a leak
             _SPAN_ATTRIBUTES.clear()
         _SPAN_ATTRIBUTES[key] = attributes
@@ -286,7 +284,6 @@ class Router(WorldRouter):
         secrets = route.link.secret_values if route.link is not None else ()
         if reply.replica:
             traced.set("worldrt.replica", reply.replica)
-        traced.set("worldrt.cost_units", reply.cost)
         self.registry.record_call(route.provider, route.method.operation,
                                   str(context.verse_id) if context is not None else "", request, result, latency_ms,
                                   reply.cost, time.time(), secrets, startup_ms, reply.replica)
