@@ -80,13 +80,14 @@ def test_a_component_run_is_one_trace_counted_and_logged(tmp_path: Path, receive
             before, "worldrt_component_invocations_total", component="caller", outcome="ok") == 1
 
         # traces: the run is one trace; each Execute goes host (component, router) → daemon → sandbox
-        def execs() -> list[object] | None:
-            spans = receiver.spans
-            found = [s for s in spans if s.name == "sandbox.exec"]
-            roots = [s for s in spans if s.name == "component caller.run"]
-            return found if len(found) >= 2 and roots else None
+        def complete() -> bool | None:
+            # each process exports on its own: wait for the last span of each (the host's Invoke span ends
+            # after the client has read the outcome)
+            names = Counter(s.name for s in receiver.spans)
+            return (names["sandbox.exec"] >= 2 and names["component caller.run"] >= 1 and
+                    names["worldrt.v1.Host/Invoke"] >= 1 and names["worldrt.v1.WorldRuntime/Stop"] >= 2) or None
 
-        wait_for(execs, 30, "the spans of both Executes and of the component run at the receiver")
+        wait_for(complete, 30, "the spans of both Executes, of the component run and of the calls at the receiver")
         spans = receiver.spans
         root = next(s for s in spans if s.name == "component caller.run")
         trace = [s for s in spans if s.trace_id == root.trace_id]
