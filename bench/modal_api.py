@@ -1,6 +1,8 @@
 """The official modal SDK through `worldrt api serve modal`, beside the same operations over worldrt's gRPC
 (``worldrt.Client`` on the same host) and beside Modal's published sub-second cold start, in one run; plus
-the seed's snippet end to end (a cold image build on the first run, the image reused on the second).
+the seed's snippet end to end (a cold image build on the first run, the image reused on the second); and a
+16 MiB file written and read back through ``sb.filesystem`` beside ``worldrt.Client``'s write/read of the
+same bytes.
 
     python bench/modal_api.py [--reps 20] [--json bench/results/modal_api.json]
 
@@ -55,6 +57,10 @@ ROUNDS = 4
 # otherwise ("pool drained": POOL_SIZE creates just before take them all).
 POOL_SIZE = 4
 REFILL_S = 5.0
+# The file of the write/read rows (the SDK's sb.filesystem runs a helper in the sandbox, its bytes over stdin
+# and stdout; the Client's write/read are the host's WriteFiles/ReadFile).
+BIG = 16 * 1024 * 1024
+PART = 3 * 1024 * 1024
 
 
 def _script_ms(server: ModalApiServer, source: str, expect: str) -> float:
@@ -122,6 +128,22 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         proc.wait()
         return out
 
+    big = os.urandom(BIG)
+
+    def sdk_write_big() -> None:
+        sb.filesystem.write_bytes(big, "/workspace/big.bin")
+
+    def sdk_read_big() -> None:
+        assert sb.filesystem.read_bytes("/workspace/big.bin") == big
+
+    def client_write_big() -> None:
+        # One WriteFiles message is capped at the host's 4 MiB: the same bytes as parts, one call each.
+        for n, start in enumerate(range(0, BIG, PART)):
+            inst.files.write(f"big.part{n}", big[start:start + PART])
+
+    def client_read_big() -> None:
+        assert b"".join(inst.files.read(f"big.part{n}") for n in range(-(-BIG // PART))) == big
+
     made: list[object] = []
 
     def drain(create: Callable[[], object]) -> Callable[[], None]:
@@ -153,6 +175,10 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
         "Client inst.spawn(['true']).wait()": (lambda: inst.spawn(["true"]).wait(), None, None, 2),
         "SDK exec python -c print(1), stdout.read()": (sdk_print, None, None, 2),
         "Client spawn python -c print(1), stdout()": (client_print, None, None, 2),
+        "SDK sb.filesystem.write_bytes 16 MiB": (sdk_write_big, None, None, 1),
+        "Client inst.files.write 16 MiB (6 parts of <= 3 MiB)": (client_write_big, None, None, 1),
+        "SDK sb.filesystem.read_bytes 16 MiB": (sdk_read_big, None, None, 1),
+        "Client inst.files.read 16 MiB (6 parts)": (client_read_big, None, None, 1),
     }
 
     try:
@@ -169,7 +195,9 @@ def measure(server: ModalApiServer, host: HostProcess, reps: int, rows: dict[str
 PAIRS = {"SDK Sandbox.create (image reused), warm pool": "Client.start('modal'), warm pool",
          "SDK Sandbox.create (image reused), pool drained": "Client.start('modal'), pool drained",
          "SDK sb.exec('true').wait()": "Client inst.spawn(['true']).wait()",
-         "SDK exec python -c print(1), stdout.read()": "Client spawn python -c print(1), stdout()"}
+         "SDK exec python -c print(1), stdout.read()": "Client spawn python -c print(1), stdout()",
+         "SDK sb.filesystem.write_bytes 16 MiB": "Client inst.files.write 16 MiB (6 parts of <= 3 MiB)",
+         "SDK sb.filesystem.read_bytes 16 MiB": "Client inst.files.read 16 MiB (6 parts)"}
 CLAIMED = ("SDK Sandbox.create (image reused), warm pool", "Client.start('modal'), warm pool",
            "SDK Sandbox.create (image reused), pool drained", "Client.start('modal'), pool drained",
            "snippet end to end, first run (cold pip_install build)", "snippet end to end, second run (image reused)")

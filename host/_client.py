@@ -18,6 +18,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
+from worldrt import telemetry
 from worldrt.errors import Aborted, Reason, Unavailable, from_rpc_error
 from worldrt.host._api import BY_NAME, EventSink, HostAPI
 from worldrt.providers import (
@@ -70,13 +71,13 @@ class RemoteHost:
 
         def unary(request: Message) -> Any:
             try:
-                return rpc(_absolute(request), metadata=self._md)
+                return rpc(_absolute(request), metadata=(*self._md, *telemetry.carrier()))
             except grpc.RpcError as exc:
                 raise failure(exc) from None
 
         def streamed(request: Message, on_event: EventSink | None = None) -> Any:
             assert method.result_of is not None
-            call = rpc(_absolute(request), metadata=self._md)
+            call = rpc(_absolute(request), metadata=(*self._md, *telemetry.carrier()))
             try:
                 for event in call:
                     result = method.result_of(event)

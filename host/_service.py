@@ -14,6 +14,7 @@ callers are refused in a sentence rather than queued, and a slow instance slows 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from worldrt import telemetry
 from worldrt.errors import Cancelled, WorldError, from_rpc_error
 from worldrt.host._admission import Admission, ServiceLimits, Ticket
 from worldrt.host._api import METHODS, HostAPI, Method
@@ -138,7 +140,7 @@ class HostServicer(host_rpc.HostServicer):
                     ticket.release()
 
             try:
-                return await asyncio.wrap_future(self.pool.submit(run))
+                return await asyncio.wrap_future(self.pool.submit(contextvars.copy_context().run, run))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a dead host
@@ -182,7 +184,7 @@ class HostServicer(host_rpc.HostServicer):
                     put(None)
 
             try:
-                self.pool.submit(run)
+                self.pool.submit(contextvars.copy_context().run, run)  # the call's span stays current
             except BaseException:
                 ticket.release()
                 raise
@@ -202,7 +204,8 @@ async def _serve(host: Host, address: str, token: str | None, ready: threading.E
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="host")
     interceptors: list[grpc.aio.ServerInterceptor] = [_TokenCheck(token)] if token else []
-    server = grpc.aio.server(interceptors=[*interceptors, _RegistryGate(host.registry)])
+    # While tracing is on each call is a server span continuing the caller's traceparent (worldrt.telemetry).
+    server = grpc.aio.server(interceptors=[*interceptors, *telemetry.server_interceptors(), _RegistryGate(host.registry)])
     host_rpc.add_HostServicer_to_server(HostServicer(host, Admission(address, limits), pool), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_provider(args.name, args.listen, token_from(args.token_file),
                      Path(args.state_dir) if args.state_dir else default_state_dir(), engine_values(args),
-                     tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
+                     tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure,
+                     flags=args)
     except WorldError as exc:
         print(f"worldrt: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -53,9 +53,11 @@ def wait_serving(address: str, timeout_s: float = 30.0, proc: subprocess.Popen[b
 
 def spawn_daemon(name: str, listen: str, state_dir: Path, log_path: Path, *, token: str | None = None,
                  options: Mapping[str, str] | None = None, args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, umask: int = -1) -> subprocess.Popen[bytes]:
+                 env: Mapping[str, str] | None = None, umask: int = -1,
+                 pipe_stderr: bool = False) -> subprocess.Popen[bytes]:
     """Start ``worldrt provider serve NAME`` listening on ``listen``, its output appended to ``log_path``
-    (as ``python -m worldrt.providers serve``: the same options, without importing the host)."""
+    (as ``python -m worldrt.providers serve``: the same options, without importing the host). With
+    ``pipe_stderr`` its stderr is a pipe the caller must read (its log, line by line), its stdout still the file."""
     argv = [sys.executable, "-m", "worldrt.providers", "serve", name, "--listen", listen,
             "--state-dir", str(state_dir)]
     for key, value in (options or {}).items():
@@ -65,4 +67,5 @@ def spawn_daemon(name: str, listen: str, state_dir: Path, log_path: Path, *, tok
     if token:
         child_env[TOKEN_ENV] = token
     with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env, umask=umask)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.PIPE if pipe_stderr else log, env=child_env, umask=umask)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import importlib
-import logging
 import os
 import signal
 from pathlib import Path
 
+from worldrt import telemetry
 from worldrt.errors import NotFound
 from worldrt.providers._catalog import CATALOG
 from worldrt.providers._provider import Provider, ProviderOptions
@@ -51,9 +52,10 @@ def die_with_parent() -> None:
 
 
 def run_provider(name: str, listen: str | None, token: str | None, state_dir: Path, values: dict[str, str], *,
-        tls: ServerTls | None = None, insecure: bool = False) -> None:
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+        tls: ServerTls | None = None, insecure: bool = False, flags: argparse.Namespace | None = None) -> None:
+    """``flags`` carries the telemetry flags (--otel, --metrics-listen, --log-format); the OTEL_* and
+    WORLDRT_LOG_FORMAT variables apply without them."""
+    telemetry.setup(name, f"worldrt-provider-{name}", flags or argparse.Namespace())
     die_with_parent()
     address = listen_address(listen or default_listen(name, state_dir), tls=tls, token=token, insecure=insecure)
     provider_dir = state_dir / name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument
 
 
@@ -26,6 +27,7 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--api-key", metavar="KEY",
                        help="morphcloud: the Morph API key (default $MORPH_API_KEY; prefer the variable: a flag is "
                             "readable in /proc/PID/cmdline)")
+    telemetry.add_telemetry_arguments(serve)
 
 
 def engine_values(args: argparse.Namespace) -> dict[str, str]:

@@ -1,13 +1,20 @@
-"""The gRPC face of a provider: each RPC calls the provider's method, meters it and maps its errors."""
+"""The gRPC face of a provider: each RPC calls the provider's method, meters it and maps its errors.
+
+With telemetry on, each RPC is a server span continuing the caller's W3C trace context from the gRPC
+metadata (the sandbox work inside it is its children), with its status code; and it counts in
+``worldrt_provider_requests_total`` and ``worldrt_provider_request_duration_seconds``.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
+from worldrt import telemetry
 from worldrt.errors import WorldError
 from worldrt.providers._metering import Meter
 from worldrt.providers._provider import Call, Provider
@@ -45,14 +52,41 @@ def _finish(call: Call, provider: Provider, reply: Any = None) -> tuple[tuple[st
     return (("x-worldrt-cost-units", f"{cost:.6f}"),)
 
 
+_SPAN_ATTRIBUTES: dict[tuple[str, str], dict[str, str | int | float | bool]] = {}
+
+
+def _span(provider: Provider, rpc_name: str, context: grpc.aio.ServicerContext) -> telemetry.Span:
+    """The RPC's server span, child of the caller's (telemetry.NOOP while tracing is off)."""
+    if not telemetry.tracing():
+        return telemetry.NOOP
+    key = (provider.provider_id, rpc_name)
+    attributes = _SPAN_ATTRIBUTES.get(key)
+    if attributes is None:
+        attributes = _SPAN_ATTRIBUTES[key] = {"worldrt.provider": provider.provider_id}
+    return telemetry.span(f"worldrt.v1.WorldRuntime/{rpc_name}", attributes, kind="server",
+                          parent=context.invocation_metadata())
+
+
+def _counted(provider: Provider, rpc_name: str, started: float, code: grpc.StatusCode) -> None:
+    if telemetry.metrics_on():
+        name = code.name
+        telemetry.inc("worldrt_provider_requests_total", provider.provider_id, rpc_name, name)
+        telemetry.observe("worldrt_provider_request_duration_seconds", time.perf_counter() - started,
+                          provider.provider_id, rpc_name, name)
+
+
+def _code_of(exc: BaseException) -> grpc.StatusCode:
+    return exc.code if isinstance(exc, WorldError) else grpc.StatusCode.INTERNAL
+
+
 class ProviderServicer(rpc.WorldRuntimeServicer):
     def __init__(self, provider: Provider, on_shutdown: Callable[[], None]) -> None:
         self.provider = provider
         self._on_shutdown = on_shutdown
         for rpc_name, method in _UNARY.items():
-            setattr(self, rpc_name, self._unary_handler(method))
+            setattr(self, rpc_name, self._unary_handler(rpc_name, method))
         for rpc_name, method in _STREAMED.items():
-            setattr(self, rpc_name, self._stream_handler(method))
+            setattr(self, rpc_name, self._stream_handler(rpc_name, method))
 
     def _call(self, operation: str, context: grpc.aio.ServicerContext) -> Call:
         md = _metadata(context)
@@ -70,29 +104,41 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
         context.set_trailing_metadata(trailers)
         await context.abort(grpc.StatusCode.INTERNAL, f"{self.provider.provider_id} {call.operation} failed: {exc!r}")
 
-    def _unary_handler(self, method: str) -> Callable[..., Any]:
+    def _unary_handler(self, rpc_name: str, method: str) -> Callable[..., Any]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = self._call(method, context)
-            try:
-                reply = await getattr(self.provider, method)(request, call)
-            except Exception as exc:
-                await self._fail(exc, call, context)
-                raise  # unreachable: abort raises
+            started = time.perf_counter()
+            with _span(self.provider, rpc_name, context) as traced:
+                try:
+                    reply = await getattr(self.provider, method)(request, call)
+                except Exception as exc:
+                    traced.failed(exc)
+                    _counted(self.provider, rpc_name, started, _code_of(exc))
+                    await self._fail(exc, call, context)
+                    raise  # unreachable: abort raises
+                traced.status(grpc.StatusCode.OK)
             context.set_trailing_metadata(_finish(call, self.provider, reply))
+            _counted(self.provider, rpc_name, started, grpc.StatusCode.OK)
             return reply
 
         handle.__name__ = method
         return handle
 
-    def _stream_handler(self, method: str) -> Callable[..., Any]:
+    def _stream_handler(self, rpc_name: str, method: str) -> Callable[..., Any]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = self._call(method, context)
-            try:
-                async for event in getattr(self.provider, method)(request, call):
-                    yield event
-            except Exception as exc:  # noqa: BLE001
-                await self._fail(exc, call, context)
+            started = time.perf_counter()
+            with _span(self.provider, rpc_name, context) as traced:
+                try:
+                    async for event in getattr(self.provider, method)(request, call):
+                        yield event
+                except Exception as exc:  # noqa: BLE001
+                    traced.failed(exc)
+                    _counted(self.provider, rpc_name, started, _code_of(exc))
+                    await self._fail(exc, call, context)
+                traced.status(grpc.StatusCode.OK)
             context.set_trailing_metadata(_finish(call, self.provider))
+            _counted(self.provider, rpc_name, started, grpc.StatusCode.OK)
 
         handle.__name__ = method
         return handle
@@ -107,11 +153,17 @@ class ProviderServicer(rpc.WorldRuntimeServicer):
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecutionEvent]:
         call = self._call("execute_stream", context)
         trailers: tuple[tuple[str, str], ...] | None = None
-        try:
-            async for event in self.provider.execute_stream(request, call):
-                if event.HasField("result"):
-                    trailers = _finish(call, self.provider, event.result)
-                yield event
-        except Exception as exc:  # noqa: BLE001
-            await self._fail(exc, call, context)
+        started = time.perf_counter()
+        with _span(self.provider, "ExecuteStream", context) as traced:
+            try:
+                async for event in self.provider.execute_stream(request, call):
+                    if event.HasField("result"):
+                        trailers = _finish(call, self.provider, event.result)
+                    yield event
+            except Exception as exc:  # noqa: BLE001
+                traced.failed(exc)
+                _counted(self.provider, "ExecuteStream", started, _code_of(exc))
+                await self._fail(exc, call, context)
+            traced.status(grpc.StatusCode.OK)
         context.set_trailing_metadata(trailers or _finish(call, self.provider))
+        _counted(self.provider, "ExecuteStream", started, grpc.StatusCode.OK)

@@ -5,7 +5,8 @@ link to a provider and is recorded in the registry.
 Every API here is served the same way, and any later one gets it by default: ``serve_guarded`` serves its
 ASGI app with uvicorn (a header deadline, a connection cap) and always behind ``Guard`` (the key checked on
 the headers before a body is read, bodies capped, requests in flight bounded), under ``HttpLimits``; its
-calls that wait on the host go through ``Admission``; the CLI's ``api serve`` flags for the bounds are
+calls that wait on the host go through ``Admission``; ``start_guarded`` runs the same server as a task of a
+running loop (the Modal API's blob listener); the CLI's ``api serve`` flags for the bounds are
 shared (``host/cli/_apis.py``)."""
 
 from worldrt.host.api._admission import Admission, Busy, Saturated
@@ -15,8 +16,8 @@ from worldrt.host.api._images import DEFAULT_IMAGE_ID, Image, Images
 from worldrt.host.api._limits import DEFAULT_MAX_BODY_BYTES, HttpLimits
 from worldrt.host.api._morph import SOURCE, MorphApi
 from worldrt.host.api._serve import DEFAULT_LISTEN, parse_listen, serve_morph_api
-from worldrt.host.api._server import serve_guarded
+from worldrt.host.api._server import GuardedListener, serve_guarded, start_guarded
 
 __all__ = ["MorphApi", "create_app", "serve_morph_api", "parse_listen", "DEFAULT_LISTEN", "SOURCE",
            "Images", "Image", "DEFAULT_IMAGE_ID", "HttpLimits", "DEFAULT_MAX_BODY_BYTES", "Guard", "bearer",
-           "Admission", "Busy", "Saturated", "serve_guarded"]
+           "Admission", "Busy", "Saturated", "serve_guarded", "start_guarded", "GuardedListener"]

@@ -24,7 +24,8 @@ class HttpLimits:
     # A connection must have sent a request's complete headers within this long of opening (or of the end
     # of its previous answer), or it is closed: a client trickling its headers (slowloris) holds nothing.
     header_timeout_s: float = 10.0
-    # While a request's body is still coming, at most this long between two of its pieces, else 408.
+    # While a request's body is still coming, at most this long between two of its pieces, else 408; while
+    # an answer is going out, at most this long with the client reading none of it, else it is cut off.
     body_idle_timeout_s: float = 30.0
     # An idle kept-alive connection is closed after this long.
     keep_alive_s: int = 5

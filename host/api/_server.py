@@ -10,27 +10,39 @@ exactly those two things, and everything else is uvicorn's configuration: ``h11_
 caps what one connection's unfinished headers may buffer, ``timeout_keep_alive`` closes idle connections,
 websockets and HTTP/2 are off.
 
+The same guarded server also runs embedded, as a task of a loop that owns its signals (``start_guarded``:
+the Modal API's blob listener beside its gRPC server), on a socket bound here so no failure to listen can
+end the process from inside uvicorn.
+
 Invariants: a connection that has not sent a request's complete headers within ``header_timeout_s`` of
 opening, or of the end of its previous answer, is closed; one opened beyond ``max_connections`` is answered
 503 with ``Retry-After`` and closed before anything of it is read (at most 64 of those are kept half-closed
-for a second, so that the answer arrives before the close); the process's descriptor limit is raised
+for a second, so that the answer arrives before the close); a client that reads nothing of an answer while
+its unsent part is past the write buffer for ``body_idle_timeout_s`` is cut off (its buffered answer
+dropped: a plain close would wait for it to be read); the process's descriptor limit is raised
 (to its hard limit at most) so that the connections allowed fit in it, else the cap is lowered to fit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import resource
+import socket
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from worldrt import telemetry
+from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host.api._guard import AsgiApp, Authorized, Guard, Problem
 from worldrt.host.api._limits import HttpLimits
+from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.server")
 
@@ -53,6 +65,7 @@ class _GuardedH11(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
         self._refused = False
         self._lingers = False
 
@@ -92,8 +105,27 @@ class _GuardedH11(H11Protocol):
             self._arm()
             self._disarm_once_headers_are_in()  # a pipelined request may have been taken already
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.body_idle_timeout_s, self._reader_too_slow)
+
+    def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        super().resume_writing()
+
+    def _reader_too_slow(self) -> None:
+        self._stalled = None
+        log.debug("cutting off a client that read nothing of its answer for %g s", self.limits.body_idle_timeout_s)
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         if self._lingers:
             self._lingers = False
             type(self).lingering -= 1
@@ -147,17 +179,79 @@ def fit_descriptors(limits: HttpLimits) -> HttpLimits:
     return limits
 
 
+def _guarded_config(app: AsgiApp, address: str, port: int, limits: HttpLimits, *, authorized: Authorized,
+                    problem: Problem, unauthorized: str, embedded: bool) -> uvicorn.Config:
+    limits = fit_descriptors(limits)
+    # Each admitted request is a server span while tracing is on (an incoming traceparent its parent).
+    guarded = Guard(telemetry.asgi_spans(app), limits, authorized, problem, unauthorized=unauthorized)
+    protocol = type("GuardedH11", (_GuardedH11,), {"limits": limits, "refusal": _refusal(limits, problem)})
+    # The backlog is also how many connections asyncio accepts in one go: nginx's 511 keeps a burst of
+    # connects beyond the cap from holding many more descriptors before each is refused.
+    # Embedded, the process's logging is its owner's: uvicorn's dictConfig is not applied.
+    extra: dict[str, Any] = {"log_config": None, "timeout_graceful_shutdown": 3} if embedded else {
+        "timeout_graceful_shutdown": 5}
+    return uvicorn.Config(guarded, host=address, port=port, http=protocol, ws="none", lifespan="off",
+                          log_level="warning", access_log=False, timeout_keep_alive=limits.keep_alive_s,
+                          h11_max_incomplete_event_size=_MAX_HEADER_BYTES, backlog=min(limits.max_connections, 511),
+                          **extra)
+
+
 def serve_guarded(app: AsgiApp, address: str, port: int, limits: HttpLimits, *, authorized: Authorized,
                   problem: Problem, unauthorized: str) -> None:
     """Serve ``app`` behind ``Guard`` on ``address:port`` under ``limits`` until SIGTERM or SIGINT: the one way
     a compatible API is served, so none can be served without the key check and the bounds."""
-    limits = fit_descriptors(limits)
-    guarded = Guard(app, limits, authorized, problem, unauthorized=unauthorized)
-    protocol = type("GuardedH11", (_GuardedH11,), {"limits": limits, "refusal": _refusal(limits, problem)})
-    # The backlog is also how many connections asyncio accepts in one go: nginx's 511 keeps a burst of
-    # connects beyond the cap from holding many more descriptors before each is refused.
-    config = uvicorn.Config(guarded, host=address, port=port, http=protocol, ws="none", lifespan="off",
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                            timeout_keep_alive=limits.keep_alive_s, h11_max_incomplete_event_size=_MAX_HEADER_BYTES,
-                            backlog=min(limits.max_connections, 511))
-    uvicorn.Server(config).run()
+    uvicorn.Server(_guarded_config(app, address, port, limits, authorized=authorized, problem=problem,
+                                   unauthorized=unauthorized, embedded=False)).run()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the loop's owner has its own handlers: uvicorn's would replace them
+
+
+class GuardedListener:
+    """A guarded server running as a task of the current loop: its ``port``, its open ``connections``,
+    and ``close()``, which stops it (answers still going out get a few seconds, then are cut)."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], port: int) -> None:
+        self._server, self._task, self.port = server, task, port
+
+    @property
+    def connections(self) -> int:
+        return len(self._server.server_state.connections)
+
+    async def close(self) -> None:
+        self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._task), 10)
+        if not self._task.done():
+            self._task.cancel()
+
+
+async def start_guarded(app: AsgiApp, address: str, limits: HttpLimits, *, authorized: Authorized,
+                        problem: Problem, unauthorized: str) -> GuardedListener:
+    """Serve ``app`` behind ``Guard`` under ``limits`` on an ephemeral port of loopback ``address``, as a task
+    of the running loop, until ``close()``; an address off loopback is refused (the server speaks plain HTTP)."""
+    if not is_loopback(address):
+        raise InvalidArgument(f"refusing to serve on {address}: it is plain HTTP; listen on loopback")
+    config = _guarded_config(app, address, 0, limits, authorized=authorized, problem=problem,
+                             unauthorized=unauthorized, embedded=True)
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((address, 0))
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"could not listen on {address}: {exc}") from None
+    server = _EmbeddedServer(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    listener = GuardedListener(server, task, sock.getsockname()[1])
+    for _ in range(1000):  # startup is one create_server on a bound socket: at most a few ticks
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if not server.started:
+        await listener.close()
+        sock.close()
+        raise Unavailable(f"the server on {address} did not start")
+    return listener

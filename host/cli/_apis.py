@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -49,8 +48,9 @@ def api_serve_morph(args: argparse.Namespace) -> int:
     listen = args.listen or DEFAULT_LISTEN
     parse_listen(listen)
     limits = http_limits(args)
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    from worldrt import telemetry
+
+    telemetry.setup("api", "worldrt-api", args)
     with session(args) as host:
         serve_morph_api(host, listen, api_key, exec_timeout_ms=args.exec_timeout_ms, max_branches=args.max_branches,
                         limits=limits)
@@ -73,8 +73,9 @@ def api_serve_modal(args: argparse.Namespace) -> int:
         print(profile(listen, token_id, token_secret), end="")
         return 0
     limits = http_limits(args)
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    from worldrt import telemetry
+
+    telemetry.setup("api", "worldrt-api", args)
     with session(args) as host:
         serve_modal_api(host, listen, token_id, token_secret, limits=limits)
     return 0
@@ -92,14 +93,17 @@ def api_serve_e2b(args: argparse.Namespace) -> int:
     listen = args.listen or DEFAULT_LISTEN
     parse_listen(listen)
     limits = http_limits(args)
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format="%(asctime)s api[%(process)d] %(levelname)s %(message)s")
+    from worldrt import telemetry
+
+    telemetry.setup("api", "worldrt-api", args)
     with session(args) as host:
         serve_e2b_api(host, listen, api_key, limits=limits)
     return 0
 
 
 def add_commands(commands: Commands, parents: Parents) -> None:
+    from worldrt.telemetry import add_telemetry_arguments
+
     api = commands.add_parser("api", help="vendor APIs served on worldrt").add_subparsers(dest="action", required=True)
     serve = api.add_parser("serve", help="serve a vendor's API until SIGTERM").add_subparsers(dest="vendor",
                                                                                             required=True)
@@ -117,6 +121,7 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                        help="how long one exec may run (default 300000; the SDK sends no timeout)")
     morph.add_argument("--max-branches", type=int, metavar="N", help="the largest branch count (default 256)")
     add_http_limits(morph)
+    add_telemetry_arguments(morph)
     morph.set_defaults(func=api_serve_morph)
 
     modal = serve.add_parser(
@@ -132,6 +137,7 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     modal.add_argument("--print-profile", action="store_true",
                        help="print a ~/.modal.toml profile for this server and its token pair, and exit")
     add_http_limits(modal)
+    add_telemetry_arguments(modal)
     modal.set_defaults(func=api_serve_modal)
 
     e2b = serve.add_parser(
@@ -143,4 +149,5 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                     "world-runtime[e2b].")
     e2b.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8791; loopback only)")
     add_http_limits(e2b)
+    add_telemetry_arguments(e2b)
     e2b.set_defaults(func=api_serve_e2b)

@@ -70,16 +70,18 @@ def default_host_id() -> str:
     return name or "host"
 
 
-def _logging(kind: str) -> None:
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format=f"%(asctime)s {kind}[%(process)d] %(levelname)s %(message)s")
+def _logging(kind: str, args: argparse.Namespace) -> None:
+    """Logs, traces and metrics of the ``kind`` daemon as its flags ask (worldrt.telemetry)."""
+    from worldrt import telemetry
+
+    telemetry.setup(kind, f"worldrt-{kind}", args)
 
 
 # lattice serve ------------------------------------------------------------------------------------------
 def lattice_serve(args: argparse.Namespace) -> int:
     from worldrt.host.lattice import PASSWORD_ENV, TOKEN_ENV, NatsServer, ServerConfig
 
-    _logging("lattice")
+    _logging("lattice", args)
     log = logging.getLogger("worldrt.lattice")
 
     def secret(path: str | None, env: str) -> str | None:
@@ -227,7 +229,7 @@ def registry_serve(args: argparse.Namespace) -> int:
     from worldrt.host.lattice import Ingest, StreamLimits
     from worldrt.providers import ensure_token_file, private_dir, token_from
 
-    _logging("registry")
+    _logging("registry", args)
     state = private_dir(home(args))
     token = token_from(args.token_file) or ensure_token_file(state / HOST_TOKEN_FILE)
     lattice = connect(args, "worldrt-registry", roles=("registry", "admin"))
@@ -333,6 +335,9 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     serve.add_argument("--tls-key", metavar="PEM", help="... and its key")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
     serve.add_argument("--max-payload", type=int, metavar="BYTES", help="largest message (nats-server default 1 MiB)")
+    from worldrt.telemetry import add_telemetry_arguments
+
+    add_telemetry_arguments(serve)
     serve.set_defaults(func=lattice_serve)
     status = lattice.add_parser("status", parents=[parents.base], help="hosts, providers and links of the lattice")
     add_lattice_flags(status, required=True)
@@ -353,6 +358,7 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     rserve.add_argument("--stream-max-msgs", type=int, default=1_000_000, metavar="N",
                         help="... and at most this many (default 1,000,000)")
     add_lattice_flags(rserve, required=True)
+    add_telemetry_arguments(rserve)
     rserve.set_defaults(func=registry_serve)
 
 

@@ -50,7 +50,7 @@ def provider_serve(args: argparse.Namespace) -> int:
     values = engine_values(args)
     run_provider(args.name, args.listen, token_from(args.token_file),
         Path(args.state_dir) if args.state_dir else default_state_dir(), values,
-        tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure)
+        tls=ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca), insecure=args.insecure, flags=args)
     return 0
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 from pathlib import Path
 
 from worldrt.host.cli._common import CliError, Commands, Parents, console, emit, home
 
 
 def host_serve(args: argparse.Namespace) -> int:
+    from worldrt import telemetry
     from worldrt.host import (
         DEFAULT_CALLS,
         HOST_TOKEN_FILE,
@@ -28,8 +27,7 @@ def host_serve(args: argparse.Namespace) -> int:
         token_from,
     )
 
-    logging.basicConfig(level=os.environ.get("WORLDRT_LOG", "INFO"),
-                        format="%(asctime)s host[%(process)d] %(levelname)s %(message)s")
+    telemetry.setup("host", "worldrt-host", args)
     state = private_dir(home(args))
     token = token_from(args.token_file) or ensure_token_file(state / HOST_TOKEN_FILE)
     tls = ServerTls.from_args(args.tls_cert, args.tls_key, args.tls_client_ca)
@@ -100,6 +98,9 @@ def add_commands(commands: Commands, parents: Parents) -> None:
     from worldrt.host.cli._lattice import add_host_flags
 
     add_host_flags(serve_parser)
+    from worldrt.telemetry import add_telemetry_arguments
+
+    add_telemetry_arguments(serve_parser)
     serve_parser.set_defaults(func=host_serve)
 
     tls = commands.add_parser("tls", help="certificates for TLS").add_subparsers(dest="action", required=True)

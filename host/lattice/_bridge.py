@@ -12,7 +12,8 @@ Only the world's operations, files and images are carried (``LATTICE_RPCS``): In
 ReceiveLinkConfig and DeleteLink get PERMISSION_DENIED and a sentence, and never reach the daemon (nor its
 token). BuildImage and DeleteImage go with ``x-worldrt-owner: lattice``: the names they bind or remove are
 the lattice's, never the host's own. A call's deadline is bounded by ``MAX_CALL_S``, the time the server lets this replica
-answer it.
+answer it. With tracing on, each call is a server span continuing the caller's W3C context from the NATS
+headers, and the daemon's call continues it in turn (``traceparent`` in the gRPC metadata).
 
 Leaving (SIGTERM): unsubscribe first (no new calls arrive), then let the calls in flight finish.
 """
@@ -30,6 +31,7 @@ import grpc.aio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from worldrt import telemetry
 from worldrt.errors import reason_in
 from worldrt.host.lattice._nats import Lattice
 from worldrt.host.lattice._wire import (
@@ -225,14 +227,25 @@ class Bridge:
         except ValueError:
             timeout = DEFAULT_TIMEOUT_S
         timeout = min(timeout, MAX_CALL_S)
-        metadata = [*decode_metadata(headers.get(H_METADATA)), ("authorization", f"Bearer {self.supervisor.token}")]
+        hop = _hop_span(self.replica, served.name, method.rpc, headers)
+        metadata = [*telemetry.without_trace(decode_metadata(headers.get(H_METADATA))), *hop.carrier(),
+                    ("authorization", f"Bearer {self.supervisor.token}")]
         if method.rpc in OWNED_RPCS:
             metadata.append(("x-worldrt-owner", LATTICE_OWNER))
+        with hop:
+            code, message = await self._call_daemon(served, method, msg, reply, timeout, metadata)
+            hop.status(code, message)
+        telemetry.inc("worldrt_lattice_bridged_total", served.name, method.rpc, code.name)
+
+    async def _call_daemon(self, served: _Served, method: Method, msg: Msg, reply: str, timeout: float,
+                           metadata: list[tuple[str, str]]) -> tuple[grpc.StatusCode, str]:
+        """Make the call on the daemon and send its end to the caller; the status it ended with."""
         data = self._request(method, msg.data)
         channel = served.channel
         if channel is None:
-            await self._end(reply, grpc.StatusCode.UNAVAILABLE, f"replica {self.replica} of {served.name} is leaving")
-            return
+            message = f"replica {self.replica} of {served.name} is leaving"
+            await self._end(reply, grpc.StatusCode.UNAVAILABLE, message)
+            return grpc.StatusCode.UNAVAILABLE, message
         try:
             if method.streaming:
                 stream: Any = channel.unary_stream(method.path)(data, timeout=timeout, metadata=metadata)  # type: ignore[arg-type]
@@ -243,7 +256,7 @@ class Bridge:
                         await self._end(reply, grpc.StatusCode.RESOURCE_EXHAUSTED, (
                             f"an event of {len(event)} bytes is above the lattice's payload limit of "
                             f"{self.lattice.max_payload} bytes (nats-server max_payload)"))
-                        return
+                        return grpc.StatusCode.RESOURCE_EXHAUSTED, "an event above the lattice's payload limit"
                     await self.lattice.nc.publish(reply, event, headers={H_KIND: EVENT, H_REPLICA: self.replica})
                 await self._end(reply, grpc.StatusCode.OK, "", cost=_cost(await stream.trailing_metadata()))
             else:
@@ -254,6 +267,8 @@ class Bridge:
         except grpc.aio.AioRpcError as exc:
             trailers = exc.trailing_metadata()
             await self._end(reply, exc.code(), exc.details() or "", cost=_cost(trailers), reason=reason_in(trailers))
+            return exc.code(), exc.details() or ""
+        return grpc.StatusCode.OK, ""
 
     async def leave(self, grace_s: float = 30.0) -> None:
         """Leave every queue group, then wait (up to ``grace_s``) for the calls in flight to finish."""
@@ -269,6 +284,16 @@ class Bridge:
             if served.channel is not None:
                 await served.channel.close()
                 served.channel = None
+
+
+def _hop_span(replica: str, provider: str, rpc: str, headers: dict[str, str]) -> telemetry.Span:
+    """The lattice hop as a server span on this replica, continuing the caller's trace from the NATS
+    headers (telemetry.NOOP while tracing is off)."""
+    if not telemetry.tracing():
+        return telemetry.NOOP
+    return telemetry.span(f"lattice {provider}.{rpc}", {
+        "messaging.system": "nats", "worldrt.provider": provider, "worldrt.replica": replica, "rpc.method": rpc},
+        kind="server", parent=headers)
 
 
 def _cost(metadata: Any) -> str:

@@ -13,6 +13,8 @@ waits for, and the rules that make replicas and failover invisible to a componen
   answer on any other subject, or one that names another replica than the one the call went to (or
   than the first that answered), is dropped. With identities the server lets only this connection read
   that inbox and only the replica the call reached answer on it (host/lattice/_creds.py).
+* The caller's W3C trace context goes as the NATS headers ``traceparent``/``tracestate`` (the bridge
+  continues the trace); a call sent again to another replica counts in ``worldrt_lattice_failovers_total``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import grpc
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from worldrt import telemetry
 from worldrt.errors import DeadlineExceeded, FailedPrecondition, ResourceExhausted, Unavailable
 from worldrt.host.lattice._nats import Lattice
 from worldrt.host.lattice._wire import (
@@ -171,6 +174,8 @@ class Caller:
                                       f"{method.rpc} stream ({lost.why}); run it again") from None
                 if lost.replica:
                     avoid.add(lost.replica)
+                if attempt < RETRIES:
+                    telemetry.inc("worldrt_lattice_failovers_total", provider)
                 if attempt == RETRIES:
                     raise Unavailable(f"no replica of {provider} on the lattice {self.lattice.name} answered "
                                       f"{method.rpc} ({lost.why})") from None
@@ -195,7 +200,10 @@ class Caller:
         self._waiting[token] = queue
         heard = target if target != "any" else None
         try:
-            headers = {H_METADATA: encode_metadata(metadata), H_TIMEOUT_MS: str(max(1, int(remaining * 1000)))}
+            # The caller's W3C trace context rides as NATS headers of its own (traceparent, tracestate).
+            headers = {H_METADATA: encode_metadata(telemetry.without_trace(metadata)),
+                       H_TIMEOUT_MS: str(max(1, int(remaining * 1000))),
+                       **{key: value for key, value in metadata if key in telemetry.TRACE_KEYS}}
             await self.lattice.nc.publish(rpc_subject(self.lattice.name, provider, method.rpc, target), data,
                                           reply=f"{self._prefix}.{token}", headers=headers)
             end = time.monotonic() + remaining

@@ -25,6 +25,7 @@ the bridge of its local providers, the calls it makes, and the registry rows it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -41,6 +42,7 @@ from nats.js import api
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from worldrt import telemetry
 from worldrt.host.lattice._bridge import Bridge
 from worldrt.host.lattice._calls import FRESH_S, HEARTBEAT_S, Caller
 from worldrt.host.lattice._creds import ADMIN, HOST
@@ -369,6 +371,7 @@ class Member:
         watcher = self._watcher = await self.link_kv.watchall()
         replicas = self._replica_watcher = await self.provider_kv.watchall()
         self.caller.table = {}
+        telemetry.watch("worldrt_lattice_replicas", self._replica_counts)
         loop = asyncio.get_running_loop()
         initial, listed = loop.create_future(), loop.create_future()
         self._tasks = [loop.create_task(self._watch_links(watcher, initial)), loop.create_task(self._heartbeat()),
@@ -556,6 +559,14 @@ class Member:
                   (refused / path.name).stat().st_size, refused, self.outbox)
 
     # status ------------------------------------------------------------------------------------------
+    def _replica_counts(self) -> dict[tuple[str, ...], float]:
+        """Fresh healthy replicas per provider, from the watched providers bucket (for /metrics)."""
+        now, counts = time.time(), collections.Counter[str]()
+        for key, entry in list((self.caller.table or {}).items()):
+            if entry.get("healthy") and now - float(entry.get("at", 0)) < FRESH_S:  # type: ignore[arg-type]
+                counts[key.partition(".")[0]] += 1
+        return {(provider,): float(n) for provider, n in counts.items()}
+
     def fresh_replicas(self, provider: str) -> list[str]:
         return self.lattice.run(self.caller.fresh_replicas(provider), timeout_s=10)
 

@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 from google.protobuf.message import Message
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
 from worldrt.host.registry._json import message_json
@@ -190,6 +191,7 @@ class Registry:
         self._keep_days = keep_days
         self._prune_every_s = prune_every_s
         self._queue: queue.SimpleQueue[Row | object] = queue.SimpleQueue()
+        telemetry.watch("worldrt_registry_rows_queued", lambda: {(): len(self._uncommitted)})
         # Invocation ids: 64 random bits for this process, then a counter (32 hex digits, as uuid4().hex).
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -386,7 +388,8 @@ class Registry:
         batch = pending[:MAX_BATCH]
         try:
             columns = _columns(batch)
-            with self._db_lock, private_umask():
+            # One span per batch written (telemetry.NOOP while tracing is off), not one per row.
+            with telemetry.span("registry.write", {"worldrt.rows": len(batch)}), self._db_lock, private_umask():
                 _insert_rows(self._con, columns)
         except Exception as exc:  # noqa: BLE001 - any failure is retried; the rows stay queued
             failures += 1
@@ -414,6 +417,11 @@ class Registry:
         with self._progress:
             self._committed += len(batch)
             self._progress.notify_all()
+        if telemetry.metrics_on():
+            now = time.time()
+            telemetry.inc("worldrt_registry_rows_written_total", "provider_invocations", by=len(batch))
+            for row in batch:
+                telemetry.observe("worldrt_registry_write_lag_seconds", max(0.0, now - row.invoked_at))
         if failures:
             log.info("writing invocation rows to %s works again", self.path)
         if "writes" in self._problems:

@@ -7,7 +7,9 @@ operation's and what the invocation has left; the transport reaches the provider
 daemon had to start, is the call's start-up time) and makes the call; one registry row records it
 (request, reply or error, latency, cost, start-up wait, the replica that answered) before the caller
 sees the answer; and the invocation's observer hears of it. A failure is raised as the WorldError kind
-of its status.
+of its status. With telemetry on (worldrt.telemetry), each call is a client span (provider, operation,
+link, replica, start-up wait; its status the gRPC code) whose W3C context goes with the call's metadata,
+and counts in ``worldrt_provider_calls_total`` and ``worldrt_provider_call_duration_seconds``.
 
 The transport is the host's own supervised daemons (``LocalTransport``) or the lattice (host/lattice);
 link forwarding always goes to the host's own daemons (``own=True``), since each host hands its providers
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf.message import Message
 
+from worldrt import telemetry
 from worldrt.errors import DeadlineExceeded, FailedPrecondition, Unavailable, WorldError
 from worldrt.host.registry import Registry
 from worldrt.host.routing._links import HostLink, LinkTable
@@ -89,6 +92,30 @@ def _metadata(context: CallContext | None, link: HostLink | None) -> list[tuple[
     if link is not None and link.name:
         metadata.append(("x-worldrt-link-name", link.name))
     return metadata
+
+
+_SPAN_ATTRIBUTES: dict[tuple[str, str, str, str, str], dict[str, str | int | float | bool]] = {}
+
+
+def _span(route: _Route, context: CallContext | None) -> telemetry.Span:
+    """The call's client span (telemetry.NOOP while tracing is off); a route's attributes are built once."""
+    if not telemetry.tracing():
+        return telemetry.NOOP
+    link = route.link
+    key = (route.provider, route.method.rpc, route.interface, link.link_id if link else "", link.name if link else "")
+    attributes = _SPAN_ATTRIBUTES.get(key)
+    if attributes is None:
+        # The span's name carries the RPC; each attribute costs the exporter a few microseconds a span.
+        attributes = {"worldrt.provider": route.provider, "worldrt.operation": route.method.operation}
+        if link is not None:
+            attributes["worldrt.link"] = link.name or "default"
+        if len(_SPAN_ATTRIBUTES) > 4096:  # links come and go: a bound, not a leak
+            _SPAN_ATTRIBUTES.clear()
+        _SPAN_ATTRIBUTES[key] = attributes
+    traced = telemetry.span(route.method.path[1:], attributes, kind="client")
+    if context is not None:
+        traced.set("worldrt.source", context.source)
+    return traced
 
 
 def _costed(reply: Message, cost: float) -> Message:
@@ -183,23 +210,38 @@ class Router(WorldRouter):
 
     def _unary(self, route: _Route, request: Message, context: CallContext | None, limit_s: float,
                transport: Transport, record: bool) -> Message:
-        target, started, startup_ms = self._reach(route, transport)
-        timeout = _timeout(route.method, route.interface, limit_s, context)
+        traced = _span(route, context)
         try:
-            reply = target.unary(route.method, request, _metadata(context, route.link), timeout)
+            target, started, startup_ms = self._reach(route, transport)
+            traced.set("worldrt.startup_ms", startup_ms)
+            timeout = _timeout(route.method, route.interface, limit_s, context)
+        except WorldError as error:
+            traced.end(error)
+            raise
+        try:
+            reply = target.unary(route.method, request, _metadata(context, route.link) + traced.carrier(), timeout)
         except WorldError as error:
             if record:
-                self._failed(route, request, context, error, started, startup_ms)
+                self._failed(route, request, context, error, started, startup_ms, traced)
+            traced.end(error)
             raise
         if record:
-            self._record(route, request, context, reply, started, startup_ms, "")
+            self._record(route, request, context, reply, started, startup_ms, "", traced)
+        traced.status(grpc.StatusCode.OK)
+        traced.end()
         return _costed(reply.message, reply.cost)
 
     def _stream(self, route: _Route, request: Message, context: CallContext | None,
                 limit_s: float) -> Generator[Message, None, None]:
-        target, started, startup_ms = self._reach(route, self.transport)
-        timeout = _timeout(route.method, route.interface, limit_s, context)
-        events = target.stream(route.method, request, _metadata(context, route.link), timeout)
+        traced = _span(route, context)
+        try:
+            target, started, startup_ms = self._reach(route, self.transport)
+            traced.set("worldrt.startup_ms", startup_ms)
+            timeout = _timeout(route.method, route.interface, limit_s, context)
+        except WorldError as error:
+            traced.end(error)
+            raise
+        events = target.stream(route.method, request, _metadata(context, route.link) + traced.carrier(), timeout)
         last: Message | None = None
         try:
             while True:
@@ -211,33 +253,47 @@ class Router(WorldRouter):
                 last = event
                 yield event
         except WorldError as error:
-            self._failed(route, request, context, error, started, startup_ms)
+            self._failed(route, request, context, error, started, startup_ms, traced)
+            traced.end(error)
             raise
         except GeneratorExit:  # the caller stopped reading: the call is cancelled, and recorded as such
             events.close()
-            self._record(route, request, context, Reply(last, 0.0), started, startup_ms, "CANCELLED")
+            self._record(route, request, context, Reply(last, 0.0), started, startup_ms, "CANCELLED", traced)
+            traced.status(grpc.StatusCode.CANCELLED, "the caller stopped reading the stream")
+            traced.end()
             raise
-        self._record(route, request, context, reply, started, startup_ms, "")
+        self._record(route, request, context, reply, started, startup_ms, "", traced)
+        traced.status(grpc.StatusCode.OK)
+        traced.end()
 
     def _failed(self, route: _Route, request: Message, context: CallContext | None, error: WorldError,
-                started: float, startup_ms: float) -> None:
+                started: float, startup_ms: float, traced: telemetry.Span = telemetry.NOOP) -> None:
         replica = replica_of(error.trailers)
         result: dict[str, Any] = {"error": error.code.name, "message": error.message}
         if replica:
             result["replica"] = replica
         self._record(route, request, context, Reply(result, cost_of(error.trailers), replica), started, startup_ms,
-                     error.code.name)
+                     error.code.name, traced)
 
     def _record(self, route: _Route, request: Message, context: CallContext | None, reply: Reply, started: float,
-                startup_ms: float, error: str) -> None:
+                startup_ms: float, error: str, traced: telemetry.Span = telemetry.NOOP) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
         result = reply.message
         if route.method.streaming and isinstance(result, Message):
             result = _row_result(route.method, result)
         secrets = route.link.secret_values if route.link is not None else ()
+        if reply.replica:
+            traced.set("worldrt.replica", reply.replica)
         self.registry.record_call(route.provider, route.method.operation,
                                   str(context.verse_id) if context is not None else "", request, result, latency_ms,
                                   reply.cost, time.time(), secrets, startup_ms, reply.replica)
+        if telemetry.metrics_on():
+            code = error or "OK"
+            telemetry.inc("worldrt_provider_calls_total", route.provider, route.method.operation, code)
+            telemetry.observe("worldrt_provider_call_duration_seconds", latency_ms / 1000, route.provider,
+                              route.method.operation, code)
+            if startup_ms:
+                telemetry.observe("worldrt_provider_startup_wait_seconds", startup_ms / 1000, route.provider)
         observer = self._observers.get(threading.get_ident())
         if observer is not None:
             shown = f"{route.provider}@{reply.replica}" if reply.replica else route.provider

@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worldrt import telemetry
 from worldrt.errors import Unavailable
 from worldrt.host.registry import Registry
+from worldrt.host.routing._daemon_logs import DaemonLog
 from worldrt.providers import CATALOG, NORMAL_UMASK, private_dir, serving, spawn_daemon
 
 log = logging.getLogger("worldrt.host")
@@ -48,6 +50,7 @@ class Child:
     misses: int = 0
     last_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    log: DaemonLog | None = None  # its stderr, pumped into the host's log
 
 
 class Supervisor:
@@ -66,6 +69,21 @@ class Supervisor:
         self._sockets = self._socket_dir()
         self._watcher = threading.Thread(target=self._watch, name="provider-supervisor", daemon=True)
         self._watcher.start()
+        telemetry.federate("providers", self._metrics_targets)
+
+    def _metrics_targets(self) -> dict[str, str]:
+        """{provider: its /metrics URL} of the running daemons that announced one (for the host's /metrics)."""
+        found = {}
+        for name, child in list(self._children.items()):
+            if child.proc is None or child.proc.poll() is not None:
+                continue
+            try:
+                url = (self.state_dir / "logs" / f"{name}.metrics").read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            if url.startswith("http://127.0.0.1:"):
+                found[name] = url
+        return found
 
     def _socket_dir(self) -> Path:
         """Where the children's sockets go: beside their state, unless that path is too long for a unix
@@ -134,12 +152,22 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         logs = private_dir(self.state_dir / "logs")
         # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
+        # Telemetry settings (OTEL_*, WORLDRT_LOG_FORMAT) are inherited; the service name is the daemon's own.
         env = {**os.environ, "WORLDRT_PARENT_PID": str(os.getpid())}
+        env.pop("OTEL_SERVICE_NAME", None)
+        args: list[str] = []
+        if telemetry.metrics_on():  # its own loopback /metrics, which the host's re-exposes (``_metrics_targets``)
+            announce = logs / f"{child.name}.metrics"
+            announce.unlink(missing_ok=True)
+            env[telemetry.ANNOUNCE_ENV] = str(announce)
+            args = ["--metrics-listen", "127.0.0.1:0"]
         self._note(child.name, "starting", address=child.address)
         # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
         child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
-                                          logs / f"{child.name}.log", token=self.token, env=env,
-                                          umask=NORMAL_UMASK).result()
+                                          logs / f"{child.name}.log", token=self.token, env=env, args=args,
+                                          umask=NORMAL_UMASK, pipe_stderr=True).result()
+        assert child.proc.stderr is not None
+        child.log = DaemonLog(child.name, child.proc.stderr, logs / f"{child.name}.log")
         try:
             self._wait_serving(child, timeout_s=60)
         except SupervisorError as exc:
@@ -215,6 +243,8 @@ class Supervisor:
             return
         with child.lock:
             _terminate(child.proc, timeout_s)
+            if child.log is not None:
+                child.log.join()
             child.healthy = False
             self._note(name, "stopped")
 
@@ -230,6 +260,8 @@ class Supervisor:
             _terminate(proc, max(0.1, deadline - time.monotonic()))
         self._spawner.shutdown()
         for name, child in self._children.items():
+            if child.log is not None:
+                child.log.join(max(0.1, deadline - time.monotonic()))
             child.healthy = False
             self._note(name, "stopped")
         if self._short is not None:

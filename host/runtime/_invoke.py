@@ -3,6 +3,7 @@ invocation with a wall-clock deadline (epoch interruption) and a memory cap."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -19,6 +20,8 @@ from typing import Self
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Linker, Variant
 
+from worldrt import telemetry
+from worldrt.errors import WorldError
 from worldrt.host.runtime._components import (
     DEFAULT_CACHE_DIR,
     ComponentCache,
@@ -42,6 +45,7 @@ from worldrt.host.runtime._log_budget import LogBudget, LogLimits, LogRate
 from worldrt.host.runtime._values import ImportCodec
 from worldrt.host.runtime._world import CallContext, Operation, Router
 
+log = logging.getLogger("worldrt.host")
 OutputSink = Callable[[str, bytes], None]
 # What runtimes print when an allocation fails: CPython, SpiderMonkey, Rust's alloc error handler, libc.
 _OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|memory allocation of \d+ bytes failed|Cannot allocate memory",
@@ -189,6 +193,35 @@ class ComponentRuntime:
     def invoke_detailed(self, component: LoadedComponent, verse_id: int, args: str = "", *, export: str = "run",
                         limits: Limits | None = None, on_log: LogSink | None = None,
                         on_output: OutputSink | None = None) -> Invocation:
+        """``_invoke_detailed``; with telemetry on, in a span (its provider calls' parent) and counted in
+        ``worldrt_component_invocations_total`` and ``worldrt_component_invocation_duration_seconds``."""
+        if not (telemetry.tracing() or telemetry.metrics_on()):
+            return self._invoke_detailed(component, verse_id, args, export=export, limits=limits, on_log=on_log,
+                                         on_output=on_output)
+        started, outcome = time.perf_counter(), "error"
+        try:
+            with telemetry.span(f"component {component.name}.{export}", {
+                    "worldrt.component": component.name, "worldrt.export": export, "worldrt.verse_id": verse_id}):
+                invocation = self._invoke_detailed(component, verse_id, args, export=export, limits=limits,
+                                                   on_log=on_log, on_output=on_output)
+                log.debug("component %s.%s of verse %d: ok in %.1f ms, %d provider call(s)", component.name, export,
+                          verse_id, invocation.call_ms, invocation.provider_calls)
+            outcome = "ok"
+            return invocation
+        except GuestError:
+            outcome = "err"
+            raise
+        except WorldError as exc:
+            outcome = exc.code.name
+            raise
+        finally:
+            telemetry.inc("worldrt_component_invocations_total", component.name, outcome)
+            telemetry.observe("worldrt_component_invocation_duration_seconds", time.perf_counter() - started,
+                              component.name)
+
+    def _invoke_detailed(self, component: LoadedComponent, verse_id: int, args: str = "", *, export: str = "run",
+                         limits: Limits | None = None, on_log: LogSink | None = None,
+                         on_output: OutputSink | None = None) -> Invocation:
         """``invoke``, returning the value with its timings (a GuestError carries them as ``invocation``).
 
         ``on_log(level, message)`` receives the component's log calls; ``on_output(stream, data)`` its

@@ -8,13 +8,15 @@ switched by the component through ``lattice.set-link-name``), invokes it, and re
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument
 from worldrt.examples import EXAMPLES_DIR
 from worldrt.host.registry import Registry
@@ -31,6 +33,8 @@ from worldrt.host.verse._selection import (
 from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
 from worldrt.wit import WIT_DIR
+
+T = TypeVar("T")
 
 EXAMPLES = EXAMPLES_DIR
 RULES = ("ma_cross", "mean_revert", "breakout")
@@ -57,6 +61,12 @@ EventSink = Callable[[host_pb.InvokeEvent], None]
 
 class PipelineError(InvalidArgument):
     """A pipeline the host refuses or that failed; the message says why."""
+
+
+def _stage(name: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the span ``pipeline.NAME`` (nothing while tracing is off)."""
+    with telemetry.span(f"pipeline.{name}"):
+        return fn(*args)
 
 
 def example_path(name: str, cache: Path) -> Path:
@@ -175,14 +185,23 @@ class VerseRunner:
 
     def pipeline(self, verse_id: int, preset: str = "full", branches: int = 3, component: str = "",
                  allow_unbalanced: bool = False, on_event: EventSink | None = None) -> dict[str, Any]:
+        """One run; with tracing on, one span ``verse pipeline`` whose children are its stages (select, load,
+        link, the component's run with its provider calls, record)."""
+        with telemetry.span("verse pipeline", {"worldrt.verse_id": verse_id, "worldrt.preset": preset,
+                                                "worldrt.branches": branches}):
+            return self._pipeline(verse_id, preset, branches, component, allow_unbalanced, on_event)
+
+    def _pipeline(self, verse_id: int, preset: str, branches: int, component: str, allow_unbalanced: bool,
+                  on_event: EventSink | None) -> dict[str, Any]:
         if not 1 <= branches <= MAX_BRANCHES:
             raise PipelineError(f"--branches must be between 1 and {MAX_BRANCHES}, got {branches}")
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="component-load") as pool:
             # The component loads (from the compile cache, or compiled) while the providers start.
-            loading = pool.submit(self._load, component)
-            selection = self.select(preset)
-            registered = registry_trits(self.host.registry)
+            loading = pool.submit(contextvars.copy_context().run, _stage, "load", self._load, component)
+            with telemetry.span("pipeline.select"):
+                selection = self.select(preset)
+                registered = registry_trits(self.host.registry)
             trits = [registered[p] for p in selection.providers]
             total = gf3_sum(selection.providers, registered)
             if total != 0 and not allow_unbalanced:
@@ -190,16 +209,17 @@ class VerseRunner:
                                     f"trits {' '.join(f'{t:+d}' for t in trits)} sum to {total:+d} in GF(3), not 0: "
                                     f"refused (pass --allow-unbalanced to run it anyway)")
             info = self._component(component, on_event, loading)
-        self._link(info.name, selection.by_role)
+        _stage("link", self._link, info.name, selection.by_role)
         config = pipeline_config(set(selection.by_role), branches)
-        result, cost, invoke_ms = self._invoke(info, verse_id, config, on_event)
+        result, cost, invoke_ms = _stage("run", self._invoke, info, verse_id, config, on_event)
         baseline = (result.get("baseline") or {}).get("value")
         winner = (result.get("winner") or {}).get("value")
         duration_ms = (time.perf_counter() - started) * 1000
-        run_id = record_run(self.host.registry, verse_id=str(verse_id), preset=preset,
-                            providers=selection.providers, baseline_value=baseline, winner_value=winner,
-                            cost_units=cost, duration_ms=duration_ms, allow_unbalanced=allow_unbalanced,
-                            result=result)
+        with telemetry.span("pipeline.record"):
+            run_id = record_run(self.host.registry, verse_id=str(verse_id), preset=preset,
+                                providers=selection.providers, baseline_value=baseline, winner_value=winner,
+                                cost_units=cost, duration_ms=duration_ms, allow_unbalanced=allow_unbalanced,
+                                result=result)
         return {"run_id": run_id, "verse_id": verse_id, "preset": preset, "component": info.name,
                 "selection": selection.as_dict(), "providers": selection.providers, "trits": trits,
                 "gf3_sum": total, "balanced": total == 0, "baseline_value": baseline,

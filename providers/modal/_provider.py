@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from worldrt import errors as err
+from worldrt import telemetry
 from worldrt.providers import Call, PriceTable, ProviderOptions
 from worldrt.providers.modal._engine import SandboxPool
 from worldrt.providers.sandbox import Done, Limits, Output, SandboxedProvider, timestamp
@@ -59,7 +60,9 @@ class ModalProvider(SandboxedProvider):
     async def snapshot(self, request: pb.SnapshotRequest, call: Call) -> pb.SnapshotRef:
         if request.ttl_s < 0:
             raise err.InvalidArgument("ttl_s must not be negative")
-        snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
+        with telemetry.span("sandbox.snapshot", {"worldrt.provider": self.provider_id,
+                                                 "worldrt.instance_id": request.instance_id}):
+            snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.DISK_ONLY,
                               size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image,
                               processes_not_carried=snap.processes_not_carried)

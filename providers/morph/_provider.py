@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from worldrt import errors as err
+from worldrt import telemetry
 from worldrt.providers import Call, PriceTable, ProviderOptions
 from worldrt.providers.morph._engine import FrozenSnapshot, Infinibranch
 from worldrt.providers.sandbox import Limits, SandboxedProvider, timestamp
@@ -52,7 +53,8 @@ class MorphProvider(SandboxedProvider):
             if not made:
                 raise err.Aborted(f"could not start from snapshot {request.snapshot_id}: {errors}")
             return self.instance_pb(made[0])
-        return self.instance_pb(await self.engine.start(limits, request.ttl_s, dict(request.metadata), image=image))
+        with telemetry.span("sandbox.start", {"worldrt.provider": self.provider_id}):
+            return self.instance_pb(await self.engine.start(limits, request.ttl_s, dict(request.metadata), image=image))
 
     async def stop(self, request: pb.InstanceRef, call: Call) -> pb.Instance:
         """Stop an instance; given a snapshot id, release that snapshot."""
@@ -65,7 +67,9 @@ class MorphProvider(SandboxedProvider):
     async def snapshot(self, request: pb.SnapshotRequest, call: Call) -> pb.SnapshotRef:
         if request.ttl_s < 0:
             raise err.InvalidArgument("ttl_s must not be negative")
-        snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
+        with telemetry.span("sandbox.snapshot", {"worldrt.provider": self.provider_id,
+                                                 "worldrt.instance_id": request.instance_id}):
+            snap = await self.engine.snapshot(request.instance_id, request.ttl_s)
         return pb.SnapshotRef(snapshot_id=snap.id, instance_id=snap.instance_id, kind=pb.MEMORY_AND_DISK,
                               size_bytes=snap.size_bytes, created_at=timestamp(snap.created_at), image=snap.image,
                               processes_not_carried=snap.processes_not_carried)
@@ -73,7 +77,9 @@ class MorphProvider(SandboxedProvider):
     async def branch(self, request: pb.BranchRequest, call: Call) -> pb.BranchReply:
         if request.ttl_s < 0:
             raise err.InvalidArgument("ttl_s must not be negative")
-        made, errors = await self.engine.branch(request.snapshot_id, request.count, request.ttl_s)
+        with telemetry.span("sandbox.branch", {"worldrt.provider": self.provider_id, "worldrt.snapshot_id": request.snapshot_id,
+                                               "worldrt.count": request.count}):
+            made, errors = await self.engine.branch(request.snapshot_id, request.count, request.ttl_s)
         return pb.BranchReply(
             snapshot_id=request.snapshot_id, instances=[self.instance_pb(i) for i in made],
             processes_not_carried=self.engine.snapshot_of(request.snapshot_id).processes_not_carried,

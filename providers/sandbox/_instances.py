@@ -219,6 +219,8 @@ class InstanceEngine:
         self.uids = UidRefs()
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._pool: list[Warm] = []
+        # Called when a Start finds no warm sandbox ready (the daemon counts it with metrics on).
+        self.on_pool_miss: Callable[[], None] | None = None
         self._refilling: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
@@ -367,6 +369,10 @@ class InstanceEngine:
         if self.default_image is not None and image.digest != self.default_image.digest:
             self._image_pool(image)
 
+    def warm_count(self) -> int:
+        """Warm sandboxes ready now, of every image."""
+        return len(self._pool) + sum(len(pool.warm) for pool in list(self._image_pools.values()))
+
     async def drop_image_pool(self, digest: str) -> None:
         pool = self._image_pools.pop(digest, None)
         if pool is None:
@@ -402,6 +408,8 @@ class InstanceEngine:
             sandbox = warm.sandbox
             break
         else:
+            if self.on_pool_miss is not None:
+                self.on_pool_miss()
             if image is None:
                 self._schedule_refill()
             sandbox = await self._new_sandbox(image)

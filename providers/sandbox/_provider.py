@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from worldrt import errors as err
+from worldrt import telemetry
 from worldrt.providers import Call, Provider
 from worldrt.providers.sandbox import _builder
 from worldrt.providers.sandbox._images import OPERATOR, ImageInfo, ImageStore, check_owner
@@ -161,6 +163,19 @@ class SandboxedProvider(Provider):
     async def open(self) -> None:
         self.engine.process_settings = self.process_settings
         await self.engine.open()
+        self.watch_gauges()
+
+    def watch_gauges(self) -> None:
+        """With metrics on: instances, snapshots, processes and warm sandboxes, read at each scrape."""
+        if not telemetry.metrics_on():
+            return
+        engine, name = self.engine, (self.provider_id,)
+        telemetry.watch("worldrt_sandbox_instances", lambda: {name: len(engine.instances)})
+        telemetry.watch("worldrt_sandbox_snapshots", lambda: {name: len(getattr(engine, "snapshots", ()))})
+        telemetry.watch("worldrt_sandbox_processes", lambda: {
+            name: sum(len(inst.running_processes()) for inst in list(engine.instances.values()))})
+        telemetry.watch("worldrt_warm_pool_size", lambda: {name: engine.warm_count()})
+        engine.on_pool_miss = lambda: telemetry.inc("worldrt_warm_pool_misses_total", self.provider_id)
 
     def processes_capability(self, snapshots_carry: str) -> dict[str, object]:
         """What Capabilities says of processes: their limits, and what a snapshot keeps of them."""
@@ -218,10 +233,15 @@ class SandboxedProvider(Provider):
         return pb.ListInstancesReply(instances=[self.instance_pb(inst) for inst in live])
 
     def runs(self, request: pb.ExecuteRequest, language: str, *, collect: bool) -> AsyncIterator[Output | Done]:
-        """The engine's run of the request's code: output as it comes, then the result."""
-        return self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
+        """The engine's run of the request's code: output as it comes, then the result (a span with tracing on)."""
+        runs = self.engine.execute(request.instance_id, request.code, language, request.timeout_ms,
                                    dict(request.env), collect=collect, argv=self.check_argv(request),
                                    given=self.run_input(request))
+        if not telemetry.tracing():
+            return runs
+        return telemetry.traced(runs, "sandbox.exec", {"worldrt.provider": self.provider_id,
+                                                       "worldrt.instance_id": request.instance_id,
+                                                       "worldrt.language": language})
 
     def run_input(self, request: pb.ExecuteRequest) -> RunInput:
         """The run's working folder, stdin (within ``max_stdin_mb``, 8 MiB by default) and output form."""
@@ -411,6 +431,20 @@ class SandboxedProvider(Provider):
         return self.engine.images_in_use()
 
     async def build_image(self, request: pb.BuildImageRequest, call: Call) -> AsyncIterator[pb.BuildImageEvent]:
+        """The build's progress, then the image (a span and ``worldrt_image_builds_total`` with telemetry on)."""
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            with telemetry.span("sandbox.image_build", {"worldrt.provider": self.provider_id, "worldrt.image": request.name}):
+                async for event in self._build_image(request, call):
+                    if event.HasField("image"):
+                        outcome = "cached" if event.image.cached else "built"
+                    yield event
+        finally:
+            telemetry.inc("worldrt_image_builds_total", self.provider_id, outcome)
+            if outcome == "built":
+                telemetry.observe("worldrt_image_build_duration_seconds", time.perf_counter() - started, self.provider_id)
+
+    async def _build_image(self, request: pb.BuildImageRequest, call: Call) -> AsyncIterator[pb.BuildImageEvent]:
         if not request.name:
             raise err.InvalidArgument("name is required: the image is started by it (StartRequest.image)")
         if request.max_size_mb < 0:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.pure
 # Lowest first: a package may import its own layer and the ones before it, never one after it.
 LAYERS = [
     ("worldrt", "worldrt.v1", "worldrt.wit", "worldrt.examples"),
+    ("worldrt.telemetry",),
     ("worldrt.providers",),
     ("worldrt.providers.sandbox",),
     ("worldrt.providers.morph", "worldrt.providers.modal", "worldrt.providers.primeintellect",

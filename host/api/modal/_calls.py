@@ -16,6 +16,7 @@ import grpc.aio
 from worldrt.errors import WorldError
 from worldrt.host.api import Admission
 from worldrt.host.api.modal._auth import Tokens
+from worldrt.host.api.modal._blobs import BlobStore
 from worldrt.host.api.modal._images import Images
 from worldrt.host.api.modal._records import Records
 from worldrt.host.api.modal._refusals import why_not
@@ -36,6 +37,8 @@ class ModalApi:
     admission: Admission
     # The URL the SDK reaches this server's task command router at (this server itself).
     router_url: str
+    # Blobs (payloads of 4 MiB or more) and their HTTP/1.1 listener (uvicorn, as a task of this loop).
+    blobs: BlobStore
 
     async def host(self, key: str | None, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` (a call that waits on the host) on a thread once admitted for ``key`` (a sandbox's

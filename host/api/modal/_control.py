@@ -71,6 +71,17 @@ class ControlPlane(_Base):
         return api_pb2.EnvironmentGetOrCreateResponse(
             environment_id="en-worldrt", metadata=api_pb2.EnvironmentMetadata(name="main", settings=settings))
 
+    # blobs (payloads of 4 MiB or more) ---------------------------------------------------------------
+    @unary
+    async def BlobCreate(self, request: api_pb2.BlobCreateRequest, context: Context) -> api_pb2.BlobCreateResponse:
+        blob_id, url = self.api.blobs.create(request.content_length, request.content_md5)
+        return api_pb2.BlobCreateResponse(blob_id=blob_id, upload_url=url, blob_ids=[blob_id],
+                                          upload_urls=api_pb2.UploadUrlList(items=[url]))
+
+    @unary
+    async def BlobGet(self, request: api_pb2.BlobGetRequest, context: Context) -> api_pb2.BlobGetResponse:
+        return api_pb2.BlobGetResponse(download_url=self.api.blobs.download_url(request.blob_id))
+
     @unary
     async def SecretGetOrCreate(self, request: api_pb2.SecretGetOrCreateRequest,
                                 context: Context) -> api_pb2.SecretGetOrCreateResponse:

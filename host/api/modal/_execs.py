@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 from modal_proto import task_command_router_pb2 as tcr
 
-from worldrt.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from worldrt.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, WorldError
 from worldrt.host.api import Admission
 from worldrt.host.api.modal._calls import Context, ModalApi, answer_error, bearer_subject, streaming, unary
 from worldrt.host.api.modal._fstools import TOOL_PATH
@@ -83,7 +83,7 @@ class ExecCalls:
     def __init__(self, api: ModalApi) -> None:
         self._stdin = StdinStates()
         # sb.filesystem.watch() execs, served by watches of the host's, not by a process (``_watch``).
-        self.watches = Watches(api.sandboxes.host, api.admission)
+        self.watches = Watches(api.sandboxes, api.admission)
 
     def _record(self, task_id: str, context: Context, *, ended_ok: bool = False) -> SandboxRecord:
         """The sandbox of ``task_id``; ``ended_ok``: also one that ended but whose output is still kept."""
@@ -146,6 +146,12 @@ class ExecCalls:
             self._stdin.set(key, offset + len(data), eof)
             if eof:
                 watch.close()
+                if watch.in_sandbox:  # its helper exits at its stdin's end (else it is killed at its next line)
+                    try:
+                        await self.api.host(record.instance_id, self.processes.write, record, process_id, 0, b"",
+                                            True)
+                    except WorldError:
+                        pass  # it has ended already, or has not started yet (it then sees the watch closed)
             return
         waited = 0.0
         while True:

@@ -11,7 +11,6 @@ _BY_PREFIX = (
     (("SharedVolume", "NetworkFileSystem"), "network file systems do not exist here"),
     (("Queue", "Dict"), "Modal queues and dicts do not exist here: " + _SANDBOXES_ONLY),
     (("Proxy", "Tunnel", "Domain", "Port"), "worldrt sandboxes have no network (bubblewrap --unshare-net)"),
-    (("Blob",), "payloads of 4 MiB or more (blobs) are not served here: send less at a time"),
     (("Mount",), "local files cannot be mounted here: write them with sb.filesystem.write_* instead"),
     (("Workspace", "Token", "Environment", "User", "Billing", "Audit", "Member", "Cluster", "Notebook"),
      "account, workspace and billing calls have no meaning on a local server"),

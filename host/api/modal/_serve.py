@@ -13,7 +13,10 @@ of ``HttpLimits``, as gRPC holds them:
   ``MAX_STREAMS_PER_CONNECTION`` calls on one, and at most ``max_in_flight`` calls in all (one more is
   RESOURCE_EXHAUSTED at once);
 - calls that wait on the host are admitted per sandbox (``Admission``): one slow sandbox slows only its
-  own calls.
+  own calls;
+- blobs (payloads of 4 MiB or more) go over a second listener on the same loopback address, an ephemeral
+  port, HTTP/1.1 (``_blobs.BlobStore``: an ASGI app on the shared uvicorn stack, ``start_guarded``, with
+  its own bounds).
 
 The SDK pings every 30 s; pings without calls are permitted so that its connections are not dropped.
 On the way out every sandbox it started is stopped.
@@ -29,10 +32,12 @@ import grpc
 import grpc.aio
 from modal_proto import api_pb2_grpc, task_command_router_pb2_grpc
 
+from worldrt import telemetry
 from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host import HostAPI
 from worldrt.host.api import Admission, HttpLimits
 from worldrt.host.api.modal._auth import Gate, Tokens
+from worldrt.host.api.modal._blobs import BlobStore
 from worldrt.host.api.modal._calls import ModalApi
 from worldrt.host.api.modal._control import ControlPlane
 from worldrt.host.api.modal._images import Images
@@ -91,8 +96,9 @@ async def _serve(api_parts: tuple[Images, Records, Sandboxes, Processes, Tokens]
                  limits: HttpLimits) -> None:
     images, records, sandboxes, processes, tokens = api_parts
     host_part = f"[{address}]" if ":" in address else address
-    api = ModalApi(images, records, sandboxes, tokens, Admission(limits), f"http://{host_part}:{port}")
-    server = grpc.aio.server(interceptors=[Gate(tokens)], options=_options(limits),
+    blobs = BlobStore()
+    api = ModalApi(images, records, sandboxes, tokens, Admission(limits), f"http://{host_part}:{port}", blobs)
+    server = grpc.aio.server(interceptors=[Gate(tokens), *telemetry.server_interceptors()], options=_options(limits),
                              maximum_concurrent_rpcs=limits.max_in_flight)
     api_pb2_grpc.add_ModalClientServicer_to_server(ControlPlane(api), server)  # type: ignore[arg-type]
     task_command_router_pb2_grpc.add_TaskCommandRouterServicer_to_server(Router(api, processes), server)  # type: ignore[arg-type]
@@ -103,7 +109,8 @@ async def _serve(api_parts: tuple[Images, Records, Sandboxes, Processes, Tokens]
     if port and bound != port:
         raise Unavailable(f"could not listen on {host_part}:{port}: address already in use")
     await server.start()
-    log.info("Modal-compatible API at http://%s:%d (MODAL_SERVER_URL)", host_part, bound)
+    await blobs.start(address)
+    log.info("Modal-compatible API at http://%s:%d (MODAL_SERVER_URL); blobs at %s", host_part, bound, blobs.base_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +119,7 @@ async def _serve(api_parts: tuple[Images, Records, Sandboxes, Processes, Tokens]
         await stop.wait()
     finally:
         await server.stop(grace=3)
+        await blobs.close()
 
 
 def serve_modal_api(host: HostAPI, listen: str, token_id: str, token_secret: str, *,

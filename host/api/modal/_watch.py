@@ -5,10 +5,13 @@ a watch of its own (``FsWatch``), which answers the exec's router calls as that 
 stderr and exit status 1, else 0.
 
 Invariants:
-- Only paths in the workspace (``/workspace`` and under) are watched, as WatchFiles is confined to it; any
-  other path is refused (stderr JSON) with the sentence saying so, before the host is asked anything. A
-  file is watched through its folder, its own events kept; a symlink is refused (WatchFiles never follows
-  one).
+- Paths in the workspace (``/workspace`` and under) are watched by the host's WatchFiles, which is
+  confined to it. A file is watched through its folder, its own events kept; a symlink is refused
+  (WatchFiles never follows one).
+- Any other path (``/tmp``, say) is watched by a helper process this server runs in the sandbox
+  (``_watchhelper``): its output lines are untrusted input, each checked, and a line that is not an event
+  ends the watch (stderr JSON with the reason) and the helper; its stderr is read bounded. Stdin's end is
+  passed on to it (it exits then), and it is killed when its watch ends otherwise.
 - A watch runs in slices of at most ``SLICE_S`` on a thread of its own, admitted per sandbox: a watch whose
   reader went away (stdin closed, or its output not read) holds the provider's watcher at most until the
   slice ends or the next event, never for the SDK's whole ``timeout``. Between two slices changes may pass
@@ -31,6 +34,8 @@ from typing import Any
 from worldrt.errors import NotFound, WorldError
 from worldrt.host.api import Admission
 from worldrt.host.api.modal._records import SandboxRecord
+from worldrt.host.api.modal._sandboxes import Sandboxes
+from worldrt.host.api.modal._watchhelper import MAX_ERROR, MAX_LINE, BadLine, command_line, parse_error, parse_line
 from worldrt.v1 import host_pb, pb
 
 WORKSPACE = "/workspace"
@@ -43,8 +48,6 @@ MAX_WATCHES = 1024
 
 _KINDS = {pb.FILE_EVENT_CREATE: "Create", pb.FILE_EVENT_MODIFY: "Modify", pb.FILE_EVENT_REMOVE: "Remove",
           pb.FILE_EVENT_RENAME: "Rename", pb.FILE_EVENT_CHMOD: "Modify", pb.FILE_EVENT_OVERFLOW: "Unknown"}
-OUTSIDE = ("watch() is served for paths in the sandbox's workspace ({workspace}) only: worldrt's watch is "
-           "confined to it; {path} is outside it (watch a folder under {workspace}, or poll list_files()/stat())")
 
 
 def watch_command(argv: list[str], tool_path: str) -> dict[str, Any] | None:
@@ -66,14 +69,22 @@ class WatchFailed(Exception):
         self.kind, self.message = kind, message
 
 
-def _in_workspace(path: object) -> str:
-    """The path relative to the workspace ("" for itself); WatchFailed when it is not in the workspace."""
+def _in_workspace(path: object) -> str | None:
+    """The path relative to the workspace ("" for itself), None when it is outside it; WatchFailed when it
+    is not an absolute path."""
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
         raise WatchFailed("Other", f"watch() needs an absolute path, got {path!r}")
     normal = posixpath.normpath(path)
     if normal != WORKSPACE and not normal.startswith(WORKSPACE + "/"):
-        raise WatchFailed("Unsupported", OUTSIDE.format(workspace=WORKSPACE, path=path))
+        return None
     return normal[len(WORKSPACE) + 1:]
+
+
+def _in_workspace_or_none(path: object) -> str | None:
+    try:
+        return _in_workspace(path)
+    except WatchFailed:
+        return ""  # refused by the thread, never served in the sandbox
 
 
 def _absolute(relative: str) -> str:
@@ -90,6 +101,8 @@ class FsWatch:
         self.err = b""
         self.code: int | None = None
         self.closed = False  # stdin ended or the sandbox ended: the next slice is not begun
+        # Served by a helper process in the sandbox (its process id is the exec id), not by WatchFiles.
+        self.in_sandbox = _in_workspace_or_none(args.get("path")) is None
         self.stdin_written = 0
         self.ended_at = 0.0
         self._changed = asyncio.Event()
@@ -156,8 +169,8 @@ class FsWatch:
 class Watches:
     """The watches this server runs, by (sandbox, exec id)."""
 
-    def __init__(self, host: Any, admission: Admission) -> None:
-        self.host, self.admission = host, admission
+    def __init__(self, sandboxes: Sandboxes, admission: Admission) -> None:
+        self.sandboxes, self.host, self.admission = sandboxes, sandboxes.host, admission
         self._watches: dict[tuple[str, str], FsWatch] = {}
         self._starting: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
@@ -199,7 +212,13 @@ class Watches:
 
         def run() -> None:
             try:
-                code, kind, message = _watch(self.host, watch, post)
+                relative = _in_workspace(watch.args.get("path"))
+                if relative is None:
+                    code, kind, message = _watch_in_sandbox(self.sandboxes, watch, post)
+                else:
+                    code, kind, message = _watch(self.host, watch, relative, post)
+            except WatchFailed as failed:
+                code, kind, message = 1, failed.kind, failed.message
             except Exception as exc:  # noqa: BLE001 - a watch thread reports, never dies silently
                 code, kind, message = 1, "Other", f"the watch failed: {exc!r}"
             post(watch.finish, code, kind, message)
@@ -216,13 +235,9 @@ class _Left(Exception):
     """The watch's reader went away."""
 
 
-def _watch(host: Any, watch: FsWatch, post: Callable[..., None]) -> tuple[int, str, str]:
-    """Run ``watch`` slice by slice; (exit code, error kind, message)."""
+def _watch(host: Any, watch: FsWatch, relative: str, post: Callable[..., None]) -> tuple[int, str, str]:
+    """Run ``watch`` of ``relative`` (in the workspace) slice by slice; (exit code, error kind, message)."""
     args = watch.args
-    try:
-        relative = _in_workspace(args.get("path"))
-    except WatchFailed as failed:
-        return 1, failed.kind, failed.message
     instance = watch.record.instance_id
     try:
         info = host.stat_file(host_pb.HostStatFileRequest(provider=PROVIDER, stat=pb.StatFileRequest(
@@ -285,3 +300,85 @@ def _watch(host: Any, watch: FsWatch, post: Callable[..., None]) -> tuple[int, s
     except WorldError as exc:
         return 1, "Other", exc.message
     return 0, "", ""
+
+
+def _watch_in_sandbox(sandboxes: Sandboxes, watch: FsWatch, post: Callable[..., None]) -> tuple[int, str, str]:
+    """Run ``watch`` by the helper process in the sandbox (``_watchhelper``), its output checked line by
+    line; (exit code, error kind, message). The helper is killed whenever it may still run at the end."""
+    processes: Any = sandboxes.processes
+    record, pid = watch.record, watch.exec_id
+    wanted = watch.args.get("filter")
+    wanted = set(wanted) if isinstance(wanted, list) else None
+    timeout = watch.args.get("timeout_secs")
+    # The helper ends itself at its timeout; the process's own timeout is the backstop.
+    limit_s = timeout + 30 if isinstance(timeout, int) and 0 < timeout < 10**6 else 0
+    processes.start(record, pid, command_line(json.dumps({"Watch": watch.args})), {}, "", limit_s)
+    pending = bytearray()
+    offset = 0
+
+    def lines(chunk: pb.ProcessOutputChunk) -> None:
+        nonlocal offset
+        if watch.closed:
+            raise _Left()
+        offset = chunk.offset + len(chunk.data)
+        pending.extend(chunk.data)
+        while (newline := pending.find(b"\n")) >= 0:
+            line = bytes(pending[:newline])
+            del pending[:newline + 1]
+            if line.strip():
+                kind, paths = parse_line(line)
+                if wanted is None or kind in wanted:
+                    post(watch.emit, kind, paths)
+        if len(pending) > MAX_LINE:
+            raise BadLine(f"a line longer than the {MAX_LINE} bytes one may have")
+
+    try:
+        if watch.closed:
+            return 0, "", ""
+        while True:
+            end = processes.read(record, pid, pb.PROCESS_STDOUT, offset, lines)
+            if end.ended or watch.closed:
+                break
+            offset = max(offset, end.stdout_offset)
+        if pending.strip() and not watch.closed:
+            raise BadLine("a last line with no end")
+        if watch.closed:
+            return 0, "", ""
+        info = processes.wait(record, pid, 5.0)
+        if info.state == pb.PROCESS_EXITED and info.exit_code == 0:
+            return 0, "", ""
+        kind, message = parse_error(_stderr(processes, record, pid))
+        return 1, kind, message
+    except _Left:
+        return 0, "", ""
+    except BadLine as bad:
+        return 1, "Other", f"the watch helper in the sandbox wrote {bad}; the watch ended"
+    except NotFound as exc:
+        return 1, "NotFound", exc.message
+    except WorldError as exc:
+        return 1, "Other", exc.message
+    finally:
+        _kill(sandboxes, record, pid)
+
+
+def _stderr(processes: Any, record: SandboxRecord, pid: str) -> bytes:
+    got = bytearray()
+
+    def keep(chunk: pb.ProcessOutputChunk) -> None:
+        got.extend(chunk.data)
+        if len(got) >= MAX_ERROR:
+            raise _Left()
+
+    try:
+        processes.read(record, pid, pb.PROCESS_STDERR, 0, keep)
+    except (_Left, WorldError):
+        pass
+    return bytes(got[:MAX_ERROR])
+
+
+def _kill(sandboxes: Sandboxes, record: SandboxRecord, pid: str) -> None:
+    try:
+        sandboxes.call(signal_process=pb.SignalProcessRequest(instance_id=record.instance_id, process_id=pid,
+                                                              signal=0))
+    except WorldError:
+        pass  # it has ended already, or its sandbox has

@@ -5,6 +5,8 @@ stdin, files a process sees, isolation, a snapshot image carrying its files), an
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -255,7 +257,130 @@ def test_watch_ends_at_its_timeout_and_refuses_what_it_cannot_watch(sb: modal.Sa
     assert list(sb.filesystem.watch("/workspace/quiet", timeout=2)) == []
     with pytest.raises(SandboxFilesystemNotFoundError):
         list(sb.filesystem.watch("/workspace/missing", timeout=5))
-    with pytest.raises(SandboxFilesystemError, match="workspace"):
-        list(sb.filesystem.watch("/tmp", timeout=5))
+    with pytest.raises(SandboxFilesystemNotFoundError):
+        list(sb.filesystem.watch("/tmp/missing", timeout=5))  # served by the helper in the sandbox
     # The server serves on, and the sandbox too.
     assert sb.exec("sh", "-c", "echo alive").stdout.read() == "alive\n"
+
+
+TMP_WRITER = "mkdir -p /tmp/w; i=0; while [ $i -lt 300 ]; do echo $i >> /tmp/w/{name}; i=$((i+1)); sleep 0.2; done"
+
+
+def test_watch_outside_the_workspace_reports_each_kind(sb: modal.Sandbox) -> None:
+    sb.filesystem.make_directory("/tmp/w")
+    sb.exec("sh", "-c", TMP_WRITER.format(name="a.txt"))
+    seen = _events(sb.filesystem.watch("/tmp/w", timeout=60), lambda e: e.type == FileWatchEventType.Modify)
+    assert seen[-1].paths == ["/tmp/w/a.txt"], seen
+    assert [e.paths for e in seen if e.type == FileWatchEventType.Create] in ([], [["/tmp/w/a.txt"]])
+    # A file made, renamed (the SDK reports a rename as Modify, old path then new) and removed, recursively.
+    sb.filesystem.make_directory("/tmp/w/sub")
+    script = "sleep 1; echo x > /tmp/w/sub/n.txt; sleep 1; mv /tmp/w/sub/n.txt /tmp/w/sub/m.txt; sleep 1; rm /tmp/w/sub/m.txt"
+    sb.exec("sh", "-c", script)
+    seen = _events(sb.filesystem.watch("/tmp/w/sub", recursive=True, timeout=60),
+                   lambda e: e.type == FileWatchEventType.Remove)
+    assert [(e.type, e.paths) for e in seen] == [
+        (FileWatchEventType.Create, ["/tmp/w/sub/n.txt"]),
+        (FileWatchEventType.Modify, ["/tmp/w/sub/n.txt", "/tmp/w/sub/m.txt"]),
+        (FileWatchEventType.Remove, ["/tmp/w/sub/m.txt"])], seen
+    # A filter keeps its kinds; leaving the loop ends the helper, so more watches than a sandbox may hold
+    # at once run one after another.
+    for _ in range(6):
+        seen = _events(sb.filesystem.watch("/tmp/w/a.txt", filter=[FileWatchEventType.Modify], timeout=60),
+                       lambda e: True, limit=1)
+        assert [(e.type, e.paths) for e in seen] == [(FileWatchEventType.Modify, ["/tmp/w/a.txt"])]
+    assert list(sb.filesystem.watch("/tmp", timeout=2)) == []  # nothing changed in /tmp itself: ends at its timeout
+
+    def helpers() -> list[str]:
+        out = sb.exec("sh", "-c", "ps -eo args 2>/dev/null || cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+        return [line for line in out.stdout.read().splitlines() if "MAX_ENTRIES" in line]
+
+    wait_for(lambda: not helpers(), 30, "every watch helper ended with its watch")
+
+
+def test_watch_outside_the_workspace_async(app: modal.App) -> None:
+    async def flow() -> list[FileWatchEvent]:
+        sb = await modal.Sandbox.create.aio(app=app, image=modal.Image.debian_slim())
+        try:
+            await sb.filesystem.make_directory.aio("/tmp/aw")
+            await sb.exec.aio("sh", "-c", "sleep 1; echo hi > /tmp/aw/f.txt")
+            seen = []
+            async for event in sb.filesystem.watch.aio("/tmp/aw", timeout=60):
+                seen.append(event)
+                break
+            return seen
+        finally:
+            await sb.terminate.aio()
+
+    seen = asyncio.run(flow())
+    assert [(e.type, e.paths) for e in seen] == [(FileWatchEventType.Create, ["/tmp/aw/f.txt"])]
+
+
+BAD_PYTHONS = {
+    "an event of an unknown kind": "echo '{\"event_type\": \"Explode\", \"paths\": [\"/tmp\"]}'; sleep 30",
+    "a line longer": "head -c 100000 /dev/zero | tr '\\0' a; sleep 30",
+    "did not describe": "echo garbage >&2; exit 3",
+}
+
+
+@pytest.mark.parametrize("reason", list(BAD_PYTHONS))
+def test_a_watch_helper_the_sandbox_subverted_ends_its_watch_with_the_reason(app: modal.App, reason: str) -> None:
+    # The sandbox's own code decides what `python3` is there: the server reads what comes back as untrusted.
+    sb = modal.Sandbox.create(app=app, image=modal.Image.debian_slim(),
+                              secrets=[modal.Secret.from_dict({"PATH": "/tmp/evil:/usr/local/bin:/usr/bin:/bin"})])
+    try:
+        sb.filesystem.write_text("#!/bin/sh\n" + BAD_PYTHONS[reason] + "\n", "/tmp/evil/python3")
+        sb.exec("chmod", "+x", "/tmp/evil/python3").wait()
+        with pytest.raises(SandboxFilesystemError, match=reason):
+            list(sb.filesystem.watch("/tmp", timeout=30))
+        assert sb.exec("sh", "-c", "echo alive").stdout.read() == "alive\n"  # the server serves on
+    finally:
+        sb.terminate()
+
+
+def test_a_16_mib_file_goes_in_and_out_byte_exact_sync_and_async(app: modal.App, sb: modal.Sandbox) -> None:
+    data = os.urandom(16 * 1024 * 1024)
+    sb.filesystem.write_bytes(data, "/tmp/big.bin")
+    assert sb.filesystem.read_bytes("/tmp/big.bin") == data
+    digest = sb.exec("sha256sum", "/tmp/big.bin").stdout.read().split()[0]
+    assert digest == hashlib.sha256(data).hexdigest()  # a process sees the same bytes
+
+    async def flow() -> bytes:
+        await sb.filesystem.write_bytes.aio(data[::-1], "/workspace/big.bin")
+        return await sb.filesystem.read_bytes.aio("/workspace/big.bin")
+
+    assert asyncio.run(flow()) == data[::-1]
+
+
+BLOBS = """
+import asyncio, os, sys
+from modal.client import _Client
+from modal._utils.blob_utils import blob_download, blob_upload
+from modal_proto import api_pb2
+
+async def main():
+    client = await _Client.from_env()
+    data = os.urandom(16 * 1024 * 1024)
+    blob_id = await blob_upload(data, client.stub)
+    assert await blob_download(blob_id, client.stub) == data, "bytes differ"
+    try:
+        await blob_download(blob_id, client.stub)  # downloaded once: used, and gone
+        print("second download worked")
+    except Exception as exc:
+        print("second:", type(exc).__name__, exc)
+    try:
+        await client.stub.BlobCreate(api_pb2.BlobCreateRequest(content_length=300 * 1024 * 1024))
+        print("over the cap accepted")
+    except Exception as exc:
+        print("over:", type(exc).__name__, exc)
+    print("round trip ok")
+
+asyncio.run(main())
+"""
+
+
+def test_blobs_round_trip_16_mib_through_the_sdk_and_refuse_past_the_cap(server: ModalApiServer) -> None:
+    done = server.run_script(BLOBS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round trip ok" in done.stdout, done.stdout
+    assert "second: NotFoundError" in done.stdout, done.stdout
+    assert "over: ResourceExhaustedError" in done.stdout and "file size cap" in done.stdout, done.stdout
