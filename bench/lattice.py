@@ -295,7 +295,7 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
             return rate
 
         pull_rate = lattice.run(bare_pull(), timeout_s=300)
-        rows = [row for _, data in records if (row := parse_record(data, "bench")) is not None]
+        rows = [row for _, data in records if (row := parse_record(data)) is not None]
         bare = Registry.open(tmp / "bare.duckdb")
         t0 = time.perf_counter()
         for start in range(0, n, BATCH):
