@@ -30,6 +30,7 @@ from worldrt.host.routing._transport import (
     provider_state,
     replica_of,
 )
+
 if TYPE_CHECKING:
     from worldrt.host.routing._certificates import CertificateError, Issued, init_tls, parse_hosts
 
