@@ -5,6 +5,7 @@ started)."""
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ def free_port() -> int:
         return port
 
 
-class ApiServerProcess:
+class ApiServerProcess(abc.ABC):
     """``worldrt api serve KIND --listen 127.0.0.1:PORT`` with ``WORLDRT_STATE_DIR=home`` and ``KEY_VAR=key``,
     for the host at ``host`` (a running one) or an embedded one. Subclasses name the kind and how a ready
     server is asked (``ready_path`` with ``ready_headers()``), relative to ``url_of(port)``."""
@@ -61,8 +62,9 @@ class ApiServerProcess:
     def url_of(port: int) -> str:
         return f"http://127.0.0.1:{port}"
 
+    @abc.abstractmethod
     def ready_headers(self) -> dict[str, str]:
-        raise NotImplementedError
+        """The headers of an authorized readiness request."""
 
     def _up_or_dead(self) -> str | None:
         if self.proc.poll() is not None:
