@@ -54,13 +54,16 @@ class StreamLog:
         return size
 
     def read(self, offset: int, limit: int = READ_MAX) -> bytes:
-        """Bytes from ``offset`` (at most ``limit``); empty at the end of what is kept."""
+        """Bytes from ``offset`` (at most ``limit``); empty at the end of what is kept, and before an offset a
+        running process has not reached yet. Past the end of ended output is OUT_OF_RANGE."""
         if offset < self.first:
             raise err.OutOfRange(f"{self.name} from offset {offset} is no longer kept: the first kept offset is "
                                  f"{self.first} (older output was dropped past the daemon's cap on kept output, per "
                                  f"process, per instance or in all); read from {self.first}")
         if offset > self.total:
-            raise err.OutOfRange(f"{self.name} has {self.total} bytes so far; offset {offset} is past its end")
+            if not self.ended:
+                return b""  # not written yet: the reader waits for it
+            raise err.OutOfRange(f"{self.name} ended at {self.total} bytes; offset {offset} is past its end")
         # Readers mostly follow the end: find the chunk holding ``offset`` from the newest back.
         index, position = len(self.chunks), self.total
         while index > 0 and position > offset:

@@ -417,7 +417,8 @@ class WorldRuntimeServicer:
     def ReadProcessOutput(self, request, context):
         """Output chunks with their offsets, from any offset still kept, until the output ends (or, with
         no_wait, until what is kept now is sent). An offset no longer kept is OUT_OF_RANGE, naming the first
-        kept one in its message and in the trailer x-worldrt-first-offset ("stdout=N,stderr=M").
+        kept one in its message and in the trailer x-worldrt-first-offset ("stdout=N,stderr=M"). An offset
+        the process has not written yet is waited for; one past the end of a stream that ended is OUT_OF_RANGE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

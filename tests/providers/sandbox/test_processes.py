@@ -100,6 +100,22 @@ def test_output_is_bytes_and_a_no_wait_read_returns_what_is_kept_now(stub: Any, 
     assert wait(stub, iid, proc.process_id, 0).state == pb.PROCESS_RUNNING
 
 
+def test_an_offset_not_written_yet_is_waited_for_and_one_past_ended_output_is_out_of_range(
+        stub: Any, iid: str) -> None:
+    # The process writes only after its stdin closes: the read from offset 3 is asked before any output.
+    proc = start(stub, iid, "sh", "-c", "read _; echo abcdef", stdin=True)
+    reply = stub.ReadProcessOutput(pb.ReadProcessOutputRequest(
+        instance_id=iid, process_id=proc.process_id, stream=pb.PROCESS_STDOUT, stdout_offset=3), timeout=30)
+    assert wait(stub, iid, proc.process_id, 0).stdout_size == 0
+    write(stub, iid, proc.process_id, 0, b"go\n", eof=True)
+    chunks = list(reply)
+    assert b"".join(c.data for c in chunks) == b"def\n" and chunks[0].offset == 3 and chunks[-1].eof
+    assert wait(stub, iid, proc.process_id).state == pb.PROCESS_EXITED
+    past = lambda: list(stub.ReadProcessOutput(pb.ReadProcessOutputRequest(  # noqa: E731
+        instance_id=iid, process_id=proc.process_id, stream=pb.PROCESS_STDOUT, stdout_offset=100), timeout=30))
+    assert code_of(past) == grpc.StatusCode.OUT_OF_RANGE
+
+
 def test_a_process_shares_the_instances_files_and_uid_and_runs_while_it_executes_code(stub: Any, iid: str) -> None:
     stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.makedirs('sub', exist_ok=True)"))
     proc = start(stub, iid, "sh", "-c", "pwd; echo $GREETING; id -u; echo made > made.txt; sleep 60",
