@@ -16,8 +16,9 @@ from worldrt.host.api._images import DEFAULT_IMAGE_ID, Image, Images
 from worldrt.host.api._limits import DEFAULT_MAX_BODY_BYTES, HttpLimits
 from worldrt.host.api._morph import SOURCE, MorphApi
 from worldrt.host.api._serve import DEFAULT_LISTEN, parse_listen, serve_morph_api
-from worldrt.host.api._server import GuardedListener, serve_guarded, start_guarded
+from worldrt.host.api._server import GuardedListener, loopback_listen, serve_guarded, start_guarded
 
 __all__ = ["MorphApi", "create_app", "serve_morph_api", "parse_listen", "DEFAULT_LISTEN", "SOURCE",
            "Images", "Image", "DEFAULT_IMAGE_ID", "HttpLimits", "DEFAULT_MAX_BODY_BYTES", "Guard", "bearer",
-           "Admission", "Busy", "Saturated", "serve_guarded", "start_guarded", "GuardedListener"]
+           "Admission", "Busy", "Saturated", "serve_guarded", "start_guarded", "GuardedListener",
+           "loopback_listen"]

@@ -12,8 +12,7 @@ from worldrt.host.api._app import UNAUTHORIZED, create_app, problem_body
 from worldrt.host.api._guard import bearer
 from worldrt.host.api._limits import HttpLimits
 from worldrt.host.api._morph import DEFAULT_EXEC_TIMEOUT_MS, MAX_BRANCHES, MorphApi
-from worldrt.host.api._server import serve_guarded
-from worldrt.providers import is_loopback
+from worldrt.host.api._server import loopback_listen, serve_guarded
 
 log = logging.getLogger("worldrt.api.morph")
 DEFAULT_LISTEN = "127.0.0.1:8780"
@@ -21,15 +20,9 @@ DEFAULT_LISTEN = "127.0.0.1:8780"
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """(host, port) of a loopback ``HOST:PORT``: the API is plain HTTP, so its key must not cross a network."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
-    host = host.strip("[]")
-    if not is_loopback(host):
-        raise InvalidArgument(f"refusing to serve the Morph API on {listen}: it speaks plain HTTP, so its API key "
-                              f"would cross the network readable; listen on loopback (127.0.0.1) and put a TLS "
-                              f"proxy in front of it to reach it from elsewhere")
-    return host, int(port)
+    return loopback_listen(listen, "the Morph API on {listen}: it speaks plain HTTP, so its API key would cross the network "
+                                   "readable; listen on loopback (127.0.0.1) and put a TLS proxy in front of it to reach it "
+                                   "from elsewhere")
 
 
 def serve_morph_api(host: HostAPI, listen: str, api_key: str, *, exec_timeout_ms: int | None = None,

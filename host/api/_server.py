@@ -155,6 +155,18 @@ class _GuardedH11(H11Protocol):
             self.transport.abort()
 
 
+def loopback_listen(listen: str, refusal: str) -> tuple[str, int]:
+    """(host, port) of a loopback ``HOST:PORT``; off loopback, InvalidArgument "refusing to serve ``refusal``"
+    (which names the API and says what would cross the network readable)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
+    host = host.strip("[]")
+    if not is_loopback(host):
+        raise InvalidArgument(f"refusing to serve {refusal.format(listen=listen)}")
+    return host, int(port)
+
+
 def _refusal(limits: HttpLimits, problem: Problem) -> bytes:
     body = problem(503, f"the server holds {limits.max_connections} connections already; retry in "
                         f"{limits.retry_after_s} s", "unavailable")

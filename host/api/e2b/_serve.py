@@ -8,10 +8,9 @@ import logging
 
 from worldrt.errors import InvalidArgument
 from worldrt.host import HostAPI
-from worldrt.host.api import HttpLimits, serve_guarded
+from worldrt.host.api import HttpLimits, loopback_listen, serve_guarded
 from worldrt.host.api.e2b._app import UNAUTHORIZED, authorizer, create_app, problem_body
 from worldrt.host.api.e2b._sandboxes import E2bApi
-from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.e2b")
 DEFAULT_LISTEN = "127.0.0.1:8791"
@@ -19,15 +18,9 @@ DEFAULT_LISTEN = "127.0.0.1:8791"
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """(host, port) of a loopback ``HOST:PORT``: the API is plain HTTP, so its key must not cross a network."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
-    host = host.strip("[]")
-    if not is_loopback(host):
-        raise InvalidArgument(f"refusing to serve the E2B API on {listen}: it speaks plain HTTP, so its API key and "
-                              f"the sandboxes' access tokens would cross the network readable; listen on loopback "
-                              f"(127.0.0.1) and put a TLS proxy in front of it to reach it from elsewhere")
-    return host, int(port)
+    return loopback_listen(listen, "the E2B API on {listen}: it speaks plain HTTP, so its API key and the sandboxes' access "
+                                   "tokens would cross the network readable; listen on loopback (127.0.0.1) and put a TLS "
+                                   "proxy in front of it to reach it from elsewhere")
 
 
 def serve_e2b_api(host: HostAPI, listen: str, api_key: str, *, limits: HttpLimits | None = None) -> int:

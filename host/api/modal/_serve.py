@@ -35,7 +35,7 @@ from modal_proto import api_pb2_grpc, task_command_router_pb2_grpc
 from worldrt import telemetry
 from worldrt.errors import InvalidArgument, Unavailable
 from worldrt.host import HostAPI
-from worldrt.host.api import Admission, HttpLimits
+from worldrt.host.api import Admission, HttpLimits, loopback_listen
 from worldrt.host.api.modal._auth import Gate, Tokens
 from worldrt.host.api.modal._blobs import BlobStore
 from worldrt.host.api.modal._calls import ModalApi
@@ -45,7 +45,6 @@ from worldrt.host.api.modal._processes import Processes
 from worldrt.host.api.modal._records import Records
 from worldrt.host.api.modal._router import Router
 from worldrt.host.api.modal._sandboxes import Sandboxes
-from worldrt.providers import is_loopback
 
 log = logging.getLogger("worldrt.api.modal")
 
@@ -58,14 +57,8 @@ _MAX_SEND_BYTES = 16 * 1024 * 1024
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """(host, port) of a loopback ``HOST:PORT``: the API is plain h2c, so its token must not cross a network."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(f"--listen must be HOST:PORT, got {listen!r}")
-    host = host.strip("[]")
-    if not is_loopback(host):
-        raise InvalidArgument(f"refusing to serve the Modal API on {listen}: it speaks plain gRPC (h2c), so its "
-                              f"token would cross the network readable; listen on loopback (127.0.0.1)")
-    return host, int(port)
+    return loopback_listen(listen, "the Modal API on {listen}: it speaks plain gRPC (h2c), so its token would cross the "
+                                   "network readable; listen on loopback (127.0.0.1)")
 
 
 def profile(listen: str, token_id: str, token_secret: str, name: str = "worldrt") -> str:

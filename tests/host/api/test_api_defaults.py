@@ -48,3 +48,11 @@ def test_the_server_listens_on_its_default_port(kind: str, port: int, keys: dict
             proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         wait_gone(tree)
+
+
+def test_the_modal_server_refuses_to_listen_off_loopback(tmp_path: Path) -> None:
+    env = {**os.environ, "WORLDRT_STATE_DIR": str(tmp_path), "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-x"}
+    wide = subprocess.run([sys.executable, "-m", "worldrt.host.cli", "api", "serve", "modal", "--listen",
+                           "0.0.0.0:8790"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert wide.returncode == 2, wide.stderr
+    assert "refusing to serve the Modal API on 0.0.0.0:8790" in wide.stderr and "loopback" in wide.stderr
