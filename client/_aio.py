@@ -11,6 +11,7 @@ not the loop's small default one), so ``asyncio.gather`` over them runs them at 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
+from worldrt import telemetry
 from worldrt.errors import Aborted, FailedPrecondition, from_rpc_error
 from worldrt.host import BY_NAME, HostAPI
 from worldrt.providers import ClientTls, open_aio_channel
@@ -69,16 +71,21 @@ class AioRemoteHost(AsyncHost):
 
     async def unary(self, name: str, request: Message) -> Any:
         self._open()
-        try:
-            return await getattr(self._stub, BY_NAME[name].rpc)(request, metadata=self._md)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, self._where) from None
+        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client") as traced:
+            try:
+                return await getattr(self._stub, BY_NAME[name].rpc)(request, metadata=(*self._md, *traced.carrier()))
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, self._where) from None
 
     async def streamed(self, name: str, request: Message, on_event: Sink | None = None) -> Any:
         self._open()
+        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client") as traced:
+            return await self._streamed(name, request, on_event, traced.carrier())
+
+    async def _streamed(self, name: str, request: Message, on_event: Sink | None, trace: telemetry.Carrier) -> Any:
         method = BY_NAME[name]
         assert method.result_of is not None
-        call = getattr(self._stub, method.rpc)(request, metadata=self._md)
+        call = getattr(self._stub, method.rpc)(request, metadata=(*self._md, *trace))
         try:
             async for event in call:
                 result = method.result_of(event)
@@ -104,15 +111,17 @@ class ThreadedHost(AsyncHost):
         self._api = api
         self._pool = ThreadPoolExecutor(max_workers=EMBEDDED_THREADS, thread_name_prefix="worldrt-client")
 
-    async def _run(self, call: Callable[[], Any]) -> Any:
+    async def _run(self, name: str, call: Callable[[], Any]) -> Any:
         self._open()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client"):
+            try:
+                # The host's spans for the call are children of this one: the thread runs in this context.
+                return await asyncio.get_running_loop().run_in_executor(self._pool, contextvars.copy_context().run, call)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
 
     async def unary(self, name: str, request: Message) -> Any:
-        return await self._run(functools.partial(getattr(self._api, name), request))
+        return await self._run(name, functools.partial(getattr(self._api, name), request))
 
     async def streamed(self, name: str, request: Message, on_event: Sink | None = None) -> Any:
         sink = None
@@ -122,7 +131,7 @@ class ThreadedHost(AsyncHost):
             def sink(event: Any) -> None:  # on the host's thread: hand the event to the loop's
                 loop.call_soon_threadsafe(on_event, event)
 
-        return await self._run(functools.partial(getattr(self._api, name), request, sink))
+        return await self._run(name, functools.partial(getattr(self._api, name), request, sink))
 
     async def close(self) -> None:
         self.closed = True

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._aio import AioRemoteHost, AsyncHost, ThreadedHost
 from worldrt.client._async_instances import AsyncInstance, AsyncSnapshot, async_instances_of
@@ -62,6 +63,7 @@ class AsyncClient:
                       db: PathLike | None = None, embed: bool = True) -> AsyncClient:
         """The host ``Client.connect`` would use for the same arguments: the one answering at ``address``
         (default ``$WORLDRT_HOST``, else ``unix:HOME/host.sock``), else one embedded in this process."""
+        telemetry.start_tracing("worldrt-client")  # only when the standard OTEL_* variables ask for it
         session = await asyncio.to_thread(open_session, address, embed=embed, home=home, db=db, token=token,
                                           token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         api = await asyncio.to_thread(_enter, session, embed)

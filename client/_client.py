@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
+from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._instances import Instance, Snapshot, instances_of
 from worldrt.client._services import Components, Images, Links, Providers, Verse
@@ -76,6 +77,7 @@ class Client:
         else a host embedded in this process with its state in ``home`` (default ``$WORLDRT_STATE_DIR`` or
         .worldrt) and registry ``db``. ``embed=False`` raises Unavailable instead of embedding. A
         ``HOST:PORT`` address must answer (over TLS with ``tls_ca``, or ``$WORLDRT_TLS_CA``)."""
+        telemetry.start_tracing("worldrt-client")  # only when the standard OTEL_* variables ask for it
         session = open_session(address, embed=embed, home=home, db=db, token=token, token_file=token_file,
                                tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         api = session.__enter__()
@@ -144,13 +146,15 @@ class Client:
 
     # plumbing ------------------------------------------------------------------------------------
     def _host(self, method: Callable[..., T], *args: Any) -> T:
-        """``method(*args)`` of the Host API, a failure raised as its error kind."""
+        """``method(*args)`` of the Host API, a failure raised as its error kind; one client span while
+        tracing is on (the host's spans for the call are its children)."""
         if self._closed:
             raise FailedPrecondition("the client is closed: connect again")
-        try:
-            return method(*args)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        with telemetry.span(f"worldrt.Client/{getattr(method, '__name__', 'call')}", kind="client"):
+            try:
+                return method(*args)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
 
     def _source(self, provider: str) -> str:
         """The source whose link reaches ``provider``, put first if no link of that source does."""

@@ -91,6 +91,7 @@ class RemoteHost:
                 call.cancel()  # an on_event that raised leaves the stream: the host hears it at once
             raise Aborted(f"{where} ended {name} without a result")
 
+        unary.__name__ = streamed.__name__ = name  # what a client's span is named after
         return streamed if method.finish else unary
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import signal
 
 import grpc
 
+from worldrt import telemetry
 from worldrt.errors import EXIT_CODES, Cancelled, WorldError, exit_code_table, from_rpc_error, kind_of_os_error
 from worldrt.host.cli import (
     _apis,
@@ -55,16 +56,34 @@ def main(argv: list[str] | None = None) -> int:
     wrong command line or request, 3 for not found, ..., 130 when interrupted)."""
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(args, "otel"):  # a server: it sets up its own telemetry from its flags
+        return _run(args)
+    # A command is one trace while the standard OTEL_* variables ask for traces; the host it reaches (and
+    # an embedded host's daemons) continue it.
+    traced = telemetry.start_tracing("worldrt-cli")
+    try:
+        with telemetry.span(f"worldrt {args.func.__name__.replace('_', ' ')}") as command:
+            return _run(args, command)
+    finally:
+        if traced:
+            telemetry.stop_tracing()
+
+
+def _run(args: argparse.Namespace, command: telemetry.Span = telemetry.NOOP) -> int:
     try:
         code: int = args.func(args)
     except WorldError as exc:
+        command.failed(exc)
         return _say(str(exc), exc.exit_code)
     except grpc.RpcError as exc:
         error = from_rpc_error(exc)
+        command.failed(error)
         return _say(f"{error.code.name}: {error.message}", error.exit_code)
     except OSError as exc:
         problem = f"{exc.filename or ''}: {exc.strerror or exc}" if exc.filename else str(exc)
+        command.failed(exc)
         return _say(problem, EXIT_CODES[kind_of_os_error(exc)])
     except KeyboardInterrupt:
+        command.status(grpc.StatusCode.CANCELLED)
         return EXIT_CODES[Cancelled]
     return code

@@ -32,7 +32,11 @@ def _value(any_value: Any) -> Any:
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     """Listens on 127.0.0.1 (``endpoint``) until ``stop``; ``spans`` is what it received so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
+        """``keep=False`` only counts the spans (``count``): a benchmark's stand-in for a collector on
+        another machine, costing this one no more than parsing each request."""
+        self._keep = keep
+        self.count = 0
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -42,6 +46,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def Export(self, request: Any, context: Any) -> Any:
+        if not self._keep:
+            with self._lock:
+                self.count += sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
         received = []
         for resource_spans in request.resource_spans:
             service = next((_value(a.value) for a in resource_spans.resource.attributes if a.key == "service.name"), "")
@@ -52,6 +60,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                         span.kind, span.status.code, {a.key: _value(a.value) for a in span.attributes}))
         with self._lock:
             self._spans.extend(received)
+            self.count += len(received)
         return trace_service_pb2.ExportTraceServiceResponse()
 
     @property

@@ -82,7 +82,7 @@ class _Api:
         self.processors: list[Any] = []
 
 
-def _exporter(name: str) -> Any:
+def _exporter(name: str, api: _Api) -> Any:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -94,9 +94,9 @@ def _exporter(name: str) -> Any:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
         return HttpExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from worldrt.telemetry._otlp import LeanSpanExporter
 
-    return OTLPSpanExporter()
+    return LeanSpanExporter(api.resource, api.scope)
 
 
 def start_tracing(service: str, *, flag: bool | None = None) -> bool:
@@ -113,21 +113,22 @@ def start_tracing(service: str, *, flag: bool | None = None) -> bool:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        # The SDK's provider reads OTEL_TRACES_SAMPLER(_ARG); its sampler decides each root span.
+        provider = TracerProvider(resource=Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service}))
+        api.resource, api.sampler = provider.resource, provider.sampler
         names = [n.strip() for n in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",") if n.strip()]
-        exporters = [_exporter(name) for name in names]
+        exporters = [_exporter(name, api) for name in names]
     except ImportError as exc:
         log.warning("tracing is asked for, but %s is not installed: pip install 'world-runtime[otel]'", exc.name)
         return False
     except ValueError as exc:
         log.warning("tracing stays off: %s", exc)
         return False
-    # The SDK's provider reads OTEL_TRACES_SAMPLER(_ARG); its sampler decides each root span.
-    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service}))
     api.processors = [BatchSpanProcessor(exporter) for exporter in exporters]
     for processor in api.processors:
         provider.add_span_processor(processor)
     api.trace.set_tracer_provider(provider)
-    api.resource, api.sampler = provider.resource, provider.sampler
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     api.always = api.sampler is ALWAYS_ON or (isinstance(api.sampler, ParentBased)
