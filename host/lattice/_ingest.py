@@ -14,6 +14,9 @@
   (``worldrt.registry.{L}.{kind}.{H}``, where only host H may publish); one that does not is a dead letter.
   Each row keeps that host (``host_id``). Records stored under the one subject of older versions (no host)
   are written with no host.
+* Batches are pulled by ``Puller``, which tells a stored record from the server's status by its reply
+  subject, never by the headers its publisher chose (nats-py's fetch dropped a record with a ``Status``
+  header unacknowledged, holding back every purge).
 * What is acknowledged is purged from the stream (up to the consumer's ack floor), so the streams' limits
   count only records not yet written; a full stream refuses new records, which wait in their hosts' outboxes.
 """
@@ -31,6 +34,7 @@ from nats.js.errors import NotFoundError
 
 from worldrt.host.lattice._member import INVOCATIONS, RUNS, StreamLimits, ensure_streams
 from worldrt.host.lattice._nats import Lattice
+from worldrt.host.lattice._pull import Puller
 from worldrt.host.lattice._wire import (
     H_DEAD_REASON,
     H_DEAD_SEQUENCE,
@@ -86,7 +90,7 @@ class Ingest:
         self.dead_letters = 0
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscriptions: list[Any] = []
+        self._subscriptions: list[Puller] = []
         lattice.run(self._start(), timeout_s=30)
 
     async def _start(self) -> None:
@@ -100,7 +104,7 @@ class Ingest:
     def _streams(self) -> dict[str, str]:
         return {INVOCATIONS: invocations_stream(self.lattice.name), RUNS: runs_stream(self.lattice.name)}
 
-    async def _subscribe(self, stream: str) -> Any:
+    async def _subscribe(self, stream: str) -> Puller:
         """Bind the durable consumer; one an older registry made (acknowledging all below each batch) is made
         again to acknowledge each message, starting after the last message it had acknowledged."""
         js = self.lattice.js
@@ -119,15 +123,14 @@ class Ingest:
             info = None
         if info is None:
             await js.add_consumer(stream, config)
-        return await js.pull_subscribe_bind(durable=DURABLE, stream=stream)
+        puller = Puller(self.lattice.nc, stream, DURABLE)
+        await puller.start()
+        return puller
 
-    async def _fetch(self, subscription: Any, timeout: float) -> list[Any]:
-        try:
-            return await subscription.fetch(BATCH, timeout=timeout)  # type: ignore[no-any-return]
-        except TimeoutError:
-            return []
+    async def _fetch(self, subscription: Puller, timeout: float) -> list[Any]:
+        return await subscription.fetch(BATCH, timeout=timeout)
 
-    async def _consume(self, kind: str, stream: str, subscription: Any) -> None:
+    async def _consume(self, kind: str, stream: str, subscription: Puller) -> None:
         """Write batch after batch; the next batch is fetched while this one is written."""
         loop = asyncio.get_running_loop()
         ahead: asyncio.Task[list[Any]] = loop.create_task(self._fetch(subscription, 0.5))

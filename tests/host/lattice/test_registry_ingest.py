@@ -89,7 +89,9 @@ class World:
         return self.client.run(read())
 
     def dead_reason(self, data: bytes) -> str | None:
-        return next(((m.headers or {}).get(H_DEAD_REASON) for m in self.dead_letters() if m.data == data), None)
+        # A stored message without data reads back with data None.
+        return next(((m.headers or {}).get(H_DEAD_REASON) for m in self.dead_letters() if (m.data or b"") == data),
+                    None)
 
     def in_hand(self, stream: str) -> bool:
         """Whether the registry has been handed messages it has not acknowledged."""
@@ -193,6 +195,29 @@ def test_a_record_naming_another_host_than_its_subject_is_refused(world: World) 
     # The one subject older versions published to is no stream's any more.
     with pytest.raises(Exception, match="no response from stream|no responders"):
         world.publish("worldrt.registry.default.invocations", forged_row, {H_HOST: "h1"})
+
+
+def test_a_record_dressed_as_a_server_status_is_taken_and_holds_nothing_back(world: World) -> None:
+    # A member may set any header on what it publishes, a NATS status one included; the record must still
+    # reach the registry and be acknowledged (a dead letter here), or the stream's ack floor stays under it
+    # and nothing after it is ever purged.
+    stream = invocations_stream("default")
+    dressed = {"empty, 408": (b"", {H_HOST: "h1", "Status": "408", "Description": "Request Timeout"}),
+               "bytes, 404": (b"WJr1-not-a-record", {H_HOST: "h1", "Status": "404"}),
+               "bytes, 503": (b"WJr1-also-not", {H_HOST: "h1", "Status": "503", "Description": "No Responders"})}
+    for data, headers in dressed.values():
+        world.publish(world.subject("invocations"), data, headers)
+    outcome = world.invoke(600, 30)
+    assert outcome.ok and outcome.provider_calls == 30, outcome
+    wait_for(lambda: world.rows(600) == 30, 120, "the 30 rows published after the dressed records")
+    for what, (data, _) in dressed.items():
+        reason = wait_for(lambda data=data: world.dead_reason(data), 60, f"the record ({what}) in the dead-letter stream")
+        assert "not an intact invocation record" in reason, what
+    wait_for(lambda: world.consumer(stream).num_ack_pending == 0 and world.consumer(stream).num_pending == 0, 60,
+             "every record acknowledged")
+    state = world.client.run(world.client.js.stream_info(stream)).state
+    wait_for(lambda: world.client.run(world.client.js.stream_info(stream)).state.messages == 0, 60,
+             f"the stream purged (it holds {state.messages})")
 
 
 def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
