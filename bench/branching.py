@@ -1,6 +1,9 @@
 """Branching benchmark: morph's daemon over gRPC beside a bare fork and a bare grpcio echo, in one run.
 
-    python bench/branching.py [--reps 50] [--json bench/results/branching.json]
+    python bench/branching.py [--reps 50] [--json bench/results/branching.json] [--telemetry]
+
+``--telemetry``: the daemon traces (OTLP to a receiver in another process that counts the spans) and
+serves metrics, as an operator would run it; compare with a run without it.
 
 Prints a table (p50/p99 in ms) with each issue target and the ratio to Morph Cloud's published
 < 250 ms claim for snapshot and branch, and writes the figures as JSON.
@@ -9,6 +12,7 @@ Prints a table (p50/p99 in ms) with each issue target and the ratio to Morph Clo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +29,7 @@ from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _otlp import collector
 from _report import percentiles, print_table, timed, write_json
 
 MORPH_CLAIM_MS = 250.0
@@ -121,13 +126,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "branching.json"))
+    ap.add_argument("--telemetry", action="store_true", help="the daemon traces (OTLP) and serves metrics")
     args = ap.parse_args()
+    received: list[int] = []
+    with collector(received) if args.telemetry else contextlib.nullcontext():
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     reps = max(args.reps, 50)
     rows: dict[str, list[float]] = {}
     extra: dict[str, object] = {}
 
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-") as tmp:
-        with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"}) as daemon:
+        with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"},
+                            serve_args=("--metrics-listen", "127.0.0.1:0") if args.telemetry else ()) as daemon:
             stub = daemon.stub
             stop = lambda iid: stub.Stop(pb.InstanceRef(instance_id=iid))  # noqa: E731
 
@@ -221,7 +234,8 @@ def main() -> None:
     print(f"idle branch memory over {extra['branches_measured']} branches of one snapshot: "
           f"USS {extra['uss_per_branch_mib']:.2f} MiB, PSS {extra['pss_per_branch_mib']:.2f} MiB per branch "
           f"(target <= 3 MiB private: {'PASS' if mem_ok else 'MISS'}); instance RSS {extra['instance_rss_mib']} MiB")
-    write_json(args.json, {"stats_ms": stats, "memory": extra, "targets": {k: v[1] for k, v in targets.items()},
+    write_json(args.json, {"telemetry": args.telemetry, "stats_ms": stats, "memory": extra,
+                           "targets": {k: v[1] for k, v in targets.items()},
                            "memory_target_met": mem_ok, "morph_claim_ms": MORPH_CLAIM_MS})
 
 

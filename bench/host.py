@@ -19,7 +19,6 @@ One run, side by side on the same morph daemon and instance:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _otlp import collector
 from _report import percentiles, print_table, timed, write_json
 
 from worldrt.host import Host
@@ -60,19 +60,10 @@ def telemetry_on(tmp: str, reps: int, rows: dict[str, list[float]], routed_off: 
     more, in the SDK's default batches (up to 512 spans every 5 s, from a
     background thread, as in production): the timed calls pay for making and propagating spans and for the
     metrics, the batch's encoding runs beside them. Returns the spans the receiver got."""
-    import subprocess
-
     from worldrt import telemetry
 
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tests.support.otlp import OtlpReceiver; r = OtlpReceiver(keep=False); "
-         "print(r.endpoint, flush=True); sys.stdin.read(); print(r.count, flush=True); r.stop()"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert receiver.stdout is not None and receiver.stdin is not None
-    try:
-        os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.stdout.readline().strip(),
-                          OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_TRACES_EXPORTER="otlp")
-        os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)  # the SDK's default: a batch every 5 s
+    received: list[int] = []
+    with collector(received):
         telemetry.start_tracing("worldrt-bench", flag=True)
         telemetry.serve_metrics("127.0.0.1:0")
         with Host(Path(tmp) / "on" / "world.duckdb", Path(tmp) / "on") as host:
@@ -98,12 +89,7 @@ def telemetry_on(tmp: str, reps: int, rows: dict[str, list[float]], routed_off: 
                 rows.setdefault("routed Execute, telemetry on (traces + metrics)", []).extend(
                     timed(routed, reps // 10, unit=1e6))
         telemetry.stop_tracing()
-    finally:
-        receiver.stdin.close()
-        received = int(receiver.stdout.readline() or 0)
-        receiver.wait(timeout=30)
-    print(f"spans received by the bench's OTLP receiver (another process): {received}")
-    return received
+    return received[0]
 
 
 def main() -> None:
