@@ -263,6 +263,7 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
     lattice = Lattice(LatticeOptions(topology.url, name="rows", creds=admin, tls_ca=str(topology.ids.ca)))
     try:
         from worldrt.host.lattice._member import ensure_streams
+        from worldrt.host.lattice._pull import Puller
         from worldrt.host.lattice._wire import H_HOST, invocations_subject
 
         async def publish() -> None:
@@ -282,7 +283,8 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
             stream = "WORLDRT_INVOCATIONS_rows"
             await lattice.js.add_consumer(stream, api.ConsumerConfig(
                 durable_name="bench-floor", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
-            puller = await lattice.js.pull_subscribe_bind(durable="bench-floor", stream=stream)
+            puller = Puller(lattice.nc, stream, "bench-floor")  # as the registry pulls
+            await puller.start()
             got, t0 = 0, time.perf_counter()
             while got < n:
                 for msg in await puller.fetch(BATCH, timeout=5):

@@ -4,8 +4,8 @@ nats-py's ``fetch`` takes any delivery with a ``Status`` header for the server's
 request that timed out) and drops it unacknowledged, so a stored record that a member published with such
 a header never reached the registry and was never acknowledged: it held the consumer's ack floor, so
 nothing after it was purged, and the stream filled for every host. Here a delivery is a stored message
-exactly when its reply subject is the JetStream acknowledgement subject the server gives it; the headers a
-publisher chose are never read to decide that.
+exactly when its reply subject is the JetStream acknowledgement subject of this stream and consumer,
+which the server gives it; the headers a publisher chose are never read to decide that.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-
-ACK_PREFIX = "$JS.ACK."
 
 
 class Puller:
@@ -24,6 +22,7 @@ class Puller:
     def __init__(self, nc: Any, stream: str, durable: str, api_prefix: str = "$JS.API") -> None:
         self._nc = nc
         self._next = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._acked_on = f"$JS.ACK.{stream}.{durable}."  # the reply subject of each message it delivers
         self._inbox = nc.new_inbox()
         self._sub: Any = None
 
@@ -54,7 +53,7 @@ class Puller:
                 msg = await self._sub.next_msg(timeout=left)
             except TimeoutError:
                 break
-            if not (msg.reply or "").startswith(ACK_PREFIX):
+            if not (msg.reply or "").startswith(self._acked_on):
                 break  # the server's status (no messages, the request expired): nothing more comes for it
             messages.append(msg)
         return messages
