@@ -27,20 +27,16 @@ def free_port() -> int:
 
 
 class ApiServerProcess(abc.ABC):
-    """``worldrt api serve KIND --listen 127.0.0.1:PORT`` with ``WORLDRT_STATE_DIR=home`` and ``KEY_VAR=key``,
-    for the host at ``host`` (a running one) or an embedded one. Subclasses name the kind and how a ready
-    server is asked (``ready_path`` with ``ready_headers()``), relative to ``url_of(port)``."""
+    """``worldrt api serve KIND --listen 127.0.0.1:PORT`` with ``WORLDRT_STATE_DIR=home`` and the server's
+    credentials in its environment (``credentials()``), for the host at ``host`` (a running one) or an
+    embedded one. Subclasses name the kind, its credentials and how a ready server is told (``answers()``)."""
 
     kind = ""
-    key_var = ""
-    ready_path = ""
 
-    def __init__(self, home: Path, key: str, *, host: str | None = None, args: tuple[str, ...] = ()) -> None:
-        self.home, self.key = home, key
+    def __init__(self, home: Path, *, host: str | None = None, args: tuple[str, ...] = ()) -> None:
+        self.home = home
         home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "WORLDRT_STATE_DIR": str(home), self.key_var: key}
-        env.pop("WORLDRT_TOKEN", None)
-        env.pop("WORLDRT_DB", None)
+        env = self.server_env()
         self.log_path = home / f"{self.kind}-api-{time.monotonic_ns()}.log"
         last = ""
         for _attempt in range(3):  # a port found free can be taken before the server binds it
@@ -58,22 +54,31 @@ class ApiServerProcess(abc.ABC):
                 break
         raise AssertionError(f"worldrt api serve {self.kind} did not start:\n{last[-3000:]}")
 
+    unset: tuple[str, ...] = ()  # variables of this process the server must not inherit
+
     @staticmethod
     def url_of(port: int) -> str:
         return f"http://127.0.0.1:{port}"
 
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: this process's, with its state folder and credentials."""
+        env = {**os.environ, "WORLDRT_STATE_DIR": str(self.home), **self.credentials()}
+        for name in ("WORLDRT_TOKEN", "WORLDRT_DB", *self.unset):
+            env.pop(name, None)
+        return env
+
     @abc.abstractmethod
-    def ready_headers(self) -> dict[str, str]:
-        """The headers of an authorized readiness request."""
+    def credentials(self) -> dict[str, str]:
+        """The variables that hold the credentials the server requires."""
+
+    @abc.abstractmethod
+    def answers(self) -> bool:
+        """Whether the server (running) answers an authorized request."""
 
     def _up_or_dead(self) -> str | None:
         if self.proc.poll() is not None:
             return "dead"
-        try:
-            answer = httpx.get(f"{self.url}{self.ready_path}", headers=self.ready_headers(), timeout=2)
-        except httpx.TransportError:
-            return None
-        return "up" if answer.status_code == 200 else None
+        return "up" if self.answers() else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -86,3 +91,29 @@ class ApiServerProcess(abc.ABC):
         code = self.proc.wait(60)
         wait_gone(tree)
         return code
+
+
+class HttpApiServerProcess(ApiServerProcess):
+    """An API server over HTTP whose credential is one key (``KEY_VAR=key``): ready when ``ready_path``
+    (under ``url_of(port)``) answers 200 to a request with ``ready_headers()``."""
+
+    key_var = ""
+    ready_path = ""
+
+    def __init__(self, home: Path, key: str, *, host: str | None = None, args: tuple[str, ...] = ()) -> None:
+        self.key = key
+        super().__init__(home, host=host, args=args)
+
+    def credentials(self) -> dict[str, str]:
+        return {self.key_var: self.key}
+
+    @abc.abstractmethod
+    def ready_headers(self) -> dict[str, str]:
+        """The headers of an authorized readiness request."""
+
+    def answers(self) -> bool:
+        try:
+            answer = httpx.get(f"{self.url}{self.ready_path}", headers=self.ready_headers(), timeout=2)
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.api_servers import ApiServerProcess
+from tests.support.api_servers import HttpApiServerProcess
 
 
-class E2bApiServer(ApiServerProcess):
+class E2bApiServer(HttpApiServerProcess):
     """``worldrt api serve e2b`` with state in ``home``, for the host at ``host`` (a running one) or an
     embedded one; ``key`` is the API key it requires (its E2B_API_KEY)."""
 

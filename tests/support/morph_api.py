@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.support.api_servers import ApiServerProcess, free_port
+from tests.support.api_servers import HttpApiServerProcess, free_port
 
 # One transport instead of the SDK's 32: a client is made in 0.2 s instead of about 5 s.
 os.environ.setdefault("MORPH_HTTP_TRANSPORT_SHARDS", "1")
@@ -14,7 +14,7 @@ os.environ.setdefault("MORPH_HTTP_TRANSPORT_SHARDS", "1")
 os.environ.setdefault("MORPH_SSH_TOTAL_TIMEOUT_SECS", "1")
 
 
-class MorphApiServer(ApiServerProcess):
+class MorphApiServer(HttpApiServerProcess):
     """``worldrt api serve morph`` with state in ``home``, for the host at ``host`` (a running one) or an
     embedded one (``host=None`` and no host in ``home``); ``key`` is the API key it requires."""
 
