@@ -33,7 +33,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from worldrt.host.lattice._member import INVOCATIONS, RUNS, StreamLimits, ensure_streams
-from worldrt.host.lattice._nats import Lattice
+from worldrt.host.lattice._nats import Lattice, LatticeDown
 from worldrt.host.lattice._pull import Puller
 from worldrt.host.lattice._wire import (
     H_DEAD_REASON,
@@ -105,8 +105,16 @@ class Ingest:
         return {INVOCATIONS: invocations_stream(self.lattice.name), RUNS: runs_stream(self.lattice.name)}
 
     async def _subscribe(self, stream: str) -> Puller:
-        """Bind the durable consumer; one an older registry made (acknowledging all below each batch) is made
-        again to acknowledge each message, starting after the last message it had acknowledged."""
+        """The durable consumer's puller, the consumer made first when it is not there."""
+        await self._ensure_consumer(stream)
+        puller = Puller(self.lattice.nc, stream, DURABLE)
+        await puller.start()
+        return puller
+
+    async def _ensure_consumer(self, stream: str) -> None:
+        """Make the durable consumer when it is not there; one an older registry made (acknowledging all below
+        each batch) is made again to acknowledge each message, starting after the last message it had
+        acknowledged."""
         js = self.lattice.js
         config = api.ConsumerConfig(durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
                                     max_ack_pending=-1, max_deliver=-1, deliver_policy=api.DeliverPolicy.ALL)
@@ -123,9 +131,6 @@ class Ingest:
             info = None
         if info is None:
             await js.add_consumer(stream, config)
-        puller = Puller(self.lattice.nc, stream, DURABLE)
-        await puller.start()
-        return puller
 
     async def _fetch(self, subscription: Puller, timeout: float) -> list[Any]:
         return await subscription.fetch(BATCH, timeout=timeout)
@@ -139,6 +144,19 @@ class Ingest:
         while not self._stopping:
             try:
                 batch = await ahead
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the fetch failed: nothing was taken; fetch afresh
+                log.warning("registry ingest of %s: %s; fetching again", kind, exc)
+                await asyncio.sleep(0.5)
+                if isinstance(exc, LatticeDown):  # the server refused the pull: its consumer may be gone
+                    try:
+                        await self._ensure_consumer(stream)
+                    except Exception as again:  # noqa: BLE001 - the next refusal comes here again
+                        log.warning("registry ingest of %s: the consumer cannot be made again: %s", kind, again)
+                ahead = loop.create_task(self._fetch(subscription, 0.5))
+                continue
+            try:
                 ahead = loop.create_task(self._fetch(subscription, 0.5))
                 if batch:
                     acked = await self._handle(kind, batch) or acked
