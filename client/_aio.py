@@ -22,6 +22,7 @@ import grpc
 from google.protobuf.message import Message
 
 from worldrt import telemetry
+from worldrt.client._tracing import client_call
 from worldrt.errors import Aborted, FailedPrecondition, from_rpc_error
 from worldrt.host import BY_NAME, HostAPI
 from worldrt.providers import ClientTls, open_aio_channel
@@ -71,21 +72,29 @@ class AioRemoteHost(AsyncHost):
 
     async def unary(self, name: str, request: Message) -> Any:
         self._open()
-        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client") as traced:
-            try:
-                return await getattr(self._stub, BY_NAME[name].rpc)(request, metadata=(*self._md, *traced.carrier()))
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc, self._where) from None
+        if not telemetry.tracing():
+            return await self._unary(name, request, self._md)
+        with client_call(f"worldrt.AsyncClient/{name}"):
+            return await self._unary(name, request, (*self._md, *telemetry.carrier()))
+
+    async def _unary(self, name: str, request: Message, metadata: tuple[tuple[str, str], ...]) -> Any:
+        try:
+            return await getattr(self._stub, BY_NAME[name].rpc)(request, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, self._where) from None
 
     async def streamed(self, name: str, request: Message, on_event: Sink | None = None) -> Any:
         self._open()
-        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client") as traced:
-            return await self._streamed(name, request, on_event, traced.carrier())
+        if not telemetry.tracing():
+            return await self._streamed(name, request, on_event, self._md)
+        with client_call(f"worldrt.AsyncClient/{name}"):
+            return await self._streamed(name, request, on_event, (*self._md, *telemetry.carrier()))
 
-    async def _streamed(self, name: str, request: Message, on_event: Sink | None, trace: telemetry.Carrier) -> Any:
+    async def _streamed(self, name: str, request: Message, on_event: Sink | None,
+                        metadata: tuple[tuple[str, str], ...]) -> Any:
         method = BY_NAME[name]
         assert method.result_of is not None
-        call = getattr(self._stub, method.rpc)(request, metadata=(*self._md, *trace))
+        call = getattr(self._stub, method.rpc)(request, metadata=metadata)
         try:
             async for event in call:
                 result = method.result_of(event)
@@ -113,12 +122,17 @@ class ThreadedHost(AsyncHost):
 
     async def _run(self, name: str, call: Callable[[], Any]) -> Any:
         self._open()
-        with telemetry.span(f"worldrt.AsyncClient/{name}", kind="client"):
-            try:
-                # The host's spans for the call are children of this one: the thread runs in this context.
-                return await asyncio.get_running_loop().run_in_executor(self._pool, contextvars.copy_context().run, call)
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc) from None
+        if not telemetry.tracing():
+            return await self._in_pool(call)
+        with client_call(f"worldrt.AsyncClient/{name}"):
+            # The host's spans for the call are children of this one: the thread runs in this context.
+            return await self._in_pool(functools.partial(contextvars.copy_context().run, call))
+
+    async def _in_pool(self, call: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def unary(self, name: str, request: Message) -> Any:
         return await self._run(name, functools.partial(getattr(self._api, name), request))

@@ -22,6 +22,7 @@ from worldrt.client._aio import AioRemoteHost, AsyncHost, ThreadedHost
 from worldrt.client._async_instances import AsyncInstance, AsyncSnapshot, async_instances_of
 from worldrt.client._async_services import AsyncComponents, AsyncImages, AsyncLinks, AsyncProviders, AsyncVerse
 from worldrt.client._client import NO_HOST, open_session
+from worldrt.client._tracing import NO_SPAN, client_call
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
 from worldrt.errors import Unavailable
 from worldrt.host import HostAPI, Session
@@ -63,7 +64,8 @@ class AsyncClient:
                       db: PathLike | None = None, embed: bool = True) -> AsyncClient:
         """The host ``Client.connect`` would use for the same arguments: the one answering at ``address``
         (default ``$WORLDRT_HOST``, else ``unix:HOME/host.sock``), else one embedded in this process."""
-        telemetry.start_tracing("worldrt-client")  # only when the standard OTEL_* variables ask for it
+        # Only when the OTEL_* variables ask for it (the SDK is imported then: not on the loop's thread).
+        await asyncio.to_thread(telemetry.start_tracing, "worldrt-client", library=True)
         session = await asyncio.to_thread(open_session, address, embed=embed, home=home, db=db, token=token,
                                           token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         api = await asyncio.to_thread(_enter, session, embed)
@@ -143,11 +145,12 @@ class AsyncClient:
         return requests.source_for(provider)
 
     async def _call(self, provider: str, field: str, message: Any) -> host_pb.ProviderCallReply:
-        """One generator operation on ``provider`` through the host's CallProvider."""
-        await self._source(provider)
-        reply: host_pb.ProviderCallReply = await self._aio.unary(
-            "call_provider", requests.provider_call(provider, field, message))
-        return reply
+        """One generator operation on ``provider`` through the host's CallProvider (one client span)."""
+        with client_call(f"worldrt.AsyncClient/{field}") if telemetry.tracing() else NO_SPAN:
+            await self._source(provider)
+            reply: host_pb.ProviderCallReply = await self._aio.unary(
+                "call_provider", requests.provider_call(provider, field, message))
+            return reply
 
     async def close(self) -> None:
         """Close the channel, or stop the embedded host and every daemon and instance it started."""

@@ -25,6 +25,7 @@ from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._instances import Instance, Snapshot, instances_of
 from worldrt.client._services import Components, Images, Links, Providers, Verse
+from worldrt.client._tracing import NO_SPAN, client_call
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
 from worldrt.errors import FailedPrecondition, Unavailable, from_rpc_error
 from worldrt.host import HostAPI, RemoteHost, Session, host_session
@@ -77,7 +78,7 @@ class Client:
         else a host embedded in this process with its state in ``home`` (default ``$WORLDRT_STATE_DIR`` or
         .worldrt) and registry ``db``. ``embed=False`` raises Unavailable instead of embedding. A
         ``HOST:PORT`` address must answer (over TLS with ``tls_ca``, or ``$WORLDRT_TLS_CA``)."""
-        telemetry.start_tracing("worldrt-client")  # only when the standard OTEL_* variables ask for it
+        telemetry.start_tracing("worldrt-client", library=True)  # only when the OTEL_* variables ask for it
         session = open_session(address, embed=embed, home=home, db=db, token=token, token_file=token_file,
                                tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         api = session.__enter__()
@@ -150,7 +151,7 @@ class Client:
         tracing is on (the host's spans for the call are its children)."""
         if self._closed:
             raise FailedPrecondition("the client is closed: connect again")
-        with telemetry.span(f"worldrt.Client/{getattr(method, '__name__', 'call')}", kind="client"):
+        with client_call(f"worldrt.Client/{getattr(method, '__name__', 'call')}") if telemetry.tracing() else NO_SPAN:
             try:
                 return method(*args)
             except grpc.RpcError as exc:
@@ -169,9 +170,10 @@ class Client:
         return requests.source_for(provider)
 
     def _call(self, provider: str, field: str, message: Any) -> host_pb.ProviderCallReply:
-        """One generator operation on ``provider`` through the host's CallProvider."""
-        self._source(provider)
-        return self._host(self._call_provider, requests.provider_call(provider, field, message))
+        """One generator operation on ``provider`` through the host's CallProvider (one client span)."""
+        with client_call(f"worldrt.Client/{field}") if telemetry.tracing() else NO_SPAN:
+            self._source(provider)
+            return self._host(self._call_provider, requests.provider_call(provider, field, message))
 
     def close(self) -> None:
         """Close the channel, or stop the embedded host and every daemon and instance it started."""

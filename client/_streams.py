@@ -10,6 +10,7 @@ thread, whose items are then dropped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -53,7 +54,8 @@ def iterate(run: Callable[[Sink], Any], *, stop_when_left: bool = False) -> Iter
         except BaseException as exc:  # noqa: BLE001 - raised where the iterator is read
             items.put(_Failed(exc))
 
-    threading.Thread(target=work, name="worldrt-stream", daemon=True).start()
+    # The call runs in the caller's context: a client span current here is its parent there.
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), name="worldrt-stream", daemon=True).start()
     try:
         while True:
             item = items.get()

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, command)
     finally:
         if traced:
-            telemetry.stop_tracing()
+            telemetry.stop_tracing(grace_s=1.0)  # a collector that does not answer costs a command 1 s at most
 
 
 def _run(args: argparse.Namespace, command: telemetry.Span = telemetry.NOOP) -> int:

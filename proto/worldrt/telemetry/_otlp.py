@@ -73,7 +73,7 @@ class LeanSpanExporter(OTLPSpanExporter):
             return encode_spans(data)
         try:
             spans = [_span(span) for span in data]
-        except TypeError:  # an attribute of another type (a sequence): the SDK encodes it
+        except (TypeError, ValueError):  # a sequence, an int beyond int64, a lone surrogate: as the SDK does
             return encode_spans(data)
         if self._head is None:
             sample = encode_spans(data[:1]).resource_spans[0]

@@ -16,10 +16,12 @@ headers, never anything else the peer sent.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
@@ -80,6 +82,7 @@ class _Api:
         self.sampler: Any = None
         self.always = False  # the sampler samples every root span (the default): no need to ask it
         self.processors: list[Any] = []
+        self.provider: Any = None  # the TracerProvider made here, whether or not it is the process's
 
 
 def _exporter(name: str, api: _Api) -> Any:
@@ -99,9 +102,15 @@ def _exporter(name: str, api: _Api) -> Any:
     return LeanSpanExporter(api.resource, api.scope)
 
 
-def start_tracing(service: str, *, flag: bool | None = None) -> bool:
+def start_tracing(service: str, *, flag: bool | None = None, library: bool = False) -> bool:
     """Turn tracing on for this process as ``service`` (unless OTEL_SERVICE_NAME names it) when it is
-    asked for; whether it is on. Asked for but not installed: a warning that says what to install."""
+    asked for; whether it is on. Asked for but not installed: a warning that says what to install.
+
+    A worldrt program (a daemon, the CLI) makes its provider the process's and puts the choice in the
+    environment for the daemons it starts. A ``library`` (the client, inside someone's application) does
+    neither: its spans go to its own exporter, as children of the application's current span, and the
+    application's own tracing is left as the application sets it up. What is buffered is exported at exit,
+    for at most ``EXIT_GRACE_S`` (a collector that does not answer does not hold the process)."""
     global _tracer, _api
     if _tracer is not None:
         return True
@@ -115,7 +124,7 @@ def start_tracing(service: str, *, flag: bool | None = None) -> bool:
 
         # The SDK's provider reads OTEL_TRACES_SAMPLER(_ARG); its sampler decides each root span.
         provider = TracerProvider(resource=Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service}))
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service}), shutdown_on_exit=False)
         api.resource, api.sampler = provider.resource, provider.sampler
         names = [n.strip() for n in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",") if n.strip()]
         exporters = [_exporter(name, api) for name in names]
@@ -128,27 +137,40 @@ def start_tracing(service: str, *, flag: bool | None = None) -> bool:
     api.processors = [BatchSpanProcessor(exporter) for exporter in exporters]
     for processor in api.processors:
         provider.add_span_processor(processor)
-    api.trace.set_tracer_provider(provider)
+    api.provider = provider
+    if not library:
+        api.trace.set_tracer_provider(provider)
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     api.always = api.sampler is ALWAYS_ON or (isinstance(api.sampler, ParentBased)
                                               and getattr(api.sampler, "_root", None) is ALWAYS_ON)
     _api, _tracer = api, provider.get_tracer("worldrt")
-    # Daemons this process starts inherit the choice.
-    os.environ.setdefault("OTEL_TRACES_EXPORTER", ",".join(names))
+    if not library:  # daemons this process starts inherit the choice
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", ",".join(names))
+    atexit.register(stop_tracing)
     return True
 
 
-def stop_tracing() -> None:
-    """Export what is buffered and stop (a daemon's exit does this too)."""
+EXIT_GRACE_S = 3.0
+
+
+def stop_tracing(grace_s: float = EXIT_GRACE_S) -> None:
+    """Export what is buffered and stop, waiting at most ``grace_s`` for the collector (exit does this)."""
     global _tracer
     if _tracer is None:
         return
-    provider = _api.trace.get_tracer_provider()
     _tracer = None
-    shutdown = getattr(provider, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+    exporting = threading.Thread(target=_api.provider.shutdown, name="worldrt-trace-export", daemon=True)
+    exporting.start()
+    try:
+        exporting.join(grace_s)
+    except KeyboardInterrupt:  # a second Ctrl-C: leave the spans
+        return
+    if exporting.is_alive():
+        log.warning("tracing: the spans still buffered were not exported within %.0f s (does the collector at %s "
+                    "answer?); leaving without them", grace_s,
+                    os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+                        "OTEL_EXPORTER_OTLP_ENDPOINT") or "localhost:4317")
 
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^ ]*)?")

@@ -22,15 +22,24 @@ ERROR = 2
 
 CLIENTS = """
 import asyncio, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from worldrt import AsyncClient, Client
 from worldrt.errors import NotFound
 
+app = TracerProvider()  # the application's own tracing, set up first
+trace.set_tracer_provider(app)
 with Client.connect(sys.argv[1], embed=False) as rt:
     rt.links.list()
     try:
         rt.components.run(sys.argv[2], verse=1)
     except NotFound:
         pass
+    with trace.get_tracer("app").start_as_current_span("app work") as work:
+        rt.instances("modal")
+        print(format(work.get_span_context().trace_id, "032x"), format(work.get_span_context().span_id, "016x"))
+    rt.start("modal").stop()
+print(trace.get_tracer_provider() is app)
 
 async def main():
     async with await AsyncClient.connect(sys.argv[1], embed=False) as rt:
@@ -38,7 +47,6 @@ async def main():
 
 asyncio.run(main())
 """
-
 
 def one(receiver: OtlpReceiver, service: str, name: str) -> ReceivedSpan:
     return wait_for(lambda: next((s for s in receiver.spans if s.service == service and s.name == name), None), 60,
@@ -65,8 +73,11 @@ def _env(host: HostProcess, receiver: OtlpReceiver) -> dict[str, str]:
 
 def test_each_client_call_is_a_trace_the_host_continues(host: HostProcess, receiver: OtlpReceiver) -> None:
     missing = host.home / "missing.wasm"
-    subprocess.run([sys.executable, "-c", CLIENTS, host.address, str(missing)], env=_env(host, receiver), check=True,
-                   timeout=120)
+    ran = subprocess.run([sys.executable, "-c", CLIENTS, host.address, str(missing)], env=_env(host, receiver),
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    app_ids, app_kept = ran.stdout.split("\n")[:2]
+    assert app_kept == "True"  # the client left the application's tracer provider as it was
 
     listed = one(receiver, "worldrt-client", "worldrt.Client/list_links")
     assert (listed.kind, listed.parent_id, listed.status) == (CLIENT, "", 0)
@@ -74,9 +85,23 @@ def test_each_client_call_is_a_trace_the_host_continues(host: HostProcess, recei
     assert (served.service, served.name, served.kind, served.trace_id) == (
         "worldrt-host", "worldrt.v1.Host/ListLinks", SERVER, listed.trace_id)
 
-    failed = one(receiver, "worldrt-client", "worldrt.Client/load_component")
+    failed = one(receiver, "worldrt-client", "worldrt.Client/components.run")
     assert (failed.status, failed.attributes["rpc.grpc.status_code"]) == (ERROR, 5)  # NOT_FOUND
     assert child_of(receiver, failed).name == "worldrt.v1.Host/LoadComponent"
+
+    # inside the application's span: a child of it, in its trace
+    trace_id, span_id = app_ids.split()
+    listed_in_app = one(receiver, "worldrt-client", "worldrt.Client/list_instances")
+    assert (listed_in_app.trace_id, listed_in_app.parent_id) == (trace_id, span_id)
+
+    # a provider operation is one span, whatever host calls it takes (the link it needs, then the call)
+    started = one(receiver, "worldrt-client", "worldrt.Client/start")
+    def children() -> set[str] | None:
+        names = {s.name for s in receiver.spans if s.parent_id == started.span_id}
+        return names if {"worldrt.v1.Host/ListLinks", "worldrt.v1.Host/CallProvider"} <= names else None
+
+    wait_for(children, 60, "the host's spans of the start (the link it looked up, then the call)")
+    assert not [s for s in receiver.spans if s.name in ("worldrt.Client/call_provider", "worldrt.Client/put_link")]
 
     awaited = one(receiver, "worldrt-client", "worldrt.AsyncClient/list_links")
     assert (awaited.kind, awaited.parent_id) == (CLIENT, "")

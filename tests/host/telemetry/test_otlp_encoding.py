@@ -56,8 +56,25 @@ def test_worldrts_spans_encode_as_the_sdk_encodes_them(exporter: LeanSpanExporte
     {"resource": Resource.create({"service.name": "someone-else"})},
     {"instrumentation_scope": InstrumentationScope("another.library", "1.0")},
     {"attributes": {"http.route": ["a", "b"]}},
+    {"attributes": {"too.big": 2**70, "fine": 1}},
+    {"events": (Event("exception", {"exception.message": "no such file: b'\\xff' as \udcff"}, 1_500),)},
     {"links": (Link(SpanContext(0x1, 0x2, is_remote=True, trace_flags=SAMPLED)),)},
 ])
 def test_a_batch_with_any_other_span_is_the_sdks_encoding(exporter: LeanSpanExporter, foreign: dict[str, object]) -> None:
     batch = [_span(1), _span(2, **foreign), _span(3)]
     assert exporter._translate_data(batch) == encode_spans(batch)
+
+
+def test_worldrts_spans_take_the_lean_path(exporter: LeanSpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worldrt.telemetry import _otlp
+
+    calls: list[int] = []
+
+    def counted(spans: list[ReadableSpan]) -> object:
+        calls.append(len(spans))
+        return encode_spans(spans)
+
+    monkeypatch.setattr(_otlp, "encode_spans", counted)
+    for _ in range(3):
+        exporter._translate_data([_span(n) for n in range(8)])
+    assert calls == [1]  # the resource and scope, encoded once from one span; never a batch
