@@ -16,6 +16,7 @@ headers, never anything else the peer sent.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -251,6 +252,8 @@ class Span:
             return
         if isinstance(exc, WorldError):
             self.status(exc.code, exc.message)
+        elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+            self.status(grpc.StatusCode.CANCELLED, "cancelled")
         elif isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
             self.status(exc.code(), str(getattr(exc, "details", lambda: "")() or ""))
         else:
