@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +34,7 @@ PROVIDER_WATCHES = 4  # the sandbox provider's watches per instance (WatchLimits
 FOLLOWING = ("read-process-output", "wait-process")  # what a Start or Connect stream polls while it lasts
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
-    running = HostProcess(tmp_path_factory.mktemp("e2b-streams-host"))
-    yield running
-    running.stop()
 
-
-@pytest.fixture(scope="module")
-def server(host: HostProcess) -> Iterator[E2bApiServer]:
-    api = E2bApiServer(host.home, host=host.address)
-    with api.environment():
-        yield api
-    assert api.stop() in (0, 130)
-    assert "Traceback" not in api.log(), api.log()[-4000:]
-
-
-@pytest.fixture()
-def sbx(server: E2bApiServer) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    yield sandbox
-    try:
-        sandbox.kill()
-    except SandboxException:
-        pass
 
 
 def following_calls(host: HostProcess) -> set[str]:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import io
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -28,30 +27,7 @@ from worldrt.v1 import host_pb
 pytestmark = pytest.mark.daemons
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
-    running = HostProcess(tmp_path_factory.mktemp("e2b-api-host"))
-    yield running
-    running.stop()
 
-
-@pytest.fixture(scope="module")
-def server(host: HostProcess) -> Iterator[E2bApiServer]:
-    api = E2bApiServer(host.home, host=host.address)
-    with api.environment():
-        yield api
-    assert api.stop() in (0, 130)
-    assert "Traceback" not in api.log(), api.log()[-4000:]
-
-
-@pytest.fixture()
-def sbx(server: E2bApiServer) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
-    yield sandbox
-    try:
-        sandbox.kill()
-    except SandboxException:
-        pass
 
 
 def recorded(host: HostProcess) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,23 +23,9 @@ from tests.support.e2b_api import E2bApiServer
 pytestmark = pytest.mark.daemons
 QUEUED = 16  # HttpLimits.queued_per_instance (no flag: its default)
 FLOOD = 40
+# The server of this module (tests/host/api/e2b/conftest.py): short deadlines and small caps to hit.
+SERVER_ARGS = ("--header-timeout-s", "1", "--max-body-bytes", "65536", "--calls-per-instance", "2")
 
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
-    running = HostProcess(tmp_path_factory.mktemp("e2b-limits-host"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def server(host: HostProcess) -> Iterator[E2bApiServer]:
-    api = E2bApiServer(host.home, host=host.address,
-                       args=("--header-timeout-s", "1", "--max-body-bytes", "65536", "--calls-per-instance", "2"))
-    with api.environment():
-        yield api
-    assert api.stop() in (0, 130)
-    assert "Traceback" not in api.log(), api.log()[-4000:]
 
 
 def first_answer(server: E2bApiServer, request: bytes) -> bytes:
