@@ -74,7 +74,7 @@ class AioRemoteHost(AsyncHost):
         self._open()
         if not telemetry.tracing():
             return await self._unary(name, request, self._md)
-        with client_call(f"worldrt.AsyncClient/{name}"):
+        with client_call("worldrt.AsyncClient", name):
             return await self._unary(name, request, (*self._md, *telemetry.carrier()))
 
     async def _unary(self, name: str, request: Message, metadata: tuple[tuple[str, str], ...]) -> Any:
@@ -87,7 +87,7 @@ class AioRemoteHost(AsyncHost):
         self._open()
         if not telemetry.tracing():
             return await self._streamed(name, request, on_event, self._md)
-        with client_call(f"worldrt.AsyncClient/{name}"):
+        with client_call("worldrt.AsyncClient", name):
             return await self._streamed(name, request, on_event, (*self._md, *telemetry.carrier()))
 
     async def _streamed(self, name: str, request: Message, on_event: Sink | None,
@@ -124,7 +124,7 @@ class ThreadedHost(AsyncHost):
         self._open()
         if not telemetry.tracing():
             return await self._in_pool(call)
-        with client_call(f"worldrt.AsyncClient/{name}"):
+        with client_call("worldrt.AsyncClient", name):
             # The host's spans for the call are children of this one: the thread runs in this context.
             return await self._in_pool(functools.partial(contextvars.copy_context().run, call))
 

@@ -22,7 +22,7 @@ from worldrt.client._aio import AioRemoteHost, AsyncHost, ThreadedHost
 from worldrt.client._async_instances import AsyncInstance, AsyncSnapshot, async_instances_of
 from worldrt.client._async_services import AsyncComponents, AsyncImages, AsyncLinks, AsyncProviders, AsyncVerse
 from worldrt.client._client import NO_HOST, open_session
-from worldrt.client._tracing import NO_SPAN, client_call
+from worldrt.client._tracing import client_call
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
 from worldrt.errors import Unavailable
 from worldrt.host import HostAPI, Session
@@ -146,7 +146,7 @@ class AsyncClient:
 
     async def _call(self, provider: str, field: str, message: Any) -> host_pb.ProviderCallReply:
         """One generator operation on ``provider`` through the host's CallProvider (one client span)."""
-        with client_call(f"worldrt.AsyncClient/{field}") if telemetry.tracing() else NO_SPAN:
+        with client_call("worldrt.AsyncClient", field):
             await self._source(provider)
             reply: host_pb.ProviderCallReply = await self._aio.unary(
                 "call_provider", requests.provider_call(provider, field, message))

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._requests import FileData
 from worldrt.client._results import (
@@ -29,7 +28,7 @@ from worldrt.client._results import (
     Selection,
     SoloRun,
 )
-from worldrt.client._tracing import NO_SPAN, client_call
+from worldrt.client._tracing import client_call
 from worldrt.client._types import BuildProgress, Image, Link, ProviderState
 from worldrt.v1 import host_pb, pb
 
@@ -126,7 +125,7 @@ class AsyncComponents:
                   links: Mapping[str, str] | None = None, on_event: EventCallback | None = None) -> ComponentOutcome:
         """Run the component's ``export`` on ``verse`` with ``args``, linked as ``links`` says."""
         aio = self._client._aio
-        with client_call("worldrt.AsyncClient/components.run") if telemetry.tracing() else NO_SPAN:
+        with client_call("worldrt.AsyncClient", "components.run"):
             info = await aio.unary("load_component", host_pb.LoadComponentRequest(path=requests.absolute(file)))
             for interface, provider in (links or {}).items():
                 await self._client.links.put(interface, provider, source=info.name)

@@ -25,7 +25,7 @@ from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._instances import Instance, Snapshot, instances_of
 from worldrt.client._services import Components, Images, Links, Providers, Verse
-from worldrt.client._tracing import NO_SPAN, client_call
+from worldrt.client._tracing import client_call
 from worldrt.client._types import InstanceInfo, Invocation, Limits, Oracle, SnapshotInfo
 from worldrt.errors import FailedPrecondition, Unavailable, from_rpc_error
 from worldrt.host import HostAPI, RemoteHost, Session, host_session
@@ -151,7 +151,7 @@ class Client:
         tracing is on (the host's spans for the call are its children)."""
         if self._closed:
             raise FailedPrecondition("the client is closed: connect again")
-        with client_call(f"worldrt.Client/{getattr(method, '__name__', 'call')}") if telemetry.tracing() else NO_SPAN:
+        with client_call("worldrt.Client", getattr(method, "__name__", "call")):
             try:
                 return method(*args)
             except grpc.RpcError as exc:
@@ -171,7 +171,7 @@ class Client:
 
     def _call(self, provider: str, field: str, message: Any) -> host_pb.ProviderCallReply:
         """One generator operation on ``provider`` through the host's CallProvider (one client span)."""
-        with client_call(f"worldrt.Client/{field}") if telemetry.tracing() else NO_SPAN:
+        with client_call("worldrt.Client", field):
             self._source(provider)
             return self._host(self._call_provider, requests.provider_call(provider, field, message))
 

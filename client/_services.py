@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldrt import telemetry
 from worldrt.client import _requests as requests
 from worldrt.client._requests import FileData
 from worldrt.client._results import (
@@ -27,7 +26,7 @@ from worldrt.client._results import (
     Selection,
     SoloRun,
 )
-from worldrt.client._tracing import NO_SPAN, client_call
+from worldrt.client._tracing import client_call
 from worldrt.client._types import BuildProgress, Image, Link, ProviderState
 from worldrt.v1 import host_pb, pb
 
@@ -136,7 +135,7 @@ class Components:
         interfaces linked as ``links`` says (``{"generator": "modal"}``; generator defaults to morph).
         Its provider calls, log lines and output go to ``on_event`` as they happen."""
         client = self._client
-        with client_call("worldrt.Client/components.run") if telemetry.tracing() else NO_SPAN:
+        with client_call("worldrt.Client", "components.run"):
             info = client._host(client._api.load_component,
                                 host_pb.LoadComponentRequest(path=requests.absolute(file)))
             for interface, provider in (links or {}).items():

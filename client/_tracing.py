@@ -9,21 +9,25 @@ the call runs, so the host continues it (its context goes in the call's metadata
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 
 from worldrt import telemetry
 
 _IN_CALL: ContextVar[bool] = ContextVar("worldrt_client_call", default=False)
-NO_SPAN = nullcontext()  # what a call is in while tracing is off (``x if telemetry.tracing() else NO_SPAN``)
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
+def client_call(client: str, method: str) -> AbstractContextManager[None]:
+    """The block as the client span ``CLIENT/METHOD``; nothing (one shared object, no name made) while
+    tracing is off or an enclosing call has a span."""
+    if not telemetry.tracing() or _IN_CALL.get():
+        return _NO_SPAN
+    return _spanned(f"{client}/{method}")
 
 
 @contextmanager
-def client_call(name: str) -> Iterator[None]:
-    """The block as the client span ``name``, unless tracing is off or an enclosing call has one."""
-    if not telemetry.tracing() or _IN_CALL.get():
-        yield
-        return
+def _spanned(name: str) -> Iterator[None]:
     token = _IN_CALL.set(True)
     try:
         with telemetry.span(name, kind="client"):
