@@ -24,6 +24,7 @@ import hashlib
 import math
 import numbers
 import random
+import types
 
 import numpy as np
 
@@ -237,10 +238,17 @@ def advance(state: dict, rewards: list[float]) -> dict:
 
 
 # --- inside the sandbox -----------------------------------------------------------------------
+def _compile(source: str) -> types.CodeType:
+    """The objective's code object. A sandboxed worker offers a cache (``__worldrt_compile__``) so a source
+    compiled for every rollout is compiled once per worker; its top level still runs fresh every time."""
+    code: types.CodeType = globals().get("__worldrt_compile__", compile)(source, "<objective>", "exec")
+    return code
+
+
 def evaluate(objective_source: str, params: dict, seed: int) -> float:
     """objective(params, seed) in a fresh namespace, with ``random`` and ``numpy.random`` seeded by ``seed``."""
     namespace: dict = {"__name__": "__objective__"}
-    exec(compile(objective_source, "<objective>", "exec"), namespace)
+    exec(_compile(objective_source), namespace)
     objective = namespace.get("objective")
     if not callable(objective):
         raise NameError("objective_code must define objective(params, seed)")
@@ -258,7 +266,7 @@ def evaluate(objective_source: str, params: dict, seed: int) -> float:
 def check() -> bool:
     """The objective's code runs and defines objective()."""
     namespace: dict = {"__name__": "__objective__"}
-    exec(compile(_OBJECTIVE_SOURCE or "", "<objective>", "exec"), namespace)
+    exec(_compile(_OBJECTIVE_SOURCE or ""), namespace)
     if not callable(namespace.get("objective")):
         raise NameError("objective_code must define objective(params, seed)")
     return True

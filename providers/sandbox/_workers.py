@@ -7,8 +7,9 @@ its own under a uid of its own (like a branch): workers of one lease cannot reac
 lease's workers or the template. The lease loads (compiles) the program into each and kills them when the
 request ends: nothing a program does outlives its request. ``lease.call(function, args, timeout_s)`` runs
 ``function(*args)`` in a fresh namespace of the program (its top level runs again, so module state does
-not carry over between calls), with JSON arguments and a JSON result. A call past its timeout is
-interrupted and its worker replaced; so is a worker that dies. A template that stops answering is
+not carry over between calls), with JSON arguments and a JSON result. A program may compile a source through
+``__worldrt_compile__``, a cache of code objects kept for the worker's life (code objects hold no state).
+A call past its timeout is interrupted and its worker replaced; so is a worker that dies. A template that stops answering is
 replaced with a fresh sandbox, and the pool counts and reports it.
 """
 
@@ -48,6 +49,7 @@ _STDERR_TAIL = 2000
 
 # Runs once in the template instance; every worker is a fork of it.
 _BOOTSTRAP = r'''
+import functools as _functools
 import json as _json
 import importlib as _importlib
 
@@ -68,12 +70,15 @@ if "numpy" in _WORLDRT_PRELOAD:
 class _WorldrtWorker:
     def __init__(self):
         self.programs = {}
+        # Offered to programs as __worldrt_compile__: a code object is immutable, so a source compiled
+        # on every call (an objective per rollout) is compiled once in this worker.
+        self.compile = _functools.lru_cache(maxsize=16)(compile)
 
     def load(self, key, source):
         self.programs[key] = compile(source, "<program>", "exec")
 
     def call(self, key, function, args_json):
-        namespace = {"__name__": "__worldrt_program__"}
+        namespace = {"__name__": "__worldrt_program__", "__worldrt_compile__": self.compile}
         exec(self.programs[key], namespace)
         fn = namespace.get(function)
         if not callable(fn):

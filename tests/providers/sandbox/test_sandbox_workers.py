@@ -100,6 +100,34 @@ def test_worker_pool_runs_calls_in_fresh_namespaces_and_survives_failures(tmp_pa
     asyncio.run(scenario())
 
 
+CACHING = """
+SOURCE = "runs = 0\\ndef bump():\\n    global runs\\n    runs += 1\\n    return runs\\n"
+
+def compile_and_run():
+    code = __worldrt_compile__(SOURCE, "<source>", "exec")
+    namespace = {}
+    exec(code, namespace)
+    return [namespace["bump"](), __worldrt_compile__.cache_info().hits]
+"""
+
+
+def test_a_worker_compiles_a_repeated_source_once_and_still_runs_it_fresh(tmp_path: Path) -> None:
+    """The compile cache a worker offers (``__worldrt_compile__``, used for an objective per rollout)
+    keeps code objects, never state: every run of the cached code starts from its top level."""
+
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="c", ready_workers=0, preload=())
+        await pool.open()
+        try:
+            async with pool.lease(1, CACHING) as lease:
+                assert [await lease.call("compile_and_run", [], 5) for _ in range(3)] == [[1, 0], [1, 1], [1, 2]]
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_wedged_or_dead_template_is_replaced_and_reported(tmp_path: Path) -> None:
     """A template that stops answering (SIGSTOP) or dies costs one request's wait, never the pool."""
 
