@@ -11,16 +11,45 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from rich.console import Console
-from rich.table import Table
 
 from worldrt.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
+    from rich.table import Table
+
     from worldrt.host import Session
 
-console = Console()
-err_console = Console(stderr=True)
+
+class LazyConsole:
+    """rich's Console, made at its first use: a command that prints JSON never imports rich (about 30 ms
+    of every start)."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._made: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(stderr=self._stderr)
+        return self._made
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.rich.print(*objects, **options)
+
+    def print_json(self, text: str) -> None:
+        self.rich.print_json(text)
+
+    def status(self, message: str) -> Status:
+        return self.rich.status(message)
+
+
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 Commands = argparse._SubParsersAction  # argparse has no public name for what add_subparsers returns
 
 
@@ -109,6 +138,8 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[], None]) -> Non
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    from rich.table import Table
+
     grid = Table(title=title)
     for column in columns:
         grid.add_column(column)

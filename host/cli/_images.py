@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
 from worldrt.host.cli._common import CliError, Commands, Parents, as_dict, console, emit, err_console, session, table
 from worldrt.v1 import host_pb, pb
 
@@ -55,8 +53,10 @@ def image_build(args: argparse.Namespace) -> int:
 
             image = host.build_image(request, note)
         else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             with Progress(TextColumn("[bold]{task.fields[stage]:<12}"), BarColumn(), TextColumn("{task.description}"),
-                          TimeElapsedColumn(), console=err_console, transient=True) as bar:
+                          TimeElapsedColumn(), console=err_console.rich, transient=True) as bar:
                 task = bar.add_task(f"building {args.name}", total=1.0, stage="starting")
 
                 def show(event: Any) -> None:

@@ -18,11 +18,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
 from worldrt.host.cli._common import CliError, Commands, Parents, connect_options, console, emit, key_value
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from worldrt.client import Client, ExecResult, Instance, InstanceInfo
 
 PROVIDERS = ("morph", "modal")
@@ -177,6 +177,8 @@ def instance_ls(args: argparse.Namespace) -> int:
 
 def _listing(provider: str, found: list[Instance]) -> Table:
     """Ids whole (a listing is where one copies them from); the rest may wrap."""
+    from rich.table import Table
+
     grid = Table(title=f"instances on {provider}")
     grid.add_column("id", no_wrap=True)
     grid.add_column("image", no_wrap=True)

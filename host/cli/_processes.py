@@ -21,11 +21,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
-from rich.table import Table
-
 from worldrt.host.cli._common import CliError, Commands, Parents, console, emit, key_value
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from worldrt.client import Instance, Process, ProcessStatus
 
 PROVIDERS = ("morph", "modal")
@@ -209,6 +209,8 @@ def process_ls(args: argparse.Namespace) -> int:
 
 def _listing(instance: str, statuses: list[ProcessStatus]) -> Table:
     """Ids whole (a listing is where one copies them from); the rest may wrap."""
+    from rich.table import Table
+
     grid = Table(title=f"processes in {instance}")
     grid.add_column("id", no_wrap=True)
     for column in ("pid", "state", "tag", "argv", "stdout bytes", "stderr bytes"):
