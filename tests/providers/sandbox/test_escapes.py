@@ -54,6 +54,33 @@ def instance(stub) -> Iterator[str]:
         pass
 
 
+BYTECODE = """
+import importlib.util, sys
+agent = sys.modules["__main__"]
+with open(agent.__file__, "rb") as f:
+    source = f.read()
+with open(agent.__cached__, "rb") as f:
+    data = f.read()
+try:
+    open(agent.__cached__, "r+b").close()
+    writable = True
+except OSError:
+    writable = False
+[data[:4] == importlib.util.MAGIC_NUMBER, int.from_bytes(data[4:8], "little"),
+ data[8:16] == importlib.util.source_hash(source), writable]
+"""
+
+
+def test_the_agent_runs_from_bytecode_checked_against_its_source_and_out_of_the_sandboxs_reach(
+        stub, instance: str) -> None:
+    """The daemon compiles the agent once and copies its bytecode in beside the source: a checked-hash .pyc
+    (flags 3) whose hash is the source's, so the interpreter inside uses it only for that source, and which
+    the sandbox cannot rewrite for the next process that loads it."""
+    result = run(stub, instance, BYTECODE)
+    assert not result.error, result.error
+    assert json.loads(result.value_json) == [True, 3, True, False]
+
+
 # 1, 1b ---------------------------------------------------------------------------------------------
 def test_a_snapshot_never_carries_host_files(tmp_path: Path) -> None:
     """Finding 1: the instance swapped its workspace for a symlink to /etc; Snapshot copied the host's
