@@ -192,7 +192,7 @@ class Supervisor:
                                       f"see {self.state_dir / 'logs' / (child.name + '.log')}")
             if self._check(child.address, 1.0):
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)  # a stat of the socket's path until the daemon binds it (after its provider opened)
         raise SupervisorError(f"provider {child.name} did not report SERVING within {timeout_s:.0f} s")
 
     def _watch(self) -> None:
