@@ -1,6 +1,7 @@
 """What the tests (and bench/attacks.py) share: waiting with a bound, the processes a test started, real
 hosts and daemons, the components they run, registry rows read back, and hostile code."""
 
+from tests.support.api_servers import read_head
 from tests.support.attacks import KILL_EVERYTHING, SYSCALLS
 from tests.support.calls import run, status_of
 from tests.support.components import CACHE, EXAMPLES, FIXTURES, ROOT, built_example, fixture_component
@@ -28,7 +29,7 @@ __all__ = [
     "run", "status_of",
     "CACHE", "EXAMPLES", "FIXTURES", "ROOT", "built_example", "fixture_component",
     "HostProcess", "cli", "host_channel", "module_daemon",
-    "MorphApiServer", "ModalApiServer", "free_port",
+    "MorphApiServer", "ModalApiServer", "free_port", "read_head",
     "sample_message",
     "alive", "cmdlines", "environ_token", "open_fds", "processes_under", "rss_mib", "settle",
     "sigterm_mid_call_leaves_nothing", "wait_for", "wait_gone",

@@ -19,6 +19,17 @@ import httpx
 from tests.support.processes import processes_under, wait_for, wait_gone
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """What an HTTP server answered on ``sock`` up to the end of its head (or until it closed)."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        piece = sock.recv(4096)
+        if not piece:
+            break
+        got += piece
+    return got
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

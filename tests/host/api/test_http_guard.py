@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, read_head, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -73,13 +73,7 @@ def port() -> Iterator[int]:
 
 def read_answer(sock: socket.socket) -> bytes:
     sock.settimeout(30)
-    got = b""
-    while b"\r\n\r\n" not in got:
-        piece = sock.recv(4096)
-        if not piece:
-            break
-        got += piece
-    return got
+    return read_head(sock)
 
 
 def test_a_body_that_stops_coming_is_408(port: int) -> None:

@@ -17,7 +17,7 @@ pytest.importorskip("e2b_code_interpreter")
 from e2b import Sandbox
 from e2b_code_interpreter import Sandbox as Interpreter
 
-from tests.support import HostProcess, wait_for
+from tests.support import HostProcess, read_head, wait_for
 from tests.support.e2b_api import E2bApiServer
 
 pytestmark = pytest.mark.daemons
@@ -32,13 +32,7 @@ def first_answer(server: E2bApiServer, request: bytes) -> bytes:
     """What the server answers to ``request`` (headers only: the declared body is never sent)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return read_head(sock)
 
 
 def test_no_key_is_401_before_a_gigabyte_body_is_read(server: E2bApiServer) -> None:
