@@ -152,8 +152,7 @@ class ReadyBranches:
         ahead, self.sets = self.sets[:count], self.sets[count:]
         for ns in ahead:
             sets.put_nowait(ns)
-        preparing = asyncio.create_task(self._prepare(count - len(ahead), sets.put_nowait)) \
-            if count > len(ahead) else None
+        preparing = asyncio.create_task(self._sets_for(count - len(ahead), sets)) if count > len(ahead) else None
         errors: list[str] = []
         coming: list[asyncio.Task[Branch]] = []
         try:
@@ -166,8 +165,7 @@ class ReadyBranches:
         except (SandboxFault, ChannelClosed, OSError) as exc:
             errors.append(f"the snapshot did not fork: {exc}")
         if preparing is not None:
-            _made, set_errors = await preparing
-            errors += set_errors
+            errors += await preparing
         for _ in coming:
             sets.put_nowait(None)  # a child still waiting gets no set: none will come
         born = await asyncio.gather(*coming, return_exceptions=True)
@@ -186,6 +184,21 @@ class ReadyBranches:
             else:
                 self.ready.append(outcome)
         self._prepare_soon()
+        return errors
+
+    async def _sets_for(self, missing: int, sets: asyncio.Queue[NsSet | None]) -> list[str]:
+        """``missing`` namespace sets into ``sets`` as they come: first those of the batch being made ahead (the
+        zygote makes one batch at a time: a batch asked for now would wait behind it), then any still missing,
+        made now. The errors of those that were not made."""
+        if self._preparing is not None and not self._preparing.done():
+            await asyncio.gather(self._preparing, return_exceptions=True)
+            came, self.sets = self.sets[:missing], self.sets[missing:]
+            for ns in came:
+                sets.put_nowait(ns)
+            missing -= len(came)
+        if missing <= 0:
+            return []
+        _made, errors = await self._prepare(missing, sets.put_nowait)
         return errors
 
     async def _bring_up(self, proc: SandboxProcess, sets: asyncio.Queue[NsSet | None],

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from worldrt.providers.sandbox import (
     CallError,
     CallTimeout,
     ProgramError,
+    Sandbox,
     WorkerLost,
     WorkerPool,
 )
@@ -150,3 +152,40 @@ def test_a_wedged_or_dead_template_is_replaced_and_reported(tmp_path: Path) -> N
         assert settle_sandboxes(tmp_path, 0) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_batch_of_children_takes_the_namespaces_made_ahead_instead_of_asking_behind_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote makes one batch of namespace sets at a time. Children forked while a batch made ahead is still
+    on its way take that batch: they never send a second request that would wait behind it (each request here
+    is held 0.2 s, so every refill starts while the batch made ahead is on its way)."""
+    prepare = Sandbox.prepare
+    outstanding, most, asked = [0], [0], []
+
+    async def held(self: Sandbox, owner_uid: int, uids: list[int], *args: Any, **kwargs: Any) -> Any:
+        outstanding[0] += 1
+        most[0] = max(most[0], outstanding[0])
+        asked.append(len(uids))
+        try:
+            await asyncio.sleep(0.2)
+            return await prepare(self, owner_uid, uids, *args, **kwargs)
+        finally:
+            outstanding[0] -= 1
+
+    monkeypatch.setattr(Sandbox, "prepare", held)
+
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="n", ready_workers=0, preload=())
+        await pool.open()
+        try:
+            for round_ in range(4):
+                async with pool.lease(3, PROGRAM) as lease:
+                    assert await asyncio.gather(*(lease.call("add", [round_, i], 5) for i in range(3))) == \
+                        [round_ + i for i in range(3)]
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
+    assert len(asked) >= 3, asked  # the first batch, and batches made ahead while the refills ran
+    assert most[0] == 1, f"a request for namespace sets was sent while another was on its way ({asked})"
