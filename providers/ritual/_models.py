@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from worldrt.providers import canonical_json, digest
-from worldrt.providers.ritual import _mlp
+
+# The program's source (providers/ritual/_mlp.py), beside this module.
+_MLP_SOURCE = Path(__file__).with_name("_mlp.py")
 
 
 def _weights(layers: list[int], seed: int) -> dict[str, list[Any]]:
@@ -48,7 +50,8 @@ class Model:
 
     @cached_property
     def program(self) -> str:
-        source = Path(_mlp.__file__).read_text(encoding="utf-8")
+        # Read, never imported: the model runs in a sandbox, and the daemon has no use for numpy.
+        source = _MLP_SOURCE.read_text(encoding="utf-8")
         return f"{source}\nimport json as _json\n_SPEC = _json.loads({canonical_json(self.spec)!r})\n"
 
     def describe(self) -> dict[str, Any]:

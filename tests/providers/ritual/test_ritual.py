@@ -120,6 +120,17 @@ def test_registered_model_is_identified_by_its_weights_hash(ritual: ProviderDaem
     assert verify(ritual, att, program="").verdict
 
 
+def test_a_registered_model_runs_only_in_its_sandbox(ritual: ProviderDaemon) -> None:
+    """The daemon holds a model's weights and its program's source, never its runtime: numpy is loaded in the
+    sandbox that runs the model, not in the daemon (whose start-up it would also slow)."""
+    result = ritual.stub.Execute(pb.ExecuteRequest(language="model", code="mlp-tiny", input_json="[1, 2, 3, 4]",
+                                                   seed=3))
+    assert len(json.loads(result.value_json)["probs"]) == 3
+    assert ritual.proc is not None
+    maps = Path(f"/proc/{ritual.proc.pid}/maps").read_text()
+    assert "numpy" not in maps, [line for line in maps.splitlines() if "numpy" in line][:3]
+
+
 def _tamper(att: dict[str, Any], what: str) -> dict[str, Any]:
     if what == "output":
         return dict(att, output={**att["output"], "score": att["output"]["score"] + 1})
