@@ -56,6 +56,8 @@ _TOMBSTONES = 100_000
 # Output the daemon takes from one run: what the agent keeps (2 MiB) and its truncation note, with room.
 MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
+# Warm sandboxes started side by side when the pool refills (all of a small pool's at open).
+REFILL_AT_ONCE = 4
 # Images other than the default keep warm sandboxes too, for the most recently started of them.
 IMAGE_POOLS = 4
 # Calls on one instance run one at a time; at most this many more wait for their turn (the rest are refused).
@@ -316,20 +318,31 @@ class InstanceEngine:
         return proc
 
     async def _refill(self, *, retry: bool = True) -> None:
-        """Fill the warm pool. A sandbox that fails to start (a busy machine) is tried again, backing off,
-        until the pool is full or the engine closes; without ``retry`` (at open) the first failure ends it."""
+        """Fill the warm pool, up to REFILL_AT_ONCE sandboxes starting side by side (a start waits on its
+        processes more than it computes). A sandbox that fails to start (a busy machine) is tried again,
+        backing off, until the pool is full or the engine closes; without ``retry`` (at open) the first round
+        with a failure ends it."""
         delay_s = 0.1
         while len(self._pool) < self.pool_size and not self._closing.is_set():
-            try:
-                self._pool.append(await self._warm())
+            missing = min(self.pool_size - len(self._pool), REFILL_AT_ONCE)
+            outcomes = await asyncio.gather(*(self._warm_into_pool() for _ in range(missing)), return_exceptions=True)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            unexpected = [f for f in failures if not isinstance(f, (SandboxFault, ChannelClosed, OSError))]
+            if unexpected:
+                raise unexpected[0]
+            if not failures:
                 delay_s = 0.1
-            except (SandboxFault, ChannelClosed, OSError) as exc:
-                log.error("could not pre-start a sandbox: %s", exc)
-                if not retry:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+                continue
+            log.error("could not pre-start a sandbox: %s", failures[0])
+            if not retry:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+    async def _warm_into_pool(self) -> None:
+        """One more warm sandbox, in the pool (so in the engine's hands) as soon as it is up."""
+        self._pool.append(await self._warm())
 
     def _schedule_refill(self) -> None:
         if self._refilling is None or self._refilling.done():

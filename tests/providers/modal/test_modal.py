@@ -52,17 +52,19 @@ def test_one_shot_runs_leave_nothing_behind(mstub, modal: ProviderDaemon) -> Non
         raise AssertionError(f"{exc}; sandboxes seen last: {seen[-5:]}\n{log}") from None
 
 
-def test_health_says_serving_only_once_the_warm_pool_is_full(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [2, 6])
+def test_health_says_serving_only_once_the_warm_pool_is_full(tmp_path: Path, size: int) -> None:
     """Health answered SERVING from the moment the socket did, before the provider was open: callers then
-    raced the pool's first fill and left a sandbox more than the pool holds."""
+    raced the pool's first fill and left a sandbox more than the pool holds. A pool larger than the sandboxes
+    started side by side (REFILL_AT_ONCE, 4) is full too."""
     address = f"unix:{tmp_path / 'modal.sock'}"
-    proc = spawn_daemon("modal", address, tmp_path, tmp_path / "modal.log", options={"pool_size": "2"})
+    proc = spawn_daemon("modal", address, tmp_path, tmp_path / "modal.log", options={"pool_size": str(size)})
     try:
         answered = wait_for(lambda: serving(address, 1.0) is not None or proc.poll() is not None, 60,
                             "the daemon's health did not answer")
         assert answered and proc.poll() is None, (tmp_path / "modal.log").read_text()[-2000:]
         assert serving(address, 1.0) is True
-        assert live_sandboxes(tmp_path / "modal") == 2, "SERVING before the warm pool was full"
+        assert live_sandboxes(tmp_path / "modal") == size, "SERVING before the warm pool was full"
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
