@@ -6,13 +6,23 @@
 serves metrics, as an operator would run it; compare with a run without it.
 
 Prints a table (p50/p99 in ms) with each issue target and the ratio to Morph Cloud's published
-< 250 ms claim for snapshot and branch, and writes the figures as JSON.
+< 250 ms claim for snapshot and branch, then each figure as a ratio to its bare baseline beside the floor
+measured in the same run that no implementation with the same isolation can go under:
+* Execute: a bare grpcio echo, and the echo plus a bare round trip of one frame to a sandboxed Python
+  process (a function worker's call, no gRPC): a trivial Execute is both;
+* Snapshot: a bare fork of a process of the instance's RSS, and a bare double fork (a snapshot is not the
+  instance's child, so it outlives the instance's own turn);
+* Branch(N): N bare forks, and N bare forks each entering new user, network, IPC and UTS namespaces (a
+  branch shares none with its snapshot or its siblings).
+Writes the figures as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -25,6 +35,7 @@ from pathlib import Path
 
 import grpc
 
+from worldrt.providers.sandbox import WorkerPool
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
 
@@ -55,33 +66,80 @@ asyncio.run(main(sys.argv[1]))
 
 
 
-def bare_fork(reps: int, rss_mb: int, children: int) -> list[float]:
-    """Fork ``children`` ready-signalling copies of a Python process of ``rss_mb`` resident memory."""
+# A branch's own namespaces (sched.h): user, network, IPC, UTS.
+_NEW_NAMESPACES = 0x10000000 | 0x40000000 | 0x08000000 | 0x04000000
+
+
+def _unshare(flags: int) -> None:
+    if hasattr(os, "unshare"):  # Python 3.12+
+        os.unshare(flags)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def bare_fork(reps: int, rss_mb: int, children: int, *, double: bool = False, isolate: bool = False) -> list[float]:
+    """Fork ``children`` ready-signalling copies of a Python process of ``rss_mb`` resident memory; ``double``:
+    each forks once more and its first process exits (the copy is not this process's child); ``isolate``:
+    each enters new user, network, IPC and UTS namespaces before it says it is ready."""
     ballast = bytearray(rss_mb * 1024 * 1024)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
     samples = []
     for _ in range(reps):
-        pids = []
+        pids: list[int] = []
         t0 = time.perf_counter()
         for _ in range(children):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(r)
-                os.write(w, b"1")
-                signal.pause()
-                os._exit(0)
+                try:
+                    os.close(r)
+                    if isolate:
+                        _unshare(_NEW_NAMESPACES)
+                    if double and os.fork() != 0:
+                        os._exit(0)
+                    os.write(w, str(os.getpid()).encode().ljust(16))
+                    signal.pause()
+                finally:
+                    os._exit(0)
             os.close(w)
-            os.read(r, 1)
+            if double:
+                os.waitpid(pid, 0)
+            said = os.read(r, 16)
             os.close(r)
-            pids.append(pid)
+            if not said:
+                raise RuntimeError("a bare fork did not come up (namespaces refused?)")
+            pids.append(int(said))
         samples.append((time.perf_counter() - t0) * 1000)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            if not double:
+                os.waitpid(pid, 0)
     del ballast
     return samples
+
+
+def sandbox_round_trip(workdir: Path, reps: int) -> list[float]:
+    """A bare round trip of one frame to a sandboxed Python process and back (a function worker's call of a
+    function returning 1: no gRPC, no instance bookkeeping), in ms."""
+    async def run() -> list[float]:
+        pool = WorkerPool(workdir, name="bench-rt", preload=(), ready_workers=0)
+        await pool.open()
+        try:
+            async with pool.lease(1, "def one():\n    return 1\n") as lease:
+                for _ in range(50):
+                    await lease.call("one", [], 5.0)
+                samples = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    await lease.call("one", [], 5.0)
+                    samples.append((time.perf_counter() - t0) * 1000)
+                return samples
+        finally:
+            await pool.close()
+    return asyncio.run(run())
 
 
 @contextmanager
@@ -213,6 +271,10 @@ def report(args: argparse.Namespace) -> None:
         rows["bare fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1)
         rows["bare fork+ready x3"] = bare_fork(reps, rss_mb, 3)
         rows["bare fork+ready x64"] = bare_fork(reps, rss_mb, 64)
+        rows["bare double fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1, double=True)
+        rows["bare fork+new namespaces+ready x3"] = bare_fork(reps, rss_mb, 3, isolate=True)
+        rows["bare fork+new namespaces+ready x64"] = bare_fork(reps, rss_mb, 64, isolate=True)
+        rows["bare sandbox frame round trip"] = sandbox_round_trip(Path(tmp) / "rt", reps * 8)
 
     stats = {name: percentiles(samples) for name, samples in rows.items()}
     echo_p50 = stats["bare grpcio unary echo"]["p50"]
@@ -230,11 +292,33 @@ def report(args: argparse.Namespace) -> None:
         table.append([name, f"{s['p50']:.3f}", f"{s['p99']:.3f}", str(s["n"]), target,
                       "" if ok is None else ("PASS" if ok else "MISS"), claim])
     print_table("morph branching (ms)", ["operation", "p50", "p99", "n", "target (p50)", "", "vs Morph 250 ms"], table)
+    p50 = {name: s["p50"] for name, s in stats.items()}
+    # figure, its bare baseline, the floor with the same isolation, and the target (ratio to the baseline).
+    floors = [
+        ("Execute trivial", p50["bare grpcio unary echo"],
+         p50["bare grpcio unary echo"] + p50["bare sandbox frame round trip"], 1.25,
+         "echo", "echo + a bare sandbox frame round trip"),
+        ("Snapshot", p50["bare fork+ready (same RSS)"], p50["bare double fork+ready (same RSS)"], 1.5,
+         "bare fork", "bare double fork"),
+        ("Branch(3)", p50["bare fork+ready x3"], p50["bare fork+new namespaces+ready x3"], 1.5,
+         "3 bare forks", "3 bare forks into new namespaces"),
+        ("Branch(64)", p50["bare fork+ready x64"], p50["bare fork+new namespaces+ready x64"], 1.0,
+         "64 bare forks", "64 bare forks into new namespaces"),
+    ]
+    ratios = {}
+    ratio_rows = []
+    for name, bare, floor, target, bare_name, floor_name in floors:
+        ratios[name] = {"ratio_to_bare": p50[name] / bare, "floor_ratio_to_bare": floor / bare,
+                        "ratio_to_floor": p50[name] / floor, "target_ratio_to_bare": target}
+        ratio_rows.append([name, f"{p50[name] / bare:.2f}x {bare_name}", f"<= {target:.2f}x",
+                           f"{floor / bare:.2f}x ({floor_name})", f"{p50[name] / floor:.2f}x"])
+    print_table("each figure against its bare baseline and its floor (p50, same run)",
+                ["figure", "ratio to bare", "target", "floor (same isolation)", "ratio to floor"], ratio_rows)
     mem_ok = extra["uss_per_branch_mib"] <= 3  # type: ignore[operator]
     print(f"idle branch memory over {extra['branches_measured']} branches of one snapshot: "
           f"USS {extra['uss_per_branch_mib']:.2f} MiB, PSS {extra['pss_per_branch_mib']:.2f} MiB per branch "
           f"(target <= 3 MiB private: {'PASS' if mem_ok else 'MISS'}); instance RSS {extra['instance_rss_mib']} MiB")
-    write_json(args.json, {"telemetry": args.telemetry, "stats_ms": stats, "memory": extra,
+    write_json(args.json, {"telemetry": args.telemetry, "stats_ms": stats, "memory": extra, "ratios": ratios,
                            "targets": {k: v[1] for k, v in targets.items()},
                            "memory_target_met": mem_ok, "morph_claim_ms": MORPH_CLAIM_MS})
 

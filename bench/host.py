@@ -8,6 +8,9 @@ One run, side by side on the same morph daemon and instance:
 * the same, from WebAssembly components through the host (wasmtime import call + router), per call: a WAT
   component (bench/wat/execute_loop.wat: only the import call) and the componentize-py caller example;
 * the router with the registry's recording switched off, to show what logging adds;
+* the floor of the component path: the WAT component's import answered at once in this process with the
+  same reply (no router, no gRPC), so what is left is wasmtime-py's call into Python and the records'
+  conversion;
 * invocation rows written per second by the registry's batch writer;
 * then, in the same run, telemetry on (traces exported over OTLP to a receiver in another process, metrics
   served on 127.0.0.1): a routed Execute on a second host whose daemon traces too, interleaved with the
@@ -19,6 +22,7 @@ One run, side by side on the same morph daemon and instance:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -31,7 +35,7 @@ from _report import percentiles, print_table, timed, write_json
 
 from worldrt.host import Host
 from worldrt.host.registry import Invocation
-from worldrt.host.runtime import OPERATIONS, CallContext
+from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime
 from worldrt.v1 import host_pb, pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +43,32 @@ LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
 EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 CALLS = 200
 
+
+
+class _Answering:
+    """A router that answers every provider call at once with one reply (the floor of the import path)."""
+
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+
+    def call(self, op: object, request: object, context: object) -> object:
+        return self.reply
+
+    def call_stream(self, op: object, request: object, context: object, timeout_s: float) -> object:
+        raise NotImplementedError("the floor answers unary calls only")
+
+
+def import_floor(stack: contextlib.ExitStack, reply: object, iid: str, cache: Path) -> Callable[[], float]:
+    """One sample (µs per call, as ``invocation``) of the WAT loop whose every import is answered at once."""
+    runtime = stack.enter_context(ComponentRuntime(_Answering(reply), cache_dir=cache))  # type: ignore[arg-type]
+    loop = runtime.load(EXECUTE_LOOP)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        runtime.invoke(loop, CALLS, iid)
+        return (time.perf_counter() - t0) * 1e6 / CALLS
+    run()
+    return run
 
 
 def rows_per_second(host: Host, n: int = 50_000) -> float:
@@ -102,7 +132,7 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     extra: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-host-") as tmp:
-        with Host(Path(tmp) / "world.duckdb", Path(tmp)) as host:
+        with Host(Path(tmp) / "world.duckdb", Path(tmp)) as host, contextlib.ExitStack() as stack:
             host.put_link(pb.LinkConfig(interfaces=["generator"], target_provider="morph"))
             stub = host.own.stub("morph")
             md = (("authorization", f"Bearer {host.supervisor.token}"),)
@@ -153,6 +183,7 @@ def main() -> None:
                 return run
 
             wat = host.load_component(host_pb.LoadComponentRequest(path=str(EXECUTE_LOOP)))
+            floor = import_floor(stack, stub.Execute(request, metadata=md, timeout=30), iid, Path(tmp) / "floor-cache")
             paths = {"direct gRPC Execute, mean of 200 (per call)": lambda: batch(direct),
                      "Execute from a WAT component via host (per call)": invocation(wat.component_id, iid, CALLS)}
             if (LOOP_COMPONENT / "app.py").exists():
@@ -163,6 +194,7 @@ def main() -> None:
                 info = host.load_component(host_pb.LoadComponentRequest(path=str(out)))
                 paths["Execute from a Python component via host (per call)"] = invocation(
                     info.component_id, f'{{"instance_id": "{iid}", "calls": {CALLS}}}', 1)
+            paths["WAT import answered at once, no router or gRPC (floor, per call)"] = floor
             # Round-robin, one invocation (CALLS provider calls) of each per round: noise falls on all alike.
             cpu.clear()
             for _ in range(args.rounds):
@@ -197,6 +229,13 @@ def main() -> None:
           f"recording's share of a routed call: {logging_share:.1f}% (target < 5%); "
           f"rows written: {extra['rows_per_second']:,.0f}/s (target >= 20,000/s)")
     print(f"this process's CPU per provider call (µs, p50): {extra['cpu_us_per_call_p50']}")
+    import_floor_us = stats["WAT import answered at once, no router or gRPC (floor, per call)"]["p50"]
+    router_us = stats["Execute via host router"]["p50"] - direct_p50
+    print(f"where a WAT component's call goes beyond direct gRPC: wasmtime-py's call into Python and the records' "
+          f"conversion {import_floor_us:.0f} µs (the floor: its import answered at once), the router "
+          f"{router_us:+.0f} µs (links, metadata, recording), the rest "
+          f"{added.get('wat', float('nan')) - import_floor_us - router_us:+.0f} µs")
+    extra["import_floor_us_p50"] = import_floor_us
     on_share = float("nan")
     if "routed Execute, telemetry on (traces + metrics)" in stats:
         on_share = (stats["routed Execute, telemetry on (traces + metrics)"]["p50"]
