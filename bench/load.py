@@ -4,7 +4,9 @@
 
 1. ``--callers`` concurrent callers (asyncio tasks on one grpc.aio channel) doing trivial Executes, each on
    its own morph instance, for ``--seconds``: throughput, p50/p99, errors, the daemon's RSS; then the same
-   callers against a bare grpc.aio echo server (its own process) for as long, for the ratio.
+   callers against a bare grpc.aio echo server (its own process) for as long, for the ratio; then against
+   the floor of a sandboxed call: the same echo, whose handler first makes one round trip to one of
+   ``--callers`` sandboxed Python processes (function workers), with the CPU each side used per call.
 2. ``--idle`` live idle instances in one daemon, started one after another (0.15 s apart, so the warm pool
    refills as between real requests): Start latency around the 10th and at the last, and the private
    memory (USS, PSS) per instance.
@@ -41,6 +43,58 @@ EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 CALLS_PER_INVOCATION = 20
 # Between idle Starts, as between real requests: the daemon's warm pool refills (bench/branching.py does the same).
 START_PACE_S = 0.15
+
+
+# The floor of a sandboxed call: a bare grpc.aio echo whose handler first makes one round trip to a sandboxed
+# Python process (a function worker returning 1; 64 of them, one per caller). No instances, no engine.
+SANDBOXED_ECHO = r"""
+import asyncio, sys, tempfile
+from pathlib import Path
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from worldrt.providers.sandbox import WorkerPool
+
+async def main(address, workers, state):
+    pool = WorkerPool(Path(state), name="floor", preload=(), ready_workers=0)
+    await pool.open()
+    try:
+        async with pool.lease(workers, "def one():\n    return 1\n") as lease:
+            async def echo(request, context):
+                await lease.call("one", [], 30)
+                return request
+            server = grpc.aio.server()
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+            hs = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+            server.add_insecure_port(address)
+            await server.start()
+            await hs.set("", health_pb2.HealthCheckResponse.SERVING)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(15, stop.set)
+            await stop.wait()
+            await server.stop(None)
+    finally:
+        await pool.close()
+with tempfile.TemporaryDirectory(prefix="worldrt-bench-floor-") as state:
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), state))
+"""
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children[int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], ()))
+    return found
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -91,15 +145,19 @@ def concurrent_executes(daemon: ProviderDaemon, workdir: Path, callers: int, sec
     instances = [stub.Start(pb.StartRequest(), metadata=md, timeout=120).instance_id for _ in range(callers)]
     echo_address = f"unix:{workdir / 'echo.sock'}"
     echo_proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_address])
+    floor_address = f"unix:{workdir / 'floor.sock'}"
+    floor_proc = subprocess.Popen([sys.executable, "-c", SANDBOXED_ECHO, floor_address, str(callers)])
     assert daemon.proc is not None
     daemon_pid = daemon.proc.pid
     sandboxes = sorted(set().union(*(member_pids(daemon_pid, iid) for iid in instances)))
     try:
         wait_serving(echo_address, proc=echo_proc)
+        wait_serving(floor_address, timeout_s=120, proc=floor_proc)
 
-        async def run() -> tuple[dict[str, object], dict[str, object], float]:
+        async def run() -> tuple[dict[str, object], dict[str, object], dict[str, object], float]:
             async with grpc.aio.insecure_channel(daemon.address) as channel, \
-                    grpc.aio.insecure_channel(echo_address) as echo_channel:
+                    grpc.aio.insecure_channel(echo_address) as echo_channel, \
+                    grpc.aio.insecure_channel(floor_address) as floor_channel:
                 aio = rpc.WorldRuntimeStub(channel)
                 requests = [pb.ExecuteRequest(instance_id=iid, code="1") for iid in instances]
 
@@ -122,22 +180,33 @@ def concurrent_executes(daemon: ProviderDaemon, workdir: Path, callers: int, sec
                 echoes["cpu_us_per_call"] = {
                     who: (a - b) * 1e6 / max(1, echoes["calls"])  # type: ignore[call-overload]
                     for who, a, b in zip(("caller", "server"), after, before, strict=True)}
-                return executes, echoes, rss
-        executes, echoes, rss = asyncio.run(run())
+                sandboxed = floor_channel.unary_unary("/bench.Echo/Echo")
+                floor_pids = tree(floor_proc.pid)
+                await drive(lambda _i: sandboxed(payload, timeout=30), callers, 1.0)
+                before = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_pids[1:]))
+                floors = await drive(lambda _i: sandboxed(payload, timeout=30), callers, seconds)
+                after = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_pids[1:]))
+                floors["cpu_us_per_call"] = {
+                    who: (a - b) * 1e6 / max(1, floors["calls"])  # type: ignore[call-overload]
+                    for who, a, b in zip(("caller", "server", "sandboxes"), after, before, strict=True)}
+                return executes, echoes, floors, rss
+        executes, echoes, floors, rss = asyncio.run(run())
     finally:
-        echo_proc.terminate()
-        echo_proc.wait()
+        for proc in (echo_proc, floor_proc):
+            proc.terminate()
+        for proc in (echo_proc, floor_proc):
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         for iid in instances:
             stub.Stop(pb.InstanceRef(instance_id=iid), metadata=md, timeout=60)
-    # The floor: a trivial Execute costs at least what the echo costs (caller and server) plus its sandbox's own
-    # turn; when the callers keep every CPU busy, calls per second go as the inverse of CPU per call.
-    echo_cpu = sum(echoes["cpu_us_per_call"].values())  # type: ignore[attr-defined]
-    sandbox_cpu = executes["cpu_us_per_call"]["sandboxes"]  # type: ignore[index]
-    return {"executes": executes, "echo": echoes, "daemon_rss_mib": rss,
+    return {"executes": executes, "echo": echoes, "sandboxed_echo": floors, "daemon_rss_mib": rss,
             "ratio_to_echo": executes["calls_per_s"] / echoes["calls_per_s"],  # type: ignore[operator]
-            "ceiling_ratio_to_echo": echo_cpu / (echo_cpu + sandbox_cpu),
+            "floor_ratio_to_echo": floors["calls_per_s"] / echoes["calls_per_s"],  # type: ignore[operator]
             "p99_over_p50": {name: r["latency_ms"]["p99"] / r["latency_ms"]["p50"]  # type: ignore[index]
-                             for name, r in (("executes", executes), ("echo", echoes))}}
+                             for name, r in (("executes", executes), ("echo", echoes), ("sandboxed_echo", floors))}}
 
 
 def idle_instances(daemon: ProviderDaemon, count: int) -> dict[str, object]:
@@ -261,9 +330,11 @@ def main() -> None:
     print_table("load (latencies in ms)", ["what", "throughput", "p50", "p99", "errors", "note"], rows)
     print(f"CPU µs per call: Execute {ex['cpu_us_per_call']}; echo {echo['cpu_us_per_call']}")
     tails: dict[str, float] = load["p99_over_p50"]  # type: ignore[assignment]
-    print(f"floor: an Execute costs at least the echo's CPU (caller and server) plus its sandbox's; with every CPU "
-          f"busy that allows at most {load['ceiling_ratio_to_echo']:.0%} of echo's calls/s (measured "
-          f"{load['ratio_to_echo']:.0%}); p99/p50: Execute {tails['executes']:.1f}x, echo {tails['echo']:.1f}x "
+    floor = load["sandboxed_echo"]  # type: ignore[index]
+    print(f"floor: the same echo with one round trip to a sandboxed Python process in each call (no instances, no "
+          f"engine) serves {floor['calls_per_s']:,.0f}/s, {load['floor_ratio_to_echo']:.0%} of echo (the Execute: "
+          f"{load['ratio_to_echo']:.0%}); CPU µs per call {floor['cpu_us_per_call']}; p99/p50: Execute "
+          f"{tails['executes']:.1f}x, echo {tails['echo']:.1f}x, sandboxed echo {tails['sandboxed_echo']:.1f}x "
           f"(target <= 3x)")
     print(f"morph daemon RSS under {args.callers} callers: {load['daemon_rss_mib']:.0f} MiB; with {idle['live']} idle "
           f"instances: {idle['daemon_rss_mib_after']:.0f} MiB; per idle instance: USS "
