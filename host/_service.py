@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,6 +46,8 @@ from worldrt.v1 import HOST_SERVICE_NAME, host_rpc
 
 log = logging.getLogger("worldrt.host")
 STOP_GRACE_S = 2.0
+# How often work waiting for its event to be sent looks whether the caller is still there.
+_SENT_POLL_S = 0.5
 
 
 def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
@@ -157,13 +159,14 @@ class HostServicer(host_rpc.HostServicer):
             ticket = await self._admit(method, request, context)
             follows = ticket.kind == "follows"
             loop = asyncio.get_running_loop()
-            events: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
+            events: asyncio.Queue[tuple[Message, Future[None]] | Message | BaseException | None] = asyncio.Queue()
 
-            def put(item: Message | BaseException | None) -> None:
+            def put(item: tuple[Message, Future[None]] | Message | BaseException | None) -> bool:
                 try:
                     loop.call_soon_threadsafe(events.put_nowait, item)
                 except RuntimeError:
-                    pass  # the server's loop is gone (the host is stopping): nobody reads this stream
+                    return False  # the server's loop is gone (the host is stopping): nobody reads this stream
+                return True
 
             gone = threading.Event()
 
@@ -172,7 +175,18 @@ class HostServicer(host_rpc.HostServicer):
                 # than at the process's end: its thread and its place are given back.
                 if gone.is_set() and follows:
                     raise Cancelled("the caller stopped reading")
-                put(event)
+                # The work goes on once its event is on its way to the caller: a caller that reads slowly holds
+                # it back (no event piles up in the host), and a host killed mid-stream has done at most one
+                # step (a provider call and its row) that its caller did not hear of.
+                sent: Future[None] = Future()
+                if not put((event, sent)):
+                    return
+                while not gone.is_set():
+                    try:
+                        sent.result(timeout=_SENT_POLL_S)
+                        return
+                    except TimeoutError:
+                        continue
 
             def run() -> None:
                 try:
@@ -188,13 +202,26 @@ class HostServicer(host_rpc.HostServicer):
             except BaseException:
                 ticket.release()
                 raise
+            waiting: list[Future[None]] = []
             try:
                 while (item := await events.get()) is not None:
                     if isinstance(item, BaseException):
                         await _abort(context, item)
-                    yield item
+                    if isinstance(item, tuple):
+                        event, sent = item
+                        waiting.append(sent)
+                        yield event
+                        waiting.pop().set_result(None)
+                    else:
+                        yield item
             finally:
                 gone.set()
+                while not events.empty():
+                    left = events.get_nowait()
+                    if isinstance(left, tuple):
+                        waiting.append(left[1])
+                for sent in waiting:  # the work waiting on an event the caller will never read goes on
+                    sent.set_result(None)
 
         return handle
 
