@@ -46,16 +46,14 @@ CALLS = 200
 
 
 class _Answering:
-    """A router that answers every provider call at once with one reply (the floor of the import path)."""
+    """A router that answers every provider call at once with one reply (the floor of the import path). The
+    WAT loop makes unary calls only, so this router has no ``call_stream``."""
 
     def __init__(self, reply: object) -> None:
         self.reply = reply
 
     def call(self, op: object, request: object, context: object) -> object:
         return self.reply
-
-    def call_stream(self, op: object, request: object, context: object, timeout_s: float) -> object:
-        raise NotImplementedError("the floor answers unary calls only")
 
 
 def import_floor(stack: contextlib.ExitStack, reply: object, iid: str, cache: Path) -> Callable[[], float]:

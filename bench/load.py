@@ -32,9 +32,11 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _report import percentiles, print_table, write_json
 from branching import ECHO_SERVER, member_pids, smaps_private_kib
 
+from tests.support.processes import processes_under
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import host_pb, pb, rpc
 
@@ -79,22 +81,6 @@ async def main(address, workers, state):
 with tempfile.TemporaryDirectory(prefix="worldrt-bench-floor-") as state:
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), state))
 """
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children[int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])].append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo.extend(children.get(found[-1], ()))
-    return found
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -181,11 +167,11 @@ def concurrent_executes(daemon: ProviderDaemon, workdir: Path, callers: int, sec
                     who: (a - b) * 1e6 / max(1, echoes["calls"])  # type: ignore[call-overload]
                     for who, a, b in zip(("caller", "server"), after, before, strict=True)}
                 sandboxed = floor_channel.unary_unary("/bench.Echo/Echo")
-                floor_pids = tree(floor_proc.pid)
+                floor_sandboxes = sorted(processes_under(floor_address) - {floor_proc.pid})
                 await drive(lambda _i: sandboxed(payload, timeout=30), callers, 1.0)
-                before = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_pids[1:]))
+                before = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_sandboxes))
                 floors = await drive(lambda _i: sandboxed(payload, timeout=30), callers, seconds)
-                after = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_pids[1:]))
+                after = (cpu_s([os.getpid()]), cpu_s([floor_proc.pid]), cpu_s(floor_sandboxes))
                 floors["cpu_us_per_call"] = {
                     who: (a - b) * 1e6 / max(1, floors["calls"])  # type: ignore[call-overload]
                     for who, a, b in zip(("caller", "server", "sandboxes"), after, before, strict=True)}
