@@ -18,6 +18,7 @@ from tests.support.processes import (
     rss_mib,
     settle,
     sigterm_mid_call_leaves_nothing,
+    steady,
     wait_for,
     wait_gone,
 )
@@ -31,7 +32,7 @@ __all__ = [
     "HostProcess", "cli", "host_channel", "module_daemon",
     "MorphApiServer", "ModalApiServer", "free_port", "read_head",
     "sample_message",
-    "alive", "cmdlines", "environ_token", "open_fds", "processes_under", "rss_mib", "settle",
+    "alive", "cmdlines", "environ_token", "open_fds", "processes_under", "rss_mib", "settle", "steady",
     "sigterm_mid_call_leaves_nothing", "wait_for", "wait_gone",
     "f32", "invocation_rows", "missing_rows",
     "live_sandboxes", "member_pids", "settle_sandboxes",

@@ -98,6 +98,21 @@ def settle(measure: Callable[[], float], limit: float, timeout_s: float = 10.0) 
     return value
 
 
+def steady(measure: Callable[[], float], for_s: float = 0.3, timeout_s: float = 10.0) -> float:
+    """``measure()`` once it has kept one value for ``for_s`` (bounded by ``timeout_s``: then its last value):
+    a baseline not caught in the middle of the daemon's background work (a warm pool refilling)."""
+    deadline = time.monotonic() + timeout_s
+    value, since = measure(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = measure()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= for_s:
+            break
+    return value
+
+
 def alive(pids: set[int]) -> set[int]:
     """The ones of ``pids`` still running (zombies are not)."""
     out = set()

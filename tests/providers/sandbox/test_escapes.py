@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import KILL_EVERYTHING, ROOT, SYSCALLS, open_fds, rss_mib, run, settle, status_of
+from tests.support import KILL_EVERYTHING, ROOT, SYSCALLS, open_fds, rss_mib, run, settle, status_of, steady
 from worldrt.providers import canonical_json, digest
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
@@ -113,7 +113,7 @@ def test_descriptors_sent_over_the_channel_are_never_kept(stub, instance: str, m
     """Findings 2 and 3: agent frames carried SCM_RIGHTS descriptors the daemon kept (10 frames: 20 to
     2,019 open fds), until it ran out of descriptors and every Start failed."""
     assert morph.proc is not None
-    before = open_fds(morph.proc.pid)
+    before = steady(lambda: open_fds(morph.proc.pid))  # once the pool's refill after the instance's Start is done
     flood = CHANNEL + (
         "import time\nfd = os.open('/dev/null', os.O_RDONLY)\nframe = json.dumps({'ev': 'stdout', 'd': 'x'}).encode()\n"
         "sent = 0\nfor _ in range(2000):\n    try:\n        chan.sendmsg([struct.pack('>I', len(frame)) + frame],\n"
@@ -122,7 +122,7 @@ def test_descriptors_sent_over_the_channel_are_never_kept(stub, instance: str, m
         "    if sent == 100:\n        break\nsent")
     sent = run(stub, instance, "import os\n" + flood)
     assert sent.value_json == "100", sent.error + sent.stderr[-500:]
-    assert open_fds(morph.proc.pid) < before + 10
+    assert settle(lambda: open_fds(morph.proc.pid), before + 9) < before + 10
     starts = [stub.Start(pb.StartRequest()).instance_id for _ in range(3)]
     for iid in starts:
         stub.Stop(pb.InstanceRef(instance_id=iid))
