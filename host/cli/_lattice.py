@@ -249,7 +249,8 @@ def registry_serve(args: argparse.Namespace) -> int:
         raise
     try:
         ingest = Ingest(lattice, host.registry, StreamLimits(max_bytes=args.stream_max_bytes,
-                                                             max_msgs=args.stream_max_msgs))
+                                                             max_msgs=args.stream_max_msgs),
+                        redeliver_after_s=args.redeliver_after)
     except BaseException:
         Host.close(host)
         lattice.close(drain=False)
@@ -357,9 +358,23 @@ def add_commands(commands: Commands, parents: Parents) -> None:
                              "full stream refuses new ones, which wait in their host's outbox")
     rserve.add_argument("--stream-max-msgs", type=int, default=1_000_000, metavar="N",
                         help="... and at most this many (default 1,000,000)")
+    rserve.add_argument("--redeliver-after", type=_seconds, default=30.0, metavar="S",
+                        help="records handed to a registry that dies before writing them are handed out again "
+                             "after S seconds (default 30); a live registry slower than S is handed them twice "
+                             "and skips the second")
     add_lattice_flags(rserve, required=True)
     add_telemetry_arguments(rserve)
     rserve.set_defaults(func=registry_serve)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds between 0 and 86400")
+    return seconds
 
 
 def _no_token_flag(value: str) -> str:

@@ -3,8 +3,8 @@
 * One durable pull consumer ``registry`` per stream acknowledges each message by itself (AckPolicy.EXPLICIT),
   and only once the DuckDB transaction holding its row has committed, or once the record is in the
   dead-letter stream. Nothing is ever acknowledged for another message: a registry killed at any point gets
-  every message it had not acknowledged again (after ACK_WAIT_S), and ``Registry.ingest`` skips ids already
-  there, so redelivery never doubles a row.
+  every message it had not acknowledged again (after its redelivery wait, ACK_WAIT_S unless told), and
+  ``Registry.ingest`` skips ids already there, so redelivery never doubles a row.
 * A batch is one transaction. When a record in it cannot be a row (RecordError), the batch is split in
   halves until each such record is alone: every other row lands, and each such record goes to
   ``WORLDRT_DEADLETTER_{L}`` (subject ``worldrt.deadletter.{L}.{kind}``) with the reason and is then
@@ -50,7 +50,8 @@ from worldrt.host.registry import RecordError, Registry, parse_record
 log = logging.getLogger("worldrt.registry")
 BATCH = 5000
 DURABLE = "registry"
-# A message not acknowledged this long after its delivery is delivered again (to a restarted registry too).
+# By default, a message not acknowledged this long after its delivery is delivered again (to a restarted
+# registry too).
 ACK_WAIT_S = 30.0
 RETRY_S = 2.0
 PURGE_EVERY_S = 2.0
@@ -82,10 +83,14 @@ class Ingest:
     """Runs on the lattice's loop until ``stop``; ``ingested`` counts messages written as rows or runs,
     ``dead_letters`` the records sent to the dead-letter stream."""
 
-    def __init__(self, lattice: Lattice, registry: Registry, limits: StreamLimits | None = None) -> None:
+    def __init__(self, lattice: Lattice, registry: Registry, limits: StreamLimits | None = None,
+                 redeliver_after_s: float = ACK_WAIT_S) -> None:
+        if not redeliver_after_s > 0:
+            raise ValueError(f"the redelivery wait must be above 0 seconds, not {redeliver_after_s}")
         self.lattice = lattice
         self.registry = registry
         self.limits = limits or StreamLimits()
+        self.redeliver_after_s = redeliver_after_s
         self.ingested = 0
         self.dead_letters = 0
         self._stopping = False
@@ -114,9 +119,10 @@ class Ingest:
     async def _ensure_consumer(self, stream: str) -> None:
         """Make the durable consumer when it is not there; one an older registry made (acknowledging all below
         each batch) is made again to acknowledge each message, starting after the last message it had
-        acknowledged."""
+        acknowledged; one with another redelivery wait is given this registry's."""
         js = self.lattice.js
-        config = api.ConsumerConfig(durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
+        config = api.ConsumerConfig(durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT,
+                                    ack_wait=self.redeliver_after_s,
                                     max_ack_pending=-1, max_deliver=-1, deliver_policy=api.DeliverPolicy.ALL)
         try:
             info = await js.consumer_info(stream, DURABLE)
@@ -131,6 +137,8 @@ class Ingest:
             info = None
         if info is None:
             await js.add_consumer(stream, config)
+        elif info.config.ack_wait != self.redeliver_after_s:
+            await js.add_consumer(stream, info.config.evolve(ack_wait=self.redeliver_after_s))
 
     async def _fetch(self, subscription: Puller, timeout: float) -> list[Any]:
         return await subscription.fetch(BATCH, timeout=timeout)

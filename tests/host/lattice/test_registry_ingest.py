@@ -22,7 +22,7 @@ import pytest
 from nats.js import api
 
 from tests.host.lattice.loopback import LoopbackLattice, Served
-from tests.support import built_example, wait_for
+from tests.support import built_example, cli, wait_for
 from worldrt.host.lattice import Lattice
 from worldrt.host.lattice._wire import invocations_stream, runs_stream
 from worldrt.host.registry import Registry, parse_record
@@ -39,6 +39,7 @@ def deadletter_stream(lattice: str) -> str:
     return f"WORLDRT_DEADLETTER_{lattice}"
 
 FEW = 60
+REDELIVER_S = 3.0
 
 
 class World:
@@ -125,7 +126,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("registry")
     lattice = LoopbackLattice(root)
     try:
-        registry = lattice.registry(root / "registry")
+        # A registry killed holding records is handed them again after REDELIVER_S, not the default 30 s.
+        registry = lattice.registry(root / "registry", "--redeliver-after", str(REDELIVER_S))
         host = lattice.host(root / "h1", "h1", "modal")
         host.stub.PutLink(pb.LinkConfig(source_component="caller", interfaces=["generator"], target_provider="modal"),
                           timeout=60)
@@ -230,6 +232,7 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
         while bursting.is_set() or not outcomes:
             outcomes.append(world.invoke(700, 100))
 
+    assert world.consumer(invocations_stream("default")).config.ack_wait == REDELIVER_S
     thread = threading.Thread(target=burst)
     thread.start()
     try:
@@ -262,8 +265,10 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
 
 def test_streams_are_bounded_and_a_full_stream_refuses_new_records_which_wait_in_the_outbox(world: World) -> None:
     world.registry.stop()
-    world.registry.args += ["--stream-max-bytes", str(SMALL), "--stream-max-msgs", str(FEW)]
+    world.registry.args += ["--stream-max-bytes", str(SMALL), "--stream-max-msgs", str(FEW), "--redeliver-after", "4"]
     world.registry.start()
+    # The consumer the first registry made takes the new registry's redelivery wait.
+    assert world.consumer(invocations_stream("default")).config.ack_wait == 4.0
     for stream in (invocations_stream("default"), runs_stream("default"), deadletter_stream("default")):
         config = world.client.run(world.client.js.stream_info(stream)).config
         assert config.max_bytes > 0 and config.max_msgs > 0 and config.max_msg_size > 0, config
@@ -313,3 +318,11 @@ def test_every_row_carries_the_host_that_wrote_it(world: World) -> None:
         runs = con.execute("SELECT count(*) FROM pipeline_runs WHERE run_id IN ('forged-run', 'unnamed-run')").fetchone()
     assert hosts == [("h1", world.calls)] and runs == (0,)
     world.registry.start()
+
+
+@pytest.mark.parametrize("wait", ["0", "-1", "soon", "nan", "1e9"])
+def test_a_redelivery_wait_that_is_not_a_few_seconds_is_refused_before_anything_starts(tmp_path: Path,
+                                                                                       wait: str) -> None:
+    out = cli(tmp_path, "registry", "serve", "--lattice", "nats://198.18.0.1:4222", "--redeliver-after", wait,
+              timeout=60)
+    assert out.returncode == 2 and f"{wait!r} is not a number of seconds" in out.stderr, out.stderr
