@@ -26,6 +26,8 @@ from worldrt.host.runtime._components import (
 )
 from worldrt.host.runtime._errors import ComponentError
 from worldrt.host.runtime._fit import check_component, render_func, world_versions
+from worldrt.host.runtime._npm_deps import default_cache as default_deps_cache
+from worldrt.host.runtime._npm_deps import node_modules, shareable
 from worldrt.wit import WIT_DIR
 
 # componentize-py's console script, run from the installed package by this interpreter.
@@ -56,10 +58,13 @@ class ComponentInfo:
 
 
 def _failure(stderr: str) -> str:
-    """componentize-py's reason: the innermost cause of its error, else its last line."""
+    """The tool's reason: npm's first two error lines (what went wrong and what it found), else the last line
+    (componentize-py's innermost cause)."""
+    npm = [text for line in stderr.splitlines() if line.startswith(("npm error ", "npm ERR! "))
+           and (text := line.split(" ", 2)[-1].strip()) and not text.startswith(("code ", "A complete log"))]
+    if npm:
+        return " ".join(npm[:2])
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if "Caused by:" in lines:
-        return lines[-1]
     return lines[-1] if lines else "no output"
 
 
@@ -96,10 +101,14 @@ def build_component(src_dir: str | os.PathLike[str], out_path: str | os.PathLike
     return BuildResult(path=out, size_bytes=out.stat().st_size, seconds=time.perf_counter() - started)
 
 
-def build_js_component(src: Path, out: Path, *, wit_dir: Path = WIT_DIR, timeout_s: float = 600.0) -> BuildResult:
+def build_js_component(src: Path, out: Path, *, wit_dir: Path = WIT_DIR, timeout_s: float = 600.0,
+                       deps_cache: Path | None = None) -> BuildResult:
     """Build the JavaScript component in ``src``: its files are copied to a scratch folder (node_modules and
-    all stay out of the source tree), ``npm ci`` installs the versions its package-lock.json pins, and its
-    ``build`` script (componentize-js or jco componentize) writes $WORLDRT_OUT from the WIT in $WORLDRT_WIT."""
+    all stay out of the source tree) beside the node_modules of the versions its package-lock.json pins
+    (installed by ``npm ci`` into ``deps_cache`` once for every build with the same pins, see _npm_deps; or
+    in the scratch folder when a dependency is a folder or file of its own), and
+    its ``build`` script (componentize-js or jco componentize) writes $WORLDRT_OUT from the WIT in
+    $WORLDRT_WIT."""
     missing = [name for name in ("package-lock.json",) if not (src / name).is_file()]
     if missing:
         raise ComponentError(f"{src} has no package-lock.json: run `npm install` there once so that builds "
@@ -118,22 +127,36 @@ def build_js_component(src: Path, out: Path, *, wit_dir: Path = WIT_DIR, timeout
                              "(Debian: apt-get install nodejs npm)")
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    env = {**os.environ, "WORLDRT_WIT": str(Path(wit_dir).resolve()), "npm_config_audit": "false",
+           "npm_config_fund": "false", "npm_config_update_notifier": "false"}
+
+    def run(step: str, argv: list[str], cwd: Path) -> None:
+        left = timeout_s - (time.perf_counter() - started)
+        try:
+            proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=max(left, 1.0),
+                                  stdin=subprocess.DEVNULL, env=env)
+        except subprocess.TimeoutExpired:
+            raise ComponentError(f"{step} did not finish building {src} within {timeout_s:g} s") from None
+        if proc.returncode != 0:
+            raise ComponentError(f"{step} could not build {src}: {_failure(proc.stderr or proc.stdout)}")
+
+    def npm_ci(folder: Path) -> None:
+        run("npm ci", [npm, "ci", "--no-audit", "--no-fund"], folder)
+
+    modules = None
+    if shareable(src):
+        versions = f"node {_tool_version('node')} npm {_tool_version(npm)}"
+        modules = node_modules(src, deps_cache or default_deps_cache(), versions, npm_ci)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.build-") as scratch:
         work = Path(scratch) / "src"
         shutil.copytree(src, work, ignore=shutil.ignore_patterns("node_modules", "*.wasm"))
+        if modules is None:
+            npm_ci(work)
+        else:
+            (work / "node_modules").symlink_to(modules, target_is_directory=True)
         tmp = Path(scratch) / out.name
-        env = {**os.environ, "WORLDRT_WIT": str(Path(wit_dir).resolve()), "WORLDRT_OUT": str(tmp),
-               "npm_config_audit": "false", "npm_config_fund": "false", "npm_config_update_notifier": "false"}
-        for step, argv in (("npm ci", [npm, "ci", "--no-audit", "--no-fund"]),
-                           ("npm run build", [npm, "run", "--silent", "build"])):
-            left = timeout_s - (time.perf_counter() - started)
-            try:
-                proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=max(left, 1.0),
-                                      stdin=subprocess.DEVNULL, env=env)
-            except subprocess.TimeoutExpired:
-                raise ComponentError(f"{step} did not finish building {src} within {timeout_s:g} s") from None
-            if proc.returncode != 0:
-                raise ComponentError(f"{step} could not build {src}: {_failure(proc.stderr or proc.stdout)}")
+        env["WORLDRT_OUT"] = str(tmp)
+        run("npm run build", [npm, "run", "--silent", "build"], work)
         if not tmp.is_file():
             raise ComponentError(f"the build script of {src} wrote no component to $WORLDRT_OUT")
         os.replace(tmp, out)
@@ -145,7 +168,7 @@ def source_digest(src_dir: Path, wit_dir: Path = WIT_DIR) -> str:
     WIT, and the toolchain (componentize-py's version, or node's and the lock file's pins)."""
     digest = hashlib.sha256()
     if (src_dir / "package.json").is_file():
-        digest.update(f"node {_node_version()}".encode())
+        digest.update(f"node {_tool_version('node')}".encode())
         sources = sorted(p for p in src_dir.glob("*") if p.suffix in (".js", ".mjs", ".json") and p.is_file())
     else:
         digest.update(importlib.metadata.version("componentize-py").encode())
@@ -155,12 +178,12 @@ def source_digest(src_dir: Path, wit_dir: Path = WIT_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def _node_version() -> str:
-    node = shutil.which("node")
-    if node is None:
+def _tool_version(name: str) -> str:
+    tool = shutil.which(name)
+    if tool is None:
         return "none"
     try:
-        return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
