@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import built_example
+from tests.support import CACHE, built_example
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import OPERATIONS, ComponentRuntime, GuestError, LoadedComponent
 from worldrt.providers.testing import ProviderDaemon
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.daemons
 
 
 @pytest.fixture(scope="module")
-def runtime(morph: ProviderDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComponentRuntime]:
+def runtime(morph: ProviderDaemon) -> Iterator[ComponentRuntime]:
     with ComponentRuntime(DirectRouter({"generator": morph.channel}, timeout_s=60),
-                          cache_dir=tmp_path_factory.mktemp("cache")) as rt:
+                          cache_dir=CACHE / "components") as rt:
         yield rt
 
 

@@ -22,9 +22,9 @@ FIRST_WIT = wit_dir("0.1.0")  # the text of its first release
 
 
 @pytest.fixture(scope="module")
-def runtime(morph: ProviderDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComponentRuntime]:
+def runtime(morph: ProviderDaemon) -> Iterator[ComponentRuntime]:
     with ComponentRuntime(DirectRouter({"generator": morph.channel}, timeout_s=30),
-                          cache_dir=tmp_path_factory.mktemp("cache")) as rt:
+                          cache_dir=CACHE / "components") as rt:
         yield rt
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from wasmtime.component import ComponentInstanceType
 
-from tests.support import built_example, cli
+from tests.support import CACHE, built_example, cli
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     ComponentError,
@@ -34,9 +34,9 @@ PROCESS_FUNCTIONS = {"start-process", "read-process-output", "write-process-stdi
 
 
 @pytest.fixture(scope="module")
-def runtime(morph: ProviderDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComponentRuntime]:
+def runtime(morph: ProviderDaemon) -> Iterator[ComponentRuntime]:
     with ComponentRuntime(DirectRouter({"generator": morph.channel}, timeout_s=60),
-                          cache_dir=tmp_path_factory.mktemp("cache")) as rt:
+                          cache_dir=CACHE / "components") as rt:
         yield rt
 
 
@@ -123,7 +123,7 @@ def test_the_process_functions_are_in_0_2_0_only(runtime: ComponentRuntime, proc
     generator = processes.component.type.imports(runtime.engine)[wit_interface("generator", "0.2.0")].ty
     assert isinstance(generator, ComponentInstanceType)
     assert set(generator.exports(runtime.engine)) >= PROCESS_FUNCTIONS
-    info = inspect_component(built_example("processes"), cache_dir=tmp_path / "cache")
+    info = inspect_component(built_example("processes"), cache_dir=CACHE / "components")
     shown = info.imports[wit_interface("generator", "0.2.0")]
     assert info.problem is None and info.wit_versions == ("0.2.0",)
     assert shown["read-process-output"] == \

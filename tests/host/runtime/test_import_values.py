@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from wasmtime import _ffi as ffi
 from wasmtime.component import ComponentInstanceType, FuncType, Record, Variant
 
-from tests.support import ROOT, built_example, sample_message
+from tests.support import CACHE, ROOT, built_example, sample_message
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
@@ -32,10 +32,10 @@ EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComponentRuntime]:
+def runtime() -> Iterator[ComponentRuntime]:
     with ProviderDaemon("morph") as morph:
         router = DirectRouter({"generator": morph.channel}, timeout_s=60)
-        with ComponentRuntime(router, cache_dir=tmp_path_factory.mktemp("cache")) as rt:
+        with ComponentRuntime(router, cache_dir=CACHE / "components") as rt:
             yield rt
         router.close()
 
