@@ -8,6 +8,7 @@ one. The most recently used ``KEEP`` trees are kept."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -79,7 +80,8 @@ def node_modules(src: Path, cache: Path, versions: str, install: Callable[[Path]
     tree = cache / pins_key(src, versions)
     modules = tree / "node_modules"
     if modules.is_dir():
-        os.utime(tree)
+        with contextlib.suppress(OSError):  # a cache this user may read and not write is used as it is
+            os.utime(tree)
         return modules
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".install-") as scratch:
