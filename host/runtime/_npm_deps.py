@@ -23,6 +23,9 @@ from worldrt.host.runtime._errors import ComponentError
 KEEP = 3
 _DEPENDENCY_FIELDS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies",
                       "bundleDependencies", "overrides")
+# The package's own scripts that ``npm ci`` runs.
+_INSTALL_SCRIPTS = {"preinstall", "install", "postinstall", "prepublish", "preprepare", "prepare", "postprepare",
+                    "dependencies"}
 
 
 def default_cache() -> Path:
@@ -46,9 +49,13 @@ def _read(src: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def shareable(src: Path) -> bool:
-    """Whether ``src``'s dependencies all come from a registry: a folder or file of its own (``file:``)
-    would be missing from a tree installed away from its sources."""
-    _, lock = _read(src)
+    """Whether ``src``'s install is its pins alone: its dependencies all come from a registry (a folder or file
+    of its own, ``file:``, would be missing from a tree installed away from its sources), and neither a
+    script of its own that npm runs on install nor an .npmrc of its own takes part."""
+    package, lock = _read(src)
+    scripts = package.get("scripts")
+    if (src / ".npmrc").exists() or (isinstance(scripts, dict) and _INSTALL_SCRIPTS & set(scripts)):
+        return False
     for name, entry in (lock.get("packages") or {}).items():
         if not name:
             continue

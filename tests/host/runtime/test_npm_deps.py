@@ -89,3 +89,14 @@ def test_only_the_latest_trees_are_kept(tmp_path: Path) -> None:
         build_js_component(src, tmp_path / f"out{n}.wasm", deps_cache=cache)
         trees.append(next(t for t in _trees(cache) if t not in trees))
     assert _trees(cache) == sorted(trees[1:]), "the least recently used tree is removed"
+
+
+def test_a_package_with_an_install_script_of_its_own_is_installed_beside_its_sources(tmp_path: Path) -> None:
+    made = "require('fs').writeFileSync('made-on-install', 'by its postinstall')"
+    src = _package(tmp_path / "src", "scripted", "require('fs').readFileSync('made-on-install', 'utf8')")
+    package = json.loads((src / "package.json").read_text())
+    package["scripts"]["postinstall"] = f'node -e "{made}"'
+    (src / "package.json").write_text(json.dumps(package))
+    cache = tmp_path / "cache"
+    assert build_js_component(src, tmp_path / "out.wasm", deps_cache=cache).path.read_text() == "by its postinstall"
+    assert _trees(cache) == [] and not (src / "made-on-install").exists()
