@@ -1,5 +1,3 @@
-import sys
+from worldrt.host.cli import run
 
-from worldrt.host.cli import main
-
-sys.exit(main())
+run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from typing import NoReturn
 
 import grpc
 
@@ -24,6 +25,7 @@ from worldrt.host.cli import (
     _verses,
 )
 from worldrt.host.cli._common import Parents, err_console
+from worldrt.providers import exit_now
 
 GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _processes, _lattice,
           _apis)
@@ -48,6 +50,11 @@ def _terminate(_signum: int, _frame: object) -> None:
 def _say(problem: str, exit_code: int) -> int:
     err_console.print(f"worldrt: {' '.join(problem.split())}", markup=False, highlight=False, soft_wrap=True)
     return exit_code
+
+
+def run() -> NoReturn:
+    """The ``worldrt`` command: ``main`` on the process's arguments, then its exit status."""
+    exit_now(main())
 
 
 def main(argv: list[str] | None = None) -> int:
