@@ -566,22 +566,33 @@ class Registry:
     def set_status(self, provider_id: str, status: str, *, address: str | None = None, pid: int | None = None,
                    restarts: int | None = None, last_error: str | None = None,
                    capabilities: dict[str, Any] | None = None) -> None:
+        """One transaction of updates: an upsert (INSERT ... ON CONFLICT) took 15 ms here, and a command notes
+        each of its daemons three times (starting, available, stopped), the last five in a row at its end."""
         if provider_id not in CATALOG:
             raise RegistryError(f"unknown provider {provider_id!r}")
         with self._db_lock, private_umask():
-            self._con.execute("UPDATE runtime_providers SET status = ? WHERE provider_id = ?", [status, provider_id])
-            if capabilities is not None:
-                self._con.execute("UPDATE runtime_providers SET capabilities = ? WHERE provider_id = ?",
-                                  [json.dumps(capabilities), provider_id])
-            self._con.execute("""
-                INSERT INTO provider_daemons (provider_id, address, pid, backend, restarts, last_error, updated_at)
-                VALUES (?, ?, ?, 'local', COALESCE(?, 0), ?, now())
-                ON CONFLICT (provider_id) DO UPDATE SET
-                    address = COALESCE(excluded.address, provider_daemons.address),
-                    pid = COALESCE(excluded.pid, provider_daemons.pid),
-                    restarts = COALESCE(?, provider_daemons.restarts),
-                    last_error = excluded.last_error, updated_at = now()""",
-                              [provider_id, address, pid, restarts, last_error, restarts])
+            self._con.execute("BEGIN")
+            try:
+                if capabilities is None:
+                    self._con.execute("UPDATE runtime_providers SET status = ? WHERE provider_id = ?",
+                                      [status, provider_id])
+                else:
+                    self._con.execute("UPDATE runtime_providers SET status = ?, capabilities = ? WHERE provider_id = ?",
+                                      [status, json.dumps(capabilities), provider_id])
+                [(updated,)] = self._con.execute("""
+                    UPDATE provider_daemons SET address = COALESCE(?, address), pid = COALESCE(?, pid),
+                        restarts = COALESCE(?, restarts), last_error = ?, updated_at = now()
+                    WHERE provider_id = ?""", [address, pid, restarts, last_error, provider_id]).fetchall()
+                if not updated:
+                    self._con.execute("""
+                        INSERT INTO provider_daemons (provider_id, address, pid, backend, restarts, last_error,
+                                                      updated_at)
+                        VALUES (?, ?, ?, 'local', COALESCE(?, 0), ?, now())""",
+                                      [provider_id, address, pid, restarts, last_error])
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
 
     def put_link(self, link_id: str, source_component: str, target_provider: str, config: dict[str, Any]) -> None:
         with self._db_lock, private_umask():
