@@ -147,8 +147,10 @@ class Ingest:
         """Write batch after batch; the next batch is fetched while this one is written."""
         loop = asyncio.get_running_loop()
         ahead: asyncio.Task[list[Any]] = loop.create_task(self._fetch(subscription, 0.5))
-        # At start, what an earlier run acknowledged and did not purge yet is purged too (acked=True).
-        purged, next_purge, acked = 0, 0.0, True
+        # At start, what an earlier run acknowledged and did not purge yet is purged too (due). After a purge,
+        # one more is due while the ack floor it saw was below what this loop acknowledged: the server applies
+        # acknowledgements after it has answered for them, so a purge right after a batch can miss its end.
+        purged, next_purge, acked_upto, due = 0, 0.0, 0, True
         while not self._stopping:
             try:
                 batch = await ahead
@@ -167,11 +169,11 @@ class Ingest:
             try:
                 ahead = loop.create_task(self._fetch(subscription, 0.5))
                 if batch:
-                    acked = await self._handle(kind, batch) or acked
-                if acked and time.monotonic() >= next_purge:
+                    acked_upto = max(acked_upto, await self._handle(kind, batch))
+                if (due or acked_upto > purged) and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_S
                     purged = await self._purge(stream, purged)
-                    acked = False
+                    due = False
             except asyncio.CancelledError:
                 ahead.cancel()
                 raise
@@ -231,16 +233,19 @@ class Ingest:
             outcome.failure = exc
         return outcome
 
-    async def _handle(self, kind: str, batch: list[Any]) -> bool:
-        """Write one batch; acknowledge what is committed or dead-lettered. Whether anything was acknowledged."""
+    async def _handle(self, kind: str, batch: list[Any]) -> int:
+        """Write one batch; acknowledge what is committed or dead-lettered. The highest stream sequence
+        acknowledged (0 when none)."""
         records = [self._record(kind, msg) for msg in batch]
         dead = [r for r in records if r.reason]
         good = [r for r in records if not r.reason]
         outcome = await asyncio.to_thread(self._write, kind, good) if good else _Outcome()
+        acked = []
         for record in outcome.committed:
             await record.msg.ack()
+            acked.append(record.msg.metadata.sequence.stream)
         self.ingested += len(outcome.committed)
-        buried = await self._bury(kind, dead + outcome.dead)
+        acked += await self._bury(kind, dead + outcome.dead)
         if outcome.failure is not None:
             waiting = [r for r in good if r not in outcome.committed and r not in outcome.dead]
             log.warning("registry: %d %s record(s) wait: %s", len(waiting), kind, outcome.failure)
@@ -249,15 +254,15 @@ class Ingest:
         await self.lattice.nc.flush()
         if outcome.failure is not None:
             await asyncio.sleep(RETRY_S)
-        return bool(outcome.committed or buried)
+        return max(acked, default=0)
 
-    async def _bury(self, kind: str, dead: list[_Record]) -> int:
+    async def _bury(self, kind: str, dead: list[_Record]) -> list[int]:
         """Put each record on the dead-letter stream with its reason, then acknowledge it (one that cannot be put
-        there is not acknowledged, and comes again)."""
+        there is not acknowledged, and comes again). The stream sequences acknowledged."""
         if not dead:
-            return 0
+            return []
         room = self.lattice.max_payload - _HEADER_ROOM
-        buried = 0
+        buried: list[int] = []
         for record in dead:
             msg = record.msg
             sequence = msg.metadata.sequence.stream
@@ -279,11 +284,11 @@ class Ingest:
                 await msg.nak(delay=RETRY_S)
                 continue
             await msg.ack()
-            buried += 1
-        self.dead_letters += buried
+            buried.append(sequence)
+        self.dead_letters += len(buried)
         if buried:
             log.warning("registry: %d %s record(s) could not be written and are in the dead-letter stream (subject "
-                        "%s); the first: %s", buried, kind, deadletter_subject(self.lattice.name, kind),
+                        "%s); the first: %s", len(buried), kind, deadletter_subject(self.lattice.name, kind),
                         _one_line(dead[0].reason, 300))
         return buried
 
