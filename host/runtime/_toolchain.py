@@ -4,6 +4,7 @@ tell what a component file imports and exports."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -105,10 +106,9 @@ def build_js_component(src: Path, out: Path, *, wit_dir: Path = WIT_DIR, timeout
                        deps_cache: Path | None = None) -> BuildResult:
     """Build the JavaScript component in ``src``: its files are copied to a scratch folder (node_modules and
     all stay out of the source tree) beside the node_modules of the versions its package-lock.json pins
-    (installed by ``npm ci`` into ``deps_cache`` once for every build with the same pins, see _npm_deps; or
-    in the scratch folder when a dependency is a folder or file of its own), and
-    its ``build`` script (componentize-js or jco componentize) writes $WORLDRT_OUT from the WIT in
-    $WORLDRT_WIT."""
+    (installed by ``npm ci`` into ``deps_cache`` once for every build with the same pins; in the scratch folder
+    when its install is more than its pins, see ``_npm_deps.shareable``), and its ``build`` script
+    (componentize-js or jco componentize) writes $WORLDRT_OUT from the WIT in $WORLDRT_WIT."""
     missing = [name for name in ("package-lock.json",) if not (src / name).is_file()]
     if missing:
         raise ComponentError(f"{src} has no package-lock.json: run `npm install` there once so that builds "
@@ -178,6 +178,7 @@ def source_digest(src_dir: Path, wit_dir: Path = WIT_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def _tool_version(name: str) -> str:
     tool = shutil.which(name)
     if tool is None:
