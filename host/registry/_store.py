@@ -191,6 +191,7 @@ class Registry:
         self._keep_days = keep_days
         self._prune_every_s = prune_every_s
         self._queue: queue.SimpleQueue[Row | object] = queue.SimpleQueue()
+        self._urgent = threading.Event()
         telemetry.watch("worldrt_registry_rows_queued", lambda: {(): len(self._uncommitted)})
         # Invocation ids: 64 random bits for this process, then a counter (32 hex digits, as uuid4().hex).
         self._id_prefix = os.urandom(8).hex()
@@ -369,17 +370,29 @@ class Registry:
             self._repair_journal(reopen=False)
 
     def _gather(self, pending: list[Row]) -> object | None:
-        """Collect rows for one batch interval; return a sentinel (_FLUSH, _STOP) that ended it early."""
+        """Collect rows for one batch interval; return a sentinel (_FLUSH, _STOP) that ended it early.
+
+        The writer sleeps through the interval and then takes what came: a row recorded meanwhile wakes no
+        thread (a wake per row cost each routed call a thread switch); only a flush or a close does."""
         deadline = time.monotonic() + BATCH_INTERVAL_S
         while len(pending) < MAX_BATCH:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+            self._urgent.wait(max(0.0, deadline - time.monotonic()))
+            self._urgent.clear()
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _FLUSH or item is _STOP:
+                    return item
+                pending.append(item)  # type: ignore[arg-type]
+            if time.monotonic() >= deadline:
                 return None
-            if item is _FLUSH or item is _STOP:
-                return item
-            pending.append(item)  # type: ignore[arg-type]
         return None
+
+    def _wake(self, sentinel: object) -> None:
+        self._queue.put(sentinel)
+        self._urgent.set()
 
     def _write(self, pending: list[Row], failures: int) -> tuple[int, float]:
         """Write the first batch of ``pending``; return the failures in a row and when to try again."""
@@ -466,7 +479,7 @@ class Registry:
     def flush(self) -> None:
         """Write every row recorded so far; RegistryError when the registry is unhealthy and cannot."""
         target = self._recorded
-        self._queue.put(_FLUSH)
+        self._wake(_FLUSH)
         with self._progress:
             while self._committed < target:
                 if {"file", "writes"} & self._problems.keys():
@@ -481,7 +494,7 @@ class Registry:
 
     def close(self) -> None:
         """Write every recorded row it can; what it cannot stays in the journal for the next open (logged)."""
-        self._queue.put(_STOP)
+        self._wake(_STOP)
         self._writer.join()
         if self._left and self._journal_broken:
             self._repair_journal(reopen=not self._journal.still_at_path())
