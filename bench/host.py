@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
 EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 CALLS = 200
+WAT_FLOOR = "WAT import answered at once, no router or gRPC (floor, per call)"
+PY_FLOOR = "Python import answered at once, no router or gRPC (floor, per call)"
 
 
 
@@ -56,14 +58,15 @@ class _Answering:
         return self.reply
 
 
-def import_floor(stack: contextlib.ExitStack, reply: object, iid: str, cache: Path) -> Callable[[], float]:
-    """One sample (µs per call, as ``invocation``) of the WAT loop whose every import is answered at once."""
+def import_floor(stack: contextlib.ExitStack, reply: object, component: Path, args: str, verse_id: int,
+                 cache: Path) -> Callable[[], float]:
+    """One sample (µs per call, as ``invocation``) of a component loop whose every import is answered at once."""
     runtime = stack.enter_context(ComponentRuntime(_Answering(reply), cache_dir=cache))  # type: ignore[arg-type]
-    loop = runtime.load(EXECUTE_LOOP)
+    loop = runtime.load(component)
 
     def run() -> float:
         t0 = time.perf_counter()
-        runtime.invoke(loop, CALLS, iid)
+        runtime.invoke(loop, verse_id, args)  # GuestError if a call failed
         return (time.perf_counter() - t0) * 1e6 / CALLS
     run()
     return run
@@ -181,7 +184,8 @@ def main() -> None:
                 return run
 
             wat = host.load_component(host_pb.LoadComponentRequest(path=str(EXECUTE_LOOP)))
-            floor = import_floor(stack, stub.Execute(request, metadata=md, timeout=30), iid, Path(tmp) / "floor-cache")
+            answer = stub.Execute(request, metadata=md, timeout=30)
+            floor = import_floor(stack, answer, EXECUTE_LOOP, iid, CALLS, Path(tmp) / "floor-cache")
             paths = {"direct gRPC Execute, mean of 200 (per call)": lambda: batch(direct),
                      "Execute from a WAT component via host (per call)": invocation(wat.component_id, iid, CALLS)}
             if (LOOP_COMPONENT / "app.py").exists():
@@ -190,9 +194,11 @@ def main() -> None:
                 out = Path(tmp) / "caller.wasm"
                 build_component(LOOP_COMPONENT, out)
                 info = host.load_component(host_pb.LoadComponentRequest(path=str(out)))
+                caller_args = f'{{"instance_id": "{iid}", "calls": {CALLS}}}'
                 paths["Execute from a Python component via host (per call)"] = invocation(
-                    info.component_id, f'{{"instance_id": "{iid}", "calls": {CALLS}}}', 1)
-            paths["WAT import answered at once, no router or gRPC (floor, per call)"] = floor
+                    info.component_id, caller_args, 1)
+                paths[PY_FLOOR] = import_floor(stack, answer, out, caller_args, 1, Path(tmp) / "floor-cache")
+            paths[WAT_FLOOR] = floor
             # Round-robin, one invocation (CALLS provider calls) of each per round: noise falls on all alike.
             cpu.clear()
             for _ in range(args.rounds):
@@ -227,13 +233,18 @@ def main() -> None:
           f"recording's share of a routed call: {logging_share:.1f}% (target < 5%); "
           f"rows written: {extra['rows_per_second']:,.0f}/s (target >= 20,000/s)")
     print(f"this process's CPU per provider call (µs, p50): {extra['cpu_us_per_call_p50']}")
-    import_floor_us = stats["WAT import answered at once, no router or gRPC (floor, per call)"]["p50"]
+    import_floor_us = stats[WAT_FLOOR]["p50"]
     router_us = stats["Execute via host router"]["p50"] - direct_p50
     print(f"where a WAT component's call goes beyond direct gRPC: wasmtime-py's call into Python and the records' "
           f"conversion {import_floor_us:.0f} µs (the floor: its import answered at once), the router "
           f"{router_us:+.0f} µs (links, metadata, recording), the rest "
           f"{added.get('wat', float('nan')) - import_floor_us - router_us:+.0f} µs")
     extra["import_floor_us_p50"] = import_floor_us
+    if PY_FLOOR in stats:
+        extra["python_import_floor_us_p50"] = stats[PY_FLOOR]["p50"]
+        print(f"a Python component's floor (its import answered at once: the guest's interpreter and its bindings, "
+              f"then the host's conversion): {stats[PY_FLOOR]['p50']:.0f} µs a call; its calls added "
+              f"{added.get('python', float('nan')) - stats[PY_FLOOR]['p50']:+.0f} µs beyond it")
     on_share = float("nan")
     if "routed Execute, telemetry on (traces + metrics)" in stats:
         on_share = (stats["routed Execute, telemetry on (traces + metrics)"]["p50"]
