@@ -35,6 +35,7 @@ from _report import percentiles, print_table, timed, write_json
 
 from worldrt.host import Host
 from worldrt.host.registry import Invocation
+from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime
 from worldrt.v1 import host_pb, pb
 
@@ -43,6 +44,7 @@ LOOP_COMPONENT = ROOT / "components" / "examples" / "caller"
 EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 CALLS = 200
 WAT_FLOOR = "WAT import answered at once, no router or gRPC (floor, per call)"
+WAT_DIRECT = "Execute from a WAT component, straight to the daemon: no router (per call)"
 PY_FLOOR = "Python import answered at once, no router or gRPC (floor, per call)"
 
 
@@ -67,6 +69,22 @@ def import_floor(stack: contextlib.ExitStack, reply: object, component: Path, ar
     def run() -> float:
         t0 = time.perf_counter()
         runtime.invoke(loop, verse_id, args)  # GuestError if a call failed
+        return (time.perf_counter() - t0) * 1e6 / CALLS
+    run()
+    return run
+
+
+def direct_component(stack: contextlib.ExitStack, channel: object, token: str, iid: str,
+                     cache: Path) -> Callable[[], float]:
+    """One sample (µs per call) of the WAT loop whose imports go straight to the daemon's channel: gRPC from a
+    component without the host's router (no link, no row), what the router is measured against."""
+    runtime = stack.enter_context(ComponentRuntime(DirectRouter({"generator": channel}, token=token),  # type: ignore[dict-item]
+                                                   cache_dir=cache))
+    loop = runtime.load(EXECUTE_LOOP)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        runtime.invoke(loop, CALLS, iid)
         return (time.perf_counter() - t0) * 1e6 / CALLS
     run()
     return run
@@ -199,6 +217,8 @@ def main() -> None:
                     info.component_id, caller_args, 1)
                 paths[PY_FLOOR] = import_floor(stack, answer, out, caller_args, 1, Path(tmp) / "floor-cache")
             paths[WAT_FLOOR] = floor
+            paths[WAT_DIRECT] = direct_component(stack, host.own.at(host.supervisor.address("morph")).channel,
+                                                 host.supervisor.token, iid, Path(tmp) / "floor-cache")
             # Round-robin, one invocation (CALLS provider calls) of each per round: noise falls on all alike.
             cpu.clear()
             for _ in range(args.rounds):
@@ -240,6 +260,11 @@ def main() -> None:
           f"{router_us:+.0f} µs (links, metadata, recording), the rest "
           f"{added.get('wat', float('nan')) - import_floor_us - router_us:+.0f} µs")
     extra["import_floor_us_p50"] = import_floor_us
+    if WAT_DIRECT in stats:
+        bare = stats[WAT_DIRECT]["p50"] - direct_mean
+        extra["wat_without_router_added_us_p50"] = bare
+        print(f"the WAT component's calls straight to the daemon (no links, no rows) add {bare:+.0f} µs; the host's "
+              f"router adds {added.get('wat', float('nan')) - bare:+.0f} µs to that")
     if PY_FLOOR in stats:
         extra["python_import_floor_us_p50"] = stats[PY_FLOOR]["p50"]
         print(f"a Python component's floor (its import answered at once: the guest's interpreter and its bindings, "
