@@ -45,6 +45,7 @@ EXECUTE_LOOP = ROOT / "bench" / "wat" / "execute_loop.wat"
 CALLS = 200
 WAT_FLOOR = "WAT import answered at once, no router or gRPC (floor, per call)"
 WAT_DIRECT = "Execute from a WAT component, straight to the daemon: no router (per call)"
+PY_DIRECT = "Execute from a Python component, straight to the daemon: no router (per call)"
 PY_FLOOR = "Python import answered at once, no router or gRPC (floor, per call)"
 
 
@@ -74,17 +75,17 @@ def import_floor(stack: contextlib.ExitStack, reply: object, component: Path, ar
     return run
 
 
-def direct_component(stack: contextlib.ExitStack, channel: object, token: str, iid: str,
-                     cache: Path) -> Callable[[], float]:
-    """One sample (µs per call) of the WAT loop whose imports go straight to the daemon's channel: gRPC from a
-    component without the host's router (no link, no row), what the router is measured against."""
+def direct_component(stack: contextlib.ExitStack, channel: object, token: str, component: Path, args: str,
+                     verse_id: int, cache: Path) -> Callable[[], float]:
+    """One sample (µs per call) of a component loop whose imports go straight to the daemon's channel: gRPC
+    from a component without the host's router (no link, no row), what the router is measured against."""
     runtime = stack.enter_context(ComponentRuntime(DirectRouter({"generator": channel}, token=token),  # type: ignore[dict-item]
                                                    cache_dir=cache))
-    loop = runtime.load(EXECUTE_LOOP)
+    loop = runtime.load(component)
 
     def run() -> float:
         t0 = time.perf_counter()
-        runtime.invoke(loop, CALLS, iid)
+        runtime.invoke(loop, verse_id, args)
         return (time.perf_counter() - t0) * 1e6 / CALLS
     run()
     return run
@@ -202,6 +203,7 @@ def main() -> None:
                 return run
 
             wat = host.load_component(host_pb.LoadComponentRequest(path=str(EXECUTE_LOOP)))
+            channel = host.own.at(host.supervisor.address("morph")).channel
             answer = stub.Execute(request, metadata=md, timeout=30)
             floor = import_floor(stack, answer, EXECUTE_LOOP, iid, CALLS, Path(tmp) / "floor-cache")
             paths = {"direct gRPC Execute, mean of 200 (per call)": lambda: batch(direct),
@@ -216,9 +218,11 @@ def main() -> None:
                 paths["Execute from a Python component via host (per call)"] = invocation(
                     info.component_id, caller_args, 1)
                 paths[PY_FLOOR] = import_floor(stack, answer, out, caller_args, 1, Path(tmp) / "floor-cache")
+                paths[PY_DIRECT] = direct_component(stack, channel, host.supervisor.token, out, caller_args, 1,
+                                                    Path(tmp) / "floor-cache")
             paths[WAT_FLOOR] = floor
-            paths[WAT_DIRECT] = direct_component(stack, host.own.at(host.supervisor.address("morph")).channel,
-                                                 host.supervisor.token, iid, Path(tmp) / "floor-cache")
+            paths[WAT_DIRECT] = direct_component(stack, channel, host.supervisor.token, EXECUTE_LOOP, iid, CALLS,
+                                                 Path(tmp) / "floor-cache")
             # Round-robin, one invocation (CALLS provider calls) of each per round: noise falls on all alike.
             cpu.clear()
             for _ in range(args.rounds):
@@ -265,6 +269,11 @@ def main() -> None:
         extra["wat_without_router_added_us_p50"] = bare
         print(f"the WAT component's calls straight to the daemon (no links, no rows) add {bare:+.0f} µs; the host's "
               f"router adds {added.get('wat', float('nan')) - bare:+.0f} µs to that")
+    if PY_DIRECT in stats:
+        bare = stats[PY_DIRECT]["p50"] - direct_mean
+        extra["python_without_router_added_us_p50"] = bare
+        print(f"the Python component's calls straight to the daemon add {bare:+.0f} µs; the host's router adds "
+              f"{added.get('python', float('nan')) - bare:+.0f} µs to that")
     if PY_FLOOR in stats:
         extra["python_import_floor_us_p50"] = stats[PY_FLOOR]["p50"]
         print(f"a Python component's floor (its import answered at once: the guest's interpreter and its bindings, "

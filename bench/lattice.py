@@ -17,7 +17,8 @@ caller identity t, and puts links and feeds the rows benchmark as admin. One run
 * link propagation: a put in the links bucket until a watcher on machine a sees it;
 * rows per second from the invocations stream into DuckDB by the registry's consumer, beside its two floors
   in the same run: a bare nats-py fetch and acknowledgement of the same messages (no DuckDB) and a bare
-  ``Registry.ingest`` of the same rows (DuckDB, no NATS).
+  ``Registry.ingest`` of the same rows (DuckDB, no NATS), then both in one process as a registry runs them
+  (one interpreter: the loop's pulls and acknowledgements and the writer thread share it).
 """
 
 from __future__ import annotations
@@ -298,6 +299,37 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
 
         pull_rate = lattice.run(bare_pull(), timeout_s=300)
         rows = [row for _, data in records if (row := parse_record(data)) is not None]
+        both = Registry.open(tmp / "both.duckdb")
+
+        async def bare_both() -> float:
+            """The two floors in one process, as a registry runs them: pull and acknowledge a batch on the loop
+            while the last one's rows (parsed beforehand) go into DuckDB on a thread."""
+            stream = "WORLDRT_INVOCATIONS_rows"
+            await lattice.js.add_consumer(stream, api.ConsumerConfig(
+                durable_name="bench-both", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
+            puller = Puller(lattice.nc, stream, "bench-both")
+            await puller.start()
+            loop = asyncio.get_running_loop()
+            writing: asyncio.Future[None] | None = None
+            got, t0 = 0, time.perf_counter()
+            while got < n:
+                batch = await puller.fetch(BATCH, timeout=5)
+                for msg in batch:
+                    await msg.ack()
+                if writing is not None:
+                    await writing
+                writing = loop.run_in_executor(None, both.ingest, rows[got:got + len(batch)])
+                got += len(batch)
+            if writing is not None:
+                await writing
+            await lattice.nc.flush()
+            rate = n / (time.perf_counter() - t0)
+            await puller.unsubscribe()
+            await lattice.js.delete_consumer(stream, "bench-both")
+            return rate
+
+        both_rate = lattice.run(bare_both(), timeout_s=300)
+        both.close()
         bare = Registry.open(tmp / "bare.duckdb")
         t0 = time.perf_counter()
         for start in range(0, n, BATCH):
@@ -315,7 +347,7 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
         registry.close()
         assert count == n, count
         return {"rows_per_second": rate, "bare_pull_ack_per_second": pull_rate,
-                "bare_registry_ingest_per_second": duckdb_rate}
+                "bare_registry_ingest_per_second": duckdb_rate, "bare_both_in_one_process_per_second": both_rate}
     finally:
         lattice.close()
 
@@ -467,6 +499,8 @@ def main() -> None:
              ""],
             ["  floor: bare Registry.ingest of the same rows, no NATS",
              f"{rows['bare_registry_ingest_per_second']:,.0f}", ""],
+            ["  floor: both in one process (pull + ack beside the ingest of rows parsed beforehand)",
+             f"{rows['bare_both_in_one_process_per_second']:,.0f}", ""],
         ])
         print(f"machine load average (1 min) at the start: {load:.1f} on {os.cpu_count()} CPUs (shared machine)")
         del b
