@@ -36,6 +36,7 @@ from worldrt.providers._channel import (
 )
 from worldrt.providers._child_daemons import serving, spawn_daemon, wait_serving
 from worldrt.providers._daemon import default_state_dir, exit_now, run_provider
+from worldrt.providers._exits import terminate, wait_exit
 from worldrt.providers._files import (
     NORMAL_UMASK,
     make_private,
@@ -59,7 +60,7 @@ __all__ = [
     "serve", "run_provider", "default_state_dir", "listen_address", "bind", "ServerTls",
     # reaching and starting daemons
     "open_channel", "open_aio_channel", "ClientTls", "InsecureChannelError", "refuse_cleartext_token", "tcp_host", "is_loopback",
-    "serving", "wait_serving", "spawn_daemon", "exit_now",
+    "serving", "wait_serving", "spawn_daemon", "exit_now", "terminate", "wait_exit",
     # bearer tokens
     "TOKEN_ENV", "TokenError", "read_token_file", "token_from", "ensure_token_file", "bearer_problem",
     "expected_header", "OPEN_PREFIXES", "BearerTokenInterceptor",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ import grpc
 
 from worldrt.providers._channel import ClientTls, open_channel
 from worldrt.providers._child_daemons import spawn_daemon, wait_serving
+from worldrt.providers._exits import terminate
 from worldrt.v1 import rpc
 
 __all__ = ["ProviderDaemon", "wait_serving", "pids_of_uid"]
@@ -82,14 +82,7 @@ class ProviderDaemon:
             self.channel = None
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = terminate(self.proc, timeout_s)
         if self._tmp is not None:
             self._tmp.cleanup()
         return code

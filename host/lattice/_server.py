@@ -29,7 +29,7 @@ from pathlib import Path
 
 from worldrt.host.lattice._creds import server_users
 from worldrt.host.lattice._nats import LatticeConfigError, LatticeDown
-from worldrt.providers import is_loopback, private_dir
+from worldrt.providers import is_loopback, private_dir, terminate
 
 PING_INTERVAL_S = 1
 PING_MAX = 2
@@ -150,11 +150,4 @@ class NatsServer:
         raise LatticeDown(f"nats-server did not listen on {host}:{port} within {timeout_s:.0f} s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout_s)

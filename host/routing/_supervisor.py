@@ -24,7 +24,7 @@ from worldrt import telemetry
 from worldrt.errors import Unavailable
 from worldrt.host.registry import Registry
 from worldrt.host.routing._daemon_logs import DaemonLog
-from worldrt.providers import CATALOG, NORMAL_UMASK, private_dir, serving, spawn_daemon
+from worldrt.providers import CATALOG, NORMAL_UMASK, private_dir, serving, spawn_daemon, terminate
 
 log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
@@ -242,7 +242,7 @@ class Supervisor:
         if child is None or child.proc is None:
             return
         with child.lock:
-            _terminate(child.proc, timeout_s)
+            terminate(child.proc, timeout_s)
             if child.log is not None:
                 child.log.join()
             child.healthy = False
@@ -257,7 +257,7 @@ class Supervisor:
             proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for proc in procs:
-            _terminate(proc, max(0.1, deadline - time.monotonic()))
+            terminate(proc, max(0.1, deadline - time.monotonic()))
         self._spawner.shutdown()
         for name, child in self._children.items():
             if child.log is not None:
@@ -266,13 +266,3 @@ class Supervisor:
             self._note(name, "stopped")
         if self._short is not None:
             self._short.cleanup()
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
