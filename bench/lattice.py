@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -280,34 +281,16 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
 
         lattice.run(publish(), timeout_s=300)
 
-        async def bare_pull() -> float:
-            stream = "WORLDRT_INVOCATIONS_rows"
-            await lattice.js.add_consumer(stream, api.ConsumerConfig(
-                durable_name="bench-floor", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
-            puller = Puller(lattice.nc, stream, "bench-floor")  # as the registry pulls
-            await puller.start()
-            got, t0 = 0, time.perf_counter()
-            while got < n:
-                for msg in await puller.fetch(BATCH, timeout=5):
-                    await msg.ack()
-                    got += 1
-            await lattice.nc.flush()
-            rate = n / (time.perf_counter() - t0)
-            await puller.unsubscribe()
-            await lattice.js.delete_consumer(stream, "bench-floor")
-            return rate
-
-        pull_rate = lattice.run(bare_pull(), timeout_s=300)
         rows = [row for _, data in records if (row := parse_record(data)) is not None]
-        both = Registry.open(tmp / "both.duckdb")
 
-        async def bare_both() -> float:
-            """The two floors in one process, as a registry runs them: pull and acknowledge a batch on the loop
-            while the last one's rows (parsed beforehand) go into DuckDB on a thread."""
+        async def pull_and_ack(durable: str, write: Callable[[list[Any]], None] | None = None) -> float:
+            """Messages/s of a bare pull and acknowledgement of each (as the registry pulls). With ``write``, the
+            two floors in one process, as a registry runs them: each batch's rows (parsed beforehand) go to
+            ``write`` on a thread while the next batch is pulled and acknowledged on the loop."""
             stream = "WORLDRT_INVOCATIONS_rows"
             await lattice.js.add_consumer(stream, api.ConsumerConfig(
-                durable_name="bench-both", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
-            puller = Puller(lattice.nc, stream, "bench-both")
+                durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1))
+            puller = Puller(lattice.nc, stream, durable)
             await puller.start()
             loop = asyncio.get_running_loop()
             writing: asyncio.Future[None] | None = None
@@ -316,19 +299,22 @@ def rows_per_second(topology: Topology, n: int, tmp: Path) -> dict[str, float]:
                 batch = await puller.fetch(BATCH, timeout=5)
                 for msg in batch:
                     await msg.ack()
-                if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(None, both.ingest, rows[got:got + len(batch)])
+                if write is not None:
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(None, write, rows[got:got + len(batch)])
                 got += len(batch)
             if writing is not None:
                 await writing
             await lattice.nc.flush()
             rate = n / (time.perf_counter() - t0)
             await puller.unsubscribe()
-            await lattice.js.delete_consumer(stream, "bench-both")
+            await lattice.js.delete_consumer(stream, durable)
             return rate
 
-        both_rate = lattice.run(bare_both(), timeout_s=300)
+        pull_rate = lattice.run(pull_and_ack("bench-floor"), timeout_s=300)
+        both = Registry.open(tmp / "both.duckdb")
+        both_rate = lattice.run(pull_and_ack("bench-both", both.ingest), timeout_s=300)
         both.close()
         bare = Registry.open(tmp / "bare.duckdb")
         t0 = time.perf_counter()
