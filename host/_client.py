@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from worldrt import telemetry
 from worldrt.errors import Aborted, Reason, Unavailable, from_rpc_error
 from worldrt.host._api import BY_NAME, EventSink, HostAPI
+from worldrt.host._paths import default_db, default_home
 from worldrt.providers import (
     TOKEN_ENV,
     ClientTls,
@@ -138,12 +139,16 @@ class Session:
     Only the local host socket (``unix:``) falls back to an embedded host, and only when no process listens
     there: a host that is busy still holds the registry, so it gets ``BUSY_WAIT_S`` more to answer and is
     then reported busy, never replaced. A ``HOST:PORT`` that does not answer is an error, since the user
-    asked for that host."""
+    asked for that host.
+
+    An embedded host starts the providers named in ``start`` at once, side by side, while it loads (those the
+    command is about to call); a running host starts its own as it needs them."""
 
     def __init__(self, address: str, db: Path | None, home: Path | None, *, token: str | None = None,
-                 tls: ClientTls | None = None) -> None:
+                 tls: ClientTls | None = None, start: Sequence[str] = ()) -> None:
         self.address, self.db, self.home = address, db, home
         self.token, self.tls = token, tls
+        self.start = tuple(start)
         self.api: HostAPI | None = None
         self.remote = False
 
@@ -166,10 +171,21 @@ class Session:
             raise Unavailable(f"no host answers at {self.address}" + (
                 "" if self.tls else " in cleartext (for a host with TLS, give its CA with --tls-ca)"))
         else:
+            self.api = self._embed()
+        return self.api
+
+    def _embed(self) -> HostAPI:
+        from worldrt.host._embedded import EarlyStart  # the registry's lock and the supervisor: not for a client
+
+        db, home = self.db or default_db(), self.home or default_home()
+        early = EarlyStart.begin(db, home, self.start)
+        try:
             from worldrt.host._host import Host  # DuckDB, wasmtime, the lattice: only for an embedded host
 
-            self.api = Host(self.db, self.home)
-        return self.api
+            return Host(db, home, early=early)
+        except BaseException:
+            early.close()
+            raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

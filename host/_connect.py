@@ -13,6 +13,7 @@ address is the local socket (a ``HOST:PORT`` that does not answer is an error).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from worldrt.host._client import Session, client_token
@@ -25,8 +26,10 @@ PathLike = str | os.PathLike[str]
 
 def host_session(address: str | None = None, *, home: PathLike | None = None, db: PathLike | None = None,
                  token: str | None = None, token_file: PathLike | None = None, tls_ca: PathLike | None = None,
-                 tls_cert: PathLike | None = None, tls_key: PathLike | None = None) -> Session:
-    """The session with the host these settings (and the defaults for what they leave out) name."""
+                 tls_cert: PathLike | None = None, tls_key: PathLike | None = None,
+                 start: Sequence[str] = ()) -> Session:
+    """The session with the host these settings (and the defaults for what they leave out) name; an
+    embedded host starts the providers in ``start`` while it loads."""
     state = Path(home) if home is not None else default_home()
     target = address or os.environ.get(HOST_ENV) or default_host_address(state)
     if token is None and token_file is not None:
@@ -34,4 +37,4 @@ def host_session(address: str | None = None, *, home: PathLike | None = None, db
     if token is None:
         token = client_token(state)
     return Session(target, Path(db) if db is not None else default_db(), state, token=token,
-                   tls=ClientTls.from_env(tls_ca, tls_cert, tls_key))
+                   tls=ClientTls.from_env(tls_ca, tls_cert, tls_key), start=start)

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from worldrt.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, WorldError
+from worldrt.host._embedded import EarlyStart, host_home
 from worldrt.host._file_ops import FileOps
 from worldrt.host._images_files import ImagesAndFiles
 from worldrt.host._paths import default_db, default_home
@@ -43,7 +44,7 @@ from worldrt.host.verse import (
     wev_over_time,
     wev_per_cost,
 )
-from worldrt.providers import CATALOG, private_dir
+from worldrt.providers import CATALOG
 from worldrt.v1 import host_pb, pb
 
 if TYPE_CHECKING:
@@ -135,13 +136,16 @@ class Host(ImagesAndFiles, FileOps, Processes):
     named (none: a pure caller that never starts a daemon) and serves each healthy one onto the lattice;
     its router's transport is the lattice (every call reaches a replica of its provider on any host, its
     own included), its links are the lattice's (the links bucket), and its invocation rows and runs go to
-    the lattice's streams as well as into its own DuckDB file."""
+    the lattice's streams as well as into its own DuckDB file.
+
+    ``early`` is what a command that embeds this host started before it loaded it (``EarlyStart``): the
+    registry's lock and a supervisor whose daemons are starting; the host takes both over."""
 
     def __init__(self, db_path: Path | None = None, home: Path | None = None, *, keep_days: float | None = None,
                  output_cap: int | None = None, max_components: int | None = None,
                  component_timeout_s: float | None = None, lattice: LatticeOptions | None = None,
-                 host_id: str = "", providers: Sequence[str] = ()) -> None:
-        self.home = private_dir(home or default_home()).resolve()
+                 host_id: str = "", providers: Sequence[str] = (), early: EarlyStart | None = None) -> None:
+        self.home = host_home(home or default_home())
         if keep_days is None:
             keep_days = env_number("WORLDRT_KEEP_DAYS")
         if output_cap is None:
@@ -155,16 +159,26 @@ class Host(ImagesAndFiles, FileOps, Processes):
         self.options = lattice
         self.member: Member | None = None
         self.components_running = ComponentSlots(DEFAULT_MAX_COMPONENTS)
-        self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap)
+        self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap,
+                                      lock=early.lock if early is not None else None)
         try:
             self.links = LinkTable(self.registry)
-            self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
+            if early is not None:
+                if early.supervisor.state_dir != self.home:
+                    raise HostError(f"the providers started early keep their state in {early.supervisor.state_dir}, "
+                                    f"not in this host's {self.home}")
+                self.supervisor = early.supervisor
+                self.supervisor.on_restart = self._relink
+                self.supervisor.attach(self.registry)
+            else:
+                self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
             self.own = LocalTransport(self.supervisor)
             transport: Transport = self.own if lattice is None else self._join(lattice)
             self.router = Router(self.links, self.registry, transport, own=self.own)
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
             self.limit_components(max_components, component_timeout_s)
+            self.supervisor.launch(self.served)
             for name in self.served:
                 self.supervisor.ensure(name)
                 self._relink(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,11 +111,12 @@ def connect_options(args: argparse.Namespace) -> dict[str, Any]:
             "tls_cert": args.tls_cert, "tls_key": args.tls_key}
 
 
-def session(args: argparse.Namespace) -> Session:
-    """The host the flags name: a running one, or one embedded in this process for the command."""
+def session(args: argparse.Namespace, start: Sequence[str] = ()) -> Session:
+    """The host the flags name: a running one, or one embedded in this process for the command (which starts
+    the providers in ``start`` while it loads)."""
     from worldrt.host import host_session
 
-    return host_session(args.host, **connect_options(args))
+    return host_session(args.host, **connect_options(args), start=start)
 
 
 def key_value(item: str) -> tuple[str, str]:

@@ -49,10 +49,21 @@ def verse_request(args: argparse.Namespace, kind: str, **fields: Any) -> host_pb
                                 component_path=getattr(args, "component", None) or "", **fields)
 
 
+def preferred(preset_name: str) -> list[str]:
+    """The providers a preset prefers, which an embedded host starts while it loads (none for an unknown
+    preset: the host says why it refuses it)."""
+    from worldrt.host.verse import SelectionError, preset
+
+    try:
+        return list(dict.fromkeys(preset(preset_name).values()))
+    except SelectionError:
+        return []
+
+
 def verse_pipeline(args: argparse.Namespace) -> int:
     request = verse_request(args, "pipeline", preset=args.preset, branches=args.branches,
                              allow_unbalanced=args.allow_unbalanced)
-    with session(args) as host:
+    with session(args, start=preferred(args.preset)) as host:
         if not args.json:
             err_console.print(f"verse {args.verse_id}: pipeline {args.preset}, {args.branches} branches")
         run = host.run_verse(request, progress(args))
@@ -93,7 +104,7 @@ def verse_pipeline(args: argparse.Namespace) -> int:
 
 def verse_run(args: argparse.Namespace) -> int:
     request = verse_request(args, "solo", provider=args.on)
-    with session(args) as host:
+    with session(args, start=[args.on]) as host:
         run = host.run_verse(request, progress(args))
 
     def render() -> None:
@@ -124,7 +135,7 @@ def verse_run(args: argparse.Namespace) -> int:
 def verse_orchestrate(args: argparse.Namespace) -> int:
     request = verse_request(args, "orchestrate", mode=args.mode, preset=args.preset, branches=args.branches,
                              stake=args.stake, allow_unbalanced=args.allow_unbalanced)
-    with session(args) as host:
+    with session(args, start=preferred(args.preset)) as host:
         run = host.run_verse(request, progress(args))
 
     def render() -> None:
@@ -141,7 +152,7 @@ def verse_orchestrate(args: argparse.Namespace) -> int:
 
 
 def verse_select(args: argparse.Namespace) -> int:
-    with session(args) as host:
+    with session(args, start=preferred(args.preset)) as host:
         chosen = host.run_verse(verse_request(args, "select", preset=args.preset))
 
     def render() -> None:

@@ -19,13 +19,11 @@ folder the registry makes for them is 0700.
 from __future__ import annotations
 
 import collections
-import fcntl
 import itertools
 import json
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,9 +36,10 @@ import duckdb
 from google.protobuf.message import Message
 
 from worldrt import telemetry
-from worldrt.errors import InvalidArgument, Unavailable
+from worldrt.errors import InvalidArgument
 from worldrt.host.registry._journal import Journal, Row, message_of, read_rows
 from worldrt.host.registry._json import message_json
+from worldrt.host.registry._lock import RegistryError, RegistryLock
 from worldrt.host.registry._redaction import (
     DEFAULT_CAP_BYTES,
     Payload,
@@ -50,7 +49,7 @@ from worldrt.host.registry._redaction import (
     scrub,
 )
 from worldrt.host.registry._schema import SCHEMA, SEED_PROVIDERS
-from worldrt.providers import CATALOG, make_private, private_dir, private_umask
+from worldrt.providers import CATALOG, make_private, private_umask
 
 log = logging.getLogger("worldrt.registry")
 
@@ -87,10 +86,6 @@ _FLUSH = object()
 _STOP = object()
 
 
-class RegistryError(Unavailable):
-    """The registry file cannot be used (held by another process, corrupt, unwritable, unhealthy)."""
-
-
 class RecordError(InvalidArgument):
     """A record from elsewhere (the lattice's streams) that cannot become a row; the message says why."""
 
@@ -111,13 +106,6 @@ class Invocation:
     invoked_at: float
     secrets: tuple[str, ...] = ()
     startup_ms: float = 0.0
-
-
-def _holder(lock_path: Path) -> str:
-    try:
-        return lock_path.read_text().strip() or "another process"
-    except OSError:
-        return "another process"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -175,11 +163,11 @@ def _prune(con: duckdb.DuckDBPyConnection, keep_days: float) -> None:
 class Registry:
     """Open with ``Registry.open(path)``; ``close()`` writes every recorded row (or leaves it in the journal)."""
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lock_fd: int, journal: Journal,
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lock: RegistryLock, journal: Journal,
                  redactor: Redactor, keep_days: float | None, prune_every_s: float) -> None:
         self.path = path
         self._con = con
-        self._lock_fd = lock_fd
+        self._lock = lock
         self._identity = _identity(path)
         self._db_lock = threading.Lock()
         self._journal = journal
@@ -209,32 +197,36 @@ class Registry:
 
     @classmethod
     def open(cls, path: str | Path, *, keep_days: float | None = None, cap_bytes: int = DEFAULT_CAP_BYTES,
-             prune_every_s: float = PRUNE_EVERY_S) -> Registry:
-        """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``."""
+             prune_every_s: float = PRUNE_EVERY_S, lock: RegistryLock | None = None) -> Registry:
+        """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``.
+        ``lock``, taken beforehand with ``RegistryLock.take(path)``, becomes the registry's (released when
+        it closes, or at once if it cannot open); without it the registry takes its own."""
         path = Path(path)
-        if keep_days is not None and keep_days <= 0:
-            raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
         try:
-            redactor = Redactor(cap_bytes)
-        except ValueError as exc:
-            raise RegistryError(str(exc)) from None
-        private_dir(path.parent)
-        lock_path = path.with_name(path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RegistryError(f"{path} is in use by {_holder(lock_path)}; stop it or use that host") from None
-        os.fchmod(fd, 0o600)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:4])})".encode())
+            if keep_days is not None and keep_days <= 0:
+                raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
+            try:
+                redactor = Redactor(cap_bytes)
+            except ValueError as exc:
+                raise RegistryError(str(exc)) from None
+            if lock is None:
+                lock = RegistryLock.take(path)
+            elif not lock.held or lock.path.resolve() != path.resolve():
+                raise RegistryError(f"the lock given to open {path} is not held or is another file's ({lock.path})")
+            return cls._open_locked(path, lock, redactor, keep_days, prune_every_s)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(cls, path: Path, lock: RegistryLock, redactor: Redactor, keep_days: float | None,
+                     prune_every_s: float) -> Registry:
         journal_path = path.with_name(path.name + ".journal")
         try:
             with private_umask():
                 con = duckdb.connect(str(path))
         except duckdb.Error as exc:
-            os.close(fd)
             raise RegistryError(f"{path} cannot be opened as a DuckDB registry ({_first_line(exc)}); "
                                 f"move it away or pass --db") from None
         journal: Journal | None = None
@@ -255,10 +247,9 @@ class Registry:
             if journal is not None:
                 journal.close()
             con.close()
-            os.close(fd)
             raise RegistryError(f"{path} cannot be opened as a DuckDB registry with its journal {journal_path} "
                                 f"({_first_line(exc)}); move them away or pass --db") from None
-        return cls(path, con, fd, journal, redactor, keep_days, prune_every_s)
+        return cls(path, con, lock, journal, redactor, keep_days, prune_every_s)
 
     # health --------------------------------------------------------------------------------------
     @property
@@ -505,7 +496,7 @@ class Registry:
                 log.warning("closing %s: %s", self.path, _first_line(exc))
         with self._journal_lock:
             self._journal.close()
-        os.close(self._lock_fd)
+        self._lock.release()
         if self._left and self._journal_broken:
             log.error("%d invocation row(s) are lost: neither %s nor its journal %s could be written",
                       self._left, self.path, self._journal.path)

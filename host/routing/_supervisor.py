@@ -15,16 +15,19 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worldrt import telemetry
 from worldrt.errors import Unavailable
-from worldrt.host.registry import Registry
 from worldrt.host.routing._daemon_logs import DaemonLog
 from worldrt.providers import CATALOG, NORMAL_UMASK, private_dir, serving, spawn_daemon, terminate
+
+if TYPE_CHECKING:
+    from worldrt.host.registry import Registry
 
 log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
@@ -47,6 +50,7 @@ class Child:
     next_try: float = 0.0
     backoff_s: float = 0.2
     healthy: bool = False
+    starting: bool = False  # launched; nobody has waited for its SERVING yet
     misses: int = 0
     last_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,10 +58,16 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, state_dir: Path, registry: Registry, *, token: str | None = None,
+    """Keeps the provider daemons of the host at ``state_dir`` running; notes each one's status in the
+    ``registry``. Made before its registry (``attach`` it later), it keeps the notes until then: so a command
+    that embeds a host ``launch``es the daemons it needs before it loads the rest of the host."""
+
+    def __init__(self, state_dir: Path, registry: Registry | None, *, token: str | None = None,
                  health_interval_s: float = 1.0, on_restart: Callable[[str], None] | None = None) -> None:
         self.state_dir = state_dir
         self.registry = registry
+        self._unwritten: list[tuple[str, str, dict[str, object]]] = []
+        self._notes = threading.Lock()
         self.token = token or secrets.token_urlsafe(24)
         self.health_interval_s = health_interval_s
         self.on_restart = on_restart
@@ -95,8 +105,24 @@ class Supervisor:
         self._short = tempfile.TemporaryDirectory(prefix="worldrt-")
         return Path(self._short.name)
 
+    def attach(self, registry: Registry) -> None:
+        """Note the daemons' statuses in ``registry`` from now on, those noted before it first, in order."""
+        with self._notes:
+            self.registry = registry
+            for name, status, fields in self._unwritten:
+                self._write_note(name, status, fields)
+            self._unwritten.clear()
+
     def _note(self, name: str, status: str, **fields: object) -> None:
+        with self._notes:
+            if self.registry is None:
+                self._unwritten.append((name, status, fields))
+            else:
+                self._write_note(name, status, fields)
+
+    def _write_note(self, name: str, status: str, fields: dict[str, object]) -> None:
         """Record a daemon's status; a registry that cannot write it must not stop the supervision."""
+        assert self.registry is not None
         try:
             self.registry.set_status(name, status, **fields)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - logged; the daemons are what this class keeps running
@@ -117,22 +143,38 @@ class Supervisor:
         child = self._children.get(name)
         return child if child is not None and child.proc is not None and child.proc.poll() is None else None
 
-    def ensure(self, name: str) -> Child:
-        """The child serving ``name``, started (and waited for) if it is not running."""
+    def _child(self, name: str) -> Child:
         if name not in CATALOG:
             raise SupervisorError(f"unknown provider {name!r}; known: {', '.join(CATALOG)}")
-        child = self.alive(name)
-        if child is not None:
-            return child
         with self._lock:
             child = self._children.get(name)
             if child is None:
                 sock = self._sockets / f"{name}.sock"
                 child = self._children[name] = Child(name, f"unix:{sock}")
+            return child
+
+    def launch(self, names: Iterable[str]) -> None:
+        """Start the daemons of ``names`` that are not running, side by side, without waiting for them:
+        ``ensure`` (or the health watch) waits for each one's SERVING. A name not in the catalog is left
+        for ``ensure`` to refuse when it is asked for."""
+        for name in dict.fromkeys(n for n in names if n in CATALOG):
+            child = self._child(name)
+            with child.lock:
+                if child.proc is None:
+                    self._launch(child)
+
+    def ensure(self, name: str) -> Child:
+        """The child serving ``name``, started (and waited for) if it is not running."""
+        child = self.alive(name)
+        if child is not None and not child.starting:
+            return child
+        child = self._child(name)
         restarted = False
         with child.lock:
             if child.proc is None:
                 self._spawn(child)
+            elif child.starting:
+                self._await(child)
             elif child.proc.poll() is not None:
                 self._restart(child)
                 restarted = True
@@ -150,6 +192,10 @@ class Supervisor:
         self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
+        self._launch(child)
+        self._await(child)
+
+    def _launch(self, child: Child) -> None:
         logs = private_dir(self.state_dir / "logs")
         # The daemon asks for a parent-death signal itself (preexec_fn is unsafe in a threaded host).
         # Telemetry settings (OTEL_*, WORLDRT_LOG_FORMAT) are inherited; the service name is the daemon's own.
@@ -168,12 +214,18 @@ class Supervisor:
                                           umask=NORMAL_UMASK, pipe_stderr=True).result()
         assert child.proc.stderr is not None
         child.log = DaemonLog(child.name, child.proc.stderr, logs / f"{child.name}.log")
+        child.starting = True
+
+    def _await(self, child: Child) -> None:
+        assert child.proc is not None
         try:
             self._wait_serving(child, timeout_s=60)
         except SupervisorError as exc:
             child.last_error = str(exc)
             self._note(child.name, "unavailable", last_error=child.last_error)
             raise
+        finally:
+            child.starting = False
         child.healthy = True
         child.backoff_s = 0.2
         self._note(child.name, "available", address=child.address, pid=child.proc.pid,
@@ -187,6 +239,8 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         assert child.proc is not None
         while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise SupervisorError(f"provider {child.name} was still starting when its host stopped")
             if child.proc.poll() is not None:
                 raise SupervisorError(f"provider {child.name} exited with {child.proc.returncode} while starting; "
                                       f"see {self.state_dir / 'logs' / (child.name + '.log')}")
@@ -205,6 +259,13 @@ class Supervisor:
     def _tend(self, child: Child) -> None:
         with child.lock:
             if child.proc is None:
+                return
+            if child.starting:  # launched, and nobody asked for it yet
+                try:
+                    self._await(child)
+                except SupervisorError as exc:
+                    if not self._stop.is_set():
+                        log.error("%s", exc)
                 return
             dead = child.proc.poll() is not None
             if not dead and self._check(child.address, 2.0):
@@ -245,11 +306,13 @@ class Supervisor:
             terminate(child.proc, timeout_s)
             if child.log is not None:
                 child.log.join()
-            child.healthy = False
+            child.healthy = child.starting = False
             self._note(name, "stopped")
 
     def close(self, timeout_s: float = 15.0) -> None:
-        """Stop every child (SIGTERM, then SIGKILL after ``timeout_s``) and the watcher."""
+        """Stop every child (SIGTERM, then SIGKILL after ``timeout_s``) and the watcher; once."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._watcher.join()
         procs = [c.proc for c in self._children.values() if c.proc is not None and c.proc.poll() is None]

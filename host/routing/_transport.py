@@ -202,7 +202,9 @@ class LocalTransport(Transport):
         return serving(address, timeout_s=2) is True
 
     def describe(self, provider: str) -> host_pb.ProviderState:
-        row = next((r for r in self.supervisor.registry.providers() if r["provider_id"] == provider), None)
+        registry = self.supervisor.registry  # None only before a host attached it
+        rows = registry.providers() if registry is not None else []
+        row = next((r for r in rows if r["provider_id"] == provider), None)
         if row is None:
             return host_pb.ProviderState(provider_id=provider, name=provider, status="unknown")
         return provider_state(row)

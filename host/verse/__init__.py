@@ -2,34 +2,9 @@
 their GF(3) audit, the multiverse ledger and its orchestration modes, analytics and their plots, and the
 provider benchmark."""
 
-from worldrt.host.verse._analytics import (
-                                           AnalyticsError,
-                                           efficiency,
-                                           plot_efficiency,
-                                           plot_wev,
-                                           wev_figure,
-                                           wev_over_time,
-                                           wev_per_cost,
-)
-from worldrt.host.verse._benchmark import run_benchmark
-from worldrt.host.verse._multiverse import (
-                                           ORCHESTRATE_MODES,
-                                           Multiverse,
-                                           MultiverseError,
-                                           Partition,
-                                           Verse,
-                                           pick,
-)
-from worldrt.host.verse._pipeline import (
-                                           MAX_BRANCHES,
-                                           PipelineError,
-                                           VerseHost,
-                                           VerseRunner,
-                                           example_component,
-                                           example_path,
-                                           pipeline_config,
-)
-from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from worldrt.host.verse._selection import (
                                            PRESETS,
                                            ROLES,
@@ -46,6 +21,58 @@ from worldrt.host.verse._selection import (
                                            preset,
                                            select_provider,
 )
+
+if TYPE_CHECKING:
+    from worldrt.host.verse._analytics import (
+                                               AnalyticsError,
+                                               efficiency,
+                                               plot_efficiency,
+                                               plot_wev,
+                                               wev_figure,
+                                               wev_over_time,
+                                               wev_per_cost,
+    )
+    from worldrt.host.verse._benchmark import run_benchmark
+    from worldrt.host.verse._multiverse import (
+                                               ORCHESTRATE_MODES,
+                                               Multiverse,
+                                               MultiverseError,
+                                               Partition,
+                                               Verse,
+                                               pick,
+    )
+    from worldrt.host.verse._pipeline import (
+                                               MAX_BRANCHES,
+                                               PipelineError,
+                                               VerseHost,
+                                               VerseRunner,
+                                               example_component,
+                                               example_path,
+                                               pipeline_config,
+    )
+    from worldrt.host.verse._runs import Gf3Error, audit, record_run, registry_trits, runs
+
+# Selection is loaded with the package: the CLI reads a preset's providers before an embedded host loads
+# DuckDB and wasmtime, which the rest needs.
+_LAZY = {
+    **dict.fromkeys(["VerseRunner", "VerseHost", "PipelineError", "example_component", "example_path",
+                     "MAX_BRANCHES", "pipeline_config"], "_pipeline"),
+    **dict.fromkeys(["record_run", "runs", "audit", "registry_trits", "Gf3Error"], "_runs"),
+    **dict.fromkeys(["Multiverse", "MultiverseError", "Verse", "Partition", "pick", "ORCHESTRATE_MODES"], "_multiverse"),
+    **dict.fromkeys(["wev_over_time", "efficiency", "wev_per_cost", "plot_wev", "wev_figure", "plot_efficiency",
+                     "AnalyticsError"], "_analytics"),
+    "run_benchmark": "_benchmark",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "VerseRunner", "VerseHost", "PipelineError", "example_component", "example_path", "MAX_BRANCHES",

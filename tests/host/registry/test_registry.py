@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from worldrt.host.registry import Invocation, Registry, RegistryError
+from worldrt.host.registry import Invocation, Registry, RegistryError, RegistryLock
 from worldrt.v1 import pb
 
 pytestmark = pytest.mark.daemons
@@ -94,6 +94,37 @@ def test_a_second_writer_gets_one_clear_line(tmp_path: Path) -> None:
         assert "\n" not in message and "in use by pid" in message and str(tmp_path) in message
     finally:
         first.close()
+
+
+def test_a_lock_taken_beforehand_becomes_the_registrys(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    lock = RegistryLock.take(path)
+    with pytest.raises(RegistryError, match="in use by pid"):
+        RegistryLock.take(path)  # held from the moment it is taken, before DuckDB opens the file
+    registry = Registry.open(path, lock=lock)
+    with pytest.raises(RegistryError, match="in use by pid"):
+        Registry.open(path)
+    registry.close()
+    assert not lock.held
+    Registry.open(path).close()  # free once the registry that held it closed
+
+
+def test_a_lock_not_held_or_of_another_file_is_refused_and_a_failed_open_frees_the_lock(tmp_path: Path) -> None:
+    released = RegistryLock.take(tmp_path / "w.duckdb")
+    released.release()
+    with pytest.raises(RegistryError, match="not held"):
+        Registry.open(tmp_path / "w.duckdb", lock=released)
+    other = RegistryLock.take(tmp_path / "other.duckdb")
+    with pytest.raises(RegistryError, match="another file"):
+        Registry.open(tmp_path / "w.duckdb", lock=other)
+    assert not other.held
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"not a DuckDB file, " * 64)
+    lock = RegistryLock.take(bad)
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        Registry.open(bad, lock=lock)
+    assert not lock.held
+    RegistryLock.take(bad).release()
 
 
 def test_a_corrupt_file_is_refused_with_a_clear_line(tmp_path: Path) -> None:

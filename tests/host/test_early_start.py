@@ -1,0 +1,95 @@
+"""A command that embeds a host starts the providers it will call before it loads the host: the registry's
+lock first, the daemons next, then DuckDB, wasmtime and the router while they start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import alive, processes_under, wait_for
+from worldrt.host import Host, Session, host_session
+from worldrt.host.registry import Registry, RegistryError, RegistryLock
+from worldrt.host.routing import Supervisor
+
+pytestmark = pytest.mark.daemons
+
+
+def _session(tmp_path: Path, db: Path, start: list[str]) -> Session:
+    # No host listens at this address, so the session embeds one.
+    return host_session(f"unix:{tmp_path / 'host.sock'}", home=tmp_path, db=db, start=start)
+
+
+def _serving(marker: Path, provider: str) -> set[int]:
+    return {pid for pid in alive(processes_under(str(marker)))
+            if f"serve\0{provider}\0".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def test_the_providers_a_command_names_are_started_before_it_calls_them(tmp_path: Path) -> None:
+    with _session(tmp_path, tmp_path / "w.duckdb", ["gensyn", "ritual"]) as host:
+        assert isinstance(host, Host)
+        supervisor = host.supervisor
+        # Both were started while the host loaded, before anything asked for them ...
+        for name in ("gensyn", "ritual"):
+            child = supervisor.child(name)
+            assert child is not None and child.proc is not None and child.proc.poll() is None
+        assert supervisor.child("morph") is None
+        # ... and are the daemons a call reaches, which the registry (opened after they started) describes.
+        assert host.provider_healthy("gensyn") and host.provider_healthy("ritual")
+        host.registry.flush()
+        rows = {r["provider_id"]: r for r in host.registry.providers()}
+        for name in ("gensyn", "ritual"):
+            child = supervisor.child(name)
+            assert child is not None and child.proc is not None
+            assert rows[name]["status"] == "available" and rows[name]["pid"] == child.proc.pid
+        pids = {supervisor.child(n).proc.pid for n in ("gensyn", "ritual")}  # type: ignore[union-attr]
+    assert not alive(pids)
+
+
+def test_a_registry_in_use_stops_a_command_before_it_starts_a_provider(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with Host(db, tmp_path) as running:
+        assert running.provider_healthy("gensyn")
+        child = running.supervisor.child("gensyn")
+        assert child is not None and child.proc is not None
+        socket = Path(child.address.removeprefix("unix:"))
+        before = socket.stat().st_ino
+        with pytest.raises(RegistryError, match="in use by"):
+            with _session(tmp_path, db, ["gensyn", "ritual"]):
+                pass
+        # The running host's daemon still owns its socket: no second gensyn was started to take it over.
+        assert _serving(tmp_path, "gensyn") == {child.proc.pid}
+        assert not _serving(tmp_path, "ritual")
+        assert socket.stat().st_ino == before and running.provider_healthy("gensyn")
+
+
+def test_a_host_that_cannot_open_stops_the_providers_it_started(tmp_path: Path) -> None:
+    db = tmp_path / "bad.duckdb"
+    db.write_bytes(b"not a DuckDB file, " * 64)
+    with pytest.raises(RegistryError, match="cannot be opened as a DuckDB registry"):
+        with _session(tmp_path, db, ["gensyn", "ritual"]):
+            pass
+    assert not _serving(tmp_path, "gensyn") and not _serving(tmp_path, "ritual")
+    RegistryLock.take(db).release()  # ... and the registry's lock is free again
+
+
+def test_a_daemon_started_and_never_asked_for_is_watched_and_its_notes_wait_for_the_registry(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path, None, health_interval_s=0.1)
+    try:
+        supervisor.launch(["gensyn", "no-such-provider"])
+        child = supervisor.child("gensyn")
+        assert child is not None and supervisor.child("no-such-provider") is None
+        wait_for(lambda: child.healthy, 60, "the health watch to find the launched daemon SERVING")
+        registry = Registry.open(tmp_path / "w.duckdb")
+        try:
+            supervisor.attach(registry)  # "starting" then "available", noted before the registry opened
+            row = next(r for r in registry.providers() if r["provider_id"] == "gensyn")
+            assert child.proc is not None
+            assert row["status"] == "available" and row["pid"] == child.proc.pid
+            assert row["address"] == child.address
+        finally:
+            supervisor.close()
+            registry.close()
+    finally:
+        supervisor.close()
+    assert child.proc is not None and not alive({child.proc.pid})
