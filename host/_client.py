@@ -26,6 +26,7 @@ from worldrt.providers import (
     TOKEN_ENV,
     ClientTls,
     open_channel,
+    providers_for,
     read_token_file,
     refuse_cleartext_token,
     serving,
@@ -142,13 +143,16 @@ class Session:
     asked for that host.
 
     An embedded host starts the providers named in ``start`` at once, side by side, while it loads (those the
-    command is about to call); a running host starts its own as it needs them."""
+    command is about to call); a running host starts its own as it needs them. ``warm`` is how many sandboxes
+    each of an embedded host's sandbox providers (those that serve Start) keeps started ahead of a Start
+    (None: the engine's default, 2 for morph and 4 for modal); a host that lives for one command needs few."""
 
     def __init__(self, address: str, db: Path | None, home: Path | None, *, token: str | None = None,
-                 tls: ClientTls | None = None, start: Sequence[str] = ()) -> None:
+                 tls: ClientTls | None = None, start: Sequence[str] = (), warm: int | None = None) -> None:
         self.address, self.db, self.home = address, db, home
         self.token, self.tls = token, tls
         self.start = tuple(start)
+        self.warm = warm
         self.api: HostAPI | None = None
         self.remote = False
 
@@ -178,7 +182,8 @@ class Session:
         from worldrt.host._embedded import EarlyStart  # the registry's lock and the supervisor: not for a client
 
         db, home = self.db or default_db(), self.home or default_home()
-        early = EarlyStart.begin(db, home, self.start)
+        pools = {} if self.warm is None else {p: {"pool_size": str(self.warm)} for p in providers_for("start")}
+        early = EarlyStart.begin(db, home, self.start, engine_options=pools)
         try:
             from worldrt.host._host import Host  # DuckDB, wasmtime, the lattice: only for an embedded host
 

@@ -27,9 +27,10 @@ PathLike = str | os.PathLike[str]
 def host_session(address: str | None = None, *, home: PathLike | None = None, db: PathLike | None = None,
                  token: str | None = None, token_file: PathLike | None = None, tls_ca: PathLike | None = None,
                  tls_cert: PathLike | None = None, tls_key: PathLike | None = None,
-                 start: Sequence[str] = ()) -> Session:
+                 start: Sequence[str] = (), warm: int | None = None) -> Session:
     """The session with the host these settings (and the defaults for what they leave out) name; an
-    embedded host starts the providers in ``start`` while it loads."""
+    embedded host starts the providers in ``start`` while it loads, and keeps ``warm`` sandboxes started
+    ahead in each sandbox provider (see ``Session``)."""
     state = Path(home) if home is not None else default_home()
     target = address or os.environ.get(HOST_ENV) or default_host_address(state)
     if token is None and token_file is not None:
@@ -37,4 +38,5 @@ def host_session(address: str | None = None, *, home: PathLike | None = None, db
     if token is None:
         token = client_token(state)
     return Session(target, Path(db) if db is not None else default_db(), state, token=token,
-                   tls=ClientTls.from_env(tls_ca, tls_cert, tls_key), start=start)
+                   tls=ClientTls.from_env(tls_ca, tls_cert, tls_key), start=start,
+                   warm=warm)

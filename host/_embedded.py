@@ -5,7 +5,7 @@ before it starts a daemon on the sockets of the host that holds it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +28,11 @@ class EarlyStart:
     supervisor: Supervisor
 
     @classmethod
-    def begin(cls, db: Path, home: Path, providers: Sequence[str]) -> EarlyStart:
+    def begin(cls, db: Path, home: Path, providers: Sequence[str], *,
+              engine_options: Mapping[str, Mapping[str, str]] | None = None) -> EarlyStart:
         lock = RegistryLock.take(db)
         try:
-            supervisor = Supervisor(host_home(home), None)
+            supervisor = Supervisor(host_home(home), None, engine_options=engine_options)
         except BaseException:
             lock.release()
             raise

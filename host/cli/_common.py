@@ -53,6 +53,10 @@ err_console = LazyConsole(stderr=True)
 Commands = argparse._SubParsersAction  # argparse has no public name for what add_subparsers returns
 
 
+# Sandboxes an embedded host's sandbox providers keep started ahead of a Start.
+COMMAND_WARM = 1
+
+
 class CliError(InvalidArgument):
     """A command line the CLI refuses; the message says what to change."""
 
@@ -112,11 +116,12 @@ def connect_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def session(args: argparse.Namespace, start: Sequence[str] = ()) -> Session:
-    """The host the flags name: a running one, or one embedded in this process for the command (which starts
-    the providers in ``start`` while it loads)."""
+    """The host the flags name: a running one, or one embedded in this process for the command. That one
+    starts the providers in ``start`` while it loads, and its sandbox providers keep one sandbox started ahead
+    rather than a serving host's pools (2 for morph, 4 for modal): it lives for this command only."""
     from worldrt.host import host_session
 
-    return host_session(args.host, **connect_options(args), start=start)
+    return host_session(args.host, **connect_options(args), start=start, warm=COMMAND_WARM)
 
 
 def key_value(item: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,14 +58,17 @@ class Child:
 
 
 class Supervisor:
-    """Keeps the provider daemons of the host at ``state_dir`` running; notes each one's status in the
-    ``registry``. Made before its registry (``attach`` it later), it keeps the notes until then: so a command
-    that embeds a host ``launch``es the daemons it needs before it loads the rest of the host."""
+    """Keeps the provider daemons of the host at ``state_dir`` running, each with its ``engine_options``
+    (``--set KEY=VALUE``); notes each one's status in the ``registry``. Made before its registry (``attach`` it
+    later), it keeps the notes until then: so a command that embeds a host ``launch``es the daemons it needs
+    before it loads the rest of the host."""
 
     def __init__(self, state_dir: Path, registry: Registry | None, *, token: str | None = None,
-                 health_interval_s: float = 1.0, on_restart: Callable[[str], None] | None = None) -> None:
+                 health_interval_s: float = 1.0, on_restart: Callable[[str], None] | None = None,
+                 engine_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.state_dir = state_dir
         self.registry = registry
+        self.engine_options = dict(engine_options or {})
         self._unwritten: list[tuple[str, str, dict[str, object]]] = []
         self._notes = threading.Lock()
         self.token = token or secrets.token_urlsafe(24)
@@ -139,9 +142,12 @@ class Supervisor:
         return self._children.get(name)
 
     def alive(self, name: str) -> Child | None:
-        """The child serving ``name`` if its process runs (None: ``ensure`` would start it)."""
+        """The child serving ``name`` if its process runs and was seen SERVING once (None: ``ensure`` would
+        start it, or wait for it)."""
         child = self._children.get(name)
-        return child if child is not None and child.proc is not None and child.proc.poll() is None else None
+        if child is None or child.starting or child.proc is None or child.proc.poll() is not None:
+            return None
+        return child
 
     def _child(self, name: str) -> Child:
         if name not in CATALOG:
@@ -166,7 +172,7 @@ class Supervisor:
     def ensure(self, name: str) -> Child:
         """The child serving ``name``, started (and waited for) if it is not running."""
         child = self.alive(name)
-        if child is not None and not child.starting:
+        if child is not None:
             return child
         child = self._child(name)
         restarted = False
@@ -211,6 +217,7 @@ class Supervisor:
         # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
         child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
                                           logs / f"{child.name}.log", token=self.token, env=env, args=args,
+                                          options=self.engine_options.get(child.name),
                                           umask=NORMAL_UMASK, pipe_stderr=True).result()
         assert child.proc.stderr is not None
         child.log = DaemonLog(child.name, child.proc.stderr, logs / f"{child.name}.log")

@@ -3,14 +3,17 @@ lock first, the daemons next, then DuckDB, wasmtime and the router while they st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from google.protobuf.json_format import MessageToDict
 
-from tests.support import alive, processes_under, wait_for
+from tests.support import alive, cli, processes_under, wait_for
 from worldrt.host import Host, Session, host_session
 from worldrt.host.registry import Registry, RegistryError, RegistryLock
 from worldrt.host.routing import Supervisor
+from worldrt.v1 import host_pb
 
 pytestmark = pytest.mark.daemons
 
@@ -93,3 +96,20 @@ def test_a_daemon_started_and_never_asked_for_is_watched_and_its_notes_wait_for_
     finally:
         supervisor.close()
     assert child.proc is not None and not alive({child.proc.pid})
+
+
+def _pool_size(state: dict[str, object]) -> int:
+    capabilities = state["capabilities"]
+    assert isinstance(capabilities, dict)
+    return int(next(c["value_json"] for c in capabilities["capabilities"] if c["name"] == "pool_size"))
+
+
+def test_a_command_keeps_one_sandbox_warm_and_a_host_its_engines_pools(tmp_path: Path) -> None:
+    out = cli(tmp_path, "provider", "status", "modal", "--json")
+    assert out.returncode == 0, out.stderr
+    assert _pool_size(json.loads(out.stdout)) == 1
+    # worldrt.Client's embedded host (no warm given) keeps the engine's default, as a serving host does.
+    with _session(tmp_path, tmp_path / "w.duckdb", ["modal"]) as host:
+        state = MessageToDict(host.provider_status(host_pb.ProviderStatusRequest(provider_id="modal")),
+                              preserving_proto_field_name=True)
+        assert _pool_size(state) == 4
