@@ -159,22 +159,22 @@ class Host(ImagesAndFiles, FileOps, Processes):
         self.options = lattice
         self.member: Member | None = None
         self.components_running = ComponentSlots(DEFAULT_MAX_COMPONENTS)
+        if early is not None and early.supervisor.state_dir != self.home:
+            raise HostError(f"the providers started early keep their state in {early.supervisor.state_dir}, not in "
+                            f"this host's {self.home}")
         self.registry = Registry.open(db_path or default_db(), keep_days=keep_days, cap_bytes=output_cap,
                                       lock=early.lock if early is not None else None)
         try:
-            self.links = LinkTable(self.registry)
-            if early is not None:
-                if early.supervisor.state_dir != self.home:
-                    raise HostError(f"the providers started early keep their state in {early.supervisor.state_dir}, "
-                                    f"not in this host's {self.home}")
+            if early is not None:  # so that a failure from here on stops its daemons before the lock is let go
                 self.supervisor = early.supervisor
-                self.supervisor.on_restart = self._relink
                 self.supervisor.attach(self.registry)
-            else:
-                self.supervisor = Supervisor(self.home, self.registry, on_restart=self._relink)
+            self.links = LinkTable(self.registry)
+            if early is None:
+                self.supervisor = Supervisor(self.home, self.registry)
             self.own = LocalTransport(self.supervisor)
             transport: Transport = self.own if lattice is None else self._join(lattice)
             self.router = Router(self.links, self.registry, transport, own=self.own)
+            self.supervisor.on_restart = self._relink  # a restart relinks through the router, now there is one
             self.cache = default_cache(self.home)
             self.runtime = ComponentRuntime(self.router, cache_dir=self.cache / "components")
             self.limit_components(max_components, component_timeout_s)

@@ -53,10 +53,6 @@ err_console = LazyConsole(stderr=True)
 Commands = argparse._SubParsersAction  # argparse has no public name for what add_subparsers returns
 
 
-# Sandboxes an embedded host's sandbox providers keep started ahead of a Start.
-COMMAND_WARM = 1
-
-
 class CliError(InvalidArgument):
     """A command line the CLI refuses; the message says what to change."""
 
@@ -115,13 +111,13 @@ def connect_options(args: argparse.Namespace) -> dict[str, Any]:
             "tls_cert": args.tls_cert, "tls_key": args.tls_key}
 
 
-def session(args: argparse.Namespace, start: Sequence[str] = ()) -> Session:
+def session(args: argparse.Namespace, start: Sequence[str] = (), warm: int | None = None) -> Session:
     """The host the flags name: a running one, or one embedded in this process for the command. That one
-    starts the providers in ``start`` while it loads, and its sandbox providers keep one sandbox started ahead
-    rather than a serving host's pools (2 for morph, 4 for modal): it lives for this command only."""
+    starts the providers in ``start`` while it loads, and its sandbox providers keep ``warm`` sandboxes
+    started ahead of a Start (None: their defaults, 2 for morph and 4 for modal)."""
     from worldrt.host import host_session
 
-    return host_session(args.host, **connect_options(args), start=start, warm=COMMAND_WARM)
+    return host_session(args.host, **connect_options(args), start=start, warm=warm)
 
 
 def key_value(item: str) -> tuple[str, str]:

@@ -49,6 +49,11 @@ def verse_request(args: argparse.Namespace, kind: str, **fields: Any) -> host_pb
                                 component_path=getattr(args, "component", None) or "", **fields)
 
 
+# A verse run starts one instance of a sandbox provider at most (its other instances are branches, forked from
+# a snapshot): a host embedded for it keeps one sandbox warm in each, not a serving host's pools.
+VERSE_WARM = 1
+
+
 def preferred(preset_name: str) -> list[str]:
     """The providers a preset prefers, which an embedded host starts while it loads (none for an unknown
     preset: the host says why it refuses it)."""
@@ -63,7 +68,7 @@ def preferred(preset_name: str) -> list[str]:
 def verse_pipeline(args: argparse.Namespace) -> int:
     request = verse_request(args, "pipeline", preset=args.preset, branches=args.branches,
                              allow_unbalanced=args.allow_unbalanced)
-    with session(args, start=preferred(args.preset)) as host:
+    with session(args, start=preferred(args.preset), warm=VERSE_WARM) as host:
         if not args.json:
             err_console.print(f"verse {args.verse_id}: pipeline {args.preset}, {args.branches} branches")
         run = host.run_verse(request, progress(args))
@@ -104,7 +109,7 @@ def verse_pipeline(args: argparse.Namespace) -> int:
 
 def verse_run(args: argparse.Namespace) -> int:
     request = verse_request(args, "solo", provider=args.on)
-    with session(args, start=[args.on]) as host:
+    with session(args, start=[args.on], warm=VERSE_WARM) as host:
         run = host.run_verse(request, progress(args))
 
     def render() -> None:
@@ -135,7 +140,7 @@ def verse_run(args: argparse.Namespace) -> int:
 def verse_orchestrate(args: argparse.Namespace) -> int:
     request = verse_request(args, "orchestrate", mode=args.mode, preset=args.preset, branches=args.branches,
                              stake=args.stake, allow_unbalanced=args.allow_unbalanced)
-    with session(args, start=preferred(args.preset)) as host:
+    with session(args, start=preferred(args.preset), warm=VERSE_WARM) as host:
         run = host.run_verse(request, progress(args))
 
     def render() -> None:
@@ -152,7 +157,7 @@ def verse_orchestrate(args: argparse.Namespace) -> int:
 
 
 def verse_select(args: argparse.Namespace) -> int:
-    with session(args, start=preferred(args.preset)) as host:
+    with session(args, start=preferred(args.preset), warm=VERSE_WARM) as host:
         chosen = host.run_verse(verse_request(args, "select", preset=args.preset))
 
     def render() -> None:

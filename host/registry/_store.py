@@ -199,24 +199,25 @@ class Registry:
     def open(cls, path: str | Path, *, keep_days: float | None = None, cap_bytes: int = DEFAULT_CAP_BYTES,
              prune_every_s: float = PRUNE_EVERY_S, lock: RegistryLock | None = None) -> Registry:
         """Open (or make) the registry at ``path``, replay its journal and prune rows past ``keep_days``.
-        ``lock``, taken beforehand with ``RegistryLock.take(path)``, becomes the registry's (released when
-        it closes, or at once if it cannot open); without it the registry takes its own."""
+        ``lock``, taken beforehand with ``RegistryLock.take(path)``, becomes the registry's once it is open
+        (released when it closes); if it cannot open, the caller still holds it, to release once what it
+        started under it has stopped. Without it the registry takes its own."""
         path = Path(path)
+        if keep_days is not None and keep_days <= 0:
+            raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
         try:
-            if keep_days is not None and keep_days <= 0:
-                raise InvalidArgument(f"keep-days must be more than 0 (got {keep_days}); leave it out to keep every row")
-            try:
-                redactor = Redactor(cap_bytes)
-            except ValueError as exc:
-                raise RegistryError(str(exc)) from None
-            if lock is None:
-                lock = RegistryLock.take(path)
-            elif not lock.held or lock.path.resolve() != path.resolve():
+            redactor = Redactor(cap_bytes)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        if lock is not None:
+            if not lock.held or lock.path.resolve() != path.resolve():
                 raise RegistryError(f"the lock given to open {path} is not held or is another file's ({lock.path})")
             return cls._open_locked(path, lock, redactor, keep_days, prune_every_s)
+        own = RegistryLock.take(path)
+        try:
+            return cls._open_locked(path, own, redactor, keep_days, prune_every_s)
         except BaseException:
-            if lock is not None:
-                lock.release()
+            own.release()
             raise
 
     @classmethod

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("worldrt.host")
 # Consecutive failed health checks after which a daemon that is still alive counts as hung and is replaced.
 HUNG_AFTER_MISSES = 3
+# How long a daemon may take to say SERVING before it is ended and counted as failed to start.
+START_TIMEOUT_S = 60.0
 
 
 # The longest path a unix socket address may have (sun_path holds 108 bytes with its NUL).
@@ -73,6 +75,7 @@ class Supervisor:
         self._notes = threading.Lock()
         self.token = token or secrets.token_urlsafe(24)
         self.health_interval_s = health_interval_s
+        self.start_timeout_s = START_TIMEOUT_S
         self.on_restart = on_restart
         self._children: dict[str, Child] = {}
         self._short: tempfile.TemporaryDirectory[str] | None = None
@@ -214,20 +217,28 @@ class Supervisor:
             env[telemetry.ANNOUNCE_ENV] = str(announce)
             args = ["--metrics-listen", "127.0.0.1:0"]
         self._note(child.name, "starting", address=child.address)
-        # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
-        child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
-                                          logs / f"{child.name}.log", token=self.token, env=env, args=args,
-                                          options=self.engine_options.get(child.name),
-                                          umask=NORMAL_UMASK, pipe_stderr=True).result()
+        child.starting = True  # before it has a process: no call reaches it until it was seen SERVING
+        try:
+            # Always from the same long-lived thread: a parent-death signal fires when the forking thread ends.
+            child.proc = self._spawner.submit(spawn_daemon, child.name, child.address, self.state_dir / "providers",
+                                              logs / f"{child.name}.log", token=self.token, env=env, args=args,
+                                              options=self.engine_options.get(child.name),
+                                              umask=NORMAL_UMASK, pipe_stderr=True).result()
+        except BaseException:
+            child.starting = False
+            raise
         assert child.proc.stderr is not None
         child.log = DaemonLog(child.name, child.proc.stderr, logs / f"{child.name}.log")
-        child.starting = True
 
     def _await(self, child: Child) -> None:
         assert child.proc is not None
         try:
-            self._wait_serving(child, timeout_s=60)
+            self._wait_serving(child, timeout_s=self.start_timeout_s)
         except SupervisorError as exc:
+            # One that never said SERVING is ended (``close`` ends it when the host stops), so that whoever asks
+            # next starts it afresh and never uses it.
+            if child.proc.poll() is None and not self._stop.is_set():
+                terminate(child.proc, 2.0)
             child.last_error = str(exc)
             self._note(child.name, "unavailable", last_error=child.last_error)
             raise
@@ -254,7 +265,7 @@ class Supervisor:
             if self._check(child.address, 1.0):
                 return
             time.sleep(0.01)  # a stat of the socket's path until the daemon binds it (after its provider opened)
-        raise SupervisorError(f"provider {child.name} did not report SERVING within {timeout_s:.0f} s")
+        raise SupervisorError(f"provider {child.name} did not report SERVING within {timeout_s:g} s")
 
     def _watch(self) -> None:
         while not self._stop.wait(self.health_interval_s):

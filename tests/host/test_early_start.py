@@ -4,6 +4,10 @@ lock first, the daemons next, then DuckDB, wasmtime and the router while they st
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ from google.protobuf.json_format import MessageToDict
 from tests.support import alive, cli, processes_under, wait_for
 from worldrt.host import Host, Session, host_session
 from worldrt.host.registry import Registry, RegistryError, RegistryLock
-from worldrt.host.routing import Supervisor
+from worldrt.host.routing import Supervisor, SupervisorError
+from worldrt.providers import serving
 from worldrt.v1 import host_pb
 
 pytestmark = pytest.mark.daemons
@@ -69,11 +74,36 @@ def test_a_registry_in_use_stops_a_command_before_it_starts_a_provider(tmp_path:
 def test_a_host_that_cannot_open_stops_the_providers_it_started(tmp_path: Path) -> None:
     db = tmp_path / "bad.duckdb"
     db.write_bytes(b"not a DuckDB file, " * 64)
+    # Whoever takes the registry's lock first after the failure must find none of its daemons still running
+    # (a second command would start its own on their sockets).
+    at_release: list[set[int]] = []
+    done = threading.Event()
+
+    def take_when_free() -> None:
+        lock_file = db.with_name(db.name + ".lock")
+        # Only once the command holds it (its pid is written after the flock): never before the command.
+        while not done.is_set() and b"pid" not in (lock_file.read_bytes() if lock_file.exists() else b""):
+            time.sleep(0.001)
+        daemons: set[int] = set()
+        while not done.is_set():
+            try:
+                lock = RegistryLock.take(db)
+            except RegistryError:
+                daemons |= _serving(tmp_path, "gensyn") | _serving(tmp_path, "ritual")
+                continue
+            at_release.append(alive(daemons))
+            lock.release()
+            return
+
+    taker = threading.Thread(target=take_when_free)
+    taker.start()
     with pytest.raises(RegistryError, match="cannot be opened as a DuckDB registry"):
         with _session(tmp_path, db, ["gensyn", "ritual"]):
             pass
+    taker.join(30)
+    done.set()
+    assert at_release == [set()]
     assert not _serving(tmp_path, "gensyn") and not _serving(tmp_path, "ritual")
-    RegistryLock.take(db).release()  # ... and the registry's lock is free again
 
 
 def test_a_daemon_started_and_never_asked_for_is_watched_and_its_notes_wait_for_the_registry(tmp_path: Path) -> None:
@@ -104,12 +134,38 @@ def _pool_size(state: dict[str, object]) -> int:
     return int(next(c["value_json"] for c in capabilities["capabilities"] if c["name"] == "pool_size"))
 
 
-def test_a_command_keeps_one_sandbox_warm_and_a_host_its_engines_pools(tmp_path: Path) -> None:
-    out = cli(tmp_path, "provider", "status", "modal", "--json")
-    assert out.returncode == 0, out.stderr
-    assert _pool_size(json.loads(out.stdout)) == 1
-    # worldrt.Client's embedded host (no warm given) keeps the engine's default, as a serving host does.
-    with _session(tmp_path, tmp_path / "w.duckdb", ["modal"]) as host:
+def test_a_session_asked_for_one_warm_sandbox_gets_it_and_the_others_keep_the_engines_pools(tmp_path: Path) -> None:
+    # The verse commands ask for one: a verse run starts one instance of a sandbox provider at most.
+    with host_session(f"unix:{tmp_path / 'host.sock'}", home=tmp_path, db=tmp_path / "w.duckdb", start=["modal"],
+                      warm=1) as host:
         state = MessageToDict(host.provider_status(host_pb.ProviderStatusRequest(provider_id="modal")),
                               preserving_proto_field_name=True)
-        assert _pool_size(state) == 4
+        assert _pool_size(state) == 1
+    # Another command's embedded host, like worldrt.Client's (no warm given), keeps the engine's default.
+    out = cli(tmp_path, "provider", "status", "modal", "--json")
+    assert out.returncode == 0, out.stderr
+    assert _pool_size(json.loads(out.stdout)) == 4
+
+
+def test_a_daemon_that_never_says_serving_is_ended_and_the_next_caller_gets_a_fresh_one(tmp_path: Path) -> None:
+    registry = Registry.open(tmp_path / "w.duckdb")
+    supervisor = Supervisor(tmp_path, registry, health_interval_s=3600)
+    try:
+        supervisor.start_timeout_s = 1.0
+        supervisor.launch(["gensyn"])
+        child = supervisor.child("gensyn")
+        assert child is not None and child.proc is not None
+        hung = child.proc
+        os.kill(hung.pid, signal.SIGSTOP)  # alive, and never answers its health check
+        with pytest.raises(SupervisorError, match="did not report SERVING within 1 s"):
+            supervisor.ensure("gensyn")
+        # Ended, so that nothing uses it: the next caller gets a daemon started afresh.
+        assert hung.poll() is not None and supervisor.alive("gensyn") is None
+        supervisor.start_timeout_s = 60.0
+        again = supervisor.ensure("gensyn")
+        assert again is child and child.proc is not hung and child.healthy and child.restarts == 1
+        assert supervisor.alive("gensyn") is child and serving(child.address, 2.0) is True
+    finally:
+        supervisor.close()
+        registry.close()
+

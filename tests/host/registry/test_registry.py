@@ -109,7 +109,8 @@ def test_a_lock_taken_beforehand_becomes_the_registrys(tmp_path: Path) -> None:
     Registry.open(path).close()  # free once the registry that held it closed
 
 
-def test_a_lock_not_held_or_of_another_file_is_refused_and_a_failed_open_frees_the_lock(tmp_path: Path) -> None:
+def test_a_lock_not_held_or_of_another_file_is_refused_and_a_failed_open_leaves_the_lock_to_its_taker(
+        tmp_path: Path) -> None:
     released = RegistryLock.take(tmp_path / "w.duckdb")
     released.release()
     with pytest.raises(RegistryError, match="not held"):
@@ -117,13 +118,20 @@ def test_a_lock_not_held_or_of_another_file_is_refused_and_a_failed_open_frees_t
     other = RegistryLock.take(tmp_path / "other.duckdb")
     with pytest.raises(RegistryError, match="another file"):
         Registry.open(tmp_path / "w.duckdb", lock=other)
-    assert not other.held
+    other.release()
     bad = tmp_path / "bad.duckdb"
     bad.write_bytes(b"not a DuckDB file, " * 64)
     lock = RegistryLock.take(bad)
     with pytest.raises(RegistryError, match="cannot be opened"):
         Registry.open(bad, lock=lock)
-    assert not lock.held
+    # Still held: its taker releases it once what it started under it has stopped.
+    assert lock.held
+    with pytest.raises(RegistryError, match="in use by pid"):
+        RegistryLock.take(bad)
+    lock.release()
+    RegistryLock.take(bad).release()
+    with pytest.raises(RegistryError, match="cannot be opened"):
+        Registry.open(bad)  # a lock the registry took itself is let go when it cannot open
     RegistryLock.take(bad).release()
 
 
