@@ -26,7 +26,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -571,33 +571,43 @@ class Registry:
     def set_status(self, provider_id: str, status: str, *, address: str | None = None, pid: int | None = None,
                    restarts: int | None = None, last_error: str | None = None,
                    capabilities: dict[str, Any] | None = None) -> None:
-        """One transaction of updates: an upsert (INSERT ... ON CONFLICT) took 15 ms here, and a command notes
-        each of its daemons three times (starting, available, stopped), the last five in a row at its end."""
-        if provider_id not in CATALOG:
-            raise RegistryError(f"unknown provider {provider_id!r}")
+        """One transaction of updates: an upsert (INSERT ... ON CONFLICT) took 15 ms here."""
+        self.set_statuses([(provider_id, status, {"address": address, "pid": pid, "restarts": restarts,
+                                                  "last_error": last_error, "capabilities": capabilities})])
+
+    def set_statuses(self, notes: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Several ``set_status`` notes, ``(provider_id, status, its keyword arguments)``, in order and in one
+        transaction: a commit costs about 9 ms here, and a command notes its five daemons at once when it
+        opens its registry (starting) and when it ends (stopped)."""
+        for provider_id, _, _ in notes:
+            if provider_id not in CATALOG:
+                raise RegistryError(f"unknown provider {provider_id!r}")
         with self._db_lock, private_umask():
             self._con.execute("BEGIN")
             try:
-                if capabilities is None:
-                    self._con.execute("UPDATE runtime_providers SET status = ? WHERE provider_id = ?",
-                                      [status, provider_id])
-                else:
-                    self._con.execute("UPDATE runtime_providers SET status = ?, capabilities = ? WHERE provider_id = ?",
-                                      [status, json.dumps(capabilities), provider_id])
-                [(updated,)] = self._con.execute("""
-                    UPDATE provider_daemons SET address = COALESCE(?, address), pid = COALESCE(?, pid),
-                        restarts = COALESCE(?, restarts), last_error = ?, updated_at = now()
-                    WHERE provider_id = ?""", [address, pid, restarts, last_error, provider_id]).fetchall()
-                if not updated:
-                    self._con.execute("""
-                        INSERT INTO provider_daemons (provider_id, address, pid, backend, restarts, last_error,
-                                                      updated_at)
-                        VALUES (?, ?, ?, 'local', COALESCE(?, 0), ?, now())""",
-                                      [provider_id, address, pid, restarts, last_error])
+                for provider_id, status, fields in notes:
+                    self._update_status(provider_id, status, **fields)
                 self._con.execute("COMMIT")
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
+
+    def _update_status(self, provider_id: str, status: str, *, address: str | None = None, pid: int | None = None,
+                       restarts: int | None = None, last_error: str | None = None,
+                       capabilities: dict[str, Any] | None = None) -> None:
+        if capabilities is None:
+            self._con.execute("UPDATE runtime_providers SET status = ? WHERE provider_id = ?", [status, provider_id])
+        else:
+            self._con.execute("UPDATE runtime_providers SET status = ?, capabilities = ? WHERE provider_id = ?",
+                              [status, json.dumps(capabilities), provider_id])
+        [(updated,)] = self._con.execute("""
+            UPDATE provider_daemons SET address = COALESCE(?, address), pid = COALESCE(?, pid),
+                restarts = COALESCE(?, restarts), last_error = ?, updated_at = now()
+            WHERE provider_id = ?""", [address, pid, restarts, last_error, provider_id]).fetchall()
+        if not updated:
+            self._con.execute("""
+                INSERT INTO provider_daemons (provider_id, address, pid, backend, restarts, last_error, updated_at)
+                VALUES (?, ?, ?, 'local', COALESCE(?, 0), ?, now())""", [provider_id, address, pid, restarts, last_error])
 
     def put_link(self, link_id: str, source_component: str, target_provider: str, config: dict[str, Any]) -> None:
         with self._db_lock, private_umask():

@@ -115,24 +115,29 @@ class Supervisor:
         """Note the daemons' statuses in ``registry`` from now on, those noted before it first, in order."""
         with self._notes:
             self.registry = registry
-            for name, status, fields in self._unwritten:
-                self._write_note(name, status, fields)
+            self._write_notes(self._unwritten)
             self._unwritten.clear()
 
     def _note(self, name: str, status: str, **fields: object) -> None:
+        self._note_all([(name, status, fields)])
+
+    def _note_all(self, notes: list[tuple[str, str, dict[str, object]]]) -> None:
         with self._notes:
             if self.registry is None:
-                self._unwritten.append((name, status, fields))
+                self._unwritten += notes
             else:
-                self._write_note(name, status, fields)
+                self._write_notes(notes)
 
-    def _write_note(self, name: str, status: str, fields: dict[str, object]) -> None:
-        """Record a daemon's status; a registry that cannot write it must not stop the supervision."""
+    def _write_notes(self, notes: list[tuple[str, str, dict[str, object]]]) -> None:
+        """Record daemons' statuses (in one transaction); a registry that cannot must not stop the supervision."""
         assert self.registry is not None
+        if not notes:
+            return
         try:
-            self.registry.set_status(name, status, **fields)  # type: ignore[arg-type]
+            self.registry.set_statuses(notes)
         except Exception as exc:  # noqa: BLE001 - logged; the daemons are what this class keeps running
-            log.warning("could not record %s as %s in the registry: %s", name, status,
+            log.warning("could not record %s in the registry: %s",
+                        ", ".join(f"{name} as {status}" for name, status, _ in notes),
                         (str(exc).splitlines() or [type(exc).__name__])[0])
 
     def address(self, name: str) -> str:
@@ -340,10 +345,10 @@ class Supervisor:
         for proc in procs:
             terminate(proc, max(0.1, deadline - time.monotonic()))
         self._spawner.shutdown()
-        for name, child in self._children.items():
+        for child in self._children.values():
             if child.log is not None:
                 child.log.join(max(0.1, deadline - time.monotonic()))
             child.healthy = False
-            self._note(name, "stopped")
+        self._note_all([(name, "stopped", {}) for name in self._children])
         if self._short is not None:
             self._short.cleanup()

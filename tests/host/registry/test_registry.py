@@ -175,3 +175,23 @@ def test_no_row_is_lost_when_the_writer_is_stopped(tmp_path: Path, signum: int) 
     assert con.execute("SELECT count(*), count(DISTINCT verse_id) FROM provider_invocations").fetchone() == (
         30000, 30000)
     con.close()
+
+
+def test_statuses_noted_together_are_written_in_order_or_not_at_all(tmp_path: Path) -> None:
+    registry = Registry.open(tmp_path / "w.duckdb")
+    try:
+        registry.set_statuses([("gensyn", "starting", {"address": "unix:/g.sock"}),
+                               ("ritual", "starting", {"address": "unix:/r.sock"}),
+                               ("gensyn", "available", {"address": "unix:/g.sock", "pid": 41, "restarts": 0})])
+        rows = {r["provider_id"]: r for r in registry.providers()}
+        assert (rows["gensyn"]["status"], rows["gensyn"]["pid"], rows["gensyn"]["address"]) == ("available", 41,
+                                                                                             "unix:/g.sock")
+        assert (rows["ritual"]["status"], rows["ritual"]["address"]) == ("starting", "unix:/r.sock")
+        with pytest.raises(RegistryError, match="unknown provider 'nobody'"):
+            registry.set_statuses([("gensyn", "stopped", {}), ("nobody", "stopped", {})])
+        with pytest.raises(TypeError):
+            registry.set_statuses([("ritual", "stopped", {}), ("gensyn", "stopped", {"colour": "red"})])
+        rows = {r["provider_id"]: r for r in registry.providers()}
+        assert rows["gensyn"]["status"] == "available" and rows["ritual"]["status"] == "starting"
+    finally:
+        registry.close()
