@@ -92,13 +92,21 @@ def _stopped(morph: ProviderDaemon, instance_id: str) -> bool:
     return False
 
 
-def test_the_second_load_of_a_file_comes_from_the_cache_in_under_200_ms(
-        loads: tuple[LoadedComponent, LoadedComponent], cache_dir: Path) -> None:
+def test_the_second_load_of_a_file_comes_from_the_cache(loads: tuple[LoadedComponent, LoadedComponent],
+                                                        runtime: ComponentRuntime, explorer_wasm: Path,
+                                                        cache_dir: Path) -> None:
+    # How fast a cached load is (target: under 200 ms) is bench/components.py's to measure, not a test's.
     cold, warm = loads
     assert (cold.cached, warm.cached) == (False, True)
     assert cold.digest == warm.digest and cold.size_bytes > 5_000_000
-    assert warm.load_ms < 200, f"cached load took {warm.load_ms:.0f} ms (cold: {cold.load_ms:.0f} ms)"
-    assert len(list(cache_dir.glob("*.cwasm"))) == 1
+    [compiled] = cache_dir.glob("*.cwasm")
+    before = compiled.stat()
+    again = runtime.load(explorer_wasm)
+    # Read from the compiled artifact, which nothing rewrote: no second compilation.
+    assert again.cached and again.digest == cold.digest
+    after = compiled.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert list(cache_dir.glob("*.cwasm")) == [compiled]
 
 
 def _check_mirrors(ty: ValType, message: Descriptor, where: str) -> None:
