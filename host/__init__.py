@@ -5,8 +5,9 @@ provider call takes, the supervised provider daemons), ``lattice`` (NATS: hosts 
 ``registry`` (DuckDB), ``verse`` (pipeline and analytics), ``api`` (vendors' HTTP APIs), ``cli`` (the
 ``worldrt`` command)."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from worldrt.faces import lazy_names
 from worldrt.host._admission import DEFAULT_CALLS, DEFAULT_PER_INSTANCE, ServiceLimits
 from worldrt.host._api import BY_NAME, METHODS, EventSink, HostAPI, Method
 from worldrt.host._client import HOST_TOKEN_FILE, RemoteHost, Session
@@ -19,19 +20,8 @@ if TYPE_CHECKING:
 
 # Imported on first use: the CLI talking to a running host never needs DuckDB, wasmtime or the lattice.
 # The NATS client is loaded only by a host that joins a lattice.
-_LAZY = {"Host": "worldrt.host._host", "HostError": "worldrt.host._host", "OUTPUT_EVENT_CAP": "worldrt.host._host",
-         "serve_host": "worldrt.host._service"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+_LAZY = {"Host": "_host", "HostError": "_host", "OUTPUT_EVENT_CAP": "_host", "serve_host": "_service"}
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["Host", "HostError", "Session", "RemoteHost", "serve_host", "default_db", "default_home",

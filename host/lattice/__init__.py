@@ -6,8 +6,9 @@ key, and the registry's consumer of those streams. Links and the router itself a
 
 The whole package is imported when first used: a host on one machine never loads the NATS client."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from worldrt.faces import lazy_names
 
 _LAZY = {
     "_calls": ("Answer", "Caller"),
@@ -78,13 +79,7 @@ if TYPE_CHECKING:
     from worldrt.host.lattice._wire import hosts_bucket, providers_bucket, rpc_subject
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE)
 
 __all__ = [
     "Lattice", "LatticeOptions", "LatticeError", "LatticeDown", "LatticeRefused", "LatticeForbidden",

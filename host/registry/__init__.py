@@ -2,8 +2,9 @@
 a row durable before its caller sees the result, the batched writer, the lock that makes it one process's,
 and the redaction of what rows keep."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from worldrt.faces import lazy_names
 from worldrt.host.registry._journal import Journal, Row, parse_record, read_rows
 from worldrt.host.registry._json import message_json
 from worldrt.host.registry._lock import RegistryError, RegistryLock
@@ -18,14 +19,7 @@ if TYPE_CHECKING:
 _STORE = frozenset({"RUN_COLUMNS", "Invocation", "RecordError", "Registry", "Sink"})
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _STORE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from worldrt.host.registry import _store
-
-    value = getattr(_store, name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, dict.fromkeys(_STORE, "_store"))
 
 
 __all__ = ["Registry", "RegistryError", "RegistryLock", "RecordError", "Invocation", "Journal", "Row", "read_rows",

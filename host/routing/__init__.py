@@ -3,9 +3,9 @@ router (the one path of every call a host makes to a provider), the transport to
 supervised provider daemons, the supervisor that keeps them running, and the certificates for TLS
 between machines. The NATS lattice (host/lattice) adds a second transport and the lattice's links."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from worldrt.faces import lazy_names
 from worldrt.host.routing._supervisor import Child, Supervisor, SupervisorError
 
 if TYPE_CHECKING:
@@ -49,13 +49,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

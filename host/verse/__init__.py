@@ -2,24 +2,24 @@
 their GF(3) audit, the multiverse ledger and its orchestration modes, analytics and their plots, and the
 provider benchmark."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from worldrt.faces import lazy_names
 from worldrt.host.verse._selection import (
-                                           PRESETS,
-                                           ROLES,
-                                           VERIFY_MODES,
-                                           Choice,
-                                           Role,
-                                           Selection,
-                                           SelectionError,
-                                           abilities,
-                                           balanced,
-                                           candidates,
-                                           choose,
-                                           gf3_sum,
-                                           preset,
-                                           select_provider,
+    PRESETS,
+    ROLES,
+    VERIFY_MODES,
+    Choice,
+    Role,
+    Selection,
+    SelectionError,
+    abilities,
+    balanced,
+    candidates,
+    choose,
+    gf3_sum,
+    preset,
+    select_provider,
 )
 
 if TYPE_CHECKING:
@@ -65,13 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
