@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -66,7 +65,9 @@ _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 
 
 def python_version() -> str:
-    return platform.python_version()
+    """This interpreter's version as ``platform.python_version()`` gives it (``3.11.2``, ``3.14.0rc1``),
+    without importing ``platform``."""
+    return sys.version.split()[0]
 
 
 def site_dir(layer: Path) -> Path:
@@ -490,25 +491,26 @@ class ImageStore:
     # the default image ------------------------------------------------------------------------------
     def ensure_default(self) -> ImageInfo:
         """The default image: the standard library and numpy taken from this daemon's own environment."""
-        picked: list[Path] = []
-        pins: list[str] = []
-        where = ""
+        dists = []
         for package in DEFAULT_PACKAGES:
             try:
-                dist = metadata.distribution(package)
+                dists.append(metadata.distribution(package))
             except metadata.PackageNotFoundError:
                 continue
-            site = Path(str(dist.locate_file("")))
-            top = {str(f).split("/", 1)[0] for f in dist.files or () if not str(f).startswith("..")}
-            picked += [site / t for t in sorted(top) if (site / t).exists() and not t.endswith(".pth")]
-            pins.append(f"{re.sub(r'[-_.]+', '-', dist.metadata['Name']).lower()}=={dist.version}")
-            where = str(site)
+        pins = [f"{re.sub(r'[-_.]+', '-', dist.metadata['Name']).lower()}=={dist.version}" for dist in dists]
         digest = digest_of(spec_of(python_version(), pins, {}))
         if self.manifest(digest) is not None:
             if self.digest_named(DEFAULT) != digest:
                 with self.locked():
                     self.bind(DEFAULT, digest, DAEMON)
             return self.resolve(DEFAULT)
+        picked: list[Path] = []
+        where = ""
+        for dist in dists:  # the files a distribution lists are read only to build its layer
+            site = Path(str(dist.locate_file("")))
+            top = {str(f).split("/", 1)[0] for f in dist.files or () if not str(f).startswith("..")}
+            picked += [site / t for t in sorted(top) if (site / t).exists() and not t.endswith(".pth")]
+            where = str(site)
         staging = self.new_staging()
         try:
             make_skeleton(staging)
