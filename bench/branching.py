@@ -16,7 +16,8 @@ measured in the same run that no implementation with the same isolation can go u
   branch shares none with its snapshot or its siblings). Branch(3) is timed back to back (each round waits
   for the children being made for the next, so the snapshot's refill bounds it) and with a pause between
   rounds (the ready children are handed out).
-Writes the figures as JSON.
+The CPU of the machine during the back-to-back rounds, and during the bare forks into new namespaces (with
+their kills), tells whether the rounds wait or compute. Writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -127,6 +128,25 @@ def bare_fork(reps: int, rss_mb: int, children: int, *, double: bool = False, is
     return samples
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU of the machine since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
+
+
+@contextmanager
+def cpu_use(into: dict[str, float], rounds: int) -> Iterator[None]:
+    """The machine's CPU while the block runs ``rounds`` rounds: the share of all its cores busy, and the
+    busy CPU ms a round (every process: the daemon, its sandboxes, the kernel's work for them, this one)."""
+    busy0, all0 = machine_cpu()
+    yield
+    busy1, all1 = machine_cpu()
+    ms_per_tick = 1000 / os.sysconf("SC_CLK_TCK")
+    into["busy_share"] = (busy1 - busy0) / max(1, all1 - all0)
+    into["cpu_ms_per_round"] = (busy1 - busy0) * ms_per_tick / rounds
+
+
 def sandbox_round_trip(workdir: Path, reps: int) -> list[float]:
     """A bare round trip of one frame to a sandboxed Python process and back (a function worker's call of a
     function returning 1: no gRPC, no instance bookkeeping), in ms."""
@@ -202,6 +222,8 @@ def report(args: argparse.Namespace) -> None:
     rows: dict[str, list[float]] = {}
     extra: dict[str, object] = {}
 
+    back_to_back: dict[str, float] = {}
+    bare_back_to_back: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-") as tmp:
         with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"},
                             serve_args=("--metrics-listen", "127.0.0.1:0") if args.telemetry else ()) as daemon:
@@ -252,7 +274,8 @@ def report(args: argparse.Namespace) -> None:
                 merge_samples.append((time.perf_counter() - t0) * 1000)
                 stop(winner.instance_id)
 
-            rows["Branch(3)"] = timed(branch(3), reps, after=merge_all)
+            with cpu_use(back_to_back, reps):
+                rows["Branch(3)"] = timed(branch(3), reps, after=merge_all)
             rows["Merge(3)"] = merge_samples
 
             def merge_then_pause(reply: pb.BranchReply) -> None:
@@ -284,7 +307,8 @@ def report(args: argparse.Namespace) -> None:
         rows["bare fork+ready x3"] = bare_fork(reps, rss_mb, 3)
         rows["bare fork+ready x64"] = bare_fork(reps, rss_mb, 64)
         rows["bare double fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1, double=True)
-        rows["bare fork+new namespaces+ready x3"] = bare_fork(reps, rss_mb, 3, isolate=True)
+        with cpu_use(bare_back_to_back, reps):
+            rows["bare fork+new namespaces+ready x3"] = bare_fork(reps, rss_mb, 3, isolate=True)
         rows["bare fork+new namespaces+ready x64"] = bare_fork(reps, rss_mb, 64, isolate=True)
         rows["bare sandbox frame round trip"] = sandbox_round_trip(Path(tmp) / "rt", reps * 8)
 
@@ -328,6 +352,11 @@ def report(args: argparse.Namespace) -> None:
                            f"{floor / bare:.2f}x ({floor_name})", f"{p50[name] / floor:.2f}x"])
     print_table("each figure against its bare baseline and its floor (p50, same run)",
                 ["figure", "ratio to bare", "target", "floor (same isolation)", "ratio to floor"], ratio_rows)
+    extra["cpu_back_to_back"] = {"Branch(3)": back_to_back, "bare fork+new namespaces+ready x3": bare_back_to_back}
+    print(f"Branch(3) back to back (each round: Branch(3), Merge(3), Stop of the winner) kept the machine's cores "
+          f"{back_to_back['busy_share']:.0%} busy, {back_to_back['cpu_ms_per_round']:.1f} ms of CPU a round; 3 bare "
+          f"forks into new namespaces and their kills, back to back: {bare_back_to_back['busy_share']:.0%}, "
+          f"{bare_back_to_back['cpu_ms_per_round']:.1f} ms a round")
     mem_ok = extra["uss_per_branch_mib"] <= 3  # type: ignore[operator]
     print(f"idle branch memory over {extra['branches_measured']} branches of one snapshot: "
           f"USS {extra['uss_per_branch_mib']:.2f} MiB, PSS {extra['pss_per_branch_mib']:.2f} MiB per branch "
