@@ -4,12 +4,25 @@ pointed at the server by its environment, or in a child process running a script
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.api_servers import ApiServerProcess
+
+
+def _listening(port: int) -> bool:
+    """Whether a TCP socket of this network namespace listens on ``port`` (/proc/net/tcp, tcp6)."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        if any(len(row) > 3 and row[1].endswith(suffix) and row[3] == "0A" for row in rows):  # 0A: LISTEN
+            return True
+    return False
 
 
 class ModalApiServer(ApiServerProcess):
@@ -29,10 +42,9 @@ class ModalApiServer(ApiServerProcess):
         return {"MODAL_TOKEN_ID": self.token[0], "MODAL_TOKEN_SECRET": self.token[1]}
 
     def answers(self) -> bool:
-        if "Modal-compatible API at" not in self.log():
-            return False
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+        """Logged its address and listens there. Told from the kernel's socket table, not by connecting: a
+        probe's connection would count against ``--max-connections`` until the server has seen it close."""
+        return "Modal-compatible API at" in self.log() and _listening(self.port)
 
     def client_env(self, token: tuple[str, str] | None = None) -> dict[str, str]:
         """What a user's environment holds to run modal code against this server."""

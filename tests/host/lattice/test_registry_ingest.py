@@ -246,9 +246,14 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
                 wait_for(lambda: world.in_hand(invocations_stream("default")), 3,
                          "rows delivered to the registry and not yet acknowledged")
                 break
-            except AssertionError:
+            except AssertionError as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    info = world.consumer(invocations_stream("default"))
+                    raise AssertionError(f"{exc}; in 120 s of tries the burst made {len(outcomes)} invocation(s), "
+                                         f"thread alive: {thread.is_alive()}; the consumer: delivered "
+                                         f"{info.delivered}, ack floor {info.ack_floor}, pending "
+                                         f"{info.num_pending}, unacknowledged {info.num_ack_pending}, waiting "
+                                         f"pulls {info.num_waiting}") from exc
                 world.registry.proc.send_signal(signal.SIGCONT)
         world.registry.kill()
         wait_for(lambda: world.client.run(world.client.js.stream_info(invocations_stream("default"))).state.messages
