@@ -238,7 +238,9 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
     try:
         wait_for(lambda: world.rows(700) >= 40, 120, "the burst's first rows")
         # Killed with a batch in its hands: messages delivered to it and not yet acknowledged. A registry
-        # stopped between two fetches holds nothing (its pull expires), so it is let go on and stopped again.
+        # stopped between two fetches holds nothing (its pull expires), so it is let go on and stopped again,
+        # once it writes again: stopped that long, the server has dropped its connection as stale, and
+        # stopped again at once it would never reconnect, pull or be handed anything.
         deadline = time.monotonic() + 120
         while True:
             world.registry.proc.send_signal(signal.SIGSTOP)
@@ -255,6 +257,8 @@ def test_a_registry_sigkilled_mid_burst_loses_no_row(world: World) -> None:
                                          f"{info.num_pending}, unacknowledged {info.num_ack_pending}, waiting "
                                          f"pulls {info.num_waiting}") from exc
                 world.registry.proc.send_signal(signal.SIGCONT)
+                written = world.rows(700)
+                wait_for(lambda: world.rows(700) > written, 60, "the registry writing again after its stop")
         world.registry.kill()
         wait_for(lambda: world.client.run(world.client.js.stream_info(invocations_stream("default"))).state.messages
                  >= 20, 120, "rows piling up while the registry is dead")
