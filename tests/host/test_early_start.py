@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from tests.support import alive, cli, processes_under, wait_for
+from tests.support import alive, cli, cmdlines, processes_under, wait_for
 from worldrt.host import Host, Session, host_session
 from worldrt.host.registry import Registry, RegistryError, RegistryLock
 from worldrt.host.routing import Supervisor, SupervisorError
@@ -29,8 +29,9 @@ def _session(tmp_path: Path, db: Path, start: list[str]) -> Session:
 
 
 def _serving(marker: Path, provider: str) -> set[int]:
-    return {pid for pid in alive(processes_under(str(marker)))
-            if f"serve\0{provider}\0".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    # cmdlines skips a process that exited meanwhile (a sandbox's short-lived helpers come and go).
+    running = cmdlines(alive(processes_under(str(marker))))
+    return {pid for pid, cmdline in running.items() if f"serve\0{provider}\0".encode() in cmdline}
 
 
 def test_the_providers_a_command_names_are_started_before_it_calls_them(tmp_path: Path) -> None:
