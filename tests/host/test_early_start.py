@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -83,8 +82,9 @@ def test_a_host_that_cannot_open_stops_the_providers_it_started(tmp_path: Path) 
     def take_when_free() -> None:
         lock_file = db.with_name(db.name + ".lock")
         # Only once the command holds it (its pid is written after the flock): never before the command.
-        while not done.is_set() and b"pid" not in (lock_file.read_bytes() if lock_file.exists() else b""):
-            time.sleep(0.001)
+        while b"pid" not in (lock_file.read_bytes() if lock_file.exists() else b""):
+            if done.wait(0.001):
+                return
         daemons: set[int] = set()
         while not done.is_set():
             try:
