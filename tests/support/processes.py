@@ -79,6 +79,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def open_pipes(pid: int) -> int:
+    """How many of ``pid``'s descriptors are pipe ends."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+        except OSError:
+            pass
+    return count
+
+
 def rss_mib(pid: int) -> float:
     """The resident memory of ``pid``, in MiB."""
     with open(f"/proc/{pid}/status") as f:

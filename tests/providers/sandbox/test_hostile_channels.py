@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tests.support import module_daemon, wait_for
-from tests.support.processes import alive, open_fds
+from tests.support.processes import alive, open_fds, open_pipes
 from worldrt.providers.testing import ProviderDaemon, pids_of_uid
 from worldrt.v1 import pb
 
@@ -180,7 +180,12 @@ def test_a_stopped_supervisor_holds_no_call_and_no_descriptor_and_is_killed(
     assert daemon.proc is not None
     sleeper = stop_supervisor(stub, a)
     before = open_fds(daemon.proc.pid)
+    pipes = open_pipes(daemon.proc.pid)
     big = stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true", "x" * 900_000]), timeout=30)
+    # The crowd goes out once the big start has its turn (its pipes are made): each start sent before it would
+    # hold its own pipes while it waits for the answer, so the order the calls reach the daemon would decide
+    # the count below.
+    wait_for(lambda: open_pipes(daemon.proc.pid) > pipes, 20, "the big start never took its turn to send")
     crowd = [stub.StartProcess.future(pb.StartProcessRequest(instance_id=a, argv=["true"]), timeout=30)
              for _ in range(150)]
     wait_for(lambda: any(_code(f) == grpc.StatusCode.RESOURCE_EXHAUSTED for f in crowd), 20,
