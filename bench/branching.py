@@ -12,12 +12,15 @@ measured in the same run that no implementation with the same isolation can go u
   process (a function worker's call, no gRPC): a trivial Execute is both;
 * Snapshot: a bare fork of a process of the instance's RSS, and a bare double fork (a snapshot is not the
   instance's child, so it outlives the instance's own turn);
-* Branch(N): N bare forks, and N bare forks each entering new user, network, IPC and UTS namespaces (a
-  branch shares none with its snapshot or its siblings). Branch(3) is timed back to back (each round waits
+* Branch(N): N bare forks, and N bare forks each entering new user, network, IPC and UTS namespaces and
+  put in its own cgroups with a member's limits (pids, memory, in every hierarchy the daemon's members
+  join), the cgroups removed after the kill: a branch shares no namespace with its snapshot or its
+  siblings, and has its own bound on processes and memory. Branch(3) is timed back to back (each round waits
   for the children being made for the next, so the snapshot's refill bounds it) and with a pause between
   rounds (the ready children are handed out).
-The CPU of the machine during the back-to-back rounds, and during the bare forks into new namespaces (with
-their kills), tells whether the rounds wait or compute. Writes the figures as JSON.
+Each figure is timed in blocks interleaved with blocks of its baselines, so the machine's drift falls on
+both. The CPU of the machine during the back-to-back rounds, and during the bare forks into new namespaces
+and cgroups (with their kills), tells whether the rounds wait or compute. Writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
+import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import grpc
 
-from worldrt.providers.sandbox import WorkerPool
+from worldrt.providers.sandbox import Cgroups, WorkerPool
 from worldrt.providers.testing import ProviderDaemon, wait_serving
 from worldrt.v1 import pb
 
@@ -51,6 +53,7 @@ MORPH_CLAIM_MS = 250.0
 # bound); with this pause between rounds, as between an RL round's rollouts, the children are ready.
 BRANCH_GAP_S = 0.05
 SPACED = f"Branch(3), {BRANCH_GAP_S * 1000:.0f} ms apart"
+BARE_ISOLATED = "bare fork+new namespaces+cgroups+ready x{}"
 
 ECHO_SERVER = r"""
 import asyncio, sys, grpc
@@ -73,59 +76,35 @@ asyncio.run(main(sys.argv[1]))
 
 
 
-# A branch's own namespaces (sched.h): user, network, IPC, UTS.
-_NEW_NAMESPACES = 0x10000000 | 0x40000000 | 0x08000000 | 0x04000000
+class BareForks:
+    """Bare forks made by a lean helper process of the instance's resident memory: this one is larger, and
+    grpc's fork handlers start threads in its children (a process with threads cannot enter a new user
+    namespace). Each child's cgroups go where the daemon's members' go, in a directory of this bench."""
 
+    def __init__(self) -> None:
+        self._cgroups = Cgroups.open(f"worldrt-bench-{os.getpid()}")  # where the daemon's members go
+        dirs = [(str(root / self._cgroups.name), controllers, unified)
+                for root, controllers, unified in self._cgroups.hierarchies]
+        self._proc = subprocess.Popen([sys.executable, "-S", str(Path(__file__).with_name("_bare_fork.py")),
+                                       json.dumps(dirs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-def _unshare(flags: int) -> None:
-    if hasattr(os, "unshare"):  # Python 3.12+
-        os.unshare(flags)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(flags) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    def __call__(self, reps: int, rss_mb: int, children: int, *, double: bool = False, isolate: bool = False,
+                 cgroups: bool = False) -> list[float]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({"reps": reps, "rss_mb": rss_mb, "children": children, "double": double,
+                                           "isolate": isolate, "cgroups": cgroups}) + "\n")
+        self._proc.stdin.flush()
+        answer = json.loads(self._proc.stdout.readline() or '{"error": "the bare fork helper exited"}')
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        samples: list[float] = answer["samples"]
+        return samples
 
-
-def bare_fork(reps: int, rss_mb: int, children: int, *, double: bool = False, isolate: bool = False) -> list[float]:
-    """Fork ``children`` ready-signalling copies of a Python process of ``rss_mb`` resident memory; ``double``:
-    each forks once more and its first process exits (the copy is not this process's child); ``isolate``:
-    each enters new user, network, IPC and UTS namespaces before it says it is ready."""
-    ballast = bytearray(rss_mb * 1024 * 1024)
-    for i in range(0, len(ballast), 4096):
-        ballast[i] = 1
-    samples = []
-    for _ in range(reps):
-        pids: list[int] = []
-        t0 = time.perf_counter()
-        for _ in range(children):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(r)
-                    if isolate:
-                        _unshare(_NEW_NAMESPACES)
-                    if double and os.fork() != 0:
-                        os._exit(0)
-                    os.write(w, str(os.getpid()).encode().ljust(16))
-                    signal.pause()
-                finally:
-                    os._exit(0)
-            os.close(w)
-            if double:
-                os.waitpid(pid, 0)
-            said = os.read(r, 16)
-            os.close(r)
-            if not said:
-                raise RuntimeError("a bare fork did not come up (namespaces refused?)")
-            pids.append(int(said))
-        samples.append((time.perf_counter() - t0) * 1000)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-            if not double:
-                os.waitpid(pid, 0)
-    del ballast
-    return samples
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+        self._cgroups.close()
 
 
 def machine_cpu() -> tuple[int, int]:
@@ -137,14 +116,25 @@ def machine_cpu() -> tuple[int, int]:
 
 @contextmanager
 def cpu_use(into: dict[str, float], rounds: int) -> Iterator[None]:
-    """The machine's CPU while the block runs ``rounds`` rounds: the share of all its cores busy, and the
-    busy CPU ms a round (every process: the daemon, its sandboxes, the kernel's work for them, this one)."""
+    """The machine's CPU while the blocks run (``rounds`` rounds this one), summed over every block measured
+    ``into``: the share of all its cores busy, and the busy CPU ms a round (every process: the daemon, its
+    sandboxes, the kernel's work for them, this one)."""
     busy0, all0 = machine_cpu()
     yield
     busy1, all1 = machine_cpu()
-    ms_per_tick = 1000 / os.sysconf("SC_CLK_TCK")
-    into["busy_share"] = (busy1 - busy0) / max(1, all1 - all0)
-    into["cpu_ms_per_round"] = (busy1 - busy0) * ms_per_tick / rounds
+    for key, value in (("busy_ticks", busy1 - busy0), ("ticks", all1 - all0), ("rounds", rounds)):
+        into[key] = into.get(key, 0) + value
+    into["busy_share"] = into["busy_ticks"] / max(1, into["ticks"])
+    into["cpu_ms_per_round"] = into["busy_ticks"] * 1000 / os.sysconf("SC_CLK_TCK") / into["rounds"]
+
+
+def blocked(reps: int, blocks: int = 5) -> list[int]:
+    """``reps`` split into ``blocks`` nearly equal blocks."""
+    return [reps // blocks + (i < reps % blocks) for i in range(blocks)]
+
+
+def add(rows: dict[str, list[float]], name: str, samples: list[float]) -> None:
+    rows.setdefault(name, []).extend(samples)
 
 
 def sandbox_round_trip(workdir: Path, reps: int) -> list[float]:
@@ -226,7 +216,8 @@ def report(args: argparse.Namespace) -> None:
     bare_back_to_back: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="worldrt-bench-") as tmp:
         with ProviderDaemon("morph", state_dir=Path(tmp) / "morph", options={"pool_size": "2"},
-                            serve_args=("--metrics-listen", "127.0.0.1:0") if args.telemetry else ()) as daemon:
+                            serve_args=("--metrics-listen", "127.0.0.1:0") if args.telemetry else ()) as daemon, \
+                contextlib.closing(BareForks()) as bare_fork:
             stub = daemon.stub
             stop = lambda iid: stub.Stop(pb.InstanceRef(instance_id=iid))  # noqa: E731
 
@@ -257,8 +248,11 @@ def report(args: argparse.Namespace) -> None:
             rss_mb = max(1, int(instance_pid_rss.value_json) // 1024)
             extra["instance_rss_mib"] = rss_mb
 
-            rows["Snapshot"] = timed(lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=iid)), reps,
-                                     after=lambda s: stop(s.snapshot_id))
+            for block in blocked(reps):
+                add(rows, "Snapshot", timed(lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=iid)), block,
+                                            after=lambda s: stop(s.snapshot_id)))
+                add(rows, "bare fork+ready (same RSS)", bare_fork(block, rss_mb, 1))
+                add(rows, "bare double fork+ready (same RSS)", bare_fork(block, rss_mb, 1, double=True))
             snap = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
 
             def branch(count: int) -> Callable[[], pb.BranchReply]:
@@ -274,8 +268,16 @@ def report(args: argparse.Namespace) -> None:
                 merge_samples.append((time.perf_counter() - t0) * 1000)
                 stop(winner.instance_id)
 
-            with cpu_use(back_to_back, reps):
-                rows["Branch(3)"] = timed(branch(3), reps, after=merge_all)
+            # Blocks of each, interleaved, so the machine's drift falls on the figure and its baselines alike.
+            for block in blocked(reps):
+                merge_all(branch(3)())  # not timed: after a pause the first round finds ready children
+                with cpu_use(back_to_back, block):
+                    add(rows, "Branch(3)", timed(branch(3), block, after=merge_all))
+                time.sleep(0.2)  # the snapshot's refill for the next round ends
+                add(rows, "bare fork+ready x3", bare_fork(block, rss_mb, 3))
+                add(rows, "bare fork+new namespaces+ready x3", bare_fork(block, rss_mb, 3, isolate=True))
+                with cpu_use(bare_back_to_back, block):
+                    add(rows, BARE_ISOLATED.format(3), bare_fork(block, rss_mb, 3, isolate=True, cgroups=True))
             rows["Merge(3)"] = merge_samples
 
             def merge_then_pause(reply: pb.BranchReply) -> None:
@@ -288,7 +290,11 @@ def report(args: argparse.Namespace) -> None:
                 for inst in reply.instances:
                     stop(inst.instance_id)
 
-            rows["Branch(64)"] = timed(branch(64), reps, after=stop_all)
+            for block in blocked(reps):
+                add(rows, "Branch(64)", timed(branch(64), block, after=stop_all))
+                add(rows, "bare fork+ready x64", bare_fork(block, rss_mb, 64))
+                add(rows, "bare fork+new namespaces+ready x64", bare_fork(block, rss_mb, 64, isolate=True))
+                add(rows, BARE_ISOLATED.format(64), bare_fork(block, rss_mb, 64, isolate=True, cgroups=True))
 
             wide = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=256))
             time.sleep(0.5)
@@ -303,13 +309,6 @@ def report(args: argparse.Namespace) -> None:
             extra["uss_per_branch_mib"] = uss / n / 1024
             extra["pss_per_branch_mib"] = pss / n / 1024
             stop_all(wide)
-        rows["bare fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1)
-        rows["bare fork+ready x3"] = bare_fork(reps, rss_mb, 3)
-        rows["bare fork+ready x64"] = bare_fork(reps, rss_mb, 64)
-        rows["bare double fork+ready (same RSS)"] = bare_fork(reps, rss_mb, 1, double=True)
-        with cpu_use(bare_back_to_back, reps):
-            rows["bare fork+new namespaces+ready x3"] = bare_fork(reps, rss_mb, 3, isolate=True)
-        rows["bare fork+new namespaces+ready x64"] = bare_fork(reps, rss_mb, 64, isolate=True)
         rows["bare sandbox frame round trip"] = sandbox_round_trip(Path(tmp) / "rt", reps * 8)
 
     stats = {name: percentiles(samples) for name, samples in rows.items()}
@@ -336,12 +335,12 @@ def report(args: argparse.Namespace) -> None:
          "echo", "echo + a bare sandbox frame round trip"),
         ("Snapshot", p50["bare fork+ready (same RSS)"], p50["bare double fork+ready (same RSS)"], 1.5,
          "bare fork", "bare double fork"),
-        ("Branch(3)", p50["bare fork+ready x3"], p50["bare fork+new namespaces+ready x3"], 1.5,
-         "3 bare forks", "3 bare forks into new namespaces"),
-        (SPACED, p50["bare fork+ready x3"], p50["bare fork+new namespaces+ready x3"], 1.5,
-         "3 bare forks", "3 bare forks into new namespaces"),
-        ("Branch(64)", p50["bare fork+ready x64"], p50["bare fork+new namespaces+ready x64"], 1.0,
-         "64 bare forks", "64 bare forks into new namespaces"),
+        ("Branch(3)", p50["bare fork+ready x3"], p50[BARE_ISOLATED.format(3)], 1.5,
+         "3 bare forks", "3 bare forks into new namespaces and cgroups"),
+        (SPACED, p50["bare fork+ready x3"], p50[BARE_ISOLATED.format(3)], 1.5,
+         "3 bare forks", "3 bare forks into new namespaces and cgroups"),
+        ("Branch(64)", p50["bare fork+ready x64"], p50[BARE_ISOLATED.format(64)], 1.0,
+         "64 bare forks", "64 bare forks into new namespaces and cgroups"),
     ]
     ratios = {}
     ratio_rows = []
@@ -352,11 +351,11 @@ def report(args: argparse.Namespace) -> None:
                            f"{floor / bare:.2f}x ({floor_name})", f"{p50[name] / floor:.2f}x"])
     print_table("each figure against its bare baseline and its floor (p50, same run)",
                 ["figure", "ratio to bare", "target", "floor (same isolation)", "ratio to floor"], ratio_rows)
-    extra["cpu_back_to_back"] = {"Branch(3)": back_to_back, "bare fork+new namespaces+ready x3": bare_back_to_back}
+    extra["cpu_back_to_back"] = {"Branch(3)": back_to_back, BARE_ISOLATED.format(3): bare_back_to_back}
     print(f"Branch(3) back to back (each round: Branch(3), Merge(3), Stop of the winner) kept the machine's cores "
           f"{back_to_back['busy_share']:.0%} busy, {back_to_back['cpu_ms_per_round']:.1f} ms of CPU a round; 3 bare "
-          f"forks into new namespaces and their kills, back to back: {bare_back_to_back['busy_share']:.0%}, "
-          f"{bare_back_to_back['cpu_ms_per_round']:.1f} ms a round")
+          f"forks into new namespaces and cgroups, their kills and the cgroups' removal, back to back: "
+          f"{bare_back_to_back['busy_share']:.0%}, {bare_back_to_back['cpu_ms_per_round']:.1f} ms a round")
     mem_ok = extra["uss_per_branch_mib"] <= 3  # type: ignore[operator]
     print(f"idle branch memory over {extra['branches_measured']} branches of one snapshot: "
           f"USS {extra['uss_per_branch_mib']:.2f} MiB, PSS {extra['pss_per_branch_mib']:.2f} MiB per branch "

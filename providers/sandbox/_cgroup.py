@@ -149,6 +149,11 @@ class Cgroups:
         return cls(name, usable)
 
     @property
+    def hierarchies(self) -> list[tuple[Path, tuple[str, ...], bool]]:
+        """(mount point, controllers used there, whether it is v2) of each hierarchy a member joins."""
+        return [(h.root, h.controllers, h.unified) for h in self._hierarchies]
+
+    @property
     def controllers(self) -> list[str]:
         return sorted(c for h in self._hierarchies for c in h.controllers)
 
