@@ -590,7 +590,7 @@ class ProcessTable:
             if not progressed:
                 if no_wait:
                     return
-                await proc.output.changed()
+                await asyncio.shield(proc.output.changed())  # one reader that leaves must not end the wait of the others
 
     # the end ---------------------------------------------------------------------------------------
     def close(self, reason: str) -> None:

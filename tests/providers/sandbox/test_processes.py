@@ -116,6 +116,21 @@ def test_an_offset_not_written_yet_is_waited_for_and_one_past_ended_output_is_ou
     assert code_of(past) == grpc.StatusCode.OUT_OF_RANGE
 
 
+def test_a_reader_that_leaves_while_others_wait_does_not_end_their_wait(stub: Any, iid: str) -> None:
+    # The readers of a process wait on one shared wake-up: one that goes away must not cancel it for the rest.
+    proc = start(stub, iid, "sh", "-c", "echo up; cat", stdin=True)
+    readers = [stub.ReadProcessOutput(pb.ReadProcessOutputRequest(
+        instance_id=iid, process_id=proc.process_id, stream=pb.PROCESS_STDOUT), timeout=20) for _ in range(3)]
+    assert [next(r).data for r in readers] == [b"up\n"] * 3
+    stub.ListProcesses(pb.ListProcessesRequest(instance_id=iid), timeout=10)  # the readers wait by now
+    readers[0].cancel()
+    stub.ListProcesses(pb.ListProcessesRequest(instance_id=iid), timeout=10)  # and the first one has left
+    write(stub, iid, proc.process_id, 0, b"next\n")
+    assert [next(r).data for r in readers[1:]] == [b"next\n"] * 2
+    for reader in readers[1:]:
+        reader.cancel()
+
+
 def test_a_process_shares_the_instances_files_and_uid_and_runs_while_it_executes_code(stub: Any, iid: str) -> None:
     stub.Execute(pb.ExecuteRequest(instance_id=iid, code="import os; os.makedirs('sub', exist_ok=True)"))
     proc = start(stub, iid, "sh", "-c", "pwd; echo $GREETING; id -u; echo made > made.txt; sleep 60",
