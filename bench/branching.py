@@ -96,7 +96,6 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-
 class BareForks:
     """Bare forks made by a lean helper process of the instance's resident memory: this one is larger, and
     grpc's fork handlers start threads in its children (a process with threads cannot enter a new user
@@ -262,8 +261,8 @@ def report(args: argparse.Namespace) -> None:
                 timed(lambda: stub.Execute(one), 20)
                 # Interleaved, so the machine's noise falls on the baseline and the call alike.
                 for _ in range(8):
-                    rows.setdefault("bare grpcio unary echo", []).extend(timed(echo, reps // 2))
-                    rows.setdefault("Execute trivial", []).extend(timed(lambda: stub.Execute(one), reps // 2))
+                    add(rows, "bare grpcio unary echo", timed(echo, reps // 2))
+                    add(rows, "Execute trivial", timed(lambda: stub.Execute(one), reps // 2))
             instance_pid_rss = stub.Execute(pb.ExecuteRequest(
                 instance_id=iid, code="int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"))
             rss_mb = max(1, int(instance_pid_rss.value_json) // 1024)
