@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import fcntl
 import io
 import json
 import os
@@ -998,8 +999,18 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
             pass
 
 
+def _clear_of(sock: socket.socket, fds: set[int]) -> socket.socket:
+    """``sock`` on a descriptor that is not one of ``fds`` (where a branch puts its reopened files back)."""
+    if sock.fileno() not in fds:
+        return sock
+    moved = socket.socket(fileno=fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, max(fds) + 1))
+    sock.close()
+    return moved
+
+
 def _become_branch(chan: socket.socket, iid: str) -> None:
     """A child of a snapshot: leave everything of the parent behind and become an instance of its own."""
+    chan = _clear_of(chan, {fd for fd, *_ in STATE.reopen})
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     quiet = os.open("/dev/null", os.O_WRONLY)

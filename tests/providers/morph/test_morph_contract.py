@@ -107,6 +107,24 @@ def test_snapshot_and_branches_diverge_in_memory_and_files(stub, instance: str) 
         stub.Stop(pb.InstanceRef(instance_id=iid))
 
 
+def test_branches_come_up_with_the_instances_open_files_at_their_offsets(stub, instance: str) -> None:
+    """A branch reopens the files the instance had open at the same descriptors: with 24 of them, those
+    descriptors cover where each branch's own channel to the daemon lands, which must be moved, not clobbered."""
+    run(stub, instance, "files = []\nfor k in range(24):\n    open(f'f{k}.txt', 'w').write(f'{k:02d}' * 4)\n"
+                        "    files.append(open(f'f{k}.txt'))\n    files[-1].read(k % 8)\n"
+                        "[f.fileno() for f in files][-1]")
+    snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance))
+    reply = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=3))
+    assert len(reply.instances) == 3 and not reply.errors, reply.errors
+    read = "[(f.fileno(), f.read()) for f in files]"
+    expected = json.loads(run(stub, instance, read).value_json)
+    assert [text for _, text in expected] == [(f"{k:02d}" * 4)[k % 8:] for k in range(24)]
+    for inst in reply.instances:
+        assert json.loads(run(stub, inst.instance_id, read).value_json) == expected
+        stub.Stop(pb.InstanceRef(instance_id=inst.instance_id))
+    stub.Stop(pb.InstanceRef(instance_id=snap.snapshot_id))
+
+
 def test_branches_reseed_numpy_when_it_is_loaded(stub, instance: str) -> None:
     run(stub, instance, "import numpy as np\nnp.random.seed(7)")
     snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance))

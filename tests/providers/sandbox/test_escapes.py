@@ -257,6 +257,27 @@ def test_branches_of_one_snapshot_share_nothing(stub, instance: str) -> None:
         stub.Stop(pb.InstanceRef(instance_id=iid))
 
 
+def test_shared_memory_of_an_instance_is_copied_not_shared_by_its_snapshot_and_branches(stub, instance: str) -> None:
+    """Memory an instance maps shared (anonymous, or a file of its disk) is a private copy in its snapshot and
+    in each branch: a write by one is not seen by another, so shared memory is no channel between them."""
+    run(stub, instance, "import mmap\nanon = mmap.mmap(-1, 8192)\nanon[:1] = b'p'\n"
+                        "open('shared.bin', 'wb').write(b'p' * 4096)\nf = open('shared.bin', 'r+b')\n"
+                        "filed = mmap.mmap(f.fileno(), 4096)\nro = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)\n"
+                        "anon[4096:4097] = b'p'")
+    snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance))
+    reply = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=2))
+    assert not reply.errors, reply.errors
+    a, b = (i.instance_id for i in reply.instances)
+    read = "[bytes(anon[:1] + anon[4096:4097]).decode(), bytes(filed[:1]).decode(), bytes(ro[:1]).decode()]"
+    run(stub, instance, "anon[:1] = b'i'\nanon[4096:4097] = b'i'\nfiled[:1] = b'i'\nfiled.flush()")
+    assert json.loads(run(stub, a, read).value_json) == ["pp", "p", "p"]
+    run(stub, a, "anon[:1] = b'a'\nfiled[:1] = b'a'")
+    assert json.loads(run(stub, b, read).value_json) == ["pp", "p", "p"]
+    assert json.loads(run(stub, instance, read).value_json) == ["ii", "i", "i"]
+    for iid in (a, b, snap.snapshot_id):
+        stub.Stop(pb.InstanceRef(instance_id=iid))
+
+
 def test_every_live_member_has_a_uid_of_its_own(stub, instance: str, tmp_path: Path) -> None:
     """Finding 9: uids wrapped after 256 sandboxes (44 of 300 live instances shared one); one instance
     put a key in the user keyring and another read it."""
