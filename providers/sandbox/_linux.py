@@ -134,20 +134,34 @@ def remount_proc_hidden() -> None:
     mount(None, "/proc", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
 
 
+def _shared_mappings() -> list[tuple[int, int, bytes]]:
+    """(start, end, permissions) of each shared mapping of this process, from /proc/self/maps read raw: a
+    fresh fork pays for every object it touches, so the lines are not decoded or split into fields."""
+    fd = os.open("/proc/self/maps", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 13):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    found = []
+    for line in b"".join(chunks).split(b"\n"):
+        space = line.find(b" ")  # "start-end perms offset dev inode path"; perms end in "s" when shared
+        if line[space + 4:space + 5] == b"s":
+            start, end = line[:space].split(b"-")
+            found.append((int(start, 16), int(end, 16), line[space + 1:space + 4]))
+    return found
+
+
 def unshare_shared_memory() -> None:
     """Give this process a private copy of every shared mapping it inherited (shared memory of the
     process it was forked from would otherwise join it to its siblings)."""
-    with open("/proc/self/maps") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) < 5 or parts[1][3] != "s":
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
+    for start, end, perms in _shared_mappings():
         length = end - start
-        prot = (mmap.PROT_READ if parts[1][0] == "r" else 0) | (mmap.PROT_WRITE if parts[1][1] == "w" else 0) | (
-            mmap.PROT_EXEC if parts[1][2] == "x" else 0)
-        saved = ctypes.string_at(start, length) if parts[1][0] == "r" else b""
+        readable = perms[0:1] == b"r"
+        prot = (mmap.PROT_READ if readable else 0) | (mmap.PROT_WRITE if perms[1:2] == b"w" else 0) | (
+            mmap.PROT_EXEC if perms[2:3] == b"x" else 0)
+        saved = ctypes.string_at(start, length) if readable else b""
         address = _libc.mmap(start, length, mmap.PROT_READ | mmap.PROT_WRITE,
                              mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, -1, 0)  # 0x10: MAP_FIXED
         if address != start:

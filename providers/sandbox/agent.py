@@ -572,12 +572,12 @@ def _archive_to(fd: int) -> dict[str, int]:
 
     entries = [(top, prefix, name) for top, prefix in ((WORKSPACE, "workspace"), (TMP, "tmp"))
                for name in sorted(os.listdir(top)) if not (top == TMP and _own_files(name))]
-    with os.fdopen(fd, "wb") as out:
-        if not entries:
-            return counts  # an empty disk: an empty stream, and nothing to unpack
-        with tarfile.open(fileobj=out, mode="w|") as tar:
-            for top, prefix, name in entries:
-                tar.add(os.path.join(top, name), arcname=f"{prefix}/{name}", recursive=True, filter=count)
+    if not entries:
+        os.close(fd)
+        return counts  # an empty disk: an empty stream, and nothing to unpack
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
+        for top, prefix, name in entries:
+            tar.add(os.path.join(top, name), arcname=f"{prefix}/{name}", recursive=True, filter=count)
     return counts
 
 
