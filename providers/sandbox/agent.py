@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
-import fcntl
 import io
 import json
 import os
@@ -1000,12 +999,20 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
 
 
 def _clear_of(sock: socket.socket, fds: set[int]) -> socket.socket:
-    """``sock`` on a descriptor that is not one of ``fds`` (where a branch puts its reopened files back)."""
+    """``sock`` on the lowest free descriptor that is not one of ``fds`` (where a branch puts its reopened
+    files back; the highest of them may be the last its limit allows)."""
     if sock.fileno() not in fds:
         return sock
-    moved = socket.socket(fileno=fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, max(fds) + 1))
+    held: list[int] = []
+    try:
+        moved = os.dup(sock.fileno())
+        while moved in fds:
+            held.append(moved)
+            moved = os.dup(sock.fileno())
+    finally:
+        _close_all(held)
     sock.close()
-    return moved
+    return socket.socket(fileno=moved)
 
 
 def _become_branch(chan: socket.socket, iid: str) -> None:
