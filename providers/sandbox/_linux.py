@@ -24,6 +24,12 @@ _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
+_COPY_CHUNK = 1 << 20
+_F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -157,15 +163,45 @@ def unshare_shared_memory() -> None:
     """Give this process a private copy of every shared mapping it inherited (shared memory of the
     process it was forked from would otherwise join it to its siblings)."""
     for start, end, perms in _shared_mappings():
-        length = end - start
-        readable = perms[0:1] == b"r"
-        prot = (mmap.PROT_READ if readable else 0) | (mmap.PROT_WRITE if perms[1:2] == b"w" else 0) | (
-            mmap.PROT_EXEC if perms[2:3] == b"x" else 0)
-        saved = ctypes.string_at(start, length) if readable else b""
-        address = _libc.mmap(start, length, mmap.PROT_READ | mmap.PROT_WRITE,
-                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, -1, 0)  # 0x10: MAP_FIXED
-        if address != start:
-            raise OSError(ctypes.get_errno(), f"could not replace the shared mapping at {start:#x}")
-        if saved:
-            ctypes.memmove(start, saved, length)
-        _check(_libc.mprotect(ctypes.c_void_p(start), ctypes.c_size_t(length), prot), "mprotect")
+        _make_private(start, end - start, perms)
+
+
+def _view(address: int, size: int) -> memoryview:
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
+def _make_private(start: int, length: int, perms: bytes) -> None:
+    """Copy the shared mapping at ``start`` into new private memory, then move that over it. The bytes go
+    through a pipe, so the kernel reads them: a page with nothing behind it (a mapped file cut short) fails
+    that read (EFAULT) where a copy in this process would die of SIGBUS, and stays zero in the copy."""
+    copy = _libc.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    if copy in (None, _MAP_FAILED):
+        code = ctypes.get_errno()
+        raise OSError(code, f"no room for a private copy of {length} bytes of shared memory: {os.strerror(code)}")
+    if perms[0:1] != b"r":  # this process's view only: the mapping is replaced below
+        _check(_libc.mprotect(ctypes.c_void_p(start), ctypes.c_size_t(length), mmap.PROT_READ), "mprotect")
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            chunk = fcntl.fcntl(write_end, _F_SETPIPE_SZ, _COPY_CHUNK)
+        except OSError:
+            chunk = fcntl.fcntl(write_end, _F_GETPIPE_SZ)
+        offset = 0
+        while offset < length:
+            try:
+                sent = os.write(write_end, _view(start + offset, min(chunk, length - offset)))
+            except OSError:
+                offset += mmap.PAGESIZE
+                continue
+            done = 0
+            while done < sent:
+                done += os.readv(read_end, [_view(copy + offset + done, sent - done)])
+            offset += sent
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    prot = (mmap.PROT_READ if perms[0:1] == b"r" else 0) | (mmap.PROT_WRITE if perms[1:2] == b"w" else 0) | (
+        mmap.PROT_EXEC if perms[2:3] == b"x" else 0)
+    if _libc.mremap(copy, length, length, _MREMAP_MAYMOVE | _MREMAP_FIXED, start) != start:
+        raise OSError(ctypes.get_errno(), f"could not replace the shared mapping at {start:#x}")
+    _check(_libc.mprotect(ctypes.c_void_p(start), ctypes.c_size_t(length), prot), "mprotect")

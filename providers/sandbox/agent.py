@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import contextlib
 import io
 import json
 import os
@@ -35,6 +36,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -71,6 +73,12 @@ class _State:
         self.iid = ""
         self.pid = 0
         self.in_user_code = False
+        # A run is under way (from its start until its reply is sent): output goes to the daemon now.
+        # Output of the instance's threads between runs is held for the next run. The lock orders frames.
+        self.running = False
+        self.lock = threading.RLock()
+        self.held: list[tuple[str, str | bytes]] = []
+        self.held_size = 0
         self.out_bytes = 0
         # A collecting run's output so far ({"stdout": [...], "stderr": [...]}), None when it streams.
         self.collected: dict[str, list[Any]] | None = None
@@ -154,6 +162,15 @@ def _emit(event: str, data: str | bytes) -> None:
         # A process user code forked: the channel belongs to the instance, so write to the captured fds.
         os.write(1 if event == "stdout" else 2, data if isinstance(data, bytes) else data.encode("utf-8", "replace"))
         return
+    with STATE.lock:
+        if STATE.running:
+            _send_output(event, data)
+        elif STATE.held_size < MAX_OUTPUT:  # a thread of the instance between runs: for the next run
+            STATE.held.append((event, data))
+            STATE.held_size += len(data)
+
+
+def _send_output(event: str, data: str | bytes) -> None:
     room = MAX_OUTPUT - STATE.out_bytes
     if room <= 0:
         return
@@ -450,11 +467,17 @@ def _exec(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None = None)
     try:
         _exec_in(chan, msg, stdin_fd)
     finally:
+        with STATE.lock:
+            STATE.running = False
         STATE.stdin_fd = None
         STATE.as_bytes = False
+        # The run's reply is sent: a failure here (user code closed the descriptor, or took /workspace's
+        # permissions away) must not become a second answer.
         if stdin_fd is not None:
-            os.close(stdin_fd)
-        os.chdir(WORKSPACE)
+            with contextlib.suppress(OSError):
+                os.close(stdin_fd)
+        with contextlib.suppress(OSError):
+            os.chdir(WORKSPACE)
 
 
 def _done_refused(chan: socket.socket, kind: str, error: str) -> None:
@@ -496,6 +519,11 @@ def _exec_in(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None) -> 
     STATE.out_bytes = 0
     STATE.collected = {"stdout": [], "stderr": []} if msg.get("collect") is True else None
     STATE.collected_chars = 0
+    with STATE.lock:
+        STATE.running = True
+        held, STATE.held, STATE.held_size = STATE.held, [], 0
+        for event, data in held:
+            _emit(event, data)
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
     saved_stdin = (sys.stdin, os.dup(0)) if stdin_fd is not None else None
@@ -551,7 +579,9 @@ def _exec_in(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None) -> 
         STATE.collected = None
     result.update(ev="done", interrupted=interrupted, cpu_ms=(_cpu_seconds() - cpu0) * 1000,
                   duration_ms=(time.perf_counter() - t0) * 1000)
-    _wire.send(chan, result)
+    with STATE.lock:
+        STATE.running = False
+        _wire.send(chan, result)
 
 
 # disks: a member's /workspace and /tmp as a tar stream --------------------------------------------
@@ -583,12 +613,15 @@ def _archive_to(fd: int) -> dict[str, int]:
 # tarfile's extraction filters arrived in 3.11.4; the member's own confinement, not the filter, is what
 # keeps an archive on its own disk.
 _EXTRACT_FILTER: dict[str, str] = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+# What the "tar" filter takes off a mode (set-id, sticky, group and other write), for folders moded last.
+_UNSAFE_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
 
 
 def _restore_from(fd: int) -> dict[str, int]:
     """Unpack a tar stream of ``workspace/...`` and ``tmp/...`` into this member's own disk. Runs as the
     member, inside its own namespaces: whatever the archive holds can only land on its own disk."""
     files = 0
+    folders: list[tuple[str, int, float]] = []
     with os.fdopen(fd, "rb") as source, tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
             top, _, rest = member.name.partition("/")
@@ -596,11 +629,26 @@ def _restore_from(fd: int) -> dict[str, int]:
             if target is None or not rest:
                 continue
             member.name = rest
+            if member.islnk():
+                link_top, _, member.linkname = member.linkname.partition("/")
+                if link_top != top:
+                    print(f"worldrt: not restored: {top}/{rest} is a hard link to {link_top}/", file=sys.stderr)
+                    continue
             try:
-                tar.extract(member, target, set_attrs=True, **_EXTRACT_FILTER)  # type: ignore[arg-type]
+                # A folder gets its mode once its contents are in (a read-only one would refuse them).
+                tar.extract(member, target, set_attrs=not member.isdir(), **_EXTRACT_FILTER)  # type: ignore[arg-type]
                 files += 1
-            except (tarfile.TarError, OSError) as exc:
+            except (tarfile.TarError, OSError, KeyError) as exc:
                 print(f"worldrt: could not restore {top}/{rest}: {exc}", file=sys.stderr)
+                continue
+            if member.isdir():
+                folders.append((os.path.join(target, rest), member.mode & ~_UNSAFE_MODE_BITS, member.mtime))
+    for path, mode, mtime in reversed(folders):
+        try:
+            os.chmod(path, mode, follow_symlinks=False)
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+        except OSError as exc:
+            print(f"worldrt: could not restore the mode of {path}: {exc}", file=sys.stderr)
     return {"files": files}
 
 
@@ -862,13 +910,26 @@ def _snapshot(chan: socket.socket, msg: dict[str, Any], archive_fd: int) -> None
     ours, theirs = socket.socketpair()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        for end in (ours, theirs):
+            end.close()
+        os.close(archive_fd)
+        _wire.send(chan, {"error": f"fork failed: {exc.strerror} (the instance's process limit?)"})
+        return
     if pid == 0:
         try:
             ours.close()
             chan.close()
-            if os.fork() == 0:
-                _become_snapshot(theirs, str(msg.get("snapshot_id", "")), archive_fd)
+            try:
+                copy = os.fork()
+            except OSError as exc:
+                _wire.send_hello(theirs, {"hello": str(msg.get("snapshot_id", "")),
+                                          "error": f"fork failed: {exc.strerror} (the instance's process limit?)"})
+            else:
+                if copy == 0:
+                    _become_snapshot(theirs, str(msg.get("snapshot_id", "")), archive_fd)
         finally:
             os._exit(0)
     theirs.close()
@@ -891,7 +952,13 @@ def _become_snapshot(chan: socket.socket, snapshot_id: str, archive_fd: int) -> 
         # What the instance had open and shared belongs to it: its branches get none of it (they reopen
         # its files, at the offsets of now, on their own disks). Done once here, not in every branch.
         STATE.reopen = _open_files({chan.fileno()})
-        _linux.unshare_shared_memory()
+        STATE.held, STATE.held_size = [], 0  # output the instance's threads made is the instance's
+        try:
+            _linux.unshare_shared_memory()
+        except (OSError, MemoryError) as exc:
+            _wire.send_hello(chan, {"hello": snapshot_id, "error": f"could not copy the instance's shared memory "
+                                                                   f"(the copy counts against its memory limit): {exc}"})
+            return
         STATE.chan = chan
         _wire.send_hello(chan, {"hello": snapshot_id, **counts})
         for msg in _requests(chan, "branch", "a snapshot"):
@@ -960,25 +1027,29 @@ def _send_children(chan: socket.socket, ends: list[tuple[str, socket.socket]], e
 
 
 def _open_files(keep: set[int]) -> list[tuple[int, str, int, int]]:
-    """Regular files this process has open under /workspace or /tmp, as (fd, path, flags, offset); every
-    other descriptor except ``keep`` is closed (a fork inherits its parent's pipes and sockets)."""
+    """Regular files this process has open under /workspace or /tmp (and not deleted), as (fd, path, flags,
+    offset). Every other descriptor except ``keep`` becomes /dev/null: a fork inherits its parent's pipes and
+    sockets, and a number its code still holds must not come back as a new descriptor (its channel)."""
     files = []
+    placeholder = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd in keep or fd < 3:
+        if fd in keep or fd < 3 or fd == placeholder:
             continue
         try:
+            st = os.fstat(fd)
+        except OSError:
+            continue  # the listing's own descriptor, gone
+        try:
             path = os.readlink(f"/proc/self/fd/{fd}")
-            if stat.S_ISREG(os.fstat(fd).st_mode) and path.startswith((WORKSPACE + "/", TMP + "/")):
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 0 and path.startswith((WORKSPACE + "/", TMP + "/")):
                 with open(f"/proc/self/fdinfo/{fd}") as f:
                     info = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
                 files.append((fd, path, int(info["flags"].strip(), 8), int(info["pos"].strip())))
-            os.close(fd)
         except (OSError, KeyError, ValueError):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            pass
+        os.dup2(placeholder, fd, inheritable=False)
+    os.close(placeholder)
     return files
 
 
@@ -986,9 +1057,14 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
     """Open the same files again, at the same descriptors and offsets, on this member's own disk."""
     for fd, path, flags, offset in files:
         try:
-            fresh = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+            fresh = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC) | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError:
             continue
+        if not stat.S_ISREG(os.fstat(fresh).st_mode):
+            os.close(fresh)  # the name is no longer a regular file on this disk: the descriptor stays /dev/null
+            continue
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fresh, True)
         if fresh != fd:
             os.dup2(fresh, fd, inheritable=not flags & os.O_CLOEXEC)
             os.close(fresh)
@@ -998,26 +1074,8 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
             pass
 
 
-def _clear_of(sock: socket.socket, fds: set[int]) -> socket.socket:
-    """``sock`` on the lowest free descriptor that is not one of ``fds`` (where a branch puts its reopened
-    files back; the highest of them may be the last its limit allows)."""
-    if sock.fileno() not in fds:
-        return sock
-    held: list[int] = []
-    try:
-        moved = os.dup(sock.fileno())
-        while moved in fds:
-            held.append(moved)
-            moved = os.dup(sock.fileno())
-    finally:
-        _close_all(held)
-    sock.close()
-    return socket.socket(fileno=moved)
-
-
 def _become_branch(chan: socket.socket, iid: str) -> None:
     """A child of a snapshot: leave everything of the parent behind and become an instance of its own."""
-    chan = _clear_of(chan, {fd for fd, *_ in STATE.reopen})
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     quiet = os.open("/dev/null", os.O_WRONLY)

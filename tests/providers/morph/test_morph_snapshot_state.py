@@ -1,0 +1,133 @@
+"""What an instance's own state does to its Snapshot and its branches. User code is untrusted: each state here
+once made branches die, hang, alias descriptors or lose files, or made a snapshot fail with the wrong answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.support import run, status_of
+from worldrt.v1 import pb
+
+pytestmark = pytest.mark.daemons
+
+
+def branches(stub: Any, instance: str, count: int = 2) -> tuple[str, list[str]]:
+    """A snapshot of ``instance`` and ``count`` branches of it, every one of which must come up."""
+    snap = stub.Snapshot(pb.SnapshotRequest(instance_id=instance), timeout=30)
+    reply = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=count), timeout=30)
+    assert len(reply.instances) == count and not reply.errors, reply.errors
+    return snap.snapshot_id, [i.instance_id for i in reply.instances]
+
+
+def stop(stub: Any, *ids: str) -> None:
+    for iid in ids:
+        stub.Stop(pb.InstanceRef(instance_id=iid))
+
+
+def value(stub: Any, iid: str, code: str) -> Any:
+    result = run(stub, iid, code)
+    assert not result.error, result.error
+    return json.loads(result.value_json)
+
+
+def do(stub: Any, iid: str, code: str) -> None:
+    value(stub, iid, code + "\nNone")
+
+
+def test_hard_links_come_back_linked(stub, instance: str) -> None:
+    do(stub, instance, "import os\nopen('a', 'w').write('one file')\nos.link('a', 'b')\nos.makedirs('d')\n"
+                        "os.link('a', 'd/c')")
+    snap, ids = branches(stub, instance)
+    check = "import os\n[open('b').read(), os.stat('a').st_ino == os.stat('b').st_ino == os.stat('d/c').st_ino]"
+    for iid in ids:
+        assert value(stub, iid, check) == ["one file", True]
+    stop(stub, *ids, snap)
+
+
+def test_a_branchs_descriptors_never_take_a_number_the_instances_code_still_holds(stub, instance: str) -> None:
+    """The instance's pipes and sockets are not carried: in a branch their numbers stay taken (by /dev/null),
+    so closing them, or the garbage collector doing it, cannot close the branch's own channel."""
+    do(stub, instance, "import os, socket\npipes = [os.pipe() for _ in range(10)]\nsock = socket.socket()")
+    snap, ids = branches(stub, instance, count=4)
+    for iid in ids:
+        closed = "for r, w in pipes:\n    os.close(r)\n    os.close(w)\nsock.close()\n1"
+        assert value(stub, iid, closed) == 1
+        assert value(stub, iid, "f = open('new.txt', 'w')\nf.write('x')\nf.close()\nopen('new.txt').read()") == "x"
+    stop(stub, *ids, snap)
+
+
+def test_a_deleted_open_file_is_not_reopened_by_a_name_that_now_means_something_else(stub, instance: str) -> None:
+    """A deleted file's descriptor reads as /dev/null in a branch: its old name (now a FIFO, which would hang
+    the branch on open, or another file, whose bytes it would read) is not opened."""
+    do(stub, instance, "import os\nf = open('x', 'w+')\nf.write('mine')\nf.flush()\nos.unlink('x')\n"
+                        "os.mkfifo('x (deleted)')\nopen('y', 'w').write('gone')\ng = open('y', 'r')\nos.unlink('y')\n"
+                        "open('y (deleted)', 'w').write('OTHER')")
+    snap, ids = branches(stub, instance)
+    for iid in ids:
+        assert value(stub, iid, "f.seek(0)\ng.seek(0)\n[f.read(), g.read()]") == ["", ""]
+    stop(stub, *ids, snap)
+
+
+def test_a_thread_printing_between_runs_does_not_break_the_channel(stub, instance: str) -> None:
+    """Output of a thread of the instance between runs comes with the next run, never between answers."""
+    do(stub, instance, "import threading, time\nstop = threading.Event()\n"
+                        "def tick():\n    while not stop.is_set():\n        print('tick')\n        time.sleep(0.001)\n"
+                        "threading.Thread(target=tick, daemon=True).start()\ntime.sleep(0.05)")
+    for _ in range(3):
+        snap, ids = branches(stub, instance)
+        stop(stub, *ids, snap)
+    names = [f"f{k}.txt" for k in range(20)]
+    for name in names:
+        stub.WriteFiles(pb.WriteFilesRequest(instance_id=instance, files=[pb.FileEntry(path=name, data=b"x")]))
+    later = run(stub, instance, "stop.set()\ntime.sleep(0.05)\n7")
+    assert later.value_json == "7" and "tick\n" in later.stdout and not later.error
+    assert run(stub, instance, "1 + 1").value_json == "2"
+
+
+def test_an_error_after_a_runs_answer_is_not_a_second_answer(stub, instance: str) -> None:
+    """User code takes /workspace's permissions away: moving back there after the run fails, which must not
+    answer the next request (the snapshot's answer is its own)."""
+    do(stub, instance, "import os\nos.chmod('/workspace', 0)")
+    assert status_of(lambda: stub.Snapshot(pb.SnapshotRequest(instance_id=instance))) == grpc.StatusCode.ABORTED
+    assert run(stub, instance, "os.chmod('/workspace', 0o755)\n2 + 2").value_json == "4"
+    snap, ids = branches(stub, instance)
+    stop(stub, *ids, snap)
+
+
+def test_shared_memory_beyond_a_files_end_or_without_access_is_copied(stub, instance: str) -> None:
+    """A shared mapping of a file cut short after it was mapped (reading past the end faults) and one with no
+    access (PROT_NONE): the snapshot copies both without dying, and keeps what they hold."""
+    do(stub, instance, "import mmap, os\nf = open('big', 'w+b')\nf.write(b'z' * (1 << 20))\nf.flush()\n"
+                        "cut = mmap.mmap(f.fileno(), 1 << 20)\nos.truncate('big', 4096)\n"
+                        "hidden = mmap.mmap(-1, 8192)\nhidden[:5] = b'hello'\nimport ctypes\n"
+                        "address = ctypes.addressof(ctypes.c_char.from_buffer(hidden))\n"
+                        "assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(address), 8192, 0) == 0")
+    snap, ids = branches(stub, instance)
+    for iid in ids:
+        check = ("ctypes.CDLL(None).mprotect(ctypes.c_void_p(address), 8192, mmap.PROT_READ | mmap.PROT_WRITE)\n"
+                 "[bytes(cut[:3]).decode(), bytes(hidden[:5]).decode()]")
+        assert value(stub, iid, check) == ["zzz", "hello"]
+    stop(stub, *ids, snap)
+
+
+def test_shared_memory_too_big_to_copy_is_refused_with_the_reason(stub) -> None:
+    iid = stub.Start(pb.StartRequest(limits=pb.Limits(memory_mb=256))).instance_id
+    do(stub, iid, "import mmap\nbig = mmap.mmap(-1, 200 << 20)")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+    assert info.value.code() == grpc.StatusCode.ABORTED and "shared memory" in info.value.details()
+    assert run(stub, iid, "len(big)").value_json == str(200 << 20)
+    stop(stub, iid)
+
+
+def test_files_in_a_read_only_folder_come_back(stub, instance: str) -> None:
+    do(stub, instance, "import os\nos.makedirs('d/e')\nopen('d/f', 'w').write('in')\nos.chmod('d', 0o555)")
+    snap, ids = branches(stub, instance)
+    for iid in ids:
+        assert value(stub, iid, "import os\n[sorted(os.listdir('d')), open('d/f').read(), oct(os.stat('d').st_mode)]") \
+            == [["e", "f"], "in", "0o40555"]
+    stop(stub, *ids, snap)
