@@ -56,6 +56,8 @@ _TOMBSTONES = 100_000
 # Output the daemon takes from one run: what the agent keeps (2 MiB) and its truncation note, with room.
 MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
+# How long a member's answer to an archive or a snapshot, and then its disk's archive, may take.
+ARCHIVE_TIMEOUT_S = 60.0
 # Warm sandboxes started side by side when the pool refills (all of a small pool's at open).
 REFILL_AT_ONCE = 4
 # Images other than the default keep warm sandboxes too, for the most recently started of them.
@@ -749,19 +751,35 @@ class InstanceEngine:
                 await member.proc.send(op, [write_end])
             finally:
                 os.close(write_end)
-            reply, fds = await member.proc.recv(max_fds=1)
+            reply, fds = await self._answer(member, op["op"])
             _frames.ok(reply, member.id, op["op"])
             try:
-                async with asyncio.timeout(60):
+                async with asyncio.timeout(ARCHIVE_TIMEOUT_S):
                     size = await asyncio.shield(receiving)
             except TimeoutError:
-                raise SandboxError("the archive of the disk did not end within 60 s") from None
+                raise SandboxError(f"the archive of the disk did not end within {ARCHIVE_TIMEOUT_S:.0f} s") from None
         except BaseException:
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
             self.archives.drop(name)
             raise
         return reply, fds, size
+
+    async def _answer(self, member: Member, op: str) -> tuple[dict[str, Any], list[int]]:
+        """The member's answer to ``op``. One that does not come in time, or that its caller stops waiting for,
+        leaves its channel out of step (a late answer would answer the next request): the member is stopped."""
+        answered = False
+        try:
+            async with asyncio.timeout(ARCHIVE_TIMEOUT_S):
+                answer = await member.proc.recv(max_fds=1)
+            answered = True
+            return answer
+        except TimeoutError:
+            raise SandboxError(f"it did not answer {op} within {ARCHIVE_TIMEOUT_S:.0f} s (does its code register a "
+                               f"fork hook, os.register_at_fork, that blocks?); it is stopped") from None
+        finally:
+            if not answered:
+                await asyncio.shield(self.drop_instance(member.id, f"it did not answer {op}"))
 
     @staticmethod
     def disk_counts(frame: dict[str, Any], who: str) -> tuple[int, int]:

@@ -4,12 +4,14 @@ once made branches die, hang, alias descriptors or lose files, or made a snapsho
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.support import run, status_of
+from tests.support import run, status_of, wait_for
 from worldrt.v1 import pb
 
 pytestmark = pytest.mark.daemons
@@ -131,3 +133,40 @@ def test_files_in_a_read_only_folder_come_back(stub, instance: str) -> None:
         assert value(stub, iid, "import os\n[sorted(os.listdir('d')), open('d/f').read(), oct(os.stat('d').st_mode)]") \
             == [["e", "f"], "in", "0o40555"]
     stop(stub, *ids, snap)
+
+
+def test_a_fork_hook_that_never_returns_stops_its_instance_not_the_daemon(stub, morph) -> None:
+    """The instance's code registers a fork hook that blocks: the Snapshot's caller gives up (its deadline);
+    the instance, whose channel would answer out of step, is stopped with that reason, and its processes
+    (the blocked fork among them) are gone. The daemon serves on."""
+    iid = stub.Start(pb.StartRequest()).instance_id
+    do(stub, iid, "import os, time\nos.register_at_fork(after_in_child=lambda: time.sleep(3600))")
+    members = morph_members(morph, iid)
+    assert members
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Snapshot(pb.SnapshotRequest(instance_id=iid), timeout=2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def gone() -> str:
+        try:
+            run(stub, iid, "1")
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and exc.details()
+        return ""
+    assert "did not answer snapshot" in wait_for(gone, 30, "the instance stopped")
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in members | morph_members(morph, iid)),
+             30, "the instance's processes gone")
+    other = stub.Start(pb.StartRequest()).instance_id
+    assert run(stub, other, "1 + 1").value_json == "2"
+    stop(stub, other)
+
+
+def morph_members(morph: Any, iid: str) -> set[int]:
+    """Pids in the instance's pids cgroup (in the daemon's cgroup folder)."""
+    found: set[int] = set()
+    for procs in Path("/sys/fs/cgroup").glob(f"pids/worldrt-*-{morph.proc.pid}/{iid}/cgroup.procs"):
+        try:
+            found.update(int(p) for p in procs.read_text().split())
+        except OSError:
+            continue
+    return found
