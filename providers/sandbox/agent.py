@@ -61,6 +61,9 @@ FLUSH_AT = 8192
 WORKSPACE = "/workspace"
 AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 TMP = "/tmp"
+SHM = "/dev/shm"
+# A member's disk: each folder and its name in an archive.
+_DISK = ((WORKSPACE, "workspace"), (TMP, "tmp"), (SHM, "shm"))
 MEMBER_FILTER = "/opt/worldrt/member.bpf"
 # A helper that prepares namespaces for a lineage gives up after this long.
 NSPREP_TIMEOUT_S = 10.0
@@ -590,8 +593,8 @@ def _own_files(name: str) -> bool:
 
 
 def _archive_to(fd: int) -> dict[str, int]:
-    """Write this member's /workspace and /tmp (not the agent's own files) to ``fd`` as a tar stream;
-    how many entries and file bytes it holds."""
+    """Write this member's disk, /workspace, /tmp and /dev/shm (not the agent's own files), to ``fd`` as a tar
+    stream; how many entries and file bytes it holds."""
     counts = {"files": 0, "bytes": 0}
 
     def count(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -599,8 +602,8 @@ def _archive_to(fd: int) -> dict[str, int]:
         counts["bytes"] += info.size if info.isreg() else 0
         return info
 
-    entries = [(top, prefix, name) for top, prefix in ((WORKSPACE, "workspace"), (TMP, "tmp"))
-               for name in sorted(os.listdir(top)) if not (top == TMP and _own_files(name))]
+    entries = [(top, prefix, name) for top, prefix in _DISK for name in sorted(os.listdir(top))
+               if not (top == TMP and _own_files(name))]
     if not entries:
         os.close(fd)
         return counts  # an empty disk: an empty stream, and nothing to unpack
@@ -618,14 +621,14 @@ _UNSAFE_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | 
 
 
 def _restore_from(fd: int) -> dict[str, int]:
-    """Unpack a tar stream of ``workspace/...`` and ``tmp/...`` into this member's own disk. Runs as the
+    """Unpack a tar stream of ``workspace/...``, ``tmp/...`` and ``shm/...`` into this member's own disk. Runs as the
     member, inside its own namespaces: whatever the archive holds can only land on its own disk."""
     files = 0
     folders: list[tuple[str, int, float]] = []
     with os.fdopen(fd, "rb") as source, tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
             top, _, rest = member.name.partition("/")
-            target = {"workspace": WORKSPACE, "tmp": TMP}.get(top)
+            target = {prefix: folder for folder, prefix in _DISK}.get(top)
             if target is None or not rest:
                 continue
             member.name = rest

@@ -170,3 +170,13 @@ def morph_members(morph: Any, iid: str) -> set[int]:
         except OSError:
             continue
     return found
+
+
+def test_posix_shared_memory_is_part_of_the_disk_a_branch_gets(stub, instance: str) -> None:
+    """/dev/shm is on the instance's disk, as /workspace and /tmp are: a branch gets its own copy."""
+    do(stub, instance, "open('/dev/shm/segment', 'wb').write(b'before')")
+    snap, ids = branches(stub, instance)
+    do(stub, instance, "open('/dev/shm/segment', 'wb').write(b'after')")
+    for iid in ids:
+        assert value(stub, iid, "open('/dev/shm/segment', 'rb').read().decode()") == "before"
+    stop(stub, *ids, snap)
