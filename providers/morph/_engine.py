@@ -126,7 +126,8 @@ class Infinibranch(InstanceEngine):
                               processes_not_carried=inst.running_processes())
         snap.size_bytes = size + _rss_bytes(proc.pid)
         snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
-                                      lambda: self.archives.open(sid) if snap.files else None, self.ready_budget)
+                                      lambda: self.archives.open(sid) if snap.files else None, self.ready_budget,
+                                      files=snap.files)
         self.snapshots[sid] = snap
         return snap
 

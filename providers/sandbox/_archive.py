@@ -55,7 +55,8 @@ class ArchiveStore:
                 total += len(chunk)
                 if total > room:
                     raise ArchiveTooLarge(
-                        f"the disk archive passed {room} bytes (the limit for this disk)" if room == limit_bytes
+                        f"the disk archive passed {room} bytes, the limit for this disk (a sparse file counts at its "
+                        f"full size)" if room == limit_bytes
                         else f"snapshots on this daemon hold {self.used_bytes} bytes, near their budget of "
                              f"{self.budget_bytes}: release some (Stop a snapshot id)")
                 view = memoryview(chunk)

@@ -39,6 +39,10 @@ AHEAD_SETS = 8
 # Descriptors one frame of a snapshot's answer may carry (it streams its children a few at a time).
 _STREAM_FDS = 200
 BIRTH_TIMEOUT_S = 20.0
+# A child unpacks its snapshot's disk before it is ready: each file is given this long on top (slow, under load),
+# up to a bound (the count is the snapshot's own claim).
+RESTORE_S_PER_FILE = 0.001
+MAX_BIRTH_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,14 @@ class ReadyBranches:
     kept ready; a Branch asking for more gets the rest made on the spot."""
 
     def __init__(self, sandbox: Sandbox, snapshot: SandboxProcess, lineage: Lineage, limits: Limits,
-                 archive: Callable[[], int | None], budget: ReadyBudget, target: int = 3) -> None:
+                 archive: Callable[[], int | None], budget: ReadyBudget, target: int = 3, files: int = 0) -> None:
         self.budget = budget
         self.sandbox = sandbox
         self.snapshot = snapshot
         self.lineage = lineage
         self.limits = limits
         self.archive = archive
+        self.birth_timeout_s = min(BIRTH_TIMEOUT_S + files * RESTORE_S_PER_FILE, MAX_BIRTH_S)
         self.target = target
         self.chunk = target
         self.ready: list[Branch] = []
@@ -223,7 +228,7 @@ class ReadyBranches:
     async def _birth(self, proc: SandboxProcess, ns: NsSet) -> Branch:
         lineage = self.lineage.child(ns.uid)
         try:
-            await birth(proc, ns, lineage, self.archive())
+            await birth(proc, ns, lineage, self.archive(), self.birth_timeout_s)
         except BaseException:
             await self.sandbox.kill_then(proc, lambda: ALLOCATOR.release(ns.uid))
             raise
@@ -296,13 +301,14 @@ def _uids_of(pid: int) -> list[int]:
     return []
 
 
-async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: int | None) -> None:
+async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: int | None,
+                timeout_s: float = BIRTH_TIMEOUT_S) -> None:
     """Isolate a freshly forked child (``proc``, already in its cgroup) in ``ns``; consumes ``ns`` and
     ``archive_fd``. Raises SandboxError when the child did not come up isolated."""
     user_ino = os.fstat(ns.fds[0]).st_ino
     fds = ns.fds + ([archive_fd] if archive_fd is not None else [])
     try:
-        async with asyncio.timeout(BIRTH_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             await proc.send({"op": "isolate", "uid": lineage.uid}, fds)
             ns.close()
             if archive_fd is not None:
@@ -310,7 +316,7 @@ async def birth(proc: SandboxProcess, ns: NsSet, lineage: Lineage, archive_fd: i
                 archive_fd = None
             reply, _ = await proc.recv()
     except TimeoutError:
-        raise SandboxError(f"branch {proc.key} did not come up within {BIRTH_TIMEOUT_S:.0f} s") from None
+        raise SandboxError(f"branch {proc.key} did not come up within {timeout_s:.0f} s") from None
     finally:
         ns.close()
         if archive_fd is not None:

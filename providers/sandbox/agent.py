@@ -616,8 +616,10 @@ def _archive_to(fd: int) -> dict[str, int]:
 # tarfile's extraction filters arrived in 3.11.4; the member's own confinement, not the filter, is what
 # keeps an archive on its own disk.
 _EXTRACT_FILTER: dict[str, str] = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
-# What the "tar" filter takes off a mode (set-id, sticky, group and other write), for folders moded last.
-_UNSAFE_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
+# A restored file or folder keeps its permission bits and sticky bit (the "tar" filter takes group and other
+# write off; set-id bits stay off).
+_KEPT_MODE_BITS = 0o1777
+_SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 def _restore_from(fd: int) -> dict[str, int]:
@@ -645,7 +647,10 @@ def _restore_from(fd: int) -> dict[str, int]:
                 print(f"worldrt: could not restore {top}/{rest}: {exc}", file=sys.stderr)
                 continue
             if member.isdir():
-                folders.append((os.path.join(target, rest), member.mode & ~_UNSAFE_MODE_BITS, member.mtime))
+                folders.append((os.path.join(target, rest), member.mode & _KEPT_MODE_BITS, member.mtime))
+            elif member.isreg() and member.mode & _SHARED_WRITE:  # the filter took those off: the disk is its own
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(target, rest), member.mode & _KEPT_MODE_BITS, follow_symlinks=False)
     for path, mode, mtime in reversed(folders):
         try:
             os.chmod(path, mode, follow_symlinks=False)

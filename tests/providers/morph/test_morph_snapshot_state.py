@@ -180,3 +180,13 @@ def test_posix_shared_memory_is_part_of_the_disk_a_branch_gets(stub, instance: s
     for iid in ids:
         assert value(stub, iid, "open('/dev/shm/segment', 'rb').read().decode()") == "before"
     stop(stub, *ids, snap)
+
+
+def test_files_and_folders_keep_their_permission_bits(stub, instance: str) -> None:
+    do(stub, instance, "import os\nfor name, mode in (('open', 0o666), ('run', 0o777), ('own', 0o600)):\n"
+                       "    open(name, 'w').close()\n    os.chmod(name, mode)\nos.mkdir('shared')\nos.chmod('shared', 0o1777)")
+    snap, ids = branches(stub, instance)
+    modes = "import os\n[oct(os.stat(n).st_mode & 0o7777) for n in ('open', 'run', 'own', 'shared')]"
+    for iid in ids:
+        assert value(stub, iid, modes) == ["0o666", "0o777", "0o600", "0o1777"]
+    stop(stub, *ids, snap)
