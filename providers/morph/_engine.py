@@ -37,6 +37,8 @@ from worldrt.providers.sandbox import (
 log = logging.getLogger("worldrt.morph")
 # Ready children of a snapshot nobody has branched for this long are let go.
 READY_IDLE_S = 60.0
+# Every entry of a tar stream takes at least one block: the files a disk archive of this size can hold.
+TAR_BLOCK = 512
 
 
 
@@ -127,7 +129,7 @@ class Infinibranch(InstanceEngine):
         snap.size_bytes = size + _rss_bytes(proc.pid)
         snap.children = ReadyBranches(inst.sandbox, proc, inst.lineage, inst.limits,
                                       lambda: self.archives.open(sid) if snap.files else None, self.ready_budget,
-                                      files=snap.files)
+                                      files=min(snap.files, size // TAR_BLOCK))
         self.snapshots[sid] = snap
         return snap
 

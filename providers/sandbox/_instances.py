@@ -56,8 +56,10 @@ _TOMBSTONES = 100_000
 # Output the daemon takes from one run: what the agent keeps (2 MiB) and its truncation note, with room.
 MAX_RUN_OUTPUT = 2 * 1024 * 1024 + 64 * 1024
 SNAPSHOT_BUDGET_BYTES = 8 * 1024**3
-# How long a member's answer to an archive or a snapshot, and then its disk's archive, may take.
+# How long a member's disk's archive may take once it answered, and its answer (an archive's comes once the
+# archive is written).
 ARCHIVE_TIMEOUT_S = 60.0
+ANSWER_TIMEOUT_S = 2 * ARCHIVE_TIMEOUT_S
 # Warm sandboxes started side by side when the pool refills (all of a small pool's at open).
 REFILL_AT_ONCE = 4
 # Images other than the default keep warm sandboxes too, for the most recently started of them.
@@ -770,12 +772,12 @@ class InstanceEngine:
         leaves its channel out of step (a late answer would answer the next request): the member is stopped."""
         answered = False
         try:
-            async with asyncio.timeout(ARCHIVE_TIMEOUT_S):
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
                 answer = await member.proc.recv(max_fds=1)
             answered = True
             return answer
         except TimeoutError:
-            raise SandboxError(f"it did not answer {op} within {ARCHIVE_TIMEOUT_S:.0f} s (does its code register a "
+            raise SandboxError(f"it did not answer {op} within {ANSWER_TIMEOUT_S:.0f} s (does its code register a "
                                f"fork hook, os.register_at_fork, that blocks?); it is stopped") from None
         finally:
             if not answered:

@@ -23,6 +23,7 @@ import ast
 import base64
 import builtins
 import contextlib
+import errno
 import io
 import json
 import os
@@ -55,6 +56,8 @@ OUTPUT_CHUNK = 64 * 1024
 # A run asked to collect its output (a unary Execute) returns up to this many characters in its result
 # frame, which stays under the daemon's frame limit however the JSON escapes them; past it, it streams.
 COLLECT_MAX = 128 * 1024
+# Output of an instance's threads between runs kept for its next run (characters); the rest is counted.
+HELD_MAX = 8 * 1024
 # A snapshot hands its children to the daemon this many at a time, so they come up while it forks on.
 STREAM_CHILDREN = 4
 FLUSH_AT = 8192
@@ -64,6 +67,9 @@ TMP = "/tmp"
 SHM = "/dev/shm"
 # A member's disk: each folder and its name in an archive.
 _DISK = ((WORKSPACE, "workspace"), (TMP, "tmp"), (SHM, "shm"))
+_ON_DISK = tuple(folder + "/" for folder, _ in _DISK)
+# A snapshot leaves the descriptors its instance held taken: a branch needs this many more of its own.
+FREE_DESCRIPTORS = 16
 MEMBER_FILTER = "/opt/worldrt/member.bpf"
 # A helper that prepares namespaces for a lineage gives up after this long.
 NSPREP_TIMEOUT_S = 10.0
@@ -80,8 +86,9 @@ class _State:
         # Output of the instance's threads between runs is held for the next run. The lock orders frames.
         self.running = False
         self.lock = threading.RLock()
-        self.held: list[tuple[str, str | bytes]] = []
+        self.held: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self.held_size = 0
+        self.held_dropped = 0
         self.out_bytes = 0
         # A collecting run's output so far ({"stdout": [...], "stderr": [...]}), None when it streams.
         self.collected: dict[str, list[Any]] | None = None
@@ -168,9 +175,26 @@ def _emit(event: str, data: str | bytes) -> None:
     with STATE.lock:
         if STATE.running:
             _send_output(event, data)
-        elif STATE.held_size < MAX_OUTPUT:  # a thread of the instance between runs: for the next run
-            STATE.held.append((event, data))
-            STATE.held_size += len(data)
+        else:  # a thread of the instance between runs: for the next run, up to HELD_MAX characters
+            room = max(0, HELD_MAX - STATE.held_size)
+            if room:
+                STATE.held[event].append(str(data[:room]))
+                STATE.held_size += min(room, len(data))
+            STATE.held_dropped += max(0, len(data) - room)
+
+
+def _send_held() -> None:
+    """What the instance's threads printed since the last run, sent at the start of this one (not counted
+    against its output: it is capped apart)."""
+    held, dropped = STATE.held, STATE.held_dropped
+    STATE.held, STATE.held_size, STATE.held_dropped = {"stdout": [], "stderr": []}, 0, 0
+    if dropped:
+        held["stderr"].append(f"\n[worldrt: {dropped} more characters printed between runs were dropped]\n")
+    for event, parts in held.items():
+        if parts:
+            text = "".join(parts)
+            _send_output(event, text.encode("utf-8", "replace") if STATE.as_bytes else text)
+    STATE.out_bytes = 0
 
 
 def _send_output(event: str, data: str | bytes) -> None:
@@ -289,6 +313,9 @@ def _serve_instance(chan: socket.socket) -> None:
             elif op == "ping":
                 _close_all(fds)
                 _wire.send(chan, {"ok": True})
+            elif op in ("snapshot", "archive", "restore", "write", "read") and not fds:
+                _wire.send(chan, {"error": f"{op} failed: its descriptor did not arrive (does the instance hold every "
+                                           f"descriptor RLIMIT_NOFILE allows?)"})
             else:
                 _close_all(fds)
                 _wire.send(chan, {"error": f"unknown op {op!r} with {len(fds)} descriptor(s)"})
@@ -524,9 +551,7 @@ def _exec_in(chan: socket.socket, msg: dict[str, Any], stdin_fd: int | None) -> 
     STATE.collected_chars = 0
     with STATE.lock:
         STATE.running = True
-        held, STATE.held, STATE.held_size = STATE.held, [], 0
-        for event, data in held:
-            _emit(event, data)
+        _send_held()
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     saved_env = {k: os.environ.get(k) for k in env}
     saved_stdin = (sys.stdin, os.dup(0)) if stdin_fd is not None else None
@@ -649,12 +674,15 @@ def _restore_from(fd: int) -> dict[str, int]:
             if member.isdir():
                 folders.append((os.path.join(target, rest), member.mode & _KEPT_MODE_BITS, member.mtime))
             elif member.isreg() and member.mode & _SHARED_WRITE:  # the filter took those off: the disk is its own
+                path = os.path.join(target, rest)
                 with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(target, rest), member.mode & _KEPT_MODE_BITS, follow_symlinks=False)
+                    if not os.path.islink(path):
+                        os.chmod(path, member.mode & _KEPT_MODE_BITS)
     for path, mode, mtime in reversed(folders):
         try:
-            os.chmod(path, mode, follow_symlinks=False)
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
+            if not os.path.islink(path):  # a later entry replaced it (only a made-up archive does)
+                os.chmod(path, mode)
+                os.utime(path, (mtime, mtime))
         except OSError as exc:
             print(f"worldrt: could not restore the mode of {path}: {exc}", file=sys.stderr)
     return {"files": files}
@@ -959,8 +987,14 @@ def _become_snapshot(chan: socket.socket, snapshot_id: str, archive_fd: int) -> 
             return
         # What the instance had open and shared belongs to it: its branches get none of it (they reopen
         # its files, at the offsets of now, on their own disks). Done once here, not in every branch.
-        STATE.reopen = _open_files({chan.fileno()})
-        STATE.held, STATE.held_size = [], 0  # output the instance's threads made is the instance's
+        try:
+            STATE.reopen = _open_files({chan.fileno()})
+        except OSError as exc:
+            _wire.send_hello(chan, {"hello": snapshot_id, "error": str(exc.strerror or exc)})
+            return
+        # Output the instance's threads made is the instance's; a thread that held the lock at the fork is gone.
+        STATE.held, STATE.held_size, STATE.held_dropped = {"stdout": [], "stderr": []}, 0, 0
+        STATE.lock = threading.RLock()
         try:
             _linux.unshare_shared_memory()
         except (OSError, MemoryError) as exc:
@@ -999,7 +1033,11 @@ def _branch(chan: socket.socket, children: list[Any]) -> None:
     sent = 0
     for index, child in enumerate(children):
         iid = str(child.get("iid", "")) if isinstance(child, dict) else ""
-        ours, theirs = socket.socketpair()
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError as exc:
+            errors.append({"index": index, "iid": iid, "message": f"no descriptor for its channel: {exc.strerror}"})
+            continue
         try:
             pid = os.fork()
         except OSError as exc:
@@ -1022,10 +1060,12 @@ def _branch(chan: socket.socket, children: list[Any]) -> None:
         ends.append((iid, ours))
         if len(ends) - sent == STREAM_CHILDREN:
             _send_children(chan, ends[sent:], [], more=True)
+            for _, end in ends[sent:]:
+                end.close()
             sent = len(ends)
     _send_children(chan, ends[sent:], errors, more=False)
-    for _, s in ends:
-        s.close()
+    for _, end in ends[sent:]:
+        end.close()
 
 
 def _send_children(chan: socket.socket, ends: list[tuple[str, socket.socket]], errors: list[dict[str, Any]],
@@ -1035,12 +1075,18 @@ def _send_children(chan: socket.socket, ends: list[tuple[str, socket.socket]], e
 
 
 def _open_files(keep: set[int]) -> list[tuple[int, str, int, int]]:
-    """Regular files this process has open under /workspace or /tmp (and not deleted), as (fd, path, flags,
-    offset). Every other descriptor except ``keep`` becomes /dev/null: a fork inherits its parent's pipes and
-    sockets, and a number its code still holds must not come back as a new descriptor (its channel)."""
+    """Regular files this process has open on its disk (and not deleted), as (fd, path, flags, offset). Every
+    other descriptor except ``keep`` becomes a placeholder that fails as a closed one does (EBADF): a fork
+    inherits its parent's pipes and sockets, and a number its code still holds must not come back as a new
+    descriptor (its channel, or a file it opens). OSError when too few are left for a branch's own."""
+    names = os.listdir("/proc/self/fd")
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY and len(names) + FREE_DESCRIPTORS > limit:
+        raise OSError(errno.EMFILE, f"the instance holds {len(names) - 1} of its {limit} descriptors; a snapshot "
+                                    f"needs {FREE_DESCRIPTORS} free (close some, or raise RLIMIT_NOFILE)")
     files = []
-    placeholder = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    for name in os.listdir("/proc/self/fd"):
+    placeholder = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    for name in names:
         fd = int(name)
         if fd in keep or fd < 3 or fd == placeholder:
             continue
@@ -1050,7 +1096,7 @@ def _open_files(keep: set[int]) -> list[tuple[int, str, int, int]]:
             continue  # the listing's own descriptor, gone
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 0 and path.startswith((WORKSPACE + "/", TMP + "/")):
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 0 and path.startswith(_ON_DISK):
                 with open(f"/proc/self/fdinfo/{fd}") as f:
                     info = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
                 files.append((fd, path, int(info["flags"].strip(), 8), int(info["pos"].strip())))

@@ -51,26 +51,30 @@ def test_hard_links_come_back_linked(stub, instance: str) -> None:
 
 
 def test_a_branchs_descriptors_never_take_a_number_the_instances_code_still_holds(stub, instance: str) -> None:
-    """The instance's pipes and sockets are not carried: in a branch their numbers stay taken (by /dev/null),
-    so closing them, or the garbage collector doing it, cannot close the branch's own channel."""
+    """The instance's pipes and sockets are not carried: in a branch their numbers stay taken (by a placeholder
+    that fails as a closed descriptor does), so closing them, or the garbage collector doing it, cannot close
+    the branch's own channel, and a file it opens does not answer to an old number."""
     do(stub, instance, "import os, socket\npipes = [os.pipe() for _ in range(10)]\nsock = socket.socket()")
     snap, ids = branches(stub, instance, count=4)
     for iid in ids:
+        assert value(stub, iid, "f = open('new.txt', 'w')\nf.fileno() not in [fd for pair in pipes for fd in pair]")
         closed = "for r, w in pipes:\n    os.close(r)\n    os.close(w)\nsock.close()\n1"
         assert value(stub, iid, closed) == 1
-        assert value(stub, iid, "f = open('new.txt', 'w')\nf.write('x')\nf.close()\nopen('new.txt').read()") == "x"
+        assert value(stub, iid, "f.write('x')\nf.close()\nopen('new.txt').read()") == "x"
     stop(stub, *ids, snap)
 
 
 def test_a_deleted_open_file_is_not_reopened_by_a_name_that_now_means_something_else(stub, instance: str) -> None:
-    """A deleted file's descriptor reads as /dev/null in a branch: its old name (now a FIFO, which would hang
-    the branch on open, or another file, whose bytes it would read) is not opened."""
+    """A deleted file's descriptor fails as a closed one does in a branch (EBADF): its old name (now a FIFO,
+    which would hang the branch on open, or another file, whose bytes it would read) is not opened."""
     do(stub, instance, "import os\nf = open('x', 'w+')\nf.write('mine')\nf.flush()\nos.unlink('x')\n"
                         "os.mkfifo('x (deleted)')\nopen('y', 'w').write('gone')\ng = open('y', 'r')\nos.unlink('y')\n"
                         "open('y (deleted)', 'w').write('OTHER')")
     snap, ids = branches(stub, instance)
     for iid in ids:
-        assert value(stub, iid, "f.seek(0)\ng.seek(0)\n[f.read(), g.read()]") == ["", ""]
+        use = ("import errno\nseen = []\nfor h in (f, g):\n    try:\n        h.seek(0)\n        seen.append(h.read())\n"
+               "    except OSError as exc:\n        seen.append(errno.errorcode[exc.errno])\nseen")
+        assert value(stub, iid, use) == ["EBADF", "EBADF"]
     stop(stub, *ids, snap)
 
 
@@ -189,4 +193,50 @@ def test_files_and_folders_keep_their_permission_bits(stub, instance: str) -> No
     modes = "import os\n[oct(os.stat(n).st_mode & 0o7777) for n in ('open', 'run', 'own', 'shared')]"
     for iid in ids:
         assert value(stub, iid, modes) == ["0o666", "0o777", "0o600", "0o1777"]
+    stop(stub, *ids, snap)
+
+
+def test_a_snapshot_needs_free_descriptors_for_its_branches_and_says_so(stub) -> None:
+    iid = stub.Start(pb.StartRequest()).instance_id
+    do(stub, iid, "import resource, os\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\npipes = []\ntry:\n"
+                  "    while True:\n        pipes.append(os.pipe())\nexcept OSError:\n    pass\n"
+                  "for r, w in pipes[:2]:\n    os.close(r)\n    os.close(w)")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+    assert info.value.code() == grpc.StatusCode.ABORTED and "RLIMIT_NOFILE" in info.value.details()
+    do(stub, iid, "for r, w in pipes[2:12]:\n    os.close(r)\n    os.close(w)")
+    snap = stub.Snapshot(pb.SnapshotRequest(instance_id=iid))
+    reply = stub.Branch(pb.BranchRequest(snapshot_id=snap.snapshot_id, count=3))
+    assert len(reply.instances) == 3 and not reply.errors, reply.errors
+    stop(stub, *(i.instance_id for i in reply.instances), snap.snapshot_id, iid)
+
+
+def test_output_of_threads_between_runs_is_capped_and_leaves_the_run_its_own(stub, instance: str) -> None:
+    """3 MiB, then a million small writes, printed by a thread between runs: the next run gets a capped part
+    of it and a count of the rest, promptly, and all of its own output."""
+    for k, burst in enumerate(("sys.stdout.write('T' * (3 << 20))",
+                               "for _ in range(1_000_000):\n        sys.stdout.write('x\\n')")):
+        do(stub, instance, f"import os, sys, threading, time\ndef burst():\n    while not os.path.exists('go{k}'):\n"
+                           f"        time.sleep(0.005)\n    {burst}\n    open('done{k}', 'w').close()\n"
+                           "threading.Thread(target=burst).start()")
+        stub.WriteFiles(pb.WriteFilesRequest(instance_id=instance, files=[pb.FileEntry(path=f"go{k}", data=b"")]))
+
+        def done(k: int = k) -> bool:  # asked with a file request: no run, so the output stays held
+            try:
+                stub.StatFile(pb.StatFileRequest(instance_id=instance, path=f"done{k}"))
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+                return False
+            return True
+        wait_for(done, 60, "the thread's burst ended")
+        result = run(stub, instance, "print('MY OWN OUTPUT')", timeout_ms=10_000)
+        assert not result.error and result.stdout.endswith("MY OWN OUTPUT\n"), result.error
+        assert len(result.stdout) < 64 * 1024 and "characters printed between runs were dropped" in result.stderr
+
+
+def test_a_file_open_in_dev_shm_is_reopened_on_the_branchs_disk(stub, instance: str) -> None:
+    do(stub, instance, "seg = open('/dev/shm/seg', 'a')\nseg.write('a')\nseg.flush()")
+    snap, ids = branches(stub, instance)
+    for iid in ids:
+        assert value(stub, iid, "seg.write('b')\nseg.flush()\nopen('/dev/shm/seg').read()") == "ab"
     stop(stub, *ids, snap)
