@@ -240,3 +240,15 @@ def test_a_file_open_in_dev_shm_is_reopened_on_the_branchs_disk(stub, instance: 
     for iid in ids:
         assert value(stub, iid, "seg.write('b')\nseg.flush()\nopen('/dev/shm/seg').read()") == "ab"
     stop(stub, *ids, snap)
+
+
+def test_a_snapshot_at_the_process_limit_says_so(stub, instance: str) -> None:
+    do(stub, instance, "import subprocess\nps = []\ntry:\n    while True:\n"
+                       "        ps.append(subprocess.Popen(['sleep', '1000']))\nexcept OSError:\n    pass\n"
+                       "last = ps.pop()\nlast.kill()\nlast.wait()")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Snapshot(pb.SnapshotRequest(instance_id=instance))
+    assert info.value.code() == grpc.StatusCode.ABORTED and "process limit" in info.value.details()
+    assert value(stub, instance, "for p in ps:\n    p.kill()\n    p.wait()\nlen(ps)") > 10
+    snap, ids = branches(stub, instance)
+    stop(stub, *ids, snap)
