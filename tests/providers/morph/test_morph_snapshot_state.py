@@ -40,6 +40,24 @@ def do(stub: Any, iid: str, code: str) -> None:
     value(stub, iid, code + "\nNone")
 
 
+# Defines in the instance a bounded wait for a file the test writes with a file request: not a run, so what the
+# instance's threads print meanwhile is printed between runs.
+WAIT_FOR_FILE = ("import os, time\ndef wait_for_file(name):\n    deadline = time.monotonic() + 60\n"
+                 "    while not os.path.exists(name) and time.monotonic() < deadline:\n        time.sleep(0.005)\n")
+
+
+def file_appears(stub: Any, iid: str, path: str) -> None:
+    """Wait (bounded) until ``path`` is on the instance's disk, asking with file requests, not runs."""
+    def there() -> bool:
+        try:
+            stub.StatFile(pb.StatFileRequest(instance_id=iid, path=path))
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+            return False
+        return True
+    wait_for(there, 60, f"{path} on the instance's disk")
+
+
 def test_hard_links_come_back_linked(stub, instance: str) -> None:
     do(stub, instance, "import os\nopen('a', 'w').write('one file')\nos.link('a', 'b')\nos.makedirs('d')\n"
                         "os.link('a', 'd/c')")
@@ -80,17 +98,22 @@ def test_a_deleted_open_file_is_not_reopened_by_a_name_that_now_means_something_
 
 def test_a_thread_printing_between_runs_does_not_break_the_channel(stub, instance: str) -> None:
     """Output of a thread of the instance between runs comes with the next run, never between answers."""
-    do(stub, instance, "import threading, time\nstop = threading.Event()\n"
-                        "def tick():\n    while not stop.is_set():\n        print('tick')\n        time.sleep(0.001)\n"
-                        "threading.Thread(target=tick, daemon=True).start()\ntime.sleep(0.05)")
+    do(stub, instance, WAIT_FOR_FILE + "import threading\nstop, first = threading.Event(), threading.Event()\n"
+                        "def tick():\n    while not stop.is_set():\n        print('tick')\n        first.set()\n"
+                        "        stop.wait(0.001)\n    wait_for_file('go')\n    print('between runs')\n"
+                        "    open('printed', 'w').close()\n"
+                        "threading.Thread(target=tick, daemon=True).start()\nfirst.wait(10)")
     for _ in range(3):
         snap, ids = branches(stub, instance)
         stop(stub, *ids, snap)
     names = [f"f{k}.txt" for k in range(20)]
     for name in names:
         stub.WriteFiles(pb.WriteFilesRequest(instance_id=instance, files=[pb.FileEntry(path=name, data=b"x")]))
-    later = run(stub, instance, "stop.set()\ntime.sleep(0.05)\n7")
-    assert later.value_json == "7" and "tick\n" in later.stdout and not later.error
+    do(stub, instance, "stop.set()")
+    stub.WriteFiles(pb.WriteFilesRequest(instance_id=instance, files=[pb.FileEntry(path="go", data=b"")]))
+    file_appears(stub, instance, "printed")
+    later = run(stub, instance, "7")
+    assert later.value_json == "7" and "between runs\n" in later.stdout and not later.error
     assert run(stub, instance, "1 + 1").value_json == "2"
 
 
@@ -144,7 +167,7 @@ def test_a_fork_hook_that_never_returns_stops_its_instance_not_the_daemon(stub, 
     the instance, whose channel would answer out of step, is stopped with that reason, and its processes
     (the blocked fork among them) are gone. The daemon serves on."""
     iid = stub.Start(pb.StartRequest()).instance_id
-    do(stub, iid, "import os, time\nos.register_at_fork(after_in_child=lambda: time.sleep(3600))")
+    do(stub, iid, "import os, threading\nos.register_at_fork(after_in_child=lambda: threading.Event().wait())")
     members = morph_members(morph, iid)
     assert members
     with pytest.raises(grpc.RpcError) as info:
@@ -216,19 +239,11 @@ def test_output_of_threads_between_runs_is_capped_and_leaves_the_run_its_own(stu
     of it and a count of the rest, promptly, and all of its own output."""
     for k, burst in enumerate(("sys.stdout.write('T' * (3 << 20))",
                                "for _ in range(1_000_000):\n        sys.stdout.write('x\\n')")):
-        do(stub, instance, f"import os, sys, threading, time\ndef burst():\n    while not os.path.exists('go{k}'):\n"
-                           f"        time.sleep(0.005)\n    {burst}\n    open('done{k}', 'w').close()\n"
-                           "threading.Thread(target=burst).start()")
+        do(stub, instance, WAIT_FOR_FILE + f"import sys, threading\ndef burst():\n    wait_for_file('go{k}')\n"
+                                           f"    {burst}\n    open('done{k}', 'w').close()\n"
+                                           "threading.Thread(target=burst).start()")
         stub.WriteFiles(pb.WriteFilesRequest(instance_id=instance, files=[pb.FileEntry(path=f"go{k}", data=b"")]))
-
-        def done(k: int = k) -> bool:  # asked with a file request: no run, so the output stays held
-            try:
-                stub.StatFile(pb.StatFileRequest(instance_id=instance, path=f"done{k}"))
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
-                return False
-            return True
-        wait_for(done, 60, "the thread's burst ended")
+        file_appears(stub, instance, f"done{k}")
         result = run(stub, instance, "print('MY OWN OUTPUT')", timeout_ms=10_000)
         assert not result.error and result.stdout.endswith("MY OWN OUTPUT\n"), result.error
         assert len(result.stdout) < 64 * 1024 and "characters printed between runs were dropped" in result.stderr
