@@ -176,11 +176,12 @@ def _emit(event: str, data: str | bytes) -> None:
         if STATE.running:
             _send_output(event, data)
         else:  # a thread of the instance between runs: for the next run, up to HELD_MAX characters
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             room = max(0, HELD_MAX - STATE.held_size)
             if room:
-                STATE.held[event].append(str(data[:room]))
-                STATE.held_size += min(room, len(data))
-            STATE.held_dropped += max(0, len(data) - room)
+                STATE.held[event].append(text[:room])
+                STATE.held_size += min(room, len(text))
+            STATE.held_dropped += max(0, len(text) - room)
 
 
 def _send_held() -> None:
@@ -1115,7 +1116,7 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
         except OSError:
             continue
         if not stat.S_ISREG(os.fstat(fresh).st_mode):
-            os.close(fresh)  # the name is no longer a regular file on this disk: the descriptor stays /dev/null
+            os.close(fresh)  # the name is no longer a regular file on this disk: the placeholder stays
             continue
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fresh, True)
