@@ -79,7 +79,6 @@ from tests.support import (  # the tests' harness: the same hostile code and the
     cmdlines,
     environ_token,
     f32,
-    fixture_component,
     invocation_rows,
     missing_rows,
     open_fds,
@@ -999,7 +998,7 @@ def f16_daemon_cmdline(b: Bench) -> Outcome:
         f"{env_token == b.tls_token}")
 
 
-def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
+def host_attacks(b: Bench, caller: Path) -> None:
     """One host for findings 13, 16 and 18: tokens, headers, link tokens, redaction, caps, file modes."""
     cwd = b.tmp / "h-auth"
     home = cwd / "state"
@@ -1086,11 +1085,11 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
         stored: dict[str, Any] = {}
 
         def redaction() -> Outcome:
-            put = worldrt("link", "put", "generator=modal", "--source", "envcaller", "--set", f"token={token}",
+            put = worldrt("link", "put", "generator=modal", "--source", "caller", "--set", f"token={token}",
                           "--set", "tier=gold", "--secret-file", f"api={cwd / 'secret'}", home=home)
-            info = host.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(envcaller)), timeout=CALL_S)
+            info = host.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(caller)), timeout=CALL_S)
             code = f"print('{secret}' * 2)\nprint('{token}')\nprint('x' * 100_000)"
-            outcome = next(e.outcome for e in host.invoke(info.component_id, 31, code=code, calls=3,
+            outcome = next(e.outcome for e in host.invoke(info.component_id, 31, code=code, calls=3, timeout_ms=20_000,
                                                       env={"API_KEY": key, "HOME": "/w"}) if e.HasField("outcome"))
             rows = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="31", limit=10),
                                                timeout=CALL_S).invocations
@@ -1103,7 +1102,7 @@ def host_attacks(b: Bench, caller: Path, envcaller: Path) -> None:
                 code_redacted &= "<redacted>" in params["code"]
                 leaks += sum(s in text for text in (row.input_params, row.output_result) for s in (secret, token, key))
             listed = next(link for link in host.stub.ListLinks(host_pb.ListLinksRequest(), timeout=CALL_S).links
-                      if link.source_component == "envcaller")
+                      if link.source_component == "caller")
             link_ok = dict(listed.secrets) == {"api": "<redacted>"} and \
                 dict(listed.values) == {"token": "<redacted>", "tier": "gold"}
             ok = put.returncode == 0 and outcome.ok and len(rows) == 3 and env_redacted and code_redacted \
@@ -1204,7 +1203,6 @@ def run_all(b: Bench, which: str = "all") -> None:
         b.after_attacks()
         return
     caller = example_component("caller", CACHE / "examples")
-    envcaller = fixture_component("envcaller")
     A = b.attack
     A("1", "symlinks to /etc and / planted in a modal workspace, Snapshot, Start, read /etc/shadow",
       "the workspace cannot be swapped; links stay links; no host file is read or copied", lambda: f1_snapshot_symlink(b))
@@ -1258,7 +1256,7 @@ def run_all(b: Bench, which: str = "all") -> None:
           mode=pb.ATTESTATION, attestation_json="{\"a\":" * 100000), timeout=CALL_S), "ritual"))
     A("18", "a shell `sleep 30 &` that keeps stdout open", "Execute returns at once (< 5 s)", lambda: f18_shell_job(b))
     try:
-        host_attacks(b, caller, envcaller)
+        host_attacks(b, caller)
     except Exception as exc:  # noqa: BLE001 - reported as not blocked
         b.rows.append(Row("13/16/18", "the host of the token and redaction attacks", "starts and serves",
                           f"the attacks ended unexpectedly: {type(exc).__name__}: {str(exc)[:300]}", False))

@@ -1,7 +1,8 @@
 """A verse that only calls providers, for tests and benchmarks of the host's routing.
 
 ``run(verse_id, args)`` with args JSON ``{"op": "execute", "instance_id": ..., "code": "1", "calls": N}``
-runs ``code`` N times in that instance (``"new"``: one it starts and stops itself, ``""``: one-shot runs);
+runs ``code`` N times in that instance (``"new"``: one it starts and stops itself, ``""`` or none given: one-shot
+runs), with the environment ``"env": {"K": "V"}`` when given;
 ``{"op": "optimize"}`` asks its coordinator for a tiny
 optimization. It returns how many calls succeeded, or the first provider error as its err.
 """
@@ -32,18 +33,18 @@ class WitWorld(wit_world.WitWorld):
                 space_json=json.dumps({"x": [0, 1, 2, 3]}), budget=16, seed=verse_id, group_size=4,
                 max_async_level=0, checkpoint_every=0))
             return json.dumps({"calls": 1, "best": json.loads(reply.best_json)})
-        instance_id = spec["instance_id"]
+        instance_id = spec.get("instance_id", "")
         if instance_id == "new":
             instance_id = _call(generator.start, StartRequest(image="", snapshot_id="", language="python", ttl_s=0,
                                                               limits=None, metadata=[])).instance_id
         request = ExecuteRequest(instance_id=instance_id, code=spec.get("code", "1"), language="python",
-                                 timeout_ms=int(spec.get("timeout_ms", 10_000)), env=[], input_json="", seed=0, argv=[],
-                                 cwd="", stdin=b"", output_bytes=False)
+                                 timeout_ms=int(spec.get("timeout_ms", 10_000)), env=sorted(spec.get("env", {}).items()),
+                                 input_json="", seed=0, argv=[], cwd="", stdin=b"", output_bytes=False)
         try:
             for _ in range(int(spec.get("calls", 1))):
                 _call(generator.execute, request)
                 done += 1
         finally:
-            if spec["instance_id"] == "new":
+            if spec.get("instance_id") == "new":
                 _call(generator.stop, InstanceRef(instance_id=instance_id))
         return json.dumps({"calls": done})

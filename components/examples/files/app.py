@@ -4,6 +4,8 @@ files) and remove-file.
 
 ``run(verse_id, args)`` with args JSON ``{"instance_id": ID, "dir": "box"}`` returns JSON of what each
 step saw; a provider's error that the step does not expect is its err, as "CODE: message".
+``{"op": "put", "instance_id": ID, "path": P, "text": T}`` only writes ``T`` at ``P`` (mode 0640), reads it
+back and lists the workspace's top.
 """
 
 import json
@@ -13,6 +15,7 @@ from componentize_py_types import Err
 from wit_world.imports import generator
 from wit_world.imports.types import (
     FileEntry,
+    ListFilesRequest,
     MakeDirectoryRequest,
     MoveFileRequest,
     ReadFileRequest,
@@ -46,9 +49,20 @@ def _kind(event) -> str:
     return event.kind.name.lower()
 
 
+def _put(iid: str, path: str, text: str) -> str:
+    wrote = _call(generator.write_files, WriteFilesRequest(instance_id=iid, files=[
+        FileEntry(path=path, data=text.encode(), mode=0o640)]))
+    chunk = _call(generator.read_file, ReadFileRequest(instance_id=iid, path=path, offset=0, length=0))
+    listing = _call(generator.list_files, ListFilesRequest(instance_id=iid, path=""))
+    return json.dumps({"wrote": wrote.bytes, "read": bytes(chunk.data).decode(), "mode": chunk.mode,
+                       "names": [e.name for e in listing.entries]})
+
+
 class WitWorld(wit_world.WitWorld):
     def run(self, verse_id: int, args: str) -> str:
         spec = json.loads(args or "{}")
+        if spec.get("op") == "put":
+            return _put(spec["instance_id"], spec["path"], spec["text"])
         iid, top = spec["instance_id"], spec.get("dir", "box")
         seen = {}
         made = _call(generator.make_directory, MakeDirectoryRequest(instance_id=iid, path=f"{top}/inner",

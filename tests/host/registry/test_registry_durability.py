@@ -26,7 +26,6 @@ from tests.support import (
     built_example,
     cli,
     f32,
-    fixture_component,
     invocation_rows,
     missing_rows,
     wait_for,
@@ -211,20 +210,20 @@ def test_a_full_disk_makes_the_host_unhealthy_until_its_rows_are_written(tmp_pat
 
 
 def test_stored_rows_keep_no_env_value_no_link_secret_and_capped_output(tmp_path: Path) -> None:
-    wasm = fixture_component("envcaller")
+    wasm = built_example("caller")
     home = tmp_path / "state"
     secret, token, key = "sk-live-7f3a9c2b11", "tok-5e1d77aa", "sk-env-0b9c4d"
     (tmp_path / "secret").write_text(secret + "\n")
     host = HostProcess(home, cwd=tmp_path)
     try:
-        put = cli(home, "link", "put", "generator=modal", "--source", "envcaller", "--set", f"token={token}",
+        put = cli(home, "link", "put", "generator=modal", "--source", "caller", "--set", f"token={token}",
                   "--set", "tier=gold", "--secret-file", f"api={tmp_path / 'secret'}")
         assert put.returncode == 0, put.stderr
         info = host.stub.LoadComponent(host_pb.LoadComponentRequest(path=str(wasm)))
         code = f"print('{secret}' * 2)\nprint('{token}')\nprint('x' * 100_000)"
         outcome = next(e.outcome for e in host.stub.Invoke(host_pb.InvokeRequest(
             component_id=info.component_id, verse_id=31, args=json.dumps(
-                {"code": code, "env": {"API_KEY": key, "HOME": "/w"}, "calls": 3})))
+                {"code": code, "env": {"API_KEY": key, "HOME": "/w"}, "calls": 3, "timeout_ms": 20_000})))
             if e.HasField("outcome"))
         assert outcome.ok, outcome.value
         rows = host.stub.RecentInvocations(host_pb.RecentInvocationsRequest(verse_id="31", limit=10)).invocations

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from wasmtime.component import ComponentInstanceType
 
-from tests.support.components import CACHE, FIXTURES, fixture_component
+from tests.support.components import CACHE, FIXTURES, built_example
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import ComponentRuntime, GuestError, build_component, wit_interface
 from worldrt.providers.testing import ProviderDaemon
@@ -29,18 +29,18 @@ def runtime(morph: ProviderDaemon) -> Iterator[ComponentRuntime]:
 
 
 def test_a_guest_writes_reads_and_lists_files_of_an_instance(runtime: ComponentRuntime, stub, instance: str) -> None:
-    filer = runtime.load(fixture_component("filer"))
-    out = json.loads(runtime.invoke(filer, 1, json.dumps({"instance_id": instance, "path": "notes/a.txt",
-                                                           "text": "from the guest"})))
+    files = runtime.load(built_example("files"))
+    out = json.loads(runtime.invoke(files, 1, json.dumps({"op": "put", "instance_id": instance,
+                                                           "path": "notes/a.txt", "text": "from the guest"})))
     assert out == {"wrote": 14, "read": "from the guest", "mode": 0o640, "names": ["notes"]}
     seen = stub.Execute(pb.ExecuteRequest(instance_id=instance, code="open('/workspace/notes/a.txt').read()"))
     assert json.loads(seen.value_json) == "from the guest"
 
 
 def test_a_guest_path_out_of_the_workspace_is_its_invalid_argument(runtime: ComponentRuntime, instance: str) -> None:
-    filer = runtime.load(fixture_component("filer"))
+    files = runtime.load(built_example("files"))
     with pytest.raises(GuestError, match="INVALID_ARGUMENT: .*climbs out"):
-        runtime.invoke(filer, 1, json.dumps({"instance_id": instance, "path": "../escape", "text": "x"}))
+        runtime.invoke(files, 1, json.dumps({"op": "put", "instance_id": instance, "path": "../escape", "text": "x"}))
 
 
 def test_a_component_built_against_the_first_0_1_0_still_runs(runtime: ComponentRuntime, instance: str) -> None:
