@@ -36,6 +36,7 @@ from worldrt.host.runtime._errors import (
     GuestError,
     InvocationError,
 )
+from worldrt.host.runtime._exports import call_run, is_run_type
 from worldrt.host.runtime._host_functions import (
     InvocationScope,
     LogSink,
@@ -164,6 +165,8 @@ class ComponentRuntime:
         self.loader = ComponentLoader(self.engine, ComponentCache(self.engine, cache_dir, engine_key))
         # Each component's import converters, built at its first call of each import.
         self._codecs: weakref.WeakKeyDictionary[Component, dict[tuple[Operation, str], ImportCodec]] = weakref.WeakKeyDictionary()
+        # Whether each component's export, by name, is run's type (then called without wasmtime-py's reflection).
+        self._run_types: weakref.WeakKeyDictionary[Component, dict[str, bool]] = weakref.WeakKeyDictionary()
         self._ticker = _EpochTicker(self.engine, epoch_tick_s)
         self._ticker.start()
         self._log_rate = LogRate(limits.log.per_second)
@@ -246,21 +249,30 @@ class ComponentRuntime:
             func = instance.get_func(store, export)
             if func is None:
                 raise ComponentError(f"{component.name} has no export `{export}`")
+            types = self._run_types.setdefault(component.component, {})
+            fast = types.get(export)
+            if fast is None:
+                fast = types[export] = is_run_type(func.type(store))
             try:
-                result = func(store, verse_id, args)
+                if fast:
+                    ok, value = call_run(store, func, verse_id, args)
+                else:
+                    result = func(store, verse_id, args)
                 func.post_return(store)
             except Exception as exc:  # noqa: BLE001 - every way the call can end is reported below
                 error = self._failure(component, limits, scope, exc, time.perf_counter() - started, stderr)
                 host_bug = not isinstance(exc, WasmtimeError) and not scope.timed_out
                 raise error from (exc if host_bug else None)
             done = time.perf_counter()
-        if not isinstance(result, Variant):
-            raise ComponentError(f"{component.name}'s `{export}` returned {type(result).__name__}, "
-                                 "expected result<string, string>")
-        invocation = Invocation(value=str(result.payload), instantiate_us=(instantiated - started) * 1e6,
+        if not fast:
+            if not isinstance(result, Variant):
+                raise ComponentError(f"{component.name}'s `{export}` returned {type(result).__name__}, "
+                                     "expected result<string, string>")
+            ok, value = result.tag == "ok", str(result.payload)
+        invocation = Invocation(value=value, instantiate_us=(instantiated - started) * 1e6,
                                 call_ms=(done - instantiated) * 1000, provider_calls=scope.provider_calls,
                                 provider_ms=scope.provider_s * 1000)
-        if result.tag == "err":
+        if not ok:
             scope.reap()
             raise GuestError(invocation.value, invocation)
         return invocation

@@ -178,7 +178,7 @@ def _record_lifter(ty: wt.RecordType, descriptor: Descriptor) -> Callable[[_Val]
 
 # lowering: Python/protobuf -> C value (wasmtime takes ownership of what is written) -------------------
 
-def _lower_string(value: str, c: _Val) -> None:
+def lower_string(value: str, c: _Val) -> None:
     data = value.encode("utf-8")
     c.kind = _STRING
     _byte_vec_new(byref(c.of.string), len(data), data)
@@ -187,7 +187,7 @@ def _lower_string(value: str, c: _Val) -> None:
 def _lowerer(ty: wt.ValType, field: FieldDescriptor | None) -> Lower:
     """How to write a protobuf value for ``field`` (None: a scalar) as a value of WIT type ``ty``."""
     if isinstance(ty, wt.String):
-        return _lower_string
+        return lower_string
     if type(ty) in _NUMBERS:
         kind, attr = _NUMBERS[type(ty)]
 
@@ -330,7 +330,7 @@ class ImportCodec:
             entry = record.data[i]
             encoded = name.encode()
             _byte_vec_new(byref(entry.name), len(encoded), encoded)
-            _lower_string(code if name == "code" else message, entry.val)
+            lower_string(code if name == "code" else message, entry.val)
         raw.kind = _RECORD
         raw.of.record = record
         out = results[0]
