@@ -3,11 +3,15 @@ is kept in a cache directory), and check it fits the world."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
+import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from wasmtime.component import Component
 from worldrt.host.runtime._errors import ComponentError
 from worldrt.host.runtime._fit import check_component
 
+log = logging.getLogger("worldrt.host")
 DEFAULT_CACHE_DIR = Path(".worldrt/cache/components")
 
 _MAGIC = b"\0asm"
@@ -95,20 +100,55 @@ class ComponentCache:
             path.unlink(missing_ok=True)
             return None
 
+    @contextlib.contextmanager
+    def compiling(self, digest: str) -> Iterator[None]:
+        """Held while ``digest`` is compiled: processes sharing the directory take turns, so one compiles
+        and the others read its entry (a Python component is seconds of CPU). Without a directory, or one
+        that cannot hold the lock file, each compiles on its own."""
+        path = self.path_for(digest)
+        lock = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                lock = None
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            if lock is not None:
+                os.close(lock)
+
     def put(self, digest: str, component: Component) -> None:
+        """Keep ``component`` for the next load; a directory that cannot take it (read-only, full, not a
+        directory) only costs that load, and is said in the log."""
         path = self.path_for(digest)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
+        except OSError as exc:
+            _not_kept(path.parent, exc)
+            return
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(component.serialize())
             os.chmod(tmp, 0o444)
             os.replace(tmp, path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            _not_kept(path.parent, exc)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _not_kept(directory: Path, exc: OSError) -> None:
+    log.warning("cannot keep the compiled component in %s (%s): it is compiled again at its next load",
+                directory, exc.strerror or exc)
 
 
 def new_engine() -> tuple[Engine, str]:
@@ -138,11 +178,15 @@ class ComponentLoader:
         component = self.cache.get(digest)
         if component is not None:
             return Compiled(binary, digest, component, cached=True)
-        try:
-            component = Component(self.engine, binary)
-        except WasmtimeError as exc:
-            raise ComponentError(f"{label} does not compile as a component: {_first_line(exc)}") from None
-        self.cache.put(digest, component)
+        with self.cache.compiling(digest):
+            component = self.cache.get(digest)  # compiled by another process meanwhile
+            if component is not None:
+                return Compiled(binary, digest, component, cached=True)
+            try:
+                component = Component(self.engine, binary)
+            except WasmtimeError as exc:
+                raise ComponentError(f"{label} does not compile as a component: {_first_line(exc)}") from None
+            self.cache.put(digest, component)
         return Compiled(binary, digest, component, cached=False)
 
     def load(self, path: str | os.PathLike[str]) -> LoadedComponent:
