@@ -36,7 +36,7 @@ from _report import percentiles, print_table, timed, write_json
 
 from worldrt.host import Host
 from worldrt.host.registry import Invocation
-from worldrt.host.routing import DirectRouter
+from worldrt.host.routing import DirectRouter, Reply, Router, Target, Transport
 from wasmtime import _ffi as ffi
 from wasmtime.component import ComponentInstanceType, FuncType
 
@@ -93,6 +93,53 @@ def direct_component(stack: contextlib.ExitStack, channel: object, token: str, c
         return (time.perf_counter() - t0) * 1e6 / CALLS
     run()
     return run
+
+
+class _TimedTarget(Target):
+    """A target that times its calls (``inner``) or, given no target, answers ``reply`` at once."""
+
+    def __init__(self, target: Target | None, reply: object, inner: list[float]) -> None:
+        self.target, self.reply, self.inner = target, reply, inner
+
+    def unary(self, method, request, metadata, timeout_s):  # type: ignore[no-untyped-def]
+        if self.target is None:
+            return Reply(self.reply, 0.0)
+        t0 = time.perf_counter()
+        try:
+            return self.target.unary(method, request, metadata, timeout_s)
+        finally:
+            self.inner.append(time.perf_counter() - t0)
+
+    def stream(self, method, request, metadata, timeout_s):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+class _TimedTransport(Transport):
+    def __init__(self, own: Transport | None, reply: object, inner: list[float]) -> None:
+        self.own, self.reply, self.inner = own, reply, inner
+
+    def reach(self, provider):  # type: ignore[no-untyped-def]
+        target = self.own.reach(provider)[0] if self.own is not None else None
+        return _TimedTarget(target, self.reply, self.inner), 0.0
+
+    def healthy(self, provider):  # type: ignore[no-untyped-def]
+        return True
+
+    def describe(self, provider):  # type: ignore[no-untyped-def]
+        return host_pb.ProviderState(provider_id=provider)
+
+
+def router_own_us(host: Host, request: object, context: CallContext, reply: object, reps: int) -> dict[str, float]:
+    """The router's own time per call (links, metadata, deadline, recording: everything but the gRPC call),
+    p50 µs: between real calls to the daemon, and in a loop of calls whose target answers at once."""
+    execute = OPERATIONS[("generator", "execute")]
+    inner: list[float] = []
+    real = Router(host.router.links, host.registry, _TimedTransport(host.own, reply, inner))
+    outer = timed(lambda: real.call(execute, request, context), reps, unit=1.0)  # type: ignore[arg-type]
+    instant = Router(host.router.links, host.registry, _TimedTransport(None, reply, []))
+    warm = timed(lambda: instant.call(execute, request, context), reps * 10, unit=1e6)  # type: ignore[arg-type]
+    between = [(o - i) * 1e6 for o, i in zip(outer, inner, strict=True)]
+    return {"between_real_calls": percentiles(between)["p50"], "warm": percentiles(warm)["p50"]}
 
 
 def reply_lowering_us(runtime: ComponentRuntime, component: Path, reply: object, n: int = 5000) -> float:
@@ -199,6 +246,8 @@ def main() -> None:
                 rows.setdefault("direct gRPC Execute", []).extend(timed(direct, args.reps // 5, unit=1e6))
                 rows.setdefault("Execute via host router", []).extend(timed(routed, args.reps // 5, unit=1e6))
 
+            extra["router_own_us_p50"] = router_own_us(host, request, context, stub.Execute(request, metadata=md),
+                                                       args.reps)
             record = host.registry.record_call
             host.registry.record_call = lambda *_a, **_k: None  # type: ignore[method-assign]
             rows["router, recording off"] = timed(routed, args.reps, unit=1e6)
@@ -293,6 +342,9 @@ def main() -> None:
           f"{added.get('wat', float('nan')) - import_floor_us - router_us:+.0f} µs; of the floor, writing the reply "
           f"into wasmtime's values {extra['reply_lowering_us']:.1f} µs")
     extra["import_floor_us_p50"] = import_floor_us
+    own = extra["router_own_us_p50"]
+    print(f"the router's own code (all but the gRPC call), p50: {own['between_real_calls']:.1f} µs between real calls, "
+          f"{own['warm']:.1f} µs in a loop whose target answers at once")
     if WAT_DIRECT in stats:
         bare = stats[WAT_DIRECT]["p50"] - direct_mean
         extra["wat_without_router_added_us_p50"] = bare
