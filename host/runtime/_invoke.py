@@ -11,7 +11,8 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -129,22 +130,48 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _EpochTicker(threading.Thread):
-    """Moves the engine's epoch on with the wall clock: one tick per ``tick_s`` elapsed, however late this
-    thread gets to run (on a machine busy with spinning components), so deadlines stay wall-clock time."""
+    """Moves the engine's epoch on with the wall clock while invocations run: one tick per ``tick_s``
+    elapsed, however late this thread gets to run (on a machine busy with spinning components), so
+    deadlines stay wall-clock time. With none running it sleeps: an idle host is not woken 100 times a
+    second. A store's deadline counts from the epoch when it was set, so the pause moves no deadline."""
 
     def __init__(self, engine: Engine, tick_s: float) -> None:
         super().__init__(name="worldrt-epoch", daemon=True)
         self.engine = engine
         self.tick_s = tick_s
         self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._busy = threading.Event()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Tick for as long as this invocation runs."""
+        with self._lock:
+            self._running += 1
+            self._busy.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self._busy.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._busy.set()
+        self.join()
 
     def run(self) -> None:
-        last = time.monotonic()
-        while not self.stopping.wait(self.tick_s):
-            ticks = max(1, int((time.monotonic() - last) / self.tick_s))
-            for _ in range(ticks):
-                self.engine.increment_epoch()
-            last += ticks * self.tick_s
+        while not self.stopping.is_set():
+            self._busy.wait()
+            last = time.monotonic()
+            while self._running and not self.stopping.wait(self.tick_s):
+                ticks = max(1, int((time.monotonic() - last) / self.tick_s))
+                for _ in range(ticks):
+                    self.engine.increment_epoch()
+                last += ticks * self.tick_s
 
 
 class ComponentRuntime:
@@ -236,7 +263,7 @@ class ComponentRuntime:
                               deadline=time.monotonic() + limits.timeout_s)
         codecs = self._codecs.setdefault(component.component, {})
         budget = LogBudget(limits.log, self._log_rate)
-        with InvocationScope(self.router, context, on_log, codecs, budget) as scope:
+        with self._ticker.running(), InvocationScope(self.router, context, on_log, codecs, budget) as scope:
             started = time.perf_counter()
             try:
                 instance = self.linker.instantiate(store, component.component)
@@ -328,8 +355,7 @@ class ComponentRuntime:
     def close(self) -> None:
         """Stop the epoch; invocations still running (a component spinning) trap at once, as past their
         deadline, so no thread outlives the runtime by more than its next instruction."""
-        self._ticker.stopping.set()
-        self._ticker.join()
+        self._ticker.stop()
         for _ in range(self._deadline_ticks + 1):
             self.engine.increment_epoch()
 

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from tests.support import ROOT
+from tests.support import ROOT, wait_for
 from worldrt.host.routing import DirectRouter
 from worldrt.host.runtime import (
     OPERATIONS,
@@ -200,6 +200,33 @@ def test_an_endless_loop_is_stopped_at_its_deadline_and_the_host_goes_on(runtime
         runtime.invoke(looping, 1, "", limits=Limits(timeout_s=0.5))
     assert 0.45 < time.monotonic() - started < 3
     assert runtime.invoke(runtime.load(TINY), 1, "still here") == "still here"
+
+
+def _epoch_wakes() -> int:
+    """Times every deadline clock ("worldrt-epoch") of this process went to sleep so far."""
+    total = 0
+    for thread in threading.enumerate():
+        if thread.name == "worldrt-epoch" and thread.native_id is not None:
+            status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+            total += next(int(line.split()[1]) for line in status.splitlines()
+                          if line.startswith("voluntary_ctxt_switches:"))
+    return total
+
+
+@pytest.mark.daemons
+def test_the_deadline_clock_sleeps_while_nothing_runs_and_wakes_for_the_next_invocation(tmp_path: Path) -> None:
+    with ComponentRuntime(DirectRouter({}), cache_dir=tmp_path) as rt:
+        assert rt.invoke(rt.load(TINY), 1, "x") == "x"
+        # Idle, the clock does not wake (it ticked every 10 ms before): three windows in a row without a switch.
+        windows = [_epoch_wakes()]
+
+        def still() -> bool:
+            windows.append(_epoch_wakes())
+            return len(windows) > 3 and len(set(windows[-4:])) == 1
+        wait_for(still, 20, "the deadline clocks stopped waking while no invocation ran", interval_s=0.1)
+        with pytest.raises(ComponentTimeout, match=r"loop ran past its deadline of 0.5 s and was stopped"):
+            rt.invoke(rt.load(WAT / "loop.wat"), 1, "", limits=Limits(timeout_s=0.5))
+        assert rt.invoke(rt.load(TINY), 1, "after") == "after"
 
 
 @pytest.mark.daemons
