@@ -192,6 +192,14 @@ def cpu_shares(roles: dict[int, str], fn: Callable[[], float]) -> tuple[float, d
     return result, shares
 
 
+def _repeat(fn: Callable[[], object], times: int) -> float:
+    """Seconds ``times`` calls of ``fn`` took."""
+    t0 = time.perf_counter()
+    for _ in range(times):
+        fn()
+    return time.perf_counter() - t0
+
+
 def kill_gap(lattice: Lattice, caller: Caller, topology: Topology, victim: object, seconds: float,
              concurrency: int) -> dict[str, float]:
     request = pb.ExecuteRequest(code="1", language="python", timeout_ms=30_000)
@@ -406,6 +414,14 @@ def main() -> None:
             samples.setdefault("Execute through the lattice", []).extend(timed(via_lattice, args.reps // 5, unit=1e6))
             samples.setdefault(HAND_OFF, []).extend(
                 timed(hand_off, args.reps // 5, unit=1e6))
+        # The CPU each process spends on a call, by role: what the lattice's added time is made of.
+        roles = process_roles(topology, {"b": b.proc.pid, "c": c.proc.pid})
+        cpu_per_call: dict[str, dict[str, float]] = {}
+        for name, fn in (("direct gRPC Execute", direct), ("Execute through the lattice", via_lattice)):
+            wall, shares = cpu_shares(roles, lambda fn=fn: _repeat(fn, 2 * args.reps))  # type: ignore[misc]
+            cpu_per_call[name] = {role: share / 100 * wall * 1e6 / (2 * args.reps)
+                                  for role, share in sorted(shares.items(), key=lambda kv: -kv[1]) if share > 0}
+        results["cpu_us_per_call"] = cpu_per_call
         local = subprocess.run(["ip", "netns", "exec", topology.ns("b"), sys.executable, "-c", LOCAL, direct_address,
                                 str(args.reps)], capture_output=True, text=True, env=topology.env("admin"), timeout=300)
         assert local.returncode == 0, local.stderr
@@ -427,6 +443,9 @@ def main() -> None:
               f"hand-off to its loop {stats[HAND_OFF]['p50']:.0f} µs, "
               f"the bridge's task, headers and its grpc.aio call)")
         results["lattice_split_us_p50"] = {"nats_hop": floor, "daemon_execute_inside_b": inside, "python_glue": glue}
+        for name, spent in cpu_per_call.items():
+            print(f"CPU per call, {name} (µs, by process; ticks of 10 ms over {2 * args.reps} calls): "
+                  + ", ".join(f"{role} {us:.0f}" for role, us in spent.items()) + f"; all {sum(spent.values()):.0f}")
         load = os.getloadavg()[0]
         results.update(stats_us=stats, added_us_p50=added, load_average_1m=load)
 
