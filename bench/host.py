@@ -33,13 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _otlp import collector
 from _report import percentiles, print_table, timed, write_json
+from wasmtime import _ffi as ffi
+from wasmtime.component import ComponentInstanceType, FuncType
 
 from worldrt.host import Host
 from worldrt.host.registry import Invocation
 from worldrt.host.routing import DirectRouter, Reply, Router, Target, Transport
-from wasmtime import _ffi as ffi
-from wasmtime.component import ComponentInstanceType, FuncType
-
 from worldrt.host.runtime import OPERATIONS, CallContext, ComponentRuntime, ImportCodec, wit_interface
 from worldrt.v1 import host_pb, pb
 

@@ -93,7 +93,7 @@ def main() -> None:
             "trivial Execute, direct gRPC": (lambda: morph.stub.Execute(request, metadata=morph.metadata, timeout=30),
                                              args.reps // 10),
         }
-        for name, (call, reps) in calls.items():
+        for call, reps in calls.values():
             timed(call, max(10, reps // 10), unit=1e6)
         for _ in range(args.rounds):
             for state in ("idle", "busy"):
