@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worldrt import telemetry
+from worldrt import loops, telemetry
 from worldrt.errors import Cancelled, WorldError, from_rpc_error
 from worldrt.host._admission import Admission, ServiceLimits, Ticket
 from worldrt.host._api import METHODS, HostAPI, Method
@@ -280,7 +280,7 @@ def serve_host(host: Host, listen: str, token: str | None = None, ready: threadi
     """Serve until SIGTERM or SIGINT, then stop the providers the host started and flush the registry."""
     address = listen_address(listen, tls=tls, token=token)
     try:
-        asyncio.run(_serve(host, address, token, ready, tls, limits or ServiceLimits(host.max_components)))
+        loops.run(_serve(host, address, token, ready, tls, limits or ServiceLimits(host.max_components)))
     finally:
         host.close()
         if address.startswith("unix:"):

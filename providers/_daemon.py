@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import atexit
 import ctypes
 import importlib
@@ -14,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-from worldrt import telemetry
+from worldrt import loops, telemetry
 from worldrt.errors import NotFound
 from worldrt.providers._catalog import CATALOG
 from worldrt.providers._provider import Provider, ProviderOptions
@@ -65,7 +64,7 @@ def run_provider(name: str, listen: str | None, token: str | None, state_dir: Pa
     provider_dir = state_dir / name
     provider_dir.mkdir(parents=True, exist_ok=True)
     provider = load_provider(name, ProviderOptions(state_dir=provider_dir.resolve(), values=values))
-    asyncio.run(serve(provider, address, token, tls=tls, insecure=insecure))
+    loops.run(serve(provider, address, token, tls=tls, insecure=insecure))
 
 
 def exit_now(code: int) -> NoReturn:

@@ -202,7 +202,9 @@ def _guarded_config(app: AsgiApp, address: str, port: int, limits: HttpLimits, *
     # Embedded, the process's logging is its owner's: uvicorn's dictConfig is not applied.
     extra: dict[str, Any] = {"log_config": None, "timeout_graceful_shutdown": 3} if embedded else {
         "timeout_graceful_shutdown": 5}
-    return uvicorn.Config(guarded, host=address, port=port, http=protocol, ws="none", lifespan="off",
+    # asyncio's own loop, which the limits above are built on and tested with (uvicorn would take uvloop,
+    # a dependency of worldrt.loops, once it is installed).
+    return uvicorn.Config(guarded, host=address, port=port, http=protocol, ws="none", lifespan="off", loop="asyncio",
                           log_level="warning", access_log=False, timeout_keep_alive=limits.keep_alive_s,
                           h11_max_incomplete_event_size=_MAX_HEADER_BYTES, backlog=min(limits.max_connections, 511),
                           **extra)

@@ -33,6 +33,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION, PERMISSIONS_ERR
 
+from worldrt import loops
 from worldrt.errors import (
     AlreadyExists,
     ErrorFamily,
@@ -249,7 +250,7 @@ class Lattice:
                  on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         self.options = options
         self.name = options.name
-        self.loop = asyncio.new_event_loop()
+        self.loop = loops.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="lattice", daemon=True)
         self._thread.start()
         self._on_reconnect = on_reconnect
