@@ -58,8 +58,14 @@ class ApiServerProcess(abc.ABC):
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)
-            if wait_for(self._up_or_dead, 60, f"the {self.kind} API on port {self.port} answers") == "up":
+            try:
+                up = wait_for(self._up_or_dead, 60, f"the {self.kind} API on port {self.port} answers") == "up"
+            except BaseException:
+                self.stop()  # alive but never answering: it and what it started go, not left to run on
+                raise
+            if up:
                 return
+            self.stop()
             last = self.log_path.read_text(errors="replace")
             if "address already in use" not in last.lower():
                 break
