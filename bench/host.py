@@ -110,7 +110,13 @@ class _TimedTarget(Target):
             self.inner.append(time.perf_counter() - t0)
 
     def stream(self, method, request, metadata, timeout_s):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+        if self.target is None:
+            return Reply(self.reply, 0.0)
+        t0 = time.perf_counter()
+        try:
+            return (yield from self.target.stream(method, request, metadata, timeout_s))
+        finally:
+            self.inner.append(time.perf_counter() - t0)
 
 
 class _TimedTransport(Transport):
