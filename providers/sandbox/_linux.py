@@ -140,9 +140,9 @@ def remount_proc_hidden() -> None:
     mount(None, "/proc", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
 
 
-def _shared_mappings() -> list[tuple[int, int, bytes]]:
-    """(start, end, permissions) of each shared mapping of this process, from /proc/self/maps read raw: a
-    fresh fork pays for every object it touches, so the lines are not decoded or split into fields."""
+def _shared_mappings() -> list[tuple[int, int, bytes, bytes]]:
+    """(start, end, permissions, "dev inode path") of each shared mapping of this process, from /proc/self/maps
+    read raw: a fresh fork pays for every object it touches, so only the shared lines are split."""
     fd = os.open("/proc/self/maps", os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -154,16 +154,43 @@ def _shared_mappings() -> list[tuple[int, int, bytes]]:
     for line in b"".join(chunks).split(b"\n"):
         space = line.find(b" ")  # "start-end perms offset dev inode path"; perms end in "s" when shared
         if line[space + 4:space + 5] == b"s":
-            start, end = line[:space].split(b"-")
-            found.append((int(start, 16), int(end, 16), line[space + 1:space + 4]))
+            span, perms, _offset, backing = line.split(maxsplit=3)
+            start, end = span.split(b"-")
+            found.append((int(start, 16), int(end, 16), perms[:3], backing))
     return found
 
 
+def _read_only_file(backing: bytes) -> bool:
+    """Whether a mapping's "dev inode path" is a file of the image: opened by its path, it is the mapped file
+    (same device and inode) and lies on a read-only mount. No member can write such a file or map it writable
+    (opening it for writing fails; the sandbox mounts no file system both read-only and writable), so its
+    pages carry nothing from one process to another. Memory shared any other way (anonymous, /dev/zero,
+    SysV, memfd) has no such file: its name ends in " (deleted)"."""
+    dev, inode, path = (backing.split(maxsplit=2) + [b"", b""])[:3]
+    if not path.startswith(b"/") or path.endswith(b" (deleted)"):
+        return False
+    try:
+        major, minor = dev.split(b":")
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return False
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev == os.makedev(int(major, 16), int(minor, 16)) and st.st_ino == int(inode)
+                and bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY))
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+
+
 def unshare_shared_memory() -> None:
-    """Give this process a private copy of every shared mapping it inherited (shared memory of the
-    process it was forked from would otherwise join it to its siblings)."""
-    for start, end, perms in _shared_mappings():
-        _make_private(start, end - start, perms)
+    """Give this process a private copy of every shared mapping it inherited (shared memory of the process
+    it was forked from would otherwise join it to its siblings); a file of the image, read-only for every
+    member, is left as it is."""
+    for start, end, perms, backing in _shared_mappings():
+        if not _read_only_file(backing):
+            _make_private(start, end - start, perms)
 
 
 def _view(address: int, size: int) -> memoryview:

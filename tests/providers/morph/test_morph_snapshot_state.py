@@ -143,6 +143,42 @@ def test_shared_memory_beyond_a_files_end_or_without_access_is_copied(stub, inst
     stop(stub, *ids, snap)
 
 
+MAPS_LINE = ("def maps_line(address):\n    for line in open('/proc/self/maps'):\n"
+             "        if int(line.split('-')[0], 16) == address:\n            return line.split()[1], line.split()[-1]\n")
+
+
+def test_a_file_of_the_image_mapped_shared_stays_shared_and_read_only_in_branches(stub, instance: str) -> None:
+    """A snapshot copies no file of the image that its instance maps shared: no member can write one, so the
+    branches keep mapping the file itself, and none can make the mapping writable (EACCES)."""
+    do(stub, instance, "import ctypes, mmap, os\nimage = open(os.__file__, 'rb')\n"
+                       "shared = mmap.mmap(image.fileno(), 4096, prot=mmap.PROT_READ)\n"
+                       "address = next(int(line.split('-')[0], 16) for line in open('/proc/self/maps')\n"
+                       "               if line.split()[-1] == os.__file__)\n"
+                       + MAPS_LINE)
+    assert value(stub, instance, "maps_line(address)") == ["r--s", value(stub, instance, "os.__file__")]
+    snap, ids = branches(stub, instance)
+    libc = "libc = ctypes.CDLL(None, use_errno=True)\n"
+    writable = "libc.mprotect(ctypes.c_void_p(address), 4096, mmap.PROT_READ | mmap.PROT_WRITE), ctypes.get_errno()"
+    same = "bytes(shared[:40]) == open(os.__file__, 'rb').read(40)"
+    for iid in ids:
+        assert value(stub, iid, f"{libc}[maps_line(address), [{writable}], {same}]") == [
+            ["r--s", value(stub, iid, "os.__file__")], [-1, 13], True]
+    stop(stub, *ids, snap)
+
+
+def test_a_file_passes_for_the_image_only_if_it_is_the_mapped_file_on_a_read_only_mount(stub, instance: str) -> None:
+    """The snapshot leaves a shared mapping as it is only when the path maps names opens the very file mapped
+    (device and inode) on a read-only mount: a path that names an image file now, but was not the mapped file,
+    is copied."""
+    check = ("import os, sys\nfrom_image = sys.modules['_linux']._read_only_file\nopen('mine', 'wb').write(b'x')\n"
+             "def backing(st, path):\n    return f'{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x} {st.st_ino}    "
+             "{path}'.encode()\n"
+             "image, mine = os.stat(os.__file__), os.stat('mine')\n"
+             "[from_image(backing(image, os.__file__)), from_image(backing(mine, os.__file__)), "
+             "from_image(backing(mine, os.path.abspath('mine'))), from_image(backing(image, os.__file__ + ' (deleted)'))]")
+    assert value(stub, instance, check) == [True, False, False, False]
+
+
 def test_shared_memory_too_big_to_copy_is_refused_with_the_reason(stub) -> None:
     iid = stub.Start(pb.StartRequest(limits=pb.Limits(memory_mb=256))).instance_id
     do(stub, iid, "import mmap\nbig = mmap.mmap(-1, 200 << 20)")
