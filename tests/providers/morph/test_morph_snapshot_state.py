@@ -189,6 +189,18 @@ def test_shared_memory_too_big_to_copy_is_refused_with_the_reason(stub) -> None:
     stop(stub, iid)
 
 
+def test_a_disk_whose_archive_passes_its_limit_is_refused_and_the_instance_serves_on(stub) -> None:
+    """A sparse file archives at its full size: past the disk's limit the daemon stops reading, and the Snapshot
+    is refused as too large (not as a failure of the instance), which answers as before."""
+    iid = stub.Start(pb.StartRequest(limits=pb.Limits(disk_mb=16))).instance_id
+    do(stub, iid, "open('/workspace/sparse', 'wb').truncate(64 << 20)")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Snapshot(pb.SnapshotRequest(instance_id=iid), timeout=60)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit for this disk" in info.value.details()
+    assert value(stub, iid, "import os\nos.path.getsize('/workspace/sparse')") == 64 << 20
+    stop(stub, iid)
+
+
 def test_files_in_a_read_only_folder_come_back(stub, instance: str) -> None:
     do(stub, instance, "import os\nos.makedirs('d/e')\nopen('d/f', 'w').write('in')\nos.chmod('d', 0o555)")
     snap, ids = branches(stub, instance)
