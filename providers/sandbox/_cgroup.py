@@ -83,27 +83,44 @@ def _remove_orphans(root: Path) -> None:
         _remove_tree(entry)
 
 
-def _pids(path: Path) -> list[int]:
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _pids(path: str) -> list[int]:
+    try:
+        fd = os.open(f"{path}/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return [int(p) for p in b"".join(chunks).split()]
 
 
-def _kill_and_remove(path: Path, unified: bool) -> None:
-    if not path.exists():
-        return
+def _kill_and_remove(path: str, unified: bool) -> None:
     deadline = time.monotonic() + 5
     pause = 0.001
     while time.monotonic() < deadline:
         try:
-            path.rmdir()  # succeeds as soon as the cgroup is empty
+            os.rmdir(path)  # succeeds as soon as the cgroup is empty
+            return
+        except FileNotFoundError:
             return
         except OSError:
             pass
-        if unified and (path / "cgroup.kill").exists():
+        if unified:
             try:
-                (path / "cgroup.kill").write_text("1")
+                _write(f"{path}/cgroup.kill", "1")
             except OSError:
                 pass
         for pid in _pids(path):
@@ -118,7 +135,7 @@ def _kill_and_remove(path: Path, unified: bool) -> None:
 def _remove_tree(base: Path) -> None:
     for child in base.iterdir() if base.is_dir() else ():
         if child.is_dir():
-            _kill_and_remove(child, True)
+            _kill_and_remove(str(child), True)
     try:
         base.rmdir()
     except OSError:
@@ -131,6 +148,9 @@ class Cgroups:
     def __init__(self, name: str, hierarchies: list[_Hierarchy]) -> None:
         self.name = name
         self._hierarchies = hierarchies
+        # Each hierarchy's folder of this daemon, and whether it limits swap (a kernel setting, asked once).
+        self._bases = [(f"{h.root}/{name}", h) for h in hierarchies]
+        self._swap: dict[str, bool] = {}
 
     @classmethod
     def open(cls, name: str) -> Cgroups:
@@ -159,25 +179,29 @@ class Cgroups:
 
     def create(self, key: str, max_pids: int | None, memory_bytes: int | None) -> None:
         """A cgroup for ``key`` with its limits, in every hierarchy (before any process joins it)."""
-        for h in self._hierarchies:
-            path = h.root / self.name / key
-            path.mkdir(exist_ok=True)
+        for base, h in self._bases:
+            path = f"{base}/{key}"
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
             if "pids" in h.controllers:
-                (path / "pids.max").write_text("max" if max_pids is None else str(max_pids))
+                _write(f"{path}/pids.max", "max" if max_pids is None else str(max_pids))
             if "memory" in h.controllers and memory_bytes is not None:
-                if h.unified:
-                    (path / "memory.max").write_text(str(memory_bytes))
-                    if (path / "memory.swap.max").exists():
-                        (path / "memory.swap.max").write_text("0")
-                else:
-                    (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
-                    swap = path / "memory.memsw.limit_in_bytes"
-                    if swap.exists():
-                        swap.write_text(str(memory_bytes))
+                limit, swap = ("memory.max", "memory.swap.max") if h.unified else (
+                    "memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+                _write(f"{path}/{limit}", str(memory_bytes))
+                if self._has_swap_limit(path, swap):
+                    _write(f"{path}/{swap}", "0" if h.unified else str(memory_bytes))
+
+    def _has_swap_limit(self, path: str, swap: str) -> bool:
+        if swap not in self._swap:
+            self._swap[swap] = os.path.exists(f"{path}/{swap}")
+        return self._swap[swap]
 
     def add(self, key: str, pid: int) -> None:
-        for h in self._hierarchies:
-            (h.root / self.name / key / "cgroup.procs").write_text(str(pid))
+        for base, _h in self._bases:
+            _write(f"{base}/{key}/cgroup.procs", str(pid))
 
     def warm(self) -> None:
         """Move this process into the cgroup it is already in. The first move after a pause waits out an
@@ -205,16 +229,16 @@ class Cgroups:
     def stop(self, key: str) -> None:
         """SIGKILL every process of ``key`` now; no new one can be forked where pids allows."""
         pids: set[int] = set()
-        for h in self._hierarchies:
-            path = h.root / self.name / key
-            if "pids" in h.controllers and path.exists():
+        for base, h in self._bases:
+            path = f"{base}/{key}"
+            if "pids" in h.controllers:
                 try:
-                    (path / "pids.max").write_text("0")
+                    _write(f"{path}/pids.max", "0")
                 except OSError:
                     pass
-            if h.unified and (path / "cgroup.kill").exists():
+            if h.unified:
                 try:
-                    (path / "cgroup.kill").write_text("1")
+                    _write(f"{path}/cgroup.kill", "1")
                 except OSError:
                     pass
             pids.update(_pids(path))
@@ -226,8 +250,8 @@ class Cgroups:
 
     def remove(self, key: str) -> None:
         """Wait (bounded) until the processes of ``key`` are gone, then remove its cgroups."""
-        for h in self._hierarchies:
-            _kill_and_remove(h.root / self.name / key, h.unified)
+        for base, h in self._bases:
+            _kill_and_remove(f"{base}/{key}", h.unified)
 
     def kill(self, key: str) -> None:
         self.stop(key)
