@@ -24,7 +24,7 @@ import ctypes
 import itertools
 import struct
 from collections.abc import Callable
-from ctypes import POINTER, byref, c_char, c_char_p, c_size_t, c_void_p, string_at
+from ctypes import byref, c_char, c_char_p, c_size_t, c_void_p, string_at
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -52,9 +52,8 @@ _OPTION = ffi.WASMTIME_COMPONENT_OPTION.value
 _RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
 
 # wasm_byte_vec_new taking the bytes as they are (wasmtime-py's prototype wants a uint8 pointer, which
-# costs a copy into a ctypes array first).
-_byte_vec_new = ctypes.CFUNCTYPE(None, POINTER(ffi.wasm_byte_vec_t), c_size_t, c_char_p)(
-    ("wasm_byte_vec_new", ffi.dll))
+# costs a copy into a ctypes array first), and the vector by reference (byref) or by its address.
+_byte_vec_new = ctypes.CFUNCTYPE(None, c_void_p, c_size_t, c_char_p)(("wasm_byte_vec_new", ffi.dll))
 _valrecord_new_uninit = ffi.wasmtime_component_valrecord_new_uninit
 _vallist_new_uninit = ffi.wasmtime_component_vallist_new_uninit
 _valtuple_new_uninit = ffi.wasmtime_component_valtuple_new_uninit
@@ -82,7 +81,6 @@ _ENTRY_SIZE = ctypes.sizeof(_Entry_t)
 _ENTRY_NAME = _Entry_t.name.offset
 _ENTRY_KIND = _Entry_t.val.offset + _Val_t.kind.offset
 _ENTRY_OF = _Entry_t.val.offset + _Val_t.of.offset
-_byte_vec_new_at = ctypes.CFUNCTYPE(None, c_void_p, c_size_t, c_char_p)(("wasm_byte_vec_new", ffi.dll))
 _STRING_FIELD, _NUMBER_FIELD, _OTHER_FIELD = range(3)
 _NUMBER_FORMATS = {"boolean": "?", "s8": "b", "u8": "B", "s16": "h", "u16": "H", "s32": "i", "u32": "I",
                    "s64": "q", "u64": "Q", "f32": "f", "f64": "d"}
@@ -312,11 +310,11 @@ def _record_lowerer(ty: wt.RecordType, descriptor: Descriptor) -> Callable[[Mess
         data = raw.data
         address, view = _entries(data, size)
         for how, i, at, wit_name, name, optional, using in plan:
-            _byte_vec_new_at(address + at + _ENTRY_NAME, len(wit_name), wit_name)
+            _byte_vec_new(address + at + _ENTRY_NAME, len(wit_name), wit_name)
             if how == _STRING_FIELD:
                 encoded = getattr(message, name).encode("utf-8")
                 view[at + _ENTRY_KIND] = _STRING
-                _byte_vec_new_at(address + at + _ENTRY_OF, len(encoded), encoded)
+                _byte_vec_new(address + at + _ENTRY_OF, len(encoded), encoded)
             elif how == _NUMBER_FIELD:
                 kind, number = using
                 view[at + _ENTRY_KIND] = kind
