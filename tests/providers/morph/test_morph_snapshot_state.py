@@ -201,6 +201,21 @@ def test_a_disk_whose_archive_passes_its_limit_is_refused_and_the_instance_serve
     stop(stub, iid)
 
 
+def test_a_branch_interrupts_a_run_past_its_timeout_and_reaps_its_children(stub, instance: str) -> None:
+    """A snapshot ignores interrupts and lets the kernel reap its children; each branch sets both back: a run past
+    its timeout is interrupted (the branch serves on, its state kept), and a child it starts can be waited for."""
+    do(stub, instance, "kept = 'state'")
+    snap, ids = branches(stub, instance)
+    for iid in ids:
+        with pytest.raises(grpc.RpcError) as info:
+            run(stub, iid, "while True:\n    pass", timeout_ms=300)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "could not be interrupted" not in info.value.details()
+        assert value(stub, iid, "import os\npid = os.fork()\nif pid == 0:\n    os._exit(7)\n"
+                                "[kept, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]") == ["state", 7]
+    stop(stub, *ids, snap)
+
+
 def test_files_in_a_read_only_folder_come_back(stub, instance: str) -> None:
     do(stub, instance, "import os\nos.makedirs('d/e')\nopen('d/f', 'w').write('in')\nos.chmod('d', 0o555)")
     snap, ids = branches(stub, instance)
