@@ -1138,8 +1138,8 @@ def _reopen(files: list[tuple[int, str, int, int]]) -> None:
 
 
 def _become_branch(chan: socket.socket, iid: str) -> None:
-    """A child of a snapshot: leave everything of the parent behind and become an instance of its own."""
-    _handle(signal.SIGCHLD, _signal.SIG_DFL)
+    """A child of a snapshot: leave everything of the parent behind and become an instance of its own (its
+    handlers are set back in ``_become_live``: it forks nothing before)."""
     os.setsid()
     quiet = os.open("/dev/null", os.O_WRONLY)
     os.dup2(quiet, 1)
