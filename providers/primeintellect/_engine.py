@@ -8,7 +8,6 @@ which group is fixed by the schedule in ``_grpo`` (never by timing), so the run 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from worldrt import errors as err
 from worldrt.providers import canonical_json, digest, parse_json
 from worldrt.providers.primeintellect import _grpo
+from worldrt.providers.primeintellect._program import grpo_source, program_for
 from worldrt.providers.sandbox import (
     CallError,
     CallTimeout,
@@ -59,16 +59,6 @@ class Run:
     cpu_ms: float = 0.0
 
 
-@functools.cache
-def grpo_source() -> str:
-    return Path(_grpo.__file__).read_text(encoding="utf-8")
-
-
-def program_for(objective_code: str) -> str:
-    """The sandbox program: the GRPO core with the objective bound; defines rollout() and step()."""
-    return f"{grpo_source()}\n_OBJECTIVE_SOURCE = {objective_code!r}\n"
-
-
 async def _all(aws: Sequence[Awaitable[T]]) -> list[T]:
     """Await every awaitable; on the first failure cancel the rest and raise it."""
     tasks = [asyncio.ensure_future(a) for a in aws]
@@ -84,7 +74,7 @@ async def _all(aws: Sequence[Awaitable[T]]) -> list[T]:
 class AsyncGRPO:
     def __init__(self, state_dir: Path, *, workers: int = 2, rollout_timeout_ms: int = 10_000,
                  max_budget: int = 100_000, hyper: Hyperparameters | None = None) -> None:
-        self.pool = WorkerPool(state_dir, name="rollouts")
+        self.pool = WorkerPool(state_dir, name="rollouts", preludes=(grpo_source(),))
         self.workers = workers
         self.rollout_timeout_s = rollout_timeout_ms / 1000
         self.max_budget = max_budget

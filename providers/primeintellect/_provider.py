@@ -78,3 +78,6 @@ class PrimeIntellectProvider(Provider):
             step_digests=run.step_digests, start_state_json=run.start_state_json, program_code=run.program_code,
             states_json=run.states_json,
         )
+
+
+PROVIDER = PrimeIntellectProvider

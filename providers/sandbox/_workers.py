@@ -9,6 +9,10 @@ request ends: nothing a program does outlives its request. ``lease.call(function
 ``function(*args)`` in a fresh namespace of the program (its top level runs again, so module state does
 not carry over between calls), with JSON arguments and a JSON result. A program may compile a source through
 ``__worldrt_compile__``, a cache of code objects kept for the worker's life (code objects hold no state).
+A pool's ``preludes`` are sources its programs commonly begin with (the optimizer's GRPO core), compiled
+once in the template: a program that begins with one compiles only the rest, when that cannot change what
+the program means (the rest compiles alone under the prelude's future flags, at its own line numbers, and
+neither declares a global nor imports from ``__future__`` nor has a docstring); any other compiles whole.
 A call past its timeout is interrupted and its worker replaced; so is a worker that dies. A template that stops answering is
 replaced with a fresh sandbox, and the pool counts and reports it.
 """
@@ -49,6 +53,7 @@ _STDERR_TAIL = 2000
 
 # Runs once in the template instance; every worker is a fork of it.
 _BOOTSTRAP = r'''
+import __future__ as _future
 import functools as _functools
 import json as _json
 import importlib as _importlib
@@ -67,19 +72,45 @@ if "numpy" in _WORLDRT_PRELOAD:
         pass
 
 
+_FUTURES = 0
+for _feature in _future.all_feature_names:
+    _FUTURES |= getattr(_future, _feature).compiler_flag
+
+
 class _WorldrtWorker:
-    def __init__(self):
+    def __init__(self, preludes):
         self.programs = {}
         # Offered to programs as __worldrt_compile__: a code object is immutable, so a source compiled
         # on every call (an objective per rollout) is compiled once in this worker.
         self.compile = _functools.lru_cache(maxsize=16)(compile)
+        self.preludes = []
+        for source in preludes:
+            code = compile(source, "<program>", "exec", dont_inherit=True)
+            self.preludes.append((source, code, code.co_flags & _FUTURES, source.count("\n")))
 
     def load(self, key, source):
-        self.programs[key] = compile(source, "<program>", "exec")
+        self.programs[key] = self._codes(source)
+
+    def _codes(self, source):
+        for prelude, code, futures, lines in self.preludes:
+            if not source.startswith(prelude):
+                continue
+            rest = source[len(prelude):]
+            if "__future__" in rest or "global" in rest:
+                break
+            try:
+                tail = compile("\n" * lines + rest, "<program>", "exec", flags=futures, dont_inherit=True)
+            except (SyntaxError, ValueError):
+                break  # compiled whole below, for the error a whole program gives
+            if "__doc__" not in tail.co_names:
+                return (code, tail)
+            break
+        return (compile(source, "<program>", "exec", dont_inherit=True),)
 
     def call(self, key, function, args_json):
         namespace = {"__name__": "__worldrt_program__", "__worldrt_compile__": self.compile}
-        exec(self.programs[key], namespace)
+        for code in self.programs[key]:
+            exec(code, namespace)
         fn = namespace.get(function)
         if not callable(fn):
             raise NameError(f"the program does not define a function {function}()")
@@ -90,7 +121,7 @@ class _WorldrtWorker:
             raise TypeError(f"{function}() returned a value that is not JSON: {exc}") from None
 
 
-__worldrt__ = _WorldrtWorker()
+__worldrt__ = _WorldrtWorker(_WORLDRT_PRELUDES)
 
 import gc as _gc
 
@@ -159,7 +190,7 @@ class WorkerPool:
     """One sandbox whose frozen template process is forked into fresh, isolated workers, a lease at a time."""
 
     def __init__(self, state_dir: Path, *, name: str = "workers", limits: Limits | None = None,
-                 preload: tuple[str, ...] = ("numpy",), ready_workers: int = 4,
+                 preload: tuple[str, ...] = ("numpy",), preludes: tuple[str, ...] = (), ready_workers: int = 4,
                  fork_timeout_s: float = FORK_TIMEOUT_S, images: ImageStore | None = None) -> None:
         self.fork_timeout_s = fork_timeout_s
         # Workers run from the default image (the standard library and numpy).
@@ -168,6 +199,10 @@ class WorkerPool:
         self.name = name
         self.limits = limits or Limits()
         self.preload = preload
+        for prelude in preludes:
+            if not prelude.endswith("\n"):
+                raise ValueError("a prelude ends with a newline: the program's rest begins on a line of its own")
+        self.preludes = preludes
         self.ready_workers = ready_workers
         self.template_restarts = 0
         self.last_template_failure = ""
@@ -210,7 +245,7 @@ class WorkerPool:
         try:
             template = await sandbox.spawn(f"template-{secrets.token_hex(4)}", uid, self.limits)
             sandbox.adopt(template, self.limits.processes, self.limits.cgroup_memory_bytes)
-            code = f"_WORLDRT_PRELOAD = {list(self.preload)!r}\n{_BOOTSTRAP}"
+            code = f"_WORLDRT_PRELOAD = {list(self.preload)!r}\n_WORLDRT_PRELUDES = {list(self.preludes)!r}\n{_BOOTSTRAP}"
             frame = await _exec(template, code, _Tail())
             if frame.get("error"):
                 raise SandboxError(f"worker bootstrap failed: {frame['error']}")

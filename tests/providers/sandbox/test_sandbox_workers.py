@@ -189,3 +189,69 @@ def test_a_batch_of_children_takes_the_namespaces_made_ahead_instead_of_asking_b
     asyncio.run(scenario())
     assert len(asked) >= 3, asked  # the first batch, and batches made ahead while the refills ran
     assert most[0] == 1, f"a request for namespace sets was sent while another was on its way ({asked})"
+
+
+PRELUDE = '''"""The prelude."""
+from __future__ import annotations
+import sys
+value = 1
+
+def prelude_function():
+    return value
+'''
+# What a program can see of how it was compiled: its top level's code names the prelude's function only when
+# it was compiled whole.
+SPLIT = '''
+def split():
+    return "prelude_function" not in _TOP.co_names
+
+def line():
+    return sys._getframe().f_lineno
+
+def doc():
+    return __doc__
+
+_TOP = sys._getframe().f_code
+'''
+BLOCK = "def f():\n    x = 1\n"
+BRANCH = "if True:\n    a = 1\n"
+
+
+def test_a_program_that_begins_with_a_prelude_compiles_only_its_rest_and_means_the_same(tmp_path: Path) -> None:
+    """A prelude is compiled once in the template; a program beginning with it compiles only the rest, under
+    the prelude's future flags and at its own line numbers. A rest that would mean anything else alone (it
+    continues the prelude's last block, declares a global, imports from __future__, has a docstring) is
+    compiled whole, as before, and so keeps its meaning or its SyntaxError."""
+    whole = PRELUDE + "\ndef uses(x: Undefined = 0) -> int:\n    return prelude_function() + 1\n" + SPLIT
+    line_of = whole.splitlines().index("    return sys._getframe().f_lineno") + 1
+
+    async def run(pool: WorkerPool, program: str, *calls: str) -> list[Any]:
+        async with pool.lease(1, program) as lease:
+            return [await lease.call(name, [], 5) for name in calls]
+
+    async def scenario() -> None:
+        pool = WorkerPool(tmp_path, name="p", ready_workers=0, preload=(), preludes=(PRELUDE, BLOCK, BRANCH))
+        await pool.open()
+        try:
+            # Split: the annotation is never evaluated (the prelude's future flag holds in the rest).
+            assert await run(pool, whole, "split", "line", "doc") == [True, line_of, "The prelude."]
+            async with pool.lease(1, whole) as lease:
+                assert await lease.call("uses", [], 5) == 2
+            # A string first in the rest is no docstring of the whole program: compiled whole.
+            assert await run(pool, PRELUDE + '"""Not a docstring."""\n' + SPLIT, "split", "doc") == [False, "The prelude."]
+            # Continuing the prelude's last block: compiled whole, where it means what it always did.
+            assert await run(pool, BLOCK + "    return x\n", "f") == [1]
+            assert await run(pool, BRANCH + "else:\n    a = 2\ndef g():\n    return a\n", "g") == [1]
+            # Errors only a whole program has.
+            for rest, words in (("from __future__ import division\n", "beginning of the file"),
+                                ("global value\n", "before global declaration")):
+                with pytest.raises(ProgramError, match=words):
+                    async with pool.lease(1, PRELUDE + rest):
+                        pass
+        finally:
+            await pool.close()
+        assert settle_sandboxes(tmp_path, 0) == 0
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="newline"):
+        WorkerPool(tmp_path, preludes=("x = 1",))
