@@ -10,6 +10,7 @@ from worldrt.providers.gensyn._dispute import read
 from worldrt.providers.gensyn._referee import referee
 from worldrt.providers.gensyn._replay import NEEDS_STATE_TRAILER, Replayer
 from worldrt.providers.gensyn._spotcheck import spot_check
+from worldrt.providers.primeintellect import grpo_source
 from worldrt.providers.sandbox import WorkerPool
 from worldrt.v1 import pb
 
@@ -26,7 +27,11 @@ class GensynProvider(Provider):
         self.max_steps = int(v.get("max_steps", 1_000_000))
         self.max_replay = int(v.get("max_replay_steps", 128))
         self.step_timeout_s = int(v.get("step_timeout_ms", 10_000)) / 1000
-        self.pool = WorkerPool(options.state_dir, name="referee")
+        self.workers = int(v.get("workers", 2))
+        if self.workers < 1:
+            raise err.InvalidArgument(f"the gensyn option workers must be at least 1, not {self.workers}")
+        # The runs it verifies most (primeintellect's) begin with the GRPO core: compiled once, in the template.
+        self.pool = WorkerPool(options.state_dir, name="referee", preludes=(grpo_source(),))
         self._rng = random.SystemRandom()
 
     async def open(self) -> None:
@@ -58,6 +63,8 @@ class GensynProvider(Provider):
                           "drawn without repetition)",
             "max_steps": self.max_steps, "max_claims": MAX_CLAIMS, "max_replay_steps": self.max_replay,
             "step_timeout_ms": int(self.step_timeout_s * 1000),
+            "spot_check_workers": f"sampled steps whose previous state is supplied are re-executed at the same time "
+                                  f"on up to {self.workers} sandboxed workers; the referee re-executes on one",
             "verifies": ["primeintellect Optimize runs (OptimizeReply.program_code, start_state_json, step_digests)"],
             "isolation": self.pool.isolation,
         }
@@ -70,7 +77,8 @@ class GensynProvider(Provider):
         referee_mode = request.mode == pb.REFEREE
         dispute = read(request, max_steps=self.max_steps, min_claims=2 if referee_mode else 1,
                        max_claims=MAX_CLAIMS if referee_mode else 1)
-        replayer = Replayer(self.pool, dispute.program, self.step_timeout_s, self.max_replay)
+        replayer = Replayer(self.pool, dispute.program, self.step_timeout_s, self.max_replay,
+                            workers=1 if referee_mode else self.workers)
         try:
             async with replayer:
                 if referee_mode:

@@ -3,10 +3,12 @@
 The referee never trusts a supplied state: it uses one only when its digest equals the digest the
 claims commit to for that step. Starting from the latest such state (or the start state), it
 replays forward; if that would take more than ``max_replay`` steps it asks for the state instead.
+Steps re-executed at the same time run on different workers of one lease (``workers`` of them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,17 +42,20 @@ class Reached:
 
 
 class Replayer:
-    """Counts every step it re-executes; the sandboxed worker is started at the first one."""
+    """Counts every step it re-executes; its sandboxed workers (``workers``, set before the first step) are
+    started at the first one."""
 
-    def __init__(self, pool: WorkerPool, program: str, timeout_s: float, max_replay: int) -> None:
+    def __init__(self, pool: WorkerPool, program: str, timeout_s: float, max_replay: int, workers: int = 1) -> None:
         self.pool = pool
         self.program = program
         self.timeout_s = timeout_s
         self.max_replay = max_replay
+        self.workers = workers
         self.reexecuted = 0
         self.cpu_ms = 0.0
         self._stack = contextlib.AsyncExitStack()
         self._lease: WorkerLease | None = None
+        self._starting = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         return self
@@ -63,13 +68,9 @@ class Replayer:
 
     async def step(self, state: dict[str, Any], t: int) -> tuple[dict[str, Any], str]:
         """Re-execute step ``t`` from ``state``: the new state and its digest."""
-        if self._lease is None:
-            try:
-                self._lease = await self._stack.enter_async_context(self.pool.lease(1, self.program))
-            except ProgramError as exc:
-                raise err.InvalidArgument(f"program_code: {exc}") from exc
+        lease = await self._started()
         try:
-            result = await self._lease.call("step", [state, t], self.timeout_s)
+            result = await lease.call("step", [state, t], self.timeout_s)
         except CallError as exc:
             raise err.InvalidArgument(f"program_code's step() raised at step {t}: {exc.error}") from exc
         except CallTimeout as exc:
@@ -82,6 +83,15 @@ class Replayer:
             raise err.InvalidArgument(f"step() must return a dict (a JSON object); at step {t} it returned "
                                       f"{type(result).__name__}")
         return result, digest(result)
+
+    async def _started(self) -> WorkerLease:
+        async with self._starting:
+            if self._lease is None:
+                try:
+                    self._lease = await self._stack.enter_async_context(self.pool.lease(self.workers, self.program))
+                except ProgramError as exc:
+                    raise err.InvalidArgument(f"program_code: {exc}") from exc
+            return self._lease
 
     def checkpoint(self, claims: Sequence[ClaimView], upto: int, expected: Sequence[str],
                    start: dict[str, Any]) -> tuple[int, dict[str, Any], list[tuple[str, int]]]:

@@ -3,10 +3,16 @@
 If m of the n steps are forged, q uniformly sampled steps catch at least one with probability
 1 - (1 - m/n)^q; the request names m/n as forged_fraction. Steps are drawn from the system's secure
 random source, so a claimant cannot know in advance which steps are checked.
+
+A sampled step whose state before it is supplied (or is the start state) needs nothing checked before it:
+it begins a chain of its own, and chains are re-executed at the same time, on as many workers as the
+replayer has. The verdict is the one checking the steps in order gives: the first sampled step that
+fails (or raises) decides it, and chains after it are stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import random
@@ -52,18 +58,47 @@ async def spot_check(dispute: Dispute, replayer: Replayer, sample: int, forged_f
         at = bisect.bisect_right(supplied, step - 1)
         replayer.ensure_within(step - 1, max(previous, supplied[at - 1] if at else 0), claim.digests)
         previous = step
-    known: tuple[int, dict[str, Any]] | None = None
-    for step in chosen:
-        reached = await replayer.reach([claim], step - 1, claim.digests, dispute.start_state, known)
-        if reached.rejected:
-            who, at = reached.rejected[0]
-            return caught(at, f"the state {who} supplied for step {at} does not hash to its own digest")
-        if reached.state is None:
-            assert reached.mismatch is not None
-            return caught(reached.mismatch, f"replaying step {reached.mismatch} gave {reached.recomputed}")
-        state, got = await replayer.step(reached.state, step)
-        if got != claim.digests[step]:
-            return caught(step, f"re-executing step {step} gave {got}, the claim says {claim.digests[step]}")
-        known = (step, state)
+
+    async def check(chain: list[int]) -> tuple[int, str] | None:
+        """Re-execute ``chain``'s steps in order, each from the one checked before it; where and why the first
+        that fails does (None when every one stands)."""
+        known: tuple[int, dict[str, Any]] | None = None
+        for step in chain:
+            reached = await replayer.reach([claim], step - 1, claim.digests, dispute.start_state, known)
+            if reached.rejected:
+                who, at = reached.rejected[0]
+                return at, f"the state {who} supplied for step {at} does not hash to its own digest"
+            if reached.state is None:
+                assert reached.mismatch is not None
+                return reached.mismatch, f"replaying step {reached.mismatch} gave {reached.recomputed}"
+            state, got = await replayer.step(reached.state, step)
+            if got != claim.digests[step]:
+                return step, f"re-executing step {step} gave {got}, the claim says {claim.digests[step]}"
+            known = (step, state)
+        return None
+
+    chains = _chains(chosen, claim.states)
+    replayer.workers = max(1, min(replayer.workers, len(chains)))
+    checking = [asyncio.ensure_future(check(chain)) for chain in chains]
+    try:
+        for task in checking:  # in the order of the steps: the first failure decides, as one by one
+            failure = await task
+            if failure is not None:
+                return caught(*failure)
+    finally:
+        for task in checking:
+            task.cancel()
+        await asyncio.gather(*checking, return_exceptions=True)
     proof["reexecuted_steps"] = replayer.reexecuted
     return Outcome(True, [claim.name], -1, replayer.reexecuted, probability, proof)
+
+
+def _chains(chosen: list[int], supplied: Any) -> list[list[int]]:
+    """``chosen`` (sorted) cut before each step whose previous state is the start or supplied."""
+    chains: list[list[int]] = []
+    for step in chosen:
+        if not chains or step - 1 == 0 or step - 1 in supplied:
+            chains.append([step])
+        else:
+            chains[-1].append(step)
+    return chains

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.support import module_daemon, sigterm_mid_call_leaves_nothing, status_of
+from tests.support import module_daemon, settle_sandboxes, sigterm_mid_call_leaves_nothing, status_of
 from worldrt.providers import canonical_json, digest
 from worldrt.providers.gensyn import bisect_divergence
+from worldrt.providers.gensyn._dispute import read
+from worldrt.providers.gensyn._replay import Replayer
+from worldrt.providers.gensyn._spotcheck import spot_check
+from worldrt.providers.sandbox import WorkerPool
 from worldrt.providers.testing import ProviderDaemon
 from worldrt.v1 import pb
 
@@ -173,6 +179,60 @@ def test_spot_check_of_every_step_needs_no_states(gensyn: ProviderDaemon) -> Non
                                mode=pb.SPOT_CHECK, sample=T, claims=[claim("alice", HONEST)])
     reply = gensyn.stub.Verify(request)  # each sampled step starts from the one checked before it
     assert reply.verdict and reply.reexecuted_steps == T
+
+
+class _Counting(Replayer):
+    """A replayer that notes how many steps it re-executes at once."""
+
+    in_flight = most = 0
+
+    async def step(self, state: dict[str, Any], t: int) -> tuple[dict[str, Any], str]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            return await super().step(state, t)
+        finally:
+            self.in_flight -= 1
+
+
+def test_spot_check_re_executes_independent_steps_at_once_and_decides_as_in_order(tmp_path: Path) -> None:
+    """Sampled steps whose previous state is supplied start chains of their own, all re-executed at the same
+    time on the lease's two workers; without supplied states each step starts from the one checked before it,
+    one at a time on one worker. Either way the verdict is the one in order: the first sampled step that
+    fails decides it."""
+    steps = 16
+    forged = trajectory(steps, forge_at=6)
+
+    def spot(states: list[dict], supply: list[int]) -> pb.VerifyRequest:
+        return pb.VerifyRequest(program_code=PROGRAM, start_state_json=json.dumps(START), steps=steps,
+                                mode=pb.SPOT_CHECK, sample=steps, claims=[claim("c", states, supply)])
+
+    async def check(request: pb.VerifyRequest) -> tuple[bool, int, int, int, int]:
+        dispute = read(request, max_steps=steps, min_claims=1, max_claims=1)
+        replayer = _Counting(pool, dispute.program, 5.0, steps, workers=2)
+        async with replayer:
+            outcome = await spot_check(dispute, replayer, request.sample, 0.1, random.Random(1))
+        return outcome.verdict, outcome.first_divergent_step, replayer.most, replayer.workers, replayer.reexecuted
+
+    async def scenario() -> None:
+        everything = list(range(steps + 1))
+        assert await check(spot(HONEST[:steps + 1], everything)) == (True, -1, steps, 2, steps)
+        assert await check(spot(HONEST[:steps + 1], [])) == (True, -1, 1, 1, steps)
+        verdict, at, most, workers, _ = await check(spot(forged, everything))
+        assert (verdict, at, most, workers) == (False, 6, steps, 2)
+        assert await check(spot(forged, [])) == (False, 6, 1, 1, 6)
+
+    pool = WorkerPool(tmp_path, name="spot", ready_workers=2)
+
+    async def main() -> None:
+        await pool.open()
+        try:
+            await scenario()
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+    assert settle_sandboxes(tmp_path, 0) == 0
 
 
 # --- checking a primeintellect Optimize run ------------------------------------------------------
