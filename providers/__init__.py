@@ -1,6 +1,8 @@
 """The provider SDK: write a provider as a class of the seed trait's methods, serve it as a daemon, and
 start, probe and reach daemons (over unix sockets, or TCP with TLS and a bearer token)."""
 
+from typing import TYPE_CHECKING
+
 from worldrt.errors import (
     Aborted,
     DeadlineExceeded,
@@ -12,6 +14,7 @@ from worldrt.errors import (
     Unimplemented,
     WorldError,
 )
+from worldrt.faces import lazy_names
 from worldrt.providers._auth import (
     OPEN_PREFIXES,
     TOKEN_ENV,
@@ -35,8 +38,7 @@ from worldrt.providers._channel import (
     tcp_host,
 )
 from worldrt.providers._child_daemons import serving, spawn_daemon, wait_serving
-from worldrt.providers._daemon import default_state_dir, exit_now, run_provider
-from worldrt.providers._exits import terminate, wait_exit
+from worldrt.providers._exits import exit_now, terminate, wait_exit
 from worldrt.providers._files import (
     NORMAL_UMASK,
     make_private,
@@ -45,9 +47,19 @@ from worldrt.providers._files import (
 )
 from worldrt.providers._links import Link, LinkTable
 from worldrt.providers._metering import Meter, PriceTable
-from worldrt.providers._provider import Call, Provider, ProviderOptions
-from worldrt.providers._serve_options import add_serve_arguments, engine_values
-from worldrt.providers._server import ServerTls, bind, listen_address, serve
+
+if TYPE_CHECKING:
+    from worldrt.providers._daemon import default_state_dir, run_provider
+    from worldrt.providers._provider import Call, Provider, ProviderOptions
+    from worldrt.providers._serve_options import add_serve_arguments, engine_values
+    from worldrt.providers._server import ServerTls, bind, listen_address, serve
+
+# Serving a provider (its gRPC server, health and reflection services, servicer) is imported on first use: a
+# client of a host or a daemon (the CLI) does not load it.
+_LAZY = {"default_state_dir": "_daemon", "run_provider": "_daemon", "Call": "_provider", "Provider": "_provider",
+         "ProviderOptions": "_provider", "add_serve_arguments": "_serve_options", "engine_values": "_serve_options",
+         "ServerTls": "_server", "bind": "_server", "listen_address": "_server", "serve": "_server"}
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "add_serve_arguments", "engine_values",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from worldrt.errors import WorldError
 from worldrt.providers._auth import token_from
-from worldrt.providers._daemon import default_state_dir, exit_now, run_provider
+from worldrt.providers._daemon import default_state_dir, run_provider
+from worldrt.providers._exits import exit_now
 from worldrt.providers._serve_options import add_serve_arguments, engine_values
 from worldrt.providers._server import ServerTls
 

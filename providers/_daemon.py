@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import ctypes
 import importlib
 import os
 import signal
-import sys
-import threading
 from pathlib import Path
-from typing import NoReturn
 
 from worldrt import loops, telemetry
 from worldrt.errors import NotFound
@@ -65,24 +61,3 @@ def run_provider(name: str, listen: str | None, token: str | None, state_dir: Pa
     provider_dir.mkdir(parents=True, exist_ok=True)
     provider = load_provider(name, ProviderOptions(state_dir=provider_dir.resolve(), values=values))
     loops.run(serve(provider, address, token, tls=tls, insecure=insecure))
-
-
-def exit_now(code: int) -> NoReturn:
-    """End a process whose work is done (a daemon's provider closed and its server stopped; a command's
-    answer given and its host closed) without the interpreter's tear-down: its threads are joined and its
-    exit handlers run (logs and telemetry flushed) as at any exit, and then its objects are not freed one by
-    one. That took about 80 of a daemon's 115 ms between SIGTERM and exit (a command's five daemons stop
-    together on two cores at its end), and about 80 ms of each command. Under a profiler or a tracer (which
-    may write what it gathered only once the interpreter unwinds) it exits as any program does."""
-    if sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(code)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)

@@ -1,4 +1,5 @@
-"""Ending a child process: SIGTERM, its exit seen the moment it happens, SIGKILL after a bound.
+"""Ending a child process: SIGTERM, its exit seen the moment it happens, SIGKILL after a bound; and ending
+this one without the interpreter's tear-down (``exit_now``).
 
 ``Popen.wait(timeout)`` looks for the exit in sleeps that double up to 50 ms, so it sees an exit up to
 50 ms late (a daemon that took 120 ms to stop was seen at 164 ms). ``wait_exit`` waits on the process's
@@ -8,11 +9,14 @@ pidfd instead, which the kernel makes readable when the process exits; on a kern
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import signal
 import subprocess
-from typing import Any
+import sys
+import threading
+from typing import Any, NoReturn
 
 
 def wait_exit(proc: subprocess.Popen[Any], timeout_s: float) -> int | None:
@@ -48,3 +52,24 @@ def terminate(proc: subprocess.Popen[Any], timeout_s: float) -> int:
         proc.kill()
         code = proc.wait()
     return code
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a process whose work is done (a daemon's provider closed and its server stopped; a command's
+    answer given and its host closed) without the interpreter's tear-down: its threads are joined and its
+    exit handlers run (logs and telemetry flushed) as at any exit, and then its objects are not freed one by
+    one. That took about 80 of a daemon's 115 ms between SIGTERM and exit (a command's five daemons stop
+    together on two cores at its end), and about 80 ms of each command. Under a profiler or a tracer (which
+    may write what it gathered only once the interpreter unwinds) it exits as any program does."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
