@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 import grpc
@@ -29,16 +31,24 @@ from worldrt.providers import exit_now
 
 GROUPS = (_providers, _links, _components, _serving, _verses, _reports, _images, _instances, _processes, _lattice,
           _apis)
+# The group that adds each top-level command.
+COMMANDS = {"providers": _providers, "provider": _providers, "link": _links, "component": _components,
+            "host": _serving, "tls": _serving, "verse": _verses, "audit": _reports, "analytics": _reports,
+            "invocations": _reports, "image": _images, "files": _images, "instance": _instances,
+            "process": _processes, "lattice": _lattice, "registry": _lattice, "api": _apis}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given a command line that begins with a command, only that command's group
+    (building all eleven took 20-30 ms of each command's start)."""
+    group = COMMANDS.get(argv[0]) if argv else None
     top = argparse.ArgumentParser(prog="worldrt", description="Run portable verse programs across providers.",
                                   epilog=f"exit status:\n{exit_code_table()}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True)
     parents = Parents.make()
-    for group in GROUPS:
-        group.add_commands(commands, parents)
+    for each in GROUPS if group is None else (group,):
+        each.add_commands(commands, parents)
     return top
 
 
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 1 when the command ran and its answer is "no" (a component returned err, an audit
     found unbalanced runs), else the status of the error's kind (``worldrt.errors.EXIT_CODES``: 2 for a
     wrong command line or request, 3 for not found, ..., 130 when interrupted)."""
-    args = parser().parse_args(argv)
+    args = parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     if hasattr(args, "otel"):  # a server: it sets up its own telemetry from its flags
         return _run(args)
