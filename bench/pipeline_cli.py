@@ -3,7 +3,7 @@
     python bench/pipeline_cli.py [--runs 5] [--python .venv/bin/python ...] [--json bench/results/pipeline_cli.json]
 
 For each interpreter given (default: this one; give two venvs' pythons to compare two trees in one run: they
-take turns in every round), in a temporary working directory of its own:
+take turns in every round, each going first in turn), in a temporary working directory of its own:
 * one untimed run first builds the explorer component into ``.worldrt/cache`` (about 10 s, once; skipped
   when this checkout's ``.worldrt/cache/examples`` has it, which is copied in);
 * **cold CLI**: ``worldrt verse pipeline 1069 --json`` with no host running: the embedded host starts the five
@@ -98,6 +98,11 @@ def measure(pythons: list[Path], runs: int, verse: int) -> tuple[list[dict[str, 
         for name, code in BARE.items():
             rows[i].setdefault(name, []).append(wall_ms([str(pythons[i]), "-c", code], ROOT)[0])
 
+    def turns(r: int) -> list[int]:
+        """Round ``r``'s order: each tree goes first in turn (a cold run's exit still costs the next one CPU)."""
+        order = list(range(len(pythons)))
+        return order[r % len(order):] + order[:r % len(order)]
+
     def timed(i: int, cwd: Path, kind: str) -> None:
         ms, wev, cpu_ms = pipeline(clis[i], cwd, verse)
         rows[i].setdefault(kind, []).append(ms)
@@ -114,9 +119,9 @@ def measure(pythons: list[Path], runs: int, verse: int) -> tuple[list[dict[str, 
                 shutil.copytree(built, cwd / ".worldrt" / "cache" / "examples")
             cwd.mkdir(parents=True, exist_ok=True)
             wevs[i].add(pipeline(clis[i], cwd, verse)[1])  # builds or compiles the component once, untimed
-        for _ in range(runs):
-            for i, cwd in enumerate(dirs):
-                timed(i, cwd, "cold CLI")
+        for r in range(runs):
+            for i in turns(r):
+                timed(i, dirs[i], "cold CLI")
         servers: list[subprocess.Popen[bytes]] = []
         try:
             for i, cwd in enumerate(dirs):
@@ -125,9 +130,9 @@ def measure(pythons: list[Path], runs: int, verse: int) -> tuple[list[dict[str, 
                                                     stderr=log, stdin=subprocess.DEVNULL))
                 wait_host(pythons[i], cwd, servers[i])
                 wevs[i].add(pipeline(clis[i], cwd, verse)[1])  # the host's first run loads the component
-            for _ in range(runs):
-                for i, cwd in enumerate(dirs):
-                    timed(i, cwd, "warm host")
+            for r in range(runs):
+                for i in turns(r):
+                    timed(i, dirs[i], "warm host")
         finally:
             for server in servers:
                 stop(server)
