@@ -346,3 +346,9 @@ def test_sigterm_mid_verify_leaves_no_process(tmp_path: Path) -> None:
     request = pb.VerifyRequest(program_code=slow, start_state_json=json.dumps(states[0]), steps=100,
                                mode=pb.SPOT_CHECK, sample=100, claims=[claim("a", states)])
     sigterm_mid_call_leaves_nothing(daemon, tmp_path, lambda: daemon.stub.Verify(request), pb.VerifyReply)
+
+
+def test_a_daemon_without_a_worker_for_spot_checks_does_not_start(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="exited with 2 before serving"):
+        ProviderDaemon("gensyn", state_dir=tmp_path, options={"workers": "0"}).start()
+    assert "the gensyn option workers must be at least 1, not 0" in (tmp_path / "gensyn.log").read_text()
