@@ -93,19 +93,23 @@ class _WorldrtWorker:
 
     def _codes(self, source):
         for prelude, code, futures, lines in self.preludes:
-            if not source.startswith(prelude):
-                continue
-            rest = source[len(prelude):]
-            if "__future__" in rest or "global" in rest:
+            if source.startswith(prelude):
+                tail = self._rest(source[len(prelude):], futures, lines)
+                if tail is not None:
+                    return (code, tail)
                 break
-            try:
-                tail = compile("\n" * lines + rest, "<program>", "exec", flags=futures, dont_inherit=True)
-            except (SyntaxError, ValueError):
-                break  # compiled whole below, for the error a whole program gives
-            if "__doc__" not in tail.co_names:
-                return (code, tail)
-            break
         return (compile(source, "<program>", "exec", dont_inherit=True),)
+
+    def _rest(self, rest, futures, lines):
+        """The rest compiled alone, or None where alone it could mean something else (or does not compile:
+        compiled whole, it gives the error a whole program gives)."""
+        if "__future__" in rest or "global" in rest:
+            return None
+        try:
+            tail = compile("\n" * lines + rest, "<program>", "exec", flags=futures, dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None
+        return None if "__doc__" in tail.co_names else tail
 
     def call(self, key, function, args_json):
         namespace = {"__name__": "__worldrt_program__", "__worldrt_compile__": self.compile}
